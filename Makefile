@@ -1,0 +1,130 @@
+# vmbakfs: plain GNU make with pkg-config.
+#   make [all]        build vmbak and vmbakfs
+#   make check        install test dependencies (Debian, as root), build, run every test
+#   make demo         install dependencies, build, ingest a small ext4 disk, mount, show it
+#   make install      PREFIX=/usr/local DESTDIR= (programs in $(PREFIX)/bin, pages in man1/man5)
+#   make asan         build with address and undefined sanitizers into build-asan/, run the tests
+#   make fuzz         build the libFuzzer targets with clang and run each for FUZZ_SECONDS
+#   make bench        the benchmark (not part of check)
+#   make format       clang-format every source file
+# A user's CFLAGS add to the project's flags; they never replace the warnings.
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DESTDIR ?=
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+B ?= build
+
+PKGS := fuse3 lmdb libzstd libcrypto json-c
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wvla -Wstrict-prototypes -Wmissing-prototypes \
+	-Wno-unused-parameter -Wno-missing-field-initializers
+BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -O2 -g -pthread \
+	-Ikeyvault -Istore $(WARN) $(PKG_CFLAGS)
+ALL_CFLAGS := $(BASE_CFLAGS) $(EXTRA_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS := -pthread $(LDFLAGS)
+LIBS := $(PKG_LIBS) -lpthread
+
+LIB_SRC := $(wildcard keyvault/*.c) $(wildcard store/*.c)
+VMBAK_SRC := $(wildcard tools/*.c)
+VMBAKFS_SRC := $(wildcard fs/*.c)
+UNIT_SRC := $(wildcard tests/unit/*_test.c)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
+VMBAK_OBJ := $(VMBAK_SRC:%.c=$(B)/%.o)
+VMBAKFS_OBJ := $(VMBAKFS_SRC:%.c=$(B)/%.o)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+FUZZ_REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/tests/%_replay)
+LIBA := $(B)/libvmbak.a
+
+.PHONY: all check test deps install uninstall clean asan fuzz bench demo format check-deps
+
+all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs
+
+# Convenience links at the top so ./vmbak works in a checkout.
+vmbak vmbakfs: %: $(B)/%
+	@ln -sf $< $@
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(LIBA): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(B)/vmbak: $(VMBAK_OBJ) $(LIBA)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(VMBAK_OBJ) $(LIBA) $(LIBS)
+
+$(B)/vmbakfs: $(VMBAKFS_OBJ) $(LIBA)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(VMBAKFS_OBJ) $(LIBA) $(LIBS)
+
+$(B)/tests/%: $(B)/tests/unit/%.o $(LIBA)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
+
+# Fuzz targets, linked with a replay driver that runs the corpus and crash files (no libFuzzer).
+$(B)/tests/%_replay: $(B)/tests/fuzz/%.o $(B)/tests/fuzz/replay.o $(LIBA)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(B)/tests/fuzz/replay.o $(LIBA) $(LIBS)
+
+$(B)/tests/fuzz/replay.o: tests/fuzz/replay.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+test-bins: $(UNIT_BIN) $(FUZZ_REPLAY_BIN)
+
+deps:
+	@tests/deps.sh
+
+check: deps
+	$(MAKE) all test-bins
+	B=$(B) tests/run
+
+test: all test-bins
+	B=$(B) tests/run
+
+asan:
+	$(MAKE) B=build-asan EXTRA_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+		LDFLAGS="-fsanitize=address,undefined $(LDFLAGS)" all test-bins
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		B=build-asan tests/run
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	@tests/fuzz/run-libfuzzer.sh $(FUZZ_SECONDS)
+
+bench: all
+	@tests/bench/run.sh
+
+demo:
+	@tests/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -m 0755 $(B)/vmbak $(B)/vmbakfs $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/vmbak $(DESTDIR)$(BINDIR)/vmbakfs
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(wildcard man/*.5)))
+
+clean:
+	rm -rf build build-asan build-fuzz vmbak vmbakfs tests/tmp
+
+format:
+	clang-format -i $(wildcard */*.c */*.h tests/*/*.c)
+
+# Dependencies point one way: keyvault <- store <- fs, tools.
+check-deps:
+	@! grep -n '#include "' keyvault/*.[ch] | grep -v -e '"util.h"' -e '"crypto.h"' \
+		-e '"passphrase.h"' -e '"vaultkey.h"' -e '"keyvault' || { echo "keyvault/ includes a higher layer"; exit 1; }
+	@! grep -n '#include "\.\./\(fs\|tools\)' store/*.[ch] || { echo "store/ includes fs/ or tools/"; exit 1; }
+	@echo "dependencies ok"
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,45 @@
+/* chunkstore.h: where chunk frames live: put, get, exists, delete by id.
+ *
+ * This is the one seam between the vault's metadata (always LMDB) and the bodies of chunks
+ * (LMDB today, chunkstore_lmdb.c; an object store such as Ceph RADOS later, as a new file
+ * implementing the same functions). Nothing else in store/ touches the chunks database.
+ *
+ * Chunk statistics (count, stored bytes, plaintext bytes) are kept by the chunk store.
+ * Thread safety: get and exists are thread-safe; put_batch and del are called by one writer.
+ */
+#ifndef VMBAK_CHUNKSTORE_H
+#define VMBAK_CHUNKSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunk.h"
+#include "internal.h"
+
+/* Calls fn with the frame of id; the frame is valid only during the call. txn: a read
+ * transaction of the caller (the LMDB store reads in it; others ignore it). -ENOENT if absent;
+ * otherwise fn's return value. */
+typedef int (*vbs_frame_fn)(void *arg, const void *frame, size_t len);
+int vbs_cs_get(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], vbs_frame_fn fn,
+	       void *arg);
+
+/* present[i] = 1 when ids[i] is stored. */
+int vbs_cs_exists(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN], uint8_t *present);
+
+/* A chunk to put. */
+typedef struct vbs_cs_item {
+	const uint8_t *id;
+	const void *frame;
+	size_t len;
+	uint32_t plain_len;
+} vbs_cs_item;
+
+/* Stores every item that is not stored yet, durably (one commit); the others are skipped.
+ * *ret_added and *ret_added_bytes: how many were new and their frame bytes. */
+int vbs_cs_put_batch(vbs_vault *v, const vbs_cs_item *items, size_t n, uint64_t *ret_added,
+		     uint64_t *ret_added_bytes);
+
+/* Removes a chunk inside the caller's write transaction (gc). -ENOENT if absent. */
+int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN]);
+
+#endif

@@ -1,0 +1,129 @@
+/* chunkstore_lmdb.c: chunk frames as values of the LMDB database "chunks". */
+#include <errno.h>
+#include <string.h>
+
+#include "chunkstore.h"
+#include "util.h"
+
+static const char stats_key[] = "chunks";
+
+int vbs_cs_get(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], vbs_frame_fn fn,
+	       void *arg)
+{
+	MDB_val k = {VBS_ID_LEN, (void *)id}, d;
+	int rc = mdb_get(txn, v->dbi_chunks, &k, &d);
+
+	if (rc)
+		return vbs_mdb_err(rc);
+	return fn(arg, d.mv_data, d.mv_size);
+}
+
+int vbs_cs_exists(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN], uint8_t *present)
+{
+	MDB_txn *txn;
+	int r = vbs_read_begin(v, &txn);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		MDB_val k = {VBS_ID_LEN, (void *)ids[i]}, d;
+		int rc = mdb_get(txn, v->dbi_chunks, &k, &d);
+
+		if (rc && rc != MDB_NOTFOUND) {
+			r = vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
+				     mdb_strerror(rc));
+			break;
+		}
+		present[i] = rc == 0;
+	}
+	vbs_read_end(v, txn);
+	return r;
+}
+
+static int stats_add(vbs_vault *v, MDB_txn *txn, int64_t count, int64_t bytes, int64_t raw)
+{
+	MDB_val k = {sizeof(stats_key) - 1, (void *)stats_key}, d;
+	uint8_t buf[24] = {0};
+	int rc = mdb_get(txn, v->dbi_meta, &k, &d);
+
+	if (rc == 0 && d.mv_size == sizeof(buf))
+		memcpy(buf, d.mv_data, sizeof(buf));
+	else if (rc && rc != MDB_NOTFOUND)
+		return vbs_mdb_err(rc);
+	vbs_put64(buf, vbs_get64(buf) + (uint64_t)count);
+	vbs_put64(buf + 8, vbs_get64(buf + 8) + (uint64_t)bytes);
+	vbs_put64(buf + 16, vbs_get64(buf + 16) + (uint64_t)raw);
+	d.mv_size = sizeof(buf);
+	d.mv_data = buf;
+	return vbs_mdb_err(mdb_put(txn, v->dbi_meta, &k, &d, 0));
+}
+
+struct put_ctx {
+	const vbs_cs_item *items;
+	size_t n;
+	uint64_t added, added_bytes;
+};
+
+static int put_fn(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	struct put_ctx *c = arg;
+	uint64_t raw = 0;
+	int rc;
+
+	c->added = c->added_bytes = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		MDB_val k = {VBS_ID_LEN, (void *)c->items[i].id};
+		MDB_val d = {c->items[i].len, NULL};
+
+		/* MDB_RESERVE: LMDB hands out the space and we copy once. */
+		rc = mdb_put(txn, v->dbi_chunks, &k, &d, MDB_NOOVERWRITE | MDB_RESERVE);
+		if (rc == MDB_KEYEXIST)
+			continue;
+		if (rc)
+			return vbs_fail(vbs_mdb_err(rc), "cannot store chunk in vault '%s': %s",
+					v->path, mdb_strerror(rc));
+		memcpy(d.mv_data, c->items[i].frame, c->items[i].len);
+		c->added++;
+		c->added_bytes += c->items[i].len;
+		raw += c->items[i].plain_len;
+	}
+	rc = stats_add(v, txn, (int64_t)c->added, (int64_t)c->added_bytes, (int64_t)raw);
+	if (rc < 0)
+		return vbs_fail(rc, "cannot update chunk statistics of vault '%s'", v->path);
+	return 0;
+}
+
+int vbs_cs_put_batch(vbs_vault *v, const vbs_cs_item *items, size_t n, uint64_t *ret_added,
+		     uint64_t *ret_added_bytes)
+{
+	struct put_ctx c = {items, n, 0, 0};
+	int r;
+
+	if (n == 0) {
+		*ret_added = *ret_added_bytes = 0;
+		return 0;
+	}
+	r = vbs_write(v, put_fn, &c);
+	if (r < 0)
+		return r;
+	*ret_added = c.added;
+	*ret_added_bytes = c.added_bytes;
+	return 0;
+}
+
+int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN])
+{
+	MDB_val k = {VBS_ID_LEN, (void *)id}, d;
+	uint32_t plain = 0;
+	size_t len;
+	int rc = mdb_get(txn, v->dbi_chunks, &k, &d);
+
+	if (rc)
+		return vbs_mdb_err(rc);
+	len = d.mv_size;
+	vbs_frame_plain_len(d.mv_data, d.mv_size, &plain);
+	rc = mdb_del(txn, v->dbi_chunks, &k, NULL);
+	if (rc)
+		return vbs_mdb_err(rc);
+	return stats_add(v, txn, -1, -(int64_t)len, -(int64_t)plain);
+}

@@ -1,0 +1,198 @@
+/* db.c: LMDB transactions with automatic map growth, error translation, store messages. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "util.h"
+
+static __thread char errmsg[512];
+
+int vbs_fail(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(errmsg, sizeof(errmsg), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+void vbs_clear_err(void)
+{
+	errmsg[0] = '\0';
+}
+
+const char *vbs_errmsg(void)
+{
+	return errmsg;
+}
+
+int vbs_mdb_err(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS:
+		return 0;
+	case MDB_NOTFOUND:
+		return -ENOENT;
+	case MDB_KEYEXIST:
+		return -EEXIST;
+	case MDB_MAP_FULL:
+		return -ENOSPC;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INVALID:
+	case MDB_VERSION_MISMATCH:
+		return -EBADMSG;
+	case MDB_READERS_FULL:
+	case MDB_TXN_FULL:
+	case MDB_CURSOR_FULL:
+		return -EAGAIN;
+	case MDB_MAP_RESIZED:
+		return -EAGAIN;
+	case MDB_BAD_TXN:
+	case MDB_BAD_RSLOT:
+	case MDB_BAD_VALSIZE:
+	case MDB_BAD_DBI:
+	case MDB_INCOMPATIBLE:
+	case MDB_DBS_FULL:
+	case MDB_TLS_FULL:
+	case MDB_PAGE_FULL:
+	case MDB_PANIC:
+		return -EIO;
+	default:
+		return rc > 0 ? -rc : -EIO;
+	}
+}
+
+int vbs_read_begin(vbs_vault *v, MDB_txn **ret)
+{
+	MDB_txn *txn = NULL;
+	int rc;
+
+	for (int tries = 0; tries < 8; tries++) {
+		pthread_rwlock_rdlock(&v->map_lock);
+		rc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, &txn);
+		if (rc == 0) {
+			*ret = txn;
+			return 0;
+		}
+		pthread_rwlock_unlock(&v->map_lock);
+		if (rc != MDB_MAP_RESIZED)
+			break;
+		/* Another process grew the map: adopt its size (no transaction of ours is live
+		 * while we hold the lock exclusively). */
+		pthread_rwlock_wrlock(&v->map_lock);
+		mdb_env_set_mapsize(v->env, 0);
+		pthread_rwlock_unlock(&v->map_lock);
+	}
+	return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path, mdb_strerror(rc));
+}
+
+void vbs_read_end(vbs_vault *v, MDB_txn *txn)
+{
+	if (!txn)
+		return;
+	mdb_txn_abort(txn);
+	pthread_rwlock_unlock(&v->map_lock);
+}
+
+static int grow_map(vbs_vault *v)
+{
+	MDB_envinfo info;
+	size_t size;
+	int rc;
+
+	pthread_rwlock_wrlock(&v->map_lock);
+	mdb_env_info(v->env, &info);
+	if (__builtin_mul_overflow(info.me_mapsize, (size_t)2, &size)) {
+		pthread_rwlock_unlock(&v->map_lock);
+		return -ENOSPC;
+	}
+	rc = mdb_env_set_mapsize(v->env, size);
+	pthread_rwlock_unlock(&v->map_lock);
+	return vbs_mdb_err(rc);
+}
+
+int vbs_write(vbs_vault *v, vbs_write_fn fn, void *arg)
+{
+	MDB_txn *txn;
+	int rc, r;
+
+	if (v->readonly)
+		return vbs_fail(-EROFS, "vault '%s' is open read-only", v->path);
+	for (int tries = 0; tries < 32; tries++) {
+		pthread_rwlock_rdlock(&v->map_lock);
+		rc = mdb_txn_begin(v->env, NULL, 0, &txn);
+		if (rc == MDB_MAP_RESIZED) {
+			pthread_rwlock_unlock(&v->map_lock);
+			pthread_rwlock_wrlock(&v->map_lock);
+			mdb_env_set_mapsize(v->env, 0);
+			pthread_rwlock_unlock(&v->map_lock);
+			continue;
+		}
+		if (rc) {
+			pthread_rwlock_unlock(&v->map_lock);
+			return vbs_fail(vbs_mdb_err(rc), "cannot write vault '%s': %s", v->path,
+					mdb_strerror(rc));
+		}
+		r = fn(v, txn, arg);
+		if (r < 0) {
+			mdb_txn_abort(txn);
+			pthread_rwlock_unlock(&v->map_lock);
+			/* Inside a transaction nothing is written to the file yet: -ENOSPC can
+			 * only be LMDB's MDB_MAP_FULL (see vbs_mdb_err). */
+			if (r != -ENOSPC)
+				return r;
+			rc = MDB_MAP_FULL;
+		} else {
+			rc = mdb_txn_commit(txn);
+			pthread_rwlock_unlock(&v->map_lock);
+			if (rc == 0)
+				return r;
+		}
+		if (rc != MDB_MAP_FULL && rc == ENOSPC)
+			return vbs_fail(-ENOSPC, "cannot commit to vault '%s': no space left on device",
+					v->path);
+		if (rc != MDB_MAP_FULL)
+			return vbs_fail(vbs_mdb_err(rc), "cannot commit to vault '%s': %s", v->path,
+					mdb_strerror(rc));
+		r = grow_map(v);
+		if (r < 0)
+			return vbs_fail(r, "vault '%s' is full: cannot grow its map", v->path);
+	}
+	return vbs_fail(-ENOSPC, "vault '%s': the map keeps filling up", v->path);
+}
+
+int vbs_get_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, uint64_t *ret)
+{
+	MDB_val k = {klen, (void *)key}, d;
+	int rc = mdb_get(txn, dbi, &k, &d);
+
+	if (rc)
+		return vbs_mdb_err(rc);
+	if (d.mv_size != 8)
+		return -EBADMSG;
+	*ret = vbs_get64(d.mv_data);
+	return 0;
+}
+
+int vbs_seq_next(vbs_vault *v, MDB_txn *txn, uint64_t *ret)
+{
+	static const char key[] = "seq";
+	uint8_t buf[8];
+	uint64_t seq = 0;
+	MDB_val k = {3, (void *)key}, d = {8, buf};
+	int r = vbs_get_u64(txn, v->dbi_meta, key, 3, &seq);
+
+	if (r < 0 && r != -ENOENT)
+		return vbs_fail(r, "vault '%s': damaged sequence record", v->path);
+	seq++;
+	vbs_put64(buf, seq);
+	r = mdb_put(txn, v->dbi_meta, &k, &d, 0);
+	if (r)
+		return vbs_fail(vbs_mdb_err(r), "vault '%s': %s", v->path, mdb_strerror(r));
+	*ret = seq;
+	return 0;
+}

@@ -1,0 +1,186 @@
+/* index.c: the versioned chunk index (see index.h). */
+#include <errno.h>
+#include <string.h>
+
+#include "index.h"
+
+void vbs_idx_key(uint8_t k[VBS_IDX_KEY_LEN], uint64_t lineage, uint64_t n, uint64_t serial)
+{
+	vbs_put64(k, lineage);
+	vbs_put64(k + 8, n);
+	vbs_put64(k + 16, ~serial);
+}
+
+/* Seeks to the first entry at or after (lineage, n, ~serial). Returns 1 and the entry's chunk
+ * number and serial when it is in the lineage, 0 when the lineage has nothing at or after. */
+static int seek(MDB_cursor *c, uint64_t lineage, uint64_t n, uint64_t serial, uint64_t *ret_n,
+		uint64_t *ret_serial, MDB_val *ret_val)
+{
+	uint8_t key[VBS_IDX_KEY_LEN];
+	MDB_val k = {sizeof(key), key};
+	int rc;
+
+	vbs_idx_key(key, lineage, n, serial);
+	rc = mdb_cursor_get(c, &k, ret_val, MDB_SET_RANGE);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return vbs_mdb_err(rc);
+	if (k.mv_size != VBS_IDX_KEY_LEN)
+		return -EBADMSG;
+	if (vbs_get64(k.mv_data) != lineage)
+		return 0;
+	*ret_n = vbs_get64((uint8_t *)k.mv_data + 8);
+	*ret_serial = ~vbs_get64((uint8_t *)k.mv_data + 16);
+	return 1;
+}
+
+static int entry_value(const MDB_val *d, uint8_t *id, int *ret_data)
+{
+	if (d->mv_size == 0) {
+		*ret_data = 0;
+		return 0;
+	}
+	if (d->mv_size != VBS_ID_LEN)
+		return -EBADMSG;
+	if (id)
+		memcpy(id, d->mv_data, VBS_ID_LEN);
+	*ret_data = 1;
+	return 0;
+}
+
+int vbs_idx_lookup(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
+		   uint8_t id[VBS_ID_LEN], int *ret_data)
+{
+	uint64_t en, es;
+	MDB_val d;
+	int r = seek(c, lineage, n, serial, &en, &es, &d);
+
+	if (r < 0)
+		return r;
+	if (r == 0 || en != n) {
+		*ret_data = 0;
+		return 0;
+	}
+	return entry_value(&d, id, ret_data);
+}
+
+int vbs_idx_next_data(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
+		      uint64_t end, uint64_t *ret_n)
+{
+	while (n < end) {
+		uint64_t en, es;
+		MDB_val d;
+		int data, r = seek(c, lineage, n, serial, &en, &es, &d);
+
+		if (r < 0)
+			return r;
+		if (r == 0 || en >= end)
+			return -ENXIO;
+		if (en > n) {
+			/* The first entries of en may be newer than serial: seek again there. */
+			n = en;
+			continue;
+		}
+		r = entry_value(&d, NULL, &data);
+		if (r < 0)
+			return r;
+		if (data) {
+			*ret_n = n;
+			return 0;
+		}
+		n++;
+	}
+	return -ENXIO;
+}
+
+int vbs_idx_next_hole(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
+		      uint64_t end, uint64_t *ret_n)
+{
+	for (; n < end; n++) {
+		int data, r = vbs_idx_lookup(v, c, lineage, serial, n, NULL, &data);
+
+		if (r < 0)
+			return r;
+		if (!data)
+			break;
+	}
+	*ret_n = n;
+	return 0;
+}
+
+int vbs_idx_walk(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t serial, vbs_idx_fn fn,
+		 void *arg)
+{
+	MDB_cursor *c;
+	uint64_t n = 0;
+	int r, rc = mdb_cursor_open(txn, v->dbi_idx, &c);
+
+	if (rc)
+		return vbs_mdb_err(rc);
+	for (;;) {
+		uint64_t en, es;
+		MDB_val d;
+		int data;
+
+		r = seek(c, lineage, n, serial, &en, &es, &d);
+		if (r <= 0)
+			break;
+		if (en > n) {
+			n = en;
+			continue;
+		}
+		r = entry_value(&d, NULL, &data);
+		if (r < 0)
+			break;
+		if (data) {
+			r = fn(arg, n, d.mv_data);
+			if (r)
+				break;
+		}
+		if (n == UINT64_MAX)
+			break;
+		n++;
+	}
+	mdb_cursor_close(c);
+	return r < 0 || r > 0 ? r : 0;
+}
+
+int vbs_idx_put(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t serial, uint64_t n,
+		const uint8_t *id)
+{
+	uint8_t key[VBS_IDX_KEY_LEN];
+	MDB_val k = {sizeof(key), key}, d = {id ? VBS_ID_LEN : 0, (void *)id};
+
+	vbs_idx_key(key, lineage, n, serial);
+	return vbs_mdb_err(mdb_put(txn, v->dbi_idx, &k, &d, 0));
+}
+
+int vbs_lineage_get(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t *ret_head,
+		    uint64_t *ret_size)
+{
+	uint8_t key[8];
+	MDB_val k = {8, key}, d;
+	int rc;
+
+	vbs_put64(key, lineage);
+	rc = mdb_get(txn, v->dbi_lineages, &k, &d);
+	if (rc)
+		return vbs_mdb_err(rc);
+	if (d.mv_size != 16)
+		return -EBADMSG;
+	*ret_head = vbs_get64(d.mv_data);
+	*ret_size = vbs_get64((uint8_t *)d.mv_data + 8);
+	return 0;
+}
+
+int vbs_lineage_set(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t head, uint64_t size)
+{
+	uint8_t key[8], val[16];
+	MDB_val k = {8, key}, d = {16, val};
+
+	vbs_put64(key, lineage);
+	vbs_put64(val, head);
+	vbs_put64(val + 8, size);
+	return vbs_mdb_err(mdb_put(txn, v->dbi_lineages, &k, &d, 0));
+}

@@ -1,0 +1,62 @@
+/* index.h: which chunk holds each piece of each disk of each point.
+ *
+ * The index is versioned rather than copied. A disk belongs to a lineage: the sequence of
+ * points of one VM that have a disk of that name and size, each ingested on top of the one
+ * before. Database idx holds entries
+ *
+ *   key   u64 lineage | u64 chunk number | u64 ~serial      (24 bytes, big-endian)
+ *   value 32-byte chunk id, or empty for a hole
+ *
+ * written by the point with that serial only for chunks that differ from its predecessor in the
+ * lineage. The content of chunk n of the disk as of point s is the entry for (lineage, n) with
+ * the largest serial <= s; none means a hole. Storing ~serial makes that the first key at or
+ * after (lineage, n, ~s): one cursor seek, O(log n). An incremental point costs index space
+ * in proportion to what changed; a full ingest of an unchanged disk writes no entry at all.
+ *
+ * Database lineages holds, per lineage, the serial of its newest point (its head) and the disk
+ * size: a new point continues a lineage only from its head, so what it inherits is exactly
+ * what the head shows.
+ *
+ * All functions run inside the caller's transaction. Errors: -EBADMSG for a malformed entry,
+ * -ENXIO (next_data) when no data follows, else from LMDB (vbs_mdb_err).
+ */
+#ifndef VMBAK_INDEX_H
+#define VMBAK_INDEX_H
+
+#include <stdint.h>
+
+#include "chunk.h"
+#include "internal.h"
+
+#define VBS_IDX_KEY_LEN 24
+
+void vbs_idx_key(uint8_t k[VBS_IDX_KEY_LEN], uint64_t lineage, uint64_t n, uint64_t serial);
+
+/* Chunk n of (lineage, serial): *ret_data = 1 and id filled, or *ret_data = 0 for a hole. */
+int vbs_idx_lookup(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
+		   uint8_t id[VBS_ID_LEN], int *ret_data);
+
+/* The first chunk in [n, end) holding data; -ENXIO if none. */
+int vbs_idx_next_data(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
+		      uint64_t end, uint64_t *ret_n);
+
+/* The first chunk in [n, end) that is a hole, or end if none. */
+int vbs_idx_next_hole(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
+		      uint64_t end, uint64_t *ret_n);
+
+/* Calls fn for every chunk of (lineage, serial) that holds data, in chunk order. A non-zero
+ * return of fn stops the walk and is returned. */
+typedef int (*vbs_idx_fn)(void *arg, uint64_t n, const uint8_t id[VBS_ID_LEN]);
+int vbs_idx_walk(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t serial, vbs_idx_fn fn,
+		 void *arg);
+
+/* Writes the entry of point serial for chunk n (id NULL: a hole). */
+int vbs_idx_put(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t serial, uint64_t n,
+		const uint8_t *id);
+
+/* Lineage heads. -ENOENT when the lineage has none. */
+int vbs_lineage_get(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t *ret_head,
+		    uint64_t *ret_size);
+int vbs_lineage_set(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t head, uint64_t size);
+
+#endif

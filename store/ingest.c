@@ -1,0 +1,840 @@
+/* ingest.c: a new recovery point from disk images (see ingest.h).
+ *
+ * Per disk: the ranges to look at (the whole disk, or the changed extents) are walked with
+ * SEEK_DATA/SEEK_HOLE; chunks touching data are read into a batch; worker threads check for
+ * zeros and compute ids; chunks the vault lacks are compressed and encrypted by the workers and
+ * stored in one commit per batch. Each chunk's new value is compared with what the base point
+ * (the lineage's head) shows, and only differences become index entries, which are written
+ * with the point's record in the final commit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chunkstore.h"
+#include "index.h"
+#include "ingest.h"
+#include "util.h"
+
+#define BATCH_BYTES (16u << 20)
+#define ZSTD_LEVEL 1
+#define EXTENTS_MAX (256u << 20)
+
+/* ---- a small fork-join pool: every worker runs fn(arg, k, nthreads) for one generation ---- */
+
+struct pool {
+	pthread_mutex_t lock;
+	pthread_cond_t go, done;
+	pthread_t *threads;
+	unsigned n;	  /* workers besides the caller */
+	unsigned gen;	  /* generation counter */
+	unsigned pending; /* workers still running this generation */
+	int quit;
+	void (*fn)(void *arg, unsigned k, unsigned nthreads);
+	void *arg;
+};
+
+struct worker_arg {
+	struct pool *p;
+	unsigned k;
+};
+
+static void *worker(void *a)
+{
+	struct worker_arg *wa = a;
+	struct pool *p = wa->p;
+	unsigned k = wa->k, seen = 0;
+
+	free(wa);
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		while (p->gen == seen && !p->quit)
+			pthread_cond_wait(&p->go, &p->lock);
+		if (p->quit)
+			break;
+		seen = p->gen;
+		pthread_mutex_unlock(&p->lock);
+		p->fn(p->arg, k, p->n + 1);
+		pthread_mutex_lock(&p->lock);
+		if (--p->pending == 0)
+			pthread_cond_signal(&p->done);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+static int pool_start(struct pool *p, unsigned nthreads)
+{
+	memset(p, 0, sizeof(*p));
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->go, NULL);
+	pthread_cond_init(&p->done, NULL);
+	if (nthreads <= 1)
+		return 0;
+	p->threads = calloc(nthreads - 1, sizeof(*p->threads));
+	if (!p->threads)
+		return -ENOMEM;
+	for (unsigned i = 0; i < nthreads - 1; i++) {
+		struct worker_arg *wa = malloc(sizeof(*wa));
+		if (!wa)
+			return -ENOMEM;
+		wa->p = p;
+		wa->k = i + 1;
+		if (pthread_create(&p->threads[i], NULL, worker, wa) != 0) {
+			free(wa);
+			return -EAGAIN;
+		}
+		p->n++;
+	}
+	return 0;
+}
+
+static void pool_run(struct pool *p, void (*fn)(void *, unsigned, unsigned), void *arg)
+{
+	pthread_mutex_lock(&p->lock);
+	p->fn = fn;
+	p->arg = arg;
+	p->pending = p->n;
+	p->gen++;
+	pthread_cond_broadcast(&p->go);
+	pthread_mutex_unlock(&p->lock);
+	fn(arg, 0, p->n + 1);
+	pthread_mutex_lock(&p->lock);
+	while (p->pending)
+		pthread_cond_wait(&p->done, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void pool_stop(struct pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->quit = 1;
+	pthread_cond_broadcast(&p->go);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < p->n; i++)
+		pthread_join(p->threads[i], NULL);
+	free(p->threads);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->go);
+	pthread_cond_destroy(&p->done);
+}
+
+/* ---- state ---- */
+
+struct job {
+	uint64_t n;
+	size_t len;
+	uint8_t *data;
+	uint8_t id[VBS_ID_LEN];
+	uint8_t zero, store;
+	int err;
+	uint8_t *frame;
+	size_t flen;
+};
+
+struct change {
+	uint64_t n;
+	uint8_t id[VBS_ID_LEN];
+	uint8_t data;
+};
+
+struct base_entry {
+	uint64_t n;
+	uint8_t id[VBS_ID_LEN];
+};
+
+struct disk_state {
+	const vbs_ingest_disk *in;
+	int fd;
+	uint64_t size;
+	int cont;		 /* continues the base's lineage */
+	uint64_t lineage;	 /* when cont */
+	int64_t data_chunks;	 /* running count */
+	struct base_entry *base; /* full mode: the base's data chunks, sorted */
+	size_t nbase;
+	vbs_extent *ext; /* changed mode: ranges to read */
+	size_t next;
+	struct change *ch;
+	size_t nch, capch;
+	uint64_t read_bytes, new_chunks, new_bytes;
+};
+
+struct ingest {
+	vbs_vault *v;
+	const vbs_ingest_opts *o;
+	struct pool pool;
+	uint32_t cs;
+	size_t batch_max;
+	uint8_t *buf, *frames;
+	size_t frame_max;
+	struct job *jobs;
+	size_t njobs;
+	vbs_cs_item *items;
+	uint8_t (*ids)[VBS_ID_LEN];
+	uint8_t *present;
+	vbs_rp *prev; /* the VM's latest point at the start, or NULL */
+	struct disk_state *disks;
+	uint64_t done, total;
+	int64_t last_progress;
+};
+
+/* ---- workers ---- */
+
+static void hash_work(void *arg, unsigned k, unsigned nt)
+{
+	struct ingest *g = arg;
+
+	for (size_t i = k; i < g->njobs; i += nt) {
+		struct job *j = &g->jobs[i];
+		j->zero = (uint8_t)vbs_is_zero(j->data, j->len);
+		j->err = j->zero ? 0 : vbs_chunk_id(g->v, j->data, j->len, j->id);
+	}
+}
+
+static void encode_work(void *arg, unsigned k, unsigned nt)
+{
+	struct ingest *g = arg;
+
+	for (size_t i = k; i < g->njobs; i += nt) {
+		struct job *j = &g->jobs[i];
+		if (!j->store)
+			continue;
+		j->err = vbs_chunk_encode(g->v, j->id, j->data, j->len, ZSTD_LEVEL, j->frame,
+					  g->frame_max, &j->flen);
+	}
+}
+
+/* ---- base values ---- */
+
+static int base_collect(void *arg, uint64_t n, const uint8_t id[VBS_ID_LEN])
+{
+	struct disk_state *d = arg;
+
+	if (d->nbase % 4096 == 0) {
+		struct base_entry *b = realloc(d->base, (d->nbase + 4096) * sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		d->base = b;
+	}
+	d->base[d->nbase].n = n;
+	memcpy(d->base[d->nbase].id, id, VBS_ID_LEN);
+	d->nbase++;
+	return 0;
+}
+
+static int add_change(struct disk_state *d, uint64_t n, const uint8_t *id)
+{
+	if (d->nch == d->capch) {
+		size_t cap = d->capch ? d->capch * 2 : 1024;
+		struct change *c = realloc(d->ch, cap * sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		d->ch = c;
+		d->capch = cap;
+	}
+	d->ch[d->nch].n = n;
+	d->ch[d->nch].data = id != NULL;
+	if (id)
+		memcpy(d->ch[d->nch].id, id, VBS_ID_LEN);
+	d->nch++;
+	return 0;
+}
+
+static int cmp_base(const void *key, const void *elem)
+{
+	uint64_t n = *(const uint64_t *)key, m = ((const struct base_entry *)elem)->n;
+	return n < m ? -1 : n > m;
+}
+
+/* What the base shows at chunk n: *data and id. Full mode keeps the base's data chunks in a
+ * sorted array (chunks settle in any order: batches and holes interleave); changed mode looks
+ * each chunk up (they are few). */
+static int base_value(struct ingest *g, struct disk_state *d, uint64_t n, uint8_t *id, int *data)
+{
+	*data = 0;
+	if (!d->cont)
+		return 0;
+	if (!d->ext) {
+		const struct base_entry *b =
+			bsearch(&n, d->base, d->nbase, sizeof(*d->base), cmp_base);
+		if (b) {
+			memcpy(id, b->id, VBS_ID_LEN);
+			*data = 1;
+		}
+		return 0;
+	} else {
+		MDB_txn *txn;
+		MDB_cursor *c;
+		int r = vbs_read_begin(g->v, &txn), rc;
+
+		if (r < 0)
+			return r;
+		rc = mdb_cursor_open(txn, g->v->dbi_idx, &c);
+		if (rc) {
+			vbs_read_end(g->v, txn);
+			return vbs_mdb_err(rc);
+		}
+		r = vbs_idx_lookup(g->v, c, d->lineage, g->prev->serial, n, id, data);
+		mdb_cursor_close(c);
+		vbs_read_end(g->v, txn);
+		return r;
+	}
+}
+
+/* Records chunk n's new value (id, or NULL for zeros/hole) against the base. */
+static int settle(struct ingest *g, struct disk_state *d, uint64_t n, const uint8_t *id)
+{
+	uint8_t bid[VBS_ID_LEN];
+	int bdata, r = base_value(g, d, n, bid, &bdata);
+
+	if (r < 0)
+		return r;
+	if (!id && !bdata)
+		return 0;
+	if (id && bdata && memcmp(id, bid, VBS_ID_LEN) == 0)
+		return 0;
+	d->data_chunks += (id ? 1 : 0) - (bdata ? 1 : 0);
+	return add_change(d, n, id);
+}
+
+/* Chunks [a, b) read as zeros because the source has a hole there. */
+static int settle_hole(struct ingest *g, struct disk_state *d, uint64_t a, uint64_t b)
+{
+	int r;
+
+	if (!d->cont || a >= b)
+		return 0;
+	if (!d->ext) {
+		/* Only chunks where the base has data can change: find the first at or after a. */
+		size_t lo = 0, hi = d->nbase;
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			if (d->base[mid].n < a)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (; lo < d->nbase && d->base[lo].n < b; lo++)
+			if ((r = settle(g, d, d->base[lo].n, NULL)) < 0)
+				return r;
+		return 0;
+	}
+	for (uint64_t n = a; n < b; n++)
+		if ((r = settle(g, d, n, NULL)) < 0)
+			return r;
+	return 0;
+}
+
+/* ---- batches ---- */
+
+static void progress(struct ingest *g, int force)
+{
+	int64_t now;
+
+	if (!g->o->progress)
+		return;
+	now = vbu_mono_ns();
+	if (!force && now - g->last_progress < 250000000)
+		return;
+	g->last_progress = now;
+	g->o->progress(g->o->progress_arg, g->done, g->total);
+}
+
+static int flush_batch(struct ingest *g, struct disk_state *d)
+{
+	size_t nitems = 0, nq = 0;
+	uint64_t added = 0, added_bytes = 0;
+	int r;
+
+	if (g->njobs == 0)
+		return 0;
+	pool_run(&g->pool, hash_work, g);
+	for (size_t i = 0; i < g->njobs; i++) {
+		if (g->jobs[i].err < 0)
+			return vbs_fail(g->jobs[i].err, "cannot hash chunk: %s",
+					vbu_strerror(-g->jobs[i].err));
+		g->jobs[i].store = 0;
+		if (!g->jobs[i].zero)
+			memcpy(g->ids[nq++], g->jobs[i].id, VBS_ID_LEN);
+	}
+	r = vbs_cs_exists(g->v, nq, (const uint8_t(*)[VBS_ID_LEN])g->ids, g->present);
+	if (r < 0)
+		return r;
+	nq = 0;
+	for (size_t i = 0; i < g->njobs; i++) {
+		struct job *j = &g->jobs[i];
+		if (j->zero)
+			continue;
+		if (!g->present[nq++]) {
+			/* The first of equal chunks in a batch stores it. */
+			j->store = 1;
+			for (size_t k = 0; k < i; k++)
+				if (g->jobs[k].store && memcmp(g->jobs[k].id, j->id, VBS_ID_LEN) == 0) {
+					j->store = 0;
+					break;
+				}
+		}
+	}
+	pool_run(&g->pool, encode_work, g);
+	for (size_t i = 0; i < g->njobs; i++) {
+		struct job *j = &g->jobs[i];
+		if (!j->store)
+			continue;
+		if (j->err < 0)
+			return vbs_fail(j->err, "cannot encode chunk: %s", vbu_strerror(-j->err));
+		g->items[nitems++] = (vbs_cs_item){j->id, j->frame, j->flen, (uint32_t)j->len};
+	}
+	r = vbs_cs_put_batch(g->v, g->items, nitems, &added, &added_bytes);
+	if (r < 0)
+		return r;
+	d->new_chunks += added;
+	d->new_bytes += added_bytes;
+	for (size_t i = 0; i < g->njobs; i++) {
+		struct job *j = &g->jobs[i];
+		if ((r = settle(g, d, j->n, j->zero ? NULL : j->id)) < 0)
+			return r;
+	}
+	g->njobs = 0;
+	progress(g, 0);
+	return 0;
+}
+
+/* Reads chunks [a, b) into batches. */
+static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint64_t b)
+{
+	int r;
+
+	for (uint64_t n = a; n < b; n++) {
+		uint64_t off = n * g->cs;
+		size_t len = off + g->cs > d->size ? (size_t)(d->size - off) : g->cs, got;
+		struct job *j = &g->jobs[g->njobs];
+
+		j->n = n;
+		j->len = len;
+		j->data = g->buf + g->njobs * (size_t)g->cs;
+		j->frame = g->frames + g->njobs * g->frame_max;
+		r = vbu_pread_full(d->fd, j->data, len, off, &got);
+		if (r < 0)
+			return vbs_fail(r, "cannot read '%s' at offset %llu: %s", d->in->path,
+					(unsigned long long)off, vbu_strerror(-r));
+		if (got != len)
+			return vbs_fail(-EIO, "'%s' shrank while it was read (at offset %llu)",
+					d->in->path, (unsigned long long)(off + got));
+		d->read_bytes += len;
+		g->done += len;
+		if (++g->njobs == g->batch_max && (r = flush_batch(g, d)) < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Data regions of [a, b) (byte offsets, a chunk-aligned): calls fn for chunk ranges that touch
+ * data and for chunk ranges that are wholly holes. Used for reading and for sizing progress. */
+static int walk_range(struct ingest *g, struct disk_state *d, uint64_t a, uint64_t b, int dry,
+		      uint64_t *ret_bytes)
+{
+	uint64_t cs = g->cs, pos = a, bytes = 0;
+	int r;
+
+	while (pos < b) {
+		off_t ds = lseek(d->fd, (off_t)pos, SEEK_DATA), he;
+		uint64_t dstart, dend;
+
+		if (ds < 0 && errno != ENXIO) {
+			/* No hole support (a block device, an old file system): all data. */
+			ds = (off_t)pos;
+			he = (off_t)b;
+		} else if (ds < 0 || (uint64_t)ds >= b) {
+			if (!dry && (r = settle_hole(g, d, pos / cs, (b + cs - 1) / cs)) < 0)
+				return r;
+			break;
+		} else {
+			he = lseek(d->fd, ds, SEEK_HOLE);
+			if (he < 0 || (uint64_t)he > b)
+				he = (off_t)b;
+		}
+		dstart = (uint64_t)ds / cs * cs;
+		if (dstart < pos)
+			dstart = pos;
+		dend = ((uint64_t)he + cs - 1) / cs * cs;
+		if (dend > b)
+			dend = b;
+		if (dry) {
+			bytes += dend - dstart;
+		} else {
+			if ((r = settle_hole(g, d, pos / cs, dstart / cs)) < 0)
+				return r;
+			if ((r = read_chunks(g, d, dstart / cs, (dend + cs - 1) / cs)) < 0)
+				return r;
+		}
+		pos = dend;
+	}
+	if (ret_bytes)
+		*ret_bytes = bytes;
+	return 0;
+}
+
+/* ---- opening sources ---- */
+
+static int open_source(struct disk_state *d)
+{
+	struct stat st;
+	int fd = open(d->in->path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return vbs_fail(-errno, "cannot open disk '%s' source '%s': %s", d->in->name,
+				d->in->path, vbu_strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return vbs_fail(-e, "cannot stat '%s': %s", d->in->path, vbu_strerror(e));
+	}
+	if (S_ISREG(st.st_mode)) {
+		d->size = (uint64_t)st.st_size;
+	} else if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &d->size) < 0) {
+			int e = errno;
+			close(fd);
+			return vbs_fail(-e, "cannot get the size of '%s': %s", d->in->path,
+					vbu_strerror(e));
+		}
+	} else {
+		close(fd);
+		return vbs_fail(-EINVAL, "source '%s' of disk '%s' is not a regular file or block "
+				"device", d->in->path, d->in->name);
+	}
+	if (d->size == 0) {
+		close(fd);
+		return vbs_fail(-EINVAL, "source '%s' of disk '%s' is empty", d->in->path,
+				d->in->name);
+	}
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	d->fd = fd;
+	return 0;
+}
+
+/* Decides the lineage of disk d: continue the base's when it has the disk at the same size
+ * and is its lineage's head. */
+static int plan_disk(struct ingest *g, struct disk_state *d)
+{
+	const vbs_disk *bd = NULL;
+	MDB_txn *txn;
+	uint64_t head = 0, lsize = 0;
+	int r;
+
+	for (size_t i = 0; g->prev && i < g->prev->n_disks; i++)
+		if (strcmp(g->prev->disks[i].name, d->in->name) == 0)
+			bd = &g->prev->disks[i];
+	if (bd && bd->size == d->size) {
+		r = vbs_read_begin(g->v, &txn);
+		if (r < 0)
+			return r;
+		r = vbs_lineage_get(g->v, txn, bd->lineage, &head, &lsize);
+		if (r == 0 && head == g->prev->serial && lsize == d->size) {
+			d->cont = 1;
+			d->lineage = bd->lineage;
+			d->data_chunks = (int64_t)bd->data_chunks;
+			if (!d->in->changed)
+				r = vbs_idx_walk(g->v, txn, d->lineage, g->prev->serial,
+						 base_collect, d);
+		} else if (r == -ENOENT) {
+			r = 0;
+		}
+		vbs_read_end(g->v, txn);
+		if (r < 0)
+			return vbs_fail(r, "cannot read the index of '%s/%s': %s", g->prev->id,
+					bd->name, vbu_strerror(-r));
+	}
+	if (d->in->changed) {
+		char *text = NULL;
+		size_t len, line = 0;
+
+		if (!g->prev)
+			return vbs_fail(-EINVAL, "--changed for disk '%s': VM '%s' has no earlier "
+					"recovery point to take the rest from", d->in->name, g->o->vm);
+		if (!bd)
+			return vbs_fail(-EINVAL, "--changed for disk '%s': the latest point '%s' of "
+					"VM '%s' has no such disk", d->in->name, g->prev->id, g->o->vm);
+		if (bd->size != d->size)
+			return vbs_fail(-EINVAL, "--changed for disk '%s': its size changed from %llu "
+					"to %llu bytes since '%s'", d->in->name,
+					(unsigned long long)bd->size,
+					(unsigned long long)d->size, g->prev->id);
+		if (!d->cont)
+			return vbs_fail(-EINVAL, "--changed for disk '%s': point '%s' cannot be "
+					"used as a base", d->in->name, g->prev->id);
+		r = vbu_read_file(d->in->changed, EXTENTS_MAX, &text, &len);
+		if (r < 0)
+			return vbs_fail(r, "cannot read changed extents '%s': %s", d->in->changed,
+					vbu_strerror(-r));
+		r = vbs_extents_parse(text, len, d->size, g->cs, &d->ext, &d->next, &line);
+		free(text);
+		if (r < 0)
+			return vbs_fail(-EINVAL, "changed extents '%s' line %zu: %s", d->in->changed,
+					line, r == -ERANGE ? "range beyond the end of the disk"
+							   : "expected 'OFFSET LENGTH [TYPE]'");
+		if (!d->ext) {
+			/* Nothing changed: a valid, empty list. */
+			d->ext = malloc(sizeof(*d->ext));
+			if (!d->ext)
+				return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* ---- commit ---- */
+
+struct commit {
+	struct ingest *g;
+	vbs_rp *rp;
+};
+
+static void make_id(int64_t ns, int suffix, char *out)
+{
+	char t[21];
+
+	vbu_format_time(ns / 1000000000, t);
+	if (suffix)
+		snprintf(out, VBS_RP_ID_MAX, "%s-%02d", t, suffix);
+	else
+		snprintf(out, VBS_RP_ID_MAX, "%s", t);
+}
+
+static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	struct commit *c = arg;
+	struct ingest *g = c->g;
+	vbs_rp *rp = c->rp;
+	uint64_t latest = 0, head, lsize;
+	int64_t now = vbu_now_ns();
+	int r, suffix = 0;
+
+	r = vbs_rp_latest_serial(v, txn, g->o->vm, &latest);
+	if (r < 0 && r != -ENOENT)
+		return vbs_fail(r, "cannot read vault '%s'", v->path);
+	if ((r == -ENOENT ? 0 : latest) != (g->prev ? g->prev->serial : 0))
+		return vbs_fail(-EBUSY, "another ingest of VM '%s' committed first; run it again",
+				g->o->vm);
+	if ((r = vbs_vm_ensure(v, txn, g->o->vm, &rp->vm_serial)) < 0 ||
+	    (r = vbs_seq_next(v, txn, &rp->serial)) < 0)
+		return vbs_fail(r, "cannot write vault '%s'", v->path);
+	/* An id that sorts after the VM's latest, even if the clock went back. */
+	if (g->prev && now < g->prev->created_ns)
+		now = g->prev->created_ns;
+	for (suffix = 0;; suffix++) {
+		if (suffix > 99)
+			return vbs_fail(-EBUSY, "too many points of VM '%s' in one second", g->o->vm);
+		make_id(now, suffix, rp->id);
+		if (g->prev && strcmp(rp->id, g->prev->id) <= 0)
+			continue;
+		r = vbs_rp_id_taken(v, txn, g->o->vm, rp->id);
+		if (r < 0)
+			return r;
+		if (!r)
+			break;
+	}
+	rp->created_ns = now;
+	for (size_t i = 0; i < rp->n_disks; i++) {
+		struct disk_state *d = &g->disks[i];
+		vbs_disk *dk = &rp->disks[i];
+
+		if (d->cont) {
+			r = vbs_lineage_get(v, txn, d->lineage, &head, &lsize);
+			if (r < 0 || head != g->prev->serial)
+				return vbs_fail(-EBUSY, "another ingest of VM '%s' committed first; "
+						"run it again", g->o->vm);
+			dk->lineage = d->lineage;
+		} else if ((r = vbs_seq_next(v, txn, &dk->lineage)) < 0) {
+			return r;
+		}
+		for (size_t k = 0; k < d->nch; k++) {
+			r = vbs_idx_put(v, txn, dk->lineage, rp->serial, d->ch[k].n,
+					d->ch[k].data ? d->ch[k].id : NULL);
+			if (r < 0)
+				return vbs_fail(r, "cannot write the index of vault '%s'", v->path);
+		}
+		if ((r = vbs_lineage_set(v, txn, dk->lineage, rp->serial, d->size)) < 0)
+			return vbs_fail(r, "cannot write the index of vault '%s'", v->path);
+		free(dk->escrow);
+		dk->escrow = NULL;
+		for (size_t e = 0; e < g->o->n_escrow; e++) {
+			if (strcmp(g->o->escrow_disks[e], dk->name) != 0)
+				continue;
+			r = g->o->escrow(g->o->escrow_arg, g->o->vm, rp->id, dk->name, &dk->escrow,
+					 &dk->escrow_len);
+			if (r < 0)
+				return r;
+		}
+	}
+	r = vbs_rp_store(v, txn, rp);
+	if (r < 0)
+		return vbs_fail(r, "cannot write recovery point to vault '%s'", v->path);
+	return 0;
+}
+
+/* ---- the whole ingest ---- */
+
+static int check_opts(const vbs_ingest_opts *o)
+{
+	if (!vbs_name_valid(o->vm))
+		return vbs_fail(-EINVAL, "invalid VM name '%s': use %s", o->vm, VBS_NAME_RULE);
+	if (o->n_disks == 0 || o->n_disks > VBS_DISKS_MAX)
+		return vbs_fail(-EINVAL, "a recovery point needs 1 to %d disks", VBS_DISKS_MAX);
+	for (size_t i = 0; i < o->n_disks; i++) {
+		if (!vbs_name_valid(o->disks[i].name))
+			return vbs_fail(-EINVAL, "invalid disk name '%s': use %s", o->disks[i].name,
+					VBS_NAME_RULE);
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(o->disks[i].name, o->disks[k].name) == 0)
+				return vbs_fail(-EINVAL, "disk '%s' given twice", o->disks[i].name);
+	}
+	for (size_t e = 0; e < o->n_escrow; e++) {
+		size_t i;
+		for (i = 0; i < o->n_disks; i++)
+			if (strcmp(o->escrow_disks[e], o->disks[i].name) == 0)
+				break;
+		if (i == o->n_disks)
+			return vbs_fail(-EINVAL, "escrow for disk '%s', which is not in this ingest",
+					o->escrow_disks[e]);
+		if (!o->escrow)
+			return vbs_fail(-EINVAL, "escrow requested without a key vault");
+	}
+	return 0;
+}
+
+int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
+{
+	struct ingest g = {.v = v, .o = o};
+	struct commit c = {&g, NULL};
+	unsigned nt = o->threads;
+	int r, pool_up = 0;
+
+	vbs_clear_err();
+	if ((r = check_opts(o)) < 0)
+		return r;
+	if (!v->unlocked)
+		return vbs_fail(-ENOKEY, "vault '%s' is locked", v->path);
+	g.cs = v->chunk_size;
+	g.batch_max = BATCH_BYTES / g.cs > 4 ? BATCH_BYTES / g.cs : 4;
+	g.frame_max = vbs_frame_max(g.cs);
+	g.buf = malloc(g.batch_max * g.cs);
+	g.frames = malloc(g.batch_max * g.frame_max);
+	g.jobs = calloc(g.batch_max, sizeof(*g.jobs));
+	g.items = calloc(g.batch_max, sizeof(*g.items));
+	g.ids = calloc(g.batch_max, VBS_ID_LEN);
+	g.present = calloc(g.batch_max, 1);
+	g.disks = calloc(o->n_disks, sizeof(*g.disks));
+	c.rp = calloc(1, sizeof(*c.rp));
+	if (c.rp)
+		c.rp->disks = calloc(o->n_disks, sizeof(*c.rp->disks));
+	if (!g.buf || !g.frames || !g.jobs || !g.items || !g.ids || !g.present || !g.disks ||
+	    !c.rp || !c.rp->disks) {
+		r = vbs_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < o->n_disks; i++) {
+		g.disks[i].in = &o->disks[i];
+		g.disks[i].fd = -1;
+	}
+	r = vbs_rp_latest(v, o->vm, &g.prev);
+	if (r == -ENOENT) {
+		g.prev = NULL;
+		vbs_clear_err();
+	} else if (r < 0) {
+		goto out;
+	}
+	for (size_t i = 0; i < o->n_disks; i++) {
+		struct disk_state *d = &g.disks[i];
+		uint64_t bytes;
+
+		if ((r = open_source(d)) < 0 || (r = plan_disk(&g, d)) < 0)
+			goto out;
+		if (d->ext) {
+			for (size_t k = 0; k < d->next; k++)
+				g.total += d->ext[k].len;
+		} else if ((r = walk_range(&g, d, 0, d->size, 1, &bytes)) == 0) {
+			g.total += bytes;
+		}
+	}
+	if (nt == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		nt = n > 0 ? (unsigned)n : 1;
+	}
+	if (nt > 64)
+		nt = 64;
+	r = pool_start(&g.pool, nt);
+	pool_up = 1;
+	if (r < 0) {
+		vbs_fail(r, "cannot start worker threads");
+		goto out;
+	}
+	progress(&g, 1);
+	for (size_t i = 0; i < o->n_disks; i++) {
+		struct disk_state *d = &g.disks[i];
+
+		if (d->ext) {
+			for (size_t k = 0; k < d->next && r >= 0; k++)
+				r = walk_range(&g, d, d->ext[k].off, d->ext[k].off + d->ext[k].len, 0,
+					       NULL);
+		} else {
+			r = walk_range(&g, d, 0, d->size, 0, NULL);
+		}
+		if (r >= 0)
+			r = flush_batch(&g, d);
+		if (r < 0)
+			goto out;
+		if (d->data_chunks < 0) {
+			r = vbs_fail(-EBADMSG, "index of the base point of disk '%s' is inconsistent",
+				     d->in->name);
+			goto out;
+		}
+		snprintf(c.rp->disks[i].name, sizeof(c.rp->disks[i].name), "%s", d->in->name);
+		c.rp->disks[i].size = d->size;
+		c.rp->disks[i].data_chunks = (uint64_t)d->data_chunks;
+		c.rp->disks[i].read_bytes = d->read_bytes;
+		c.rp->disks[i].new_chunks = d->new_chunks;
+		c.rp->disks[i].new_bytes = d->new_bytes;
+		c.rp->disks[i].incremental = d->ext != NULL;
+		c.rp->n_disks = i + 1;
+	}
+	progress(&g, 1);
+	snprintf(c.rp->vm, sizeof(c.rp->vm), "%s", o->vm);
+	if (g.prev)
+		snprintf(c.rp->parent, sizeof(c.rp->parent), "%s", g.prev->id);
+	c.rp->retain_until = o->retain_until;
+	c.rp->chunk_size = g.cs;
+	r = vbs_write(v, commit_fn, &c);
+	if (r < 0)
+		goto out;
+	*ret = c.rp;
+	c.rp = NULL;
+	r = 0;
+out:
+	if (pool_up)
+		pool_stop(&g.pool);
+	for (size_t i = 0; g.disks && i < o->n_disks; i++) {
+		if (g.disks[i].fd >= 0)
+			close(g.disks[i].fd);
+		free(g.disks[i].base);
+		free(g.disks[i].ext);
+		free(g.disks[i].ch);
+	}
+	vbs_rp_free(c.rp);
+	vbs_rp_free(g.prev);
+	free(g.disks);
+	free(g.buf);
+	free(g.frames);
+	free(g.jobs);
+	free(g.items);
+	free(g.ids);
+	free(g.present);
+	return r;
+}

@@ -1,0 +1,113 @@
+/* internal.h: what the files of store/ share and nothing outside store/ may include.
+ *
+ * LMDB environment (VAULT/data.mdb), named databases; every integer in keys and values is
+ * big-endian, so keys sort numerically. The full byte layout is in man/vmbak-vault.5.
+ *
+ *   meta      "seq"     -> u64: last number handed out (VM numbers, lineages, point serials)
+ *             "chunks"  -> u64 count, u64 stored bytes, u64 plaintext bytes
+ *   vms       VM name   -> u64 VM number, i64 created (ns)
+ *   rps       u64 serial -> recovery point record (JSON, see rp.c)
+ *   rpnames   VM name, NUL, point id -> u64 serial
+ *   lineages  u64 lineage -> u64 head serial, u64 disk size
+ *   idx       u64 lineage, u64 chunk number, u64 ~serial -> 32-byte chunk id, or empty (hole)
+ *   chunks    32-byte chunk id -> chunk frame (chunk.h)
+ *
+ * No pointer into LMDB's map leaves store/: values are decoded or copied inside the transaction.
+ */
+#ifndef VMBAK_STORE_INTERNAL_H
+#define VMBAK_STORE_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "crypto.h"
+#include "vault.h"
+#include "vaultkey.h"
+
+typedef struct vbs_cache vbs_cache;
+
+struct vbs_vault {
+	char *path;
+	char uuid[40];
+	uint32_t chunk_size;
+	int encrypted;
+	int readonly;
+	int unlocked;
+	vbk_vaultkeys keys;
+	vbk_wrapped_vaultkeys wrapped;
+	vbk_hmac *id_mac;  /* chunk ids: HMAC-SHA256 under the id key */
+	vbk_hmac *key_mac; /* per-chunk AES keys: HMAC-SHA256 under the data key */
+
+	MDB_env *env;
+	MDB_dbi dbi_meta, dbi_vms, dbi_rps, dbi_rpnames, dbi_lineages, dbi_idx, dbi_chunks;
+	/* Held shared by every transaction, exclusively to change the map size. */
+	pthread_rwlock_t map_lock;
+
+	vbs_cache *cache;
+	size_t cache_bytes;
+};
+
+/* Sets the thread's message for vbs_errmsg(). Returns err, so `return vbs_fail(-EIO, ...)`. */
+int vbs_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void vbs_clear_err(void);
+
+/* LMDB return code to negative errno (MDB_NOTFOUND -> -ENOENT, MDB_MAP_FULL -> -ENOSPC,
+ * MDB_CORRUPTED/MDB_PAGE_NOTFOUND -> -EBADMSG, ...). */
+int vbs_mdb_err(int rc);
+
+/* A read transaction: begin takes the map lock shared and handles MDB_MAP_RESIZED. */
+int vbs_read_begin(vbs_vault *v, MDB_txn **ret);
+void vbs_read_end(vbs_vault *v, MDB_txn *txn);
+
+/* Runs fn inside a write transaction and commits. When the map is full, the transaction is
+ * aborted, the map doubled, and fn run again from the start: fn must not keep state that
+ * outlives one call. Returns fn's error (the transaction is then aborted) or the commit's. */
+typedef int (*vbs_write_fn)(vbs_vault *v, MDB_txn *txn, void *arg);
+int vbs_write(vbs_vault *v, vbs_write_fn fn, void *arg);
+
+/* Big-endian integers. */
+static inline void vbs_put64(uint8_t *p, uint64_t x)
+{
+	for (int i = 7; i >= 0; i--, x >>= 8)
+		p[i] = (uint8_t)x;
+}
+static inline uint64_t vbs_get64(const uint8_t *p)
+{
+	uint64_t x = 0;
+	for (int i = 0; i < 8; i++)
+		x = (x << 8) | p[i];
+	return x;
+}
+static inline void vbs_put32(uint8_t *p, uint32_t x)
+{
+	for (int i = 3; i >= 0; i--, x >>= 8)
+		p[i] = (uint8_t)x;
+}
+static inline uint32_t vbs_get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* meta "seq": the next number, inside a write transaction. */
+int vbs_seq_next(vbs_vault *v, MDB_txn *txn, uint64_t *ret);
+
+/* Reads a u64 value of db at key; -ENOENT if absent, -EBADMSG if not 8 bytes. */
+int vbs_get_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, uint64_t *ret);
+
+struct vbs_rp;
+/* Recovery point records (rp.c): JSON encoding, and reads and writes inside a transaction. */
+int vbs_rp_encode(const struct vbs_rp *rp, char **ret, size_t *ret_len);
+int vbs_rp_decode(const void *data, size_t len, struct vbs_rp **ret);
+int vbs_rp_load(vbs_vault *v, MDB_txn *txn, uint64_t serial, struct vbs_rp **ret);
+int vbs_rp_store(vbs_vault *v, MDB_txn *txn, const struct vbs_rp *rp);
+/* 1 when vm already has a point called id. */
+int vbs_rp_id_taken(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id);
+int vbs_rp_latest_serial(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
+/* The VM's number, creating its record when new. */
+int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
+
+/* Sums over every point: virtual sizes of disks, and their data bytes (rp.c). */
+int vbs_rp_sum_sizes(vbs_vault *v, uint64_t *ret_logical, uint64_t *ret_data);
+
+#endif

@@ -1,0 +1,95 @@
+/* vault.h: a vault: one directory with a config file and one LMDB environment.
+ *
+ * Layout of VAULT/ (the full format is in man/vmbak-vault.5):
+ *   vmbak-vault.json   config: format name and version, uuid, chunk size, encryption, the
+ *                      wrapped keys (or, unencrypted, the id key in clear); written once at init
+ *   data.mdb, lock.mdb the LMDB environment (named databases: meta, vms, rps, rpnames, idx,
+ *                      chunks)
+ *
+ * Lifecycle: vbs_vault_open() reads and checks the config (no LMDB yet);
+ * vbs_vault_unlock() unwraps the keys (not needed, and a no-op, for an unencrypted vault);
+ * vbs_vault_open_env() opens LMDB. The split lets the mount check everything in the
+ * foreground, close the environment, daemonize, and open it again (LMDB must not cross fork()).
+ *
+ * Errors (negative errno): -ENOENT no such vault, -ENOTDIR not a directory, -EPROTO not a
+ * vault or a damaged config, -EPROTONOSUPPORT a format version this build does not read,
+ * -ENOKEY wrong or missing passphrase, -EEXIST (init) the directory exists and is not empty,
+ * -ENOSPC the disk is full, -EBADMSG damaged data, else -errno of the failing call.
+ * Every store/ function that fails also leaves a one-line description for the user in
+ * vbs_errmsg() ("config '/v/vmbak-vault.json': missing field 'uuid'"), thread-local.
+ *
+ * Thread safety: after vbs_vault_open_env(), every read function of store/ may be called from
+ * any number of threads at once; ingest and the other writers are single-threaded callers
+ * (they start their own worker threads). LMDB itself serialises writers across processes:
+ * readers never block writers.
+ */
+#ifndef VMBAK_VAULT_H
+#define VMBAK_VAULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct vbs_vault vbs_vault;
+
+#define VBS_FORMAT_NAME "vmbak-vault"
+#define VBS_FORMAT_VERSION 1
+#define VBS_CONFIG_FILE "vmbak-vault.json"
+
+#define VBS_CHUNK_SIZE_DEFAULT (64u * 1024)
+#define VBS_CHUNK_SIZE_MIN (4u * 1024)
+#define VBS_CHUNK_SIZE_MAX (4u * 1024 * 1024)
+
+/* Names of VMs and disks: 1-64 characters of [A-Za-z0-9._-], not starting with a dot. */
+#define VBS_NAME_MAX 64
+int vbs_name_valid(const char *name);
+/* Text for messages: what a name may contain. */
+#define VBS_NAME_RULE "1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
+
+typedef struct vbs_init_opts {
+	int encrypt;	     /* 1: aes-256-gcm (needs pass), 0: none */
+	uint32_t chunk_size; /* a power of two in [VBS_CHUNK_SIZE_MIN, VBS_CHUNK_SIZE_MAX] */
+} vbs_init_opts;
+
+/* Creates a vault at path: the directory is created (its parent must exist) or must be empty.
+ * pass is required when opts->encrypt, ignored otherwise. On failure nothing is left behind
+ * that was not there before (a directory it created is removed). */
+int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass);
+
+/* Opens the config. readonly: the environment will be opened read-only (the mount). */
+int vbs_vault_open(const char *path, int readonly, vbs_vault **ret);
+int vbs_vault_needs_passphrase(const vbs_vault *v);
+/* -ENOKEY for a wrong passphrase. */
+int vbs_vault_unlock(vbs_vault *v, const char *pass);
+int vbs_vault_open_env(vbs_vault *v);
+void vbs_vault_close_env(vbs_vault *v);
+/* Closes everything and wipes the keys. NULL is fine. */
+void vbs_vault_close(vbs_vault *v);
+
+/* The message of the last store/ failure in this thread (empty string if none): one line, no
+ * program prefix, never a secret. Valid until the next store/ call in this thread. Callers
+ * print it as "vmbak: %s". When it is empty, describe the error from its errno. */
+const char *vbs_errmsg(void);
+
+const char *vbs_vault_path(const vbs_vault *v);
+const char *vbs_vault_uuid(const vbs_vault *v);
+uint32_t vbs_vault_chunk_size(const vbs_vault *v);
+int vbs_vault_encrypted(const vbs_vault *v);
+
+/* Bytes of decoded chunks the shared read cache may hold (default 64 MiB). Call before the
+ * first read. */
+void vbs_vault_set_cache_size(vbs_vault *v, size_t bytes);
+
+typedef struct vbs_vault_stats {
+	uint64_t vms, rps;
+	uint64_t chunks;	  /* stored chunks */
+	uint64_t chunk_bytes;	  /* their stored (compressed, encrypted) size */
+	uint64_t chunk_raw_bytes; /* their plaintext size */
+	uint64_t logical_bytes;	  /* sum of the virtual sizes of all disks of all points */
+	uint64_t data_bytes;	  /* sum over points of their non-hole data (chunks * size) */
+	uint64_t file_bytes;	  /* size of data.mdb */
+	uint64_t map_bytes;	  /* current LMDB map size */
+	uint64_t free_bytes;	  /* pages in data.mdb free for reuse (approximate) */
+} vbs_vault_stats;
+int vbs_vault_stats_get(vbs_vault *v, vbs_vault_stats *ret);
+
+#endif
