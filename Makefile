@@ -42,6 +42,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 FUZZ_REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/tests/%_replay)
 LIBA := $(B)/libvmbak.a
 
+.SECONDARY:
+
 .PHONY: all check test deps install uninstall clean asan fuzz bench demo format check-deps
 
 all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs

@@ -602,10 +602,10 @@ static void make_id(int64_t ns, int suffix, char *out)
 	char t[21];
 
 	vbu_format_time(ns / 1000000000, t);
+	/* t is 20 characters; the suffix is at most 2 digits (callers stop at 99). */
+	memcpy(out, t, 21);
 	if (suffix)
-		snprintf(out, VBS_RP_ID_MAX, "%s-%02d", t, suffix);
-	else
-		snprintf(out, VBS_RP_ID_MAX, "%s", t);
+		sprintf(out + 20, "-%02d", suffix % 100);
 }
 
 static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
