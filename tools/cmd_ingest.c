@@ -1,0 +1,459 @@
+/* cmd_ingest.c: vmbak ingest, a new recovery point of a VM from its disk images.
+ *
+ * Everything the command line says is checked before the vault is opened: names, duplicates,
+ * dates, that every source exists and is a regular file or a block device. Then the vault is
+ * opened and unlocked, and vbs_ingest() does the work; it commits the point whole or not at
+ * all, so any error after that leaves the vault as it was.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "ingest.h"
+#include "rp.h"
+#include "util.h"
+#include "vault.h"
+
+#define INGEST_USAGE                                                                               \
+	"vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...] [--changed NAME=FILE ...] " \
+	"[--retain-until YYYY-MM-DD] [--threads N] [--progress]"
+
+#define THREADS_MAX 1024
+
+static const char ingest_help[] =
+    "usage: vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...]\n"
+    "                    [--changed NAME=FILE ...] [--retain-until YYYY-MM-DD]\n"
+    "                    [--threads N] [--progress]\n"
+    "\n"
+    "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
+    "last line of standard output.\n"
+    "\n"
+    "options:\n"
+    "  --disk NAME=PATH        a disk of the VM: its name and a raw image (regular file or\n"
+    "                          block device); repeat for every disk, at most 256\n"
+    "  --changed NAME=FILE     read only the extents listed in FILE (lines \"OFFSET LENGTH\n"
+    "                          [TYPE [DESCRIPTION]]\", as `nbdinfo --map` prints them) of disk\n"
+    "                          NAME and take the rest from the VM's latest point\n"
+    "  --retain-until DATE     keep the point at least until DATE (YYYY-MM-DD, UTC, in the\n"
+    "                          future)\n"
+    "  --threads N             worker threads (default: one per CPU)\n"
+    "  --progress              show progress on stderr even when it is not a terminal\n"
+    "  --passphrase-file F     read the vault passphrase from the first line of F\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "Names of VMs and disks: " VBS_NAME_RULE ".\n";
+
+typedef struct name_path {
+	char *name; /* malloc'ed copy of the part before '=' */
+	const char *path;
+	const char *opt; /* "--disk" or "--changed", for messages */
+} name_path;
+
+/* NAME=PATH of --disk and --changed. */
+static int split_name_path(const char *opt, const char *arg, name_path *ret)
+{
+	const char *eq = strchr(arg, '=');
+	size_t path_len;
+
+	if (!eq)
+		return usage_err("invalid %s '%s': use %s NAME=%s", opt, q(arg), opt,
+				 strcmp(opt, "--disk") == 0 ? "PATH" : "FILE");
+	path_len = strlen(eq + 1);
+	if (path_len == 0)
+		return usage_err("empty path in %s '%s'", opt, q(arg));
+	if (path_len >= PATH_MAX)
+		return usage_err("path in %s is too long (%zu bytes, at most %d)", opt, path_len,
+				 PATH_MAX - 1);
+	ret->name = strndup(arg, (size_t)(eq - arg));
+	if (!ret->name) {
+		vbu_errno(-ENOMEM, "cannot parse %s", opt);
+		return VMBAK_EXIT_FAIL;
+	}
+	ret->path = eq + 1;
+	ret->opt = opt;
+	return 0;
+}
+
+static int check_names(const name_path *list, size_t n, const char *what)
+{
+	size_t i, j;
+	int r;
+
+	for (i = 0; i < n; i++) {
+		r = check_name_arg(what, list[i].name);
+		if (r != 0)
+			return r;
+		for (j = 0; j < i; j++)
+			if (strcmp(list[i].name, list[j].name) == 0)
+				return usage_err("disk '%s' is given twice with %s", list[i].name,
+						 list[i].opt);
+	}
+	return 0;
+}
+
+/* A disk's source: it must exist, be a regular file or a block device, and be readable. */
+static int check_source(const name_path *d)
+{
+	struct stat st;
+	int fd;
+
+	fd = open(d->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		vbu_errno(-errno, "cannot open disk '%s' source '%s'", d->name, q(d->path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (fstat(fd, &st) < 0) {
+		vbu_errno(-errno, "cannot open disk '%s' source '%s'", d->name, q(d->path));
+		close(fd);
+		return VMBAK_EXIT_FAIL;
+	}
+	close(fd);
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		vbu_err("disk '%s' source '%s' is %s, not a regular file or block device", d->name,
+			q(d->path), S_ISDIR(st.st_mode) ? "a directory" : "a special file");
+		return VMBAK_EXIT_FAIL;
+	}
+	return 0;
+}
+
+static int check_changed_file(const name_path *c)
+{
+	struct stat st;
+	int fd;
+
+	fd = open(c->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		vbu_errno(-errno, "cannot open changed-extents file '%s' of disk '%s'", q(c->path),
+			  c->name);
+		if (fd >= 0)
+			close(fd);
+		return VMBAK_EXIT_FAIL;
+	}
+	close(fd);
+	if (!S_ISREG(st.st_mode)) {
+		vbu_err("changed-extents file '%s' of disk '%s' is not a regular file", q(c->path),
+			c->name);
+		return VMBAK_EXIT_FAIL;
+	}
+	return 0;
+}
+
+/* Progress on stderr: one line rewritten with \r, at most PROGRESS_NS apart. */
+#define PROGRESS_NS (250 * 1000 * 1000LL)
+
+typedef struct progress {
+	const char *vm;
+	int64_t start_ns, last_ns;
+	uint64_t total; /* as last reported */
+	int printed;	/* something is on the line */
+	int last_len;	/* its length, to blank out what a shorter line leaves */
+} progress;
+
+/* "1:05" or "2:03:40" */
+static void format_duration(uint64_t s, char *buf, size_t cap)
+{
+	if (s >= 3600)
+		snprintf(buf, cap, "%llu:%02llu:%02llu", (unsigned long long)(s / 3600),
+			 (unsigned long long)(s / 60 % 60), (unsigned long long)(s % 60));
+	else
+		snprintf(buf, cap, "%llu:%02llu", (unsigned long long)(s / 60),
+			 (unsigned long long)(s % 60));
+}
+
+static void progress_print(progress *p, const char *line, int n)
+{
+	if (n < 0)
+		return;
+	if ((size_t)n > strlen(line))
+		n = (int)strlen(line); /* cut by snprintf */
+	fprintf(stderr, "\r%s%*s", line, p->last_len > n ? p->last_len - n : 0, "");
+	fflush(stderr);
+	p->last_len = n;
+	p->printed = 1;
+}
+
+static void progress_line(progress *p, uint64_t done, uint64_t total, int64_t now)
+{
+	char line[256], ts[HUMAN_SIZE_LEN], left[32];
+	double secs = (double)(now - p->start_ns) / 1e9;
+	double rate, pct;
+
+	if (done > total)
+		done = total;
+	rate = secs > 0 ? (double)done / secs : 0;
+	pct = total ? 100.0 * (double)done / (double)total : 100.0;
+	if (rate > 0 && secs >= 0.2)
+		format_duration((uint64_t)((double)(total - done) / rate + 0.5), left,
+				sizeof(left));
+	else
+		snprintf(left, sizeof(left), "-:--");
+	progress_print(p, line,
+		       snprintf(line, sizeof(line), "ingest %s: %5.1f%% of %s, %.1f MB/s, %s left",
+				p->vm, pct, human_size(total, ts), rate / 1e6, left));
+	p->total = total;
+	p->last_ns = now;
+}
+
+static void progress_cb(void *arg, uint64_t done, uint64_t total)
+{
+	progress *p = arg;
+	int64_t now = vbu_mono_ns();
+
+	if (p->printed && now - p->last_ns < PROGRESS_NS && done < total)
+		return;
+	progress_line(p, done, total, now);
+}
+
+/* Ends the progress line, so what follows (an error, the shell prompt) starts a new one; after
+ * a success the line says how long it took. */
+static void progress_end(progress *p, int ok)
+{
+	char line[256], ts[HUMAN_SIZE_LEN], took[32];
+	double secs;
+
+	if (!p->printed)
+		return;
+	if (ok) {
+		secs = (double)(vbu_mono_ns() - p->start_ns) / 1e9;
+		format_duration((uint64_t)(secs + 0.5), took, sizeof(took));
+		progress_print(p, line,
+			       snprintf(line, sizeof(line),
+					"ingest %s: 100.0%% of %s, %.1f MB/s, done in %s", p->vm,
+					human_size(p->total, ts),
+					secs > 0 ? (double)p->total / secs / 1e6 : 0.0, took));
+	}
+	fputc('\n', stderr);
+	fflush(stderr);
+	p->printed = 0;
+}
+
+enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
+
+static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"disk", required_argument, NULL, OPT_DISK},
+	    {"changed", required_argument, NULL, OPT_CHANGED},
+	    {"retain-until", required_argument, NULL, OPT_RETAIN},
+	    {"threads", required_argument, NULL, OPT_THREADS},
+	    {"progress", no_argument, NULL, OPT_PROGRESS},
+	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const names[] = {"VAULT", "VM"};
+	name_path *disks = NULL, *changed = NULL;
+	vbs_ingest_disk *idisks = NULL;
+	size_t n_disks = 0, n_changed = 0, i, j;
+	const char *retain_arg = NULL, *passphrase_file = NULL, *path, *vm;
+	int64_t retain_until = 0;
+	unsigned threads = 0;
+	int show_progress = g->progress;
+	progress prog = {0};
+	vbs_ingest_opts opts = {0};
+	vbs_vault *v = NULL;
+	vbs_rp *rp = NULL;
+	int opt, state = 0, r, status = VMBAK_EXIT_USAGE;
+
+	/* Every --disk or --changed takes at least one element of argv. */
+	disks = calloc((size_t)argc, sizeof(*disks));
+	changed = calloc((size_t)argc, sizeof(*changed));
+	if (!disks || !changed) {
+		vbu_errno(-ENOMEM, "cannot parse the command line");
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(ingest_help, stdout);
+			status = VMBAK_EXIT_OK;
+			goto out;
+		case OPT_DISK:
+			status = split_name_path("--disk", optarg, &disks[n_disks]);
+			if (status != 0)
+				goto out;
+			n_disks++;
+			break;
+		case OPT_CHANGED:
+			status = split_name_path("--changed", optarg, &changed[n_changed]);
+			if (status != 0)
+				goto out;
+			n_changed++;
+			break;
+		case OPT_RETAIN:
+			retain_arg = optarg;
+			break;
+		case OPT_THREADS: {
+			char *end;
+			unsigned long t;
+
+			errno = 0;
+			t = strtoul(optarg, &end, 10);
+			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || t < 1 ||
+			    t > THREADS_MAX) {
+				status = usage_err("invalid thread count '%s': use 1 to %d",
+						   q(optarg), THREADS_MAX);
+				goto out;
+			}
+			threads = (unsigned)t;
+			break;
+		}
+		case OPT_PROGRESS:
+			show_progress = 1;
+			break;
+		case OPT_PASSFILE:
+			if (!*optarg) {
+				status = usage_err("empty file name for --passphrase-file");
+				goto out;
+			}
+			passphrase_file = optarg;
+			break;
+		case OPT_PASSPHRASE_REFUSED:
+			status = passphrase_option_refused();
+			goto out;
+		default:
+			status = VMBAK_EXIT_USAGE;
+			goto out;
+		}
+	}
+	status = check_nargs(INGEST_USAGE, names, 2, 2, argc - optind, argv + optind);
+	if (status != 0)
+		goto out;
+	path = argv[optind];
+	vm = argv[optind + 1];
+	status = check_vault_arg(path);
+	if (status != 0)
+		goto out;
+	status = check_name_arg("VM", vm);
+	if (status != 0)
+		goto out;
+
+	if (n_disks == 0) {
+		status =
+		    usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s'", vm);
+		goto out;
+	}
+	if (n_disks > VBS_DISKS_MAX) {
+		status = usage_err("too many disks (%zu): at most %d", n_disks, VBS_DISKS_MAX);
+		goto out;
+	}
+	status = check_names(disks, n_disks, "disk");
+	if (status != 0)
+		goto out;
+	status = check_names(changed, n_changed, "disk");
+	if (status != 0)
+		goto out;
+	for (i = 0; i < n_changed; i++) {
+		for (j = 0; j < n_disks; j++)
+			if (strcmp(changed[i].name, disks[j].name) == 0)
+				break;
+		if (j == n_disks) {
+			status = usage_err("--changed names disk '%s', which no --disk gives",
+					   changed[i].name);
+			goto out;
+		}
+	}
+	if (retain_arg) {
+		if (vbu_parse_date(retain_arg, &retain_until) < 0) {
+			status = usage_err("invalid date '%s' for --retain-until: use YYYY-MM-DD",
+					   q(retain_arg));
+			goto out;
+		}
+		if (retain_until <= vbu_now_ns() / 1000000000) {
+			status =
+			    usage_err("--retain-until date '%s' is not in the future", retain_arg);
+			goto out;
+		}
+	}
+
+	/* The world outside the command line: failures from here on are runtime errors. */
+	for (i = 0; i < n_disks; i++) {
+		status = check_source(&disks[i]);
+		if (status != 0)
+			goto out;
+	}
+	for (i = 0; i < n_changed; i++) {
+		status = check_changed_file(&changed[i]);
+		if (status != 0)
+			goto out;
+	}
+
+	idisks = calloc(n_disks, sizeof(*idisks));
+	if (!idisks) {
+		status = store_err(-ENOMEM, "cannot ingest VM '%s'", vm);
+		goto out;
+	}
+	for (i = 0; i < n_disks; i++) {
+		idisks[i].name = disks[i].name;
+		idisks[i].path = disks[i].path;
+		for (j = 0; j < n_changed; j++)
+			if (strcmp(changed[j].name, disks[i].name) == 0)
+				idisks[i].changed = changed[j].path;
+	}
+
+	status = vault_open(path, 0, 1, passphrase_file, g, &v);
+	if (status != 0)
+		goto out;
+
+	opts.vm = vm;
+	opts.disks = idisks;
+	opts.n_disks = n_disks;
+	opts.retain_until = retain_until;
+	opts.threads = threads;
+	if (show_progress || isatty(STDERR_FILENO)) {
+		prog.vm = vm;
+		prog.start_ns = vbu_mono_ns();
+		opts.progress = progress_cb;
+		opts.progress_arg = &prog;
+	}
+	r = vbs_ingest(v, &opts, &rp);
+	progress_end(&prog, r >= 0);
+	if (r < 0) {
+		status = store_err(r, "cannot ingest VM '%s' into vault '%s'", vm, q(path));
+		goto out;
+	}
+
+	{
+		uint64_t size = 0, read = 0, new_chunks = 0, new_bytes = 0;
+		char h1[HUMAN_SIZE_LEN], h2[HUMAN_SIZE_LEN], h3[HUMAN_SIZE_LEN];
+
+		for (i = 0; i < rp->n_disks; i++) {
+			size += rp->disks[i].size;
+			read += rp->disks[i].read_bytes;
+			new_chunks += rp->disks[i].new_chunks;
+			new_bytes += rp->disks[i].new_bytes;
+		}
+		printf("%s: %zu disk%s, %s, %s read, %llu new chunk%s (%s stored)\n", rp->vm,
+		       rp->n_disks, rp->n_disks == 1 ? "" : "s", human_size(size, h1),
+		       human_size(read, h2), (unsigned long long)new_chunks,
+		       new_chunks == 1 ? "" : "s", human_size(new_bytes, h3));
+		printf("%s\n", rp->id);
+	}
+	status = VMBAK_EXIT_OK;
+out:
+	vbs_rp_free(rp);
+	vbs_vault_close(v);
+	free(idisks);
+	for (i = 0; disks && i < n_disks; i++)
+		free(disks[i].name);
+	for (i = 0; changed && i < n_changed; i++)
+		free(changed[i].name);
+	free(disks);
+	free(changed);
+	return status;
+}
+
+const vmbak_cmd cmd_ingest_def = {
+    .name = "ingest",
+    .summary = "take a recovery point of a VM's disks",
+    .help = ingest_help,
+    .run = cmd_ingest,
+};

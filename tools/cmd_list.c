@@ -1,0 +1,460 @@
+/* cmd_list.c: vmbak list and vmbak info, reading a vault's records.
+ *
+ * Both only read records, which are not encrypted: they never ask for a passphrase, and they
+ * open the environment read-only, so they run beside an ingest or a mount.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "rp.h"
+#include "util.h"
+#include "vault.h"
+
+#define LIST_USAGE "vmbak list VAULT [VM] [--json]"
+#define INFO_USAGE "vmbak info VAULT [VM[/RP]] [--json]"
+
+static const char list_help[] =
+    "usage: " LIST_USAGE "\n"
+    "\n"
+    "Lists the recovery points of every VM in VAULT, or of the VM named VM, sorted by VM\n"
+    "and time.\n"
+    "\n"
+    "options:\n"
+    "  --json                  print one JSON array of points (vm, id, serial, created,\n"
+    "                          retain_until, parent, disks [{name, size, data_bytes}], escrow)\n"
+    "  -h, --help              show this help\n";
+
+static const char info_help[] =
+    "usage: " INFO_USAGE "\n"
+    "\n"
+    "Describes VAULT (format, encryption, chunk size, counts, stored, logical and data\n"
+    "sizes, dedup and compression ratios), or with VM/RP one recovery point and its disks;\n"
+    "VM alone, or VM/latest, is the VM's latest point.\n"
+    "\n"
+    "options:\n"
+    "  --json                  print one JSON object, sizes in bytes\n"
+    "  -h, --help              show this help\n";
+
+static uint64_t rp_size(const vbs_rp *rp)
+{
+	uint64_t s = 0;
+	size_t i;
+
+	for (i = 0; i < rp->n_disks; i++)
+		s += rp->disks[i].size;
+	return s;
+}
+
+/* "YYYY-MM-DD" for a retention at midnight UTC (as --retain-until sets it), else the time. */
+static const char *retain_text(int64_t t, char buf[21])
+{
+	if (t == 0)
+		return "-";
+	vbu_format_time(t, buf);
+	if (strcmp(buf + 10, "T00:00:00Z") == 0)
+		buf[10] = '\0';
+	return buf;
+}
+
+/* One point as JSON; detail adds what info shows. NULL when out of memory. */
+static json_object *rp_json(const vbs_rp *rp, int detail)
+{
+	json_object *o = json_object_new_object();
+	json_object *disks = json_object_new_array();
+	json_object *escrow = json_object_new_array();
+	char retain[21];
+	size_t i;
+
+	if (!o || !disks || !escrow) {
+		json_object_put(o);
+		json_object_put(disks);
+		json_object_put(escrow);
+		return NULL;
+	}
+	json_object_object_add(o, "vm", json_object_new_string(rp->vm));
+	json_object_object_add(o, "id", json_object_new_string(rp->id));
+	json_object_object_add(o, "serial", json_u64(rp->serial));
+	json_object_object_add(o, "created", json_time(rp->created_ns / 1000000000));
+	/* As in manifest.json: the date, as --retain-until gave it. */
+	json_object_object_add(o, "retain_until",
+			       rp->retain_until
+				   ? json_object_new_string(retain_text(rp->retain_until, retain))
+				   : NULL);
+	json_object_object_add(o, "parent", json_str_or_null(rp->parent));
+	if (detail)
+		json_object_object_add(o, "chunk_size", json_u64(rp->chunk_size));
+	for (i = 0; i < rp->n_disks; i++) {
+		const vbs_disk *d = &rp->disks[i];
+		json_object *jd = json_object_new_object();
+
+		if (!jd)
+			continue;
+		json_object_object_add(jd, "name", json_object_new_string(d->name));
+		json_object_object_add(jd, "size", json_u64(d->size));
+		json_object_object_add(jd, "data_bytes", json_u64(vbs_disk_data_bytes(rp, d)));
+		if (detail) {
+			json_object_object_add(jd, "data_chunks", json_u64(d->data_chunks));
+			json_object_object_add(jd, "read_bytes", json_u64(d->read_bytes));
+			json_object_object_add(jd, "new_chunks", json_u64(d->new_chunks));
+			json_object_object_add(jd, "new_bytes", json_u64(d->new_bytes));
+			json_object_object_add(jd, "incremental",
+					       json_object_new_boolean(d->incremental));
+			json_object_object_add(jd, "escrow", json_object_new_boolean(!!d->escrow));
+		}
+		json_object_array_add(disks, jd);
+		if (d->escrow)
+			json_object_array_add(escrow, json_object_new_string(d->name));
+	}
+	json_object_object_add(o, "disks", disks);
+	json_object_object_add(o, "escrow", escrow);
+	return o;
+}
+
+static int print_list_table(vbs_rp **list, size_t n)
+{
+	int w_vm = 2, w_id = 2;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		int l = (int)strlen(list[i]->vm);
+
+		if (l > w_vm)
+			w_vm = l;
+		l = (int)strlen(list[i]->id);
+		if (l > w_id)
+			w_id = l;
+	}
+	printf("%-*s  %-*s  %5s  %10s  %s\n", w_vm, "VM", w_id, "ID", "DISKS", "SIZE", "RETAIN");
+	for (i = 0; i < n; i++) {
+		char hs[HUMAN_SIZE_LEN], ts[21];
+
+		printf("%-*s  %-*s  %5zu  %10s  %s\n", w_vm, list[i]->vm, w_id, list[i]->id,
+		       list[i]->n_disks, human_size(rp_size(list[i]), hs),
+		       retain_text(list[i]->retain_until, ts));
+	}
+	return VMBAK_EXIT_OK;
+}
+
+static int print_list_json(vbs_rp **list, size_t n)
+{
+	json_object *arr = json_object_new_array();
+	size_t i;
+
+	if (!arr)
+		goto nomem;
+	for (i = 0; i < n; i++) {
+		json_object *o = rp_json(list[i], 0);
+
+		if (!o || json_object_array_add(arr, o) < 0) {
+			json_object_put(o);
+			json_object_put(arr);
+			goto nomem;
+		}
+	}
+	return json_print(arr);
+nomem:
+	vbu_errno(-ENOMEM, "cannot list");
+	return VMBAK_EXIT_FAIL;
+}
+
+static int cmd_list(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const names[] = {"VAULT", "VM"};
+	const char *path, *vm = NULL;
+	vbs_vault *v = NULL;
+	vbs_rp **list = NULL;
+	size_t n = 0;
+	int opt, state = 0, json = 0, r, status;
+
+	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(list_help, stdout);
+			return VMBAK_EXIT_OK;
+		case 'j':
+			json = 1;
+			break;
+		default:
+			return VMBAK_EXIT_USAGE;
+		}
+	}
+	status = check_nargs(LIST_USAGE, names, 1, 2, argc - optind, argv + optind);
+	if (status != 0)
+		return status;
+	path = argv[optind];
+	status = check_vault_arg(path);
+	if (status != 0)
+		return status;
+	if (optind + 1 < argc) {
+		vm = argv[optind + 1];
+		status = check_name_arg("VM", vm);
+		if (status != 0)
+			return status;
+	}
+
+	status = vault_open(path, 1, 0, NULL, g, &v);
+	if (status != 0)
+		goto out;
+	r = vbs_rp_list(v, vm, &list, &n);
+	if ((r == -ENOENT && vm) || (r >= 0 && vm && n == 0)) {
+		vbu_err("no VM '%s' in vault '%s'", vm, q(path));
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	if (r < 0) {
+		status = store_err(r, "cannot list vault '%s'", q(path));
+		goto out;
+	}
+	status = json ? print_list_json(list, n) : print_list_table(list, n);
+out:
+	vbs_rp_list_free(list, n);
+	vbs_vault_close(v);
+	return status;
+}
+
+const vmbak_cmd cmd_list_def = {
+    .name = "list",
+    .summary = "list recovery points",
+    .help = list_help,
+    .run = cmd_list,
+};
+
+/* "3.75", or NULL when the denominator is 0; into buf. */
+static const char *ratio_text(uint64_t num, uint64_t den, char buf[32])
+{
+	if (den == 0)
+		return NULL;
+	snprintf(buf, 32, "%.2f", (double)num / (double)den);
+	return buf;
+}
+
+static json_object *json_ratio(uint64_t num, uint64_t den)
+{
+	char buf[32];
+	const char *s = ratio_text(num, den, buf);
+
+	return s ? json_object_new_double_s(strtod(s, NULL), s) : NULL;
+}
+
+static int print_vault_info(vbs_vault *v, const vbs_vault_stats *st, int json)
+{
+	const char *enc = vbs_vault_encrypted(v) ? "aes-256-gcm" : "none";
+	char h[6][HUMAN_SIZE_LEN], r1[32], r2[32];
+	const char *dedup, *comp;
+
+	if (json) {
+		json_object *o = json_object_new_object();
+
+		if (!o) {
+			vbu_errno(-ENOMEM, "cannot describe the vault");
+			return VMBAK_EXIT_FAIL;
+		}
+		json_object_object_add(o, "path", json_object_new_string(vbs_vault_path(v)));
+		json_object_object_add(o, "uuid", json_object_new_string(vbs_vault_uuid(v)));
+		json_object_object_add(o, "format", json_object_new_string(VBS_FORMAT_NAME));
+		json_object_object_add(o, "format_version",
+				       json_object_new_int(VBS_FORMAT_VERSION));
+		json_object_object_add(o, "encryption", json_object_new_string(enc));
+		json_object_object_add(o, "chunk_size", json_u64(vbs_vault_chunk_size(v)));
+		json_object_object_add(o, "vms", json_u64(st->vms));
+		json_object_object_add(o, "points", json_u64(st->rps));
+		json_object_object_add(o, "chunks", json_u64(st->chunks));
+		json_object_object_add(o, "chunk_bytes", json_u64(st->chunk_bytes));
+		json_object_object_add(o, "chunk_raw_bytes", json_u64(st->chunk_raw_bytes));
+		json_object_object_add(o, "logical_bytes", json_u64(st->logical_bytes));
+		json_object_object_add(o, "data_bytes", json_u64(st->data_bytes));
+		json_object_object_add(o, "dedup_ratio",
+				       json_ratio(st->data_bytes, st->chunk_raw_bytes));
+		json_object_object_add(o, "compression_ratio",
+				       json_ratio(st->chunk_raw_bytes, st->chunk_bytes));
+		json_object_object_add(o, "file_bytes", json_u64(st->file_bytes));
+		json_object_object_add(o, "map_bytes", json_u64(st->map_bytes));
+		json_object_object_add(o, "free_bytes", json_u64(st->free_bytes));
+		return json_print(o);
+	}
+	dedup = ratio_text(st->data_bytes, st->chunk_raw_bytes, r1);
+	comp = ratio_text(st->chunk_raw_bytes, st->chunk_bytes, r2);
+	printf("vault:             %s\n", vbs_vault_path(v));
+	printf("uuid:              %s\n", vbs_vault_uuid(v));
+	printf("format:            %s %d\n", VBS_FORMAT_NAME, VBS_FORMAT_VERSION);
+	printf("encryption:        %s\n", enc);
+	printf("chunk size:        %s (%u bytes)\n", human_size(vbs_vault_chunk_size(v), h[0]),
+	       vbs_vault_chunk_size(v));
+	printf("VMs:               %llu\n", (unsigned long long)st->vms);
+	printf("points:            %llu\n", (unsigned long long)st->rps);
+	printf("chunks stored:     %llu\n", (unsigned long long)st->chunks);
+	printf("stored:            %s (chunks as stored, compressed%s)\n",
+	       human_size(st->chunk_bytes, h[1]), vbs_vault_encrypted(v) ? " and encrypted" : "");
+	printf("unique data:       %s (chunks before compression)\n",
+	       human_size(st->chunk_raw_bytes, h[2]));
+	printf("logical:           %s (disk sizes of all points)\n",
+	       human_size(st->logical_bytes, h[3]));
+	printf("data:              %s (non-hole data of all points)\n",
+	       human_size(st->data_bytes, h[4]));
+	printf("dedup ratio:       %s\n", dedup ? dedup : "-");
+	printf("compression ratio: %s\n", comp ? comp : "-");
+	printf("file size:         %s, %s free for reuse\n", human_size(st->file_bytes, h[5]),
+	       human_size(st->free_bytes, h[0]));
+	return VMBAK_EXIT_OK;
+}
+
+static int print_rp_info(const vbs_rp *rp, int json)
+{
+	char h[5][HUMAN_SIZE_LEN], ts[21], rs[21];
+	size_t i;
+	int w = 4, any_escrow = 0;
+
+	if (json) {
+		json_object *o = rp_json(rp, 1);
+
+		if (!o) {
+			vbu_errno(-ENOMEM, "cannot describe point '%s'", rp->id);
+			return VMBAK_EXIT_FAIL;
+		}
+		return json_print(o);
+	}
+	vbu_format_time(rp->created_ns / 1000000000, ts);
+	printf("vm:           %s\n", rp->vm);
+	printf("point:        %s\n", rp->id);
+	printf("serial:       %llu\n", (unsigned long long)rp->serial);
+	printf("created:      %s\n", ts);
+	printf("retain until: %s\n", retain_text(rp->retain_until, rs));
+	printf("parent:       %s\n", rp->parent[0] ? rp->parent : "-");
+	printf("chunk size:   %s\n", human_size(rp->chunk_size, h[0]));
+	printf("size:         %s in %zu disk%s\n", human_size(rp_size(rp), h[0]), rp->n_disks,
+	       rp->n_disks == 1 ? "" : "s");
+	printf("escrow:       ");
+	for (i = 0; i < rp->n_disks; i++) {
+		if (!rp->disks[i].escrow)
+			continue;
+		printf("%s%s", any_escrow ? ", " : "", rp->disks[i].name);
+		any_escrow = 1;
+	}
+	printf("%s\n\n", any_escrow ? "" : "-");
+
+	for (i = 0; i < rp->n_disks; i++)
+		if ((int)strlen(rp->disks[i].name) > w)
+			w = (int)strlen(rp->disks[i].name);
+	printf("%-*s  %10s  %10s  %10s  %10s  %10s\n", w, "DISK", "SIZE", "DATA", "READ",
+	       "NEW CHUNKS", "NEW STORED");
+	for (i = 0; i < rp->n_disks; i++) {
+		const vbs_disk *d = &rp->disks[i];
+
+		printf("%-*s  %10s  %10s  %10s  %10llu  %10s%s\n", w, d->name,
+		       human_size(d->size, h[0]), human_size(vbs_disk_data_bytes(rp, d), h[1]),
+		       human_size(d->read_bytes, h[2]), (unsigned long long)d->new_chunks,
+		       human_size(d->new_bytes, h[3]), d->incremental ? "  (changed extents)" : "");
+	}
+	return VMBAK_EXIT_OK;
+}
+
+static int cmd_info(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const names[] = {"VAULT", "VM"};
+	const char *path;
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX];
+	int has_vm = 0, opt, state = 0, json = 0, r, status;
+	vbs_vault_stats st;
+	vbs_vault *v = NULL;
+	vbs_rp *rp = NULL;
+
+	vm[0] = id[0] = '\0';
+	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(info_help, stdout);
+			return VMBAK_EXIT_OK;
+		case 'j':
+			json = 1;
+			break;
+		default:
+			return VMBAK_EXIT_USAGE;
+		}
+	}
+	status = check_nargs(INFO_USAGE, names, 1, 2, argc - optind, argv + optind);
+	if (status != 0)
+		return status;
+	path = argv[optind];
+	status = check_vault_arg(path);
+	if (status != 0)
+		return status;
+	if (optind + 1 < argc) {
+		/* VM, VM/, VM/latest or VM/RP. */
+		const char *target = argv[optind + 1];
+		const char *slash = strchr(target, '/');
+		size_t vm_len = slash ? (size_t)(slash - target) : strlen(target);
+		const char *p;
+
+		if (vm_len > VBS_NAME_MAX)
+			return usage_err("invalid VM name '%s': use " VBS_NAME_RULE, q(target));
+		memcpy(vm, target, vm_len);
+		vm[vm_len] = '\0';
+		status = check_name_arg("VM", vm);
+		if (status != 0)
+			return status;
+		has_vm = 1;
+		if (slash && slash[1] && strcmp(slash + 1, "latest") != 0) {
+			if (strlen(slash + 1) >= sizeof(id))
+				return usage_err("invalid point id '%s': too long", q(slash + 1));
+			for (p = slash + 1; *p; p++)
+				if (!strchr("0123456789-:TZ", *p))
+					return usage_err("invalid point id '%s': ids look like "
+							 "2026-11-23T05:40:12Z",
+							 q(slash + 1));
+			snprintf(id, sizeof(id), "%s", slash + 1);
+		}
+	}
+
+	status = vault_open(path, 1, 0, NULL, g, &v);
+	if (status != 0)
+		goto out;
+	if (!has_vm) {
+		r = vbs_vault_stats_get(v, &st);
+		if (r < 0) {
+			status = store_err(r, "cannot read statistics of vault '%s'", q(path));
+			goto out;
+		}
+		status = print_vault_info(v, &st, json);
+		goto out;
+	}
+	r = id[0] ? vbs_rp_get(v, vm, id, &rp) : vbs_rp_latest(v, vm, &rp);
+	if (r == -ENOENT) {
+		uint64_t serial;
+
+		if (!id[0] || vbs_vm_get(v, vm, &serial) == -ENOENT)
+			vbu_err("no VM '%s' in vault '%s'", vm, q(path));
+		else
+			vbu_err("no point '%s' of VM '%s' in vault '%s'", id, vm, q(path));
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	if (r < 0) {
+		status = store_err(r, "cannot read VM '%s' in vault '%s'", vm, q(path));
+		goto out;
+	}
+	status = print_rp_info(rp, json);
+out:
+	vbs_rp_free(rp);
+	vbs_vault_close(v);
+	return status;
+}
+
+const vmbak_cmd cmd_info_def = {
+    .name = "info",
+    .summary = "describe a vault or a recovery point",
+    .help = info_help,
+    .run = cmd_info,
+};

@@ -1,0 +1,110 @@
+/* common.h: what the vmbak verbs share: exit statuses, the verb table entry, messages, opening
+ * a vault with its passphrase, sizes and times for people, JSON output.
+ *
+ * Conventions of tools/: a verb's entry point returns the process exit status. Helpers that
+ * print the one line of an error themselves also return an exit status (0 when all is well),
+ * so a verb can write `if ((r = helper(...)) != 0) goto out;`. Only the main thread prints.
+ */
+#ifndef VMBAK_COMMON_H
+#define VMBAK_COMMON_H
+
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <json-c/json.h>
+
+#include "util.h"
+#include "vault.h"
+
+#ifndef VMBAK_VERSION
+#define VMBAK_VERSION "0.1.0"
+#endif
+
+/* Exit statuses: a contract, written down in vmbak(1). */
+enum {
+	VMBAK_EXIT_OK = 0,
+	VMBAK_EXIT_FAIL = 1,   /* something failed; one line on stderr says what and where */
+	VMBAK_EXIT_USAGE = 2,  /* the command line is wrong */
+	VMBAK_EXIT_DAMAGE = 3, /* verify found damage */
+};
+
+/* Options given before the verb. */
+typedef struct vmbak_globals {
+	const char *passphrase_file; /* --passphrase-file, or NULL */
+	int progress;		     /* --progress */
+} vmbak_globals;
+
+/* One verb of the table in vmbak.c. run() gets argv with argv[0] the verb's name. */
+typedef struct vmbak_cmd {
+	const char *name;
+	const char *summary; /* one line for `vmbak --help` */
+	const char *help;    /* full text for `vmbak VERB --help` and `vmbak help VERB` */
+	int (*run)(int argc, char **argv, vmbak_globals *g);
+} vmbak_cmd;
+
+extern const vmbak_cmd cmd_init_def, cmd_ingest_def, cmd_list_def, cmd_info_def;
+
+/* A user-supplied string made safe for a one-line message: control characters and bytes that
+ * are not printable ASCII become \xNN, and more than about 200 characters are cut with "...".
+ * Returns one of a few rotating thread-local buffers: valid for the next three calls. */
+const char *q(const char *s);
+
+/* Usage error: prints "vmbak: MESSAGE" and returns VMBAK_EXIT_USAGE. */
+int usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A store/ failure: prints vbs_errmsg() when it has one, else "vmbak: CONTEXT: strerror(-err)".
+ * Returns VMBAK_EXIT_FAIL. */
+int store_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* getopt_long for a verb: returns the option, or -1 at the end. Unknown options and missing
+ * arguments print one line and make it return '?' (the caller returns VMBAK_EXIT_USAGE).
+ * Call with *state = 0 before the first option; it resets getopt. */
+/* Prints the one line for getopt_long's '?' or ':' (c), after the failing call. verb: the verb
+ * whose options these are, or NULL for the global options. */
+void getopt_error(char **argv, const struct option *longopts, int c, const char *verb);
+int verb_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+		int *state);
+
+/* There is deliberately no --passphrase option. Verbs that take --passphrase-file list
+ * {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED} too, so that "--passphrase X"
+ * is refused with a clear message instead of being taken as an abbreviation of
+ * --passphrase-file or having X end up as an argument (and so in a message). */
+#define OPT_PASSPHRASE_REFUSED 0x1ff
+int passphrase_option_refused(void);
+
+/* Checks shared by verbs; each prints the line and returns VMBAK_EXIT_USAGE on failure. */
+int check_vault_arg(const char *path);
+int check_name_arg(const char *what, const char *name);
+/* Positional arguments: names[i] is the i-th one's name for "missing VM" messages; nmin of
+ * them are required, at most nmax allowed; usage is the verb's one-line synopsis. */
+int check_nargs(const char *usage, const char *const *names, int nmin, int nmax, int nargs,
+		char **args);
+
+/* Opens the vault at path for a verb: config, then (when unlock) the passphrase from
+ * passphrase_file (verb option), g->passphrase_file, the environment or the terminal, then the
+ * LMDB environment. Prints the error. readonly: open the environment read-only. */
+int vault_open(const char *path, int readonly, int unlock, const char *passphrase_file,
+	       const vmbak_globals *g, vbs_vault **ret);
+
+/* Gets a passphrase for the vault at path (prompt with confirm for init). Prints the error and
+ * returns an exit status; on success *ret is freed with vbk_passphrase_free(). */
+int passphrase_for(const char *path, const char *passphrase_file, const vmbak_globals *g,
+		   int confirm, char **ret);
+
+/* "512 B", "64.0 KiB", "3.0 GiB", "800 MiB": into buf, which it returns. */
+#define HUMAN_SIZE_LEN 24
+const char *human_size(uint64_t bytes, char buf[HUMAN_SIZE_LEN]);
+
+/* JSON helpers (json-c). */
+json_object *json_u64(uint64_t v);
+json_object *json_str_or_null(const char *s); /* NULL or "" give JSON null */
+json_object *json_time(int64_t unix_s);	      /* "YYYY-MM-DDTHH:MM:SSZ", or null for 0 */
+/* Prints o as one pretty document and a newline on stdout, then drops the reference. Returns
+ * an exit status (failing only when stdout fails). */
+int json_print(json_object *o);
+
+/* Flushes stdout and reports a write error (full disk, closed pipe) as a failure. */
+int finish_stdout(int status);
+
+#endif

@@ -1,0 +1,148 @@
+/* vmbak.c: main(), the global options and the table of verbs.
+ *
+ * A new verb is one entry in cmds[] and a vmbak_cmd definition in its cmd_*.c file.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "util.h"
+#include "vault.h"
+
+static const vmbak_cmd cmd_help_def;
+
+static const vmbak_cmd *const cmds[] = {
+    &cmd_init_def, &cmd_ingest_def, &cmd_list_def, &cmd_info_def, &cmd_help_def,
+};
+
+static void print_main_help(void)
+{
+	size_t i;
+
+	fputs("usage: vmbak [GLOBAL OPTIONS] COMMAND [OPTIONS] ARGS\n"
+	      "       vmbak help [COMMAND]\n"
+	      "\n"
+	      "A deduplicating backup vault for virtual machine disk images.\n"
+	      "\n"
+	      "commands:\n",
+	      stdout);
+	for (i = 0; i < VBU_ARRAY_SIZE(cmds); i++)
+		printf("  %-10s %s\n", cmds[i]->name, cmds[i]->summary);
+	fputs("\n"
+	      "global options:\n"
+	      "  -h, --help              show this help\n"
+	      "  --version               print the version\n"
+	      "  --progress              show progress on stderr even when it is not a terminal\n"
+	      "  --passphrase-file F     read the vault passphrase from the first line of F\n"
+	      "\n"
+	      "environment: VMBAK_PASSPHRASE_FILE names a file holding the vault passphrase,\n"
+	      "VMBAK_PASSPHRASE holds it; otherwise it is asked on the terminal.\n"
+	      "exit status: 0 success, 1 failure, 2 usage error, 3 verify found damage.\n"
+	      "`vmbak COMMAND --help` describes a command; see also vmbak(1).\n",
+	      stdout);
+}
+
+static const vmbak_cmd *find_cmd(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < VBU_ARRAY_SIZE(cmds); i++)
+		if (strcmp(cmds[i]->name, name) == 0)
+			return cmds[i];
+	return NULL;
+}
+
+static const char help_help[] = "usage: vmbak help [COMMAND]\n"
+				"\n"
+				"Describes COMMAND, or lists the commands.\n";
+
+static int cmd_help(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const names[] = {"COMMAND"};
+	const vmbak_cmd *c;
+	int opt, state = 0, r;
+
+	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(help_help, stdout);
+			return VMBAK_EXIT_OK;
+		default:
+			return VMBAK_EXIT_USAGE;
+		}
+	}
+	r = check_nargs("vmbak help [COMMAND]", names, 0, 1, argc - optind, argv + optind);
+	if (r != 0)
+		return r;
+	if (optind == argc) {
+		print_main_help();
+		return VMBAK_EXIT_OK;
+	}
+	c = find_cmd(argv[optind]);
+	if (!c)
+		return usage_err("unknown command '%s' (try 'vmbak --help')", q(argv[optind]));
+	fputs(c->help, stdout);
+	return VMBAK_EXIT_OK;
+}
+
+static const vmbak_cmd cmd_help_def = {
+    .name = "help",
+    .summary = "describe a command",
+    .help = help_help,
+    .run = cmd_help,
+};
+
+enum { OPT_VERSION = 0x100, OPT_PROGRESS, OPT_PASSPHRASE_FILE };
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, OPT_VERSION},
+	    {"progress", no_argument, NULL, OPT_PROGRESS},
+	    {"passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE},
+	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
+	    {NULL, 0, NULL, 0},
+	};
+	vmbak_globals g = {0};
+	const vmbak_cmd *c;
+	int opt, status;
+
+	vbu_set_progname("vmbak");
+	opterr = 0;
+	/* "+": stop at the verb; the verb parses the rest with its own options. */
+	while ((opt = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			print_main_help();
+			return finish_stdout(VMBAK_EXIT_OK);
+		case OPT_VERSION:
+			printf("vmbak %s (vault format %d)\n", VMBAK_VERSION, VBS_FORMAT_VERSION);
+			return finish_stdout(VMBAK_EXIT_OK);
+		case OPT_PROGRESS:
+			g.progress = 1;
+			break;
+		case OPT_PASSPHRASE_FILE:
+			if (!*optarg)
+				return usage_err("empty file name for --passphrase-file");
+			g.passphrase_file = optarg;
+			break;
+		case OPT_PASSPHRASE_REFUSED:
+			return passphrase_option_refused();
+		default:
+			getopt_error(argv, longopts, opt, NULL);
+			return VMBAK_EXIT_USAGE;
+		}
+	}
+	if (optind >= argc)
+		return usage_err("no command given (try 'vmbak --help')");
+	c = find_cmd(argv[optind]);
+	if (!c)
+		return usage_err("unknown command '%s' (try 'vmbak --help')", q(argv[optind]));
+	status = c->run(argc - optind, argv + optind, &g);
+	return finish_stdout(status);
+}
