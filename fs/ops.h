@@ -1,0 +1,42 @@
+/* ops.h: the low-level FUSE operations of vmbakfs, over the read functions of store/.
+ *
+ * The tree (see vmbakfs(1)):
+ *   /<vm>/latest -> <rp>, /<vm>/<rp>/manifest.json, /<vm>/<rp>/<disk>.img, /<vm>/<rp>/<disk>.key
+ *
+ * Every request asks the store afresh (each store call is one short LMDB read transaction), so
+ * points ingested or pruned while mounted show up within the short timeouts of the root and the
+ * VM directories. Recovery points never change, so what is inside them gets long timeouts, the
+ * page cache keeps their content (keep_cache) and misses inside them are cached.
+ *
+ * Nothing is ever written: every operation that would change something fails with EROFS.
+ * The operations are reentrant; run them from fuse_session_loop_mt().
+ */
+#ifndef VMBAK_FS_OPS_H
+#define VMBAK_FS_OPS_H
+
+#ifndef FUSE_USE_VERSION
+#define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 14)
+#endif
+#include <fuse_lowlevel.h>
+
+#include <sys/types.h>
+#include <time.h>
+
+#include "vault.h"
+
+/* Timeouts (seconds) the kernel may cache entries and attributes for. */
+#define VBF_TTL_LONG 86400.0 /* inside a recovery point: it never changes */
+#define VBF_TTL_SHORT 1.0    /* the root, VM directories, latest: new points appear */
+
+/* The mount's state, the session's userdata. The vault's environment is open (after the
+ * daemon forked) before the session loop starts; nothing here changes while it runs. */
+typedef struct vbf_fs {
+	vbs_vault *vault;
+	uid_t uid; /* owner of every node: the mounting user */
+	gid_t gid;
+	struct timespec started; /* times of the root and the VM directories */
+} vbf_fs;
+
+extern const struct fuse_lowlevel_ops vbf_ops;
+
+#endif
