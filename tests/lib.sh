@@ -1,0 +1,417 @@
+# tests/lib.sh: sourced by the shell tests (tests/cli/*.sh, tests/fuse/*.sh).
+#
+# The runner (tests/run) sets VMBAK, VMBAKFS (absolute paths of the programs under test), SRCDIR
+# (the repository) and TESTTMP (a fresh directory, removed after a pass). A test run by hand gets
+# defaults: the programs in $SRCDIR/build and a TESTTMP of its own, removed when the test passes.
+#
+# Exit status of a test: 0 pass, 77 skip (the last line printed says why), anything else fail.
+#
+# Whatever a test mounts or attaches through the helpers below is undone when the test exits, by
+# an EXIT trap, in reverse order, also when it fails or is killed by SIGTERM/SIGINT (the runner's
+# timeout): kernel mounts, then loop devices, then FUSE mounts (fusermount3 -u, then aborting the
+# connection, then fusermount3 -uz as a last resort). A test that needs its own cleanup adds a
+# command with at_exit.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+SRCDIR=${SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+VMBAK=${VMBAK:-$SRCDIR/build/vmbak}
+VMBAKFS=${VMBAKFS:-$SRCDIR/build/vmbakfs}
+export SRCDIR VMBAK VMBAKFS
+
+_lib_own_tmp=0
+if [ -z "${TESTTMP:-}" ]; then
+	TESTTMP=$(mktemp -d "${TMPDIR:-/tmp}/vmbak-test.XXXXXX")
+	_lib_own_tmp=1
+fi
+export TESTTMP
+# Things to undo, one per line ("fuse DIR", "kmount DIR", "loop DEV", "pid PID", "cmd TEXT"). A
+# file rather than an array so helpers called in $(...) subshells can register too.
+_lib_state=$TESTTMP/.cleanup
+: >>"$_lib_state"
+
+# Files where expect_status leaves the output of the last command it ran.
+OUT=$TESTTMP/.stdout
+ERR=$TESTTMP/.stderr
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+skip() {
+	echo "$*"
+	exit 77
+}
+
+note() {
+	echo "# $*"
+}
+
+# at_exit CMD...: run CMD (as one shell string) when the test exits, before mounts are undone.
+at_exit() {
+	echo "cmd $*" >>"$_lib_state"
+}
+
+need_cmd() {
+	local c
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || skip "needs '$c', which is not installed"
+	done
+}
+
+need_root() {
+	[ "$(id -u)" -eq 0 ] || skip "needs root"
+}
+
+# A test of a real mount: skips where FUSE is unavailable, except under CI=true where that is a
+# failure (CI must run the mounts).
+need_fuse() {
+	local why=
+	if [ ! -c /dev/fuse ]; then
+		why="/dev/fuse is missing"
+	elif ! (: <>/dev/fuse) 2>/dev/null; then
+		why="/dev/fuse cannot be opened"
+	elif ! command -v fusermount3 >/dev/null 2>&1; then
+		why="fusermount3 is not installed (Debian package fuse3)"
+	fi
+	[ -z "$why" ] && return 0
+	if [ "${CI:-}" = true ]; then
+		fail "$why (a real mount is required under CI=true)"
+	fi
+	skip "$why"
+}
+
+need_programs() {
+	[ -x "$VMBAK" ] || fail "'$VMBAK' is not built"
+	[ -x "$VMBAKFS" ] || fail "'$VMBAKFS' is not built"
+}
+
+# expect_status N CMD...: runs CMD with stdout in $OUT and stderr in $ERR and checks that it
+# exits with status N. A failing command (N != 0) must say why in exactly one line on stderr.
+expect_status() {
+	local want=$1 st=0
+	shift
+	"$@" >"$OUT" 2>"$ERR" || st=$?
+	if [ "$st" -ne "$want" ]; then
+		_lib_show_output
+		fail "'$*' exited with $st, expected $want"
+	fi
+	if [ "$want" -ne 0 ]; then
+		if [ "$(wc -l <"$ERR")" -ne 1 ] || [ -n "$(tail -c 1 "$ERR" | tr -d '\n')" ]; then
+			_lib_show_output
+			fail "'$*' must print exactly one line on stderr"
+		fi
+	fi
+	return 0
+}
+
+# expect_stderr ERE: the stderr of the last expect_status matches ERE.
+expect_stderr() {
+	grep -Eq -- "$1" "$ERR" || { _lib_show_output; fail "stderr does not match /$1/"; }
+}
+
+# expect_stdout ERE: the stdout of the last expect_status has a line matching ERE.
+expect_stdout() {
+	grep -Eq -- "$1" "$OUT" || { _lib_show_output; fail "stdout does not match /$1/"; }
+}
+
+_lib_show_output() {
+	{
+		echo "--- stdout:"
+		head -c 4000 "$OUT" 2>/dev/null || true
+		echo "--- stderr:"
+		head -c 4000 "$ERR" 2>/dev/null || true
+		echo "---"
+	} >&2
+}
+
+# is_mounted DIR: DIR is a mount point. Reads the mount table, so it never touches (and never
+# hangs on) a file system whose daemon is stuck.
+is_mounted() {
+	local dir
+	dir=$(_lib_abspath "$1")
+	awk -v d="$dir" '$5 == d { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+
+# The absolute path of $1 with only its parent resolved: never stats $1 itself, which may be a
+# mount whose daemon hangs.
+_lib_abspath() {
+	local p=${1%/}
+	[ -n "$p" ] || p=/
+	printf '%s/%s\n' "$(realpath -m -- "$(dirname -- "$p")")" "$(basename -- "$p")" |
+		sed 's://*:/:g'
+}
+
+# vmount VAULT MNT [OPTION...]: mounts VAULT at MNT with vmbakfs (MNT is created if needed) and
+# waits until it is mounted. With -f among the options vmbakfs runs in the foreground, in the
+# background of the test; so it does too under the sanitizers (ASAN_OPTIONS or UBSAN_OPTIONS
+# set), where a daemon's reports would go to /dev/null: its output goes to a log, and a
+# non-zero exit status after the unmount fails the test. The mount is undone when the test
+# exits.
+vmount() {
+	local vault=$1 mnt=$2 fg=0 o pid st=0 i log
+	shift 2
+	for o in "$@"; do
+		[ "$o" = -f ] && fg=1
+	done
+	if [ "$fg" -eq 0 ] && [ -n "${ASAN_OPTIONS:-}${UBSAN_OPTIONS:-}" ]; then
+		set -- "$@" -f
+		fg=1
+	fi
+	mkdir -p -- "$mnt"
+	mnt=$(_lib_abspath "$mnt")
+	if [ "$fg" -eq 1 ]; then
+		log=$(mktemp "$TESTTMP/.vmbakfs-fg.XXXXXX")
+		"$VMBAKFS" "$vault" "$mnt" "$@" >"$log" 2>&1 &
+		pid=$!
+		# Undone in reverse order: unmount first, then wait for the process to exit.
+		echo "pid $pid $log" >>"$_lib_state"
+		echo "fuse $mnt" >>"$_lib_state"
+	else
+		echo "fuse $mnt" >>"$_lib_state"
+		# A vmbakfs that deadlocks on its own mount sleeps in the kernel, killable only by
+		# SIGKILL; its death ends the FUSE connection too.
+		timeout -k 5 60 "$VMBAKFS" "$vault" "$mnt" "$@" >"$OUT" 2>"$ERR" || st=$?
+		if [ "$st" -eq 124 ] || [ "$st" -eq 137 ]; then
+			_lib_show_output
+			fail "vmbakfs '$vault' '$mnt' did not return within 60 s"
+		elif [ "$st" -ne 0 ]; then
+			_lib_show_output
+			fail "vmbakfs '$vault' '$mnt' exited with $st"
+		fi
+	fi
+	for ((i = 0; i < 200; i++)); do
+		if is_mounted "$mnt" && timeout 10 mountpoint -q -- "$mnt"; then
+			return 0
+		fi
+		if [ "$fg" -eq 1 ] && ! kill -0 "$pid" 2>/dev/null; then
+			st=0
+			wait "$pid" || st=$?
+			cat "$log" >&2 || true
+			fail "vmbakfs -f '$vault' '$mnt' exited with $st before mounting"
+		fi
+		sleep 0.05
+	done
+	fail "'$mnt' is not mounted 10 s after vmbakfs started"
+}
+
+# vumount MNT: unmounts a vmbakfs mount now (the exit trap would do it too).
+vumount() {
+	local mnt
+	mnt=$(_lib_abspath "$1")
+	_lib_fuse_unmount "$mnt" || fail "cannot unmount '$mnt'"
+	is_mounted "$mnt" && fail "'$mnt' is still mounted"
+	return 0
+}
+
+_lib_fuse_unmount() {
+	local mnt=$1 minor i
+	is_mounted "$mnt" || return 0
+	for ((i = 0; i < 20; i++)); do
+		timeout 20 fusermount3 -u -- "$mnt" 2>/dev/null && return 0
+		is_mounted "$mnt" || return 0
+		sleep 0.1
+	done
+	echo "lib: '$mnt' is busy or hung, aborting its FUSE connection" >&2
+	minor=$(awk -v d="$mnt" '$5 == d { split($3, a, ":"); print a[2]; exit }' /proc/self/mountinfo)
+	if [ -d /sys/fs/fuse/connections ] && ! grep -q ' - fusectl ' /proc/self/mountinfo; then
+		mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null || true
+	fi
+	if [ -n "$minor" ] && [ -w "/sys/fs/fuse/connections/$minor/abort" ]; then
+		echo 1 >"/sys/fs/fuse/connections/$minor/abort" 2>/dev/null || true
+		timeout 20 fusermount3 -u -- "$mnt" 2>/dev/null && return 0
+	fi
+	echo "lib: lazily unmounting '$mnt'" >&2
+	timeout 20 fusermount3 -uz -- "$mnt" 2>/dev/null || timeout 20 umount -l -- "$mnt" 2>/dev/null
+	! is_mounted "$mnt"
+}
+
+# loop_attach FILE: attaches FILE read-only to a free loop device and prints the device.
+# Detached when the test exits.
+loop_attach() {
+	local dev
+	dev=$(losetup -r -f --show -- "$1") || fail "losetup -r -f --show '$1' failed"
+	echo "loop $dev" >>"$_lib_state"
+	echo "$dev"
+}
+
+loop_detach() {
+	losetup -d "$1" || fail "losetup -d '$1' failed"
+}
+
+# kmount_ro DEV DIR [mount options]: mounts DEV read-only at DIR (created), undone at exit.
+kmount_ro() {
+	local dev=$1 dir=$2
+	shift 2
+	mkdir -p -- "$dir"
+	dir=$(_lib_abspath "$dir")
+	echo "kmount $dir" >>"$_lib_state"
+	mount -o ro "$@" -- "$dev" "$dir" || fail "mount -o ro '$dev' '$dir' failed"
+}
+
+kumount() {
+	umount -- "$1" || fail "umount '$1' failed"
+}
+
+# _lib_reap PID LOG: waits for a vmbakfs -f to exit after its unmount; fails if it does not, or
+# exits with an error, or its log holds a sanitizer report.
+_lib_reap() {
+	local pid=$1 log=$2 i st=0
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "lib: vmbakfs -f (pid $pid) did not exit 10 s after its unmount" >&2
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		return 1
+	fi
+	wait "$pid" 2>/dev/null || st=$?
+	if [ "$st" -ne 0 ] && [ "$st" -ne 127 ] ||
+		grep -Eq 'ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:' "$log"; then
+		echo "lib: vmbakfs -f (pid $pid) exited with status $st or reported an error:" >&2
+		tail -n 40 "$log" >&2
+		return 1
+	fi
+	return 0
+}
+
+_lib_cleanup() {
+	local st=$? kind arg bad=0 i
+	trap - EXIT INT TERM HUP
+	set +e
+	if [ -s "$_lib_state" ]; then
+		while read -r kind arg; do
+			case "$kind" in
+			cmd) bash -c "$arg" || true ;;
+			kmount)
+				if is_mounted "$arg"; then
+					timeout 20 umount -- "$arg" 2>/dev/null ||
+						timeout 20 umount -l -- "$arg" || bad=1
+				fi
+				;;
+			loop)
+				# Only if it is still the loop device this test attached.
+				if losetup -- "$arg" 2>/dev/null | grep -qF -- "$TESTTMP"; then
+					losetup -d "$arg" || bad=1
+				fi
+				;;
+			fuse)
+				_lib_fuse_unmount "$arg" || { echo "lib: cannot unmount '$arg'" >&2; bad=1; }
+				;;
+			pid)
+				_lib_reap "${arg%% *}" "${arg#* }" || bad=1
+				;;
+			esac
+		done < <(tac "$_lib_state")
+	fi
+	: >"$_lib_state"
+	if [ "$bad" -ne 0 ] && [ "$st" -eq 0 ]; then
+		st=1
+	fi
+	if [ "$_lib_own_tmp" -eq 1 ]; then
+		if [ "$st" -eq 0 ] || [ "$st" -eq 77 ]; then
+			rm -rf --one-file-system -- "$TESTTMP"
+		else
+			echo "lib: test files kept in $TESTTMP" >&2
+		fi
+	fi
+	exit "$st"
+}
+trap _lib_cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
+
+# mk_ext4_image PATH SIZE_MB: makes PATH, a SIZE_MB MiB ext4 image (4 KiB blocks) filled to about
+# 60% by mkfs.ext4 -d from real files of this machine (documentation, libraries, programs),
+# copied first into the directory PATH.src. Prints PATH.src, to diff -r against.
+mk_ext4_image() {
+	local img=$1 size_mb=$2 src=$1.src
+	need_cmd mkfs.ext4 python3
+	rm -rf -- "$src"
+	mkdir -p -- "$src"
+	python3 - "$src" "$size_mb" <<'EOF' || fail "cannot collect files for '$src'"
+import os, shutil, sys
+dst, size_mb = sys.argv[1], int(sys.argv[2])
+budget = size_mb * 1024 * 1024 * 6 // 10
+max_files = size_mb * 1024 * 1024 // 16384 // 2   # half of mkfs.ext4's default inode count
+used = files = 0
+seen = set()
+
+def blocks(n):
+    return (n + 4095) // 4096 * 4096
+
+def fill(top, limit):
+    global used, files
+    for root, dirs, names in os.walk(top):
+        dirs.sort()
+        for n in sorted(names):
+            if used + 64 * 1024 > limit or files >= max_files:
+                return
+            p = os.path.join(root, n)
+            if p in seen:
+                continue
+            seen.add(p)
+            try:
+                if os.path.islink(p) or not os.path.isfile(p):
+                    continue
+                sz = os.path.getsize(p)
+            except OSError:
+                continue
+            if sz > 8 * 1024 * 1024 or used + blocks(sz) + 4096 > limit:
+                continue
+            q = os.path.join(dst, os.path.relpath(p, "/"))
+            d = os.path.dirname(q)
+            try:
+                if not os.path.isdir(d):
+                    os.makedirs(d)
+                    used += 4096
+                shutil.copyfile(p, q)
+            except OSError:
+                continue
+            used += blocks(sz)
+            files += 1
+
+# Text first (up to a quarter), then binaries: a mix of compressible and incompressible data.
+fill("/usr/share/doc", budget // 4)
+for top in ("/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/bin"):
+    fill(top, budget)
+if files == 0:
+    sys.exit("no files found to put into the image")
+EOF
+	rm -f -- "$img"
+	truncate -s "${size_mb}M" -- "$img"
+	mkfs.ext4 -q -F -b 4096 -L vmbak-test -d "$src" -- "$img" >&2 ||
+		fail "mkfs.ext4 -d '$src' '$img' failed"
+	echo "$src"
+}
+
+# mk_sparse PATH SIZE: makes PATH, a sparse file of SIZE (bytes, or with a truncate(1) suffix
+# such as 4G) with a few distinctive bytes written at a few offsets: the first bytes, a run that
+# crosses the middle 1 MiB boundary, one at a third, the very last bytes. Prints the offsets of
+# the written runs, one "OFFSET LENGTH" per line.
+mk_sparse() {
+	local path=$1 size
+	rm -f -- "$path"
+	truncate -s "$2" -- "$path"
+	size=$(stat -c %s -- "$path")
+	python3 - "$path" "$size" <<'EOF' || fail "cannot write into '$path'"
+import os, sys
+path, size = sys.argv[1], int(sys.argv[2])
+runs = []
+for off in (0, size // 3 + 4093, size // 2 // (1 << 20) * (1 << 20) - 5, size - 11):
+    if off < 0 or off >= size or any(o <= off < o + l for o, l in runs):
+        continue
+    data = ("vmbak@%d;" % off).encode()[: size - off]
+    runs.append((off, len(data)))
+    fd = os.open(path, os.O_WRONLY)
+    os.pwrite(fd, data, off)
+    os.close(fd)
+for o, l in sorted(runs):
+    print(o, l)
+EOF
+}
