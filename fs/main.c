@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -622,6 +623,11 @@ int main(int argc, char **argv)
 	const char *msg;
 
 	vbu_set_progname("vmbakfs");
+	/* Read replies up to 1 MiB are allocated and freed on every request by many threads:
+	 * a fixed mmap threshold gives them back at once (glibc's moving threshold would keep
+	 * them in per-thread arenas), and few arenas keep the rest compact. */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	mallopt(M_ARENA_MAX, 4);
 	fuse_set_log_func(log_fuse);
 
 	status = parse_args(&fargs, &a, &cache_bytes);

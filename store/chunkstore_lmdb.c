@@ -15,7 +15,9 @@ int vbs_cs_get(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], vbs_fra
 
 	if (rc)
 		return vbs_mdb_err(rc);
-	return fn(arg, d.mv_data, d.mv_size);
+	rc = fn(arg, d.mv_data, d.mv_size);
+	vbs_map_touched(v, d.mv_size);
+	return rc;
 }
 
 int vbs_cs_exists(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN], uint8_t *present)

@@ -3,6 +3,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "internal.h"
 #include "util.h"
@@ -98,6 +101,60 @@ void vbs_read_end(vbs_vault *v, MDB_txn *txn)
 	pthread_rwlock_unlock(&v->map_lock);
 }
 
+/* The address and length of this process's mapping of data.mdb. LMDB does not say where its
+ * map is (mdb_env_info gives an address only with MDB_FIXEDMAP), so look in /proc. */
+static int find_map(vbs_vault *v, void **ret_addr, size_t *ret_len)
+{
+	struct stat st;
+	char line[512];
+	FILE *f;
+	int fd, r = -ENOENT;
+
+	if (mdb_env_get_fd(v->env, &fd) || fstat(fd, &st) < 0)
+		return -EIO;
+	f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi, ino;
+		unsigned maj, min;
+
+		if (sscanf(line, "%lx-%lx %*s %*s %x:%x %lu", &lo, &hi, &maj, &min, &ino) != 5)
+			continue;
+		if (ino == st.st_ino && makedev(maj, min) == st.st_dev) {
+			*ret_addr = (void *)lo;
+			*ret_len = hi - lo;
+			r = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+void vbs_map_touched(vbs_vault *v, size_t bytes)
+{
+	void *addr;
+	size_t len;
+
+	if (__atomic_add_fetch(&v->map_touched, bytes, __ATOMIC_RELAXED) < VBS_MAP_TRIM)
+		return;
+	if (__atomic_exchange_n(&v->map_touched, 0, __ATOMIC_RELAXED) < VBS_MAP_TRIM)
+		return; /* another thread trims */
+	/* The caller's transaction holds the map lock shared: the map cannot move. Other threads
+	 * reading it meanwhile just fault the pages in again from the page cache. */
+	if (find_map(v, &addr, &len) == 0)
+		madvise(addr, len, MADV_DONTNEED);
+}
+
+/* After a commit. The pages a writer wrote land in the page cache, and each fault on the
+ * tree's pages through the map then maps up to 64 KiB of cached neighbours (fault-around),
+ * often fresh chunk data: so every commit counts as a full VBS_MAP_TRIM of bytes touched. */
+static void map_written(vbs_vault *v)
+{
+	vbs_map_touched(v, VBS_MAP_TRIM);
+}
+
 static int grow_map(vbs_vault *v)
 {
 	MDB_envinfo info;
@@ -148,6 +205,8 @@ int vbs_write(vbs_vault *v, vbs_write_fn fn, void *arg)
 			rc = MDB_MAP_FULL;
 		} else {
 			rc = mdb_txn_commit(txn);
+			if (rc == 0)
+				map_written(v);
 			pthread_rwlock_unlock(&v->map_lock);
 			if (rc == 0)
 				return r;

@@ -46,6 +46,8 @@ struct vbs_vault {
 
 	vbs_cache *cache;
 	size_t cache_bytes;
+	/* Bytes of chunk frames read through the map since it was last trimmed. */
+	uint64_t map_touched;
 };
 
 /* Sets the thread's message for vbs_errmsg(). Returns err, so `return vbs_fail(-EIO, ...)`. */
@@ -59,6 +61,13 @@ int vbs_mdb_err(int rc);
 /* A read transaction: begin takes the map lock shared and handles MDB_MAP_RESIZED. */
 int vbs_read_begin(vbs_vault *v, MDB_txn **ret);
 void vbs_read_end(vbs_vault *v, MDB_txn *txn);
+
+/* Called with a transaction open after reading bytes of the map. Pages of the map that were
+ * read stay mapped, and count in the process's RSS, until the kernel needs them back; every
+ * VBS_MAP_TRIM bytes this drops them from the process (they stay in the page cache), so a
+ * mount or a verify reading a terabyte keeps a small RSS. */
+#define VBS_MAP_TRIM (16u * 1024 * 1024)
+void vbs_map_touched(vbs_vault *v, size_t bytes);
 
 /* Runs fn inside a write transaction and commits. When the map is full, the transaction is
  * aborted, the map doubled, and fn run again from the start: fn must not keep state that
