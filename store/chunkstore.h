@@ -39,6 +39,14 @@ typedef struct vbs_cs_item {
 int vbs_cs_put_batch(vbs_vault *v, const vbs_cs_item *items, size_t n, uint64_t *ret_added,
 		     uint64_t *ret_added_bytes);
 
+/* As vbs_cs_put_batch, and in the same commit (gc.h): checks that each of the ncheck ids in
+ * check (chunks the caller found stored and reuses) is still stored, and pins every id of
+ * items and check for job. -ESTALE (nothing committed) when a checked chunk is gone: the
+ * caller looks again and stores it. */
+int vbs_cs_put_pinned(vbs_vault *v, const vbs_cs_item *items, size_t n,
+		      const uint8_t (*check)[VBS_ID_LEN], size_t ncheck, uint64_t job,
+		      uint64_t *ret_added, uint64_t *ret_added_bytes);
+
 /* Removes a chunk inside the caller's write transaction (gc). -ENOENT if absent. */
 int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN]);
 

@@ -64,7 +64,35 @@ struct put_ctx {
 	const vbs_cs_item *items;
 	size_t n;
 	uint64_t added, added_bytes;
+	const uint8_t (*check)[VBS_ID_LEN];
+	size_t ncheck;
+	uint64_t job;
 };
+
+/* Pinned puts (gc.h): the reused chunks must still be there, and everything gets a pin. */
+static int pin_fn(vbs_vault *v, MDB_txn *txn, struct put_ctx *c)
+{
+	int rc, r;
+
+	for (size_t i = 0; i < c->ncheck; i++) {
+		MDB_val k = {VBS_ID_LEN, (void *)c->check[i]}, d;
+
+		rc = mdb_get(txn, v->dbi_chunks, &k, &d);
+		if (rc == MDB_NOTFOUND)
+			return -ESTALE;
+		if (rc)
+			return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
+					mdb_strerror(rc));
+		if ((r = vbs_pin_add(v, txn, c->job, c->check[i])) < 0)
+			return vbs_fail(r, "cannot pin chunk in vault '%s': %s", v->path,
+					vbu_strerror(-r));
+	}
+	for (size_t i = 0; i < c->n; i++)
+		if ((r = vbs_pin_add(v, txn, c->job, c->items[i].id)) < 0)
+			return vbs_fail(r, "cannot pin chunk in vault '%s': %s", v->path,
+					vbu_strerror(-r));
+	return 0;
+}
 
 static int put_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 {
@@ -92,19 +120,40 @@ static int put_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	rc = stats_add(v, txn, (int64_t)c->added, (int64_t)c->added_bytes, (int64_t)raw);
 	if (rc < 0)
 		return vbs_fail(rc, "cannot update chunk statistics of vault '%s'", v->path);
-	return 0;
+	return c->job ? pin_fn(v, txn, c) : 0;
 }
 
 int vbs_cs_put_batch(vbs_vault *v, const vbs_cs_item *items, size_t n, uint64_t *ret_added,
 		     uint64_t *ret_added_bytes)
 {
-	struct put_ctx c = {items, n, 0, 0};
+	struct put_ctx c = {items, n, 0, 0, NULL, 0, 0};
 	int r;
 
 	if (n == 0) {
 		*ret_added = *ret_added_bytes = 0;
 		return 0;
 	}
+	r = vbs_write(v, put_fn, &c);
+	if (r < 0)
+		return r;
+	*ret_added = c.added;
+	*ret_added_bytes = c.added_bytes;
+	return 0;
+}
+
+int vbs_cs_put_pinned(vbs_vault *v, const vbs_cs_item *items, size_t n,
+		      const uint8_t (*check)[VBS_ID_LEN], size_t ncheck, uint64_t job,
+		      uint64_t *ret_added, uint64_t *ret_added_bytes)
+{
+	struct put_ctx c = {items, n, 0, 0, check, ncheck, job};
+	int r;
+
+	if (n == 0 && ncheck == 0) {
+		*ret_added = *ret_added_bytes = 0;
+		return 0;
+	}
+	if (!job || !v->dbi_pins)
+		return vbs_fail(-EINVAL, "pinned chunk put without a job");
 	r = vbs_write(v, put_fn, &c);
 	if (r < 0)
 		return r;

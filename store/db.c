@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 
 #include "internal.h"
@@ -172,6 +173,13 @@ static int grow_map(vbs_vault *v)
 	return vbs_mdb_err(rc);
 }
 
+static int fs_full(const char *path)
+{
+	struct statvfs sv;
+
+	return statvfs(path, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < (4u << 20);
+}
+
 int vbs_write(vbs_vault *v, vbs_write_fn fn, void *arg)
 {
 	MDB_txn *txn;
@@ -211,6 +219,10 @@ int vbs_write(vbs_vault *v, vbs_write_fn fn, void *arg)
 			if (rc == 0)
 				return r;
 		}
+		/* LMDB turns a short write into EIO: on a file system with (almost) no room
+		 * left, that was a full disk. */
+		if (rc == EIO && fs_full(v->path))
+			rc = ENOSPC;
 		if (rc != MDB_MAP_FULL && rc == ENOSPC)
 			return vbs_fail(-ENOSPC, "cannot commit to vault '%s': no space left on device",
 					v->path);

@@ -113,6 +113,19 @@ static int chunk_get(vbs_vault *v, MDB_txn *txn, const uint8_t *id, vbs_cache_en
 	return 0;
 }
 
+/* 0 when the point still exists in txn, -ENOENT once deleted (lifecycle.h): its index
+ * entries are gone or moved, so lookups would find other points' data. */
+static int point_exists(vbs_vault *v, MDB_txn *txn, uint64_t serial)
+{
+	uint8_t key[8];
+	MDB_val k = {8, key}, d;
+	int rc;
+
+	vbs_put64(key, serial);
+	rc = mdb_get(txn, v->dbi_rps, &k, &d);
+	return rc ? vbs_mdb_err(rc) : 0;
+}
+
 int vbs_image_read(vbs_image *img, void *buf, size_t len, uint64_t off, size_t *ret_got)
 {
 	vbs_vault *v = img->v;
@@ -131,6 +144,9 @@ int vbs_image_read(vbs_image *img, void *buf, size_t len, uint64_t off, size_t *
 	r = vbs_read_begin(v, &txn);
 	if (r < 0)
 		return r;
+	r = point_exists(v, txn, img->serial);
+	if (r < 0)
+		goto out;
 	rc = mdb_cursor_open(txn, v->dbi_idx, &c);
 	if (rc) {
 		r = vbs_mdb_err(rc);
@@ -194,6 +210,9 @@ int vbs_image_seek(vbs_image *img, uint64_t off, int whence, uint64_t *ret)
 	r = vbs_read_begin(v, &txn);
 	if (r < 0)
 		return r;
+	r = point_exists(v, txn, img->serial);
+	if (r < 0)
+		goto out;
 	rc = mdb_cursor_open(txn, v->dbi_idx, &c);
 	if (rc) {
 		r = vbs_mdb_err(rc);

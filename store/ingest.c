@@ -21,6 +21,7 @@
 #include "chunkstore.h"
 #include "index.h"
 #include "ingest.h"
+#include "jobs.h"
 #include "util.h"
 
 #define BATCH_BYTES (16u << 20)
@@ -178,7 +179,9 @@ struct ingest {
 	size_t njobs;
 	vbs_cs_item *items;
 	uint8_t (*ids)[VBS_ID_LEN];
+	uint8_t (*check)[VBS_ID_LEN]; /* reused chunks of a batch: re-checked and pinned */
 	uint8_t *present;
+	uint64_t job; /* the job that owns this ingest's pins (gc.h) */
 	vbs_rp *prev; /* the VM's latest point at the start, or NULL */
 	struct disk_state *disks;
 	uint64_t done, total;
@@ -349,9 +352,9 @@ static void progress(struct ingest *g, int force)
 
 static int flush_batch(struct ingest *g, struct disk_state *d)
 {
-	size_t nitems = 0, nq = 0;
+	size_t nitems = 0, nq = 0, ncheck, nall;
 	uint64_t added = 0, added_bytes = 0;
-	int r;
+	int r, attempt = 0;
 
 	if (g->njobs == 0)
 		return 0;
@@ -360,19 +363,25 @@ static int flush_batch(struct ingest *g, struct disk_state *d)
 		if (g->jobs[i].err < 0)
 			return vbs_fail(g->jobs[i].err, "cannot hash chunk: %s",
 					vbu_strerror(-g->jobs[i].err));
-		g->jobs[i].store = 0;
 		if (!g->jobs[i].zero)
 			memcpy(g->ids[nq++], g->jobs[i].id, VBS_ID_LEN);
 	}
-	r = vbs_cs_exists(g->v, nq, (const uint8_t(*)[VBS_ID_LEN])g->ids, g->present);
+	nall = nq;
+again:
+	for (size_t i = 0; i < g->njobs; i++)
+		g->jobs[i].store = 0;
+	r = vbs_cs_exists(g->v, nall, (const uint8_t(*)[VBS_ID_LEN])g->ids, g->present);
 	if (r < 0)
 		return r;
-	nq = 0;
+	vbs_test_pause("VMBAK_TEST_PAUSE_INGEST_BATCH");
+	nq = ncheck = nitems = 0;
 	for (size_t i = 0; i < g->njobs; i++) {
 		struct job *j = &g->jobs[i];
 		if (j->zero)
 			continue;
-		if (!g->present[nq++]) {
+		if (g->present[nq++]) {
+			memcpy(g->check[ncheck++], j->id, VBS_ID_LEN);
+		} else {
 			/* The first of equal chunks in a batch stores it. */
 			j->store = 1;
 			for (size_t k = 0; k < i; k++)
@@ -391,7 +400,14 @@ static int flush_batch(struct ingest *g, struct disk_state *d)
 			return vbs_fail(j->err, "cannot encode chunk: %s", vbu_strerror(-j->err));
 		g->items[nitems++] = (vbs_cs_item){j->id, j->frame, j->flen, (uint32_t)j->len};
 	}
-	r = vbs_cs_put_batch(g->v, g->items, nitems, &added, &added_bytes);
+	/* Stores the new chunks, and in the same commit re-checks the reused ones and pins them
+	 * all: a gc running meanwhile may have deleted a chunk found above (then look again). */
+	r = vbs_cs_put_pinned(g->v, g->items, nitems, (const uint8_t(*)[VBS_ID_LEN])g->check,
+			      ncheck, g->job, &added, &added_bytes);
+	if (r == -ESTALE && ++attempt < 8)
+		goto again;
+	if (r == -ESTALE)
+		return vbs_fail(-EAGAIN, "chunks keep disappearing while they are stored");
 	if (r < 0)
 		return r;
 	d->new_chunks += added;
@@ -614,7 +630,7 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	struct ingest *g = c->g;
 	vbs_rp *rp = c->rp;
 	uint64_t latest = 0, head, lsize;
-	int64_t now = vbu_now_ns();
+	int64_t now = g->o->created_ns ? g->o->created_ns : vbu_now_ns();
 	int r, suffix = 0;
 
 	r = vbs_rp_latest_serial(v, txn, g->o->vm, &latest);
@@ -714,6 +730,7 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 {
 	struct ingest g = {.v = v, .o = o};
 	struct commit c = {&g, NULL};
+	uint64_t own_job = 0;
 	unsigned nt = o->threads;
 	int r, pool_up = 0;
 
@@ -722,6 +739,12 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		return r;
 	if (!v->unlocked)
 		return vbs_fail(-ENOKEY, "vault '%s' is locked", v->path);
+	/* Every ingest runs as a job: its pins belong to it (gc.h). */
+	g.job = o->job_id;
+	if (!g.job && (r = vbs_job_begin(v, "ingest", o->vm, &own_job)) < 0)
+		return r;
+	if (!g.job)
+		g.job = own_job;
 	g.cs = v->chunk_size;
 	g.batch_max = BATCH_BYTES / g.cs > 4 ? BATCH_BYTES / g.cs : 4;
 	g.frame_max = vbs_frame_max(g.cs);
@@ -730,12 +753,14 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 	g.jobs = calloc(g.batch_max, sizeof(*g.jobs));
 	g.items = calloc(g.batch_max, sizeof(*g.items));
 	g.ids = calloc(g.batch_max, VBS_ID_LEN);
+	g.check = calloc(g.batch_max, VBS_ID_LEN);
 	g.present = calloc(g.batch_max, 1);
 	g.disks = calloc(o->n_disks, sizeof(*g.disks));
 	c.rp = calloc(1, sizeof(*c.rp));
 	if (c.rp)
 		c.rp->disks = calloc(o->n_disks, sizeof(*c.rp->disks));
-	if (!g.buf || !g.frames || !g.jobs || !g.items || !g.ids || !g.present || !g.disks ||
+	if (!g.buf || !g.frames || !g.jobs || !g.items || !g.ids || !g.check || !g.present ||
+	    !g.disks ||
 	    !c.rp || !c.rp->disks) {
 		r = vbs_fail(-ENOMEM, "out of memory");
 		goto out;
@@ -811,6 +836,7 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		snprintf(c.rp->parent, sizeof(c.rp->parent), "%s", g.prev->id);
 	c.rp->retain_until = o->retain_until;
 	c.rp->chunk_size = g.cs;
+	vbs_test_pause("VMBAK_TEST_PAUSE_INGEST_COMMIT");
 	r = vbs_write(v, commit_fn, &c);
 	if (r < 0)
 		goto out;
@@ -820,6 +846,25 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 out:
 	if (pool_up)
 		pool_stop(&g.pool);
+	if (g.job) {
+		/* Kept on failure too: vbs_errmsg() of the failure must survive these calls. */
+		char msg[VBS_JOB_ERROR_MAX];
+		uint64_t rd = 0, st = 0;
+
+		snprintf(msg, sizeof(msg), "%s", r < 0 ? vbs_errmsg() : "");
+		for (size_t i = 0; g.disks && i < o->n_disks; i++) {
+			rd += g.disks[i].read_bytes;
+			st += g.disks[i].new_bytes;
+		}
+		vbs_pins_release(v, g.job);
+		if (own_job)
+			vbs_job_end(v, own_job, r < 0 ? VBS_JOB_FAILED : VBS_JOB_COMPLETED, rd, st,
+				    msg);
+		if (r < 0)
+			vbs_fail(r, "%s", msg);
+		else
+			vbs_clear_err();
+	}
 	for (size_t i = 0; g.disks && i < o->n_disks; i++) {
 		if (g.disks[i].fd >= 0)
 			close(g.disks[i].fd);
@@ -835,6 +880,7 @@ out:
 	free(g.jobs);
 	free(g.items);
 	free(g.ids);
+	free(g.check);
 	free(g.present);
 	return r;
 }

@@ -52,6 +52,9 @@ typedef struct vbs_ingest_opts {
 	vbs_progress_fn progress;
 	void *progress_arg;
 	unsigned threads; /* worker threads; 0: one per online CPU */
+	uint64_t job_id;  /* the caller's job (jobs.h; the caller ends it), or 0: the ingest
+			   * records and ends a job of its own */
+	int64_t created_ns; /* creation time of the point; 0: the clock (tests set others) */
 } vbs_ingest_opts;
 
 /* On success *ret is the committed point (caller frees with vbs_rp_free). */

@@ -11,6 +11,10 @@
  *   lineages  u64 lineage -> u64 head serial, u64 disk size
  *   idx       u64 lineage, u64 chunk number, u64 ~serial -> 32-byte chunk id, or empty (hole)
  *   chunks    32-byte chunk id -> chunk frame (chunk.h)
+ *   jobs      u64 job id -> job record (JSON, see jobs.h)
+ *   pins      u64 job id | 32-byte chunk id -> empty: chunks an ingest uses (see gc.h)
+ *   protect   u64 point serial -> i64 time protected (s): protected points (see lifecycle.h)
+ *   meta      "gc"      -> u64 job id of the gc running now (see gc.h)
  *
  * No pointer into LMDB's map leaves store/: values are decoded or copied inside the transaction.
  */
@@ -19,6 +23,7 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "crypto.h"
@@ -41,6 +46,8 @@ struct vbs_vault {
 
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_vms, dbi_rps, dbi_rpnames, dbi_lineages, dbi_idx, dbi_chunks;
+	/* jobs, pins, protect: 0 when absent (a vault opened read-only that has none yet). */
+	MDB_dbi dbi_jobs, dbi_pins, dbi_protect;
 	/* Held shared by every transaction, exclusively to change the map size. */
 	pthread_rwlock_t map_lock;
 
@@ -115,6 +122,18 @@ int vbs_rp_id_taken(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id);
 int vbs_rp_latest_serial(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
 /* The VM's number, creating its record when new. */
 int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
+
+/* Lifecycle (jobs.c, gc.c). A job record decoded without judging its process (jobs.h). */
+struct vbs_job;
+int vbs_job_decode_raw(uint64_t id, const void *data, size_t len, struct vbs_job *ret);
+/* Pins chunk id for job inside the caller's write transaction (gc.h). */
+int vbs_pin_add(vbs_vault *v, MDB_txn *txn, uint64_t job, const uint8_t *id);
+/* Drops job's pins in short transactions, unless a live gc is registered (then they stay for
+ * that gc to drop). */
+int vbs_pins_release(vbs_vault *v, uint64_t job);
+/* Test hook: with the environment variable name set to PATH, creates PATH.reached and waits
+ * until PATH exists (a minute at most). */
+void vbs_test_pause(const char *name);
 
 /* Sums over every point: virtual sizes of disks, and their data bytes (rp.c). */
 int vbs_rp_sum_sizes(vbs_vault *v, uint64_t *ret_logical, uint64_t *ret_data);

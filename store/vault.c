@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "dbguard.h"
 #include "internal.h"
 #include "util.h"
 
@@ -125,6 +126,20 @@ static int b64_exact(const char *s, uint8_t *out, size_t len)
 	return 0;
 }
 
+/* A value from the config as a message may show it: one short line of printable ASCII (a
+ * damaged config can hold anything, newlines included). */
+static const char *shown(const char *s)
+{
+	if (!s)
+		return "(missing)";
+	if (strlen(s) > 64)
+		return "(too long to show)";
+	for (const char *p = s; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			return "(unprintable)";
+	return s;
+}
+
 static int parse_config(vbs_vault *v, const char *file, const char *text, size_t len)
 {
 	json_tokener *tok = json_tokener_new();
@@ -171,7 +186,7 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 	s = jstr(o, "chunk_id");
 	if (!s || strcmp(s, "hmac-sha256") != 0) {
 		r = vbs_fail(-EPROTONOSUPPORT, "config '%s': unknown chunk id '%s'", file,
-			     s ? s : "(missing)");
+			     shown(s));
 		goto out;
 	}
 	s = jstr(o, "encryption");
@@ -210,7 +225,7 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		v->unlocked = 1;
 	} else {
 		r = vbs_fail(-EPROTONOSUPPORT, "config '%s': unknown encryption '%s'", file,
-			     s ? s : "(missing)");
+			     shown(s));
 		goto out;
 	}
 	r = 0;
@@ -236,6 +251,17 @@ static vbs_vault *vault_new(const char *path)
 	return v;
 }
 
+static int open_optional(vbs_vault *v, MDB_txn *txn, const char *name, MDB_dbi *ret)
+{
+	int rc = mdb_dbi_open(txn, name, v->readonly ? 0 : MDB_CREATE, ret);
+
+	if (rc == MDB_NOTFOUND && v->readonly) {
+		*ret = 0;
+		rc = 0;
+	}
+	return rc;
+}
+
 static int env_open(vbs_vault *v, int create)
 {
 	MDB_txn *txn = NULL;
@@ -256,6 +282,7 @@ static int env_open(vbs_vault *v, int create)
 	rc = mdb_env_create(&v->env);
 	if (rc)
 		goto fail;
+	vbs_guard_add(v->env, v->path); /* a damaged data.mdb: one line, not a crash */
 	mdb_env_set_maxdbs(v->env, 16);
 	mdb_env_set_maxreaders(v->env, 256);
 	if (!v->readonly)
@@ -274,6 +301,12 @@ static int env_open(vbs_vault *v, int create)
 	    (rc = mdb_dbi_open(txn, "idx", dflags, &v->dbi_idx)) ||
 	    (rc = mdb_dbi_open(txn, "chunks", dflags, &v->dbi_chunks)))
 		goto fail;
+	/* Lifecycle databases (jobs, pins, protect) came with the lifecycle commands: a writer
+	 * creates them in vaults made before; a read-only opener goes without (dbi 0). */
+	if ((rc = open_optional(v, txn, "jobs", &v->dbi_jobs)) ||
+	    (rc = open_optional(v, txn, "pins", &v->dbi_pins)) ||
+	    (rc = open_optional(v, txn, "protect", &v->dbi_protect)))
+		goto fail;
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
 	if (rc)
@@ -282,8 +315,10 @@ static int env_open(vbs_vault *v, int create)
 fail:
 	if (txn)
 		mdb_txn_abort(txn);
-	if (v->env)
+	if (v->env) {
+		vbs_guard_remove(v->env);
 		mdb_env_close(v->env);
+	}
 	v->env = NULL;
 	if (rc == MDB_NOTFOUND)
 		return vbs_fail(-EPROTO, "vault '%s': database is missing its tables", v->path);
@@ -302,6 +337,7 @@ void vbs_vault_close_env(vbs_vault *v)
 {
 	if (!v || !v->env)
 		return;
+	vbs_guard_remove(v->env);
 	mdb_env_close(v->env);
 	v->env = NULL;
 }

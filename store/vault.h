@@ -3,8 +3,9 @@
  * Layout of VAULT/ (the full format is in man/vmbak-vault.5):
  *   vmbak-vault.json   config: format name and version, uuid, chunk size, encryption, the
  *                      wrapped keys (or, unencrypted, the id key in clear); written once at init
- *   data.mdb, lock.mdb the LMDB environment (named databases: meta, vms, rps, rpnames, idx,
- *                      chunks)
+ *   data.mdb, lock.mdb the LMDB environment (named databases: meta, vms, rps, rpnames,
+ *                      lineages, idx, chunks, and jobs, pins, protect: see jobs.h, gc.h,
+ *                      lifecycle.h)
  *
  * Lifecycle: vbs_vault_open() reads and checks the config (no LMDB yet);
  * vbs_vault_unlock() unwraps the keys (not needed, and a no-op, for an unencrypted vault);

@@ -1,0 +1,383 @@
+/* delete.c: protecting and deleting recovery points (see lifecycle.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index.h"
+#include "internal.h"
+#include "lifecycle.h"
+#include "rp.h"
+#include "util.h"
+
+#define NAME_KEY_MAX (VBS_NAME_MAX + 1 + VBS_RP_ID_MAX)
+
+static size_t name_key(char *buf, const char *vm, const char *id)
+{
+	size_t a = strlen(vm), b = strlen(id);
+
+	if (a > VBS_NAME_MAX || b >= VBS_RP_ID_MAX)
+		return 0;
+	memcpy(buf, vm, a);
+	buf[a] = '\0';
+	memcpy(buf + a + 1, id, b);
+	return a + 1 + b;
+}
+
+static int find_serial(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, uint64_t *ret)
+{
+	char nk[NAME_KEY_MAX];
+	size_t len = name_key(nk, vm, id);
+	int r;
+
+	if (!len || !vbs_name_valid(vm))
+		return vbs_fail(-ENOENT, "no recovery point '%s/%s'", vm, id);
+	r = vbs_get_u64(txn, v->dbi_rpnames, nk, len, ret);
+	if (r == -ENOENT)
+		return vbs_fail(-ENOENT, "no recovery point '%s/%s'", vm, id);
+	if (r < 0)
+		return vbs_fail(r, "vault '%s': damaged name record of '%s/%s'", v->path, vm, id);
+	return 0;
+}
+
+/* ---- protection ---- */
+
+struct protect_ctx {
+	const char *vm, *id;
+	int on;
+};
+
+static int protect_fn(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	struct protect_ctx *c = arg;
+	uint8_t key[8], val[8];
+	MDB_val k = {8, key}, d = {8, val};
+	uint64_t serial;
+	int r = find_serial(v, txn, c->vm, c->id, &serial), rc;
+
+	if (r < 0)
+		return r;
+	vbs_put64(key, serial);
+	if (c->on) {
+		if (mdb_get(txn, v->dbi_protect, &k, &d) == 0)
+			return 0;
+		vbs_put64(val, (uint64_t)(vbu_now_ns() / 1000000000));
+		d = (MDB_val){8, val};
+		rc = mdb_put(txn, v->dbi_protect, &k, &d, 0);
+	} else {
+		rc = mdb_del(txn, v->dbi_protect, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (rc)
+		return vbs_fail(vbs_mdb_err(rc), "cannot write vault '%s': %s", v->path,
+				mdb_strerror(rc));
+	return 0;
+}
+
+int vbs_rp_protect(vbs_vault *v, const char *vm, const char *id, int on)
+{
+	struct protect_ctx c = {vm, id, on};
+
+	vbs_clear_err();
+	if (!v->dbi_protect)
+		return vbs_fail(-EROFS, "vault '%s' is open read-only", v->path);
+	return vbs_write(v, protect_fn, &c);
+}
+
+static int protected_in(vbs_vault *v, MDB_txn *txn, uint64_t serial, int64_t *ret_since)
+{
+	uint8_t key[8];
+	uint64_t since;
+	int r;
+
+	if (!v->dbi_protect)
+		return 0;
+	vbs_put64(key, serial);
+	r = vbs_get_u64(txn, v->dbi_protect, key, 8, &since);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	if (ret_since)
+		*ret_since = (int64_t)since;
+	return 1;
+}
+
+int vbs_rp_protected(vbs_vault *v, uint64_t serial, int64_t *ret_since)
+{
+	MDB_txn *txn;
+	int r = vbs_read_begin(v, &txn);
+
+	if (r < 0)
+		return r;
+	r = protected_in(v, txn, serial, ret_since);
+	vbs_read_end(v, txn);
+	if (r < 0)
+		return vbs_fail(r, "vault '%s': damaged protection record", v->path);
+	return r;
+}
+
+/* ---- delete ---- */
+
+/* The serials of every point of vm, ascending (ids sort by time, serials by commit; within a
+ * VM both orders agree). free() *ret. */
+static int vm_serials(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t **ret, size_t *ret_n)
+{
+	char nk[VBS_NAME_MAX + 1];
+	size_t a = strlen(vm), n = 0;
+	uint64_t *list = NULL;
+	MDB_cursor *c;
+	MDB_val k, d;
+	int rc, r = 0;
+
+	memcpy(nk, vm, a);
+	nk[a] = '\0';
+	rc = mdb_cursor_open(txn, v->dbi_rpnames, &c);
+	if (rc)
+		return vbs_mdb_err(rc);
+	k = (MDB_val){a + 1, nk};
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		uint64_t *p;
+
+		if (k.mv_size <= a + 1 || memcmp(k.mv_data, nk, a + 1) != 0)
+			break;
+		if (d.mv_size != 8) {
+			r = -EBADMSG;
+			break;
+		}
+		p = realloc(list, (n + 1) * sizeof(*p));
+		if (!p) {
+			r = -ENOMEM;
+			break;
+		}
+		list = p;
+		list[n++] = vbs_get64(d.mv_data);
+	}
+	mdb_cursor_close(c);
+	if (r == 0 && rc && rc != MDB_NOTFOUND)
+		r = vbs_mdb_err(rc);
+	if (r < 0) {
+		free(list);
+		return r;
+	}
+	*ret = list;
+	*ret_n = n;
+	return 0;
+}
+
+struct entry {
+	uint64_t n;
+	uint8_t id[VBS_ID_LEN];
+	uint8_t data;
+};
+
+/* Removes the entries of serial s from lineage l, moving each to s2 (when s2 != 0) unless s2
+ * has its own. */
+static int move_entries(vbs_vault *v, MDB_txn *txn, uint64_t l, uint64_t s, uint64_t s2)
+{
+	uint8_t key[VBS_IDX_KEY_LEN];
+	struct entry *es = NULL;
+	size_t ne = 0, cap = 0;
+	MDB_cursor *c;
+	MDB_val k, d;
+	int rc, r = 0;
+
+	rc = mdb_cursor_open(txn, v->dbi_idx, &c);
+	if (rc)
+		return vbs_mdb_err(rc);
+	vbs_idx_key(key, l, 0, UINT64_MAX); /* the lineage's first key: ~serial sorts down */
+	k = (MDB_val){sizeof(key), key};
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	while (rc == 0) {
+		const uint8_t *kb = k.mv_data;
+
+		if (k.mv_size != VBS_IDX_KEY_LEN || vbs_get64(kb) != l)
+			break;
+		if (~vbs_get64(kb + 16) != s) {
+			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+			continue;
+		}
+		if (d.mv_size != 0 && d.mv_size != VBS_ID_LEN) {
+			r = -EBADMSG;
+			break;
+		}
+		if (s2) {
+			if (ne == cap) {
+				size_t nc = cap ? cap * 2 : 1024;
+				struct entry *p = realloc(es, nc * sizeof(*p));
+				if (!p) {
+					r = -ENOMEM;
+					break;
+				}
+				es = p;
+				cap = nc;
+			}
+			es[ne].n = vbs_get64(kb + 8);
+			es[ne].data = d.mv_size != 0;
+			if (d.mv_size)
+				memcpy(es[ne].id, d.mv_data, VBS_ID_LEN);
+			ne++;
+		}
+		rc = mdb_cursor_del(c, 0);
+		if (rc)
+			break;
+		/* The cursor now stands on the next key: MDB_NEXT returns it. */
+		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+	}
+	if (r == 0 && rc && rc != MDB_NOTFOUND)
+		r = vbs_mdb_err(rc);
+	for (size_t i = 0; r == 0 && i < ne; i++) {
+		/* The first entry at or after (l, n, ~s2) is the newest with serial <= s2. */
+		vbs_idx_key(key, l, es[i].n, s2);
+		k = (MDB_val){sizeof(key), key};
+		rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+		if (rc == 0 && k.mv_size == VBS_IDX_KEY_LEN && vbs_get64(k.mv_data) == l &&
+		    vbs_get64((uint8_t *)k.mv_data + 8) == es[i].n &&
+		    ~vbs_get64((uint8_t *)k.mv_data + 16) > s)
+			continue; /* s2 (or a point between) has its own */
+		if (rc && rc != MDB_NOTFOUND) {
+			r = vbs_mdb_err(rc);
+			break;
+		}
+		r = vbs_idx_put(v, txn, l, s2, es[i].n, es[i].data ? es[i].id : NULL);
+	}
+	mdb_cursor_close(c);
+	free(es);
+	return r;
+}
+
+struct delete_ctx {
+	const char *vm, *id;
+	unsigned flags;
+	int64_t now;
+};
+
+static int delete_fn(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	struct delete_ctx *c = arg;
+	vbs_rp *rp = NULL, **others = NULL;
+	uint64_t serial, *serials = NULL;
+	size_t n = 0;
+	char nk[NAME_KEY_MAX], when[21];
+	uint8_t sk[8];
+	MDB_val k;
+	int r, rc;
+
+	if ((r = find_serial(v, txn, c->vm, c->id, &serial)) < 0)
+		return r;
+	if ((r = vbs_rp_load(v, txn, serial, &rp)) < 0)
+		return r;
+	r = protected_in(v, txn, serial, NULL);
+	if (r < 0) {
+		r = vbs_fail(r, "vault '%s': damaged protection record", v->path);
+		goto out;
+	}
+	if (r) {
+		r = vbs_fail(-EPERM, "recovery point '%s/%s' is protected; unprotect it first",
+			     c->vm, c->id);
+		goto out;
+	}
+	if (rp->retain_until > c->now && !(c->flags & VBS_DELETE_FORCE)) {
+		vbu_format_time(rp->retain_until, when);
+		when[10] = '\0';
+		r = vbs_fail(-EPERM, "recovery point '%s/%s' is retained until %s", c->vm, c->id,
+			     when);
+		goto out;
+	}
+	if ((r = vm_serials(v, txn, c->vm, &serials, &n)) < 0) {
+		r = vbs_fail(r, "cannot read the points of VM '%s'", c->vm);
+		goto out;
+	}
+	if (n && serials[n - 1] == serial && !(c->flags & VBS_DELETE_FORCE)) {
+		r = vbs_fail(-EPERM, "recovery point '%s/%s' is the newest of VM '%s'", c->vm,
+			     c->id, c->vm);
+		goto out;
+	}
+	others = calloc(n ? n : 1, sizeof(*others));
+	if (!others) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (serials[i] != serial && (r = vbs_rp_load(v, txn, serials[i], &others[i])) < 0)
+			goto out;
+	for (size_t di = 0; di < rp->n_disks; di++) {
+		uint64_t l = rp->disks[di].lineage, prev = 0, next = 0, head = 0, size = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			if (!others[i])
+				continue;
+			for (size_t j = 0; j < others[i]->n_disks; j++) {
+				if (others[i]->disks[j].lineage != l)
+					continue;
+				if (serials[i] < serial)
+					prev = serials[i];
+				else if (!next)
+					next = serials[i];
+			}
+		}
+		if ((r = move_entries(v, txn, l, serial, next)) < 0) {
+			r = vbs_fail(r, "cannot rewrite the index of vault '%s'", v->path);
+			goto out;
+		}
+		r = vbs_lineage_get(v, txn, l, &head, &size);
+		if (r == 0 && head == serial) {
+			if (prev) {
+				r = vbs_lineage_set(v, txn, l, prev, size);
+			} else {
+				uint8_t lk[8];
+				vbs_put64(lk, l);
+				k = (MDB_val){8, lk};
+				r = vbs_mdb_err(mdb_del(txn, v->dbi_lineages, &k, NULL));
+			}
+		} else if (r == -ENOENT) {
+			r = 0;
+		}
+		if (r < 0) {
+			r = vbs_fail(r, "cannot rewrite the lineages of vault '%s'", v->path);
+			goto out;
+		}
+	}
+	vbs_put64(sk, serial);
+	k = (MDB_val){8, sk};
+	rc = mdb_del(txn, v->dbi_rps, &k, NULL);
+	if (!rc) {
+		k = (MDB_val){name_key(nk, c->vm, c->id), nk};
+		rc = mdb_del(txn, v->dbi_rpnames, &k, NULL);
+	}
+	if (!rc && v->dbi_protect) {
+		k = (MDB_val){8, sk};
+		rc = mdb_del(txn, v->dbi_protect, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (!rc && n == 1) {
+		k = (MDB_val){strlen(c->vm), (void *)c->vm};
+		rc = mdb_del(txn, v->dbi_vms, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (rc) {
+		r = vbs_fail(vbs_mdb_err(rc), "cannot delete from vault '%s': %s", v->path,
+			     mdb_strerror(rc));
+		goto out;
+	}
+	r = 0;
+out:
+	vbs_rp_list_free(others, n);
+	vbs_rp_free(rp);
+	free(serials);
+	return r;
+}
+
+int vbs_rp_delete(vbs_vault *v, const char *vm, const char *id, unsigned flags, int64_t now)
+{
+	struct delete_ctx c = {vm, id, flags, now ? now : vbu_now_ns() / 1000000000};
+
+	vbs_clear_err();
+	if (v->readonly)
+		return vbs_fail(-EROFS, "vault '%s' is open read-only", v->path);
+	return vbs_write(v, delete_fn, &c);
+}
