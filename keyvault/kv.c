@@ -1,0 +1,1404 @@
+/* kv.c: the key vault: its file, passphrase, keys and secrets (see kv.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <openssl/crypto.h>
+
+#include "crypto.h"
+#include "kv.h"
+#include "kv_internal.h"
+#include "util.h"
+#include "vaultkey.h"
+
+#define FILE_MAX (64u << 20)
+#define VERSIONS_MAX 100000u
+
+/* ---- messages ---- */
+
+static __thread char errbuf[1024];
+
+const char *vbk_kv_errmsg(void)
+{
+	return errbuf;
+}
+
+void kv_clear_err(void)
+{
+	errbuf[0] = '\0';
+}
+
+int kv_fail(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vsnprintf(errbuf, sizeof(errbuf), fmt, ap) < 0)
+		errbuf[0] = '\0';
+	va_end(ap);
+	return err;
+}
+
+/* ---- names and types ---- */
+
+int vbk_kv_name_valid(const char *name)
+{
+	size_t i, n;
+
+	if (!name)
+		return 0;
+	n = strlen(name);
+	if (n == 0 || n > VBK_KV_NAME_MAX || name[0] == '.')
+		return 0;
+	for (i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+static const struct {
+	vbk_key_type type;
+	const char *name;
+	unsigned bits;
+} key_types[] = {
+    {VBK_KEY_RSA3072, "rsa-3072", 3072},
+    {VBK_KEY_RSA4096, "rsa-4096", 4096},
+    {VBK_KEY_AES256, "aes-256", 256},
+};
+
+int vbk_key_type_parse(const char *s, vbk_key_type *ret)
+{
+	unsigned long bits;
+	char *end;
+
+	for (size_t i = 0; i < VBU_ARRAY_SIZE(key_types); i++) {
+		if (strcmp(s, key_types[i].name) == 0) {
+			*ret = key_types[i].type;
+			return 0;
+		}
+	}
+	/* rsa-1024, rsa-2048, aes-128, aes-192: known, and refused as too weak for keys that must
+	 * protect backups for years. */
+	if ((strncmp(s, "rsa-", 4) == 0 || strncmp(s, "aes-", 4) == 0) && s[4] >= '1' &&
+	    s[4] <= '9') {
+		errno = 0;
+		bits = strtoul(s + 4, &end, 10);
+		if (!*end && errno == 0 &&
+		    ((s[0] == 'r' && bits >= 512 && bits < 3072) ||
+		     (s[0] == 'a' && (bits == 128 || bits == 192))))
+			return -EPERM;
+	}
+	return -EINVAL;
+}
+
+const char *vbk_key_type_name(vbk_key_type t)
+{
+	for (size_t i = 0; i < VBU_ARRAY_SIZE(key_types); i++)
+		if (key_types[i].type == t)
+			return key_types[i].name;
+	return "unknown";
+}
+
+static unsigned key_bits(vbk_key_type t)
+{
+	for (size_t i = 0; i < VBU_ARRAY_SIZE(key_types); i++)
+		if (key_types[i].type == t)
+			return key_types[i].bits;
+	return 0;
+}
+
+const char *kv_alg_for(const kv_kek *k)
+{
+	if (!k->name[0])
+		return KV_ALG_KV;
+	return k->type == VBK_KEY_AES256 ? KV_ALG_AES : KV_ALG_RSA;
+}
+
+/* ---- JSON helpers ---- */
+
+static const char *jstr(json_object *o, const char *key)
+{
+	json_object *j;
+
+	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, json_type_string))
+		return NULL;
+	return json_object_get_string(j);
+}
+
+static int jint(json_object *o, const char *key, int64_t min, int64_t max, int64_t *ret)
+{
+	json_object *j;
+	int64_t v;
+
+	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, json_type_int))
+		return -EPROTO;
+	errno = 0;
+	v = json_object_get_int64(j);
+	if (errno || v < min || v > max)
+		return -EPROTO;
+	*ret = v;
+	return 0;
+}
+
+static json_object *jobj(json_object *o, const char *key, json_type t)
+{
+	json_object *j;
+
+	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, t))
+		return NULL;
+	return j;
+}
+
+static int jadd(json_object *o, const char *key, json_object *v)
+{
+	if (!v || json_object_object_add(o, key, v) < 0) {
+		json_object_put(v);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int jadd_b64(json_object *o, const char *key, const uint8_t *p, size_t n)
+{
+	char *s = vbu_base64_encode(p, n);
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	r = jadd(o, key, json_object_new_string(s));
+	free(s);
+	return r;
+}
+
+static int jget_b64(json_object *o, const char *key, uint8_t *out, size_t want)
+{
+	const char *s = jstr(o, key);
+	size_t n = 0;
+
+	if (!s || vbu_base64_decode(s, out, want, &n) < 0 || n != want)
+		return -EPROTO;
+	return 0;
+}
+
+static int type_from_json(json_object *o, vbk_key_type *ret)
+{
+	const char *s = jstr(o, "type");
+
+	if (!s)
+		return -EPROTO;
+	for (size_t i = 0; i < VBU_ARRAY_SIZE(key_types); i++) {
+		if (strcmp(s, key_types[i].name) == 0) {
+			*ret = key_types[i].type;
+			return 0;
+		}
+	}
+	return -EPROTO;
+}
+
+static int fpr_valid(const char *s, vbk_key_type t)
+{
+	const char *prefix = t == VBK_KEY_AES256 ? "hmac-sha256:" : "sha256:";
+	size_t pl = strlen(prefix);
+	uint8_t md[VBK_HASH_LEN];
+
+	return s && strncmp(s, prefix, pl) == 0 && strlen(s + pl) == 2 * VBK_HASH_LEN &&
+	       vbu_hex_decode(s + pl, md, sizeof(md)) == 0;
+}
+
+/* ---- the file: checks ---- */
+
+/* Every field of the file is checked once here, so the rest of the module can rely on its
+ * shape. what: where the first bad field is, for the message. */
+static int check_key(const char *name, json_object *k, const char **what)
+{
+	json_object *vs, *v, *p;
+	vbk_key_type t;
+	int64_t x;
+	uint8_t der[KV_PUBLIC_MAX];
+	size_t n, i, der_len;
+
+	*what = "type";
+	if (!vbk_kv_name_valid(name) || !json_object_is_type(k, json_type_object) ||
+	    type_from_json(k, &t) < 0)
+		return -EPROTO;
+	*what = "created";
+	if (jint(k, "created", 0, INT64_MAX, &x) < 0)
+		return -EPROTO;
+	*what = "versions";
+	vs = jobj(k, "versions", json_type_array);
+	n = vs ? json_object_array_length(vs) : 0;
+	if (n == 0 || n > VERSIONS_MAX)
+		return -EPROTO;
+	for (i = 0; i < n; i++) {
+		v = json_object_array_get_idx(vs, i);
+		*what = "version";
+		if (!json_object_is_type(v, json_type_object) ||
+		    jint(v, "version", 1, VERSIONS_MAX, &x) < 0 || (size_t)x != i + 1 ||
+		    jint(v, "created", 0, INT64_MAX, &x) < 0)
+			return -EPROTO;
+		*what = "fingerprint";
+		if (!fpr_valid(jstr(v, "fingerprint"), t))
+			return -EPROTO;
+		*what = "public";
+		if (t != VBK_KEY_AES256 &&
+		    (!jstr(v, "public") ||
+		     vbu_base64_decode(jstr(v, "public"), der, sizeof(der), &der_len) < 0 ||
+		     der_len == 0))
+			return -EPROTO;
+		*what = "private";
+		p = jobj(v, "private", json_type_object);
+		if (!p || !jstr(p, "nonce") || !jstr(p, "tag") || !jstr(p, "ciphertext") ||
+		    strlen(jstr(p, "ciphertext")) > (KV_PRIVATE_MAX + 2) / 3 * 4)
+			return -EPROTO;
+	}
+	return 0;
+}
+
+static int kek_from_json(json_object *o, kv_kek *ret)
+{
+	const char *name = jstr(o, "name"), *fpr = jstr(o, "fingerprint");
+	int64_t x;
+
+	memset(ret, 0, sizeof(*ret));
+	if (!vbk_kv_name_valid(name) || jint(o, "version", 1, VERSIONS_MAX, &x) < 0 ||
+	    type_from_json(o, &ret->type) < 0 || !fpr_valid(fpr, ret->type))
+		return -EPROTO;
+	snprintf(ret->name, sizeof(ret->name), "%s", name);
+	snprintf(ret->fingerprint, sizeof(ret->fingerprint), "%s", fpr);
+	ret->version = (uint32_t)x;
+	return 0;
+}
+
+static int check_secret(const char *name, json_object *s, const char **what)
+{
+	json_object *vs, *v, *k;
+	kv_envelope e;
+	kv_kek kek;
+	int64_t x;
+	size_t n, i;
+	const char *alg;
+
+	*what = "versions";
+	if (!vbk_kv_name_valid(name) || !json_object_is_type(s, json_type_object))
+		return -EPROTO;
+	vs = jobj(s, "versions", json_type_array);
+	n = vs ? json_object_array_length(vs) : 0;
+	if (n == 0 || n > VERSIONS_MAX)
+		return -EPROTO;
+	for (i = 0; i < n; i++) {
+		v = json_object_array_get_idx(vs, i);
+		*what = "version";
+		if (!json_object_is_type(v, json_type_object) ||
+		    jint(v, "version", 1, VERSIONS_MAX, &x) < 0 || (size_t)x != i + 1 ||
+		    jint(v, "created", 0, INT64_MAX, &x) < 0)
+			return -EPROTO;
+		*what = "kek";
+		if (!json_object_object_get_ex(v, "kek", &k))
+			return -EPROTO;
+		memset(&kek, 0, sizeof(kek));
+		if (k && kek_from_json(k, &kek) < 0)
+			return -EPROTO;
+		*what = "algorithm";
+		alg = jstr(v, "algorithm");
+		if (!alg || strcmp(alg, kv_alg_for(&kek)) != 0)
+			return -EPROTO;
+		*what = "ciphertext";
+		if (kv_env_from_json(v, VBK_SECRET_MAX, &e) < 0)
+			return -EPROTO;
+		kv_env_clear(&e);
+	}
+	return 0;
+}
+
+static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN + 1],
+		    vbk_scrypt_params *kdf)
+{
+	const char *s, *what = NULL;
+	json_object *o;
+	int64_t x, n, r, p;
+	uint8_t buf[64];
+
+	if (!json_object_is_type(root, json_type_object) || !(s = jstr(root, "format")) ||
+	    strcmp(s, VBK_KV_FORMAT_NAME) != 0)
+		return kv_fail(-EPROTO, "'%s' is not a key vault file", file);
+	if (jint(root, "version", 1, INT32_MAX, &x) < 0)
+		return kv_fail(-EPROTO, "key vault file '%s': bad field 'version'", file);
+	if (x != VBK_KV_FORMAT_VERSION)
+		return kv_fail(-EPROTONOSUPPORT,
+			       "key vault file '%s' has format version %lld; this build reads %d",
+			       file, (long long)x, VBK_KV_FORMAT_VERSION);
+	s = jstr(root, "id");
+	if (!s || strlen(s) != VBK_KV_ID_LEN)
+		return kv_fail(-EPROTO, "key vault file '%s': bad field 'id'", file);
+	memcpy(id, s, VBK_KV_ID_LEN + 1);
+	o = jobj(root, "kdf", json_type_object);
+	if (!o || !(s = jstr(o, "name")) || strcmp(s, "scrypt") != 0 ||
+	    jint(o, "n", 1, INT64_MAX, &n) < 0 || jint(o, "r", 1, 1024, &r) < 0 ||
+	    jint(o, "p", 1, 1024, &p) < 0 || jget_b64(o, "salt", kdf->salt, sizeof(kdf->salt)) < 0)
+		return kv_fail(-EPROTO, "key vault file '%s': bad field 'kdf'", file);
+	kdf->n = (uint64_t)n;
+	kdf->r = (uint32_t)r;
+	kdf->p = (uint32_t)p;
+	if (vbk_scrypt_check(kdf) < 0)
+		return kv_fail(-EPROTO, "key vault file '%s': bad field 'kdf'", file);
+	o = jobj(root, "master", json_type_object);
+	if (!o || jget_b64(o, "nonce", buf, VBK_NONCE_LEN) < 0 ||
+	    jget_b64(o, "ciphertext", buf, 2 * VBK_KEY_LEN) < 0 ||
+	    jget_b64(o, "tag", buf, VBK_TAG_LEN) < 0)
+		return kv_fail(-EPROTO, "key vault file '%s': bad field 'master'", file);
+	o = jobj(root, "keys", json_type_object);
+	if (!o)
+		return kv_fail(-EPROTO, "key vault file '%s': bad field 'keys'", file);
+	json_object_object_foreach(o, kname, kval)
+	{
+		if (check_key(kname, kval, &what) < 0)
+			return kv_fail(-EPROTO, "key vault file '%s': bad field '%s' of key '%s'",
+				       file, what,
+				       vbk_kv_name_valid(kname) ? kname : "(an invalid name)");
+	}
+	o = jobj(root, "secrets", json_type_object);
+	if (!o)
+		return kv_fail(-EPROTO, "key vault file '%s': bad field 'secrets'", file);
+	json_object_object_foreach(o, sname, sval)
+	{
+		if (check_secret(sname, sval, &what) < 0)
+			return kv_fail(-EPROTO,
+				       "key vault file '%s': bad field '%s' of secret '%s'", file,
+				       what,
+				       vbk_kv_name_valid(sname) ? sname : "(an invalid name)");
+	}
+	return 0;
+}
+
+/* ---- the file: reading and writing ---- */
+
+static int kv_read(const char *path, const char *file, json_object **ret,
+		   char id[VBK_KV_ID_LEN + 1], vbk_wrapped_vaultkeys *ret_w)
+{
+	vbk_wrapped_vaultkeys w = {0};
+	json_object *root = NULL, *m;
+	enum json_tokener_error jerr;
+	struct stat st;
+	char *buf = NULL;
+	size_t len;
+	int r;
+
+	r = vbu_read_file(file, FILE_MAX, &buf, &len);
+	if (r == -ENOENT) {
+		if (stat(path, &st) < 0)
+			r = kv_fail(-errno, "cannot open key vault '%s': %s", path,
+				    vbu_strerror(errno));
+		else if (!S_ISDIR(st.st_mode))
+			r = kv_fail(-ENOTDIR, "key vault '%s' is not a directory", path);
+		else
+			r = kv_fail(-ENOENT, "'%s' is not a key vault (no %s)", path, VBK_KV_FILE);
+		goto out;
+	}
+	if (r < 0) {
+		r = kv_fail(r, "cannot read key vault file '%s': %s", file, vbu_strerror(-r));
+		goto out;
+	}
+	root = json_tokener_parse_verbose(buf, &jerr);
+	if (!root || strlen(buf) != len) {
+		r = kv_fail(-EPROTO, "key vault file '%s' is not valid JSON: not a key vault?",
+			    file);
+		goto out;
+	}
+	r = kv_check(root, file, id, &w.kdf);
+	if (r < 0)
+		goto out;
+	m = jobj(root, "master", json_type_object);
+	if (jget_b64(m, "nonce", w.nonce, sizeof(w.nonce)) < 0 ||
+	    jget_b64(m, "ciphertext", w.ct, sizeof(w.ct)) < 0 ||
+	    jget_b64(m, "tag", w.tag, sizeof(w.tag)) < 0) {
+		r = kv_fail(-EPROTO, "key vault file '%s': bad field 'master'", file);
+		goto out;
+	}
+	*ret = root;
+	root = NULL;
+	if (ret_w)
+		*ret_w = w;
+	r = 0;
+out:
+	json_object_put(root);
+	free(buf);
+	return r;
+}
+
+static int kv_write(const vbk_kv *kv, json_object *root)
+{
+	const char *s;
+	int r;
+
+	s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+						     JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (!s)
+		return kv_fail(-ENOMEM, "cannot write key vault '%s': out of memory", kv->path);
+	r = vbu_write_file_atomic(kv->file, s, strlen(s), 0600);
+	if (r < 0)
+		return kv_fail(r, "cannot write key vault file '%s': %s", kv->file,
+			       vbu_strerror(-r));
+	return 0;
+}
+
+static void master_aad(const char *id, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s v%d %s", VBK_KV_FORMAT_NAME, VBK_KV_FORMAT_VERSION, id);
+}
+
+static char *join_path(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+
+	if (p)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+static void uuid_format(const uint8_t b[16], char out[VBK_KV_ID_LEN + 1])
+{
+	char hex[33];
+
+	vbu_hex_encode(b, 16, hex);
+	snprintf(out, VBK_KV_ID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12,
+		 hex + 16, hex + 20);
+}
+
+static int dir_is_empty(const char *path)
+{
+	int fd, empty = 1;
+	DIR *d;
+	struct dirent *e;
+
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			empty = 0;
+	closedir(d);
+	return empty;
+}
+
+int vbk_kv_init(const char *path, const char *pass)
+{
+	vbk_kv kv = {0};
+	vbk_vaultkeys keys = {0};
+	vbk_wrapped_vaultkeys w;
+	json_object *root = NULL, *o;
+	uint8_t u[16];
+	char aad[128];
+	int r, made_dir = 0;
+
+	kv_clear_err();
+	if (!path || !*path || !pass)
+		return kv_fail(-EINVAL, "no key vault path or passphrase");
+	if (mkdir(path, 0700) == 0) {
+		made_dir = 1;
+	} else if (errno != EEXIST) {
+		return kv_fail(-errno, "cannot create key vault '%s': %s", path,
+			       vbu_strerror(errno));
+	} else {
+		r = dir_is_empty(path);
+		if (r < 0)
+			return kv_fail(r, "cannot create key vault '%s': %s", path,
+				       vbu_strerror(-r));
+		if (r == 0)
+			return kv_fail(-EEXIST,
+				       "cannot create key vault '%s': directory exists "
+				       "and is not empty",
+				       path);
+	}
+	kv.path = (char *)path;
+	kv.file = join_path(path, VBK_KV_FILE);
+	if (!kv.file) {
+		r = kv_fail(-ENOMEM, "cannot create key vault '%s': out of memory", path);
+		goto out;
+	}
+	if ((r = vbk_random(u, sizeof(u))) < 0 || (r = vbk_vaultkeys_generate(&keys)) < 0) {
+		r = kv_fail(r, "cannot create key vault '%s': no random bytes", path);
+		goto out;
+	}
+	u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* a random (version 4) UUID */
+	u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
+	uuid_format(u, kv.id);
+	master_aad(kv.id, aad, sizeof(aad));
+	r = vbk_vaultkeys_wrap(&keys, pass, aad, strlen(aad), &w);
+	if (r < 0) {
+		r = kv_fail(r, "cannot create key vault '%s': %s", path, vbu_strerror(-r));
+		goto out;
+	}
+	root = json_object_new_object();
+	r = -ENOMEM;
+	if (!root || jadd(root, "format", json_object_new_string(VBK_KV_FORMAT_NAME)) < 0 ||
+	    jadd(root, "version", json_object_new_int(VBK_KV_FORMAT_VERSION)) < 0 ||
+	    jadd(root, "id", json_object_new_string(kv.id)) < 0 ||
+	    jadd(root, "created", json_object_new_int64(vbu_now_ns() / 1000000000)) < 0)
+		goto nomem;
+	o = json_object_new_object();
+	if (jadd(root, "kdf", o) < 0 || jadd(o, "name", json_object_new_string("scrypt")) < 0 ||
+	    jadd(o, "n", json_object_new_int64((int64_t)w.kdf.n)) < 0 ||
+	    jadd(o, "r", json_object_new_int64(w.kdf.r)) < 0 ||
+	    jadd(o, "p", json_object_new_int64(w.kdf.p)) < 0 ||
+	    jadd_b64(o, "salt", w.kdf.salt, sizeof(w.kdf.salt)) < 0)
+		goto nomem;
+	o = json_object_new_object();
+	if (jadd(root, "master", o) < 0 || jadd_b64(o, "nonce", w.nonce, sizeof(w.nonce)) < 0 ||
+	    jadd_b64(o, "ciphertext", w.ct, sizeof(w.ct)) < 0 ||
+	    jadd_b64(o, "tag", w.tag, sizeof(w.tag)) < 0 ||
+	    jadd(root, "keys", json_object_new_object()) < 0 ||
+	    jadd(root, "secrets", json_object_new_object()) < 0)
+		goto nomem;
+	r = kv_write(&kv, root);
+	goto out;
+nomem:
+	r = kv_fail(-ENOMEM, "cannot create key vault '%s': out of memory", path);
+out:
+	if (r < 0 && made_dir) {
+		if (kv.file)
+			unlink(kv.file);
+		rmdir(path);
+	}
+	vbk_vaultkeys_wipe(&keys);
+	json_object_put(root);
+	free(kv.file);
+	return r;
+}
+
+int vbk_kv_open(const char *path, vbk_kv **ret)
+{
+	vbk_kv *kv;
+	int r;
+
+	kv_clear_err();
+	kv = calloc(1, sizeof(*kv));
+	if (!kv)
+		return kv_fail(-ENOMEM, "cannot open key vault '%s': out of memory", path);
+	kv->path = strdup(path);
+	kv->file = join_path(path, VBK_KV_FILE);
+	if (!kv->path || !kv->file) {
+		r = kv_fail(-ENOMEM, "cannot open key vault '%s': out of memory", path);
+		goto out;
+	}
+	r = kv_read(kv->path, kv->file, &kv->root, kv->id, NULL);
+	if (r < 0)
+		goto out;
+	*ret = kv;
+	kv = NULL;
+out:
+	vbk_kv_close(kv);
+	return r;
+}
+
+int vbk_kv_unlock(vbk_kv *kv, const char *pass)
+{
+	vbk_wrapped_vaultkeys w;
+	json_object *root = NULL;
+	char id[VBK_KV_ID_LEN + 1], aad[128];
+	int r;
+
+	kv_clear_err();
+	r = kv_read(kv->path, kv->file, &root, id, &w);
+	json_object_put(root);
+	if (r < 0)
+		return r;
+	master_aad(kv->id, aad, sizeof(aad));
+	r = vbk_vaultkeys_unwrap(&w, pass, aad, strlen(aad), &kv->keys);
+	if (r == -ENOKEY)
+		return kv_fail(r, "wrong passphrase for key vault '%s'", kv->path);
+	if (r < 0)
+		return kv_fail(r, "cannot unlock key vault '%s': %s", kv->path, vbu_strerror(-r));
+	kv->unlocked = 1;
+	return 0;
+}
+
+int vbk_kv_unlocked(const vbk_kv *kv)
+{
+	return kv && kv->unlocked;
+}
+
+void vbk_kv_close(vbk_kv *kv)
+{
+	if (!kv)
+		return;
+	vbk_vaultkeys_wipe(&kv->keys);
+	json_object_put(kv->root);
+	free(kv->path);
+	free(kv->file);
+	free(kv);
+}
+
+const char *vbk_kv_path(const vbk_kv *kv)
+{
+	return kv->path;
+}
+
+const char *vbk_kv_id(const vbk_kv *kv)
+{
+	return kv->id;
+}
+
+/* Changes the file under an exclusive lock: reads it again (another process may have added
+ * versions since it was opened), lets fn change the fresh tree, writes it atomically. */
+static int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *arg), void *arg)
+{
+	json_object *root = NULL;
+	char id[VBK_KV_ID_LEN + 1], *lock = NULL;
+	int fd = -1, r;
+
+	lock = join_path(kv->path, VBK_KV_LOCK_FILE);
+	if (!lock)
+		return kv_fail(-ENOMEM, "out of memory");
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		r = kv_fail(-errno, "cannot lock key vault '%s': %s", kv->path,
+			    vbu_strerror(errno));
+		goto out;
+	}
+	while ((r = flock(fd, LOCK_EX)) < 0 && errno == EINTR)
+		;
+	if (r < 0) {
+		r = kv_fail(-errno, "cannot lock key vault '%s': %s", kv->path,
+			    vbu_strerror(errno));
+		goto out;
+	}
+	r = kv_read(kv->path, kv->file, &root, id, NULL);
+	if (r < 0)
+		goto out;
+	if (strcmp(id, kv->id) != 0) {
+		r = kv_fail(-ESTALE, "key vault '%s' was replaced while in use", kv->path);
+		goto out;
+	}
+	r = fn(kv, root, arg);
+	if (r < 0)
+		goto out;
+	r = kv_write(kv, root);
+	if (r < 0)
+		goto out;
+	json_object_put(kv->root);
+	kv->root = root;
+	root = NULL;
+out:
+	json_object_put(root);
+	if (fd >= 0)
+		close(fd); /* releases the lock */
+	free(lock);
+	return r;
+}
+
+/* ---- listings ---- */
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The names of the members of o, sorted; free() the array only. */
+static int sorted_names(json_object *o, const char ***ret, size_t *ret_n)
+{
+	size_t n = (size_t)json_object_object_length(o), i = 0;
+	const char **names = calloc(n ? n : 1, sizeof(*names));
+
+	if (!names)
+		return -ENOMEM;
+	json_object_object_foreach(o, k, v)
+	{
+		(void)v;
+		names[i++] = k;
+	}
+	qsort(names, n, sizeof(*names), name_cmp);
+	*ret = names;
+	*ret_n = n;
+	return 0;
+}
+
+int vbk_kv_keys(const vbk_kv *kv, vbk_key_info **ret, size_t *ret_n)
+{
+	json_object *keys = jobj(kv->root, "keys", json_type_object), *k, *vs, *v;
+	vbk_key_info *list = NULL;
+	const char **names = NULL;
+	size_t n = 0, i, j;
+	int64_t x;
+	int r;
+
+	r = sorted_names(keys, &names, &n);
+	if (r < 0)
+		return kv_fail(r, "out of memory");
+	list = calloc(n ? n : 1, sizeof(*list));
+	if (!list) {
+		r = kv_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		k = jobj(keys, names[i], json_type_object);
+		snprintf(list[i].name, sizeof(list[i].name), "%s", names[i]);
+		type_from_json(k, &list[i].type);
+		jint(k, "created", 0, INT64_MAX, &list[i].created);
+		vs = jobj(k, "versions", json_type_array);
+		list[i].n_versions = json_object_array_length(vs);
+		list[i].versions = calloc(list[i].n_versions, sizeof(*list[i].versions));
+		if (!list[i].versions) {
+			r = kv_fail(-ENOMEM, "out of memory");
+			goto out;
+		}
+		for (j = 0; j < list[i].n_versions; j++) {
+			v = json_object_array_get_idx(vs, j);
+			list[i].versions[j].version = (uint32_t)(j + 1);
+			jint(v, "created", 0, INT64_MAX, &x);
+			list[i].versions[j].created = x;
+			snprintf(list[i].versions[j].fingerprint, VBK_FPR_MAX, "%s",
+				 jstr(v, "fingerprint"));
+		}
+	}
+	*ret = list;
+	*ret_n = n;
+	list = NULL;
+	r = 0;
+out:
+	vbk_key_list_free(list, n);
+	free(names);
+	return r;
+}
+
+void vbk_key_list_free(vbk_key_info *list, size_t n)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(list[i].versions);
+	free(list);
+}
+
+int vbk_kv_secrets(const vbk_kv *kv, vbk_secret_info **ret, size_t *ret_n)
+{
+	json_object *secrets = jobj(kv->root, "secrets", json_type_object), *s, *vs, *v, *k;
+	vbk_secret_info *list = NULL;
+	const char **names = NULL;
+	size_t n = 0, i, j;
+	kv_kek kek;
+	int64_t x;
+	int r;
+
+	r = sorted_names(secrets, &names, &n);
+	if (r < 0)
+		return kv_fail(r, "out of memory");
+	list = calloc(n ? n : 1, sizeof(*list));
+	if (!list) {
+		r = kv_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		s = jobj(secrets, names[i], json_type_object);
+		snprintf(list[i].name, sizeof(list[i].name), "%s", names[i]);
+		vs = jobj(s, "versions", json_type_array);
+		list[i].n_versions = json_object_array_length(vs);
+		list[i].versions = calloc(list[i].n_versions, sizeof(*list[i].versions));
+		if (!list[i].versions) {
+			r = kv_fail(-ENOMEM, "out of memory");
+			goto out;
+		}
+		for (j = 0; j < list[i].n_versions; j++) {
+			vbk_secret_version *sv = &list[i].versions[j];
+
+			v = json_object_array_get_idx(vs, j);
+			sv->version = (uint32_t)(j + 1);
+			jint(v, "created", 0, INT64_MAX, &x);
+			sv->created = x;
+			memset(&kek, 0, sizeof(kek));
+			if (json_object_object_get_ex(v, "kek", &k) && k)
+				kek_from_json(k, &kek);
+			snprintf(sv->kek, sizeof(sv->kek), "%s", kek.name);
+			sv->kek_version = kek.version;
+			snprintf(sv->algorithm, sizeof(sv->algorithm), "%s", jstr(v, "algorithm"));
+		}
+	}
+	*ret = list;
+	*ret_n = n;
+	list = NULL;
+	r = 0;
+out:
+	vbk_secret_list_free(list, n);
+	free(names);
+	return r;
+}
+
+void vbk_secret_list_free(vbk_secret_info *list, size_t n)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(list[i].versions);
+	free(list);
+}
+
+/* ---- keys ---- */
+
+static void key_label(const vbk_kv *kv, const char *name, uint32_t version, vbk_key_type t,
+		      const char *fpr, kv_label *l)
+{
+	kv_label_str(l, "vmbak-keyvault-key");
+	kv_label_str(l, kv->id);
+	kv_label_str(l, name);
+	kv_label_u32(l, version);
+	kv_label_str(l, vbk_key_type_name(t));
+	kv_label_str(l, fpr);
+}
+
+/* A new version of a key: fresh key material, the private part sealed under the private-keys
+ * key. */
+static int key_version_new(const vbk_kv *kv, const char *name, vbk_key_type t, uint32_t version,
+			   json_object **ret)
+{
+	EVP_PKEY *pk = NULL;
+	uint8_t *pub = NULL, *priv = NULL, aes[VBK_KEY_LEN], nonce[VBK_NONCE_LEN], tag[VBK_TAG_LEN];
+	uint8_t *ct = NULL;
+	size_t pub_len = 0, priv_len = 0;
+	char fpr[VBK_FPR_MAX];
+	kv_label l = {0};
+	json_object *v = NULL, *p;
+	int r;
+
+	if (t == VBK_KEY_AES256) {
+		if ((r = vbk_random(aes, sizeof(aes))) < 0 ||
+		    (r = kv_fingerprint_aes(aes, fpr)) < 0)
+			goto out;
+		priv = aes;
+		priv_len = sizeof(aes);
+	} else {
+		if ((r = kv_rsa_generate(key_bits(t), &pk)) < 0 ||
+		    (r = kv_rsa_public_der(pk, &pub, &pub_len)) < 0 ||
+		    (r = kv_rsa_private_der(pk, &priv, &priv_len)) < 0 ||
+		    (r = kv_fingerprint_rsa(pub, pub_len, fpr)) < 0)
+			goto out;
+		if (pub_len > KV_PUBLIC_MAX || priv_len > KV_PRIVATE_MAX) {
+			r = -EIO;
+			goto out;
+		}
+	}
+	key_label(kv, name, version, t, fpr, &l);
+	ct = malloc(priv_len);
+	if (!ct || (r = kv_label_done(&l)) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = vbk_random(nonce, sizeof(nonce))) < 0 ||
+	    (r = vbk_gcm_seal(kv->keys.id_key, nonce, l.buf, l.len, priv, priv_len, ct, tag)) < 0)
+		goto out;
+	r = -ENOMEM;
+	v = json_object_new_object();
+	p = json_object_new_object();
+	if (!v || jadd(v, "version", json_object_new_int64(version)) < 0 ||
+	    jadd(v, "created", json_object_new_int64(vbu_now_ns() / 1000000000)) < 0 ||
+	    jadd(v, "fingerprint", json_object_new_string(fpr)) < 0 ||
+	    (pub && jadd_b64(v, "public", pub, pub_len) < 0) || jadd(v, "private", p) < 0 ||
+	    jadd_b64(p, "nonce", nonce, sizeof(nonce)) < 0 ||
+	    jadd_b64(p, "ciphertext", ct, priv_len) < 0 || jadd_b64(p, "tag", tag, sizeof(tag)) < 0)
+		goto out;
+	*ret = v;
+	v = NULL;
+	r = 0;
+out:
+	if (r < 0 && r != -ENOMEM)
+		kv_fail(r, "cannot make key '%s': %s", name, vbu_strerror(-r));
+	else if (r == -ENOMEM)
+		kv_fail(r, "cannot make key '%s': out of memory", name);
+	json_object_put(v);
+	vbk_wipe(aes, sizeof(aes));
+	if (priv && priv != aes)
+		OPENSSL_clear_free(priv, priv_len);
+	OPENSSL_free(pub);
+	free(ct);
+	EVP_PKEY_free(pk);
+	kv_label_free(&l);
+	return r;
+}
+
+struct key_op {
+	const char *name;
+	vbk_key_type type;
+	int create;
+	json_object *version; /* made before the lock is taken: RSA keys take a while */
+	uint32_t ret_version;
+};
+
+static int key_op_fn(vbk_kv *kv, json_object *root, void *arg)
+{
+	struct key_op *op = arg;
+	json_object *keys = jobj(root, "keys", json_type_object), *k, *vs;
+	vbk_key_type t;
+	size_t n;
+	int r;
+
+	k = jobj(keys, op->name, json_type_object);
+	if (op->create) {
+		if (k)
+			return kv_fail(-EEXIST,
+				       "key '%s' exists in key vault '%s': use 'key rotate' "
+				       "for a new version",
+				       op->name, kv->path);
+		k = json_object_new_object();
+		if (!k || jadd(keys, op->name, k) < 0 ||
+		    jadd(k, "type", json_object_new_string(vbk_key_type_name(op->type))) < 0 ||
+		    jadd(k, "created", json_object_new_int64(vbu_now_ns() / 1000000000)) < 0 ||
+		    jadd(k, "versions", json_object_new_array()) < 0)
+			return kv_fail(-ENOMEM, "out of memory");
+	}
+	type_from_json(k, &t);
+	vs = jobj(k, "versions", json_type_array);
+	n = json_object_array_length(vs);
+	/* The version was made for n + 1 of the file as opened; renumber it if another writer
+	 * got in between (its label binds the number, so only when still the same: else redo). */
+	if (t != op->type || n + 1 != op->ret_version)
+		return -EAGAIN;
+	if (n >= VERSIONS_MAX)
+		return kv_fail(-ENOSPC, "key '%s' has too many versions", op->name);
+	r = json_object_array_add(vs, json_object_get(op->version));
+	if (r < 0) {
+		json_object_put(op->version);
+		return kv_fail(-ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int create,
+			   uint32_t *ret_version)
+{
+	struct key_op op = {.name = name, .type = type, .create = create};
+	json_object *keys, *k;
+	int r, tries;
+
+	kv_clear_err();
+	if (!vbk_kv_name_valid(name))
+		return kv_fail(-EINVAL, "invalid key name '%s': use " VBK_KV_NAME_RULE, name);
+	if (!kv->unlocked)
+		return kv_fail(-ENOKEY, "key vault '%s' is locked", kv->path);
+	for (tries = 0; tries < 5; tries++) {
+		keys = jobj(kv->root, "keys", json_type_object);
+		k = jobj(keys, name, json_type_object);
+		if (!create) {
+			if (!k)
+				return kv_fail(-ENOENT, "no key '%s' in key vault '%s'", name,
+					       kv->path);
+			type_from_json(k, &op.type);
+			op.ret_version = (uint32_t)json_object_array_length(
+					     jobj(k, "versions", json_type_array)) +
+					 1;
+		} else {
+			if (k)
+				return kv_fail(
+				    -EEXIST,
+				    "key '%s' exists in key vault '%s': use 'key rotate' "
+				    "for a new version",
+				    name, kv->path);
+			op.ret_version = 1;
+		}
+		r = key_version_new(kv, name, op.type, op.ret_version, &op.version);
+		if (r < 0)
+			return r;
+		r = kv_mutate(kv, key_op_fn, &op);
+		json_object_put(op.version);
+		op.version = NULL;
+		if (r != -EAGAIN)
+			break;
+		/* Another writer changed the key meanwhile: kv->root is not fresh; read it. */
+		json_object *root = NULL;
+		char id[VBK_KV_ID_LEN + 1];
+		if ((r = kv_read(kv->path, kv->file, &root, id, NULL)) < 0)
+			return r;
+		json_object_put(kv->root);
+		kv->root = root;
+		r = kv_fail(-EBUSY, "key '%s' is being changed by another process", name);
+	}
+	if (r < 0)
+		return r;
+	if (ret_version)
+		*ret_version = op.ret_version;
+	return 0;
+}
+
+int vbk_kv_key_create(vbk_kv *kv, const char *name, vbk_key_type type, uint32_t *ret_version)
+{
+	if (key_bits(type) == 0)
+		return kv_fail(-EINVAL, "unknown key type");
+	return key_add_version(kv, name, type, 1, ret_version);
+}
+
+int vbk_kv_key_rotate(vbk_kv *kv, const char *name, uint32_t *ret_version)
+{
+	return key_add_version(kv, name, 0, 0, ret_version);
+}
+
+int kv_kek_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek *ret)
+{
+	json_object *k = jobj(jobj(kv->root, "keys", json_type_object), name, json_type_object);
+	json_object *vs, *v;
+	kv_kek kek = {0};
+	size_t n;
+
+	if (!k)
+		return kv_fail(-ENOENT, "no key '%s' in key vault '%s'", name, kv->path);
+	vs = jobj(k, "versions", json_type_array);
+	n = json_object_array_length(vs);
+	if (version == 0)
+		version = (uint32_t)n;
+	if (version > n)
+		return kv_fail(-ENOENT, "no version %u of key '%s' in key vault '%s'", version,
+			       name, kv->path);
+	v = json_object_array_get_idx(vs, version - 1);
+	snprintf(kek.name, sizeof(kek.name), "%s", name);
+	kek.version = version;
+	type_from_json(k, &kek.type);
+	snprintf(kek.fingerprint, sizeof(kek.fingerprint), "%s", jstr(v, "fingerprint"));
+	*ret = kek;
+	return 0;
+}
+
+/* The private material of a KEK version: DER RSAPrivateKey or the AES key. */
+static int kek_private(const vbk_kv *kv, const kv_kek *k, json_object *v, uint8_t **ret,
+		       size_t *ret_len)
+{
+	json_object *p = jobj(v, "private", json_type_object);
+	uint8_t nonce[VBK_NONCE_LEN], tag[VBK_TAG_LEN], ct[KV_PRIVATE_MAX], *pt = NULL;
+	const char *s = jstr(p, "ciphertext");
+	kv_label l = {0};
+	size_t n = 0;
+	int r;
+
+	if (jget_b64(p, "nonce", nonce, sizeof(nonce)) < 0 ||
+	    jget_b64(p, "tag", tag, sizeof(tag)) < 0 ||
+	    vbu_base64_decode(s, ct, sizeof(ct), &n) < 0 || n == 0) {
+		r = kv_fail(-EPROTO, "key vault file '%s': bad private part of key '%s' version %u",
+			    kv->file, k->name, k->version);
+		goto out;
+	}
+	key_label(kv, k->name, k->version, k->type, k->fingerprint, &l);
+	pt = malloc(n);
+	if (!pt || kv_label_done(&l) < 0) {
+		r = kv_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	r = vbk_gcm_open(kv->keys.id_key, nonce, l.buf, l.len, ct, n, pt, tag);
+	if (r < 0) {
+		r = kv_fail(-EBADMSG,
+			    "private part of key '%s' version %u in key vault '%s' is "
+			    "damaged",
+			    k->name, k->version, kv->path);
+		goto out;
+	}
+	*ret = pt;
+	*ret_len = n;
+	pt = NULL;
+out:
+	if (pt) {
+		vbk_wipe(pt, n);
+		free(pt);
+	}
+	kv_label_free(&l);
+	return r;
+}
+
+int kv_wrapper_get(const vbk_kv *kv, const kv_kek *k, int priv, kv_wrapper *ret)
+{
+	json_object *key, *v;
+	kv_wrapper w = {0};
+	uint8_t der[KV_PUBLIC_MAX], *pt = NULL;
+	char fpr[VBK_FPR_MAX];
+	size_t n = 0, pt_len = 0;
+	kv_kek cur;
+	int r;
+
+	if (!k->name[0]) {
+		if (!kv->unlocked)
+			return kv_fail(-ENOKEY, "key vault '%s' is locked", kv->path);
+		w.kind = KV_WRAP_KV;
+		memcpy(w.key, kv->keys.data_key, VBK_KEY_LEN);
+		*ret = w;
+		vbk_wipe(&w, sizeof(w));
+		return 0;
+	}
+	/* The version must exist with the type and fingerprint named. */
+	r = kv_kek_find(kv, k->name, k->version, &cur);
+	if (r < 0)
+		return r;
+	if (cur.type != k->type || strcmp(cur.fingerprint, k->fingerprint) != 0)
+		return kv_fail(-EBADMSG,
+			       "key '%s' version %u in key vault '%s' is not the key named (type "
+			       "or fingerprint differ)",
+			       k->name, k->version, kv->path);
+	key = jobj(jobj(kv->root, "keys", json_type_object), k->name, json_type_object);
+	v = json_object_array_get_idx(jobj(key, "versions", json_type_array), k->version - 1);
+	if (k->type != VBK_KEY_AES256 && !priv) {
+		if (vbu_base64_decode(jstr(v, "public"), der, sizeof(der), &n) < 0 ||
+		    kv_rsa_load(der, n, 0, key_bits(k->type), &w.pkey) < 0 ||
+		    kv_fingerprint_rsa(der, n, fpr) < 0 || strcmp(fpr, k->fingerprint) != 0) {
+			r = kv_fail(-EPROTO,
+				    "public key of key '%s' version %u in key vault '%s' "
+				    "is damaged",
+				    k->name, k->version, kv->path);
+			goto out;
+		}
+		w.kind = KV_WRAP_RSA;
+		*ret = w;
+		return 0;
+	}
+	if (!kv->unlocked)
+		return kv_fail(-ENOKEY, "key vault '%s' is locked", kv->path);
+	r = kek_private(kv, k, v, &pt, &pt_len);
+	if (r < 0)
+		goto out;
+	if (k->type == VBK_KEY_AES256) {
+		if (pt_len != VBK_KEY_LEN || kv_fingerprint_aes(pt, fpr) < 0 ||
+		    strcmp(fpr, k->fingerprint) != 0) {
+			r = kv_fail(-EPROTO, "key '%s' version %u in key vault '%s' is damaged",
+				    k->name, k->version, kv->path);
+			goto out;
+		}
+		w.kind = KV_WRAP_AES;
+		memcpy(w.key, pt, VBK_KEY_LEN);
+	} else {
+		if (kv_rsa_load(pt, pt_len, 1, key_bits(k->type), &w.pkey) < 0) {
+			r = kv_fail(-EPROTO, "key '%s' version %u in key vault '%s' is damaged",
+				    k->name, k->version, kv->path);
+			goto out;
+		}
+		w.kind = KV_WRAP_RSA;
+	}
+	*ret = w;
+	memset(&w, 0, sizeof(w));
+	r = 0;
+out:
+	kv_wrapper_clear(&w);
+	if (pt) {
+		vbk_wipe(pt, pt_len);
+		free(pt);
+	}
+	return r;
+}
+
+/* ---- secrets ---- */
+
+int kv_secret_label(const vbk_kv *kv, const char *name, uint32_t version, const kv_kek *k,
+		    kv_label *ret)
+{
+	kv_label l = {0};
+	int r;
+
+	kv_label_str(&l, "vmbak-keyvault-secret");
+	kv_label_str(&l, kv->id);
+	kv_label_str(&l, name);
+	kv_label_u32(&l, version);
+	kv_label_str(&l, k->name);
+	kv_label_u32(&l, k->version);
+	kv_label_str(&l, k->name[0] ? vbk_key_type_name(k->type) : "");
+	kv_label_str(&l, k->fingerprint);
+	kv_label_str(&l, kv_alg_for(k));
+	r = kv_label_done(&l);
+	if (r < 0) {
+		kv_label_free(&l);
+		return kv_fail(r, "out of memory");
+	}
+	*ret = l;
+	return 0;
+}
+
+int kv_secret_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek *ret_kek,
+		   kv_envelope *ret_env, uint32_t *ret_version)
+{
+	json_object *s = jobj(jobj(kv->root, "secrets", json_type_object), name, json_type_object);
+	json_object *vs, *v, *k;
+	kv_kek kek = {0};
+	size_t n;
+	int r;
+
+	if (!s)
+		return kv_fail(-ENOENT, "no secret '%s' in key vault '%s'", name, kv->path);
+	vs = jobj(s, "versions", json_type_array);
+	n = json_object_array_length(vs);
+	if (version == 0)
+		version = (uint32_t)n;
+	if (version > n)
+		return kv_fail(-ENOENT, "no version %u of secret '%s' in key vault '%s'", version,
+			       name, kv->path);
+	v = json_object_array_get_idx(vs, version - 1);
+	if (json_object_object_get_ex(v, "kek", &k) && k)
+		kek_from_json(k, &kek);
+	if (ret_env) {
+		r = kv_env_from_json(v, VBK_SECRET_MAX, ret_env);
+		if (r < 0)
+			return kv_fail(r, "key vault file '%s': bad secret '%s'", kv->file, name);
+	}
+	*ret_kek = kek;
+	*ret_version = version;
+	return 0;
+}
+
+struct secret_op {
+	const char *name;
+	uint32_t version; /* the version the envelope was made for */
+	kv_kek kek;
+	const kv_envelope *env;
+};
+
+static int secret_op_fn(vbk_kv *kv, json_object *root, void *arg)
+{
+	struct secret_op *op = arg;
+	json_object *secrets = jobj(root, "secrets", json_type_object), *s, *vs, *v, *k = NULL;
+
+	s = jobj(secrets, op->name, json_type_object);
+	if (!s) {
+		s = json_object_new_object();
+		if (!s || jadd(secrets, op->name, s) < 0 ||
+		    jadd(s, "versions", json_object_new_array()) < 0)
+			return kv_fail(-ENOMEM, "out of memory");
+	}
+	vs = jobj(s, "versions", json_type_array);
+	if (json_object_array_length(vs) + 1 != op->version)
+		return -EAGAIN;
+	if (op->kek.name[0]) {
+		k = json_object_new_object();
+		if (!k || jadd(k, "name", json_object_new_string(op->kek.name)) < 0 ||
+		    jadd(k, "version", json_object_new_int64(op->kek.version)) < 0 ||
+		    jadd(k, "type", json_object_new_string(vbk_key_type_name(op->kek.type))) < 0 ||
+		    jadd(k, "fingerprint", json_object_new_string(op->kek.fingerprint)) < 0) {
+			json_object_put(k);
+			return kv_fail(-ENOMEM, "out of memory");
+		}
+	}
+	v = json_object_new_object();
+	if (!v || json_object_array_add(vs, v) < 0) {
+		json_object_put(v);
+		json_object_put(k);
+		return kv_fail(-ENOMEM, "out of memory");
+	}
+	if (jadd(v, "version", json_object_new_int64(op->version)) < 0 ||
+	    jadd(v, "created", json_object_new_int64(vbu_now_ns() / 1000000000)) < 0 ||
+	    json_object_object_add(v, "kek", k) < 0 ||
+	    jadd(v, "algorithm", json_object_new_string(kv_alg_for(&op->kek))) < 0 ||
+	    kv_env_to_json(op->env, v) < 0)
+		return kv_fail(-ENOMEM, "out of memory");
+	return 0;
+}
+
+int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t len, const char *kek,
+		      uint32_t *ret_version, uint32_t *ret_kek_version)
+{
+	struct secret_op op = {.name = name};
+	kv_wrapper w = {0};
+	kv_envelope env = {0};
+	kv_label l = {0};
+	json_object *s;
+	int r, tries;
+
+	kv_clear_err();
+	if (!vbk_kv_name_valid(name))
+		return kv_fail(-EINVAL, "invalid secret name '%s': use " VBK_KV_NAME_RULE, name);
+	if (len == 0)
+		return kv_fail(-EINVAL, "secret '%s' is empty", name);
+	if (len > VBK_SECRET_MAX)
+		return kv_fail(-EFBIG, "secret '%s' is larger than %u bytes", name, VBK_SECRET_MAX);
+	for (tries = 0; tries < 5; tries++) {
+		if (kek) {
+			r = kv_kek_find(kv, kek, 0, &op.kek);
+			if (r < 0)
+				goto out;
+		}
+		r = kv_wrapper_get(kv, &op.kek, 0, &w);
+		if (r == -ENOKEY)
+			r = kv_fail(r, "key vault '%s' is locked: a secret %s needs its passphrase",
+				    kv->path,
+				    kek ? "wrapped by an AES key" : "stored without a KEK");
+		if (r < 0)
+			goto out;
+		s = jobj(jobj(kv->root, "secrets", json_type_object), name, json_type_object);
+		op.version =
+		    s ? (uint32_t)json_object_array_length(jobj(s, "versions", json_type_array)) + 1
+		      : 1;
+		if ((r = kv_secret_label(kv, name, op.version, &op.kek, &l)) < 0)
+			goto out;
+		r = kv_env_seal(&w, &l, value, len, &env);
+		if (r < 0) {
+			r = kv_fail(r, "cannot wrap secret '%s': %s", name, vbu_strerror(-r));
+			goto out;
+		}
+		op.env = &env;
+		r = kv_mutate(kv, secret_op_fn, &op);
+		kv_wrapper_clear(&w);
+		kv_env_clear(&env);
+		kv_label_free(&l);
+		if (r != -EAGAIN)
+			break;
+		/* Another writer added a version meanwhile: start again from the fresh file. */
+		json_object *root = NULL;
+		char id[VBK_KV_ID_LEN + 1];
+		if ((r = kv_read(kv->path, kv->file, &root, id, NULL)) < 0)
+			goto out;
+		json_object_put(kv->root);
+		kv->root = root;
+		r = kv_fail(-EBUSY, "secret '%s' is being changed by another process", name);
+	}
+	if (r < 0)
+		goto out;
+	if (ret_version)
+		*ret_version = op.version;
+	if (ret_kek_version)
+		*ret_kek_version = op.kek.version;
+out:
+	kv_wrapper_clear(&w);
+	kv_env_clear(&env);
+	kv_label_free(&l);
+	return r;
+}
+
+int vbk_kv_secret_get(vbk_kv *kv, const char *name, uint32_t version, uint8_t **ret,
+		      size_t *ret_len)
+{
+	kv_kek kek;
+	kv_envelope env = {0};
+	kv_wrapper w = {0};
+	kv_label l = {0};
+	uint32_t v;
+	int r;
+
+	kv_clear_err();
+	if ((r = kv_secret_find(kv, name, version, &kek, &env, &v)) < 0)
+		return r;
+	if ((r = kv_wrapper_get(kv, &kek, 1, &w)) < 0 ||
+	    (r = kv_secret_label(kv, name, v, &kek, &l)) < 0)
+		goto out;
+	r = kv_env_open(&w, &l, &env, ret, ret_len);
+	if (r == -EBADMSG)
+		r = kv_fail(r, "secret '%s' version %u in key vault '%s' is damaged", name, v,
+			    kv->path);
+	else if (r < 0)
+		r = kv_fail(r, "cannot unwrap secret '%s': %s", name, vbu_strerror(-r));
+out:
+	kv_wrapper_clear(&w);
+	kv_env_clear(&env);
+	kv_label_free(&l);
+	return r;
+}
+
+void vbk_secret_free(uint8_t *secret, size_t len)
+{
+	if (!secret)
+		return;
+	vbk_wipe(secret, len);
+	free(secret);
+}

@@ -1,0 +1,133 @@
+/* kv_internal.h: what kv.c, kv_wrap.c and escrow.c share; not part of the API.
+ *
+ * Labels. Everything a ciphertext is bound to is serialised as a label: a sequence of fields,
+ * each a 4-byte big-endian length and that many bytes (so no two different field lists give the
+ * same bytes). The first field names the purpose ("vmbak-keyvault-secret", "vmbak-escrow", ...).
+ *
+ * Envelopes. A payload is sealed with AES-256-GCM under a fresh random 256-bit data key (random
+ * 96-bit nonce, the label as associated data); the data key is wrapped by a wrapper:
+ *   RSA  RSA-OAEP, SHA-256 and MGF1-SHA-256, OAEP label SHA-256(label); 384 or 512 bytes
+ *   AES  AES-256 key wrap with padding (RFC 5649) of data key || SHA-256(label); 72 bytes
+ *   KV   AES-256-GCM under a key vault key: nonce (12) || ciphertext (32) || tag (16), label as
+ *        associated data; 60 bytes
+ * Opening checks the wrap (OAEP, the wrapped digest compared in constant time, or the tag) and
+ * then the payload's tag: a changed label fails either way.
+ */
+#ifndef VMBAK_KV_INTERNAL_H
+#define VMBAK_KV_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+#include <openssl/evp.h>
+
+#include "crypto.h"
+#include "kv.h"
+#include "vaultkey.h"
+
+struct vbk_kv {
+	char *path;
+	char *file;	   /* path/keyvault.json */
+	json_object *root; /* the file as last read or written; checked by kv_check() */
+	char id[VBK_KV_ID_LEN + 1];
+	int unlocked;
+	vbk_vaultkeys keys; /* data_key: secrets key; id_key: private-keys key */
+};
+
+/* Sets the thread's message for vbk_kv_errmsg(); returns err. */
+int kv_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void kv_clear_err(void);
+
+#define KV_ALG_RSA "rsa-oaep-sha256+aes-256-gcm"
+#define KV_ALG_AES "aes-256-kwp+aes-256-gcm"
+#define KV_ALG_KV "keyvault-aes-256-gcm"
+
+#define KV_WRAPPED_KEY_MAX 512 /* RSA-4096 */
+#define KV_PUBLIC_MAX 1024     /* DER SubjectPublicKeyInfo of RSA-4096: 550 bytes */
+#define KV_PRIVATE_MAX 4096    /* DER RSAPrivateKey of RSA-4096: about 2350 bytes */
+
+typedef struct kv_label {
+	uint8_t *buf;
+	size_t len, cap;
+	int err; /* the first allocation failure, reported by kv_label_done */
+} kv_label;
+
+void kv_label_str(kv_label *l, const char *s);
+void kv_label_u32(kv_label *l, uint32_t v);
+/* 0, or -ENOMEM when an add failed. */
+int kv_label_done(const kv_label *l);
+void kv_label_free(kv_label *l);
+
+enum { KV_WRAP_RSA = 1, KV_WRAP_AES, KV_WRAP_KV };
+
+typedef struct kv_wrapper {
+	int kind;
+	EVP_PKEY *pkey;		  /* RSA: public key (seal) or private key (open) */
+	uint8_t key[VBK_KEY_LEN]; /* AES KEK or key vault key */
+} kv_wrapper;
+
+/* Frees the key and wipes the wrapper. */
+void kv_wrapper_clear(kv_wrapper *w);
+
+typedef struct kv_envelope {
+	uint8_t wrapped_key[KV_WRAPPED_KEY_MAX];
+	size_t wrapped_len;
+	uint8_t nonce[VBK_NONCE_LEN];
+	uint8_t tag[VBK_TAG_LEN];
+	uint8_t *ct; /* malloc'ed */
+	size_t ct_len;
+} kv_envelope;
+
+void kv_env_clear(kv_envelope *e);
+int kv_env_seal(const kv_wrapper *w, const kv_label *l, const void *pt, size_t len,
+		kv_envelope *ret);
+/* *ret is malloc'ed (with one NUL byte after the data), to be wiped by the caller. -EBADMSG
+ * when the wrap or the tag does not verify. */
+int kv_env_open(const kv_wrapper *w, const kv_label *l, const kv_envelope *e, uint8_t **ret,
+		size_t *ret_len);
+/* JSON fields "wrapped_key", "nonce", "ciphertext", "tag" (base64) added to / read from o.
+ * kv_env_from_json checks sizes (ciphertext at most ct_max bytes): -EPROTO when bad. */
+int kv_env_to_json(const kv_envelope *e, json_object *o);
+int kv_env_from_json(json_object *o, size_t ct_max, kv_envelope *ret);
+/* Binary form: u32 BE wrapped length, wrapped key, nonce, tag, ciphertext. */
+int kv_env_pack(const kv_envelope *e, uint8_t **ret, size_t *ret_len);
+int kv_env_unpack(const uint8_t *p, size_t len, kv_envelope *ret);
+
+/* RSA keys. */
+int kv_rsa_generate(unsigned bits, EVP_PKEY **ret);
+int kv_rsa_public_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len);  /* OPENSSL_free */
+int kv_rsa_private_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len); /* OPENSSL_clear_free */
+/* Loads a public (SubjectPublicKeyInfo) or private (RSAPrivateKey) DER key and checks that it is
+ * RSA of the given size. -EPROTO otherwise. */
+int kv_rsa_load(const uint8_t *der, size_t len, int priv, unsigned bits, EVP_PKEY **ret);
+
+/* Fingerprints: "sha256:HEX" of the DER public key (RSA), "hmac-sha256:HEX" of a fixed string
+ * under the key (AES: a key check value that reveals nothing of the key). */
+int kv_fingerprint_rsa(const uint8_t *der, size_t len, char out[VBK_FPR_MAX]);
+int kv_fingerprint_aes(const uint8_t key[VBK_KEY_LEN], char out[VBK_FPR_MAX]);
+
+/* A KEK version as named in a secret or an escrow blob. */
+typedef struct kv_kek {
+	char name[VBK_KV_NAME_MAX + 1]; /* "" for none */
+	uint32_t version;
+	vbk_key_type type;
+	char fingerprint[VBK_FPR_MAX];
+} kv_kek;
+
+const char *kv_alg_for(const kv_kek *k);
+/* Finds version (0: current) of KEK name. -ENOENT with a message when there is none. */
+int kv_kek_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek *ret);
+/* The wrapper of a KEK version (k->name "" for the key vault's secrets key). priv: for opening
+ * (RSA private key); AES, KV and priv need the key vault unlocked (-ENOKEY otherwise). Checks the
+ * fingerprint against the key material. */
+int kv_wrapper_get(const vbk_kv *kv, const kv_kek *k, int priv, kv_wrapper *ret);
+
+/* The label of a secret version. */
+int kv_secret_label(const vbk_kv *kv, const char *name, uint32_t version, const kv_kek *k,
+		    kv_label *ret);
+/* The stored envelope and KEK of a version (0: latest) of a secret; *ret_version the version. */
+int kv_secret_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek *ret_kek,
+		   kv_envelope *ret_env, uint32_t *ret_version);
+
+#endif
