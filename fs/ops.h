@@ -26,7 +26,7 @@
 
 /* Timeouts (seconds) the kernel may cache entries and attributes for. */
 #define VBF_TTL_LONG 86400.0 /* inside a recovery point: it never changes */
-#define VBF_TTL_SHORT 1.0    /* the root, VM directories, latest: new points appear */
+#define VBF_TTL_SHORT 0.0 /* the root, VM directories, points, latest: points come and go */
 
 /* The mount's state, the session's userdata. The vault's environment is open (after the
  * daemon forked) before the session loop starts; nothing here changes while it runs. */

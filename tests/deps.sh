@@ -9,6 +9,7 @@ pkgs=(
 	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
+	lmdb-utils
 )
 
 missing=()

@@ -15,20 +15,24 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "jobs_cli.h"
 #include "ingest.h"
+#include "kv.h"
 #include "rp.h"
 #include "util.h"
 #include "vault.h"
 
 #define INGEST_USAGE                                                                               \
 	"vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...] [--changed NAME=FILE ...] " \
-	"[--retain-until YYYY-MM-DD] [--threads N] [--progress]"
+	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] [--threads N] "     \
+	"[--progress]"
 
 #define THREADS_MAX 1024
 
 static const char ingest_help[] =
     "usage: vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...]\n"
     "                    [--changed NAME=FILE ...] [--retain-until YYYY-MM-DD]\n"
+    "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
     "                    [--threads N] [--progress]\n"
     "\n"
     "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
@@ -45,6 +49,18 @@ static const char ingest_help[] =
     "  --threads N             worker threads (default: one per CPU)\n"
     "  --progress              show progress on stderr even when it is not a terminal\n"
     "  --passphrase-file F     read the vault passphrase from the first line of F\n"
+    "  --keyvault KV           the key vault of the secrets named by --escrow\n"
+    "  --escrow NAME=SECRET    keep with the point a copy of the latest version of secret\n"
+    "                          SECRET of the key vault, for disk NAME, wrapped by its KEK\n"
+    "                          (shown as NAME.key in the mount); repeat for every disk\n"
+    "  --keyvault-passphrase-file F\n"
+    "                          the key vault passphrase, needed only for a secret wrapped\n"
+    "                          by an AES KEK or stored without a KEK (else also from\n"
+    "                          VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE or\n"
+    "                          the terminal)\n"
+    "  --check-escrow          check that each escrowed secret opens the LUKS header of its\n"
+    "                          disk (with cryptsetup; needs the key vault passphrase), and\n"
+    "                          make no point otherwise\n"
     "  -h, --help              show this help\n"
     "\n"
     "Names of VMs and disks: " VBS_NAME_RULE ".\n";
@@ -63,7 +79,9 @@ static int split_name_path(const char *opt, const char *arg, name_path *ret)
 
 	if (!eq)
 		return usage_err("invalid %s '%s': use %s NAME=%s", opt, q(arg), opt,
-				 strcmp(opt, "--disk") == 0 ? "PATH" : "FILE");
+				 strcmp(opt, "--disk") == 0	? "PATH"
+				 : strcmp(opt, "--escrow") == 0 ? "SECRET"
+								: "FILE");
 	path_len = strlen(eq + 1);
 	if (path_len == 0)
 		return usage_err("empty path in %s '%s'", opt, q(arg));
@@ -234,6 +252,7 @@ static void progress_end(progress *p, int ok)
 }
 
 enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
+enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW };
 
 static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 {
@@ -245,6 +264,10 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	    {"progress", no_argument, NULL, OPT_PROGRESS},
 	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
+	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+	    {"escrow", required_argument, NULL, OPT_ESCROW},
+	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+	    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -261,11 +284,19 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	vbs_vault *v = NULL;
 	vbs_rp *rp = NULL;
 	int opt, state = 0, r, status = VMBAK_EXIT_USAGE;
+	/* --keyvault KV --escrow NAME=SECRET */
+	name_path *escrow = NULL;
+	size_t n_escrow = 0;
+	const char *kv_path = NULL, *kv_passfile = NULL, **esc_disks = NULL, **esc_secrets = NULL;
+	const char **esc_sources = NULL;
+	escrow_ctx *esc = NULL;
+	int check_escrow = 0;
 
 	/* Every --disk or --changed takes at least one element of argv. */
 	disks = calloc((size_t)argc, sizeof(*disks));
 	changed = calloc((size_t)argc, sizeof(*changed));
-	if (!disks || !changed) {
+	escrow = calloc((size_t)argc, sizeof(*escrow));
+	if (!disks || !changed || !escrow) {
 		vbu_errno(-ENOMEM, "cannot parse the command line");
 		status = VMBAK_EXIT_FAIL;
 		goto out;
@@ -287,6 +318,25 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 			if (status != 0)
 				goto out;
 			n_changed++;
+			break;
+		case OPT_ESCROW:
+			status = split_name_path("--escrow", optarg, &escrow[n_escrow]);
+			if (status != 0)
+				goto out;
+			n_escrow++;
+			break;
+		case OPT_KEYVAULT:
+		case OPT_KV_PASSFILE:
+			if (!*optarg) {
+				status = usage_err("empty argument for --%s", opt == OPT_KEYVAULT
+									      ? "keyvault"
+									      : "keyvault-passphrase-file");
+				goto out;
+			}
+			*(opt == OPT_KEYVAULT ? &kv_path : &kv_passfile) = optarg;
+			break;
+		case OPT_CHECK_ESCROW:
+			check_escrow = 1;
 			break;
 		case OPT_RETAIN:
 			retain_arg = optarg;
@@ -361,6 +411,36 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 			goto out;
 		}
 	}
+	status = check_names(escrow, n_escrow, "disk");
+	if (status != 0)
+		goto out;
+	for (i = 0; i < n_escrow; i++) {
+		for (j = 0; j < n_disks; j++)
+			if (strcmp(escrow[i].name, disks[j].name) == 0)
+				break;
+		if (j == n_disks) {
+			status = usage_err("--escrow names disk '%s', which no --disk gives",
+					   escrow[i].name);
+			goto out;
+		}
+		if (!vbk_kv_name_valid(escrow[i].path)) {
+			status = usage_err("invalid secret name '%s' in --escrow: use %s",
+					   q(escrow[i].path), VBK_KV_NAME_RULE);
+			goto out;
+		}
+	}
+	if (n_escrow > 0 && !kv_path) {
+		status = usage_err("--escrow needs --keyvault KV, the key vault of its secrets");
+		goto out;
+	}
+	if (check_escrow && n_escrow == 0) {
+		status = usage_err("--check-escrow needs --escrow NAME=SECRET");
+		goto out;
+	}
+	if (kv_path && n_escrow == 0) {
+		status = usage_err("--keyvault needs --escrow NAME=SECRET for at least one disk");
+		goto out;
+	}
 	if (retain_arg) {
 		if (vbu_parse_date(retain_arg, &retain_until) < 0) {
 			status = usage_err("invalid date '%s' for --retain-until: use YYYY-MM-DD",
@@ -399,6 +479,29 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 				idisks[i].changed = changed[j].path;
 	}
 
+	if (n_escrow > 0) {
+		esc_disks = calloc(n_escrow, sizeof(*esc_disks));
+		esc_secrets = calloc(n_escrow, sizeof(*esc_secrets));
+		esc_sources = calloc(n_escrow, sizeof(*esc_sources));
+		if (!esc_disks || !esc_secrets || !esc_sources) {
+			status = store_err(-ENOMEM, "cannot ingest VM '%s'", vm);
+			goto out;
+		}
+		for (i = 0; i < n_escrow; i++) {
+			esc_disks[i] = escrow[i].name;
+			esc_secrets[i] = escrow[i].path;
+			for (j = 0; j < n_disks; j++)
+				if (strcmp(disks[j].name, escrow[i].name) == 0)
+					esc_sources[i] = disks[j].path;
+		}
+		/* Every secret and KEK is looked up now: a missing one stops the ingest before
+		 * anything is read or stored. */
+		status = escrow_setup(kv_path, kv_passfile, esc_disks, esc_secrets,
+				      check_escrow ? esc_sources : NULL, n_escrow, &esc);
+		if (status != 0)
+			goto out;
+	}
+
 	status = vault_open(path, 0, 1, passphrase_file, g, &v);
 	if (status != 0)
 		goto out;
@@ -408,6 +511,18 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	opts.n_disks = n_disks;
 	opts.retain_until = retain_until;
 	opts.threads = threads;
+	if (esc) {
+		opts.escrow_disks = esc_disks;
+		opts.n_escrow = n_escrow;
+		opts.escrow = escrow_blob_cb;
+		opts.escrow_arg = esc;
+	}
+	/* Test-only: VMBAK_TEST_NOW=SECONDS sets the point's creation time (prune tests). */
+	if (getenv("VMBAK_TEST_NOW"))
+		opts.created_ns = strtoll(getenv("VMBAK_TEST_NOW"), NULL, 10) * 1000000000;
+	status = cli_job_start(v, "ingest", vm, &opts.job_id);
+	if (status != 0)
+		goto out;
 	if (show_progress || isatty(STDERR_FILENO)) {
 		prog.vm = vm;
 		prog.start_ns = vbu_mono_ns();
@@ -417,8 +532,19 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	r = vbs_ingest(v, &opts, &rp);
 	progress_end(&prog, r >= 0);
 	if (r < 0) {
-		status = store_err(r, "cannot ingest VM '%s' into vault '%s'", vm, q(path));
+		status = escrow_report(esc);
+		if (status == 0)
+			status = store_err(r, "cannot ingest VM '%s' into vault '%s'", vm, q(path));
+		cli_job_finish(v, opts.job_id, status, 0, 0, NULL);
 		goto out;
+	}
+	{
+		uint64_t rd = 0, st = 0;
+		for (i = 0; i < rp->n_disks; i++) {
+			rd += rp->disks[i].read_bytes;
+			st += rp->disks[i].new_bytes;
+		}
+		cli_job_finish(v, opts.job_id, 0, rd, st, NULL);
 	}
 
 	{
@@ -448,6 +574,13 @@ out:
 		free(changed[i].name);
 	free(disks);
 	free(changed);
+	escrow_ctx_free(esc);
+	free(esc_disks);
+	free(esc_secrets);
+	free(esc_sources);
+	for (i = 0; escrow && i < n_escrow; i++)
+		free(escrow[i].name);
+	free(escrow);
 	return status;
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "lifecycle.h"
 #include "rp.h"
 #include "util.h"
 #include "vault.h"
@@ -59,6 +60,14 @@ static const char *retain_text(int64_t t, char buf[21])
 	return buf;
 }
 
+/* The vault being listed, for the protection flags (kept beside the records: lifecycle.h). */
+static vbs_vault *list_vault;
+
+static int is_protected(const vbs_rp *rp)
+{
+	return list_vault && vbs_rp_protected(list_vault, rp->serial, NULL) > 0;
+}
+
 /* One point as JSON; detail adds what info shows. NULL when out of memory. */
 static json_object *rp_json(const vbs_rp *rp, int detail)
 {
@@ -84,6 +93,7 @@ static json_object *rp_json(const vbs_rp *rp, int detail)
 				   ? json_object_new_string(retain_text(rp->retain_until, retain))
 				   : NULL);
 	json_object_object_add(o, "parent", json_str_or_null(rp->parent));
+	json_object_object_add(o, "protected", json_object_new_boolean(is_protected(rp)));
 	if (detail)
 		json_object_object_add(o, "chunk_size", json_u64(rp->chunk_size));
 	for (i = 0; i < rp->n_disks; i++) {
@@ -127,13 +137,14 @@ static int print_list_table(vbs_rp **list, size_t n)
 		if (l > w_id)
 			w_id = l;
 	}
-	printf("%-*s  %-*s  %5s  %10s  %s\n", w_vm, "VM", w_id, "ID", "DISKS", "SIZE", "RETAIN");
+	printf("%-*s  %-*s  %5s  %10s  %-10s  %s\n", w_vm, "VM", w_id, "ID", "DISKS", "SIZE",
+	       "RETAIN", "PROTECTED");
 	for (i = 0; i < n; i++) {
 		char hs[HUMAN_SIZE_LEN], ts[21];
 
-		printf("%-*s  %-*s  %5zu  %10s  %s\n", w_vm, list[i]->vm, w_id, list[i]->id,
+		printf("%-*s  %-*s  %5zu  %10s  %-10s  %s\n", w_vm, list[i]->vm, w_id, list[i]->id,
 		       list[i]->n_disks, human_size(rp_size(list[i]), hs),
-		       retain_text(list[i]->retain_until, ts));
+		       retain_text(list[i]->retain_until, ts), is_protected(list[i]) ? "yes" : "-");
 	}
 	return VMBAK_EXIT_OK;
 }
@@ -203,6 +214,7 @@ static int cmd_list(int argc, char **argv, vmbak_globals *g)
 	status = vault_open(path, 1, 0, NULL, g, &v);
 	if (status != 0)
 		goto out;
+	list_vault = v;
 	r = vbs_rp_list(v, vm, &list, &n);
 	if ((r == -ENOENT && vm) || (r >= 0 && vm && n == 0)) {
 		vbu_err("no VM '%s' in vault '%s'", vm, q(path));
@@ -327,6 +339,7 @@ static int print_rp_info(const vbs_rp *rp, int json)
 	printf("serial:       %llu\n", (unsigned long long)rp->serial);
 	printf("created:      %s\n", ts);
 	printf("retain until: %s\n", retain_text(rp->retain_until, rs));
+	printf("protected:    %s\n", is_protected(rp) ? "yes" : "no");
 	printf("parent:       %s\n", rp->parent[0] ? rp->parent : "-");
 	printf("chunk size:   %s\n", human_size(rp->chunk_size, h[0]));
 	printf("size:         %s in %zu disk%s\n", human_size(rp_size(rp), h[0]), rp->n_disks,
@@ -421,6 +434,7 @@ static int cmd_info(int argc, char **argv, vmbak_globals *g)
 	status = vault_open(path, 1, 0, NULL, g, &v);
 	if (status != 0)
 		goto out;
+	list_vault = v;
 	if (!has_vm) {
 		r = vbs_vault_stats_get(v, &st);
 		if (r < 0) {

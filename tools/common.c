@@ -170,21 +170,14 @@ int check_nargs(const char *usage, const char *const *names, int nmin, int nmax,
 	return 0;
 }
 
-int passphrase_for(const char *path, const char *passphrase_file, const vmbak_globals *g,
-		   int confirm, char **ret)
+int passphrase_get(const vbk_passphrase_source *src, const char *what, const char *path,
+		   char **ret)
 {
-	vbk_passphrase_source src = {
-	    .file = passphrase_file ? passphrase_file : g->passphrase_file,
-	    .env_file = "VMBAK_PASSPHRASE_FILE",
-	    .env_value = "VMBAK_PASSPHRASE",
-	    .prompt = confirm ? "new vault passphrase: " : "vault passphrase: ",
-	    .confirm = confirm,
-	};
 	const char *from = NULL;
 	char *pass = NULL;
 	int r;
 
-	r = vbk_passphrase_get(&src, &pass, &from);
+	r = vbk_passphrase_get(src, &pass, &from);
 	if (r >= 0) {
 		*ret = pass;
 		return 0;
@@ -193,10 +186,9 @@ int passphrase_for(const char *path, const char *passphrase_file, const vmbak_gl
 		from = "passphrase source";
 	switch (r) {
 	case -ENOKEY:
-		vbu_err(
-		    "no passphrase for vault '%s': use --passphrase-file, VMBAK_PASSPHRASE_FILE "
-		    "or VMBAK_PASSPHRASE, or run on a terminal",
-		    q(path));
+		vbu_err("no passphrase for %s '%s': use --passphrase-file, %s or %s, or run on a "
+			"terminal",
+			what, q(path), src->env_file, src->env_value);
 		return VMBAK_EXIT_USAGE;
 	case -EINVAL:
 		vbu_err("empty passphrase from %s", q(from));
@@ -215,6 +207,20 @@ int passphrase_for(const char *path, const char *passphrase_file, const vmbak_gl
 		break;
 	}
 	return VMBAK_EXIT_FAIL;
+}
+
+int passphrase_for(const char *path, const char *passphrase_file, const vmbak_globals *g,
+		   int confirm, char **ret)
+{
+	vbk_passphrase_source src = {
+	    .file = passphrase_file ? passphrase_file : g->passphrase_file,
+	    .env_file = "VMBAK_PASSPHRASE_FILE",
+	    .env_value = "VMBAK_PASSPHRASE",
+	    .prompt = confirm ? "new vault passphrase: " : "vault passphrase: ",
+	    .confirm = confirm,
+	};
+
+	return passphrase_get(&src, "vault", path, ret);
 }
 
 int vault_open(const char *path, int readonly, int unlock, const char *passphrase_file,

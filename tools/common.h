@@ -14,6 +14,7 @@
 
 #include <json-c/json.h>
 
+#include "passphrase.h"
 #include "util.h"
 #include "vault.h"
 
@@ -44,6 +45,8 @@ typedef struct vmbak_cmd {
 } vmbak_cmd;
 
 extern const vmbak_cmd cmd_init_def, cmd_ingest_def, cmd_list_def, cmd_info_def;
+extern const vmbak_cmd cmd_verify_def;
+extern const vmbak_cmd cmd_keyvault_def;
 
 /* A user-supplied string made safe for a one-line message: control characters and bytes that
  * are not printable ASCII become \xNN, and more than about 200 characters are cut with "...".
@@ -89,6 +92,10 @@ int vault_open(const char *path, int readonly, int unlock, const char *passphras
 
 /* Gets a passphrase for the vault at path (prompt with confirm for init). Prints the error and
  * returns an exit status; on success *ret is freed with vbk_passphrase_free(). */
+/* Reads a passphrase from src; on failure prints one line naming what ("vault", "key vault")
+ * and path, and returns the exit status (VMBAK_EXIT_USAGE when there is no source at all). */
+int passphrase_get(const vbk_passphrase_source *src, const char *what, const char *path,
+		   char **ret);
 int passphrase_for(const char *path, const char *passphrase_file, const vmbak_globals *g,
 		   int confirm, char **ret);
 
@@ -106,5 +113,21 @@ int json_print(json_object *o);
 
 /* Flushes stdout and reports a write error (full disk, closed pipe) as a failure. */
 int finish_stdout(int status);
+
+/* Escrow at ingest (cmd_keyvault.c): escrow_setup() opens the key vault at kv_path, asks for its
+ * passphrase only when a secret needs it (AES KEK or no KEK, or a check), and prepares
+ * secrets[i] for disks[i]; with sources (--check-escrow) it also checks with cryptsetup that
+ * each secret opens the LUKS header of sources[i]. It prints the error and returns an exit
+ * status. escrow_blob_cb is a vbs_escrow_fn taking the escrow_ctx. After a failed ingest,
+ * escrow_report() prints the failure of the callback, if it had one, and returns
+ * VMBAK_EXIT_FAIL (0 when it had none). */
+typedef struct escrow_ctx escrow_ctx;
+int escrow_setup(const char *kv_path, const char *passfile, const char *const *disks,
+		 const char *const *secrets, const char *const *sources, size_t n,
+		 escrow_ctx **ret);
+int escrow_blob_cb(void *arg, const char *vm, const char *rp_id, const char *disk,
+		   char **ret_blob, size_t *ret_len);
+int escrow_report(const escrow_ctx *c);
+void escrow_ctx_free(escrow_ctx *c);
 
 #endif

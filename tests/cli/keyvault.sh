@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# vmbak keyvault: every command, escrow at ingest, and the refusals: no passphrase, wrong
+# passphrase, weak or unknown key types, a tampered blob (every field), a blob of another key
+# vault, a file that is not a blob, a missing secret or a disk not in the ingest; nothing is
+# written when a command fails. The blobs are read through a mount, as a user gets them.
+. "$SRCDIR/tests/lib.sh"
+
+need_root
+need_fuse
+need_cmd python3 cmp sha256sum
+need_programs
+cd "$TESTTMP"
+
+printf 'vault passphrase\n' >vpass
+printf 'key vault passphrase\n' >kvpass
+printf 'not the passphrase\n' >wrong
+chmod 600 vpass kvpass wrong
+export VMBAK_PASSPHRASE_FILE=$TESTTMP/vpass
+unset VMBAK_KEYVAULT_PASSPHRASE VMBAK_KEYVAULT_PASSPHRASE_FILE
+
+sum() { sha256sum kv/keyvault.json | cut -d' ' -f1; }
+# unchanged SUM: the key vault file is still the one whose digest was SUM.
+unchanged() { [ "$(sum)" = "$1" ] || fail "a failed command changed kv/keyvault.json"; }
+
+note "init"
+expect_status 0 "$VMBAK" keyvault init kv --passphrase-file kvpass
+expect_stdout "^key vault 'kv' created, id [0-9a-f-]{36}$"
+[ "$(stat -c %a kv)" = 700 ] || fail "kv is mode $(stat -c %a kv), not 700"
+[ "$(stat -c %a kv/keyvault.json)" = 600 ] || fail "kv/keyvault.json is not mode 600"
+expect_status 1 "$VMBAK" keyvault init kv --passphrase-file kvpass
+expect_stderr "not empty"
+expect_status 2 "$VMBAK" keyvault init kv3 </dev/null
+expect_stderr "no passphrase for key vault 'kv3'"
+[ ! -e kv3 ] || fail "init without a passphrase left kv3 behind"
+
+note "usage"
+expect_status 0 "$VMBAK" keyvault --help
+expect_stdout "secret set KV NAME --value-file F"
+expect_status 2 "$VMBAK" keyvault
+expect_status 2 "$VMBAK" keyvault key
+expect_status 2 "$VMBAK" keyvault key delete kv kek
+expect_stderr "unknown keyvault command 'key delete'"
+expect_status 2 "$VMBAK" keyvault key list kv --type aes-256
+expect_stderr "does not apply"
+expect_status 2 "$VMBAK" keyvault key create kv kek --passphrase 'secret on argv'
+expect_stderr "no --passphrase option"
+grep -q 'secret on argv' "$ERR" && fail "a passphrase given on argv was echoed"
+expect_status 2 "$VMBAK" keyvault key create kv 'bad/name' --passphrase-file kvpass
+expect_status 2 "$VMBAK" keyvault unwrap kv
+expect_stderr "missing BLOB"
+
+note "key types: weak and unknown ones refused"
+s0=$(sum)
+for t in rsa-1024 rsa-2048 aes-128 aes-192; do
+	expect_status 2 "$VMBAK" keyvault key create kv weak --type "$t" --passphrase-file kvpass
+	expect_stderr "key type '$t' is too weak"
+done
+for t in ed25519 rsa-3072x rsa dsa-3072 ''; do
+	expect_status 2 "$VMBAK" keyvault key create kv weak --type "$t" --passphrase-file kvpass
+done
+unchanged "$s0"
+
+note "keys: no passphrase, wrong passphrase, create, rotate, list"
+expect_status 2 "$VMBAK" keyvault key create kv kek </dev/null
+expect_stderr "no passphrase for key vault 'kv'"
+expect_status 1 "$VMBAK" keyvault key create kv kek --passphrase-file wrong
+expect_stderr "^vmbak: wrong passphrase for key vault 'kv'$"
+unchanged "$s0"
+VMBAK_KEYVAULT_PASSPHRASE_FILE=$TESTTMP/kvpass expect_status 0 "$VMBAK" keyvault key create kv kek
+expect_stdout "^key 'kek' version 1 \(rsa-3072\), fingerprint sha256:[0-9a-f]{64}$"
+VMBAK_KEYVAULT_PASSPHRASE='key vault passphrase' \
+	expect_status 0 "$VMBAK" keyvault key create kv aes --type aes-256
+expect_stdout "^key 'aes' version 1 \(aes-256\), fingerprint hmac-sha256:[0-9a-f]{64}$"
+s0=$(sum)
+expect_status 1 "$VMBAK" keyvault key create kv kek --type rsa-4096 --passphrase-file kvpass
+expect_stderr "key 'kek' exists"
+expect_status 1 "$VMBAK" keyvault key rotate kv nokey --passphrase-file kvpass
+expect_stderr "no key 'nokey'"
+unchanged "$s0"
+expect_status 0 "$VMBAK" keyvault key rotate kv kek --passphrase-file kvpass
+expect_stdout "^key 'kek' version 2 \(rsa-3072\)"
+expect_status 0 "$VMBAK" keyvault key list kv </dev/null
+expect_stdout "^kek +rsa-3072 +1 .* enabled +sha256:"
+expect_stdout "^kek +rsa-3072 +2 .* current +sha256:"
+expect_status 0 "$VMBAK" keyvault key list kv --json </dev/null
+python3 - "$OUT" <<'EOF' || fail "key list --json is not as expected"
+import json, sys
+keys = json.load(open(sys.argv[1]))
+assert [k["name"] for k in keys] == ["aes", "kek"], keys
+k = keys[1]
+assert k["type"] == "rsa-3072" and k["current"] == 2 and len(k["versions"]) == 2, k
+assert [v["state"] for v in k["versions"]] == ["enabled", "current"], k
+assert k["versions"][0]["fingerprint"] != k["versions"][1]["fingerprint"]
+assert all(v["fingerprint"].startswith("sha256:") for v in k["versions"])
+assert keys[0]["type"] == "aes-256" and keys[0]["versions"][0]["fingerprint"].startswith("hmac-")
+EOF
+
+note "secrets: an RSA-wrapped one needs no passphrase, the others do"
+printf 'first secret value' >s1
+printf 'second secret\nvalue\n' >s2
+: >empty
+expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s1 --kek kek </dev/null
+expect_stdout "^secret 'os-rsa' version 1, wrapped by key 'kek' version 2$"
+s0=$(sum)
+expect_status 2 "$VMBAK" keyvault secret set kv os-none --value-file s1 </dev/null
+expect_stderr "no passphrase"
+expect_status 2 "$VMBAK" keyvault secret set kv os-aes --value-file s1 --kek aes </dev/null
+expect_status 1 "$VMBAK" keyvault secret set kv os-none --value-file s1 --passphrase-file wrong
+expect_stderr "wrong passphrase"
+expect_status 1 "$VMBAK" keyvault secret set kv x --value-file s1 --kek nokey </dev/null
+expect_stderr "no key 'nokey'"
+expect_status 1 "$VMBAK" keyvault secret set kv x --value-file empty --kek kek </dev/null
+expect_stderr "is empty"
+expect_status 1 "$VMBAK" keyvault secret set kv x --value-file nofile --kek kek </dev/null
+expect_status 2 "$VMBAK" keyvault secret set kv x --kek kek </dev/null
+expect_stderr "use --value-file"
+unchanged "$s0"
+expect_status 0 "$VMBAK" keyvault secret set kv os-none --value-file s1 --passphrase-file kvpass
+expect_stdout "encrypted under the key vault's own key"
+expect_status 0 "$VMBAK" keyvault secret set kv os-aes --value-file s1 --kek aes \
+	--passphrase-file kvpass
+if grep -q 'first secret' kv/keyvault.json; then
+	fail "a secret value is in the key vault file in clear"
+fi
+expect_status 0 "$VMBAK" keyvault secret list kv --json </dev/null
+python3 - "$OUT" <<'EOF' || fail "secret list --json is not as expected"
+import json, sys
+s = {x["name"]: x for x in json.load(open(sys.argv[1]))}
+assert sorted(s) == ["os-aes", "os-none", "os-rsa"], s
+assert s["os-rsa"]["versions"][0]["kek"] == {"name": "kek", "version": 2}, s
+assert s["os-rsa"]["versions"][0]["algorithm"] == "rsa-oaep-sha256+aes-256-gcm"
+assert s["os-aes"]["versions"][0]["algorithm"] == "aes-256-kwp+aes-256-gcm"
+assert s["os-none"]["versions"][0]["kek"] is None
+assert "value" not in json.dumps(s)
+EOF
+expect_status 0 "$VMBAK" keyvault secret list kv </dev/null
+expect_stdout "^os-rsa +1 .* kek v2 +rsa-oaep-sha256"
+
+note "ingest with escrow: refusals leave no recovery point"
+truncate -s 2M os.img data.img aux.img
+printf 'os disk' | dd of=os.img conv=notrunc status=none
+printf 'data disk' | dd of=data.img conv=notrunc status=none
+expect_status 0 "$VMBAK" init v
+disks=(--disk os=os.img --disk data=data.img --disk aux=aux.img)
+expect_status 1 "$VMBAK" ingest v vm1 "${disks[@]}" --keyvault kv --escrow os=nosecret </dev/null
+expect_stderr "no secret 'nosecret' in key vault 'kv'"
+expect_status 2 "$VMBAK" ingest v vm1 "${disks[@]}" --keyvault kv --escrow swap=os-rsa </dev/null
+expect_stderr "--escrow names disk 'swap', which no --disk gives"
+expect_status 2 "$VMBAK" ingest v vm1 "${disks[@]}" --escrow os=os-rsa </dev/null
+expect_stderr "needs --keyvault"
+expect_status 2 "$VMBAK" ingest v vm1 "${disks[@]}" --keyvault kv </dev/null
+expect_status 2 "$VMBAK" ingest v vm1 "${disks[@]}" --keyvault kv --escrow os=os-rsa \
+	--escrow os=os-aes </dev/null
+expect_status 2 "$VMBAK" ingest v vm1 "${disks[@]}" --keyvault kv --escrow 'os=bad/name' </dev/null
+expect_status 1 "$VMBAK" ingest v vm1 "${disks[@]}" --keyvault nokv --escrow os=os-rsa </dev/null
+# An AES KEK or no KEK needs the key vault's passphrase at ingest.
+expect_status 2 "$VMBAK" ingest v vm1 "${disks[@]}" --keyvault kv --escrow data=os-aes </dev/null
+expect_stderr "no passphrase for key vault"
+expect_status 1 "$VMBAK" ingest v vm1 "${disks[@]}" --keyvault kv --escrow aux=os-none \
+	--keyvault-passphrase-file wrong </dev/null
+expect_stderr "wrong passphrase"
+expect_status 0 "$VMBAK" list v --json
+[ "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$OUT")" = 0 ] ||
+	fail "a refused ingest created a recovery point"
+
+expect_status 0 "$VMBAK" ingest v vm1 "${disks[@]}" --keyvault kv --escrow os=os-rsa \
+	--escrow data=os-aes --escrow aux=os-none --keyvault-passphrase-file kvpass </dev/null
+rp=$(tail -n 1 "$OUT")
+# The RSA one alone, without any key vault passphrase.
+expect_status 0 "$VMBAK" ingest v vm2 --disk os=os.img --keyvault kv --escrow os=os-rsa </dev/null
+rp2=$(tail -n 1 "$OUT")
+expect_status 0 "$VMBAK" list v --json
+python3 - "$OUT" <<'EOF' || fail "list --json does not name the escrowed disks"
+import json, sys
+pts = {p["vm"]: p for p in json.load(open(sys.argv[1]))}
+assert sorted(pts["vm1"]["escrow"]) == ["aux", "data", "os"], pts
+assert pts["vm2"]["escrow"] == ["os"], pts
+EOF
+
+vmount v mnt
+for d in os data aux; do
+	[ "$(stat -c %a "mnt/vm1/$rp/$d.key")" = 400 ] || fail "mnt/vm1/$rp/$d.key is not mode 400"
+	cp "mnt/vm1/$rp/$d.key" "$d.key"
+done
+cp "mnt/vm2/$rp2/os.key" vm2.key
+python3 - "mnt/vm1/$rp/manifest.json" <<'EOF' || fail "manifest.json does not list the escrow"
+import json, sys
+assert sorted(json.load(open(sys.argv[1]))["escrow"]) == ["aux", "data", "os"]
+EOF
+
+note "unwrap"
+for d in os data aux; do
+	expect_status 0 "$VMBAK" keyvault unwrap kv "$d.key" --passphrase-file kvpass
+	cmp "$OUT" s1 || fail "unwrap of $d.key to stdout is not the secret"
+done
+VMBAK_KEYVAULT_PASSPHRASE_FILE=$TESTTMP/kvpass expect_status 0 "$VMBAK" keyvault unwrap kv \
+	"mnt/vm1/$rp/os.key" --output out.bin
+expect_stdout "^secret 'os-rsa' version 1 \(VM 'vm1', disk 'os', point $rp\) written to 'out.bin'$"
+[ "$(stat -c %a out.bin)" = 600 ] || fail "out.bin is mode $(stat -c %a out.bin), not 600"
+cmp out.bin s1 || fail "out.bin is not the secret"
+rm -f out.bin
+
+note "unwrap refusals write nothing"
+# check_refused STATUS ERE ARGS...: unwrap fails with STATUS, says ERE, writes no output.
+check_refused() {
+	local st=$1 ere=$2
+	shift 2
+	rm -f out.bin
+	expect_status "$st" "$VMBAK" keyvault unwrap "$@" --output out.bin </dev/null
+	expect_stderr "$ere"
+	[ ! -e out.bin ] || fail "a refused unwrap wrote out.bin"
+	[ ! -s "$OUT" ] || fail "a refused unwrap printed something on stdout"
+}
+check_refused 2 "no passphrase for key vault" kv os.key
+check_refused 1 "wrong passphrase for key vault 'kv'" kv os.key --passphrase-file wrong
+check_refused 1 "not an escrow blob" kv s1 --passphrase-file kvpass
+check_refused 1 "not an escrow blob" kv kv/keyvault.json --passphrase-file kvpass
+check_refused 1 "not an escrow blob" kv empty --passphrase-file kvpass
+check_refused 1 "cannot read escrow blob 'nofile'" kv nofile --passphrase-file kvpass
+check_refused 1 "is not a key vault" v os.key --passphrase-file kvpass
+head -c 300 os.key >cut.key
+check_refused 1 "not an escrow blob" kv cut.key --passphrase-file kvpass
+
+expect_status 0 "$VMBAK" keyvault init kv2 --passphrase-file kvpass
+check_refused 1 "belongs to key vault [0-9a-f-]{36}, not to 'kv2'" kv2 os.key --passphrase-file kvpass
+
+note "tampered blobs: every field of the RSA one, those that differ of the AES and keyless ones"
+mkdir tampered
+python3 - tampered os.key data.key aux.key <<'EOF' || fail "cannot make tampered blobs"
+import json, os, sys
+out = sys.argv[1]
+def change(v):
+    if isinstance(v, bool) or v is None:
+        return 1
+    if isinstance(v, int):
+        return v + 1
+    # Keep the value well-formed (base64 stays base64, names stay names).
+    c = v[0]
+    return ("B" if c == "A" else "A" if c.isalpha() else "3" if c == "2" else "2") + v[1:]
+n = 0
+for src in sys.argv[2:]:
+    base = os.path.basename(src).split(".")[0]
+    b = json.load(open(src))
+    paths = [(k,) for k in b if not isinstance(b[k], dict)]
+    paths += [(k, s) for k in b if isinstance(b[k], dict) for s in b[k]]
+    if b["kek"] is None:
+        paths.append(("kek",))
+    if base != "os":
+        # Unwrapping takes a second under load: the unit test changes every field of these.
+        paths = [p for p in paths if p[0] in ("kek", "algorithm", "wrapped_key", "secret")]
+    for p in paths:
+        t = json.loads(json.dumps(b))
+        o = t
+        for k in p[:-1]:
+            o = o[k]
+        o[p[-1]] = change(o[p[-1]])
+        open(os.path.join(out, "%s.%s" % (base, ".".join(p))), "w").write(json.dumps(t, indent=2))
+        n += 1
+    if base != "os":
+        continue
+    # An extra field and a missing field are refused too.
+    t = dict(b, extra=1)
+    open(os.path.join(out, base + ".+extra"), "w").write(json.dumps(t))
+    t = dict(b)
+    del t["rp"]
+    open(os.path.join(out, base + ".-rp"), "w").write(json.dumps(t))
+print(n)
+EOF
+count=0
+for f in tampered/*; do
+	rm -f out.bin
+	st=0
+	"$VMBAK" keyvault unwrap kv "$f" --output out.bin --passphrase-file kvpass >"$OUT" 2>"$ERR" ||
+		st=$?
+	[ "$st" -eq 1 ] || { cat "$ERR" >&2; fail "unwrap of tampered blob $f exited with $st, not 1"; }
+	[ "$(wc -l <"$ERR")" -eq 1 ] || fail "unwrap of $f did not print exactly one line"
+	[ ! -e out.bin ] || fail "unwrap of tampered blob $f wrote out.bin"
+	count=$((count + 1))
+done
+[ "$count" -ge 30 ] || fail "only $count tampered blobs were made"
+note "$count tampered blobs refused"
+# The untampered ones still unwrap (the loop did not just fail for every file).
+expect_status 0 "$VMBAK" keyvault unwrap kv data.key --passphrase-file kvpass
+
+note "rotation: old blobs keep working; restore puts a secret back as a new version"
+expect_status 0 "$VMBAK" keyvault key rotate kv kek --passphrase-file kvpass
+expect_status 0 "$VMBAK" keyvault key rotate kv aes --passphrase-file kvpass
+expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s2 --kek kek </dev/null
+expect_stdout "version 2, wrapped by key 'kek' version 3"
+for d in os data aux; do
+	expect_status 0 "$VMBAK" keyvault unwrap kv "$d.key" --passphrase-file kvpass
+	cmp "$OUT" s1 || fail "after rotation, $d.key does not unwrap to the secret"
+done
+expect_status 0 "$VMBAK" keyvault restore kv vm2.key --passphrase-file kvpass
+expect_stdout "^secret 'os-rsa' restored as version 3, wrapped by key 'kek' version 3 \(the blob held version 1"
+expect_status 0 "$VMBAK" keyvault restore kv aux.key --passphrase-file kvpass
+expect_stdout "^secret 'os-none' restored as version 2, encrypted under"
+s0=$(sum)
+expect_status 1 "$VMBAK" keyvault restore kv tampered/os.vm --passphrase-file kvpass
+expect_status 2 "$VMBAK" keyvault restore kv os.key </dev/null
+unchanged "$s0"
+# The restored version is the current one: a new point escrows it, and it is the old value.
+expect_status 0 "$VMBAK" ingest v vm3 --disk os=os.img --keyvault kv --escrow os=os-rsa </dev/null
+rp3=$(tail -n 1 "$OUT")
+expect_status 0 "$VMBAK" keyvault unwrap kv "mnt/vm3/$rp3/os.key" --passphrase-file kvpass
+cmp "$OUT" s1 || fail "the restored secret version is not the escrowed value"
+grep -q '"version": 3' "mnt/vm3/$rp3/os.key" || fail "the new blob does not name version 3"

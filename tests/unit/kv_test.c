@@ -1,0 +1,447 @@
+/* kv_test.c: keyvault/kv.c, kv_wrap.c and escrow.c: key vault, keys, secrets, escrow blobs. */
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "escrow.h"
+#include "kv.h"
+#include "util.h"
+#include "unit.h"
+
+static char tmpdir[PATH_MAX];
+static char kvpath[PATH_MAX + 8], kv2path[PATH_MAX + 8];
+
+static const char pass[] = "correct horse battery staple";
+static const char value1[] = "luks passphrase one";
+static const char value2[] = "luks passphrase two\n";
+
+static void test_types(void)
+{
+	vbk_key_type t;
+
+	CHECK_EQ_INT(vbk_key_type_parse("rsa-3072", &t), 0);
+	CHECK_EQ_INT(t, VBK_KEY_RSA3072);
+	CHECK_EQ_INT(vbk_key_type_parse("rsa-4096", &t), 0);
+	CHECK_EQ_INT(vbk_key_type_parse("aes-256", &t), 0);
+	CHECK_EQ_INT(t, VBK_KEY_AES256);
+	CHECK_EQ_INT(vbk_key_type_parse("rsa-1024", &t), -EPERM);
+	CHECK_EQ_INT(vbk_key_type_parse("rsa-2048", &t), -EPERM);
+	CHECK_EQ_INT(vbk_key_type_parse("aes-128", &t), -EPERM);
+	CHECK_EQ_INT(vbk_key_type_parse("rsa-3071x", &t), -EINVAL);
+	CHECK_EQ_INT(vbk_key_type_parse("dsa-3072", &t), -EINVAL);
+	CHECK_EQ_INT(vbk_key_type_parse("", &t), -EINVAL);
+	CHECK_EQ_STR(vbk_key_type_name(VBK_KEY_RSA4096), "rsa-4096");
+	CHECK(vbk_kv_name_valid("kek-1.a_b"));
+	CHECK(!vbk_kv_name_valid(".x"));
+	CHECK(!vbk_kv_name_valid("a/b"));
+	CHECK(!vbk_kv_name_valid(""));
+}
+
+static void test_init_unlock(void)
+{
+	vbk_kv *kv = NULL;
+	struct stat st;
+	char file[PATH_MAX + 32];
+
+	CHECK_EQ_INT(vbk_kv_init(kvpath, pass), 0);
+	CHECK_EQ_INT(vbk_kv_init(kvpath, pass), -EEXIST);
+	snprintf(file, sizeof(file), "%s/%s", kvpath, VBK_KV_FILE);
+	CHECK_EQ_INT(stat(file, &st), 0);
+	CHECK_EQ_INT(st.st_mode & 0777, 0600);
+	CHECK_EQ_INT(stat(kvpath, &st), 0);
+	CHECK_EQ_INT(st.st_mode & 0777, 0700);
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &kv), 0);
+	if (!kv)
+		return;
+	CHECK_EQ_INT(strlen(vbk_kv_id(kv)), VBK_KV_ID_LEN);
+	CHECK(!vbk_kv_unlocked(kv));
+	CHECK_EQ_INT(vbk_kv_unlock(kv, "wrong"), -ENOKEY);
+	CHECK(strstr(vbk_kv_errmsg(), "wrong passphrase") != NULL);
+	CHECK_EQ_INT(vbk_kv_unlock(kv, pass), 0);
+	CHECK(vbk_kv_unlocked(kv));
+	vbk_kv_close(kv);
+	CHECK_EQ_INT(vbk_kv_open(tmpdir, &kv), -ENOENT);
+	CHECK_EQ_INT(vbk_kv_init(kv2path, "other"), 0);
+}
+
+static void test_keys_secrets(void)
+{
+	vbk_kv *kv = NULL, *ro = NULL;
+	vbk_key_info *keys = NULL;
+	vbk_secret_info *secrets = NULL;
+	size_t n = 0, len = 0;
+	uint8_t *val = NULL;
+	uint32_t v = 0, kv_ver = 0;
+
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &kv), 0);
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &ro), 0);
+	if (!kv || !ro)
+		goto out;
+	/* Keys need the passphrase. */
+	CHECK_EQ_INT(vbk_kv_key_create(kv, "rsa", VBK_KEY_RSA3072, &v), -ENOKEY);
+	CHECK_EQ_INT(vbk_kv_unlock(kv, pass), 0);
+	CHECK_EQ_INT(vbk_kv_key_create(kv, "rsa", VBK_KEY_RSA3072, &v), 0);
+	CHECK_EQ_INT(v, 1);
+	CHECK_EQ_INT(vbk_kv_key_create(kv, "rsa", VBK_KEY_RSA3072, &v), -EEXIST);
+	CHECK_EQ_INT(vbk_kv_key_create(kv, "aes", VBK_KEY_AES256, &v), 0);
+	CHECK_EQ_INT(vbk_kv_key_rotate(kv, "nokey", &v), -ENOENT);
+	CHECK_EQ_INT(vbk_kv_key_create(kv, "bad/name", VBK_KEY_AES256, &v), -EINVAL);
+
+	/* Without the passphrase: a secret wrapped by an RSA KEK can be set (the other handle
+	 * is not fresh: it re-reads the file under the lock), one without a KEK cannot. */
+	vbk_kv_close(ro);
+	ro = NULL;
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &ro), 0);
+	if (!ro)
+		goto out;
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-rsa", value1, strlen(value1), "rsa", &v, &kv_ver), 0);
+	CHECK_EQ_INT(v, 1);
+	CHECK_EQ_INT(kv_ver, 1);
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-none", value1, strlen(value1), NULL, &v, NULL),
+		     -ENOKEY);
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-aes", value1, strlen(value1), "aes", &v, NULL),
+		     -ENOKEY);
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s", value1, 0, "rsa", &v, NULL), -EINVAL);
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s", value1, VBK_SECRET_MAX + 1, "rsa", &v, NULL),
+		     -EFBIG);
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s", value1, 3, "nokek", &v, NULL), -ENOENT);
+
+	/* kv's tree is stale (it does not know s-rsa): writes still go on top of the file. */
+	CHECK_EQ_INT(vbk_kv_secret_set(kv, "s-none", value1, strlen(value1), NULL, &v, NULL), 0);
+	CHECK_EQ_INT(vbk_kv_secret_set(kv, "s-aes", value1, strlen(value1), "aes", &v, NULL), 0);
+	CHECK_EQ_INT(vbk_kv_key_rotate(kv, "rsa", &v), 0);
+	CHECK_EQ_INT(v, 2);
+	CHECK_EQ_INT(vbk_kv_secret_set(kv, "s-rsa", value2, strlen(value2), "rsa", &v, &kv_ver), 0);
+	CHECK_EQ_INT(v, 2);
+	CHECK_EQ_INT(kv_ver, 2);
+
+	CHECK_EQ_INT(vbk_kv_secret_get(kv, "s-rsa", 1, &val, &len), 0);
+	CHECK(val && len == strlen(value1) && memcmp(val, value1, len) == 0);
+	vbk_secret_free(val, len);
+	val = NULL;
+	CHECK_EQ_INT(vbk_kv_secret_get(kv, "s-rsa", 0, &val, &len), 0);
+	CHECK(val && len == strlen(value2) && memcmp(val, value2, len) == 0);
+	vbk_secret_free(val, len);
+	val = NULL;
+	CHECK_EQ_INT(vbk_kv_secret_get(kv, "s-aes", 0, &val, &len), 0);
+	CHECK(val && len == strlen(value1) && memcmp(val, value1, len) == 0);
+	vbk_secret_free(val, len);
+	val = NULL;
+	CHECK_EQ_INT(vbk_kv_secret_get(kv, "s-none", 0, &val, &len), 0);
+	CHECK(val && len == strlen(value1) && memcmp(val, value1, len) == 0);
+	vbk_secret_free(val, len);
+	val = NULL;
+	CHECK_EQ_INT(vbk_kv_secret_get(kv, "s-rsa", 3, &val, &len), -ENOENT);
+	CHECK_EQ_INT(vbk_kv_secret_get(ro, "s-rsa", 1, &val, &len), -ENOKEY);
+
+	CHECK_EQ_INT(vbk_kv_keys(kv, &keys, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	if (keys && n == 2) {
+		CHECK_EQ_STR(keys[0].name, "aes");
+		CHECK_EQ_STR(keys[1].name, "rsa");
+		CHECK_EQ_INT(keys[1].n_versions, 2);
+		CHECK(strncmp(keys[1].versions[0].fingerprint, "sha256:", 7) == 0);
+		CHECK(strcmp(keys[1].versions[0].fingerprint, keys[1].versions[1].fingerprint) !=
+		      0);
+		CHECK(strncmp(keys[0].versions[0].fingerprint, "hmac-sha256:", 12) == 0);
+	}
+	vbk_key_list_free(keys, n);
+	CHECK_EQ_INT(vbk_kv_secrets(kv, &secrets, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	if (secrets && n == 3) {
+		CHECK_EQ_STR(secrets[2].name, "s-rsa");
+		CHECK_EQ_INT(secrets[2].n_versions, 2);
+		CHECK_EQ_INT(secrets[2].versions[1].kek_version, 2);
+		CHECK_EQ_STR(secrets[0].versions[0].kek, "aes");
+		CHECK_EQ_STR(secrets[1].versions[0].kek, "");
+	}
+	vbk_secret_list_free(secrets, n);
+out:
+	vbk_kv_close(kv);
+	vbk_kv_close(ro);
+}
+
+/* Unwraps blob (a JSON text) with kv; returns the result. */
+static int unwrap_text(vbk_kv *kv, const char *blob)
+{
+	uint8_t *val = NULL;
+	size_t len = 0;
+	int r = vbk_escrow_unwrap(kv, blob, strlen(blob), NULL, &val, &len);
+
+	vbk_secret_free(val, len);
+	return r;
+}
+
+/* Changes the value at o[key] (o[key][sub] when sub) and unwraps: every change must fail. */
+static void tamper(vbk_kv *kv, const char *blob, const char *key, const char *sub)
+{
+	json_object *o = json_tokener_parse(blob), *t, *j;
+	char *text;
+	int r;
+
+	if (!o) {
+		CHECK(o != NULL);
+		return;
+	}
+	t = o;
+	if (sub)
+		json_object_object_get_ex(o, key, &t);
+	if (!json_object_object_get_ex(t, sub ? sub : key, &j)) {
+		fprintf(stderr, "no field %s.%s\n", key, sub ? sub : "");
+		CHECK(0);
+		json_object_put(o);
+		return;
+	}
+	if (json_object_is_type(j, json_type_int)) {
+		json_object_object_add(t, sub ? sub : key,
+				       json_object_new_int64(json_object_get_int64(j) + 1));
+	} else {
+		char *s = strdup(json_object_get_string(j));
+		/* Keep it valid: swap the first letter for another of the same class. */
+		s[0] = s[0] == 'A' ? 'B' : s[0] == 'a' ? 'b' : s[0] == '2' ? '3' : 'A';
+		json_object_object_add(t, sub ? sub : key, json_object_new_string(s));
+		free(s);
+	}
+	text = strdup(json_object_to_json_string(o));
+	r = unwrap_text(kv, text);
+	if (r >= 0)
+		fprintf(stderr, "tampered field %s%s%s still unwraps\n", key, sub ? "." : "",
+			sub ? sub : "");
+	CHECK(r < 0);
+	free(text);
+	json_object_put(o);
+}
+
+static void test_escrow(void)
+{
+	static const char *const fields[] = {"format", "version",  "vm",	"disk",
+					     "rp",     "keyvault", "algorithm", "wrapped_key",
+					     "nonce",  "tag",	   "ciphertext"};
+	static const char *const subs[][2] = {
+	    {"secret", "name"}, {"secret", "version"}, {"kek", "name"},
+	    {"kek", "version"}, {"kek", "type"},       {"kek", "fingerprint"},
+	};
+	vbk_kv *ro = NULL, *kv = NULL, *kv2 = NULL;
+	vbk_escrow *e = NULL;
+	vbk_escrow_info info;
+	char *blob = NULL, *blob_none = NULL, *blob_aes = NULL;
+	size_t blen = 0, len = 0;
+	uint8_t *val = NULL;
+	uint32_t v;
+
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &ro), 0);
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &kv), 0);
+	CHECK_EQ_INT(vbk_kv_open(kv2path, &kv2), 0);
+	if (!ro || !kv || !kv2)
+		goto out;
+	/* RSA: no passphrase needed to escrow. */
+	CHECK_EQ_INT(vbk_escrow_needs_unlock(ro, "s-rsa"), 0);
+	CHECK_EQ_INT(vbk_escrow_needs_unlock(ro, "s-aes"), 1);
+	CHECK_EQ_INT(vbk_escrow_needs_unlock(ro, "s-none"), 1);
+	CHECK_EQ_INT(vbk_escrow_needs_unlock(ro, "nothing"), -ENOENT);
+	CHECK_EQ_INT(vbk_escrow_prepare(ro, "s-aes", &e), -ENOKEY);
+	CHECK_EQ_INT(vbk_escrow_prepare(ro, "nothing", &e), -ENOENT);
+	CHECK_EQ_INT(vbk_escrow_prepare(ro, "s-rsa", &e), 0);
+	if (!e)
+		goto out;
+	CHECK_EQ_INT(vbk_escrow_make(e, "web", "os", "2026-11-23T05:40:12Z", &blob, &blen), 0);
+	vbk_escrow_free(e);
+	e = NULL;
+	if (!blob)
+		goto out;
+	CHECK_EQ_INT(strlen(blob), blen);
+	CHECK_EQ_INT(vbk_escrow_parse(blob, blen, &info), 0);
+	CHECK_EQ_STR(info.vm, "web");
+	CHECK_EQ_STR(info.kek, "rsa");
+	CHECK_EQ_INT(info.kek_version, 2);
+	CHECK_EQ_INT(info.secret_version, 2);
+
+	/* Unwrapping needs the passphrase. */
+	CHECK_EQ_INT(vbk_escrow_unwrap(ro, blob, blen, NULL, &val, &len), -ENOKEY);
+	CHECK_EQ_INT(vbk_kv_unlock(kv, pass), 0);
+	CHECK_EQ_INT(vbk_escrow_unwrap(kv, blob, blen, &info, &val, &len), 0);
+	CHECK(val && len == strlen(value2) && memcmp(val, value2, len) == 0);
+	vbk_secret_free(val, len);
+	val = NULL;
+	/* Another key vault. */
+	CHECK_EQ_INT(vbk_kv_unlock(kv2, "other"), 0);
+	CHECK_EQ_INT(vbk_escrow_unwrap(kv2, blob, blen, NULL, &val, &len), -EXDEV);
+	/* Not a blob. */
+	CHECK_EQ_INT(vbk_escrow_unwrap(kv, "{}", 2, NULL, &val, &len), -EPROTO);
+	CHECK_EQ_INT(vbk_escrow_unwrap(kv, "hello", 5, NULL, &val, &len), -EPROTO);
+	CHECK_EQ_INT(vbk_escrow_unwrap(kv, blob, blen - 5, NULL, &val, &len), -EPROTO);
+
+	for (size_t i = 0; i < VBU_ARRAY_SIZE(fields); i++)
+		tamper(kv, blob, fields[i], NULL);
+	for (size_t i = 0; i < VBU_ARRAY_SIZE(subs); i++)
+		tamper(kv, blob, subs[i][0], subs[i][1]);
+
+	/* After another rotation and a new secret version the old blob still unwraps. */
+	CHECK_EQ_INT(vbk_kv_key_rotate(kv, "rsa", &v), 0);
+	CHECK_EQ_INT(vbk_kv_secret_set(kv, "s-rsa", "3", 1, "rsa", &v, NULL), 0);
+	CHECK_EQ_INT(unwrap_text(kv, blob), 0);
+
+	/* AES KEK and no KEK: with the key vault unlocked. */
+	CHECK_EQ_INT(vbk_escrow_prepare(kv, "s-aes", &e), 0);
+	if (e)
+		CHECK_EQ_INT(vbk_escrow_make(e, "web", "data", "rp1", &blob_aes, &len), 0);
+	vbk_escrow_free(e);
+	e = NULL;
+	CHECK_EQ_INT(vbk_escrow_prepare(kv, "s-none", &e), 0);
+	if (e)
+		CHECK_EQ_INT(vbk_escrow_make(e, "web", "data", "rp1", &blob_none, &len), 0);
+	vbk_escrow_free(e);
+	e = NULL;
+	if (blob_aes && blob_none) {
+		CHECK_EQ_INT(vbk_escrow_unwrap(kv, blob_aes, strlen(blob_aes), NULL, &val, &len),
+			     0);
+		CHECK(val && len == strlen(value1) && memcmp(val, value1, len) == 0);
+		vbk_secret_free(val, len);
+		val = NULL;
+		CHECK_EQ_INT(vbk_escrow_unwrap(kv, blob_none, strlen(blob_none), NULL, &val, &len),
+			     0);
+		CHECK(val && len == strlen(value1) && memcmp(val, value1, len) == 0);
+		vbk_secret_free(val, len);
+		val = NULL;
+		for (size_t i = 0; i < VBU_ARRAY_SIZE(fields); i++) {
+			tamper(kv, blob_aes, fields[i], NULL);
+			tamper(kv, blob_none, fields[i], NULL);
+		}
+		for (size_t i = 0; i < VBU_ARRAY_SIZE(subs); i++)
+			tamper(kv, blob_aes, subs[i][0], subs[i][1]);
+		tamper(kv, blob_none, "secret", "name");
+		tamper(kv, blob_none, "secret", "version");
+	}
+out:
+	free(blob);
+	free(blob_aes);
+	free(blob_none);
+	vbk_kv_close(ro);
+	vbk_kv_close(kv);
+	vbk_kv_close(kv2);
+}
+
+/* Two handles opened before either writes: the second one's version is made for a stale file,
+ * found out under the lock, and made again for the fresh one. */
+static void test_stale_handles(void)
+{
+	vbk_kv *a = NULL, *b = NULL;
+	uint8_t *val = NULL;
+	size_t len = 0;
+	uint32_t v = 0;
+
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &a), 0);
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &b), 0);
+	if (!a || !b)
+		goto out;
+	CHECK_EQ_INT(vbk_kv_unlock(a, pass), 0);
+	CHECK_EQ_INT(vbk_kv_unlock(b, pass), 0);
+	CHECK_EQ_INT(vbk_kv_secret_set(a, "race", "a", 1, "rsa", &v, NULL), 0);
+	CHECK_EQ_INT(v, 1);
+	CHECK_EQ_INT(vbk_kv_secret_set(b, "race", "b", 1, "rsa", &v, NULL), 0);
+	CHECK_EQ_INT(v, 2);
+	CHECK_EQ_INT(vbk_kv_key_rotate(a, "aes", &v), 0);
+	CHECK_EQ_INT(v, 2);
+	CHECK_EQ_INT(vbk_kv_key_rotate(b, "aes", &v), 0);
+	CHECK_EQ_INT(v, 3);
+	CHECK_EQ_INT(vbk_kv_key_create(a, "late", VBK_KEY_AES256, &v), 0);
+	CHECK_EQ_INT(vbk_kv_key_create(b, "late", VBK_KEY_AES256, &v), -EEXIST);
+	CHECK_EQ_INT(vbk_kv_secret_get(a, "race", 1, &val, &len), 0);
+	CHECK(val && len == 1 && val[0] == 'a');
+	vbk_secret_free(val, len);
+	val = NULL;
+	CHECK_EQ_INT(vbk_kv_secret_get(a, "race", 2, &val, &len), 0);
+	CHECK(val && len == 1 && val[0] == 'b');
+	vbk_secret_free(val, len);
+out:
+	vbk_kv_close(a);
+	vbk_kv_close(b);
+}
+
+/* RSA-4096: a secret and its escrow blob round-trip (the OAEP ciphertext is 512 bytes). */
+static void test_rsa4096(void)
+{
+	vbk_kv *kv = NULL;
+	vbk_escrow *e = NULL;
+	char *blob = NULL;
+	uint8_t *val = NULL;
+	size_t blen = 0, len = 0;
+	uint32_t v = 0;
+
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &kv), 0);
+	if (!kv)
+		return;
+	CHECK_EQ_INT(vbk_kv_unlock(kv, pass), 0);
+	CHECK_EQ_INT(vbk_kv_key_create(kv, "big", VBK_KEY_RSA4096, &v), 0);
+	CHECK_EQ_INT(vbk_kv_secret_set(kv, "s-big", value2, strlen(value2), "big", &v, NULL), 0);
+	CHECK_EQ_INT(vbk_escrow_prepare(kv, "s-big", &e), 0);
+	if (e)
+		CHECK_EQ_INT(vbk_escrow_make(e, "vm", "d", "rp", &blob, &blen), 0);
+	if (blob) {
+		CHECK(strstr(blob, "\"rsa-4096\"") != NULL);
+		CHECK_EQ_INT(vbk_escrow_unwrap(kv, blob, blen, NULL, &val, &len), 0);
+		CHECK(val && len == strlen(value2) && memcmp(val, value2, len) == 0);
+		vbk_secret_free(val, len);
+	}
+	free(blob);
+	vbk_escrow_free(e);
+	vbk_kv_close(kv);
+}
+
+/* A damaged file is refused with a message naming the field. */
+static void test_damaged_file(void)
+{
+	char file[PATH_MAX + 32], *buf = NULL, *p;
+	size_t len = 0;
+	vbk_kv *kv = NULL;
+
+	snprintf(file, sizeof(file), "%s/%s", kvpath, VBK_KV_FILE);
+	CHECK_EQ_INT(vbu_read_file(file, 1 << 24, &buf, &len), 0);
+	if (!buf)
+		return;
+	p = strstr(buf, "\"fingerprint\": \"sha256:");
+	CHECK(p != NULL);
+	if (p) {
+		p[strlen("\"fingerprint\": \"sha")] = 'X';
+		CHECK_EQ_INT(vbu_write_file_atomic(file, buf, len, 0600), 0);
+		CHECK_EQ_INT(vbk_kv_open(kvpath, &kv), -EPROTO);
+		CHECK(strstr(vbk_kv_errmsg(), "fingerprint") != NULL);
+		p[strlen("\"fingerprint\": \"sha")] = '2';
+		CHECK_EQ_INT(vbu_write_file_atomic(file, buf, len, 0600), 0);
+		CHECK_EQ_INT(vbk_kv_open(kvpath, &kv), 0);
+	}
+	vbk_kv_close(kv);
+	free(buf);
+}
+
+int main(void)
+{
+	char cmd[PATH_MAX + 16];
+	const char *base = getenv("TESTTMP");
+
+	snprintf(tmpdir, sizeof(tmpdir), "%s/kvtest.XXXXXX", base && *base ? base : "/tmp");
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	snprintf(kvpath, sizeof(kvpath), "%s/kv", tmpdir);
+	snprintf(kv2path, sizeof(kv2path), "%s/kv2", tmpdir);
+	RUN(test_types);
+	RUN(test_init_unlock);
+	RUN(test_keys_secrets);
+	RUN(test_escrow);
+	RUN(test_stale_handles);
+	RUN(test_rsa4096);
+	RUN(test_damaged_file);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", tmpdir);
+	return unit_finish();
+}

@@ -1,0 +1,1004 @@
+/* cmd_keyvault.c: vmbak keyvault, the key vault's commands, and the escrow glue of ingest.
+ *
+ * Subcommands: init; key create, rotate, list; secret set, list; unwrap; restore. The key
+ * vault's passphrase comes from --passphrase-file, VMBAK_KEYVAULT_PASSPHRASE_FILE,
+ * VMBAK_KEYVAULT_PASSPHRASE or the terminal, and is asked only by what needs it: creating and
+ * rotating keys, setting a secret without a KEK or with an AES KEK, unwrap and restore. Nothing
+ * is written before everything that can fail has been checked: unwrap writes its output only
+ * once the blob has verified.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "escrow.h"
+#include "kv.h"
+#include "passphrase.h"
+#include "util.h"
+
+#define KV_SYNOPSIS                                                                                \
+	"vmbak keyvault init KV\n"                                                                 \
+	"       vmbak keyvault key create KV NAME [--type rsa-3072|rsa-4096|aes-256]\n"            \
+	"       vmbak keyvault key rotate KV NAME\n"                                               \
+	"       vmbak keyvault key list KV [--json]\n"                                             \
+	"       vmbak keyvault secret set KV NAME --value-file F [--kek KEYNAME]\n"                \
+	"       vmbak keyvault secret list KV [--json]\n"                                          \
+	"       vmbak keyvault unwrap KV BLOB [--output F]\n"                                      \
+	"       vmbak keyvault restore KV BLOB\n"
+
+static const char keyvault_help[] =
+    "usage: " KV_SYNOPSIS "\n"
+    "Manages a key vault KV (a directory): key-encryption keys (KEKs) and secrets such as\n"
+    "the passphrases of encrypted guest disks, both versioned. `vmbak ingest --keyvault KV\n"
+    "--escrow DISK=SECRET` keeps a copy of a disk's secret, wrapped by its KEK, with every\n"
+    "recovery point; `unwrap` gets it back from the point's DISK.key file.\n"
+    "\n"
+    "commands:\n"
+    "  init KV                 create a key vault (asks for a new passphrase)\n"
+    "  key create KV NAME      create a KEK (version 1); --type rsa-3072 (default),\n"
+    "                          rsa-4096 or aes-256\n"
+    "  key rotate KV NAME      add a version to a KEK; old versions stay usable\n"
+    "  key list KV             KEKs: versions, type, created, fingerprint, state\n"
+    "  secret set KV NAME      add a version of a secret, from --value-file F (its bytes\n"
+    "                          exactly), wrapped by the current version of --kek KEYNAME,\n"
+    "                          else encrypted under the key vault's own key\n"
+    "  secret list KV          secrets and their versions (never their values)\n"
+    "  unwrap KV BLOB          write the secret escrowed in BLOB (a DISK.key file) to\n"
+    "                          standard output, or to --output F (created mode 0600)\n"
+    "  restore KV BLOB         put the secret escrowed in BLOB back into KV as a new version\n"
+    "\n"
+    "options:\n"
+    "  --type TYPE             key type: rsa-3072, rsa-4096, aes-256 (weaker ones refused)\n"
+    "  --value-file F          the secret's value: the whole content of F\n"
+    "  --kek KEYNAME           wrap the secret with this KEK (RSA: no passphrase needed)\n"
+    "  --output F              unwrap: write the secret to F (mode 0600) instead of stdout\n"
+    "  --json                  list: print one JSON array\n"
+    "  --passphrase-file F     read the key vault passphrase from the first line of F\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "The passphrase is asked only when needed: by init, key create and rotate, secret set\n"
+    "without a KEK or with an AES KEK, unwrap and restore. Sources, in order:\n"
+    "--passphrase-file, VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE, the\n"
+    "terminal. Names of keys and secrets: " VBK_KV_NAME_RULE ".\n"
+    "See vmbak-keyvault(1).\n";
+
+enum {
+	O_PASSFILE = 1 << 0,
+	O_TYPE = 1 << 1,
+	O_JSON = 1 << 2,
+	O_VALUE = 1 << 3,
+	O_KEK = 1 << 4,
+	O_OUTPUT = 1 << 5,
+};
+
+typedef struct kvargs {
+	const char *kv, *name, *blob;
+	const char *passfile, *type, *value_file, *kek, *output;
+	int json;
+} kvargs;
+
+typedef struct kvsub {
+	const char *name;  /* "key create" */
+	const char *usage; /* one line */
+	const char *const *args;
+	int nargs;
+	unsigned opts;
+	int (*run)(const kvargs *a);
+} kvsub;
+
+/* ---- shared pieces ---- */
+
+/* A keyvault/ failure: its message, else the context and the errno text. */
+static int kv_err(int r, const char *ctx)
+{
+	const char *msg = vbk_kv_errmsg();
+
+	if (msg && *msg)
+		vbu_err("%s", q(msg));
+	else
+		vbu_errno(r, "%s", ctx);
+	return VMBAK_EXIT_FAIL;
+}
+
+static int kv_passphrase(const char *path, const char *file, int confirm, char **ret)
+{
+	vbk_passphrase_source src = {
+	    .file = file,
+	    .env_file = "VMBAK_KEYVAULT_PASSPHRASE_FILE",
+	    .env_value = "VMBAK_KEYVAULT_PASSPHRASE",
+	    .prompt = confirm ? "new key vault passphrase: " : "key vault passphrase: ",
+	    .confirm = confirm,
+	};
+
+	return passphrase_get(&src, "key vault", path, ret);
+}
+
+/* Opens KV; with unlock, asks for the passphrase and unlocks it. */
+static int kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret)
+{
+	vbk_kv *kv = NULL;
+	char *pass = NULL;
+	int r, status;
+
+	r = vbk_kv_open(path, &kv);
+	if (r < 0)
+		return kv_err(r, "cannot open key vault");
+	if (unlock) {
+		status = kv_passphrase(path, passfile, 0, &pass);
+		if (status != 0)
+			goto out;
+		r = vbk_kv_unlock(kv, pass);
+		vbk_passphrase_free(pass);
+		if (r < 0) {
+			status = kv_err(r, "cannot unlock key vault");
+			goto out;
+		}
+	}
+	*ret = kv;
+	kv = NULL;
+	status = 0;
+out:
+	vbk_kv_close(kv);
+	return status;
+}
+
+static int check_kv_name(const char *what, const char *name)
+{
+	if (!*name)
+		return usage_err("empty %s name: use " VBK_KV_NAME_RULE, what);
+	if (!vbk_kv_name_valid(name))
+		return usage_err("invalid %s name '%s': use " VBK_KV_NAME_RULE, what, q(name));
+	return 0;
+}
+
+static const char *time_text(int64_t t, char buf[21])
+{
+	vbu_format_time(t, buf);
+	return buf;
+}
+
+/* ---- init ---- */
+
+static int run_init(const kvargs *a)
+{
+	vbk_kv *kv = NULL;
+	char *pass = NULL;
+	int r, status;
+
+	status = kv_passphrase(a->kv, a->passfile, 1, &pass);
+	if (status != 0)
+		return status;
+	r = vbk_kv_init(a->kv, pass);
+	vbk_passphrase_free(pass);
+	if (r < 0)
+		return kv_err(r, "cannot create key vault");
+	r = vbk_kv_open(a->kv, &kv);
+	if (r < 0)
+		return kv_err(r, "cannot open key vault");
+	printf("key vault '%s' created, id %s\n", a->kv, vbk_kv_id(kv));
+	vbk_kv_close(kv);
+	return VMBAK_EXIT_OK;
+}
+
+/* ---- keys ---- */
+
+static void print_key_version(const vbk_kv *kv, const char *name, uint32_t version)
+{
+	vbk_key_info *keys = NULL;
+	size_t n = 0;
+
+	if (vbk_kv_keys(kv, &keys, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(keys[i].name, name) == 0 && version <= keys[i].n_versions)
+			printf("key '%s' version %u (%s), fingerprint %s\n", name, version,
+			       vbk_key_type_name(keys[i].type),
+			       keys[i].versions[version - 1].fingerprint);
+	vbk_key_list_free(keys, n);
+}
+
+static int parse_type(const char *s, vbk_key_type *ret)
+{
+	int r = vbk_key_type_parse(s, ret);
+
+	if (r == -EPERM)
+		return usage_err("key type '%s' is too weak: use " VBK_KEY_TYPES, q(s));
+	if (r < 0)
+		return usage_err("unknown key type '%s': use " VBK_KEY_TYPES, q(s));
+	return 0;
+}
+
+static int run_key_create(const kvargs *a)
+{
+	vbk_key_type t = VBK_KEY_RSA3072;
+	vbk_kv *kv = NULL;
+	uint32_t v = 0;
+	int r, status;
+
+	if (a->type && (status = parse_type(a->type, &t)) != 0)
+		return status;
+	if ((status = check_kv_name("key", a->name)) != 0)
+		return status;
+	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+		return status;
+	r = vbk_kv_key_create(kv, a->name, t, &v);
+	if (r < 0)
+		status = kv_err(r, "cannot create key");
+	else
+		print_key_version(kv, a->name, v);
+	vbk_kv_close(kv);
+	return status;
+}
+
+static int run_key_rotate(const kvargs *a)
+{
+	vbk_kv *kv = NULL;
+	uint32_t v = 0;
+	int r, status;
+
+	if ((status = check_kv_name("key", a->name)) != 0)
+		return status;
+	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+		return status;
+	r = vbk_kv_key_rotate(kv, a->name, &v);
+	if (r < 0)
+		status = kv_err(r, "cannot rotate key");
+	else
+		print_key_version(kv, a->name, v);
+	vbk_kv_close(kv);
+	return status;
+}
+
+static json_object *key_json(const vbk_key_info *k)
+{
+	json_object *o = json_object_new_object(), *vs = json_object_new_array();
+
+	if (!o || !vs) {
+		json_object_put(o);
+		json_object_put(vs);
+		return NULL;
+	}
+	json_object_object_add(o, "name", json_object_new_string(k->name));
+	json_object_object_add(o, "type", json_object_new_string(vbk_key_type_name(k->type)));
+	json_object_object_add(o, "created", json_time(k->created));
+	json_object_object_add(o, "current", json_u64(k->n_versions));
+	for (size_t j = 0; j < k->n_versions; j++) {
+		json_object *v = json_object_new_object();
+
+		if (!v)
+			continue;
+		json_object_object_add(v, "version", json_u64(k->versions[j].version));
+		json_object_object_add(v, "created", json_time(k->versions[j].created));
+		json_object_object_add(v, "fingerprint",
+				       json_object_new_string(k->versions[j].fingerprint));
+		json_object_object_add(
+		    v, "state",
+		    json_object_new_string(j + 1 == k->n_versions ? "current" : "enabled"));
+		json_object_array_add(vs, v);
+	}
+	json_object_object_add(o, "versions", vs);
+	return o;
+}
+
+static int run_key_list(const kvargs *a)
+{
+	vbk_key_info *keys = NULL;
+	vbk_kv *kv = NULL;
+	size_t n = 0, i, j;
+	char t[21];
+	int r, status;
+
+	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+		return status;
+	r = vbk_kv_keys(kv, &keys, &n);
+	if (r < 0) {
+		status = kv_err(r, "cannot list keys");
+		goto out;
+	}
+	if (a->json) {
+		json_object *arr = json_object_new_array();
+
+		for (i = 0; arr && i < n; i++)
+			json_object_array_add(arr, key_json(&keys[i]));
+		if (!arr) {
+			status = kv_err(-ENOMEM, "cannot list keys");
+			goto out;
+		}
+		status = json_print(arr);
+		goto out;
+	}
+	if (n > 0)
+		printf("%-20s %-9s %7s  %-20s  %-7s  %s\n", "NAME", "TYPE", "VERSION", "CREATED",
+		       "STATE", "FINGERPRINT");
+	for (i = 0; i < n; i++)
+		for (j = 0; j < keys[i].n_versions; j++)
+			printf("%-20s %-9s %7u  %-20s  %-7s  %s\n", keys[i].name,
+			       vbk_key_type_name(keys[i].type), keys[i].versions[j].version,
+			       time_text(keys[i].versions[j].created, t),
+			       j + 1 == keys[i].n_versions ? "current" : "enabled",
+			       keys[i].versions[j].fingerprint);
+	status = VMBAK_EXIT_OK;
+out:
+	vbk_key_list_free(keys, n);
+	vbk_kv_close(kv);
+	return status;
+}
+
+/* ---- secrets ---- */
+
+/* 1 when adding a version of a secret wrapped by kek (NULL: none) needs the passphrase. */
+static int set_needs_passphrase(const vbk_kv *kv, const char *kek)
+{
+	vbk_key_info *keys = NULL;
+	size_t n = 0;
+	int need = 1;
+
+	if (!kek)
+		return 1;
+	if (vbk_kv_keys(kv, &keys, &n) < 0)
+		return 0; /* let the set say what is wrong */
+	need = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(keys[i].name, kek) == 0)
+			need = keys[i].type == VBK_KEY_AES256;
+	vbk_key_list_free(keys, n);
+	return need;
+}
+
+static int read_value_file(const char *path, char **ret, size_t *ret_len)
+{
+	int r = vbu_read_file(path, VBK_SECRET_MAX, ret, ret_len);
+
+	if (r == -EFBIG) {
+		vbu_err("value file '%s' is larger than %u bytes", q(path), VBK_SECRET_MAX);
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r < 0) {
+		vbu_errno(r, "cannot read value file '%s'", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (*ret_len == 0) {
+		free(*ret);
+		*ret = NULL;
+		vbu_err("value file '%s' is empty", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	return 0;
+}
+
+static void wipe_free(char *p, size_t len)
+{
+	if (!p)
+		return;
+	vbk_secret_free((uint8_t *)p, len + 1);
+}
+
+static int run_secret_set(const kvargs *a)
+{
+	vbk_kv *kv = NULL;
+	char *val = NULL;
+	size_t len = 0;
+	uint32_t v = 0, kv_ver = 0;
+	int r, status;
+
+	if (!a->value_file)
+		return usage_err("no value: use --value-file F (see 'vmbak keyvault --help')");
+	if ((status = check_kv_name("secret", a->name)) != 0 ||
+	    (a->kek && (status = check_kv_name("key", a->kek)) != 0))
+		return status;
+	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+		return status;
+	if (set_needs_passphrase(kv, a->kek)) {
+		vbk_kv_close(kv);
+		kv = NULL;
+		if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+			return status;
+	}
+	status = read_value_file(a->value_file, &val, &len);
+	if (status != 0)
+		goto out;
+	r = vbk_kv_secret_set(kv, a->name, val, len, a->kek, &v, &kv_ver);
+	if (r < 0) {
+		status = kv_err(r, "cannot set secret");
+		goto out;
+	}
+	if (a->kek)
+		printf("secret '%s' version %u, wrapped by key '%s' version %u\n", a->name, v,
+		       a->kek, kv_ver);
+	else
+		printf("secret '%s' version %u, encrypted under the key vault's own key\n", a->name,
+		       v);
+	status = VMBAK_EXIT_OK;
+out:
+	wipe_free(val, len);
+	vbk_kv_close(kv);
+	return status;
+}
+
+static int run_secret_list(const kvargs *a)
+{
+	vbk_secret_info *secrets = NULL;
+	vbk_kv *kv = NULL;
+	size_t n = 0, i, j;
+	char t[21], kek[VBK_KV_NAME_MAX + 16];
+	int r, status;
+
+	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+		return status;
+	r = vbk_kv_secrets(kv, &secrets, &n);
+	if (r < 0) {
+		status = kv_err(r, "cannot list secrets");
+		goto out;
+	}
+	if (a->json) {
+		json_object *arr = json_object_new_array();
+
+		for (i = 0; arr && i < n; i++) {
+			json_object *o = json_object_new_object(), *vs = json_object_new_array();
+
+			if (!o || !vs) {
+				json_object_put(o);
+				json_object_put(vs);
+				continue;
+			}
+			json_object_object_add(o, "name", json_object_new_string(secrets[i].name));
+			json_object_object_add(o, "current", json_u64(secrets[i].n_versions));
+			for (j = 0; j < secrets[i].n_versions; j++) {
+				const vbk_secret_version *sv = &secrets[i].versions[j];
+				json_object *v = json_object_new_object(), *k = NULL;
+
+				if (!v)
+					continue;
+				json_object_object_add(v, "version", json_u64(sv->version));
+				json_object_object_add(v, "created", json_time(sv->created));
+				if (sv->kek[0]) {
+					k = json_object_new_object();
+					json_object_object_add(k, "name",
+							       json_object_new_string(sv->kek));
+					json_object_object_add(k, "version",
+							       json_u64(sv->kek_version));
+				}
+				json_object_object_add(v, "kek", k);
+				json_object_object_add(v, "algorithm",
+						       json_object_new_string(sv->algorithm));
+				json_object_array_add(vs, v);
+			}
+			json_object_object_add(o, "versions", vs);
+			json_object_array_add(arr, o);
+		}
+		if (!arr) {
+			status = kv_err(-ENOMEM, "cannot list secrets");
+			goto out;
+		}
+		status = json_print(arr);
+		goto out;
+	}
+	if (n > 0)
+		printf("%-20s %7s  %-20s  %-24s  %s\n", "NAME", "VERSION", "CREATED", "KEK",
+		       "ALGORITHM");
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < secrets[i].n_versions; j++) {
+			const vbk_secret_version *sv = &secrets[i].versions[j];
+
+			if (sv->kek[0])
+				snprintf(kek, sizeof(kek), "%s v%u", sv->kek, sv->kek_version);
+			else
+				snprintf(kek, sizeof(kek), "-");
+			printf("%-20s %7u  %-20s  %-24s  %s\n", secrets[i].name, sv->version,
+			       time_text(sv->created, t), kek, sv->algorithm);
+		}
+	}
+	status = VMBAK_EXIT_OK;
+out:
+	vbk_secret_list_free(secrets, n);
+	vbk_kv_close(kv);
+	return status;
+}
+
+/* ---- unwrap and restore ---- */
+
+/* Reads and checks BLOB against KV before any passphrase is asked; then unlocks and unwraps. */
+static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_info, uint8_t **ret,
+		       size_t *ret_len)
+{
+	vbk_escrow_info info;
+	vbk_kv *kv = NULL;
+	char *blob = NULL;
+	size_t blen = 0;
+	int r, status;
+
+	r = vbu_read_file(a->blob, VBK_ESCROW_MAX, &blob, &blen);
+	if (r == -EFBIG) {
+		vbu_err("'%s' is not an escrow blob (larger than %u bytes)", q(a->blob),
+			VBK_ESCROW_MAX);
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r < 0) {
+		vbu_errno(r, "cannot read escrow blob '%s'", q(a->blob));
+		return VMBAK_EXIT_FAIL;
+	}
+	r = vbk_escrow_parse(blob, blen, &info);
+	if (r < 0) {
+		if (r == -EPROTONOSUPPORT)
+			status = kv_err(r, "cannot read escrow blob");
+		else
+			vbu_err("'%s' is not an escrow blob%s", q(a->blob),
+				r == -EPROTO && strstr(vbk_kv_errmsg(), "malformed")
+				    ? " (malformed or altered)"
+				    : "");
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+		goto out;
+	if (strcmp(info.keyvault, vbk_kv_id(kv)) != 0) {
+		vbu_err("escrow blob '%s' belongs to key vault %s, not to '%s' (%s)", q(a->blob),
+			info.keyvault, q(a->kv), vbk_kv_id(kv));
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	vbk_kv_close(kv);
+	kv = NULL;
+	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+		goto out;
+	r = vbk_escrow_unwrap(kv, blob, blen, ret_info, ret, ret_len);
+	if (r < 0) {
+		if (r == -EBADMSG)
+			vbu_err("escrow blob '%s' does not verify: it was altered or damaged",
+				q(a->blob));
+		else
+			kv_err(r, "cannot unwrap escrow blob");
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	*ret_kv = kv;
+	kv = NULL;
+	status = 0;
+out:
+	vbk_kv_close(kv);
+	free(blob);
+	return status;
+}
+
+static int run_unwrap(const kvargs *a)
+{
+	vbk_escrow_info info;
+	vbk_kv *kv = NULL;
+	uint8_t *val = NULL;
+	size_t len = 0;
+	int r, status;
+
+	status = unwrap_blob(a, &kv, &info, &val, &len);
+	if (status != 0)
+		return status;
+	if (a->output) {
+		r = vbu_write_file_atomic(a->output, val, len, 0600);
+		if (r < 0) {
+			vbu_errno(r, "cannot write '%s'", q(a->output));
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+		printf("secret '%s' version %u (VM '%s', disk '%s', point %s) written to '%s'\n",
+		       info.secret, info.secret_version, info.vm, info.disk, q(info.rp),
+		       q(a->output));
+	} else {
+		/* Straight to the descriptor: no copy of the secret stays in a stdio buffer. */
+		fflush(stdout);
+		r = vbu_write_all(STDOUT_FILENO, val, len);
+		if (r < 0) {
+			vbu_errno(r, "cannot write to standard output");
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+	}
+	status = VMBAK_EXIT_OK;
+out:
+	vbk_secret_free(val, len);
+	vbk_kv_close(kv);
+	return status;
+}
+
+static int run_restore(const kvargs *a)
+{
+	vbk_escrow_info info;
+	vbk_kv *kv = NULL;
+	uint8_t *val = NULL;
+	size_t len = 0;
+	uint32_t v = 0, kv_ver = 0;
+	int r, status;
+
+	status = unwrap_blob(a, &kv, &info, &val, &len);
+	if (status != 0)
+		return status;
+	r = vbk_kv_secret_set(kv, info.secret, val, len, info.kek[0] ? info.kek : NULL, &v,
+			      &kv_ver);
+	if (r < 0) {
+		status = kv_err(r, "cannot restore secret");
+		goto out;
+	}
+	if (info.kek[0])
+		printf("secret '%s' restored as version %u, wrapped by key '%s' version %u (the "
+		       "blob held version %u, of VM '%s', disk '%s', point %s)\n",
+		       info.secret, v, info.kek, kv_ver, info.secret_version, info.vm, info.disk,
+		       q(info.rp));
+	else
+		printf("secret '%s' restored as version %u, encrypted under the key vault's own "
+		       "key (the blob held version %u, of VM '%s', disk '%s', point %s)\n",
+		       info.secret, v, info.secret_version, info.vm, info.disk, q(info.rp));
+	status = VMBAK_EXIT_OK;
+out:
+	vbk_secret_free(val, len);
+	vbk_kv_close(kv);
+	return status;
+}
+
+/* ---- the verb ---- */
+
+static const char *const a_kv[] = {"KV"};
+static const char *const a_kv_name[] = {"KV", "NAME"};
+static const char *const a_kv_blob[] = {"KV", "BLOB"};
+
+static const kvsub subs[] = {
+    {"init", "vmbak keyvault init KV", a_kv, 1, O_PASSFILE, run_init},
+    {"key create", "vmbak keyvault key create KV NAME [--type rsa-3072|rsa-4096|aes-256]",
+     a_kv_name, 2, O_PASSFILE | O_TYPE, run_key_create},
+    {"key rotate", "vmbak keyvault key rotate KV NAME", a_kv_name, 2, O_PASSFILE, run_key_rotate},
+    {"key list", "vmbak keyvault key list KV [--json]", a_kv, 1, O_JSON, run_key_list},
+    {"secret set", "vmbak keyvault secret set KV NAME --value-file F [--kek KEYNAME]", a_kv_name, 2,
+     O_PASSFILE | O_VALUE | O_KEK, run_secret_set},
+    {"secret list", "vmbak keyvault secret list KV [--json]", a_kv, 1, O_JSON, run_secret_list},
+    {"unwrap", "vmbak keyvault unwrap KV BLOB [--output F]", a_kv_blob, 2, O_PASSFILE | O_OUTPUT,
+     run_unwrap},
+    {"restore", "vmbak keyvault restore KV BLOB", a_kv_blob, 2, O_PASSFILE, run_restore},
+};
+
+enum {
+	OPT_PASSFILE = 0x100,
+	OPT_TYPE,
+	OPT_JSON,
+	OPT_VALUE,
+	OPT_KEK,
+	OPT_OUTPUT,
+};
+
+static int option_not_here(const kvsub *s, const char *opt)
+{
+	return usage_err("option '%s' does not apply to 'keyvault %s' (usage: %s)", opt, s->name,
+			 s->usage);
+}
+
+static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
+	    {"type", required_argument, NULL, OPT_TYPE},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"value-file", required_argument, NULL, OPT_VALUE},
+	    {"kek", required_argument, NULL, OPT_KEK},
+	    {"output", required_argument, NULL, OPT_OUTPUT},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const kvsub *s = NULL;
+	kvargs a = {0};
+	char name[32], **av = NULL;
+	int words, ac, opt, state = 0, status = VMBAK_EXIT_USAGE, i;
+
+	(void)g; /* the global --passphrase-file is the vault's, not the key vault's */
+	if (argc < 2)
+		return usage_err("no keyvault command given (usage: %s)",
+				 "vmbak keyvault init|key|secret|unwrap|restore ...");
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		fputs(keyvault_help, stdout);
+		return VMBAK_EXIT_OK;
+	}
+	words = (strcmp(argv[1], "key") == 0 || strcmp(argv[1], "secret") == 0) ? 2 : 1;
+	if (words == 2 && argc < 3)
+		return usage_err("missing %s command: use 'keyvault %s %s'", argv[1], argv[1],
+				 strcmp(argv[1], "key") == 0 ? "create|rotate|list" : "set|list");
+	if (words == 2 && (strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0)) {
+		fputs(keyvault_help, stdout);
+		return VMBAK_EXIT_OK;
+	}
+	snprintf(name, sizeof(name), "%s%s%s", argv[1], words == 2 ? " " : "",
+		 words == 2 ? argv[2] : "");
+	for (size_t k = 0; k < VBU_ARRAY_SIZE(subs); k++)
+		if (strcmp(subs[k].name, name) == 0)
+			s = &subs[k];
+	if (!s)
+		return usage_err("unknown keyvault command '%s' (try 'vmbak keyvault --help')",
+				 q(name));
+	/* argv for getopt: "keyvault" (so messages point to 'vmbak keyvault --help'), then what
+	 * follows the subcommand's words. */
+	ac = argc - words;
+	av = calloc((size_t)ac + 1, sizeof(*av));
+	if (!av) {
+		vbu_errno(-ENOMEM, "cannot parse the command line");
+		return VMBAK_EXIT_FAIL;
+	}
+	av[0] = argv[0];
+	for (i = 1; i < ac; i++)
+		av[i] = argv[i + words];
+	while ((opt = verb_getopt(ac, av, ":h", longopts, &state)) != -1) {
+		unsigned need = 0;
+
+		switch (opt) {
+		case 'h':
+			fputs(keyvault_help, stdout);
+			status = VMBAK_EXIT_OK;
+			goto out;
+		case OPT_PASSPHRASE_REFUSED:
+			status = usage_err("there is no --passphrase option: passphrases never go "
+					   "on the command line; use --passphrase-file F or "
+					   "VMBAK_KEYVAULT_PASSPHRASE_FILE");
+			goto out;
+		case OPT_PASSFILE:
+			need = O_PASSFILE;
+			a.passfile = optarg;
+			break;
+		case OPT_TYPE:
+			need = O_TYPE;
+			a.type = optarg;
+			break;
+		case OPT_JSON:
+			need = O_JSON;
+			a.json = 1;
+			break;
+		case OPT_VALUE:
+			need = O_VALUE;
+			a.value_file = optarg;
+			break;
+		case OPT_KEK:
+			need = O_KEK;
+			a.kek = optarg;
+			break;
+		case OPT_OUTPUT:
+			need = O_OUTPUT;
+			a.output = optarg;
+			break;
+		default:
+			status = VMBAK_EXIT_USAGE;
+			goto out;
+		}
+		if (!(s->opts & need)) {
+			status = option_not_here(s, av[optind - 1]);
+			goto out;
+		}
+		if (optarg && !*optarg) {
+			status = usage_err("empty argument for '%s'", av[optind - 1]);
+			goto out;
+		}
+	}
+	status = check_nargs(s->usage, s->args, s->nargs, s->nargs, ac - optind, av + optind);
+	if (status != 0)
+		goto out;
+	a.kv = av[optind];
+	if (!*a.kv) {
+		status = usage_err("key vault path is empty");
+		goto out;
+	}
+	if (s->nargs == 2) {
+		if (s->args == a_kv_blob)
+			a.blob = av[optind + 1];
+		else
+			a.name = av[optind + 1];
+	}
+	status = s->run(&a);
+out:
+	free(av);
+	return status;
+}
+
+const vmbak_cmd cmd_keyvault_def = {
+    .name = "keyvault",
+    .summary = "manage a key vault: KEKs, secrets, escrowed keys",
+    .help = keyvault_help,
+    .run = cmd_keyvault,
+};
+
+/* ---- escrow at ingest ---- */
+
+struct escrow_ctx {
+	vbk_kv *kv;
+	size_t n;
+	char **disks;
+	vbk_escrow **prepared;
+	char err[512]; /* the first failure inside the commit, for escrow_report() */
+};
+
+void escrow_ctx_free(escrow_ctx *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n; i++) {
+		free(c->disks[i]);
+		vbk_escrow_free(c->prepared[i]);
+	}
+	free(c->disks);
+	free(c->prepared);
+	vbk_kv_close(c->kv);
+	free(c);
+}
+
+extern char **environ;
+
+/* Runs `cryptsetup luksOpen --test-passphrase --readonly --key-file=- source` with the secret
+ * on a pipe (read whole, newlines included, as --key-file reads a file). Returns cryptsetup's
+ * exit status (0 opens, 2 refused, 1 not LUKS), or -errno when it cannot be run. */
+static int cryptsetup_test(const char *source, const uint8_t *secret, size_t len)
+{
+	char *const argv[] = {(char *)"cryptsetup",
+			      (char *)"luksOpen",
+			      (char *)"--test-passphrase",
+			      (char *)"--readonly",
+			      (char *)"--key-file=-",
+			      (char *)source,
+			      NULL};
+	posix_spawn_file_actions_t fa;
+	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+	int fds[2] = {-1, -1}, r, st;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	r = posix_spawn_file_actions_init(&fa);
+	if (r != 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return -r;
+	}
+	if ((r = posix_spawn_file_actions_adddup2(&fa, fds[0], STDIN_FILENO)) != 0 ||
+	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) !=
+		0 ||
+	    (r = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0)) !=
+		0 ||
+	    (r = posix_spawnp(&pid, "cryptsetup", &fa, NULL, argv, environ)) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		close(fds[0]);
+		close(fds[1]);
+		return -r;
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	close(fds[0]);
+	/* A cryptsetup that exits before reading everything must not kill us with SIGPIPE. */
+	sigaction(SIGPIPE, &ign, &old);
+	r = vbu_write_all(fds[1], secret, len);
+	close(fds[1]);
+	sigaction(SIGPIPE, &old, NULL);
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (r < 0 && r != -EPIPE)
+		return r;
+	if (!WIFEXITED(st))
+		return -EINTR;
+	return WEXITSTATUS(st);
+}
+
+/* --check-escrow: the secret prepared for disk i opens the LUKS header of its source. */
+static int check_one(vbk_kv *kv, const vbk_escrow *e, const char *disk, const char *source)
+{
+	vbk_escrow_info info;
+	uint8_t *val = NULL;
+	size_t len = 0;
+	int r;
+
+	vbk_escrow_describe(e, &info);
+	r = vbk_kv_secret_get(kv, info.secret, info.secret_version, &val, &len);
+	if (r < 0)
+		return kv_err(r, "cannot check escrow");
+	r = cryptsetup_test(source, val, len);
+	vbk_secret_free(val, len);
+	if (r == 0)
+		return 0;
+	if (r == -ENOENT)
+		vbu_err("--check-escrow needs cryptsetup, which is not installed (Debian package "
+			"cryptsetup-bin)");
+	else if (r < 0)
+		vbu_errno(r, "cannot run cryptsetup to check the escrow of disk '%s'", disk);
+	else if (r == 2)
+		vbu_err("secret '%s' version %u does not open the LUKS header of disk '%s' ('%s'): "
+			"no recovery point made",
+			info.secret, info.secret_version, disk, q(source));
+	else
+		vbu_err("cannot check the escrow of disk '%s': '%s' is not a LUKS device "
+			"(cryptsetup exited with status %d)",
+			disk, q(source), r);
+	return VMBAK_EXIT_FAIL;
+}
+
+int escrow_setup(const char *kv_path, const char *passfile, const char *const *disks,
+		 const char *const *secrets, const char *const *sources, size_t n, escrow_ctx **ret)
+{
+	escrow_ctx *c;
+	int r, status, need = sources != NULL;
+
+	c = calloc(1, sizeof(*c));
+	if (c) {
+		c->disks = calloc(n ? n : 1, sizeof(*c->disks));
+		c->prepared = calloc(n ? n : 1, sizeof(*c->prepared));
+	}
+	if (!c || !c->disks || !c->prepared) {
+		escrow_ctx_free(c);
+		vbu_errno(-ENOMEM, "cannot prepare escrow");
+		return VMBAK_EXIT_FAIL;
+	}
+	status = kv_open(kv_path, 0, NULL, &c->kv);
+	if (status != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		r = vbk_escrow_needs_unlock(c->kv, secrets[i]);
+		if (r < 0) {
+			status = kv_err(r, "cannot prepare escrow");
+			goto out;
+		}
+		need |= r;
+	}
+	if (need) {
+		/* An AES KEK or a secret without a KEK: wrapping needs the key vault's keys. */
+		vbk_kv_close(c->kv);
+		c->kv = NULL;
+		status = kv_open(kv_path, 1, passfile, &c->kv);
+		if (status != 0)
+			goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		c->disks[i] = strdup(disks[i]);
+		if (!c->disks[i]) {
+			vbu_errno(-ENOMEM, "cannot prepare escrow");
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+		c->n = i + 1;
+		r = vbk_escrow_prepare(c->kv, secrets[i], &c->prepared[i]);
+		if (r < 0) {
+			status = kv_err(r, "cannot prepare escrow");
+			goto out;
+		}
+		if (sources) {
+			status = check_one(c->kv, c->prepared[i], disks[i], sources[i]);
+			if (status != 0)
+				goto out;
+		}
+	}
+	*ret = c;
+	c = NULL;
+	status = 0;
+out:
+	escrow_ctx_free(c);
+	return status;
+}
+
+int escrow_blob_cb(void *arg, const char *vm, const char *rp_id, const char *disk, char **ret_blob,
+		   size_t *ret_len)
+{
+	escrow_ctx *c = arg;
+	int r;
+
+	for (size_t i = 0; i < c->n; i++) {
+		if (strcmp(c->disks[i], disk) != 0)
+			continue;
+		r = vbk_escrow_make(c->prepared[i], vm, disk, rp_id, ret_blob, ret_len);
+		if (r < 0 && !c->err[0])
+			snprintf(c->err, sizeof(c->err), "%s", vbk_kv_errmsg());
+		return r;
+	}
+	snprintf(c->err, sizeof(c->err), "no escrow prepared for disk '%s'", disk);
+	return -EINVAL;
+}
+
+int escrow_report(const escrow_ctx *c)
+{
+	if (!c || !c->err[0])
+		return 0;
+	vbu_err("%s", q(c->err));
+	return VMBAK_EXIT_FAIL;
+}

@@ -1,0 +1,429 @@
+/* cmd_lifecycle.c: vmbak protect, unprotect, delete, prune and gc.
+ *
+ * None of them needs the passphrase: they read and change records and remove chunks by id,
+ * never decrypting anything. delete, prune and gc are recorded as jobs (jobs_cli.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "gc.h"
+#include "jobs.h"
+#include "jobs_cli.h"
+#include "lifecycle.h"
+#include "rp.h"
+#include "util.h"
+#include "vault.h"
+
+#define PROTECT_USAGE "vmbak protect VAULT VM/RP"
+#define UNPROTECT_USAGE "vmbak unprotect VAULT VM/RP"
+#define DELETE_USAGE "vmbak delete VAULT VM/RP [--force]"
+#define PRUNE_USAGE                                                                                \
+	"vmbak prune VAULT VM [--keep-last N] [--keep-hourly N] [--keep-daily N] "                 \
+	"[--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--dry-run] [--json]"
+#define GC_USAGE "vmbak gc VAULT [--json]"
+
+static const char protect_help[] =
+    "usage: " PROTECT_USAGE "\n"
+    "\n"
+    "Protects a recovery point: delete and prune refuse it, even with --force, until\n"
+    "`vmbak unprotect`. Protection is shown by list and info.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help              show this help\n";
+
+static const char unprotect_help[] = "usage: " UNPROTECT_USAGE "\n"
+				     "\n"
+				     "Removes the protection of a recovery point.\n"
+				     "\n"
+				     "options:\n"
+				     "  -h, --help              show this help\n";
+
+static const char delete_help[] =
+    "usage: " DELETE_USAGE "\n"
+    "\n"
+    "Deletes one recovery point, at once and whole; every other point reads exactly as\n"
+    "before. Its chunks are freed by the next `vmbak gc`. Refused for a protected point\n"
+    "(unprotect it first), and unless --force for a point whose retain-until date has not\n"
+    "passed and for the newest point of its VM.\n"
+    "\n"
+    "options:\n"
+    "  --force                 also delete a retained point, or the VM's newest point\n"
+    "  -h, --help              show this help\n";
+
+static const char prune_help[] =
+    "usage: vmbak prune VAULT VM [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
+    "                   [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
+    "                   [--dry-run] [--json]\n"
+    "\n"
+    "Deletes the recovery points of VM that no rule keeps, as Proxmox Backup Server and borg\n"
+    "do. Newest first, --keep-last keeps the N newest points; each other rule keeps the\n"
+    "newest point of each of the last N hours, days, ISO weeks, months or years (UTC) that\n"
+    "have points, skipping periods an earlier rule already covers. Protected points, points\n"
+    "under retain-until and the newest point are always kept. At least one rule is needed.\n"
+    "Chunks are freed by the next `vmbak gc`.\n"
+    "\n"
+    "options:\n"
+    "  --keep-last N           keep the N newest points\n"
+    "  --keep-hourly N         keep the newest point of each of the last N hours\n"
+    "  --keep-daily N          ... days\n"
+    "  --keep-weekly N         ... ISO weeks (Monday to Sunday)\n"
+    "  --keep-monthly N        ... months\n"
+    "  --keep-yearly N         ... years\n"
+    "  --dry-run, -n           only show what would be kept and pruned, and why\n"
+    "  --json                  print one JSON array (id, created, keep, reasons, deleted)\n"
+    "  -h, --help              show this help\n";
+
+static const char gc_help[] =
+    "usage: " GC_USAGE "\n"
+    "\n"
+    "Frees the chunks that no recovery point refers to (left by delete, prune and\n"
+    "interrupted ingests). Chunks an ingest still running uses are kept. Runs beside\n"
+    "ingests and mounts; the freed space is reused by later ingests (data.mdb does not\n"
+    "shrink; `vmbak info` shows how much of it is free).\n"
+    "\n"
+    "options:\n"
+    "  --json                  print one JSON object with the counts\n"
+    "  -h, --help              show this help\n";
+
+/* "VM/RP" into vm and id (buffers of VBS_NAME_MAX + 1 and VBS_RP_ID_MAX). */
+static int split_point(const char *arg, const char *usage, char *vm, char *id)
+{
+	const char *slash = strchr(arg, '/');
+	size_t a;
+
+	if (!slash)
+		return usage_err("expected VM/RP, got '%s' (usage: %s)", q(arg), usage);
+	a = (size_t)(slash - arg);
+	if (a > VBS_NAME_MAX) {
+		return usage_err("invalid VM name in '%s': use %s", q(arg), VBS_NAME_RULE);
+	}
+	memcpy(vm, arg, a);
+	vm[a] = '\0';
+	if (!vbs_name_valid(vm))
+		return usage_err("invalid VM name '%s': use %s", q(vm), VBS_NAME_RULE);
+	if (!slash[1] || strlen(slash + 1) >= VBS_RP_ID_MAX || strchr(slash + 1, '/'))
+		return usage_err("invalid recovery point id in '%s'", q(arg));
+	snprintf(id, VBS_RP_ID_MAX, "%s", slash + 1);
+	return 0;
+}
+
+/* Options of verbs with only --help (and maybe one flag). */
+static int simple_opts(int argc, char **argv, const char *help, const char *flag, int *ret_flag)
+{
+	struct option longopts[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {flag ? flag : "help", no_argument, NULL, 'f'},
+	    {NULL, 0, NULL, 0},
+	};
+	int opt, state = 0;
+
+	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(help, stdout);
+			return -1;
+		case 'f':
+			if (!flag) {
+				fputs(help, stdout);
+				return -1;
+			}
+			*ret_flag = 1;
+			break;
+		default:
+			return VMBAK_EXIT_USAGE;
+		}
+	}
+	return 0;
+}
+
+static int protect_common(int argc, char **argv, vmbak_globals *g, int on)
+{
+	static const char *const names[] = {"VAULT", "VM/RP"};
+	const char *usage = on ? PROTECT_USAGE : UNPROTECT_USAGE;
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX];
+	vbs_vault *v = NULL;
+	int status, r, dummy = 0;
+
+	status = simple_opts(argc, argv, on ? protect_help : unprotect_help, NULL, &dummy);
+	if (status != 0)
+		return status < 0 ? VMBAK_EXIT_OK : status;
+	if ((status = check_nargs(usage, names, 2, 2, argc - optind, argv + optind)) != 0 ||
+	    (status = check_vault_arg(argv[optind])) != 0 ||
+	    (status = split_point(argv[optind + 1], usage, vm, id)) != 0)
+		return status;
+	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
+	if (status != 0)
+		return status;
+	r = vbs_rp_protect(v, vm, id, on);
+	if (r < 0)
+		status = store_err(r, "cannot %s '%s/%s'", on ? "protect" : "unprotect", vm, id);
+	else
+		printf("%s %s/%s\n", on ? "protected" : "unprotected", vm, id);
+	vbs_vault_close(v);
+	return status ? status : finish_stdout(VMBAK_EXIT_OK);
+}
+
+static int cmd_protect(int argc, char **argv, vmbak_globals *g)
+{
+	return protect_common(argc, argv, g, 1);
+}
+
+static int cmd_unprotect(int argc, char **argv, vmbak_globals *g)
+{
+	return protect_common(argc, argv, g, 0);
+}
+
+static int cmd_delete(int argc, char **argv, vmbak_globals *g)
+{
+	static const char *const names[] = {"VAULT", "VM/RP"};
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX], target[VBS_JOB_TARGET_MAX];
+	vbs_vault *v = NULL;
+	uint64_t job = 0;
+	int status, r, force = 0;
+
+	status = simple_opts(argc, argv, delete_help, "force", &force);
+	if (status != 0)
+		return status < 0 ? VMBAK_EXIT_OK : status;
+	if ((status = check_nargs(DELETE_USAGE, names, 2, 2, argc - optind, argv + optind)) != 0 ||
+	    (status = check_vault_arg(argv[optind])) != 0 ||
+	    (status = split_point(argv[optind + 1], DELETE_USAGE, vm, id)) != 0)
+		return status;
+	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
+	if (status != 0)
+		return status;
+	snprintf(target, sizeof(target), "%s/%s", vm, id);
+	status = cli_job_start(v, "delete", target, &job);
+	if (status != 0)
+		goto out;
+	r = vbs_rp_delete(v, vm, id, force ? VBS_DELETE_FORCE : 0, 0);
+	if (r < 0)
+		status = store_err(r, "cannot delete '%s/%s'", vm, id);
+	cli_job_finish(v, job, status, 0, 0, NULL);
+	if (status == 0) {
+		printf("deleted %s/%s\n", vm, id);
+		status = finish_stdout(VMBAK_EXIT_OK);
+	}
+out:
+	vbs_vault_close(v);
+	return status;
+}
+
+enum { OPT_DRY = 0x200, OPT_JSON };
+
+static int cmd_prune(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"keep-last", required_argument, NULL, VBS_KEEP_LAST},
+	    {"keep-hourly", required_argument, NULL, VBS_KEEP_HOURLY},
+	    {"keep-daily", required_argument, NULL, VBS_KEEP_DAILY},
+	    {"keep-weekly", required_argument, NULL, VBS_KEEP_WEEKLY},
+	    {"keep-monthly", required_argument, NULL, VBS_KEEP_MONTHLY},
+	    {"keep-yearly", required_argument, NULL, VBS_KEEP_YEARLY},
+	    {"dry-run", no_argument, NULL, OPT_DRY},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const names[] = {"VAULT", "VM"};
+	vbs_prune_policy pol = {{0}};
+	vbs_prune_result *res = NULL;
+	vbs_vault *v = NULL;
+	uint64_t job = 0, deleted = 0;
+	size_t n = 0;
+	int opt, state = 0, dry = 0, json = 0, any = 0, status, r;
+	const char *vm;
+
+	while ((opt = verb_getopt(argc, argv, ":hn", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(prune_help, stdout);
+			return VMBAK_EXIT_OK;
+		case 'n':
+		case OPT_DRY:
+			dry = 1;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		case VBS_KEEP_LAST:
+		case VBS_KEEP_HOURLY:
+		case VBS_KEEP_DAILY:
+		case VBS_KEEP_WEEKLY:
+		case VBS_KEEP_MONTHLY:
+		case VBS_KEEP_YEARLY: {
+			char *end;
+			unsigned long x;
+
+			errno = 0;
+			x = strtoul(optarg, &end, 10);
+			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || x > 1000000)
+				return usage_err("invalid count '%s' for --%s: use 0 to 1000000",
+						 q(optarg), vbs_keep_rule_names[opt]);
+			pol.keep[opt] = (unsigned)x;
+			any |= x > 0;
+			break;
+		}
+		default:
+			return VMBAK_EXIT_USAGE;
+		}
+	}
+	if ((status = check_nargs(PRUNE_USAGE, names, 2, 2, argc - optind, argv + optind)) != 0 ||
+	    (status = check_vault_arg(argv[optind])) != 0 ||
+	    (status = check_name_arg("VM", argv[optind + 1])) != 0)
+		return status;
+	if (!any)
+		return usage_err("prune needs at least one rule: --keep-last, --keep-hourly, "
+				 "--keep-daily, --keep-weekly, --keep-monthly or --keep-yearly N "
+				 "(N > 0)");
+	vm = argv[optind + 1];
+	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
+	if (status != 0)
+		return status;
+	if (!dry && (status = cli_job_start(v, "prune", vm, &job)) != 0)
+		goto out;
+	r = vbs_prune(v, vm, &pol, dry, 0, &res, &n, &deleted);
+	if (r < 0)
+		status = store_err(r, "cannot prune VM '%s'", vm);
+	if (!dry)
+		cli_job_finish(v, job, status, 0, 0, NULL);
+	if (status != 0)
+		goto out;
+	if (json) {
+		json_object *a = json_object_new_array();
+		for (size_t i = 0; a && i < n; i++) {
+			json_object *o = json_object_new_object();
+			char why[160];
+
+			if (!o)
+				break;
+			vbs_prune_reasons(&res[i].p, why, sizeof(why));
+			json_object_object_add(o, "id", json_object_new_string(res[i].id));
+			json_object_object_add(o, "created", json_time(res[i].p.time));
+			json_object_object_add(o, "keep", json_object_new_boolean(res[i].p.keep));
+			json_object_object_add(o, "reasons", json_str_or_null(why));
+			json_object_object_add(o, "deleted",
+					       json_object_new_boolean(res[i].deleted));
+			json_object_array_add(a, o);
+		}
+		status = a ? json_print(a) : store_err(-ENOMEM, "cannot print the plan");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char why[160];
+
+		vbs_prune_reasons(&res[i].p, why, sizeof(why));
+		if (res[i].p.keep)
+			printf("keep   %s/%s  (%s)\n", vm, res[i].id, why);
+		else
+			printf("%-6s %s/%s\n",
+			       dry		? "prune"
+			       : res[i].deleted ? "pruned"
+						: "gone",
+			       vm, res[i].id);
+	}
+	{
+		size_t k = 0;
+		for (size_t i = 0; i < n; i++)
+			k += !res[i].p.keep;
+		if (dry)
+			printf("dry run: %zu of %zu point%s of VM '%s' would be pruned\n", k, n,
+			       n == 1 ? "" : "s", vm);
+		else
+			printf("pruned %llu of %zu point%s of VM '%s'\n",
+			       (unsigned long long)deleted, n, n == 1 ? "" : "s", vm);
+	}
+	status = finish_stdout(VMBAK_EXIT_OK);
+out:
+	free(res);
+	vbs_vault_close(v);
+	return status;
+}
+
+static int cmd_gc(int argc, char **argv, vmbak_globals *g)
+{
+	static const char *const names[] = {"VAULT"};
+	vbs_gc_stats s = {0};
+	vbs_vault *v = NULL;
+	uint64_t job = 0;
+	int status, r, json = 0;
+
+	status = simple_opts(argc, argv, gc_help, "json", &json);
+	if (status != 0)
+		return status < 0 ? VMBAK_EXIT_OK : status;
+	if ((status = check_nargs(GC_USAGE, names, 1, 1, argc - optind, argv + optind)) != 0 ||
+	    (status = check_vault_arg(argv[optind])) != 0)
+		return status;
+	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
+	if (status != 0)
+		return status;
+	status = cli_job_start(v, "gc", "", &job);
+	if (status != 0)
+		goto out;
+	r = vbs_gc(v, job, &s);
+	if (r < 0)
+		status = store_err(r, "cannot collect garbage in vault '%s'", q(argv[optind]));
+	cli_job_finish(v, job, status, 0, 0, NULL);
+	if (status != 0)
+		goto out;
+	if (json) {
+		json_object *o = json_object_new_object();
+		if (o) {
+			json_object_object_add(o, "chunks", json_u64(s.chunks));
+			json_object_object_add(o, "referenced", json_u64(s.referenced));
+			json_object_object_add(o, "pinned", json_u64(s.pinned));
+			json_object_object_add(o, "freed", json_u64(s.freed));
+			json_object_object_add(o, "freed_bytes", json_u64(s.freed_bytes));
+		}
+		status = o ? json_print(o) : store_err(-ENOMEM, "cannot print the counts");
+		goto out;
+	} else {
+		char h[HUMAN_SIZE_LEN];
+		printf("gc: %llu chunks, %llu referenced, %llu kept for running ingests, "
+		       "%llu freed (%s)\n",
+		       (unsigned long long)s.chunks, (unsigned long long)s.referenced,
+		       (unsigned long long)s.pinned, (unsigned long long)s.freed,
+		       human_size(s.freed_bytes, h));
+		status = finish_stdout(VMBAK_EXIT_OK);
+	}
+out:
+	vbs_vault_close(v);
+	return status;
+}
+
+const vmbak_cmd cmd_protect_def = {
+    .name = "protect",
+    .summary = "protect a recovery point from delete and prune",
+    .help = protect_help,
+    .run = cmd_protect,
+};
+
+const vmbak_cmd cmd_unprotect_def = {
+    .name = "unprotect",
+    .summary = "remove the protection of a recovery point",
+    .help = unprotect_help,
+    .run = cmd_unprotect,
+};
+
+const vmbak_cmd cmd_delete_def = {
+    .name = "delete",
+    .summary = "delete one recovery point",
+    .help = delete_help,
+    .run = cmd_delete,
+};
+
+const vmbak_cmd cmd_prune_def = {
+    .name = "prune",
+    .summary = "delete the points of a VM that a retention policy does not keep",
+    .help = prune_help,
+    .run = cmd_prune,
+};
+
+const vmbak_cmd cmd_gc_def = {
+    .name = "gc",
+    .summary = "free the chunks no recovery point refers to",
+    .help = gc_help,
+    .run = cmd_gc,
+};

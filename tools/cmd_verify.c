@@ -1,0 +1,509 @@
+/* cmd_verify.c: vmbak verify, reading and authenticating what a vault holds.
+ *
+ * Output: one line on stdout per problem found (which point, disk and byte range it affects,
+ * and what is wrong), then one summary line on stdout. When there is damage, one more line on
+ * stderr says so, and the exit status is 3; a verify that cannot run exits 1. With --json,
+ * stdout is one JSON object instead. The verify is recorded in the vault's job history.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "dbguard.h"
+#include "jobs.h"
+#include "passphrase.h"
+#include "rp.h"
+#include "util.h"
+#include "vault.h"
+#include "verify.h"
+
+#define VERIFY_USAGE "vmbak verify VAULT [VM[/RP]] [--sample PERCENT] [--seed N] [--json]"
+
+static const char verify_help[] =
+    "usage: " VERIFY_USAGE "\n"
+    "\n"
+    "Reads and authenticates every chunk the recovery points of VAULT refer to (of the VM\n"
+    "VM, or of its point RP; VM/latest is its newest point), each distinct chunk once, and\n"
+    "checks every record and index entry on the way. Each problem is printed on standard\n"
+    "output with the point, disk and byte range it affects, e.g.\n"
+    "  vm1/2026-11-23T05:40:12Z sda: bytes 65536-131071: 1 damaged chunk (authentication "
+    "failed)\n"
+    "followed by a summary line.\n"
+    "\n"
+    "options:\n"
+    "  --sample PERCENT        read only a random PERCENT (above 0, up to 100) of the\n"
+    "                          distinct chunks; records and index entries are all checked\n"
+    "  --seed N                seed of the sample (default: random, printed in the summary\n"
+    "                          so that the same sample can be read again)\n"
+    "  --json                  print one JSON object: counts and the list of problems\n"
+    "  --progress              show progress on stderr even when it is not a terminal\n"
+    "  --passphrase-file F     read the vault passphrase from the first line of F\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "exit status: 0 the vault (or VM, or point) is whole, 3 damage found (a line on stderr\n"
+    "says how much), 1 the verify could not run, 2 usage error.\n";
+
+/* Set by the signal handler: the verify stops and its job is recorded as killed. */
+static volatile int stop_signal;
+
+static void on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+/* Progress on stderr, rewritten in place at most 4 times a second. */
+typedef struct vprogress {
+	int on;
+	int printed;
+	int last_len;
+	int64_t start_ns;
+} vprogress;
+
+static void progress_clear(vprogress *p)
+{
+	if (!p->printed)
+		return;
+	fputc('\n', stderr);
+	fflush(stderr);
+	p->printed = 0;
+	p->last_len = 0;
+}
+
+static void progress_cb(void *arg, uint64_t done, uint64_t total, uint64_t bytes)
+{
+	vprogress *p = arg;
+	char line[160], hs[HUMAN_SIZE_LEN];
+	double secs = (double)(vbu_mono_ns() - p->start_ns) / 1e9;
+	int n;
+
+	n = snprintf(line, sizeof(line), "verify: %5.1f%% of %llu chunks, %s, %.1f MB/s",
+		     total ? 100.0 * (double)done / (double)total : 100.0,
+		     (unsigned long long)total, human_size(bytes, hs),
+		     secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line))
+		n = (int)sizeof(line) - 1;
+	fprintf(stderr, "\r%s%*s", line, p->last_len > n ? p->last_len - n : 0, "");
+	fflush(stderr);
+	p->last_len = n;
+	p->printed = 1;
+}
+
+typedef struct vout {
+	int json;
+	json_object *problems; /* with --json */
+	vprogress *prog;
+	int err; /* out of memory building the JSON */
+} vout;
+
+static void problem_text(const vbs_verify_problem *p)
+{
+	if (p->disk) {
+		printf("%s/%s %s: bytes %llu-%llu: %s\n", q(p->vm), q(p->rp), q(p->disk),
+		       (unsigned long long)p->off, (unsigned long long)(p->off + p->len - 1),
+		       p->detail);
+	} else if (p->vm && p->rp) {
+		printf("%s/%s: %s: %s\n", q(p->vm), q(p->rp), vbs_verify_kind_name(p->kind),
+		       p->detail);
+	} else if (p->vm) {
+		printf("%s: %s: %s\n", q(p->vm), vbs_verify_kind_name(p->kind), p->detail);
+	} else {
+		printf("vault: %s: %s\n", vbs_verify_kind_name(p->kind), p->detail);
+	}
+}
+
+static void problem_cb(void *arg, const vbs_verify_problem *p)
+{
+	vout *o = arg;
+	json_object *j;
+
+	progress_clear(o->prog);
+	if (!o->json) {
+		problem_text(p);
+		return;
+	}
+	j = json_object_new_object();
+	if (!j || json_object_array_add(o->problems, j) < 0) {
+		json_object_put(j);
+		o->err = -ENOMEM;
+		return;
+	}
+	json_object_object_add(j, "kind", json_object_new_string(vbs_verify_kind_name(p->kind)));
+	json_object_object_add(j, "vm", json_str_or_null(p->vm));
+	json_object_object_add(j, "id", json_str_or_null(p->rp));
+	json_object_object_add(j, "disk", json_str_or_null(p->disk));
+	json_object_object_add(j, "offset", p->disk ? json_u64(p->off) : NULL);
+	json_object_object_add(j, "length", p->disk ? json_u64(p->len) : NULL);
+	json_object_object_add(j, "chunks", p->disk ? json_u64(p->chunks) : NULL);
+	json_object_object_add(j, "detail", json_object_new_string(p->detail));
+}
+
+static void summary_text(const vbs_verify_result *r, double sample)
+{
+	char hs[HUMAN_SIZE_LEN], what[96];
+
+	if (sample > 0 && sample < 100)
+		snprintf(what, sizeof(what), "a %g%% sample (seed %llu): ", sample,
+			 (unsigned long long)r->seed);
+	else
+		what[0] = '\0';
+	printf("verify: %llu point%s, %llu disk%s, %llu records, %llu index entries; %s%llu of "
+	       "%llu chunks read (%s): %s\n",
+	       (unsigned long long)r->points, r->points == 1 ? "" : "s",
+	       (unsigned long long)r->disks, r->disks == 1 ? "" : "s",
+	       (unsigned long long)r->records, (unsigned long long)r->index_entries, what,
+	       (unsigned long long)r->chunks_checked, (unsigned long long)r->chunks_referenced,
+	       human_size(r->bytes_checked, hs), r->problems ? "DAMAGED" : "whole");
+}
+
+static json_object *summary_json(const vbs_verify_result *r, const char *path, const char *target,
+				 double sample, json_object *problems)
+{
+	json_object *o = json_object_new_object();
+
+	if (!o)
+		return NULL;
+	json_object_object_add(o, "vault", json_object_new_string(path));
+	json_object_object_add(o, "target", json_str_or_null(target));
+	json_object_object_add(o, "whole", json_object_new_boolean(r->problems == 0));
+	json_object_object_add(o, "points", json_u64(r->points));
+	json_object_object_add(o, "disks", json_u64(r->disks));
+	json_object_object_add(o, "records", json_u64(r->records));
+	json_object_object_add(o, "index_entries", json_u64(r->index_entries));
+	json_object_object_add(o, "chunks_referenced", json_u64(r->chunks_referenced));
+	json_object_object_add(o, "chunks_checked", json_u64(r->chunks_checked));
+	json_object_object_add(o, "bytes_checked", json_u64(r->bytes_checked));
+	json_object_object_add(o, "chunks_damaged", json_u64(r->chunks_bad));
+	json_object_object_add(o, "chunks_missing", json_u64(r->chunks_missing));
+	json_object_object_add(o, "bad_index_entries", json_u64(r->bad_index));
+	json_object_object_add(o, "bad_records", json_u64(r->bad_records));
+	json_object_object_add(o, "damaged_points", json_u64(r->damaged_points));
+	json_object_object_add(o, "sample_percent",
+			       sample > 0 && sample < 100 ? json_object_new_double(sample) : NULL);
+	json_object_object_add(o, "seed", r->seed ? json_u64(r->seed) : NULL);
+	json_object_object_add(o, "problems", json_object_get(problems));
+	return o;
+}
+
+/* --sample: a percentage in (0, 100], "10", "0.5" or "10%". */
+static int parse_percent(const char *s, double *ret)
+{
+	char *end;
+	double x;
+
+	/* Plain decimal only: strtod would also take hex, exponents, "inf" and "nan". */
+	if (!*s || strspn(s, "0123456789.%") != strlen(s))
+		return -EINVAL;
+	errno = 0;
+	x = strtod(s, &end);
+	if (*end == '%')
+		end++;
+	if (errno || *end || !(x > 0 && x <= 100))
+		return -EINVAL;
+	*ret = x;
+	return 0;
+}
+
+/* --seed: a decimal number from 1 to 2^64 - 1. */
+static int parse_seed(const char *s, uint64_t *ret)
+{
+	unsigned long long x;
+	char *end;
+
+	if (!(*s >= '0' && *s <= '9'))
+		return -EINVAL;
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	if (errno || *end || x == 0)
+		return -EINVAL;
+	*ret = x;
+	return 0;
+}
+
+/* VM, VM/, VM/latest or VM/RP into vm and id ("" for the latest). */
+static int parse_target(const char *target, char *vm, char *id)
+{
+	const char *slash = strchr(target, '/');
+	size_t vm_len = slash ? (size_t)(slash - target) : strlen(target);
+	const char *p;
+	int status;
+
+	if (vm_len > VBS_NAME_MAX)
+		return usage_err("invalid VM name '%s': use " VBS_NAME_RULE, q(target));
+	memcpy(vm, target, vm_len);
+	vm[vm_len] = '\0';
+	status = check_name_arg("VM", vm);
+	if (status != 0)
+		return status;
+	id[0] = '\0';
+	if (slash && slash[1] && strcmp(slash + 1, "latest") != 0) {
+		if (strlen(slash + 1) >= VBS_RP_ID_MAX)
+			return usage_err("invalid point id '%s': too long", q(slash + 1));
+		for (p = slash + 1; *p; p++)
+			if (!strchr("0123456789-:TZ", *p))
+				return usage_err("invalid point id '%s': ids look like "
+						 "2026-11-23T05:40:12Z",
+						 q(slash + 1));
+		snprintf(id, VBS_RP_ID_MAX, "%s", slash + 1);
+	}
+	return 0;
+}
+
+/* Opens the vault for verifying: like vault_open(), but a database that LMDB finds damaged
+ * is damage (exit 3), not a failure to run. */
+static int open_for_verify(const char *path, const char *passphrase_file, const vmbak_globals *g,
+			   vbs_vault **ret)
+{
+	vbs_vault *v = NULL;
+	char *pass = NULL;
+	int r, status;
+
+	r = vbs_vault_open(path, 0, &v);
+	if (r < 0) {
+		status = store_err(r, "cannot open vault '%s'", q(path));
+		goto out;
+	}
+	if (vbs_vault_needs_passphrase(v)) {
+		status = passphrase_for(path, passphrase_file, g, 0, &pass);
+		if (status != 0)
+			goto out;
+		r = vbs_vault_unlock(v, pass);
+		vbk_passphrase_free(pass);
+		if (r == -ENOKEY) {
+			vbu_err("wrong passphrase for vault '%s'", q(path));
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+		if (r < 0) {
+			status = store_err(r, "cannot unlock vault '%s'", q(path));
+			goto out;
+		}
+	}
+	r = vbs_vault_open_env(v);
+	if (r < 0) {
+		status = store_err(r, "cannot open vault '%s'", q(path));
+		if (r == -EBADMSG)
+			status = VMBAK_EXIT_DAMAGE;
+		goto out;
+	}
+	*ret = v;
+	v = NULL;
+	status = 0;
+out:
+	vbs_vault_close(v);
+	return status;
+}
+
+/* Ends the job, if there is one open. */
+static void job_end(vbs_vault *v, int *have_job, uint64_t job, vbs_job_state state, uint64_t bytes,
+		    const char *error)
+{
+	if (!*have_job)
+		return;
+	vbs_job_end(v, job, state, bytes, 0, error);
+	*have_job = 0;
+}
+
+enum { OPT_SAMPLE = 0x100, OPT_SEED, OPT_JSON, OPT_PROGRESS, OPT_PASSFILE };
+
+static int cmd_verify(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"sample", required_argument, NULL, OPT_SAMPLE},
+	    {"seed", required_argument, NULL, OPT_SEED},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"progress", no_argument, NULL, OPT_PROGRESS},
+	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const names[] = {"VAULT", "VM"};
+	const char *path, *passphrase_file = NULL, *target = NULL;
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX], jtarget[VBS_NAME_MAX + VBS_RP_ID_MAX + 2];
+	char job_err[512] = "";
+	int opt, state = 0, json = 0, seed_given = 0, r, status;
+	vbs_verify_opts vo = {0};
+	vbs_verify_result res;
+	vprogress prog = {0};
+	vout out = {0};
+	vbs_vault *v = NULL;
+	uint64_t job = 0;
+	int have_job = 0;
+	struct sigaction sa = {0}, old[3];
+	static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+
+	vm[0] = id[0] = jtarget[0] = '\0';
+	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(verify_help, stdout);
+			return VMBAK_EXIT_OK;
+		case OPT_SAMPLE:
+			if (parse_percent(optarg, &vo.sample) < 0)
+				return usage_err("invalid --sample '%s': use a percentage above 0 "
+						 "and at most 100",
+						 q(optarg));
+			break;
+		case OPT_SEED:
+			if (parse_seed(optarg, &vo.seed) < 0)
+				return usage_err("invalid --seed '%s': use a number from 1 to "
+						 "18446744073709551615",
+						 q(optarg));
+			seed_given = 1;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		case OPT_PROGRESS:
+			prog.on = 1;
+			break;
+		case OPT_PASSFILE:
+			if (!*optarg)
+				return usage_err("empty file name for --passphrase-file");
+			passphrase_file = optarg;
+			break;
+		case OPT_PASSPHRASE_REFUSED:
+			return passphrase_option_refused();
+		default:
+			return VMBAK_EXIT_USAGE;
+		}
+	}
+	status = check_nargs(VERIFY_USAGE, names, 1, 2, argc - optind, argv + optind);
+	if (status != 0)
+		return status;
+	path = argv[optind];
+	status = check_vault_arg(path);
+	if (status != 0)
+		return status;
+	if (seed_given && !(vo.sample > 0 && vo.sample < 100))
+		return usage_err("--seed needs --sample with a percentage below 100");
+	if (optind + 1 < argc) {
+		target = argv[optind + 1];
+		status = parse_target(target, vm, id);
+		if (status != 0)
+			return status;
+		vo.vm = vm;
+		vo.rp = id[0] ? id : "latest";
+		if (!strchr(target, '/'))
+			vo.rp = NULL; /* VM alone: all its points */
+		snprintf(jtarget, sizeof(jtarget), "%s%s%s", vm, vo.rp ? "/" : "",
+			 vo.rp ? vo.rp : "");
+	}
+
+	/* LMDB meeting a page of garbage is damage too (see dbguard.h). */
+	vbs_guard_exit_status(VMBAK_EXIT_DAMAGE);
+	status = open_for_verify(path, passphrase_file, g, &v);
+	if (status != 0)
+		goto out;
+
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (int i = 0; i < 3; i++)
+		sigaction(sigs[i], &sa, &old[i]);
+	/* A vault that cannot take the job record (its database damaged where the records go)
+	 * is verified all the same: that is when a verify is needed most. */
+	r = vbs_job_begin(v, "verify", jtarget, &job);
+	have_job = r >= 0;
+	if (r < 0)
+		snprintf(job_err, sizeof(job_err), "%s", vbs_errmsg());
+
+	out.json = json;
+	out.prog = &prog;
+	if (json && !(out.problems = json_object_new_array())) {
+		vbu_errno(-ENOMEM, "cannot verify vault '%s'", q(path));
+		status = VMBAK_EXIT_FAIL;
+		goto restore;
+	}
+	vo.problem = problem_cb;
+	vo.problem_arg = &out;
+	vo.stop = &stop_signal;
+	if (prog.on || g->progress || isatty(STDERR_FILENO)) {
+		prog.start_ns = vbu_mono_ns();
+		vo.progress = progress_cb;
+		vo.progress_arg = &prog;
+	}
+	r = vbs_verify(v, &vo, &res);
+	progress_clear(&prog);
+	if (r == -EINTR || (r < 0 && stop_signal)) {
+		job_end(v, &have_job, job, VBS_JOB_KILLED, res.bytes_checked,
+			"interrupted by a signal");
+		vbu_err("verify of vault '%s' interrupted by signal %d", q(path), stop_signal);
+		status = VMBAK_EXIT_FAIL;
+		goto restore;
+	}
+	if (r < 0 && r != -EBADMSG) {
+		status = store_err(r, "cannot verify vault '%s'", q(path));
+		job_end(v, &have_job, job, VBS_JOB_FAILED, res.bytes_checked, vbs_errmsg());
+		goto restore;
+	}
+	if (out.err) {
+		vbu_errno(out.err, "cannot verify vault '%s'", q(path));
+		status = VMBAK_EXIT_FAIL;
+		goto restore;
+	}
+	if (json) {
+		json_object *o = summary_json(&res, path, target, vo.sample, out.problems);
+
+		if (!o) {
+			vbu_errno(-ENOMEM, "cannot verify vault '%s'", q(path));
+			status = VMBAK_EXIT_FAIL;
+			goto restore;
+		}
+		json_print(o);
+	} else {
+		summary_text(&res, vo.sample);
+	}
+	fflush(stdout);
+	if (r == -EBADMSG) {
+		/* The database itself: LMDB met a damaged page. What was found so far is above. */
+		vbu_err("%s", vbs_errmsg());
+		job_end(v, &have_job, job, VBS_JOB_FAILED, res.bytes_checked, vbs_errmsg());
+		status = VMBAK_EXIT_DAMAGE;
+	} else if (res.problems) {
+		char msg[VBS_JOB_ERROR_MAX];
+
+		if (target)
+			snprintf(msg, sizeof(msg), "'%s' in vault '%s' is damaged: ", q(target),
+				 q(path));
+		else
+			snprintf(msg, sizeof(msg), "vault '%s' is damaged: ", q(path));
+		snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
+			 "%llu problem%s, %llu damaged and %llu missing chunk%s, %llu point%s "
+			 "affected",
+			 (unsigned long long)res.problems, res.problems == 1 ? "" : "s",
+			 (unsigned long long)res.chunks_bad, (unsigned long long)res.chunks_missing,
+			 res.chunks_bad + res.chunks_missing == 1 ? "" : "s",
+			 (unsigned long long)res.damaged_points,
+			 res.damaged_points == 1 ? "" : "s");
+		vbu_err("%s", msg);
+		job_end(v, &have_job, job, VBS_JOB_FAILED, res.bytes_checked, msg);
+		status = VMBAK_EXIT_DAMAGE;
+	} else {
+		job_end(v, &have_job, job, VBS_JOB_COMPLETED, res.bytes_checked, NULL);
+		status = VMBAK_EXIT_OK;
+		if (job_err[0])
+			vbu_err("warning: the verify is not in the job history: %s", job_err);
+	}
+restore:
+	job_end(v, &have_job, job, stop_signal ? VBS_JOB_KILLED : VBS_JOB_FAILED, 0,
+		stop_signal ? "interrupted by a signal" : "verify failed");
+	for (int i = 0; i < 3; i++)
+		sigaction(sigs[i], &old[i], NULL);
+out:
+	json_object_put(out.problems);
+	vbs_vault_close(v);
+	return status;
+}
+
+const vmbak_cmd cmd_verify_def = {
+    .name = "verify",
+    .summary = "read and authenticate what a vault holds",
+    .help = verify_help,
+    .run = cmd_verify,
+};
