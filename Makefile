@@ -4,6 +4,7 @@
 #   make demo         install dependencies, build, ingest a small ext4 disk, mount, show it
 #   make install      PREFIX=/usr/local DESTDIR= (programs in $(PREFIX)/bin, pages in man1/man5)
 #   make asan         build with address and undefined sanitizers into build-asan/, run the tests
+#   make fault        build the fault-injection programs into $(B)-fault/ (tests/fault/fault.c)
 #   make fuzz         build the libFuzzer targets with clang and run each for FUZZ_SECONDS
 #   make bench        the benchmark (not part of check)
 #   make format       clang-format every source file
@@ -29,6 +30,13 @@ ALL_CFLAGS := $(BASE_CFLAGS) $(EXTRA_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lpthread
 
+# FAULT=1 (make fault): every call our objects make to these goes through tests/fault/fault.c.
+FAULT_WRAPS := malloc calloc realloc strdup strndup write fsync mdb_put mdb_del mdb_txn_commit
+ifeq ($(FAULT),1)
+FAULT_OBJ := $(B)/tests/fault/fault.o
+ALL_LDFLAGS += $(foreach f,$(FAULT_WRAPS),-Wl,--wrap=$(f))
+endif
+
 LIB_SRC := $(wildcard keyvault/*.c) $(wildcard store/*.c)
 VMBAK_SRC := $(wildcard tools/*.c)
 VMBAKFS_SRC := $(wildcard fs/*.c)
@@ -44,7 +52,7 @@ LIBA := $(B)/libvmbak.a
 
 .SECONDARY:
 
-.PHONY: all check test deps install uninstall clean asan fuzz bench demo format check-deps
+.PHONY: all check test deps install uninstall clean asan fault fuzz bench demo format check-deps
 
 all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs
 
@@ -60,11 +68,11 @@ $(LIBA): $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(B)/vmbak: $(VMBAK_OBJ) $(LIBA)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(VMBAK_OBJ) $(LIBA) $(LIBS)
+$(B)/vmbak: $(VMBAK_OBJ) $(LIBA) $(FAULT_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(VMBAK_OBJ) $(FAULT_OBJ) $(LIBA) $(LIBS)
 
-$(B)/vmbakfs: $(VMBAKFS_OBJ) $(LIBA)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(VMBAKFS_OBJ) $(LIBA) $(LIBS)
+$(B)/vmbakfs: $(VMBAKFS_OBJ) $(LIBA) $(FAULT_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(VMBAKFS_OBJ) $(FAULT_OBJ) $(LIBA) $(LIBS)
 
 $(B)/tests/%: $(B)/tests/unit/%.o $(LIBA)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
@@ -83,15 +91,21 @@ deps:
 	@tests/deps.sh
 
 check: deps
-	$(MAKE) all test-bins
+	$(MAKE) all test-bins fault
 	B=$(B) tests/run
 
-test: all test-bins
+test: all test-bins fault
 	B=$(B) tests/run
+
+# The programs of $(B), built again into $(B)-fault with tests/fault/fault.c wrapped around
+# allocation, write, fsync and LMDB writes (tests/cli/faults.sh uses them). Only the programs:
+# the convenience links at the top stay those of $(B).
+fault:
+	$(MAKE) B=$(B)-fault FAULT=1 $(B)-fault/vmbak $(B)-fault/vmbakfs
 
 asan:
 	$(MAKE) B=build-asan EXTRA_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-		LDFLAGS="-fsanitize=address,undefined $(LDFLAGS)" all test-bins
+		LDFLAGS="-fsanitize=address,undefined $(LDFLAGS)" all test-bins fault
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		B=build-asan tests/run
 
@@ -117,7 +131,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(wildcard man/*.5)))
 
 clean:
-	rm -rf build build-asan build-fuzz vmbak vmbakfs tests/tmp
+	rm -rf build build-asan build-fuzz build-fault build-asan-fault vmbak vmbakfs tests/tmp
 
 format:
 	clang-format -i $(wildcard */*.c */*.h tests/*/*.c)

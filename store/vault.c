@@ -56,11 +56,13 @@ static int setup_macs(vbs_vault *v)
 	return r;
 }
 
+/* The config document of v, or NULL when out of memory. */
 static json_object *config_json(const vbs_vault *v)
 {
 	json_object *o = json_object_new_object();
 	char when[21], hex[2 * VBK_KEY_LEN + 1];
 	char *b;
+	int bad = 0;
 
 	vbu_format_time(vbu_now_ns() / 1000000000, when);
 	json_object_object_add(o, "format", json_object_new_string(VBS_FORMAT_NAME));
@@ -81,14 +83,17 @@ static json_object *config_json(const vbs_vault *v)
 		json_object_object_add(k, "r", json_object_new_int64(v->wrapped.kdf.r));
 		json_object_object_add(k, "p", json_object_new_int64(v->wrapped.kdf.p));
 		b = vbu_base64_encode(v->wrapped.kdf.salt, sizeof(v->wrapped.kdf.salt));
+		bad |= !b;
 		json_object_object_add(k, "salt", json_object_new_string(b ? b : ""));
 		free(b);
 		b = vbu_base64_encode(v->wrapped.nonce, sizeof(v->wrapped.nonce));
+		bad |= !b;
 		json_object_object_add(k, "nonce", json_object_new_string(b ? b : ""));
 		free(b);
 		memcpy(blob, v->wrapped.ct, sizeof(v->wrapped.ct));
 		memcpy(blob + sizeof(v->wrapped.ct), v->wrapped.tag, VBK_TAG_LEN);
 		b = vbu_base64_encode(blob, sizeof(blob));
+		bad |= !b;
 		json_object_object_add(k, "wrapped", json_object_new_string(b ? b : ""));
 		free(b);
 		json_object_object_add(o, "keys", k);
@@ -97,6 +102,10 @@ static json_object *config_json(const vbs_vault *v)
 		 * unencrypted vault opens without a passphrase and chunks are still checked. */
 		vbu_hex_encode(v->keys.id_key, VBK_KEY_LEN, hex);
 		json_object_object_add(o, "id_key", json_object_new_string(hex));
+	}
+	if (bad) {
+		json_object_put(o);
+		return NULL;
 	}
 	return o;
 }
@@ -430,24 +439,28 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 	}
 	cfg = config_json(v);
 	{
-		const char *text = json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PRETTY);
-		char *withnl;
-		size_t len = strlen(text);
+		const char *text =
+		    cfg ? json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PRETTY) : NULL;
+		char *withnl = NULL;
+		size_t len = text ? strlen(text) : 0;
 
-		withnl = malloc(len + 2);
+		if (text)
+			withnl = malloc(len + 2);
 		if (!withnl) {
 			r = vbs_fail(-ENOMEM, "out of memory");
 			goto out;
 		}
 		memcpy(withnl, text, len);
 		withnl[len] = '\n';
+		/* Set first: a failure after the rename (the directory's fsync) leaves the
+		 * file in place, and the directory was empty, so it is ours to remove. */
+		wrote_cfg = 1;
 		r = vbu_write_file_atomic(file, withnl, len + 1, 0600);
 		free(withnl);
 		if (r < 0) {
 			vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
 			goto out;
 		}
-		wrote_cfg = 1;
 	}
 	r = env_open(v, 1);
 	if (r < 0)

@@ -72,16 +72,22 @@ void cli_job_finish(vbs_vault *v, uint64_t id, int status, uint64_t bytes_read,
 		    uint64_t bytes_stored, const char *error)
 {
 	char msg[VBS_JOB_ERROR_MAX];
+	int r = 0;
 
 	snprintf(msg, sizeof(msg), "%s", status == 0 ? "" : error ? error : vbs_errmsg());
 	if (status != 0 && !msg[0])
 		snprintf(msg, sizeof(msg), "failed");
 	pthread_mutex_lock(&cur.lock);
 	if (cur.live && cur.id == id)
-		vbs_job_end(v, id, status == 0 ? VBS_JOB_COMPLETED : VBS_JOB_FAILED, bytes_read,
-			    bytes_stored, msg);
+		r = vbs_job_end(v, id, status == 0 ? VBS_JOB_COMPLETED : VBS_JOB_FAILED, bytes_read,
+				bytes_stored, msg);
 	cur.live = 0;
 	pthread_mutex_unlock(&cur.lock);
+	/* After a failure its line is already out; after a success, say why the history will
+	 * show the job as failed (process died) although the work is done. */
+	if (r < 0 && status == 0)
+		vbu_err("warning: the job history does not record the end of job %llu: %s",
+			(unsigned long long)id, *vbs_errmsg() ? vbs_errmsg() : vbu_strerror(-r));
 }
 
 /* ---- vmbak jobs ---- */

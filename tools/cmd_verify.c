@@ -300,13 +300,13 @@ out:
 }
 
 /* Ends the job, if there is one open. */
-static void job_end(vbs_vault *v, int *have_job, uint64_t job, vbs_job_state state, uint64_t bytes,
-		    const char *error)
+static int job_end(vbs_vault *v, int *have_job, uint64_t job, vbs_job_state state, uint64_t bytes,
+		   const char *error)
 {
 	if (!*have_job)
-		return;
-	vbs_job_end(v, job, state, bytes, 0, error);
+		return 0;
 	*have_job = 0;
+	return vbs_job_end(v, job, state, bytes, 0, error);
 }
 
 enum { OPT_SAMPLE = 0x100, OPT_SEED, OPT_JSON, OPT_PROGRESS, OPT_PASSFILE };
@@ -411,7 +411,8 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 	r = vbs_job_begin(v, "verify", jtarget, &job);
 	have_job = r >= 0;
 	if (r < 0)
-		snprintf(job_err, sizeof(job_err), "%s", vbs_errmsg());
+		snprintf(job_err, sizeof(job_err), "%s",
+			 *vbs_errmsg() ? vbs_errmsg() : vbu_strerror(-r));
 
 	out.json = json;
 	out.prog = &prog;
@@ -485,7 +486,10 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 		job_end(v, &have_job, job, VBS_JOB_FAILED, res.bytes_checked, msg);
 		status = VMBAK_EXIT_DAMAGE;
 	} else {
-		job_end(v, &have_job, job, VBS_JOB_COMPLETED, res.bytes_checked, NULL);
+		r = job_end(v, &have_job, job, VBS_JOB_COMPLETED, res.bytes_checked, NULL);
+		if (r < 0)
+			snprintf(job_err, sizeof(job_err), "%s",
+				 *vbs_errmsg() ? vbs_errmsg() : vbu_strerror(-r));
 		status = VMBAK_EXIT_OK;
 		if (job_err[0])
 			vbu_err("warning: the verify is not in the job history: %s", job_err);
