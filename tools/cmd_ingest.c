@@ -360,11 +360,9 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 			show_progress = 1;
 			break;
 		case OPT_PASSFILE:
-			if (!*optarg) {
-				status = usage_err("empty file name for --passphrase-file");
+			status = passphrase_file_arg(optarg, &passphrase_file);
+			if (status != 0)
 				goto out;
-			}
-			passphrase_file = optarg;
 			break;
 		case OPT_PASSPHRASE_REFUSED:
 			status = passphrase_option_refused();

@@ -157,9 +157,9 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 				return r;
 			break;
 		case OPT_PASSPHRASE_FILE:
-			if (!*optarg)
-				return usage_err("empty file name for --passphrase-file");
-			passphrase_file = optarg;
+			r = passphrase_file_arg(optarg, &passphrase_file);
+			if (r != 0)
+				return r;
 			break;
 		case OPT_PASSPHRASE_REFUSED:
 			return passphrase_option_refused();

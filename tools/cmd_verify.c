@@ -364,9 +364,9 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 			prog.on = 1;
 			break;
 		case OPT_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty file name for --passphrase-file");
-			passphrase_file = optarg;
+			status = passphrase_file_arg(optarg, &passphrase_file);
+			if (status != 0)
+				return status;
 			break;
 		case OPT_PASSPHRASE_REFUSED:
 			return passphrase_option_refused();

@@ -170,6 +170,14 @@ int check_nargs(const char *usage, const char *const *names, int nmin, int nmax,
 	return 0;
 }
 
+int passphrase_file_arg(const char *arg, const char **ret)
+{
+	if (!*arg)
+		return usage_err("empty file name for --passphrase-file");
+	*ret = arg;
+	return 0;
+}
+
 int passphrase_get(const vbk_passphrase_source *src, const char *what, const char *path,
 		   char **ret)
 {

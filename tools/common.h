@@ -92,6 +92,8 @@ int vault_open(const char *path, int readonly, int unlock, const char *passphras
 
 /* Gets a passphrase for the vault at path (prompt with confirm for init). Prints the error and
  * returns an exit status; on success *ret is freed with vbk_passphrase_free(). */
+/* The argument of --passphrase-file: 0 and *ret = arg, or the usage status for an empty one. */
+int passphrase_file_arg(const char *arg, const char **ret);
 /* Reads a passphrase from src; on failure prints one line naming what ("vault", "key vault")
  * and path, and returns the exit status (VMBAK_EXIT_USAGE when there is no source at all). */
 int passphrase_get(const vbk_passphrase_source *src, const char *what, const char *path,

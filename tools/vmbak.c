@@ -130,9 +130,9 @@ int main(int argc, char **argv)
 			g.progress = 1;
 			break;
 		case OPT_PASSPHRASE_FILE:
-			if (!*optarg)
-				return usage_err("empty file name for --passphrase-file");
-			g.passphrase_file = optarg;
+			status = passphrase_file_arg(optarg, &g.passphrase_file);
+			if (status != 0)
+				return status;
 			break;
 		case OPT_PASSPHRASE_REFUSED:
 			return passphrase_option_refused();
