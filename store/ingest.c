@@ -167,22 +167,46 @@ struct disk_state {
 	uint64_t read_bytes, new_chunks, new_bytes;
 };
 
+/* One batch of chunks. Two exist: while the committer thread stores one, the caller and the
+ * pool read, hash and encode the other. */
+struct batch {
+	struct disk_state *d; /* a batch never spans disks */
+	struct job *jobs;
+	size_t njobs, nitems, ncheck;
+	uint8_t *buf, *frames;
+	vbs_cs_item *items;
+	uint8_t (*ids)[VBS_ID_LEN];
+	uint8_t (*check)[VBS_ID_LEN]; /* reused chunks: re-checked and pinned in the commit */
+	uint8_t *present;
+	int hashed;
+	/* the commit's outcome */
+	int r;
+	uint64_t added, added_bytes;
+	char err[512];
+};
+
+struct committer {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	struct batch *todo; /* handed over; done says whether its commit has ended */
+	int done, quit, up;
+};
+
 struct ingest {
 	vbs_vault *v;
 	const vbs_ingest_opts *o;
 	struct pool pool;
+	struct committer com;
 	uint32_t cs;
 	size_t batch_max;
-	uint8_t *buf, *frames;
 	size_t frame_max;
-	struct job *jobs;
-	size_t njobs;
-	vbs_cs_item *items;
-	uint8_t (*ids)[VBS_ID_LEN];
-	uint8_t (*check)[VBS_ID_LEN]; /* reused chunks of a batch: re-checked and pinned */
-	uint8_t *present;
-	uint64_t job; /* the job that owns this ingest's pins (gc.h) */
-	vbs_rp *prev; /* the VM's latest point at the start, or NULL */
+	struct batch b[2];
+	struct batch *cur;	/* being filled */
+	struct batch *inflight; /* with the committer, or NULL */
+	struct batch *work;	/* the pool's batch */
+	uint64_t job;		/* the job that owns this ingest's pins (gc.h) */
+	vbs_rp *prev;		/* the VM's latest point at the start, or NULL */
 	struct disk_state *disks;
 	uint64_t done, total;
 	int64_t last_progress;
@@ -193,9 +217,10 @@ struct ingest {
 static void hash_work(void *arg, unsigned k, unsigned nt)
 {
 	struct ingest *g = arg;
+	struct batch *b = g->work;
 
-	for (size_t i = k; i < g->njobs; i += nt) {
-		struct job *j = &g->jobs[i];
+	for (size_t i = k; i < b->njobs; i += nt) {
+		struct job *j = &b->jobs[i];
 		j->zero = (uint8_t)vbs_is_zero(j->data, j->len);
 		j->err = j->zero ? 0 : vbs_chunk_id(g->v, j->data, j->len, j->id);
 	}
@@ -204,9 +229,10 @@ static void hash_work(void *arg, unsigned k, unsigned nt)
 static void encode_work(void *arg, unsigned k, unsigned nt)
 {
 	struct ingest *g = arg;
+	struct batch *b = g->work;
 
-	for (size_t i = k; i < g->njobs; i += nt) {
-		struct job *j = &g->jobs[i];
+	for (size_t i = k; i < b->njobs; i += nt) {
+		struct job *j = &b->jobs[i];
 		if (!j->store)
 			continue;
 		j->err = vbs_chunk_encode(g->v, j->id, j->data, j->len, ZSTD_LEVEL, j->frame,
@@ -350,75 +376,171 @@ static void progress(struct ingest *g, int force)
 	g->o->progress(g->o->progress_arg, g->done, g->total);
 }
 
-static int flush_batch(struct ingest *g, struct disk_state *d)
+/* Hashes batch b (once), looks its chunks up, and encodes those the vault lacks. A chunk that
+ * the batch with the committer (other) stores is skipped like a repeat within b: that commit
+ * pins it for this job, and it ends before b's starts. */
+static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *other)
 {
-	size_t nitems = 0, nq = 0, ncheck, nall;
-	uint64_t added = 0, added_bytes = 0;
-	int r, attempt = 0;
+	size_t nq = 0;
+	int r;
 
-	if (g->njobs == 0)
-		return 0;
-	pool_run(&g->pool, hash_work, g);
-	for (size_t i = 0; i < g->njobs; i++) {
-		if (g->jobs[i].err < 0)
-			return vbs_fail(g->jobs[i].err, "cannot hash chunk: %s",
-					vbu_strerror(-g->jobs[i].err));
-		if (!g->jobs[i].zero)
-			memcpy(g->ids[nq++], g->jobs[i].id, VBS_ID_LEN);
+	g->work = b;
+	if (!b->hashed) {
+		pool_run(&g->pool, hash_work, g);
+		for (size_t i = 0; i < b->njobs; i++)
+			if (b->jobs[i].err < 0)
+				return vbs_fail(b->jobs[i].err, "cannot hash chunk: %s",
+						vbu_strerror(-b->jobs[i].err));
+		b->hashed = 1;
 	}
-	nall = nq;
-again:
-	for (size_t i = 0; i < g->njobs; i++)
-		g->jobs[i].store = 0;
-	r = vbs_cs_exists(g->v, nall, (const uint8_t(*)[VBS_ID_LEN])g->ids, g->present);
+	for (size_t i = 0; i < b->njobs; i++) {
+		b->jobs[i].store = 0;
+		if (!b->jobs[i].zero)
+			memcpy(b->ids[nq++], b->jobs[i].id, VBS_ID_LEN);
+	}
+	r = vbs_cs_exists(g->v, nq, (const uint8_t(*)[VBS_ID_LEN])b->ids, b->present);
 	if (r < 0)
 		return r;
 	vbs_test_pause("VMBAK_TEST_PAUSE_INGEST_BATCH");
-	nq = ncheck = nitems = 0;
-	for (size_t i = 0; i < g->njobs; i++) {
-		struct job *j = &g->jobs[i];
+	nq = b->ncheck = b->nitems = 0;
+	for (size_t i = 0; i < b->njobs; i++) {
+		struct job *j = &b->jobs[i];
+		int skip = 0;
+
 		if (j->zero)
 			continue;
-		if (g->present[nq++]) {
-			memcpy(g->check[ncheck++], j->id, VBS_ID_LEN);
-		} else {
-			/* The first of equal chunks in a batch stores it. */
-			j->store = 1;
-			for (size_t k = 0; k < i; k++)
-				if (g->jobs[k].store && memcmp(g->jobs[k].id, j->id, VBS_ID_LEN) == 0) {
-					j->store = 0;
-					break;
-				}
+		if (b->present[nq++]) {
+			memcpy(b->check[b->ncheck++], j->id, VBS_ID_LEN);
+			continue;
 		}
+		for (size_t k = 0; k < i && !skip; k++)
+			skip = b->jobs[k].store && memcmp(b->jobs[k].id, j->id, VBS_ID_LEN) == 0;
+		for (size_t k = 0; other && k < other->nitems && !skip; k++)
+			skip = memcmp(other->items[k].id, j->id, VBS_ID_LEN) == 0;
+		j->store = !skip;
 	}
 	pool_run(&g->pool, encode_work, g);
-	for (size_t i = 0; i < g->njobs; i++) {
-		struct job *j = &g->jobs[i];
+	for (size_t i = 0; i < b->njobs; i++) {
+		struct job *j = &b->jobs[i];
 		if (!j->store)
 			continue;
 		if (j->err < 0)
 			return vbs_fail(j->err, "cannot encode chunk: %s", vbu_strerror(-j->err));
-		g->items[nitems++] = (vbs_cs_item){j->id, j->frame, j->flen, (uint32_t)j->len};
+		b->items[b->nitems++] = (vbs_cs_item){j->id, j->frame, j->flen, (uint32_t)j->len};
 	}
-	/* Stores the new chunks, and in the same commit re-checks the reused ones and pins them
-	 * all: a gc running meanwhile may have deleted a chunk found above (then look again). */
-	r = vbs_cs_put_pinned(g->v, g->items, nitems, (const uint8_t(*)[VBS_ID_LEN])g->check,
-			      ncheck, g->job, &added, &added_bytes);
-	if (r == -ESTALE && ++attempt < 8)
-		goto again;
-	if (r == -ESTALE)
-		return vbs_fail(-EAGAIN, "chunks keep disappearing while they are stored");
-	if (r < 0)
-		return r;
-	d->new_chunks += added;
-	d->new_bytes += added_bytes;
-	for (size_t i = 0; i < g->njobs; i++) {
-		struct job *j = &g->jobs[i];
+	return 0;
+}
+
+/* Stores the new chunks, and in the same commit re-checks the reused ones and pins them all:
+ * a gc running meanwhile may have deleted a chunk found above (then -ESTALE). Runs on the
+ * committer thread; store messages are per thread, so the message travels in b->err. */
+static void commit_batch(struct ingest *g, struct batch *b)
+{
+	vbs_clear_err();
+	b->r = vbs_cs_put_pinned(g->v, b->items, b->nitems,
+				 (const uint8_t(*)[VBS_ID_LEN])b->check, b->ncheck, g->job,
+				 &b->added, &b->added_bytes);
+	if (b->r < 0)
+		snprintf(b->err, sizeof(b->err), "%s", vbs_errmsg());
+}
+
+/* After b's commit: retries it while chunks disappear under it, then settles its chunks. */
+static int finish_batch(struct ingest *g, struct batch *b)
+{
+	struct disk_state *d = b->d;
+	int r, attempt = 0;
+
+	while (b->r == -ESTALE) {
+		if (++attempt == 8)
+			return vbs_fail(-EAGAIN, "chunks keep disappearing while they are stored");
+		if ((r = prepare_batch(g, b, NULL)) < 0)
+			return r;
+		commit_batch(g, b);
+	}
+	if (b->r < 0)
+		return vbs_fail(b->r, "%s", b->err);
+	d->new_chunks += b->added;
+	d->new_bytes += b->added_bytes;
+	for (size_t i = 0; i < b->njobs; i++) {
+		struct job *j = &b->jobs[i];
 		if ((r = settle(g, d, j->n, j->zero ? NULL : j->id)) < 0)
 			return r;
 	}
-	g->njobs = 0;
+	b->njobs = b->nitems = b->ncheck = 0;
+	b->hashed = 0;
 	progress(g, 0);
+	return 0;
+}
+
+static void *committer_main(void *arg)
+{
+	struct ingest *g = arg;
+	struct committer *c = &g->com;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		while (!c->quit && (!c->todo || c->done))
+			pthread_cond_wait(&c->cv, &c->lock);
+		if (c->quit)
+			break;
+		pthread_mutex_unlock(&c->lock);
+		commit_batch(g, c->todo);
+		pthread_mutex_lock(&c->lock);
+		c->done = 1;
+		pthread_cond_broadcast(&c->cv);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/* Waits for the batch with the committer, if any. Returns it, or NULL. */
+static struct batch *committer_wait(struct ingest *g)
+{
+	struct committer *c = &g->com;
+	struct batch *b;
+
+	if (!g->inflight)
+		return NULL;
+	pthread_mutex_lock(&c->lock);
+	while (!c->done)
+		pthread_cond_wait(&c->cv, &c->lock);
+	b = c->todo;
+	c->todo = NULL;
+	pthread_mutex_unlock(&c->lock);
+	g->inflight = NULL;
+	return b;
+}
+
+/* Finishes the batch with the committer. */
+static int drain(struct ingest *g)
+{
+	struct batch *b = committer_wait(g);
+
+	return b ? finish_batch(g, b) : 0;
+}
+
+/* Batch g->cur is full, or its disk ended: prepare it while the committer stores the one
+ * before, then hand it over and fill the other. */
+static int flush_batch(struct ingest *g)
+{
+	struct batch *b = g->cur;
+	int r;
+
+	if (b->njobs == 0)
+		return 0;
+	if ((r = prepare_batch(g, b, g->inflight)) < 0 || (r = drain(g)) < 0)
+		return r;
+	if (!g->com.up) {
+		commit_batch(g, b);
+		return finish_batch(g, b);
+	}
+	pthread_mutex_lock(&g->com.lock);
+	g->com.todo = b;
+	g->com.done = 0;
+	pthread_cond_broadcast(&g->com.cv);
+	pthread_mutex_unlock(&g->com.lock);
+	g->inflight = b;
+	g->cur = b == &g->b[0] ? &g->b[1] : &g->b[0];
 	return 0;
 }
 
@@ -430,12 +552,14 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 	for (uint64_t n = a; n < b; n++) {
 		uint64_t off = n * g->cs;
 		size_t len = off + g->cs > d->size ? (size_t)(d->size - off) : g->cs, got;
-		struct job *j = &g->jobs[g->njobs];
+		struct batch *bt = g->cur;
+		struct job *j = &bt->jobs[bt->njobs];
 
 		j->n = n;
 		j->len = len;
-		j->data = g->buf + g->njobs * (size_t)g->cs;
-		j->frame = g->frames + g->njobs * g->frame_max;
+		j->data = bt->buf + bt->njobs * (size_t)g->cs;
+		j->frame = bt->frames + bt->njobs * g->frame_max;
+		bt->d = d;
 		r = vbu_pread_full(d->fd, j->data, len, off, &got);
 		if (r < 0)
 			return vbs_fail(r, "cannot read '%s' at offset %llu: %s", d->in->path,
@@ -445,7 +569,7 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 					d->in->path, (unsigned long long)(off + got));
 		d->read_bytes += len;
 		g->done += len;
-		if (++g->njobs == g->batch_max && (r = flush_batch(g, d)) < 0)
+		if (++bt->njobs == g->batch_max && (r = flush_batch(g)) < 0)
 			return r;
 	}
 	return 0;
@@ -696,6 +820,57 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	return 0;
 }
 
+static int batch_alloc(struct ingest *g, struct batch *b)
+{
+	b->buf = malloc(g->batch_max * g->cs);
+	b->frames = malloc(g->batch_max * g->frame_max);
+	b->jobs = calloc(g->batch_max, sizeof(*b->jobs));
+	b->items = calloc(g->batch_max, sizeof(*b->items));
+	b->ids = calloc(g->batch_max, VBS_ID_LEN);
+	b->check = calloc(g->batch_max, VBS_ID_LEN);
+	b->present = calloc(g->batch_max, 1);
+	if (!b->buf || !b->frames || !b->jobs || !b->items || !b->ids || !b->check || !b->present)
+		return vbs_fail(-ENOMEM, "out of memory");
+	return 0;
+}
+
+static void batch_free(struct batch *b)
+{
+	free(b->buf);
+	free(b->frames);
+	free(b->jobs);
+	free(b->items);
+	free(b->ids);
+	free(b->check);
+	free(b->present);
+}
+
+/* Without a committer thread (it could not start) batches commit in turn. */
+static void committer_start(struct ingest *g)
+{
+	struct committer *c = &g->com;
+
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	c->up = pthread_create(&c->thread, NULL, committer_main, g) == 0;
+}
+
+static void committer_stop(struct ingest *g)
+{
+	struct committer *c = &g->com;
+
+	if (!c->up)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->quit = 1;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
+	pthread_join(c->thread, NULL);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cv);
+	c->up = 0;
+}
+
 /* ---- the whole ingest ---- */
 
 static int check_opts(const vbs_ingest_opts *o)
@@ -748,20 +923,15 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 	g.cs = v->chunk_size;
 	g.batch_max = BATCH_BYTES / g.cs > 4 ? BATCH_BYTES / g.cs : 4;
 	g.frame_max = vbs_frame_max(g.cs);
-	g.buf = malloc(g.batch_max * g.cs);
-	g.frames = malloc(g.batch_max * g.frame_max);
-	g.jobs = calloc(g.batch_max, sizeof(*g.jobs));
-	g.items = calloc(g.batch_max, sizeof(*g.items));
-	g.ids = calloc(g.batch_max, VBS_ID_LEN);
-	g.check = calloc(g.batch_max, VBS_ID_LEN);
-	g.present = calloc(g.batch_max, 1);
+	for (int i = 0; i < 2; i++)
+		if ((r = batch_alloc(&g, &g.b[i])) < 0)
+			break;
+	g.cur = &g.b[0];
 	g.disks = calloc(o->n_disks, sizeof(*g.disks));
 	c.rp = calloc(1, sizeof(*c.rp));
 	if (c.rp)
 		c.rp->disks = calloc(o->n_disks, sizeof(*c.rp->disks));
-	if (!g.buf || !g.frames || !g.jobs || !g.items || !g.ids || !g.check || !g.present ||
-	    !g.disks ||
-	    !c.rp || !c.rp->disks) {
+	if (r < 0 || !g.disks || !c.rp || !c.rp->disks) {
 		r = vbs_fail(-ENOMEM, "out of memory");
 		goto out;
 	}
@@ -801,6 +971,7 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		vbs_fail(r, "cannot start worker threads");
 		goto out;
 	}
+	committer_start(&g);
 	progress(&g, 1);
 	for (size_t i = 0; i < o->n_disks; i++) {
 		struct disk_state *d = &g.disks[i];
@@ -813,7 +984,9 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 			r = walk_range(&g, d, 0, d->size, 0, NULL);
 		}
 		if (r >= 0)
-			r = flush_batch(&g, d);
+			r = flush_batch(&g);
+		if (r >= 0)
+			r = drain(&g);
 		if (r < 0)
 			goto out;
 		if (d->data_chunks < 0) {
@@ -844,6 +1017,8 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 	c.rp = NULL;
 	r = 0;
 out:
+	committer_wait(&g); /* a failure can leave a batch with the committer */
+	committer_stop(&g);
 	if (pool_up)
 		pool_stop(&g.pool);
 	if (g.job) {
@@ -875,12 +1050,7 @@ out:
 	vbs_rp_free(c.rp);
 	vbs_rp_free(g.prev);
 	free(g.disks);
-	free(g.buf);
-	free(g.frames);
-	free(g.jobs);
-	free(g.items);
-	free(g.ids);
-	free(g.check);
-	free(g.present);
+	for (int i = 0; i < 2; i++)
+		batch_free(&g.b[i]);
 	return r;
 }
