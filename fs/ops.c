@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -801,46 +802,78 @@ out:
 		file_free(f);
 }
 
-/* The reply is always built in a buffer of the request's own: once the kernel has the reply,
- * it may send the release of the handle, which another thread then serves while this one is
- * still returning from the write (sanitizers check the buffer after it). */
+/* Zeros for holes in read replies: iovecs point into it, so holes cost no copy of ours. */
+static const char zeros[128 * 1024];
+
+/* An image read answers without copying: the reply's iovecs point into held cache entries
+ * and into zeros. Once the kernel has the reply it may send the release of the handle, which
+ * another thread then serves while this one still returns from the write: so nothing here
+ * touches the handle after the reply, and the entries are released through the vault. */
+static void read_image(fuse_req_t req, vbf_fs *fs, vbs_image *img, size_t len, uint64_t off)
+{
+	size_t nmax = vbs_image_segs_max(img, len), n = 0, got = 0, niov = 0;
+	vbs_image_seg *segs = malloc(nmax * sizeof(*segs));
+	struct iovec *iov = malloc((nmax + len / sizeof(zeros) + 1) * sizeof(*iov));
+	int r = -ENOMEM;
+
+	if (segs && iov)
+		r = vbs_image_read_segs(img, len, off, segs, nmax, &n, &got);
+	if (r < 0) {
+		if (r != -ENOMEM) {
+			store_fail(r, "cannot read an image");
+			r = handle_errno(r);
+		}
+		reply_err(req, r);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (segs[i].entry) {
+			iov[niov++] = (struct iovec){(void *)segs[i].data, segs[i].len};
+			continue;
+		}
+		for (size_t left = segs[i].len; left > 0;) {
+			size_t take = left < sizeof(zeros) ? left : sizeof(zeros);
+			iov[niov++] = (struct iovec){(void *)zeros, take};
+			left -= take;
+		}
+	}
+	fuse_reply_iov(req, iov, (int)niov);
+	vbs_image_segs_release(fs->vault, segs, n);
+out:
+	free(segs);
+	free(iov);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	vbf_file *f = (vbf_file *)(uintptr_t)fi->fh;
 	uint64_t end;
-	size_t len, got = 0;
-	char *buf = NULL;
-	int r = 0;
+	size_t len;
+	char *buf;
 
 	if (off < 0) {
-		r = -EINVAL;
-		goto out;
+		reply_err(req, -EINVAL);
+		return;
 	}
 	end = f->img != NULL ? vbs_image_size(f->img) : f->len;
-	if ((uint64_t)off >= end || size == 0)
-		goto out;
+	if ((uint64_t)off >= end || size == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
 	len = end - (uint64_t)off < size ? (size_t)(end - (uint64_t)off) : size;
+	if (f->img != NULL) {
+		read_image(req, fs_of(req), f->img, len, (uint64_t)off);
+		return;
+	}
+	/* Small files live in the handle: copy before replying (see read_image). */
 	buf = malloc(len);
 	if (buf == NULL) {
-		r = -ENOMEM;
-		goto out;
+		reply_err(req, -ENOMEM);
+		return;
 	}
-	if (f->img == NULL) {
-		memcpy(buf, f->data + off, len);
-		got = len;
-		goto out;
-	}
-	r = vbs_image_read(f->img, buf, len, (uint64_t)off, &got);
-	if (r < 0) {
-		store_fail(r, "cannot read an image");
-		r = handle_errno(r);
-	}
-out:
-	if (r < 0)
-		reply_err(req, r);
-	else
-		fuse_reply_buf(req, buf, got);
+	memcpy(buf, f->data + off, len);
+	fuse_reply_buf(req, buf, len);
 	free(buf);
 }
 

@@ -126,19 +126,23 @@ static int point_exists(vbs_vault *v, MDB_txn *txn, uint64_t serial)
 	return rc ? vbs_mdb_err(rc) : 0;
 }
 
-int vbs_image_read(vbs_image *img, void *buf, size_t len, uint64_t off, size_t *ret_got)
+/* Walks [off, off + len) (clipped to the image) chunk by chunk and hands each piece to fn: a
+ * held cache entry and the piece's place in it, or NULL for zeros. fn owns the entry unless it
+ * fails. */
+typedef int (*piece_fn)(void *arg, vbs_cache_entry *e, const uint8_t *p, size_t len);
+
+static int walk(vbs_image *img, size_t len, uint64_t off, piece_fn fn, void *arg, size_t *ret_got)
 {
 	vbs_vault *v = img->v;
 	MDB_txn *txn = NULL;
 	MDB_cursor *c = NULL;
-	uint8_t *out = buf, id[VBS_ID_LEN];
+	uint8_t id[VBS_ID_LEN];
 	size_t done = 0;
 	int r, rc;
 
-	if (off >= img->size) {
-		*ret_got = 0;
+	*ret_got = 0;
+	if (off >= img->size)
 		return 0;
-	}
 	if (len > img->size - off)
 		len = (size_t)(img->size - off);
 	r = vbs_read_begin(v, &txn);
@@ -155,6 +159,8 @@ int vbs_image_read(vbs_image *img, void *buf, size_t len, uint64_t off, size_t *
 	while (done < len) {
 		uint64_t pos = off + done, n = pos / img->cs;
 		size_t in = (size_t)(pos % img->cs), take = img->cs - in;
+		vbs_cache_entry *e = NULL;
+		const uint8_t *p = NULL;
 		int data;
 
 		if (take > len - done)
@@ -162,11 +168,7 @@ int vbs_image_read(vbs_image *img, void *buf, size_t len, uint64_t off, size_t *
 		r = vbs_idx_lookup(v, c, img->lineage, img->serial, n, id, &data);
 		if (r < 0)
 			goto out;
-		if (!data) {
-			memset(out + done, 0, take);
-		} else {
-			vbs_cache_entry *e;
-			const uint8_t *p;
+		if (data) {
 			size_t plen;
 
 			r = chunk_get(v, txn, id, &e);
@@ -179,8 +181,12 @@ int vbs_image_read(vbs_image *img, void *buf, size_t len, uint64_t off, size_t *
 				r = -EBADMSG;
 				goto out;
 			}
-			memcpy(out + done, p + in, take);
-			vbs_cache_release(v->cache, e);
+			p += in;
+		}
+		if ((r = fn(arg, e, p, take)) < 0) {
+			if (e)
+				vbs_cache_release(v->cache, e);
+			goto out;
 		}
 		done += take;
 	}
@@ -189,10 +195,80 @@ out:
 	if (c)
 		mdb_cursor_close(c);
 	vbs_read_end(v, txn);
-	if (r < 0)
-		return r;
-	*ret_got = done;
+	*ret_got = r < 0 ? 0 : done;
+	return r;
+}
+
+struct copy_ctx {
+	vbs_vault *v;
+	uint8_t *out;
+};
+
+static int copy_piece(void *arg, vbs_cache_entry *e, const uint8_t *p, size_t len)
+{
+	struct copy_ctx *c = arg;
+
+	if (e) {
+		memcpy(c->out, p, len);
+		vbs_cache_release(c->v->cache, e);
+	} else {
+		memset(c->out, 0, len);
+	}
+	c->out += len;
 	return 0;
+}
+
+int vbs_image_read(vbs_image *img, void *buf, size_t len, uint64_t off, size_t *ret_got)
+{
+	struct copy_ctx c = {img->v, buf};
+
+	return walk(img, len, off, copy_piece, &c, ret_got);
+}
+
+struct seg_ctx {
+	vbs_image_seg *segs;
+	size_t n, max;
+};
+
+static int add_seg(void *arg, vbs_cache_entry *e, const uint8_t *p, size_t len)
+{
+	struct seg_ctx *c = arg;
+	vbs_image_seg *last = c->n ? &c->segs[c->n - 1] : NULL;
+
+	if (!e && last && !last->entry) {
+		last->len += len; /* one run of zeros */
+		return 0;
+	}
+	if (c->n == c->max)
+		return -EOVERFLOW; /* a bound below vbs_image_segs_max() */
+	c->segs[c->n++] = (vbs_image_seg){e, p, len};
+	return 0;
+}
+
+size_t vbs_image_segs_max(const vbs_image *img, size_t len)
+{
+	return len / img->cs + 2;
+}
+
+int vbs_image_read_segs(vbs_image *img, size_t len, uint64_t off, vbs_image_seg *segs,
+			size_t max, size_t *ret_n, size_t *ret_got)
+{
+	struct seg_ctx c = {segs, 0, max};
+	int r = walk(img, len, off, add_seg, &c, ret_got);
+
+	if (r < 0) {
+		vbs_image_segs_release(img->v, segs, c.n);
+		c.n = 0;
+	}
+	*ret_n = c.n;
+	return r;
+}
+
+void vbs_image_segs_release(vbs_vault *v, vbs_image_seg *segs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (segs[i].entry)
+			vbs_cache_release(v->cache, segs[i].entry);
 }
 
 int vbs_image_seek(vbs_image *img, uint64_t off, int whence, uint64_t *ret)

@@ -36,6 +36,21 @@ uint64_t vbs_image_data_bytes(const vbs_image *img);
  * -EBADMSG a damaged chunk, -ENOENT the point is gone, -EIO other failures. */
 int vbs_image_read(vbs_image *img, void *buf, size_t len, uint64_t off, size_t *ret_got);
 
+/* The same read without copying: the bytes as pieces that point into the vault's shared cache
+ * (held until vbs_image_segs_release, which needs only the vault: the image may be closed by
+ * then), or runs of zeros (entry and data NULL). segs must have room for
+ * vbs_image_segs_max(img, len) pieces. On failure nothing is held and *ret_n is 0. */
+typedef struct vbs_image_seg {
+	struct vbs_cache_entry *entry;
+	const uint8_t *data;
+	size_t len;
+} vbs_image_seg;
+
+size_t vbs_image_segs_max(const vbs_image *img, size_t len);
+int vbs_image_read_segs(vbs_image *img, size_t len, uint64_t off, vbs_image_seg *segs,
+			size_t max, size_t *ret_n, size_t *ret_got);
+void vbs_image_segs_release(vbs_vault *v, vbs_image_seg *segs, size_t n);
+
 /* lseek(SEEK_DATA / SEEK_HOLE) semantics at chunk granularity: whence is SEEK_DATA or
  * SEEK_HOLE from <unistd.h>. -ENXIO when off >= size, or for SEEK_DATA when no data follows. */
 int vbs_image_seek(vbs_image *img, uint64_t off, int whence, uint64_t *ret);
