@@ -60,6 +60,12 @@ typedef struct vbs_ingest_opts {
 /* On success *ret is the committed point (caller frees with vbs_rp_free). */
 int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *opts, vbs_rp **ret);
 
+/* Asks the kernel to start reading, in the background, the first PREFETCH bytes an ingest of
+ * these disks will read: the changed extents of disks with a changed file. Best effort and
+ * silent (vbs_ingest reports every problem). Callers run it before the slow vault unlock,
+ * so a cold disk's reads overlap the key derivation. */
+void vbs_ingest_prefetch(const vbs_ingest_disk *disks, size_t n);
+
 /* Changed-extents files: text lines "OFFSET LENGTH [TYPE [DESCRIPTION]]" in decimal (or 0x
  * hex), as `nbdinfo --map` prints them; with a TYPE, only lines whose type has bit 0 set
  * (dirty) count; blank lines and lines starting with '#' are ignored. The result is sorted,

@@ -500,6 +500,8 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 			goto out;
 	}
 
+	/* The changed extents start coming in from disk while the passphrase is stretched. */
+	vbs_ingest_prefetch(idisks, n_disks);
 	status = vault_open(path, 0, 1, passphrase_file, g, &v);
 	if (status != 0)
 		goto out;
