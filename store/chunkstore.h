@@ -22,6 +22,12 @@
 typedef int (*vbs_frame_fn)(void *arg, const void *frame, size_t len);
 int vbs_cs_get(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], vbs_frame_fn fn,
 	       void *arg);
+/* The same, reading the frame through fd (from vbs_cs_open_fd; -1: the store's own). A
+ * sequential reader with a descriptor of its own gets the kernel's read-ahead to itself. */
+int vbs_cs_get_at(vbs_vault *v, MDB_txn *txn, int fd, const uint8_t id[VBS_ID_LEN],
+		  vbs_frame_fn fn, void *arg);
+/* A new read-only descriptor of the store's file, or -errno. */
+int vbs_cs_open_fd(vbs_vault *v);
 
 /* present[i] = 1 when ids[i] is stored. */
 int vbs_cs_exists(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN], uint8_t *present);

@@ -89,6 +89,7 @@ int vbs_read_begin(vbs_vault *v, MDB_txn **ret)
 		 * while we hold the lock exclusively). */
 		pthread_rwlock_wrlock(&v->map_lock);
 		mdb_env_set_mapsize(v->env, 0);
+		v->mapc_lo = v->mapc_hi = 0;
 		pthread_rwlock_unlock(&v->map_lock);
 	}
 	return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path, mdb_strerror(rc));
@@ -104,7 +105,10 @@ void vbs_read_end(vbs_vault *v, MDB_txn *txn)
 
 /* The address and length of this process's mapping of data.mdb. LMDB does not say where its
  * map is (mdb_env_info gives an address only with MDB_FIXEDMAP), so look in /proc. */
-static int find_map(vbs_vault *v, void **ret_addr, size_t *ret_len)
+/* The mapping of data.mdb that contains p (or, p NULL, the one of offset 0), and the file
+ * offset it starts at: LMDB maps the whole file, and says nowhere where. */
+static int find_map(vbs_vault *v, const void *p, void **ret_addr, size_t *ret_len,
+		    uint64_t *ret_off)
 {
 	struct stat st;
 	char line[512];
@@ -117,26 +121,55 @@ static int find_map(vbs_vault *v, void **ret_addr, size_t *ret_len)
 	if (!f)
 		return -errno;
 	while (fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi, ino;
+		unsigned long lo, hi, ino, off;
 		unsigned maj, min;
 
-		if (sscanf(line, "%lx-%lx %*s %*s %x:%x %lu", &lo, &hi, &maj, &min, &ino) != 5)
+		if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &min, &ino) != 6)
 			continue;
-		if (ino == st.st_ino && makedev(maj, min) == st.st_dev) {
-			*ret_addr = (void *)lo;
-			*ret_len = hi - lo;
-			r = 0;
-			break;
-		}
+		if (ino != st.st_ino || makedev(maj, min) != st.st_dev)
+			continue;
+		if (p ? (uintptr_t)p < lo || (uintptr_t)p >= hi : off != 0)
+			continue;
+		*ret_addr = (void *)lo;
+		*ret_len = hi - lo;
+		*ret_off = off;
+		r = 0;
+		break;
 	}
 	fclose(f);
 	return r;
+}
+
+int vbs_map_offset(vbs_vault *v, const void *p, size_t len, uint64_t *ret_off)
+{
+	uintptr_t a = (uintptr_t)p;
+	uint64_t off;
+	void *lo;
+	size_t mlen;
+	int r = 0;
+
+	pthread_mutex_lock(&v->mapc_lock);
+	if (a < v->mapc_lo || a >= v->mapc_hi) {
+		r = find_map(v, p, &lo, &mlen, &off);
+		if (r == 0) {
+			v->mapc_lo = (uintptr_t)lo;
+			v->mapc_hi = (uintptr_t)lo + mlen;
+			v->mapc_off = off;
+		}
+	}
+	if (r == 0 && len > v->mapc_hi - a)
+		r = -ENOENT; /* crosses the end of the mapping: damage (or a split; never seen) */
+	if (r == 0)
+		*ret_off = a - v->mapc_lo + v->mapc_off;
+	pthread_mutex_unlock(&v->mapc_lock);
+	return r == -ENOENT ? -EBADMSG : r;
 }
 
 void vbs_map_touched(vbs_vault *v, size_t bytes)
 {
 	void *addr;
 	size_t len;
+	uint64_t off;
 
 	if (__atomic_add_fetch(&v->map_touched, bytes, __ATOMIC_RELAXED) < VBS_MAP_TRIM)
 		return;
@@ -144,7 +177,7 @@ void vbs_map_touched(vbs_vault *v, size_t bytes)
 		return; /* another thread trims */
 	/* The caller's transaction holds the map lock shared: the map cannot move. Other threads
 	 * reading it meanwhile just fault the pages in again from the page cache. */
-	if (find_map(v, &addr, &len) == 0)
+	if (find_map(v, NULL, &addr, &len, &off) == 0)
 		madvise(addr, len, MADV_DONTNEED);
 }
 
@@ -169,6 +202,7 @@ static int grow_map(vbs_vault *v)
 		return -ENOSPC;
 	}
 	rc = mdb_env_set_mapsize(v->env, size);
+	v->mapc_lo = v->mapc_hi = 0;
 	pthread_rwlock_unlock(&v->map_lock);
 	return vbs_mdb_err(rc);
 }
@@ -194,6 +228,7 @@ int vbs_write(vbs_vault *v, vbs_write_fn fn, void *arg)
 			pthread_rwlock_unlock(&v->map_lock);
 			pthread_rwlock_wrlock(&v->map_lock);
 			mdb_env_set_mapsize(v->env, 0);
+			v->mapc_lo = v->mapc_hi = 0;
 			pthread_rwlock_unlock(&v->map_lock);
 			continue;
 		}

@@ -13,11 +13,18 @@
 
 struct vbs_image {
 	vbs_vault *v;
+	int fd; /* data.mdb, for this image's reads alone: read-ahead follows it */
 	uint64_t serial, lineage, size, data_bytes;
 	uint32_t cs;
+	/* sequential detection, for decoding ahead */
+	pthread_mutex_t lock;
+	uint64_t next_off; /* where the last read ended */
+	unsigned streak;   /* reads in a row that continued the one before */
+	uint64_t pf_next;  /* chunks before this were handed to the prefetcher */
 };
 
 static pthread_mutex_t cache_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static int prefetch_start(vbs_vault *v);
 
 int vbs_image_open(vbs_vault *v, uint64_t serial, unsigned disk_idx, vbs_image **ret)
 {
@@ -35,6 +42,8 @@ int vbs_image_open(vbs_vault *v, uint64_t serial, unsigned disk_idx, vbs_image *
 	pthread_mutex_lock(&cache_init_lock);
 	if (!v->cache)
 		r = vbs_cache_new(v->cache_bytes, &v->cache);
+	if (r == 0 && !v->prefetch)
+		prefetch_start(v); /* best effort: without it reads just do not run ahead */
 	pthread_mutex_unlock(&cache_init_lock);
 	img = r < 0 ? NULL : calloc(1, sizeof(*img));
 	if (!img) {
@@ -54,12 +63,23 @@ int vbs_image_open(vbs_vault *v, uint64_t serial, unsigned disk_idx, vbs_image *
 		return vbs_fail(-EBADMSG, "recovery point %llu has chunk size %u, vault %u",
 				(unsigned long long)serial, cs, v->chunk_size);
 	}
+	img->fd = vbs_cs_open_fd(v);
+	if (img->fd < 0) {
+		r = img->fd;
+		free(img);
+		return vbs_fail(r, "cannot open the chunk store of vault '%s'", v->path);
+	}
+	pthread_mutex_init(&img->lock, NULL);
 	*ret = img;
 	return 0;
 }
 
 void vbs_image_close(vbs_image *img)
 {
+	if (!img)
+		return;
+	close(img->fd);
+	pthread_mutex_destroy(&img->lock);
 	free(img);
 }
 
@@ -87,7 +107,8 @@ static int decode_cb(void *arg, const void *frame, size_t flen)
 }
 
 /* A held cache entry for chunk id: from the cache, or fetched, checked and added. */
-static int chunk_get(vbs_vault *v, MDB_txn *txn, const uint8_t *id, vbs_cache_entry **ret)
+static int chunk_get(vbs_vault *v, MDB_txn *txn, int fd, const uint8_t *id,
+		     vbs_cache_entry **ret)
 {
 	struct decode_ctx d = {v, id, NULL, 0};
 	vbs_cache_entry *e = vbs_cache_get(v->cache, id);
@@ -100,7 +121,7 @@ static int chunk_get(vbs_vault *v, MDB_txn *txn, const uint8_t *id, vbs_cache_en
 	d.out = malloc(v->chunk_size);
 	if (!d.out)
 		return -ENOMEM;
-	r = vbs_cs_get(v, txn, id, decode_cb, &d);
+	r = vbs_cs_get_at(v, txn, fd, id, decode_cb, &d);
 	if (r < 0) {
 		free(d.out);
 		/* An index entry naming a chunk that is not there is damage too. */
@@ -124,6 +145,152 @@ static int point_exists(vbs_vault *v, MDB_txn *txn, uint64_t serial)
 	vbs_put64(key, serial);
 	rc = mdb_get(txn, v->dbi_rps, &k, &d);
 	return rc ? vbs_mdb_err(rc) : 0;
+}
+
+/* ---- decoding ahead of sequential readers ----
+ *
+ * A reader that asks for small pieces one after the other (QEMU with cache=none, dd with
+ * iflag=direct: no kernel read-ahead) would wait for each chunk's read and decode in turn.
+ * After PF_STREAK such reads in a row, the next PF_AHEAD bytes of chunks are queued for
+ * PF_THREADS threads that decode them into the shared cache, where the reader then finds
+ * them. Large requests (the kernel's own read-ahead, 1 MiB) carry their read-ahead already and
+ * would only race the prefetcher for the same chunks, so they do not trigger it. The queue is
+ * bounded; jobs that do not fit are dropped. */
+
+#define PF_THREADS 2
+#define PF_QUEUE 256
+#define PF_AHEAD (2u << 20)
+#define PF_STREAK 2
+#define PF_SMALL (256u << 10) /* requests at most this big trigger it */
+
+struct pf_job {
+	uint64_t serial, lineage, n;
+};
+
+struct vbs_prefetch {
+	vbs_vault *v;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	struct pf_job q[PF_QUEUE];
+	size_t head, count;
+	int quit;
+	unsigned nthreads;
+	pthread_t threads[PF_THREADS];
+};
+
+static void prefetch_one(vbs_vault *v, const struct pf_job *j)
+{
+	MDB_txn *txn;
+	MDB_cursor *c;
+	uint8_t id[VBS_ID_LEN];
+	vbs_cache_entry *e;
+	int data;
+
+	if (vbs_read_begin(v, &txn) < 0)
+		return;
+	if (point_exists(v, txn, j->serial) == 0 && mdb_cursor_open(txn, v->dbi_idx, &c) == 0) {
+		if (vbs_idx_lookup(v, c, j->lineage, j->serial, j->n, id, &data) == 0 && data &&
+		    chunk_get(v, txn, -1, id, &e) == 0)
+			vbs_cache_release(v->cache, e);
+		mdb_cursor_close(c);
+	}
+	vbs_read_end(v, txn);
+}
+
+static void *prefetch_main(void *arg)
+{
+	vbs_prefetch *p = arg;
+	struct pf_job j;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		while (!p->quit && p->count == 0)
+			pthread_cond_wait(&p->cv, &p->lock);
+		if (p->quit)
+			break;
+		j = p->q[p->head];
+		p->head = (p->head + 1) % PF_QUEUE;
+		p->count--;
+		pthread_mutex_unlock(&p->lock);
+		prefetch_one(p->v, &j);
+		pthread_mutex_lock(&p->lock);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* Called under cache_init_lock. */
+static int prefetch_start(vbs_vault *v)
+{
+	vbs_prefetch *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	p->v = v;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	for (unsigned i = 0; i < PF_THREADS; i++)
+		if (pthread_create(&p->threads[p->nthreads], NULL, prefetch_main, p) == 0)
+			p->nthreads++;
+	v->prefetch = p;
+	return 0;
+}
+
+void vbs_prefetch_stop(vbs_vault *v)
+{
+	vbs_prefetch *p = v->prefetch;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->quit = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < p->nthreads; i++)
+		pthread_join(p->threads[i], NULL);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cv);
+	free(p);
+	v->prefetch = NULL;
+}
+
+/* After a read of [off, off + len) that succeeded. */
+static void prefetch_after(vbs_image *img, uint64_t off, size_t len)
+{
+	vbs_prefetch *p = img->v->prefetch;
+	uint64_t end = off + len, from, to;
+
+	if (!p || p->nthreads == 0 || len == 0)
+		return;
+	pthread_mutex_lock(&img->lock);
+	/* In a row: starts where the last ended, give or take requests served out of order. */
+	if (off <= img->next_off + PF_AHEAD && img->next_off <= end + PF_AHEAD)
+		img->streak++;
+	else
+		img->streak = img->pf_next = 0;
+	img->next_off = end;
+	if (img->streak < PF_STREAK || len > PF_SMALL) {
+		pthread_mutex_unlock(&img->lock);
+		return;
+	}
+	from = (end + img->cs - 1) / img->cs;
+	if (from < img->pf_next)
+		from = img->pf_next;
+	to = (end + PF_AHEAD + img->cs - 1) / img->cs;
+	if (to > (img->size + img->cs - 1) / img->cs)
+		to = (img->size + img->cs - 1) / img->cs;
+	if (from < to)
+		img->pf_next = to;
+	pthread_mutex_unlock(&img->lock);
+	if (from >= to)
+		return;
+	pthread_mutex_lock(&p->lock);
+	for (uint64_t n = from; n < to && p->count < PF_QUEUE; n++) {
+		p->q[(p->head + p->count) % PF_QUEUE] = (struct pf_job){img->serial, img->lineage, n};
+		p->count++;
+	}
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->lock);
 }
 
 /* Walks [off, off + len) (clipped to the image) chunk by chunk and hands each piece to fn: a
@@ -171,7 +338,7 @@ static int walk(vbs_image *img, size_t len, uint64_t off, piece_fn fn, void *arg
 		if (data) {
 			size_t plen;
 
-			r = chunk_get(v, txn, id, &e);
+			r = chunk_get(v, txn, img->fd, id, &e);
 			if (r < 0)
 				goto out;
 			p = vbs_cache_data(e, &plen);
@@ -196,6 +363,8 @@ out:
 		mdb_cursor_close(c);
 	vbs_read_end(v, txn);
 	*ret_got = r < 0 ? 0 : done;
+	if (r == 0)
+		prefetch_after(img, off, done);
 	return r;
 }
 

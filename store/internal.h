@@ -31,6 +31,7 @@
 #include "vaultkey.h"
 
 typedef struct vbs_cache vbs_cache;
+typedef struct vbs_prefetch vbs_prefetch;
 
 struct vbs_vault {
 	char *path;
@@ -53,9 +54,18 @@ struct vbs_vault {
 
 	vbs_cache *cache;
 	size_t cache_bytes;
+	vbs_prefetch *prefetch; /* image.c: decoding ahead of sequential readers */
 	/* Bytes of chunk frames read through the map since it was last trimmed. */
 	uint64_t map_touched;
+	/* Where the map is, for vbs_map_offset: [lo, hi) maps the file from offset off. Reset
+	 * (under map_lock, exclusively) whenever the map may move. */
+	pthread_mutex_t mapc_lock;
+	uintptr_t mapc_lo, mapc_hi;
+	uint64_t mapc_off;
 };
+
+/* Stops image.c's read-ahead threads (before the environment closes). */
+void vbs_prefetch_stop(vbs_vault *v);
 
 /* Sets the thread's message for vbs_errmsg(). Returns err, so `return vbs_fail(-EIO, ...)`. */
 int vbs_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -75,6 +85,11 @@ void vbs_read_end(vbs_vault *v, MDB_txn *txn);
  * mount or a verify reading a terabyte keeps a small RSS. */
 #define VBS_MAP_TRIM (16u * 1024 * 1024)
 void vbs_map_touched(vbs_vault *v, size_t bytes);
+
+/* The file offset of len bytes at p in the map (from a value LMDB returned in a live
+ * transaction), so they can be read with pread instead: -EBADMSG if they are not all in the
+ * map (a damaged page). */
+int vbs_map_offset(vbs_vault *v, const void *p, size_t len, uint64_t *ret_off);
 
 /* Runs fn inside a write transaction and commits. When the map is full, the transaction is
  * aborted, the map doubled, and fn run again from the start: fn must not keep state that

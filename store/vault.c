@@ -256,6 +256,7 @@ static vbs_vault *vault_new(const char *path)
 		return NULL;
 	}
 	pthread_rwlock_init(&v->map_lock, NULL);
+	pthread_mutex_init(&v->mapc_lock, NULL);
 	v->cache_bytes = 64u << 20;
 	return v;
 }
@@ -296,6 +297,7 @@ static int env_open(vbs_vault *v, int create)
 	mdb_env_set_maxreaders(v->env, 256);
 	if (!v->readonly)
 		mdb_env_set_mapsize(v->env, map);
+	v->mapc_lo = v->mapc_hi = 0;
 	rc = mdb_env_open(v->env, v->path, flags, 0600);
 	if (rc)
 		goto fail;
@@ -563,12 +565,14 @@ void vbs_vault_close(vbs_vault *v)
 {
 	if (!v)
 		return;
+	vbs_prefetch_stop(v);
 	vbs_vault_close_env(v);
 	vbs_cache_free(v->cache);
 	vbk_hmac_free(v->id_mac);
 	vbk_hmac_free(v->key_mac);
 	vbk_vaultkeys_wipe(&v->keys);
 	pthread_rwlock_destroy(&v->map_lock);
+	pthread_mutex_destroy(&v->mapc_lock);
 	free(v->path);
 	free(v);
 }

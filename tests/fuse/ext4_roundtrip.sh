@@ -34,6 +34,16 @@ img=mnt/vm1/$id/os.img
 mode=$(stat -c %A "$img")
 [ "$mode" = "-r--r--r--" ] || fail "mode of $img is $mode, not -r--r--r--: $(ls -l "$img")"
 
+note "O_DIRECT reads in small pieces (no kernel read-ahead: the mount decodes ahead)"
+# First, on an empty cache, so what is read is what the prefetcher decoded.
+dd if="$img" of=direct.img bs=64k iflag=direct status=none || fail "dd iflag=direct failed"
+cmp os.img direct.img || fail "O_DIRECT 64 KiB reads differ from the source"
+dd if="$img" of=direct4k.img bs=4k count=4096 skip=1000 iflag=direct status=none ||
+	fail "dd iflag=direct bs=4k failed"
+dd if=os.img of=src4k.img bs=4k count=4096 skip=1000 status=none
+cmp src4k.img direct4k.img || fail "O_DIRECT 4 KiB reads differ from the source"
+rm -f direct.img direct4k.img src4k.img
+
 note "cmp, qemu-img compare"
 cmp os.img "$img" || fail "cmp: the mounted image differs from the source"
 cmp os.img mnt/vm1/latest/os.img || fail "cmp through the latest link differs"
