@@ -29,14 +29,15 @@ static const char protect_help[] =
     "usage: " PROTECT_USAGE "\n"
     "\n"
     "Protects a recovery point: delete and prune refuse it, even with --force, until\n"
-    "`vmbak unprotect`. Protection is shown by list and info.\n"
+    "`vmbak unprotect`. Protection is shown by list and info. RP may be 'latest'.\n"
     "\n"
     "options:\n"
     "  -h, --help              show this help\n";
 
 static const char unprotect_help[] = "usage: " UNPROTECT_USAGE "\n"
 				     "\n"
-				     "Removes the protection of a recovery point.\n"
+				     "Removes the protection of a recovery point. RP may be "
+				     "'latest'.\n"
 				     "\n"
 				     "options:\n"
 				     "  -h, --help              show this help\n";
@@ -47,7 +48,7 @@ static const char delete_help[] =
     "Deletes one recovery point, at once and whole; every other point reads exactly as\n"
     "before. Its chunks are freed by the next `vmbak gc`. Refused for a protected point\n"
     "(unprotect it first), and unless --force for a point whose retain-until date has not\n"
-    "passed and for the newest point of its VM.\n"
+    "passed and for the newest point of its VM. RP may be 'latest'.\n"
     "\n"
     "options:\n"
     "  --force                 also delete a retained point, or the VM's newest point\n"
@@ -88,28 +89,6 @@ static const char gc_help[] =
     "  --json                  print one JSON object with the counts\n"
     "  -h, --help              show this help\n";
 
-/* "VM/RP" into vm and id (buffers of VBS_NAME_MAX + 1 and VBS_RP_ID_MAX). */
-static int split_point(const char *arg, const char *usage, char *vm, char *id)
-{
-	const char *slash = strchr(arg, '/');
-	size_t a;
-
-	if (!slash)
-		return usage_err("expected VM/RP, got '%s' (usage: %s)", q(arg), usage);
-	a = (size_t)(slash - arg);
-	if (a > VBS_NAME_MAX) {
-		return usage_err("invalid VM name in '%s': use %s", q(arg), VBS_NAME_RULE);
-	}
-	memcpy(vm, arg, a);
-	vm[a] = '\0';
-	if (!vbs_name_valid(vm))
-		return usage_err("invalid VM name '%s': use %s", q(vm), VBS_NAME_RULE);
-	if (!slash[1] || strlen(slash + 1) >= VBS_RP_ID_MAX || strchr(slash + 1, '/'))
-		return usage_err("invalid recovery point id in '%s'", q(arg));
-	snprintf(id, VBS_RP_ID_MAX, "%s", slash + 1);
-	return 0;
-}
-
 /* Options of verbs with only --help (and maybe one flag). */
 static int simple_opts(int argc, char **argv, const char *help, const char *flag, int *ret_flag)
 {
@@ -139,6 +118,22 @@ static int simple_opts(int argc, char **argv, const char *help, const char *flag
 	return 0;
 }
 
+/* "VM/latest" (id "") names the VM's newest point. */
+static int resolve_latest(vbs_vault *v, const char *vm, char *id)
+{
+	vbs_rp *rp;
+	int r;
+
+	if (id[0])
+		return 0;
+	r = vbs_rp_latest(v, vm, &rp);
+	if (r < 0)
+		return store_err(r, "cannot find the latest point of VM '%s'", vm);
+	snprintf(id, VBS_RP_ID_MAX, "%s", rp->id);
+	vbs_rp_free(rp);
+	return 0;
+}
+
 static int protect_common(int argc, char **argv, vmbak_globals *g, int on)
 {
 	static const char *const names[] = {"VAULT", "VM/RP"};
@@ -152,11 +147,15 @@ static int protect_common(int argc, char **argv, vmbak_globals *g, int on)
 		return status < 0 ? VMBAK_EXIT_OK : status;
 	if ((status = check_nargs(usage, names, 2, 2, argc - optind, argv + optind)) != 0 ||
 	    (status = check_vault_arg(argv[optind])) != 0 ||
-	    (status = split_point(argv[optind + 1], usage, vm, id)) != 0)
+	    (status = check_point_arg(argv[optind + 1], 1, usage, vm, id)) != 0)
 		return status;
 	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
 	if (status != 0)
 		return status;
+	if ((status = resolve_latest(v, vm, id)) != 0) {
+		vbs_vault_close(v);
+		return status;
+	}
 	r = vbs_rp_protect(v, vm, id, on);
 	if (r < 0)
 		status = store_err(r, "cannot %s '%s/%s'", on ? "protect" : "unprotect", vm, id);
@@ -189,11 +188,13 @@ static int cmd_delete(int argc, char **argv, vmbak_globals *g)
 		return status < 0 ? VMBAK_EXIT_OK : status;
 	if ((status = check_nargs(DELETE_USAGE, names, 2, 2, argc - optind, argv + optind)) != 0 ||
 	    (status = check_vault_arg(argv[optind])) != 0 ||
-	    (status = split_point(argv[optind + 1], DELETE_USAGE, vm, id)) != 0)
+	    (status = check_point_arg(argv[optind + 1], 1, DELETE_USAGE, vm, id)) != 0)
 		return status;
 	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
 	if (status != 0)
 		return status;
+	if ((status = resolve_latest(v, vm, id)) != 0)
+		goto out;
 	snprintf(target, sizeof(target), "%s/%s", vm, id);
 	status = cli_job_start(v, "delete", target, &job);
 	if (status != 0)

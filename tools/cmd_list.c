@@ -406,29 +406,10 @@ static int cmd_info(int argc, char **argv, vmbak_globals *g)
 		return status;
 	if (optind + 1 < argc) {
 		/* VM, VM/, VM/latest or VM/RP. */
-		const char *target = argv[optind + 1];
-		const char *slash = strchr(target, '/');
-		size_t vm_len = slash ? (size_t)(slash - target) : strlen(target);
-		const char *p;
-
-		if (vm_len > VBS_NAME_MAX)
-			return usage_err("invalid VM name '%s': use " VBS_NAME_RULE, q(target));
-		memcpy(vm, target, vm_len);
-		vm[vm_len] = '\0';
-		status = check_name_arg("VM", vm);
+		status = check_point_arg(argv[optind + 1], 0, NULL, vm, id);
 		if (status != 0)
 			return status;
 		has_vm = 1;
-		if (slash && slash[1] && strcmp(slash + 1, "latest") != 0) {
-			if (strlen(slash + 1) >= sizeof(id))
-				return usage_err("invalid point id '%s': too long", q(slash + 1));
-			for (p = slash + 1; *p; p++)
-				if (!strchr("0123456789-:TZ", *p))
-					return usage_err("invalid point id '%s': ids look like "
-							 "2026-11-23T05:40:12Z",
-							 q(slash + 1));
-			snprintf(id, sizeof(id), "%s", slash + 1);
-		}
 	}
 
 	status = vault_open(path, 1, 0, NULL, g, &v);

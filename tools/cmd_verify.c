@@ -225,35 +225,6 @@ static int parse_seed(const char *s, uint64_t *ret)
 	return 0;
 }
 
-/* VM, VM/, VM/latest or VM/RP into vm and id ("" for the latest). */
-static int parse_target(const char *target, char *vm, char *id)
-{
-	const char *slash = strchr(target, '/');
-	size_t vm_len = slash ? (size_t)(slash - target) : strlen(target);
-	const char *p;
-	int status;
-
-	if (vm_len > VBS_NAME_MAX)
-		return usage_err("invalid VM name '%s': use " VBS_NAME_RULE, q(target));
-	memcpy(vm, target, vm_len);
-	vm[vm_len] = '\0';
-	status = check_name_arg("VM", vm);
-	if (status != 0)
-		return status;
-	id[0] = '\0';
-	if (slash && slash[1] && strcmp(slash + 1, "latest") != 0) {
-		if (strlen(slash + 1) >= VBS_RP_ID_MAX)
-			return usage_err("invalid point id '%s': too long", q(slash + 1));
-		for (p = slash + 1; *p; p++)
-			if (!strchr("0123456789-:TZ", *p))
-				return usage_err("invalid point id '%s': ids look like "
-						 "2026-11-23T05:40:12Z",
-						 q(slash + 1));
-		snprintf(id, VBS_RP_ID_MAX, "%s", slash + 1);
-	}
-	return 0;
-}
-
 /* Opens the vault for verifying: like vault_open(), but a database that LMDB finds damaged
  * is damage (exit 3), not a failure to run. */
 static int open_for_verify(const char *path, const char *passphrase_file, const vmbak_globals *g,
@@ -385,7 +356,7 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 		return usage_err("--seed needs --sample with a percentage below 100");
 	if (optind + 1 < argc) {
 		target = argv[optind + 1];
-		status = parse_target(target, vm, id);
+		status = check_point_arg(target, 0, NULL, vm, id);
 		if (status != 0)
 			return status;
 		vo.vm = vm;

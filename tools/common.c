@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "passphrase.h"
+#include "rp.h"
 #include "util.h"
 #include "vault.h"
 
@@ -157,6 +158,31 @@ int check_name_arg(const char *what, const char *name)
 		return usage_err("empty %s name: use " VBS_NAME_RULE, what);
 	if (!vbs_name_valid(name))
 		return usage_err("invalid %s name '%s': use " VBS_NAME_RULE, what, q(name));
+	return 0;
+}
+
+int check_point_arg(const char *target, int need_id, const char *usage, char *vm, char *id)
+{
+	const char *slash = strchr(target, '/'), *rp = slash ? slash + 1 : "";
+	size_t vm_len = slash ? (size_t)(slash - target) : strlen(target);
+	int status;
+
+	if (need_id && !*rp)
+		return usage_err("expected VM/RP, got '%s' (usage: %s)", q(target), usage);
+	if (vm_len > VBS_NAME_MAX)
+		return usage_err("invalid VM name '%s': use " VBS_NAME_RULE, q(target));
+	memcpy(vm, target, vm_len);
+	vm[vm_len] = '\0';
+	if ((status = check_name_arg("VM", vm)) != 0)
+		return status;
+	id[0] = '\0';
+	if (!*rp || strcmp(rp, "latest") == 0)
+		return 0;
+	if (strlen(rp) >= VBS_RP_ID_MAX)
+		return usage_err("invalid point id '%s': too long", q(rp));
+	if (rp[strspn(rp, "0123456789-:TZ")])
+		return usage_err("invalid point id '%s': ids look like 2026-11-23T05:40:12Z", q(rp));
+	snprintf(id, VBS_RP_ID_MAX, "%s", rp);
 	return 0;
 }
 

@@ -79,6 +79,10 @@ int passphrase_option_refused(void);
 /* Checks shared by verbs; each prints the line and returns VMBAK_EXIT_USAGE on failure. */
 int check_vault_arg(const char *path);
 int check_name_arg(const char *what, const char *name);
+/* A point argument "VM", "VM/", "VM/latest" or "VM/RP" into vm (VBS_NAME_MAX + 1 bytes) and
+ * id (VBS_RP_ID_MAX bytes; "" for none or latest). need_id: only "VM/RP" or "VM/latest" will
+ * do, and usage is the verb's synopsis for the message. */
+int check_point_arg(const char *target, int need_id, const char *usage, char *vm, char *id);
 /* Positional arguments: names[i] is the i-th one's name for "missing VM" messages; nmin of
  * them are required, at most nmax allowed; usage is the verb's one-line synopsis. */
 int check_nargs(const char *usage, const char *const *names, int nmin, int nmax, int nargs,

@@ -218,8 +218,11 @@ for verb in protect unprotect delete; do
 	for target in ../x "vm1/../x" "vm1/$long" "$name65/$rp" "" "/$rp"; do
 		row 2 'invalid|empty|missing|point|expected VM/RP' "$VMBAK" $verb "$V" "$target"
 	done
-	# An id that cannot exist: these verbs look it up (info and verify refuse it as usage).
-	row 1 "no recovery point 'vm1/bad id'" "$VMBAK" $verb "$V" "vm1/bad id"
+	# A malformed id is refused before the vault is opened, as by info and verify; a
+	# well-formed one that is not there is looked up.
+	row 2 "invalid point id 'bad id'" "$VMBAK" $verb "$V" "vm1/bad id"
+	row 1 "no recovery point 'vm1/2000-01-01T00:00:00Z'" "$VMBAK" $verb "$V" \
+		"vm1/2000-01-01T00:00:00Z"
 	row 1 'No such file or directory' "$VMBAK" $verb "$T/missing" "vm1/$rp"
 	row 1 'not a directory' "$VMBAK" $verb "$T/plainfile" "vm1/$rp"
 	row 1 'not a vault' "$VMBAK" $verb "$T/adir" "vm1/$rp"

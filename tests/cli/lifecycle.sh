@@ -57,6 +57,17 @@ expect_stderr "no VM 'nosuchvm'"
 expect_status 1 "$VMBAK" delete "$V" vm1/2000-01-01T00:00:00Z
 expect_stderr "no recovery point 'vm1/2000-01-01T00:00:00Z'"
 
+# VM/latest names the newest point; a malformed point is a usage error.
+last=${ids[${#ids[@]} - 1]}
+expect_status 0 "$VMBAK" protect "$V" vm1/latest
+expect_stdout "^protected vm1/$last\$"
+expect_status 0 "$VMBAK" unprotect "$V" vm1/latest
+expect_stdout "^unprotected vm1/$last\$"
+expect_status 2 "$VMBAK" protect "$V" 'vm1/bad id'
+expect_stderr "invalid point id 'bad id'"
+expect_status 1 "$VMBAK" protect "$V" nosuchvm/latest
+expect_stderr "no VM 'nosuchvm'"
+
 # Protection shows in list and list --json and info.
 expect_status 0 "$VMBAK" protect "$V" "vm1/${ids[3]}"
 expect_status 0 "$VMBAK" list "$V" vm1
