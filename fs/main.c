@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -611,6 +612,18 @@ static int run_loop(struct fuse_session *se, const vbf_args *a)
 	return r;
 }
 
+/* Every open image holds a descriptor of the vault's chunk file (image.h): allow as many
+ * open images as the hard limit does. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args fargs = FUSE_ARGS_INIT(argc, argv);
@@ -623,11 +636,13 @@ int main(int argc, char **argv)
 	const char *msg;
 
 	vbu_set_progname("vmbakfs");
-	/* Read replies up to 1 MiB are allocated and freed on every request by many threads:
-	 * a fixed mmap threshold gives them back at once (glibc's moving threshold would keep
-	 * them in per-thread arenas), and few arenas keep the rest compact. */
+	/* Frames and decoded chunks (64 KiB) are allocated and freed on every request by many
+	 * threads: a fixed mmap threshold keeps glibc's moving threshold from serving larger
+	 * buffers from per-thread arenas that never shrink, and few arenas keep the rest
+	 * compact. */
 	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	mallopt(M_ARENA_MAX, 4);
+	raise_nofile();
 	fuse_set_log_func(log_fuse);
 
 	status = parse_args(&fargs, &a, &cache_bytes);
