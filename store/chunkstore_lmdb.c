@@ -208,7 +208,7 @@ int vbs_cs_put_pinned(vbs_vault *v, const vbs_cs_item *items, size_t n,
 	}
 	if (!job || !v->dbi_pins)
 		return vbs_fail(-EINVAL, "pinned chunk put without a job");
-	r = vbs_write(v, put_fn, &c);
+	r = vbs_write_lazy(v, put_fn, &c); /* the point's commit syncs them */
 	if (r < 0)
 		return r;
 	*ret_added = c.added;

@@ -96,6 +96,11 @@ int vbs_map_offset(vbs_vault *v, const void *p, size_t len, uint64_t *ret_off);
  * outlives one call. Returns fn's error (the transaction is then aborted) or the commit's. */
 typedef int (*vbs_write_fn)(vbs_vault *v, MDB_txn *txn, void *arg);
 int vbs_write(vbs_vault *v, vbs_write_fn fn, void *arg);
+/* The same, for a commit that may be undone by a power loss (never by a crash of the
+ * process): its data pages are synced, its meta page is left to the next vbs_write. The
+ * database stays whole either way (LMDB's MDB_NOMETASYNC). For chunk batches, which nothing
+ * references until the point's own commit. */
+int vbs_write_lazy(vbs_vault *v, vbs_write_fn fn, void *arg);
 
 /* Big-endian integers. */
 static inline void vbs_put64(uint8_t *p, uint64_t x)

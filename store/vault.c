@@ -278,7 +278,8 @@ static int env_open(vbs_vault *v, int create)
 	struct stat st;
 	char file[4096];
 	size_t map = MAP_MIN;
-	unsigned flags = MDB_NOTLS | (v->readonly ? MDB_RDONLY : 0);
+	/* Metas are synced by vbs_write itself, so that vbs_write_lazy can skip it. */
+	unsigned flags = MDB_NOTLS | (v->readonly ? MDB_RDONLY : MDB_NOMETASYNC);
 	unsigned dflags = create ? MDB_CREATE : 0;
 	int rc;
 
