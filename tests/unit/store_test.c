@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chunk.h"
 #include "image.h"
 #include "ingest.h"
 #include "rp.h"
@@ -83,6 +84,41 @@ static vbs_rp *ingest(vbs_vault *v, const char *vm, const char *name, const char
 		fprintf(stderr, "ingest: %s\n", vbs_errmsg());
 	CHECK(r == 0);
 	return rp;
+}
+
+/* Frames of 64 KiB chunks: incompressible data is stored as it is (told from samples), data
+ * that compresses anywhere the samples look is compressed, and both decode to the input. */
+static void frames(int encrypt)
+{
+	enum { LEN = 65536 };
+	static uint8_t in[LEN], frame[LEN + 1024], out[LEN];
+	vbs_init_opts io = {encrypt, LEN};
+	uint8_t id[VBS_ID_LEN];
+	size_t flen, olen;
+	char vpath[300];
+	vbs_vault *v;
+
+	snprintf(vpath, sizeof(vpath), "%s/frames%d", dir, encrypt);
+	CHECK(vbs_vault_init(vpath, &io, encrypt ? "pass word" : NULL) == 0);
+	CHECK(vbs_vault_open(vpath, 0, &v) == 0);
+	CHECK(!encrypt || vbs_vault_unlock(v, "pass word") == 0);
+
+	for (int kind = 0; kind < 3; kind++) {
+		fill(in, LEN, 7 + kind);
+		if (kind == 1) /* text-like all through */
+			for (size_t i = 0; i < LEN; i++)
+				in[i] = "the quick brown fox "[i % 20];
+		if (kind == 2) /* random start, compressible from the middle on */
+			memset(in + LEN / 2, 'a', LEN / 2);
+		CHECK(vbs_frame_max(LEN) <= sizeof(frame));
+		CHECK(vbs_chunk_id(v, in, LEN, id) == 0);
+		CHECK(vbs_chunk_encode(v, id, in, LEN, 1, frame, sizeof(frame), &flen) == 0);
+		CHECK(((frame[1] & VBS_FRAME_ZSTD) != 0) == (kind != 0));
+		CHECK(kind == 0 ? flen >= LEN : flen < LEN / 2 + 1024);
+		CHECK(vbs_chunk_decode(v, id, frame, flen, out, sizeof(out), &olen) == 0);
+		CHECK(olen == LEN && memcmp(in, out, LEN) == 0);
+	}
+	vbs_vault_close(v);
 }
 
 static void run(int encrypt)
@@ -232,6 +268,7 @@ static void run(int encrypt)
 	vbs_rp_free(d);
 	vbs_rp_free(e);
 	vbs_vault_close(v);
+	frames(encrypt);
 }
 
 int main(void)
