@@ -107,18 +107,24 @@ int vbs_frame_plain_len(const void *frame, size_t flen, uint32_t *ret)
 	return *ret ? 0 : -EBADMSG;
 }
 
-/* Encrypted guests fill whole disks with data no compressor can shrink. Two 4 KiB samples, at
- * the start and the middle of a chunk, tell it for an eighth of the work of trying the whole
- * chunk: when neither shrinks by 1/32, the chunk is stored as it is. tmp: SAMPLE bytes. */
+/* Encrypted guests fill whole disks with data no compressor can shrink. Samples of 4 KiB,
+ * spread evenly and covering an eighth of the chunk (two for 64 KiB, 32 for 1 MiB), tell it
+ * for an eighth of the work of trying the whole chunk: when none shrinks by 1/32, the chunk is
+ * stored as it is. Chunks under 16 KiB are always tried whole. tmp: SAMPLE bytes. */
 #define SAMPLE 4096u
 
 static int looks_compressible(ZSTD_CCtx *cctx, const uint8_t *data, size_t len, uint8_t *tmp)
 {
+	size_t n = len / (8 * SAMPLE);
+
 	if (len < 4 * SAMPLE)
 		return 1;
-	for (int i = 0; i < 2; i++) {
-		size_t z = ZSTD_compress2(cctx, tmp, SAMPLE - SAMPLE / 32, data + (i ? len / 2 : 0),
-					  SAMPLE);
+	if (n < 2)
+		n = 2;
+	for (size_t i = 0; i < n; i++) {
+		size_t at = (len - SAMPLE) / (n - 1) * i;
+		size_t z = ZSTD_compress2(cctx, tmp, SAMPLE - SAMPLE / 32, data + at, SAMPLE);
+
 		if (!ZSTD_isError(z))
 			return 1;
 	}

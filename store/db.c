@@ -105,8 +105,18 @@ void vbs_read_end(vbs_vault *v, MDB_txn *txn)
 
 /* The address and length of this process's mapping of data.mdb. LMDB does not say where its
  * map is (mdb_env_info gives an address only with MDB_FIXEDMAP), so look in /proc. */
-/* The mapping of data.mdb that contains p (or, p NULL, the one of offset 0), and the file
- * offset it starts at: LMDB maps the whole file, and says nowhere where. */
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+
+	return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+/* The mapping that contains p, or (p NULL) the mapping of data.mdb at offset 0, and the file
+ * offset it starts at: LMDB maps the whole file, and says nowhere where. p comes from LMDB
+ * inside a transaction, so the mapping that holds it is LMDB's: it is found by address alone,
+ * because on btrfs and on some overlays the device in /proc/self/maps is not the one fstat
+ * reports. Without p, only that device and inode can tell, where they agree. */
 static int find_map(vbs_vault *v, const void *p, void **ret_addr, size_t *ret_len,
 		    uint64_t *ret_off)
 {
@@ -115,7 +125,7 @@ static int find_map(vbs_vault *v, const void *p, void **ret_addr, size_t *ret_le
 	FILE *f;
 	int fd, r = -ENOENT;
 
-	if (mdb_env_get_fd(v->env, &fd) || fstat(fd, &st) < 0)
+	if (!p && (mdb_env_get_fd(v->env, &fd) || fstat(fd, &st) < 0))
 		return -EIO;
 	f = fopen("/proc/self/maps", "re");
 	if (!f)
@@ -126,10 +136,13 @@ static int find_map(vbs_vault *v, const void *p, void **ret_addr, size_t *ret_le
 
 		if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &min, &ino) != 6)
 			continue;
-		if (ino != st.st_ino || makedev(maj, min) != st.st_dev)
+		if (p ? (uintptr_t)p < lo || (uintptr_t)p >= hi
+		      : ino != st.st_ino || makedev(maj, min) != st.st_dev || off != 0)
 			continue;
-		if (p ? (uintptr_t)p < lo || (uintptr_t)p >= hi : off != 0)
-			continue;
+		if (p && !ends_with(line, "/data.mdb\n")) {
+			r = -EBADMSG; /* a damaged page pointing elsewhere */
+			break;
+		}
 		*ret_addr = (void *)lo;
 		*ret_len = hi - lo;
 		*ret_off = off;
@@ -150,7 +163,13 @@ int vbs_map_offset(vbs_vault *v, const void *p, size_t len, uint64_t *ret_off)
 
 	pthread_mutex_lock(&v->mapc_lock);
 	if (a < v->mapc_lo || a >= v->mapc_hi) {
+		MDB_envinfo info;
+
 		r = find_map(v, p, &lo, &mlen, &off);
+		/* Only LMDB's whole map is remembered (the trim drops its pages). */
+		if (r == 0 && (off != 0 || mdb_env_info(v->env, &info) != 0 ||
+			       mlen != (info.me_mapsize + v->psize - 1) / v->psize * v->psize))
+			r = -EBADMSG;
 		if (r == 0) {
 			v->mapc_lo = (uintptr_t)lo;
 			v->mapc_hi = (uintptr_t)lo + mlen;
@@ -158,7 +177,7 @@ int vbs_map_offset(vbs_vault *v, const void *p, size_t len, uint64_t *ret_off)
 		}
 	}
 	if (r == 0 && len > v->mapc_hi - a)
-		r = -ENOENT; /* crosses the end of the mapping: damage (or a split; never seen) */
+		r = -ENOENT; /* crosses the end of the map: damage */
 	if (r == 0)
 		*ret_off = a - v->mapc_lo + v->mapc_off;
 	pthread_mutex_unlock(&v->mapc_lock);
@@ -177,7 +196,12 @@ void vbs_map_touched(vbs_vault *v, size_t bytes)
 		return; /* another thread trims */
 	/* The caller's transaction holds the map lock shared: the map cannot move. Other threads
 	 * reading it meanwhile just fault the pages in again from the page cache. */
-	if (find_map(v, NULL, &addr, &len, &off) == 0)
+	pthread_mutex_lock(&v->mapc_lock);
+	addr = (void *)v->mapc_lo;
+	len = v->mapc_hi - v->mapc_lo;
+	off = v->mapc_off;
+	pthread_mutex_unlock(&v->mapc_lock);
+	if ((addr && off == 0) || find_map(v, NULL, &addr, &len, &off) == 0)
 		madvise(addr, len, MADV_DONTNEED);
 }
 

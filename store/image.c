@@ -13,7 +13,7 @@
 
 struct vbs_image {
 	vbs_vault *v;
-	int fd; /* data.mdb, for this image's reads alone: read-ahead follows it */
+	int fd; /* data.mdb, for this image's reads alone (read-ahead follows it); -1 until read */
 	uint64_t serial, lineage, size, data_bytes;
 	uint32_t cs;
 	/* sequential detection, for decoding ahead */
@@ -63,12 +63,7 @@ int vbs_image_open(vbs_vault *v, uint64_t serial, unsigned disk_idx, vbs_image *
 		return vbs_fail(-EBADMSG, "recovery point %llu has chunk size %u, vault %u",
 				(unsigned long long)serial, cs, v->chunk_size);
 	}
-	img->fd = vbs_cs_open_fd(v);
-	if (img->fd < 0) {
-		r = img->fd;
-		free(img);
-		return vbs_fail(r, "cannot open the chunk store of vault '%s'", v->path);
-	}
+	img->fd = -1; /* opened by the first read: a lookup or stat needs none */
 	pthread_mutex_init(&img->lock, NULL);
 	*ret = img;
 	return 0;
@@ -78,7 +73,8 @@ void vbs_image_close(vbs_image *img)
 {
 	if (!img)
 		return;
-	close(img->fd);
+	if (img->fd >= 0)
+		close(img->fd);
 	pthread_mutex_destroy(&img->lock);
 	free(img);
 }
@@ -145,6 +141,22 @@ static int point_exists(vbs_vault *v, MDB_txn *txn, uint64_t serial)
 	vbs_put64(key, serial);
 	rc = mdb_get(txn, v->dbi_rps, &k, &d);
 	return rc ? vbs_mdb_err(rc) : 0;
+}
+
+/* The image's own descriptor of data.mdb, opened on first use; -1 (the store's shared one)
+ * while it cannot be opened, out of descriptors say. */
+static int image_fd(vbs_image *img)
+{
+	int fd = __atomic_load_n(&img->fd, __ATOMIC_ACQUIRE);
+
+	if (fd >= 0)
+		return fd;
+	pthread_mutex_lock(&img->lock);
+	if (img->fd < 0 && (fd = vbs_cs_open_fd(img->v)) >= 0)
+		__atomic_store_n(&img->fd, fd, __ATOMIC_RELEASE);
+	fd = img->fd;
+	pthread_mutex_unlock(&img->lock);
+	return fd;
 }
 
 /* ---- decoding ahead of sequential readers ----
@@ -279,18 +291,18 @@ static void prefetch_after(vbs_image *img, uint64_t off, size_t len)
 	to = (end + PF_AHEAD + img->cs - 1) / img->cs;
 	if (to > (img->size + img->cs - 1) / img->cs)
 		to = (img->size + img->cs - 1) / img->cs;
-	if (from < to)
-		img->pf_next = to;
-	pthread_mutex_unlock(&img->lock);
-	if (from >= to)
-		return;
+	/* Lock order: the image, then the queue (its threads take only the queue's). What does
+	 * not fit is not marked as queued, so a later read queues it. */
 	pthread_mutex_lock(&p->lock);
-	for (uint64_t n = from; n < to && p->count < PF_QUEUE; n++) {
-		p->q[(p->head + p->count) % PF_QUEUE] = (struct pf_job){img->serial, img->lineage, n};
+	for (; from < to && p->count < PF_QUEUE; from++) {
+		p->q[(p->head + p->count) % PF_QUEUE] =
+		    (struct pf_job){img->serial, img->lineage, from};
 		p->count++;
+		img->pf_next = from + 1;
 	}
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&img->lock);
 }
 
 /* Walks [off, off + len) (clipped to the image) chunk by chunk and hands each piece to fn: a
@@ -338,7 +350,7 @@ static int walk(vbs_image *img, size_t len, uint64_t off, piece_fn fn, void *arg
 		if (data) {
 			size_t plen;
 
-			r = chunk_get(v, txn, img->fd, id, &e);
+			r = chunk_get(v, txn, image_fd(img), id, &e);
 			if (r < 0)
 				goto out;
 			p = vbs_cache_data(e, &plen);

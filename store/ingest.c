@@ -165,6 +165,8 @@ struct disk_state {
 	vbs_extent *ext; /* changed mode: ranges to read */
 	size_t next;
 	size_t ahead; /* changed mode: extents [0, ahead) were handed to the kernel's read-ahead */
+	size_t ahead_from;     /* ... and ahead_bytes is the length of [ahead_from, ahead) */
+	uint64_t ahead_bytes;
 	struct change *ch;
 	size_t nch, capch;
 	uint64_t read_bytes, new_chunks, new_bytes;
@@ -630,16 +632,16 @@ static int walk_range(struct ingest *g, struct disk_state *d, uint64_t a, uint64
  * Scattered small extents are where a cold disk hurts: this keeps many reads in flight. */
 static void prefetch_ahead(struct disk_state *d, size_t k)
 {
-	uint64_t bytes = 0;
-
-	if (d->ahead < k)
-		d->ahead = k;
-	for (size_t i = k; i < d->ahead; i++)
-		bytes += d->ext[i].len;
-	for (; d->ahead < d->next && bytes < PREFETCH; d->ahead++) {
+	for (; d->ahead_from < k && d->ahead_from < d->ahead; d->ahead_from++)
+		d->ahead_bytes -= d->ext[d->ahead_from].len;
+	if (d->ahead < k) {
+		d->ahead = d->ahead_from = k;
+		d->ahead_bytes = 0;
+	}
+	for (; d->ahead < d->next && d->ahead_bytes < PREFETCH; d->ahead++) {
 		posix_fadvise(d->fd, (off_t)d->ext[d->ahead].off, (off_t)d->ext[d->ahead].len,
 			      POSIX_FADV_WILLNEED);
-		bytes += d->ext[d->ahead].len;
+		d->ahead_bytes += d->ext[d->ahead].len;
 	}
 }
 
@@ -654,9 +656,14 @@ void vbs_ingest_prefetch(const vbs_ingest_disk *disks, size_t n)
 		if (!disks[i].changed || vbu_read_file(disks[i].changed, EXTENTS_MAX, &text, &len) < 0)
 			continue;
 		d.fd = open(disks[i].path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-		if (d.fd >= 0 && fstat(d.fd, &st) == 0 && S_ISREG(st.st_mode) &&
-		    vbs_extents_parse(text, len, (uint64_t)st.st_size, 4096, &d.ext, &d.next,
-				      &line) == 0 && d.ext)
+		if (d.fd >= 0 && fstat(d.fd, &st) == 0) {
+			if (S_ISREG(st.st_mode))
+				d.size = (uint64_t)st.st_size;
+			else if (S_ISBLK(st.st_mode) && ioctl(d.fd, BLKGETSIZE64, &d.size) < 0)
+				d.size = 0;
+		}
+		if (d.size && vbs_extents_parse(text, len, d.size, 4096, &d.ext, &d.next,
+						&line) == 0 && d.ext)
 			prefetch_ahead(&d, 0);
 		if (d.fd >= 0)
 			close(d.fd);
