@@ -54,6 +54,6 @@ int vbs_cs_put_pinned(vbs_vault *v, const vbs_cs_item *items, size_t n,
 		      uint64_t *ret_added, uint64_t *ret_added_bytes);
 
 /* Removes a chunk inside the caller's write transaction (gc). -ENOENT if absent. */
-int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN]);
+int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], size_t *ret_len);
 
 #endif

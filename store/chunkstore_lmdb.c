@@ -2,15 +2,67 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "chunkstore.h"
 #include "util.h"
 
 static const char stats_key[] = "chunks";
+
+/* LMDB keeps a value bigger than a page on whole overflow pages, the first with a 16-byte
+ * header. An incompressible frame is its chunk (a power of two) plus 36 bytes, so it would
+ * take one more page for those bytes: 6% of a 64 KiB chunk. The last bytes of such a frame
+ * (its tail: what falls on its last page, at most TAIL_MAX) are kept under the same id in the
+ * database "tails" instead. Only frames stored as they are (not compressed) are split: for
+ * them the frame's length follows from its header, so a reader knows a tail is missing. */
+#define OVERFLOW_HDR 16
+#define TAIL_MAX 256
+
+static size_t tail_len(const vbs_vault *v, const uint8_t *frame, size_t flen)
+{
+	size_t over;
+
+	if (!v->dbi_tails || flen < VBS_FRAME_HDR || (frame[1] & VBS_FRAME_ZSTD) ||
+	    flen + OVERFLOW_HDR <= v->psize)
+		return 0;
+	over = (flen + OVERFLOW_HDR) % v->psize;
+	return over <= TAIL_MAX && over < flen ? over : 0;
+}
+
+/* The whole length of the frame whose stored value is buf[0..len): more than len when its
+ * tail is in "tails". 0 when the header is not a frame's (decoding reports that). */
+static size_t frame_len(const uint8_t *buf, size_t len)
+{
+	size_t want;
+
+	if (len < VBS_FRAME_HDR || (buf[1] & VBS_FRAME_ZSTD))
+		return len;
+	want = VBS_FRAME_HDR + vbs_get32(buf + 4);
+	if (buf[1] & VBS_FRAME_GCM)
+		want += VBK_NONCE_LEN + VBK_TAG_LEN;
+	return want;
+}
+
+/* Appends the tail of the frame whose value is buf[0..*len) (buf has TAIL_MAX bytes to
+ * spare) when it has one. -EBADMSG for a missing or wrong tail. */
+static int add_tail(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], uint8_t *buf,
+		    size_t *len)
+{
+	size_t want = frame_len(buf, *len);
+	MDB_val k = {VBS_ID_LEN, (void *)id}, d;
+
+	if (want <= *len)
+		return 0; /* whole (or too long: decoding reports it) */
+	if (want - *len > TAIL_MAX || !v->dbi_tails ||
+	    mdb_get(txn, v->dbi_tails, &k, &d) != 0 || d.mv_size != want - *len)
+		return -EBADMSG;
+	memcpy(buf + *len, d.mv_data, d.mv_size);
+	*len = want;
+	return 0;
+}
 
 /* Frames are read with pread, not through LMDB's map: the value's place in the map is its
  * place in the file (valid for the caller's transaction). Touching a 64 KiB frame through the
@@ -39,14 +91,16 @@ int vbs_cs_get_at(vbs_vault *v, MDB_txn *txn, int fd, const uint8_t id[VBS_ID_LE
 		return -EIO;
 	if ((rc = vbs_map_offset(v, d.mv_data, d.mv_size, &off)) < 0)
 		return rc;
-	buf = malloc(d.mv_size ? d.mv_size : 1);
+	buf = malloc(d.mv_size + TAIL_MAX);
 	if (!buf)
 		return -ENOMEM;
 	rc = vbu_pread_full(fd, buf, d.mv_size, off, &got);
 	if (rc == 0 && got != d.mv_size)
 		rc = -EBADMSG; /* beyond the end of the file: damage */
 	if (rc == 0)
-		rc = fn(arg, buf, d.mv_size);
+		rc = add_tail(v, txn, id, buf, &got);
+	if (rc == 0)
+		rc = fn(arg, buf, got);
 	free(buf);
 	return rc;
 }
@@ -156,17 +210,22 @@ static int put_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 
 	c->added = c->added_bytes = 0;
 	for (size_t i = 0; i < c->n; i++) {
+		const uint8_t *frame = c->items[i].frame;
+		size_t tail = tail_len(v, frame, c->items[i].len);
 		MDB_val k = {VBS_ID_LEN, (void *)c->items[i].id};
-		MDB_val d = {c->items[i].len, NULL};
+		MDB_val d = {c->items[i].len - tail, NULL};
+		MDB_val t = {tail, (void *)(frame + c->items[i].len - tail)};
 
 		/* MDB_RESERVE: LMDB hands out the space and we copy once. */
 		rc = mdb_put(txn, v->dbi_chunks, &k, &d, MDB_NOOVERWRITE | MDB_RESERVE);
 		if (rc == MDB_KEYEXIST)
 			continue;
+		if (rc == 0 && tail)
+			rc = mdb_put(txn, v->dbi_tails, &k, &t, 0);
 		if (rc)
 			return vbs_fail(vbs_mdb_err(rc), "cannot store chunk in vault '%s': %s",
 					v->path, mdb_strerror(rc));
-		memcpy(d.mv_data, c->items[i].frame, c->items[i].len);
+		memcpy(d.mv_data, frame, c->items[i].len - tail);
 		c->added++;
 		c->added_bytes += c->items[i].len;
 		raw += c->items[i].plain_len;
@@ -216,7 +275,7 @@ int vbs_cs_put_pinned(vbs_vault *v, const vbs_cs_item *items, size_t n,
 	return 0;
 }
 
-int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN])
+int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], size_t *ret_len)
 {
 	MDB_val k = {VBS_ID_LEN, (void *)id}, d;
 	uint32_t plain = 0;
@@ -230,5 +289,11 @@ int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN])
 	rc = mdb_del(txn, v->dbi_chunks, &k, NULL);
 	if (rc)
 		return vbs_mdb_err(rc);
+	if (v->dbi_tails && mdb_get(txn, v->dbi_tails, &k, &d) == 0) {
+		len += d.mv_size;
+		if ((rc = mdb_del(txn, v->dbi_tails, &k, NULL)) != 0)
+			return vbs_mdb_err(rc);
+	}
+	*ret_len = len;
 	return stats_add(v, txn, -1, -(int64_t)len, -(int64_t)plain);
 }

@@ -402,6 +402,7 @@ static int sweep_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 		uint8_t key[PIN_KEY_LEN];
 		MDB_val k = {sizeof(key), key}, d;
 		int pinned = 0;
+		size_t len = 0;
 
 		memcpy(key + 8, c->cands[i].id, VBS_ID_LEN);
 		for (size_t j = 0; j < njobs && !pinned; j++) {
@@ -419,14 +420,14 @@ static int sweep_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 			c->pinned++;
 			continue;
 		}
-		r = vbs_cs_del(v, txn, c->cands[i].id);
+		r = vbs_cs_del(v, txn, c->cands[i].id, &len);
 		if (r == -ENOENT) {
 			r = 0;
 			continue;
 		}
 		if (r >= 0) {
 			c->freed++;
-			c->freed_bytes += c->cands[i].len;
+			c->freed_bytes += len;
 		}
 	}
 	free(jobs);

@@ -49,6 +49,9 @@ struct vbs_vault {
 	MDB_dbi dbi_meta, dbi_vms, dbi_rps, dbi_rpnames, dbi_lineages, dbi_idx, dbi_chunks;
 	/* jobs, pins, protect: 0 when absent (a vault opened read-only that has none yet). */
 	MDB_dbi dbi_jobs, dbi_pins, dbi_protect;
+	/* tails (chunkstore_lmdb.c): 0 in a vault opened read-only that has none yet. */
+	MDB_dbi dbi_tails;
+	size_t psize; /* LMDB's page size */
 	/* Held shared by every transaction, exclusively to change the map size. */
 	pthread_rwlock_t map_lock;
 

@@ -317,10 +317,18 @@ static int env_open(vbs_vault *v, int create)
 	 * creates them in vaults made before; a read-only opener goes without (dbi 0). */
 	if ((rc = open_optional(v, txn, "jobs", &v->dbi_jobs)) ||
 	    (rc = open_optional(v, txn, "pins", &v->dbi_pins)) ||
-	    (rc = open_optional(v, txn, "protect", &v->dbi_protect)))
+	    (rc = open_optional(v, txn, "protect", &v->dbi_protect)) ||
+	    (rc = open_optional(v, txn, "tails", &v->dbi_tails)))
 		goto fail;
+	{
+		MDB_stat ms;
+		v->psize = mdb_env_stat(v->env, &ms) == 0 ? ms.ms_psize : 4096;
+	}
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
+	/* MDB_NOMETASYNC: durable only once synced (vbs_write does the same). */
+	if (rc == 0 && !v->readonly)
+		rc = mdb_env_sync(v->env, 1);
 	if (rc)
 		goto fail;
 	return 0;

@@ -118,6 +118,35 @@ static void frames(int encrypt)
 		CHECK(vbs_chunk_decode(v, id, frame, flen, out, sizeof(out), &olen) == 0);
 		CHECK(olen == LEN && memcmp(in, out, LEN) == 0);
 	}
+
+	/* 256 incompressible chunks: each frame fits 16 LMDB pages (its tail aside), not 17,
+	 * and reads back whole. */
+	{
+		enum { N = 256 };
+		char disk[300], db[320];
+		uint8_t *big = malloc((size_t)N * LEN), *back = malloc((size_t)N * LEN);
+		vbs_image *im;
+		vbs_rp *rp;
+		struct stat st;
+		size_t got;
+
+		CHECK(big && back);
+		fill(big, (size_t)N * LEN, 40 + encrypt);
+		snprintf(disk, sizeof(disk), "%s/frames%d.raw", dir, encrypt);
+		write_at(disk, big, (size_t)N * LEN, 0);
+		CHECK(vbs_vault_open_env(v) == 0);
+		rp = ingest(v, "vm9", "os", disk, NULL);
+		CHECK(rp && rp->disks[0].new_chunks == N);
+		snprintf(db, sizeof(db), "%s/data.mdb", vpath);
+		CHECK(stat(db, &st) == 0 && st.st_size < (off_t)N * 17 * 4096);
+		CHECK(vbs_image_open(v, rp->serial, 0, &im) == 0);
+		CHECK(vbs_image_read(im, back, (size_t)N * LEN, 0, &got) == 0);
+		CHECK(got == (size_t)N * LEN && memcmp(big, back, got) == 0);
+		vbs_image_close(im);
+		vbs_rp_free(rp);
+		free(big);
+		free(back);
+	}
 	vbs_vault_close(v);
 }
 
