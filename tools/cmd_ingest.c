@@ -502,7 +502,7 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 
 	/* The changed extents start coming in from disk while the passphrase is stretched. */
 	vbs_ingest_prefetch(idisks, n_disks);
-	status = vault_open(path, 0, 1, passphrase_file, g, &v);
+	status = vault_open(path, 0, VAULT_UNLOCK, passphrase_file, g, &v);
 	if (status != 0)
 		goto out;
 

@@ -15,7 +15,6 @@
 #include "common.h"
 #include "dbguard.h"
 #include "jobs.h"
-#include "passphrase.h"
 #include "rp.h"
 #include "util.h"
 #include "vault.h"
@@ -225,51 +224,6 @@ static int parse_seed(const char *s, uint64_t *ret)
 	return 0;
 }
 
-/* Opens the vault for verifying: like vault_open(), but a database that LMDB finds damaged
- * is damage (exit 3), not a failure to run. */
-static int open_for_verify(const char *path, const char *passphrase_file, const vmbak_globals *g,
-			   vbs_vault **ret)
-{
-	vbs_vault *v = NULL;
-	char *pass = NULL;
-	int r, status;
-
-	r = vbs_vault_open(path, 0, &v);
-	if (r < 0) {
-		status = store_err(r, "cannot open vault '%s'", q(path));
-		goto out;
-	}
-	if (vbs_vault_needs_passphrase(v)) {
-		status = passphrase_for(path, passphrase_file, g, 0, &pass);
-		if (status != 0)
-			goto out;
-		r = vbs_vault_unlock(v, pass);
-		vbk_passphrase_free(pass);
-		if (r == -ENOKEY) {
-			vbu_err("wrong passphrase for vault '%s'", q(path));
-			status = VMBAK_EXIT_FAIL;
-			goto out;
-		}
-		if (r < 0) {
-			status = store_err(r, "cannot unlock vault '%s'", q(path));
-			goto out;
-		}
-	}
-	r = vbs_vault_open_env(v);
-	if (r < 0) {
-		status = store_err(r, "cannot open vault '%s'", q(path));
-		if (r == -EBADMSG)
-			status = VMBAK_EXIT_DAMAGE;
-		goto out;
-	}
-	*ret = v;
-	v = NULL;
-	status = 0;
-out:
-	vbs_vault_close(v);
-	return status;
-}
-
 /* Ends the job, if there is one open. */
 static int job_end(vbs_vault *v, int *have_job, uint64_t job, vbs_job_state state, uint64_t bytes,
 		   const char *error)
@@ -369,7 +323,8 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 
 	/* LMDB meeting a page of garbage is damage too (see dbguard.h). */
 	vbs_guard_exit_status(VMBAK_EXIT_DAMAGE);
-	status = open_for_verify(path, passphrase_file, g, &v);
+	/* A database that LMDB finds damaged is damage (exit 3), not a failure to run. */
+	status = vault_open(path, 0, VAULT_UNLOCK | VAULT_DAMAGE_EXIT, passphrase_file, g, &v);
 	if (status != 0)
 		goto out;
 

@@ -257,7 +257,7 @@ int passphrase_for(const char *path, const char *passphrase_file, const vmbak_gl
 	return passphrase_get(&src, "vault", path, ret);
 }
 
-int vault_open(const char *path, int readonly, int unlock, const char *passphrase_file,
+int vault_open(const char *path, int readonly, int flags, const char *passphrase_file,
 	       const vmbak_globals *g, vbs_vault **ret)
 {
 	vbs_vault *v = NULL;
@@ -269,7 +269,7 @@ int vault_open(const char *path, int readonly, int unlock, const char *passphras
 		status = store_err(r, "cannot open vault '%s'", q(path));
 		goto out;
 	}
-	if (unlock && vbs_vault_needs_passphrase(v)) {
+	if ((flags & VAULT_UNLOCK) && vbs_vault_needs_passphrase(v)) {
 		status = passphrase_for(path, passphrase_file, g, 0, &pass);
 		if (status != 0)
 			goto out;
@@ -289,6 +289,8 @@ int vault_open(const char *path, int readonly, int unlock, const char *passphras
 	r = vbs_vault_open_env(v);
 	if (r < 0) {
 		status = store_err(r, "cannot open vault '%s'", q(path));
+		if (r == -EBADMSG && (flags & VAULT_DAMAGE_EXIT))
+			status = VMBAK_EXIT_DAMAGE;
 		goto out;
 	}
 	*ret = v;

@@ -88,10 +88,14 @@ int check_point_arg(const char *target, int need_id, const char *usage, char *vm
 int check_nargs(const char *usage, const char *const *names, int nmin, int nmax, int nargs,
 		char **args);
 
-/* Opens the vault at path for a verb: config, then (when unlock) the passphrase from
+/* Opens the vault at path for a verb: config, then (with VAULT_UNLOCK) the passphrase from
  * passphrase_file (verb option), g->passphrase_file, the environment or the terminal, then the
- * LMDB environment. Prints the error. readonly: open the environment read-only. */
-int vault_open(const char *path, int readonly, int unlock, const char *passphrase_file,
+ * LMDB environment. Prints the error. readonly: open the environment read-only. With
+ * VAULT_DAMAGE_EXIT a database LMDB finds damaged gives VMBAK_EXIT_DAMAGE (verify), not
+ * VMBAK_EXIT_FAIL. */
+#define VAULT_UNLOCK 0x1
+#define VAULT_DAMAGE_EXIT 0x2
+int vault_open(const char *path, int readonly, int flags, const char *passphrase_file,
 	       const vmbak_globals *g, vbs_vault **ret);
 
 /* Gets a passphrase for the vault at path (prompt with confirm for init). Prints the error and
