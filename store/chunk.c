@@ -131,6 +131,16 @@ static int looks_compressible(ZSTD_CCtx *cctx, const uint8_t *data, size_t len, 
 	return 0;
 }
 
+size_t vbs_frame_raw_len(const void *frame, size_t flen)
+{
+	const uint8_t *f = frame;
+	uint32_t plain;
+
+	if (vbs_frame_plain_len(frame, flen, &plain) < 0 || (f[1] & VBS_FRAME_ZSTD))
+		return 0;
+	return VBS_FRAME_HDR + plain + ((f[1] & VBS_FRAME_GCM) ? VBK_NONCE_LEN + VBK_TAG_LEN : 0);
+}
+
 int vbs_chunk_encode(vbs_vault *v, const uint8_t id[VBS_ID_LEN], const void *data, size_t len,
 		     int level, void *out, size_t cap, size_t *ret_len)
 {

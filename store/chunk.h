@@ -59,4 +59,9 @@ int vbs_chunk_decode(vbs_vault *v, const uint8_t id[VBS_ID_LEN], const void *fra
 /* Reads the plaintext length from a frame header without decoding; -EBADMSG if malformed. */
 int vbs_frame_plain_len(const void *frame, size_t flen, uint32_t *ret);
 
+/* The whole length of a frame stored raw (not compressed), from its header: header, plaintext,
+ * and nonce and tag when encrypted. 0 for a compressed frame (its length is not in the header)
+ * or a malformed header. */
+size_t vbs_frame_raw_len(const void *frame, size_t flen);
+
 #endif

@@ -25,25 +25,11 @@ static size_t tail_len(const vbs_vault *v, const uint8_t *frame, size_t flen)
 {
 	size_t over;
 
-	if (!v->dbi_tails || flen < VBS_FRAME_HDR || (frame[1] & VBS_FRAME_ZSTD) ||
+	if (!v->dbi_tails || vbs_frame_raw_len(frame, flen) != flen ||
 	    flen + OVERFLOW_HDR <= v->psize)
 		return 0;
 	over = (flen + OVERFLOW_HDR) % v->psize;
 	return over <= TAIL_MAX && over < flen ? over : 0;
-}
-
-/* The whole length of the frame whose stored value is buf[0..len): more than len when its
- * tail is in "tails". 0 when the header is not a frame's (decoding reports that). */
-static size_t frame_len(const uint8_t *buf, size_t len)
-{
-	size_t want;
-
-	if (len < VBS_FRAME_HDR || (buf[1] & VBS_FRAME_ZSTD))
-		return len;
-	want = VBS_FRAME_HDR + vbs_get32(buf + 4);
-	if (buf[1] & VBS_FRAME_GCM)
-		want += VBK_NONCE_LEN + VBK_TAG_LEN;
-	return want;
 }
 
 /* Appends the tail of the frame whose value is buf[0..*len) (buf has TAIL_MAX bytes to
@@ -51,11 +37,11 @@ static size_t frame_len(const uint8_t *buf, size_t len)
 static int add_tail(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], uint8_t *buf,
 		    size_t *len)
 {
-	size_t want = frame_len(buf, *len);
+	size_t want = vbs_frame_raw_len(buf, *len);
 	MDB_val k = {VBS_ID_LEN, (void *)id}, d;
 
 	if (want <= *len)
-		return 0; /* whole (or too long: decoding reports it) */
+		return 0; /* compressed, whole, or too long or malformed: decoding reports it */
 	if (want - *len > TAIL_MAX || !v->dbi_tails ||
 	    mdb_get(txn, v->dbi_tails, &k, &d) != 0 || d.mv_size != want - *len)
 		return -EBADMSG;
