@@ -85,7 +85,11 @@ $(B)/tests/fuzz/replay.o: tests/fuzz/replay.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-test-bins: $(UNIT_BIN) $(FUZZ_REPLAY_BIN)
+# Test tools: built with the tests, run by them, never installed.
+$(B)/tests/vbk-inspect: $(B)/tests/tools/inspect.o $(LIBA)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
+
+test-bins: $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(B)/tests/vbk-inspect
 
 deps:
 	@tests/deps.sh

@@ -4,35 +4,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "imap.h"
 #include "index.h"
 #include "internal.h"
 #include "lifecycle.h"
 #include "rp.h"
+#include "seal.h"
 #include "util.h"
-
-#define NAME_KEY_MAX (VBS_NAME_MAX + 1 + VBS_RP_ID_MAX)
-
-static size_t name_key(char *buf, const char *vm, const char *id)
-{
-	size_t a = strlen(vm), b = strlen(id);
-
-	if (a > VBS_NAME_MAX || b >= VBS_RP_ID_MAX)
-		return 0;
-	memcpy(buf, vm, a);
-	buf[a] = '\0';
-	memcpy(buf + a + 1, id, b);
-	return a + 1 + b;
-}
 
 static int find_serial(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, uint64_t *ret)
 {
-	char nk[NAME_KEY_MAX];
-	size_t len = name_key(nk, vm, id);
-	int r;
+	int r = vbs_name_find(v, txn, vm, id, ret);
 
-	if (!len || !vbs_name_valid(vm))
-		return vbs_fail(-ENOENT, "no recovery point '%s/%s'", vm, id);
-	r = vbs_get_u64(txn, v->dbi_rpnames, nk, len, ret);
 	if (r == -ENOENT)
 		return vbs_fail(-ENOENT, "no recovery point '%s/%s'", vm, id);
 	if (r < 0)
@@ -51,7 +34,7 @@ static int protect_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 {
 	struct protect_ctx *c = arg;
 	uint8_t key[8], val[8];
-	MDB_val k = {8, key}, d = {8, val};
+	MDB_val k = {8, key};
 	uint64_t serial;
 	int r = find_serial(v, txn, c->vm, c->id, &serial), rc;
 
@@ -59,19 +42,17 @@ static int protect_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 		return r;
 	vbs_put64(key, serial);
 	if (c->on) {
-		if (mdb_get(txn, v->dbi_protect, &k, &d) == 0)
+		r = vbs_sget_fixed(v, txn, v->dbi_protect, VBS_DB_PROTECT, key, 8, val, 8);
+		if (r == 0)
 			return 0;
 		vbs_put64(val, (uint64_t)(vbu_now_ns() / 1000000000));
-		d = (MDB_val){8, val};
-		rc = mdb_put(txn, v->dbi_protect, &k, &d, 0);
+		r = vbs_sput(v, txn, v->dbi_protect, VBS_DB_PROTECT, key, 8, val, 8, 0);
 	} else {
 		rc = mdb_del(txn, v->dbi_protect, &k, NULL);
-		if (rc == MDB_NOTFOUND)
-			rc = 0;
+		r = rc == MDB_NOTFOUND ? 0 : vbs_mdb_err(rc);
 	}
-	if (rc)
-		return vbs_fail(vbs_mdb_err(rc), "cannot write vault '%s': %s", v->path,
-				mdb_strerror(rc));
+	if (r < 0)
+		return vbs_fail(r, "cannot write vault '%s': %s", v->path, vbu_strerror(-r));
 	return 0;
 }
 
@@ -87,20 +68,19 @@ int vbs_rp_protect(vbs_vault *v, const char *vm, const char *id, int on)
 
 static int protected_in(vbs_vault *v, MDB_txn *txn, uint64_t serial, int64_t *ret_since)
 {
-	uint8_t key[8];
-	uint64_t since;
+	uint8_t key[8], val[8];
 	int r;
 
 	if (!v->dbi_protect)
 		return 0;
 	vbs_put64(key, serial);
-	r = vbs_get_u64(txn, v->dbi_protect, key, 8, &since);
+	r = vbs_sget_fixed(v, txn, v->dbi_protect, VBS_DB_PROTECT, key, 8, val, 8);
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0)
 		return r;
 	if (ret_since)
-		*ret_since = (int64_t)since;
+		*ret_since = (int64_t)vbs_get64(val);
 	return 1;
 }
 
@@ -124,44 +104,21 @@ int vbs_rp_protected(vbs_vault *v, uint64_t serial, int64_t *ret_since)
  * VM both orders agree). free() *ret. */
 static int vm_serials(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t **ret, size_t *ret_n)
 {
-	char nk[VBS_NAME_MAX + 1];
-	size_t a = strlen(vm), n = 0;
-	uint64_t *list = NULL;
-	MDB_cursor *c;
-	MDB_val k, d;
-	int rc, r = 0;
+	vbs_name_entry *e;
+	uint64_t *list;
+	size_t n;
+	int r = vbs_names_of(v, txn, vm, &e, &n);
 
-	memcpy(nk, vm, a);
-	nk[a] = '\0';
-	rc = mdb_cursor_open(txn, v->dbi_rpnames, &c);
-	if (rc)
-		return vbs_mdb_err(rc);
-	k = (MDB_val){a + 1, nk};
-	for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0;
-	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		uint64_t *p;
-
-		if (k.mv_size <= a + 1 || memcmp(k.mv_data, nk, a + 1) != 0)
-			break;
-		if (d.mv_size != 8) {
-			r = -EBADMSG;
-			break;
-		}
-		p = realloc(list, (n + 1) * sizeof(*p));
-		if (!p) {
-			r = -ENOMEM;
-			break;
-		}
-		list = p;
-		list[n++] = vbs_get64(d.mv_data);
-	}
-	mdb_cursor_close(c);
-	if (r == 0 && rc && rc != MDB_NOTFOUND)
-		r = vbs_mdb_err(rc);
-	if (r < 0) {
-		free(list);
+	if (r < 0)
 		return r;
+	list = malloc((n ? n : 1) * sizeof(*list));
+	if (!list) {
+		free(e);
+		return -ENOMEM;
 	}
+	for (size_t i = 0; i < n; i++)
+		list[i] = e[i].serial;
+	free(e);
 	*ret = list;
 	*ret_n = n;
 	return 0;
@@ -260,7 +217,7 @@ static int delete_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	vbs_rp *rp = NULL, **others = NULL;
 	uint64_t serial, *serials = NULL;
 	size_t n = 0;
-	char nk[NAME_KEY_MAX], when[21];
+	char when[21];
 	uint8_t sk[8];
 	MDB_val k;
 	int r, rc;
@@ -324,17 +281,15 @@ static int delete_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 		}
 		r = vbs_lineage_get(v, txn, l, &head, &size);
 		if (r == 0 && head == serial) {
-			if (prev) {
+			if (prev)
 				r = vbs_lineage_set(v, txn, l, prev, size);
-			} else {
-				uint8_t lk[8];
-				vbs_put64(lk, l);
-				k = (MDB_val){8, lk};
-				r = vbs_mdb_err(mdb_del(txn, v->dbi_lineages, &k, NULL));
-			}
+			else
+				r = vbs_lineage_del(v, txn, l);
 		} else if (r == -ENOENT) {
 			r = 0;
 		}
+		if (r == 0)
+			r = vbs_dmap_del(v, txn, serial, (unsigned)di);
 		if (r < 0) {
 			r = vbs_fail(r, "cannot rewrite the lineages of vault '%s'", v->path);
 			goto out;
@@ -342,26 +297,18 @@ static int delete_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	}
 	vbs_put64(sk, serial);
 	k = (MDB_val){8, sk};
-	rc = mdb_del(txn, v->dbi_rps, &k, NULL);
-	if (!rc) {
-		k = (MDB_val){name_key(nk, c->vm, c->id), nk};
-		rc = mdb_del(txn, v->dbi_rpnames, &k, NULL);
-	}
-	if (!rc && v->dbi_protect) {
+	r = vbs_mdb_err(mdb_del(txn, v->dbi_rps, &k, NULL));
+	if (r == 0)
+		r = vbs_name_del(v, txn, c->vm, c->id);
+	if (r == 0 && v->dbi_protect) {
 		k = (MDB_val){8, sk};
 		rc = mdb_del(txn, v->dbi_protect, &k, NULL);
-		if (rc == MDB_NOTFOUND)
-			rc = 0;
+		r = rc == MDB_NOTFOUND ? 0 : vbs_mdb_err(rc);
 	}
-	if (!rc && n == 1) {
-		k = (MDB_val){strlen(c->vm), (void *)c->vm};
-		rc = mdb_del(txn, v->dbi_vms, &k, NULL);
-		if (rc == MDB_NOTFOUND)
-			rc = 0;
-	}
-	if (rc) {
-		r = vbs_fail(vbs_mdb_err(rc), "cannot delete from vault '%s': %s", v->path,
-			     mdb_strerror(rc));
+	if (r == 0 && n == 1 && (r = vbs_vm_del(v, txn, c->vm)) == -ENOENT)
+		r = 0;
+	if (r < 0) {
+		r = vbs_fail(r, "cannot delete from vault '%s': %s", v->path, vbu_strerror(-r));
 		goto out;
 	}
 	r = 0;

@@ -55,10 +55,7 @@ static int gc_registered(vbs_vault *v, MDB_txn *txn, uint64_t *ret)
 {
 	uint64_t id = 0;
 	vbs_job j;
-	MDB_val k = {8, NULL}, d;
-	uint8_t key[8];
 	int r = vbs_get_u64(txn, v->dbi_meta, gc_key, sizeof(gc_key) - 1, &id);
-	int rc;
 
 	*ret = 0;
 	if (r == -ENOENT)
@@ -66,16 +63,11 @@ static int gc_registered(vbs_vault *v, MDB_txn *txn, uint64_t *ret)
 	if (r < 0)
 		return r;
 	/* The job record decides: running and its process alive. */
-	vbs_put64(key, id);
-	k.mv_data = key;
-	rc = mdb_get(txn, v->dbi_jobs, &k, &d);
-	if (rc == MDB_NOTFOUND)
+	r = vbs_job_load(v, txn, id, &j);
+	if (r == -ENOENT || r == -EBADMSG)
 		return 0;
-	if (rc)
-		return vbs_mdb_err(rc);
-	r = vbs_job_decode_raw(id, d.mv_data, d.mv_size, &j);
 	if (r < 0)
-		return 0;
+		return r;
 	if (j.state == VBS_JOB_RUNNING && vbs_process_alive(j.pid, j.pid_start, j.boot_id))
 		*ret = id;
 	return 0;
@@ -84,19 +76,13 @@ static int gc_registered(vbs_vault *v, MDB_txn *txn, uint64_t *ret)
 /* 1 when job has ended (or its process died, or it has no record). */
 static int job_over(vbs_vault *v, MDB_txn *txn, uint64_t id)
 {
-	uint8_t key[8];
-	MDB_val k = {8, key}, d;
 	vbs_job j;
-	int rc;
+	int r = vbs_job_load(v, txn, id, &j);
 
-	vbs_put64(key, id);
-	rc = mdb_get(txn, v->dbi_jobs, &k, &d);
-	if (rc == MDB_NOTFOUND)
+	if (r == -ENOENT || r == -EBADMSG)
 		return 1;
-	if (rc)
-		return vbs_mdb_err(rc);
-	if (vbs_job_decode_raw(id, d.mv_data, d.mv_size, &j) < 0)
-		return 1;
+	if (r < 0)
+		return r;
 	return !(j.state == VBS_JOB_RUNNING && vbs_process_alive(j.pid, j.pid_start, j.boot_id));
 }
 

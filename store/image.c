@@ -8,7 +8,7 @@
 #include "cache.h"
 #include "chunkstore.h"
 #include "image.h"
-#include "index.h"
+#include "imap.h"
 #include "rp.h"
 
 struct vbs_image {
@@ -16,6 +16,7 @@ struct vbs_image {
 	int fd; /* data.mdb, for this image's reads alone (read-ahead follows it); -1 until read */
 	uint64_t serial, lineage, size, data_bytes;
 	uint32_t cs;
+	vbs_imap *map; /* the disk's checked chunk map: every lookup goes through it */
 	/* sequential detection, for decoding ahead */
 	pthread_mutex_t lock;
 	uint64_t next_off; /* where the last read ended */
@@ -28,17 +29,33 @@ static int prefetch_start(vbs_vault *v);
 
 int vbs_image_open(vbs_vault *v, uint64_t serial, unsigned disk_idx, vbs_image **ret)
 {
-	vbs_image *img;
-	vbs_rp *rp;
+	vbs_image *img = NULL;
+	vbs_imap *map = NULL;
+	vbs_rp *rp = NULL;
+	MDB_txn *txn;
 	int r;
 
-	r = vbs_rp_get_serial(v, serial, &rp);
+	vbs_clear_err();
+	r = vbs_read_begin(v, &txn);
 	if (r < 0)
 		return r;
-	if (disk_idx >= rp->n_disks) {
-		vbs_rp_free(rp);
-		return vbs_fail(-ENOENT, "recovery point %s has no disk %u", rp->id, disk_idx);
+	r = vbs_rp_load(v, txn, serial, &rp);
+	if (r == 0 && disk_idx >= rp->n_disks)
+		r = vbs_fail(-ENOENT, "recovery point %s has no disk %u", rp->id, disk_idx);
+	if (r == 0 && rp->chunk_size != v->chunk_size)
+		r = vbs_fail(-EBADMSG, "recovery point %llu has chunk size %u, vault %u",
+			     (unsigned long long)serial, rp->chunk_size, v->chunk_size);
+	if (r == 0) {
+		r = vbs_imap_new(v, txn, serial, disk_idx, rp->disks[disk_idx].lineage,
+				 rp->disks[disk_idx].size, &map);
+		if (r < 0)
+			vbs_fail(r, "vault '%s': the index map of disk '%s' of point %s is %s",
+				 v->path, rp->disks[disk_idx].name, rp->id,
+				 r == -EBADMSG ? "damaged" : "unreadable");
 	}
+	vbs_read_end(v, txn);
+	if (r < 0)
+		goto out;
 	pthread_mutex_lock(&cache_init_lock);
 	if (!v->cache)
 		r = vbs_cache_new(v->cache_bytes, &v->cache);
@@ -47,8 +64,8 @@ int vbs_image_open(vbs_vault *v, uint64_t serial, unsigned disk_idx, vbs_image *
 	pthread_mutex_unlock(&cache_init_lock);
 	img = r < 0 ? NULL : calloc(1, sizeof(*img));
 	if (!img) {
-		vbs_rp_free(rp);
-		return vbs_fail(-ENOMEM, "out of memory");
+		r = vbs_fail(-ENOMEM, "out of memory");
+		goto out;
 	}
 	img->v = v;
 	img->serial = serial;
@@ -56,17 +73,16 @@ int vbs_image_open(vbs_vault *v, uint64_t serial, unsigned disk_idx, vbs_image *
 	img->size = rp->disks[disk_idx].size;
 	img->data_bytes = vbs_disk_data_bytes(rp, &rp->disks[disk_idx]);
 	img->cs = rp->chunk_size;
-	vbs_rp_free(rp);
-	if (img->cs != v->chunk_size) {
-		uint32_t cs = img->cs;
-		free(img);
-		return vbs_fail(-EBADMSG, "recovery point %llu has chunk size %u, vault %u",
-				(unsigned long long)serial, cs, v->chunk_size);
-	}
+	img->map = map;
+	map = NULL;
 	img->fd = -1; /* opened by the first read: a lookup or stat needs none */
 	pthread_mutex_init(&img->lock, NULL);
 	*ret = img;
-	return 0;
+	r = 0;
+out:
+	vbs_imap_free(map);
+	vbs_rp_free(rp);
+	return r;
 }
 
 void vbs_image_close(vbs_image *img)
@@ -75,6 +91,7 @@ void vbs_image_close(vbs_image *img)
 		return;
 	if (img->fd >= 0)
 		close(img->fd);
+	vbs_imap_free(img->map);
 	pthread_mutex_destroy(&img->lock);
 	free(img);
 }
@@ -176,7 +193,8 @@ static int image_fd(vbs_image *img)
 #define PF_SMALL (256u << 10) /* requests at most this big trigger it */
 
 struct pf_job {
-	uint64_t serial, lineage, n;
+	uint64_t serial;
+	uint8_t id[VBS_ID_LEN]; /* from the image's checked map */
 };
 
 struct vbs_prefetch {
@@ -193,19 +211,12 @@ struct vbs_prefetch {
 static void prefetch_one(vbs_vault *v, const struct pf_job *j)
 {
 	MDB_txn *txn;
-	MDB_cursor *c;
-	uint8_t id[VBS_ID_LEN];
 	vbs_cache_entry *e;
-	int data;
 
 	if (vbs_read_begin(v, &txn) < 0)
 		return;
-	if (point_exists(v, txn, j->serial) == 0 && mdb_cursor_open(txn, v->dbi_idx, &c) == 0) {
-		if (vbs_idx_lookup(v, c, j->lineage, j->serial, j->n, id, &data) == 0 && data &&
-		    chunk_get(v, txn, -1, id, &e) == 0)
-			vbs_cache_release(v->cache, e);
-		mdb_cursor_close(c);
-	}
+	if (point_exists(v, txn, j->serial) == 0 && chunk_get(v, txn, -1, j->id, &e) == 0)
+		vbs_cache_release(v->cache, e);
 	vbs_read_end(v, txn);
 }
 
@@ -266,8 +277,8 @@ void vbs_prefetch_stop(vbs_vault *v)
 	v->prefetch = NULL;
 }
 
-/* After a read of [off, off + len) that succeeded. */
-static void prefetch_after(vbs_image *img, uint64_t off, size_t len)
+/* After a read of [off, off + len) that succeeded, inside its transaction. */
+static void prefetch_after(vbs_image *img, MDB_txn *txn, uint64_t off, size_t len)
 {
 	vbs_prefetch *p = img->v->prefetch;
 	uint64_t end = off + len, from, to;
@@ -295,10 +306,16 @@ static void prefetch_after(vbs_image *img, uint64_t off, size_t len)
 	 * not fit is not marked as queued, so a later read queues it. */
 	pthread_mutex_lock(&p->lock);
 	for (; from < to && p->count < PF_QUEUE; from++) {
-		p->q[(p->head + p->count) % PF_QUEUE] =
-		    (struct pf_job){img->serial, img->lineage, from};
-		p->count++;
+		struct pf_job *j = &p->q[(p->head + p->count) % PF_QUEUE];
+		int data;
+
+		if (vbs_imap_lookup(img->map, txn, from, j->id, &data) < 0)
+			break;
 		img->pf_next = from + 1;
+		if (!data)
+			continue;
+		j->serial = img->serial;
+		p->count++;
 	}
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->lock);
@@ -314,10 +331,9 @@ static int walk(vbs_image *img, size_t len, uint64_t off, piece_fn fn, void *arg
 {
 	vbs_vault *v = img->v;
 	MDB_txn *txn = NULL;
-	MDB_cursor *c = NULL;
 	uint8_t id[VBS_ID_LEN];
 	size_t done = 0;
-	int r, rc;
+	int r;
 
 	*ret_got = 0;
 	if (off >= img->size)
@@ -330,11 +346,6 @@ static int walk(vbs_image *img, size_t len, uint64_t off, piece_fn fn, void *arg
 	r = point_exists(v, txn, img->serial);
 	if (r < 0)
 		goto out;
-	rc = mdb_cursor_open(txn, v->dbi_idx, &c);
-	if (rc) {
-		r = vbs_mdb_err(rc);
-		goto out;
-	}
 	while (done < len) {
 		uint64_t pos = off + done, n = pos / img->cs;
 		size_t in = (size_t)(pos % img->cs), take = img->cs - in;
@@ -344,7 +355,7 @@ static int walk(vbs_image *img, size_t len, uint64_t off, piece_fn fn, void *arg
 
 		if (take > len - done)
 			take = len - done;
-		r = vbs_idx_lookup(v, c, img->lineage, img->serial, n, id, &data);
+		r = vbs_imap_lookup(img->map, txn, n, id, &data);
 		if (r < 0)
 			goto out;
 		if (data) {
@@ -370,13 +381,10 @@ static int walk(vbs_image *img, size_t len, uint64_t off, piece_fn fn, void *arg
 		done += take;
 	}
 	r = 0;
+	prefetch_after(img, txn, off, done);
 out:
-	if (c)
-		mdb_cursor_close(c);
 	vbs_read_end(v, txn);
 	*ret_got = r < 0 ? 0 : done;
-	if (r == 0)
-		prefetch_after(img, off, done);
 	return r;
 }
 
@@ -456,9 +464,8 @@ int vbs_image_seek(vbs_image *img, uint64_t off, int whence, uint64_t *ret)
 {
 	vbs_vault *v = img->v;
 	MDB_txn *txn = NULL;
-	MDB_cursor *c = NULL;
-	uint64_t n, end = (img->size + img->cs - 1) / img->cs, found;
-	int r, rc;
+	uint64_t n, found;
+	int r;
 
 	if (off >= img->size)
 		return -ENXIO;
@@ -470,29 +477,18 @@ int vbs_image_seek(vbs_image *img, uint64_t off, int whence, uint64_t *ret)
 	r = point_exists(v, txn, img->serial);
 	if (r < 0)
 		goto out;
-	rc = mdb_cursor_open(txn, v->dbi_idx, &c);
-	if (rc) {
-		r = vbs_mdb_err(rc);
+	n = off / img->cs;
+	r = vbs_imap_next(img->map, txn, n, whence == SEEK_DATA, &found);
+	if (r < 0)
+		goto out;
+	if (whence == SEEK_DATA && found == vbs_disk_chunks(img->size, img->cs)) {
+		r = -ENXIO;
 		goto out;
 	}
-	n = off / img->cs;
-	if (whence == SEEK_DATA) {
-		r = vbs_idx_next_data(v, c, img->lineage, img->serial, n, end, &found);
-		if (r < 0)
-			goto out;
-		*ret = found == n ? off : found * img->cs;
-	} else {
-		r = vbs_idx_next_hole(v, c, img->lineage, img->serial, n, end, &found);
-		if (r < 0)
-			goto out;
-		*ret = found == n ? off : found * img->cs;
-		if (*ret > img->size)
-			*ret = img->size;
-	}
-	r = 0;
+	*ret = found == n ? off : found * img->cs;
+	if (*ret > img->size)
+		*ret = img->size;
 out:
-	if (c)
-		mdb_cursor_close(c);
 	vbs_read_end(v, txn);
 	return r;
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "index.h"
+#include "seal.h"
 
 void vbs_idx_key(uint8_t k[VBS_IDX_KEY_LEN], uint64_t lineage, uint64_t n, uint64_t serial)
 {
@@ -13,8 +14,8 @@ void vbs_idx_key(uint8_t k[VBS_IDX_KEY_LEN], uint64_t lineage, uint64_t n, uint6
 
 /* Seeks to the first entry at or after (lineage, n, ~serial). Returns 1 and the entry's chunk
  * number and serial when it is in the lineage, 0 when the lineage has nothing at or after. */
-static int seek(MDB_cursor *c, uint64_t lineage, uint64_t n, uint64_t serial, uint64_t *ret_n,
-		uint64_t *ret_serial, MDB_val *ret_val)
+int vbs_idx_seek(MDB_cursor *c, uint64_t lineage, uint64_t n, uint64_t serial, uint64_t *ret_n,
+		 uint64_t *ret_serial, MDB_val *ret_val)
 {
 	uint8_t key[VBS_IDX_KEY_LEN];
 	MDB_val k = {sizeof(key), key};
@@ -35,7 +36,7 @@ static int seek(MDB_cursor *c, uint64_t lineage, uint64_t n, uint64_t serial, ui
 	return 1;
 }
 
-static int entry_value(const MDB_val *d, uint8_t *id, int *ret_data)
+int vbs_idx_value(const MDB_val *d, uint8_t *id, int *ret_data)
 {
 	if (d->mv_size == 0) {
 		*ret_data = 0;
@@ -54,7 +55,7 @@ int vbs_idx_lookup(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t seria
 {
 	uint64_t en, es;
 	MDB_val d;
-	int r = seek(c, lineage, n, serial, &en, &es, &d);
+	int r = vbs_idx_seek(c, lineage, n, serial, &en, &es, &d);
 
 	if (r < 0)
 		return r;
@@ -62,7 +63,7 @@ int vbs_idx_lookup(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t seria
 		*ret_data = 0;
 		return 0;
 	}
-	return entry_value(&d, id, ret_data);
+	return vbs_idx_value(&d, id, ret_data);
 }
 
 int vbs_idx_next_data(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
@@ -71,7 +72,7 @@ int vbs_idx_next_data(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t se
 	while (n < end) {
 		uint64_t en, es;
 		MDB_val d;
-		int data, r = seek(c, lineage, n, serial, &en, &es, &d);
+		int data, r = vbs_idx_seek(c, lineage, n, serial, &en, &es, &d);
 
 		if (r < 0)
 			return r;
@@ -82,7 +83,7 @@ int vbs_idx_next_data(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t se
 			n = en;
 			continue;
 		}
-		r = entry_value(&d, NULL, &data);
+		r = vbs_idx_value(&d, NULL, &data);
 		if (r < 0)
 			return r;
 		if (data) {
@@ -123,14 +124,14 @@ int vbs_idx_walk(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t serial, 
 		MDB_val d;
 		int data;
 
-		r = seek(c, lineage, n, serial, &en, &es, &d);
+		r = vbs_idx_seek(c, lineage, n, serial, &en, &es, &d);
 		if (r <= 0)
 			break;
 		if (en > n) {
 			n = en;
 			continue;
 		}
-		r = entry_value(&d, NULL, &data);
+		r = vbs_idx_value(&d, NULL, &data);
 		if (r < 0)
 			break;
 		if (data) {
@@ -159,28 +160,33 @@ int vbs_idx_put(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t serial, u
 int vbs_lineage_get(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t *ret_head,
 		    uint64_t *ret_size)
 {
-	uint8_t key[8];
-	MDB_val k = {8, key}, d;
-	int rc;
+	uint8_t key[8], val[16];
+	int r;
 
 	vbs_put64(key, lineage);
-	rc = mdb_get(txn, v->dbi_lineages, &k, &d);
-	if (rc)
-		return vbs_mdb_err(rc);
-	if (d.mv_size != 16)
-		return -EBADMSG;
-	*ret_head = vbs_get64(d.mv_data);
-	*ret_size = vbs_get64((uint8_t *)d.mv_data + 8);
+	r = vbs_sget_fixed(v, txn, v->dbi_lineages, VBS_DB_LINEAGES, key, 8, val, 16);
+	if (r < 0)
+		return r;
+	*ret_head = vbs_get64(val);
+	*ret_size = vbs_get64(val + 8);
 	return 0;
 }
 
 int vbs_lineage_set(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t head, uint64_t size)
 {
 	uint8_t key[8], val[16];
-	MDB_val k = {8, key}, d = {16, val};
 
 	vbs_put64(key, lineage);
 	vbs_put64(val, head);
 	vbs_put64(val + 8, size);
-	return vbs_mdb_err(mdb_put(txn, v->dbi_lineages, &k, &d, 0));
+	return vbs_sput(v, txn, v->dbi_lineages, VBS_DB_LINEAGES, key, 8, val, 16, 0);
+}
+
+int vbs_lineage_del(vbs_vault *v, MDB_txn *txn, uint64_t lineage)
+{
+	uint8_t key[8];
+	MDB_val k = {8, key};
+
+	vbs_put64(key, lineage);
+	return vbs_mdb_err(mdb_del(txn, v->dbi_lineages, &k, NULL));
 }

@@ -13,7 +13,7 @@
  * after (lineage, n, ~s): one cursor seek, O(log n). An incremental point costs index space
  * in proportion to what changed; a full ingest of an unchanged disk writes no entry at all.
  *
- * Database lineages holds, per lineage, the serial of its newest point (its head) and the disk
+ * Database lineages2 holds (sealed, seal.h), per lineage, the serial of its newest point (its head) and the disk
  * size: a new point continues a lineage only from its head, so what it inherits is exactly
  * what the head shows.
  *
@@ -31,6 +31,13 @@
 #define VBS_IDX_KEY_LEN 24
 
 void vbs_idx_key(uint8_t k[VBS_IDX_KEY_LEN], uint64_t lineage, uint64_t n, uint64_t serial);
+
+/* Seeks to the first entry at or after (lineage, n, ~serial): 1 with the entry's chunk number,
+ * serial and value when it is in the lineage, 0 when the lineage has nothing at or after. */
+int vbs_idx_seek(MDB_cursor *c, uint64_t lineage, uint64_t n, uint64_t serial, uint64_t *ret_n,
+		 uint64_t *ret_serial, MDB_val *ret_val);
+/* An entry's value: *ret_data 1 and id (when not NULL) filled, or 0 for a hole; -EBADMSG. */
+int vbs_idx_value(const MDB_val *d, uint8_t *id, int *ret_data);
 
 /* Chunk n of (lineage, serial): *ret_data = 1 and id filled, or *ret_data = 0 for a hole. */
 int vbs_idx_lookup(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
@@ -58,5 +65,6 @@ int vbs_idx_put(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t serial, u
 int vbs_lineage_get(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t *ret_head,
 		    uint64_t *ret_size);
 int vbs_lineage_set(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t head, uint64_t size);
+int vbs_lineage_del(vbs_vault *v, MDB_txn *txn, uint64_t lineage);
 
 #endif

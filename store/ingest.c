@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "chunkstore.h"
+#include "imap.h"
 #include "index.h"
 #include "ingest.h"
 #include "jobs.h"
@@ -159,6 +160,7 @@ struct disk_state {
 	uint64_t size;
 	int cont;		 /* continues the base's lineage */
 	uint64_t lineage;	 /* when cont */
+	unsigned base_disk;	 /* when cont: the disk's number in the base point */
 	int64_t data_chunks;	 /* running count */
 	struct base_entry *base; /* full mode: the base's data chunks, sorted */
 	size_t nbase;
@@ -721,8 +723,10 @@ static int plan_disk(struct ingest *g, struct disk_state *d)
 	int r;
 
 	for (size_t i = 0; g->prev && i < g->prev->n_disks; i++)
-		if (strcmp(g->prev->disks[i].name, d->in->name) == 0)
+		if (strcmp(g->prev->disks[i].name, d->in->name) == 0) {
 			bd = &g->prev->disks[i];
+			d->base_disk = (unsigned)i;
+		}
 	if (bd && bd->size == d->size) {
 		r = vbs_read_begin(g->v, &txn);
 		if (r < 0)
@@ -783,6 +787,84 @@ static int plan_disk(struct ingest *g, struct disk_state *d)
 
 /* ---- commit ---- */
 
+/* The group MACs of disk number di of the new point (imap.h), after its index entries were
+ * written in txn. Groups this ingest wrote entries in are resolved again; the others are the
+ * base's, copied. Before the base's groups are built on, the ones written in are checked
+ * against the base's own MACs: a damaged base must not be certified as the new point's. */
+static int commit_map(vbs_vault *v, MDB_txn *txn, struct ingest *g, struct disk_state *d,
+		      const vbs_rp *rp, unsigned di, int before)
+{
+	uint64_t ng = vbs_disk_groups(d->size, v->chunk_size);
+	uint64_t nch = vbs_disk_chunks(d->size, v->chunk_size);
+	uint8_t *base = NULL, *macs = NULL, *dirty = NULL, mac[VBS_GROUP_MAC_LEN];
+	MDB_cursor *c = NULL;
+	int r, rc;
+
+	dirty = calloc(ng, 1);
+	if (!dirty)
+		return -ENOMEM;
+	for (size_t k = 0; k < d->nch; k++)
+		dirty[d->ch[k].n / VBS_GROUP_CHUNKS] = 1;
+	rc = mdb_cursor_open(txn, v->dbi_idx, &c);
+	if (rc) {
+		r = vbs_mdb_err(rc);
+		goto out;
+	}
+	if (d->cont) {
+		r = vbs_dmap_get(v, txn, g->prev->serial, d->base_disk, ng, &base);
+		if (r < 0) {
+			r = vbs_fail(r == -ENOENT ? -EBADMSG : r,
+				     "the index map of disk '%s' of the base point '%s' is damaged: "
+				     "run 'vmbak verify'",
+				     d->in->name, g->prev->id);
+			goto out;
+		}
+	}
+	if (before) {
+		/* Before the new entries: check what the base shows in the groups they touch. */
+		for (uint64_t i = 0; d->cont && i < ng; i++) {
+			if (!dirty[i])
+				continue;
+			r = vbs_group_resolve(v, c, d->lineage, g->prev->serial, nch, i, mac, NULL,
+					      NULL, NULL);
+			if (r == 0 && !vbk_equal(mac, base + i * VBS_GROUP_MAC_LEN, sizeof(mac)))
+				r = -EBADMSG;
+			if (r < 0) {
+				r = vbs_fail(r, "the index of disk '%s' of the base point '%s' is "
+					     "damaged: run 'vmbak verify'",
+					     d->in->name, g->prev->id);
+				goto out;
+			}
+		}
+		r = 0;
+		goto out;
+	}
+	macs = malloc(ng * VBS_GROUP_MAC_LEN);
+	if (!macs) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t i = 0; i < ng; i++) {
+		if (d->cont && !dirty[i]) {
+			memcpy(macs + i * VBS_GROUP_MAC_LEN, base + i * VBS_GROUP_MAC_LEN,
+			       VBS_GROUP_MAC_LEN);
+			continue;
+		}
+		r = vbs_group_resolve(v, c, rp->disks[di].lineage, rp->serial, nch, i,
+				      macs + i * VBS_GROUP_MAC_LEN, NULL, NULL, NULL);
+		if (r < 0)
+			goto out;
+	}
+	r = vbs_dmap_put(v, txn, rp->serial, di, macs, ng);
+out:
+	if (c)
+		mdb_cursor_close(c);
+	free(base);
+	free(macs);
+	free(dirty);
+	return r;
+}
+
 struct commit {
 	struct ingest *g;
 	vbs_rp *rp;
@@ -796,7 +878,7 @@ static void make_id(int64_t ns, int suffix, char *out)
 	/* t is 20 characters; the suffix is at most 2 digits (callers stop at 99). */
 	memcpy(out, t, 21);
 	if (suffix)
-		sprintf(out + 20, "-%02d", suffix % 100);
+		snprintf(out + 20, VBS_RP_ID_MAX - 20, "-%02d", suffix % 100);
 }
 
 static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
@@ -846,12 +928,21 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 		} else if ((r = vbs_seq_next(v, txn, &dk->lineage)) < 0) {
 			return r;
 		}
+		vbs_clear_err();
+		if ((r = commit_map(v, txn, g, d, rp, (unsigned)i, 1)) < 0)
+			return vbs_errmsg()[0] ? r
+					       : vbs_fail(r, "cannot read the index of vault '%s'",
+							  v->path);
 		for (size_t k = 0; k < d->nch; k++) {
 			r = vbs_idx_put(v, txn, dk->lineage, rp->serial, d->ch[k].n,
 					d->ch[k].data ? d->ch[k].id : NULL);
 			if (r < 0)
 				return vbs_fail(r, "cannot write the index of vault '%s'", v->path);
 		}
+		if ((r = commit_map(v, txn, g, d, rp, (unsigned)i, 0)) < 0)
+			return vbs_errmsg()[0] ? r
+					       : vbs_fail(r, "cannot write the index of vault '%s'",
+							  v->path);
 		if ((r = vbs_lineage_set(v, txn, dk->lineage, rp->serial, d->size)) < 0)
 			return vbs_fail(r, "cannot write the index of vault '%s'", v->path);
 		free(dk->escrow);

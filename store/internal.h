@@ -5,16 +5,20 @@
  *
  *   meta      "seq"     -> u64: last number handed out (VM numbers, lineages, point serials)
  *             "chunks"  -> u64 count, u64 stored bytes, u64 plaintext bytes
- *   vms       VM name   -> u64 VM number, i64 created (ns)
- *   rps       u64 serial -> recovery point record (JSON, see rp.c)
- *   rpnames   VM name, NUL, point id -> u64 serial
- *   lineages  u64 lineage -> u64 head serial, u64 disk size
+ *             "config"  -> sealed: the config's bound fields (vault.c), checked at open
+ *   vms2      H(VM name) -> sealed: u64 VM number, i64 created (ns), the name
+ *   rps2      u64 serial -> sealed: recovery point record (JSON, see rp.c)
+ *   rpnames2  H(VM name) | H(VM name, point id) -> sealed: u64 serial, the id
+ *   lineages2 u64 lineage -> sealed: u64 head serial, u64 disk size
  *   idx       u64 lineage, u64 chunk number, u64 ~serial -> 32-byte chunk id, or empty (hole)
+ *   dmaps     u64 serial | u16 disk -> sealed: the disk's group MACs (imap.h)
  *   chunks    32-byte chunk id -> chunk frame (chunk.h)
- *   jobs      u64 job id -> job record (JSON, see jobs.h)
+ *   jobs2     u64 job id -> sealed: job record (JSON, see jobs.h)
  *   pins      u64 job id | 32-byte chunk id -> empty: chunks an ingest uses (see gc.h)
- *   protect   u64 point serial -> i64 time protected (s): protected points (see lifecycle.h)
+ *   protect2  u64 point serial -> sealed: i64 time protected (s) (see lifecycle.h)
  *   meta      "gc"      -> u64 job id of the gc running now (see gc.h)
+ * Sealed values and keyed name hashes: seal.h. Format 1 (before sealing) used the names
+ * vms, rps, rpnames, lineages, jobs, protect with plain values; only upgrade.c reads them.
  *
  * No pointer into LMDB's map leaves store/: values are decoded or copied inside the transaction.
  */
@@ -44,6 +48,13 @@ struct vbs_vault {
 	vbk_wrapped_vaultkeys wrapped;
 	vbk_hmac *id_mac;  /* chunk ids: HMAC-SHA256 under the id key */
 	vbk_hmac *key_mac; /* per-chunk AES keys: HMAC-SHA256 under the data key */
+	/* Format 2 metadata (seal.h): the key that seals records, the keyed hashes of names,
+	 * the group MACs of the index (imap.h). Derived at unlock. */
+	uint8_t meta_key[VBK_KEY_LEN];
+	vbk_hmac *name_mac;
+	vbk_hmac *idx_mac;
+	int format;	     /* 1: an old vault that only vmbak upgrade opens; 2: current */
+	int dedup_vm;	     /* dedup scope "vm": chunk ids keyed per VM (vbs_vm_id_mac) */
 
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_vms, dbi_rps, dbi_rpnames, dbi_lineages, dbi_idx, dbi_chunks;
@@ -51,6 +62,7 @@ struct vbs_vault {
 	MDB_dbi dbi_jobs, dbi_pins, dbi_protect;
 	/* tails (chunkstore_lmdb.c): 0 in a vault opened read-only that has none yet. */
 	MDB_dbi dbi_tails;
+	MDB_dbi dbi_dmaps; /* group MACs of each disk of each point (imap.h) */
 	size_t psize; /* LMDB's page size */
 	/* Held shared by every transaction, exclusively to change the map size. */
 	pthread_rwlock_t map_lock;
@@ -66,6 +78,9 @@ struct vbs_vault {
 	uintptr_t mapc_lo, mapc_hi;
 	uint64_t mapc_off;
 };
+
+/* Opens the environment of a vault of any format, format 1 included (upgrade.c). */
+int vbs_env_open_any(vbs_vault *v);
 
 /* Stops image.c's read-ahead threads (before the environment closes). */
 void vbs_prefetch_stop(vbs_vault *v);
@@ -142,6 +157,26 @@ int vbs_rp_load(vbs_vault *v, MDB_txn *txn, uint64_t serial, struct vbs_rp **ret
 int vbs_rp_store(vbs_vault *v, MDB_txn *txn, const struct vbs_rp *rp);
 /* 1 when vm already has a point called id. */
 int vbs_rp_id_taken(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id);
+/* Name records (rpnames2): the serial of vm/id (-ENOENT, -EBADMSG), a new one, removal. */
+int vbs_name_find(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, uint64_t *ret);
+int vbs_name_put(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, uint64_t serial);
+int vbs_name_del(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id);
+/* The points of vm (ids and serials) sorted by id; free() *ret. */
+struct vbs_name_entry;
+int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, struct vbs_name_entry **ret,
+		 size_t *ret_n);
+/* VM records (vms2): every VM sorted by name (free() *ret), one VM's number, removal. */
+int vbs_vms_of(vbs_vault *v, MDB_txn *txn, struct vbs_name_entry **ret, size_t *ret_n);
+int vbs_vm_find(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
+int vbs_vm_del(vbs_vault *v, MDB_txn *txn, const char *vm);
+/* One raw record of vms2, rpnames2 (of VM vm) or rps2, opened and checked against its key
+ * (verify.c walks them one by one): -EBADMSG when it does not open or does not match. */
+int vbs_vm_open(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
+		char name[VBS_NAME_MAX + 1], uint64_t *ret_num);
+int vbs_name_open(vbs_vault *v, const char *vm, const void *key, size_t klen, const void *val,
+		  size_t vlen, char id[32], uint64_t *ret_serial);
+int vbs_rp_open(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
+		struct vbs_rp **ret);
 int vbs_rp_latest_serial(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
 /* The VM's number, creating its record when new. */
 int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
@@ -149,6 +184,10 @@ int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
 /* Lifecycle (jobs.c, gc.c). A job record decoded without judging its process (jobs.h). */
 struct vbs_job;
 int vbs_job_decode_raw(uint64_t id, const void *data, size_t len, struct vbs_job *ret);
+/* A sealed job record (jobs2): opened and decoded; load: by id in txn (-ENOENT none). */
+int vbs_job_unseal(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
+		   struct vbs_job *ret);
+int vbs_job_load(vbs_vault *v, MDB_txn *txn, uint64_t id, struct vbs_job *ret);
 /* Pins chunk id for job inside the caller's write transaction (gc.h). */
 int vbs_pin_add(vbs_vault *v, MDB_txn *txn, uint64_t job, const uint8_t *id);
 /* Drops job's pins in short transactions, unless a live gc is registered (then they stay for

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "seal.h"
 #include "jobs.h"
 #include "util.h"
 
@@ -176,17 +177,35 @@ out:
 	return r;
 }
 
-static int job_load(vbs_vault *v, MDB_txn *txn, uint64_t id, vbs_job *ret)
+int vbs_job_unseal(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
+		   vbs_job *ret)
+{
+	uint8_t *rec = NULL;
+	size_t len = 0;
+	int r;
+
+	if (klen != 8)
+		return -EBADMSG;
+	r = vbs_unseal(v, VBS_DB_JOBS, key, klen, val, vlen, &rec, &len);
+	if (r == 0)
+		r = vbs_job_decode_raw(vbs_get64(key), rec, len, ret);
+	vbs_unsealed_free(rec, len);
+	return r;
+}
+
+int vbs_job_load(vbs_vault *v, MDB_txn *txn, uint64_t id, vbs_job *ret)
 {
 	uint8_t key[8];
 	MDB_val k = {8, key}, d;
 	int rc;
 
+	if (!v->dbi_jobs)
+		return -ENOENT;
 	vbs_put64(key, id);
 	rc = mdb_get(txn, v->dbi_jobs, &k, &d);
 	if (rc)
 		return vbs_mdb_err(rc);
-	return vbs_job_decode_raw(id, d.mv_data, d.mv_size, ret);
+	return vbs_job_unseal(v, key, 8, d.mv_data, d.mv_size, ret);
 }
 
 static int job_store(vbs_vault *v, MDB_txn *txn, const vbs_job *j)
@@ -194,14 +213,12 @@ static int job_store(vbs_vault *v, MDB_txn *txn, const vbs_job *j)
 	uint8_t key[8];
 	char *rec = NULL;
 	size_t len = 0;
-	MDB_val k = {8, key}, d;
 	int r = job_encode(j, &rec, &len);
 
 	if (r < 0)
 		return r;
 	vbs_put64(key, j->id);
-	d = (MDB_val){len, rec};
-	r = vbs_mdb_err(mdb_put(txn, v->dbi_jobs, &k, &d, 0));
+	r = vbs_sput(v, txn, v->dbi_jobs, VBS_DB_JOBS, key, 8, rec, len, 0);
 	free(rec);
 	return r;
 }
@@ -302,7 +319,7 @@ static int end_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 {
 	struct end_ctx *c = arg;
 	vbs_job j;
-	int r = job_load(v, txn, c->id, &j);
+	int r = vbs_job_load(v, txn, c->id, &j);
 
 	if (r == -ENOENT)
 		return vbs_fail(r, "vault '%s' has no job %llu", v->path,
@@ -357,7 +374,7 @@ int vbs_job_get(vbs_vault *v, uint64_t id, vbs_job *ret)
 				(unsigned long long)id);
 	if ((r = vbs_read_begin(v, &txn)) < 0)
 		return r;
-	r = job_load(v, txn, id, &j);
+	r = vbs_job_load(v, txn, id, &j);
 	vbs_read_end(v, txn);
 	if (r == -ENOENT)
 		return vbs_fail(r, "vault '%s' has no job %llu", v->path, (unsigned long long)id);
@@ -404,8 +421,7 @@ int vbs_job_list(vbs_vault *v, size_t max, vbs_job **ret, size_t *ret_n)
 			list = l;
 			cap = nc;
 		}
-		if (k.mv_size != 8 ||
-		    vbs_job_decode_raw(vbs_get64(k.mv_data), d.mv_data, d.mv_size, &list[n]) < 0) {
+		if (vbs_job_unseal(v, k.mv_data, k.mv_size, d.mv_data, d.mv_size, &list[n]) < 0) {
 			r = vbs_fail(-EBADMSG, "vault '%s': damaged job record", v->path);
 			goto out;
 		}

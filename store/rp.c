@@ -15,6 +15,7 @@
 
 #include "internal.h"
 #include "rp.h"
+#include "seal.h"
 #include "util.h"
 
 #define RECORD_MAX (16u << 20)
@@ -139,8 +140,9 @@ int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 	    !json_object_is_type(o, json_type_object))
 		goto out;
 	if (get_str(o, "vm", rp->vm, sizeof(rp->vm)) || !vbs_name_valid(rp->vm) ||
-	    get_str(o, "id", rp->id, sizeof(rp->id)) || !rp->id[0] ||
+	    get_str(o, "id", rp->id, sizeof(rp->id)) || !vbs_rp_id_valid(rp->id) ||
 	    get_str(o, "parent", rp->parent, sizeof(rp->parent)) ||
+	    (rp->parent[0] && !vbs_rp_id_valid(rp->parent)) ||
 	    get_u64(o, "serial", &rp->serial) || get_u64(o, "vm_serial", &rp->vm_serial) ||
 	    get_u64(o, "created_ns", &x))
 		goto out;
@@ -204,137 +206,372 @@ out:
 	return r;
 }
 
+int vbs_rp_id_valid(const char *id)
+{
+	/* YYYY-MM-DDTHH:MM:SSZ, then -NN for a later point in the same second */
+	static const char shape[] = "dddd-dd-ddTdd:dd:ddZ";
+	size_t len = strlen(id);
+
+	if (len != 20 && len != 23)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		char want = i < 20 ? shape[i] : (i == 20 ? '-' : 'd');
+		if (want == 'd' ? !(id[i] >= '0' && id[i] <= '9') : id[i] != want)
+			return 0;
+	}
+	return 1;
+}
+
 int vbs_rp_load(vbs_vault *v, MDB_txn *txn, uint64_t serial, vbs_rp **ret)
 {
-	uint8_t key[8];
-	MDB_val k = {8, key}, d;
-	int rc, r;
+	uint8_t key[8], *rec = NULL;
+	size_t len = 0;
+	vbs_rp *rp = NULL;
+	int r;
 
 	vbs_put64(key, serial);
-	rc = mdb_get(txn, v->dbi_rps, &k, &d);
-	if (rc == MDB_NOTFOUND)
+	r = vbs_sget(v, txn, v->dbi_rps, VBS_DB_RPS, key, 8, &rec, &len);
+	if (r == -ENOENT)
 		return vbs_fail(-ENOENT, "no recovery point with serial %llu",
 				(unsigned long long)serial);
-	if (rc)
-		return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
-				mdb_strerror(rc));
-	r = vbs_rp_decode(d.mv_data, d.mv_size, ret);
-	if (r == -EBADMSG)
+	if (r == 0)
+		r = vbs_rp_decode(rec, len, &rp);
+	vbs_unsealed_free(rec, len);
+	if (r == 0 && rp->serial != serial)
+		r = -EBADMSG;
+	if (r == -EBADMSG) {
+		vbs_rp_free(rp);
 		return vbs_fail(r, "vault '%s': damaged record of recovery point %llu", v->path,
 				(unsigned long long)serial);
-	if (r == 0 && (*ret)->serial != serial) {
-		vbs_rp_free(*ret);
-		return vbs_fail(-EBADMSG, "vault '%s': record of recovery point %llu names %llu",
-				v->path, (unsigned long long)serial,
-				(unsigned long long)(*ret)->serial);
 	}
+	if (r < 0)
+		return vbs_fail(r, "cannot read vault '%s': %s", v->path, vbu_strerror(-r));
+	*ret = rp;
+	return 0;
+}
+
+/* ---- names: rpnames2 and vms2 (seal.h) ---- */
+
+static int vm_key(vbs_vault *v, const char *vm, uint8_t k[VBS_NAME_HASH_LEN])
+{
+	return vbs_name_hash(v, "vm", vm, strlen(vm), k);
+}
+
+/* H(vm) | H(vm NUL id) */
+static int name_key(vbs_vault *v, const char *vm, const char *id, uint8_t k[2 * VBS_NAME_HASH_LEN])
+{
+	char buf[VBS_NAME_MAX + 1 + VBS_RP_ID_MAX];
+	size_t a = strlen(vm), b = strlen(id);
+	int r;
+
+	if (a > VBS_NAME_MAX || b >= VBS_RP_ID_MAX)
+		return -ENOENT;
+	memcpy(buf, vm, a);
+	buf[a] = '\0';
+	memcpy(buf + a + 1, id, b);
+	r = vm_key(v, vm, k);
+	if (r == 0)
+		r = vbs_name_hash(v, "rp", buf, a + 1 + b, k + VBS_NAME_HASH_LEN);
 	return r;
 }
 
-static size_t name_key(char *buf, size_t cap, const char *vm, const char *id)
+/* The value of a name record: u64 serial, then the id. Checks that the id is what the key
+ * names (a sealed value cannot move, but the check costs nothing). */
+static int name_decode(vbs_vault *v, const char *vm, const uint8_t *key, const uint8_t *p,
+		       size_t len, char id[VBS_RP_ID_MAX], uint64_t *ret_serial)
 {
-	size_t a = strlen(vm), b = id ? strlen(id) : 0;
-
-	if (a + 1 + b > cap)
-		return 0;
-	memcpy(buf, vm, a);
-	buf[a] = '\0';
-	if (b)
-		memcpy(buf + a + 1, id, b);
-	return a + 1 + b;
-}
-
-int vbs_rp_store(vbs_vault *v, MDB_txn *txn, const vbs_rp *rp)
-{
-	char nk[VBS_NAME_MAX + 1 + VBS_RP_ID_MAX], *rec = NULL;
-	uint8_t sk[8];
-	size_t len, nklen = name_key(nk, sizeof(nk), rp->vm, rp->id);
-	MDB_val k, d;
+	uint8_t k[2 * VBS_NAME_HASH_LEN];
 	int r;
 
-	if (!nklen)
-		return -EINVAL;
-	r = vbs_rp_encode(rp, &rec, &len);
+	if (len <= 8 || len - 8 >= VBS_RP_ID_MAX || memchr(p + 8, '\0', len - 8))
+		return -EBADMSG;
+	memcpy(id, p + 8, len - 8);
+	id[len - 8] = '\0';
+	if (!vbs_rp_id_valid(id))
+		return -EBADMSG;
+	if ((r = name_key(v, vm, id, k)) < 0)
+		return r;
+	if (memcmp(k, key, sizeof(k)) != 0)
+		return -EBADMSG;
+	*ret_serial = vbs_get64(p);
+	return 0;
+}
+
+int vbs_name_put(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, uint64_t serial)
+{
+	uint8_t k[2 * VBS_NAME_HASH_LEN], val[8 + VBS_RP_ID_MAX];
+	size_t il = strlen(id);
+	int r = name_key(v, vm, id, k);
+
+	if (r < 0)
+		return r == -ENOENT ? -EINVAL : r;
+	vbs_put64(val, serial);
+	memcpy(val + 8, id, il);
+	return vbs_sput(v, txn, v->dbi_rpnames, VBS_DB_NAMES, k, sizeof(k), val, 8 + il,
+			MDB_NOOVERWRITE);
+}
+
+int vbs_name_find(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, uint64_t *ret)
+{
+	uint8_t k[2 * VBS_NAME_HASH_LEN], *p = NULL;
+	char got[VBS_RP_ID_MAX];
+	size_t len = 0;
+	int r;
+
+	if (!vbs_name_valid(vm) || !vbs_rp_id_valid(id))
+		return -ENOENT;
+	if ((r = name_key(v, vm, id, k)) < 0)
+		return r;
+	r = vbs_sget(v, txn, v->dbi_rpnames, VBS_DB_NAMES, k, sizeof(k), &p, &len);
+	if (r == 0)
+		r = name_decode(v, vm, k, p, len, got, ret);
+	vbs_unsealed_free(p, len);
+	return r;
+}
+
+int vbs_name_del(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id)
+{
+	uint8_t k[2 * VBS_NAME_HASH_LEN];
+	MDB_val key = {sizeof(k), k};
+	int r = name_key(v, vm, id, k);
+
 	if (r < 0)
 		return r;
-	vbs_put64(sk, rp->serial);
-	k = (MDB_val){8, sk};
-	d = (MDB_val){len, rec};
-	r = vbs_mdb_err(mdb_put(txn, v->dbi_rps, &k, &d, MDB_NOOVERWRITE));
-	free(rec);
-	if (r < 0)
-		return r;
-	k = (MDB_val){nklen, nk};
-	d = (MDB_val){8, sk};
-	return vbs_mdb_err(mdb_put(txn, v->dbi_rpnames, &k, &d, MDB_NOOVERWRITE));
+	return vbs_mdb_err(mdb_del(txn, v->dbi_rpnames, &key, NULL));
 }
 
 int vbs_rp_id_taken(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id)
 {
-	char nk[VBS_NAME_MAX + 1 + VBS_RP_ID_MAX];
-	MDB_val k = {name_key(nk, sizeof(nk), vm, id), nk}, d;
-	int rc = mdb_get(txn, v->dbi_rpnames, &k, &d);
+	uint64_t serial;
+	int r = vbs_name_find(v, txn, vm, id, &serial);
 
-	if (rc == MDB_NOTFOUND)
+	if (r == -ENOENT)
 		return 0;
-	return rc ? vbs_mdb_err(rc) : 1;
+	return r < 0 ? r : 1;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const vbs_name_entry *)a)->name, ((const vbs_name_entry *)b)->name);
+}
+
+int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, vbs_name_entry **ret,
+		 size_t *ret_n)
+{
+	uint8_t vk[VBS_NAME_HASH_LEN];
+	vbs_name_entry *e = NULL;
+	size_t n = 0, cap = 0;
+	MDB_cursor *c = NULL;
+	MDB_val k, d;
+	int rc, r;
+
+	if (!vbs_name_valid(vm)) {
+		*ret = NULL;
+		*ret_n = 0;
+		return 0;
+	}
+	if ((r = vm_key(v, vm, vk)) < 0)
+		return r;
+	rc = mdb_cursor_open(txn, v->dbi_rpnames, &c);
+	if (rc)
+		return vbs_mdb_err(rc);
+	k = (MDB_val){sizeof(vk), vk};
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		uint8_t *p = NULL;
+		size_t len = 0;
+
+		if (k.mv_size < VBS_NAME_HASH_LEN || memcmp(k.mv_data, vk, sizeof(vk)) != 0)
+			break;
+		if (k.mv_size != 2 * VBS_NAME_HASH_LEN) {
+			r = -EBADMSG;
+			break;
+		}
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			vbs_name_entry *ne = realloc(e, nc * sizeof(*e));
+			if (!ne) {
+				r = -ENOMEM;
+				break;
+			}
+			e = ne;
+			cap = nc;
+		}
+		r = vbs_unseal(v, VBS_DB_NAMES, k.mv_data, k.mv_size, d.mv_data, d.mv_size, &p,
+			       &len);
+		if (r == 0)
+			r = name_decode(v, vm, k.mv_data, p, len, e[n].name, &e[n].serial);
+		vbs_unsealed_free(p, len);
+		if (r < 0)
+			break;
+		n++;
+	}
+	if (r == 0 && rc && rc != MDB_NOTFOUND)
+		r = vbs_mdb_err(rc);
+	mdb_cursor_close(c);
+	if (r < 0) {
+		free(e);
+		return r;
+	}
+	if (n)
+		qsort(e, n, sizeof(*e), cmp_entry);
+	*ret = e;
+	*ret_n = n;
+	return 0;
+}
+
+int vbs_rp_store(vbs_vault *v, MDB_txn *txn, const vbs_rp *rp)
+{
+	char *rec = NULL;
+	uint8_t sk[8];
+	size_t len;
+	int r;
+
+	r = vbs_rp_encode(rp, &rec, &len);
+	if (r < 0)
+		return r;
+	vbs_put64(sk, rp->serial);
+	r = vbs_sput(v, txn, v->dbi_rps, VBS_DB_RPS, sk, 8, rec, len, MDB_NOOVERWRITE);
+	free(rec);
+	if (r < 0)
+		return r;
+	return vbs_name_put(v, txn, rp->vm, rp->id, rp->serial);
+}
+
+/* The VM record: u64 number, i64 created (ns), the name. */
+static int vm_decode(vbs_vault *v, const uint8_t *key, size_t klen, const uint8_t *p, size_t len,
+		     char name[VBS_NAME_MAX + 1], uint64_t *ret_num)
+{
+	uint8_t k[VBS_NAME_HASH_LEN];
+	int r;
+
+	if (klen != VBS_NAME_HASH_LEN || len <= 16 || len - 16 > VBS_NAME_MAX ||
+	    memchr(p + 16, '\0', len - 16))
+		return -EBADMSG;
+	memcpy(name, p + 16, len - 16);
+	name[len - 16] = '\0';
+	if (!vbs_name_valid(name))
+		return -EBADMSG;
+	if ((r = vm_key(v, name, k)) < 0)
+		return r;
+	if (memcmp(k, key, sizeof(k)) != 0)
+		return -EBADMSG;
+	*ret_num = vbs_get64(p);
+	return 0;
+}
+
+int vbs_vm_open(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
+		char name[VBS_NAME_MAX + 1], uint64_t *ret_num)
+{
+	uint8_t *p = NULL;
+	size_t len = 0;
+	int r = vbs_unseal(v, VBS_DB_VMS, key, klen, val, vlen, &p, &len);
+
+	if (r == 0)
+		r = vm_decode(v, key, klen, p, len, name, ret_num);
+	vbs_unsealed_free(p, len);
+	return r;
+}
+
+int vbs_name_open(vbs_vault *v, const char *vm, const void *key, size_t klen, const void *val,
+		  size_t vlen, char id[VBS_RP_ID_MAX], uint64_t *ret_serial)
+{
+	uint8_t *p = NULL;
+	size_t len = 0;
+	int r;
+
+	if (klen != 2 * VBS_NAME_HASH_LEN)
+		return -EBADMSG;
+	r = vbs_unseal(v, VBS_DB_NAMES, key, klen, val, vlen, &p, &len);
+	if (r == 0)
+		r = name_decode(v, vm, key, p, len, id, ret_serial);
+	vbs_unsealed_free(p, len);
+	return r;
+}
+
+int vbs_rp_open(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
+		vbs_rp **ret)
+{
+	uint8_t *rec = NULL;
+	size_t len = 0;
+	vbs_rp *rp = NULL;
+	int r;
+
+	if (klen != 8)
+		return -EBADMSG;
+	r = vbs_unseal(v, VBS_DB_RPS, key, klen, val, vlen, &rec, &len);
+	if (r == 0)
+		r = vbs_rp_decode(rec, len, &rp);
+	vbs_unsealed_free(rec, len);
+	if (r == 0 && rp->serial != vbs_get64(key)) {
+		vbs_rp_free(rp);
+		r = -EBADMSG;
+	}
+	if (r == 0)
+		*ret = rp;
+	return r;
+}
+
+int vbs_vm_find(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret)
+{
+	uint8_t k[VBS_NAME_HASH_LEN], *p = NULL;
+	char name[VBS_NAME_MAX + 1];
+	size_t len = 0;
+	int r;
+
+	if (!vbs_name_valid(vm))
+		return -ENOENT;
+	if ((r = vm_key(v, vm, k)) < 0)
+		return r;
+	r = vbs_sget(v, txn, v->dbi_vms, VBS_DB_VMS, k, sizeof(k), &p, &len);
+	if (r == 0)
+		r = vm_decode(v, k, sizeof(k), p, len, name, ret);
+	vbs_unsealed_free(p, len);
+	return r;
+}
+
+int vbs_vm_del(vbs_vault *v, MDB_txn *txn, const char *vm)
+{
+	uint8_t k[VBS_NAME_HASH_LEN];
+	MDB_val key = {sizeof(k), k};
+	int r = vm_key(v, vm, k);
+
+	if (r < 0)
+		return r;
+	return vbs_mdb_err(mdb_del(txn, v->dbi_vms, &key, NULL));
 }
 
 int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret)
 {
-	MDB_val k = {strlen(vm), (void *)vm}, d;
-	uint8_t val[16];
-	int rc = mdb_get(txn, v->dbi_vms, &k, &d), r;
+	uint8_t k[VBS_NAME_HASH_LEN], val[16 + VBS_NAME_MAX];
+	size_t a = strlen(vm);
+	int r = vbs_vm_find(v, txn, vm, ret);
 
-	if (rc == 0) {
-		if (d.mv_size != 16)
-			return -EBADMSG;
-		*ret = vbs_get64(d.mv_data);
-		return 0;
-	}
-	if (rc != MDB_NOTFOUND)
-		return vbs_mdb_err(rc);
-	r = vbs_seq_next(v, txn, ret);
-	if (r < 0)
+	if (r != -ENOENT)
+		return r;
+	if (a > VBS_NAME_MAX)
+		return -EINVAL;
+	if ((r = vm_key(v, vm, k)) < 0 || (r = vbs_seq_next(v, txn, ret)) < 0)
 		return r;
 	vbs_put64(val, *ret);
 	vbs_put64(val + 8, (uint64_t)vbu_now_ns());
-	d = (MDB_val){16, val};
-	return vbs_mdb_err(mdb_put(txn, v->dbi_vms, &k, &d, 0));
+	memcpy(val + 16, vm, a);
+	return vbs_sput(v, txn, v->dbi_vms, VBS_DB_VMS, k, sizeof(k), val, 16 + a, 0);
 }
 
 /* Serial of the newest point of vm in txn; -ENOENT if none. */
 int vbs_rp_latest_serial(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret)
 {
-	char nk[VBS_NAME_MAX + 2];
-	size_t a = strlen(vm);
-	MDB_cursor *c;
-	MDB_val k, d;
-	int rc, r = -ENOENT;
+	vbs_name_entry *e;
+	size_t n;
+	int r = vbs_names_of(v, txn, vm, &e, &n);
 
-	if (a > VBS_NAME_MAX)
-		return -ENOENT;
-	memcpy(nk, vm, a);
-	nk[a] = '\x01'; /* just past every "vm\0id" key */
-	k = (MDB_val){a + 1, nk};
-	rc = mdb_cursor_open(txn, v->dbi_rpnames, &c);
-	if (rc)
-		return vbs_mdb_err(rc);
-	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-	if (rc == 0)
-		rc = mdb_cursor_get(c, &k, &d, MDB_PREV);
-	else if (rc == MDB_NOTFOUND)
-		rc = mdb_cursor_get(c, &k, &d, MDB_LAST);
-	if (rc == 0 && k.mv_size > a + 1 && memcmp(k.mv_data, vm, a) == 0 &&
-	    ((char *)k.mv_data)[a] == '\0') {
-		r = d.mv_size == 8 ? 0 : -EBADMSG;
-		if (r == 0)
-			*ret = vbs_get64(d.mv_data);
-	} else if (rc && rc != MDB_NOTFOUND) {
-		r = vbs_mdb_err(rc);
-	}
-	mdb_cursor_close(c);
-	return r;
+	if (r < 0)
+		return r;
+	if (n)
+		*ret = e[n - 1].serial;
+	free(e);
+	return n ? 0 : -ENOENT;
 }
 
 int vbs_rp_get_serial(vbs_vault *v, uint64_t serial, vbs_rp **ret)
@@ -353,26 +590,30 @@ int vbs_rp_get_serial(vbs_vault *v, uint64_t serial, vbs_rp **ret)
 
 int vbs_rp_get(vbs_vault *v, const char *vm, const char *id, vbs_rp **ret)
 {
-	char nk[VBS_NAME_MAX + 1 + VBS_RP_ID_MAX];
-	size_t nklen = name_key(nk, sizeof(nk), vm, id);
 	MDB_txn *txn;
 	uint64_t serial;
+	vbs_rp *rp = NULL;
 	int r;
 
 	vbs_clear_err();
-	if (!nklen || !*id)
-		return vbs_fail(-ENOENT, "no recovery point '%s/%s'", vm, id);
 	r = vbs_read_begin(v, &txn);
 	if (r < 0)
 		return r;
-	r = vbs_get_u64(txn, v->dbi_rpnames, nk, nklen, &serial);
+	r = vbs_name_find(v, txn, vm, id, &serial);
 	if (r == -ENOENT)
 		r = vbs_fail(r, "no recovery point '%s/%s' in vault '%s'", vm, id, v->path);
 	else if (r < 0)
 		r = vbs_fail(r, "vault '%s': damaged name record of '%s/%s'", v->path, vm, id);
 	else
-		r = vbs_rp_load(v, txn, serial, ret);
+		r = vbs_rp_load(v, txn, serial, &rp);
 	vbs_read_end(v, txn);
+	if (r == 0 && (strcmp(rp->vm, vm) != 0 || strcmp(rp->id, id) != 0)) {
+		vbs_rp_free(rp);
+		return vbs_fail(-EBADMSG, "vault '%s': the name '%s/%s' leads to another point",
+				v->path, vm, id);
+	}
+	if (r == 0)
+		*ret = rp;
 	return r;
 }
 
@@ -380,6 +621,7 @@ int vbs_rp_latest(vbs_vault *v, const char *vm, vbs_rp **ret)
 {
 	MDB_txn *txn;
 	uint64_t serial;
+	vbs_rp *rp = NULL;
 	int r;
 
 	vbs_clear_err();
@@ -389,82 +631,23 @@ int vbs_rp_latest(vbs_vault *v, const char *vm, vbs_rp **ret)
 	r = vbs_rp_latest_serial(v, txn, vm, &serial);
 	if (r == -ENOENT)
 		r = vbs_fail(r, "no VM '%s' in vault '%s'", vm, v->path);
-	else if (r == 0)
-		r = vbs_rp_load(v, txn, serial, ret);
+	else if (r < 0)
+		r = vbs_fail(r, "vault '%s': damaged name records of VM '%s'", v->path, vm);
+	else
+		r = vbs_rp_load(v, txn, serial, &rp);
 	vbs_read_end(v, txn);
-	return r;
-}
-
-/* Calls fn(arg, key suffix (id), serial) for every "vm\0id" key of vm, in order. */
-static int walk_names(vbs_vault *v, MDB_txn *txn, const char *vm,
-		      int (*fn)(void *arg, const char *id, size_t idlen, uint64_t serial),
-		      void *arg)
-{
-	char nk[VBS_NAME_MAX + 1];
-	size_t a = strlen(vm);
-	MDB_cursor *c;
-	MDB_val k, d;
-	int rc, r = 0;
-
-	if (a > VBS_NAME_MAX)
-		return 0;
-	memcpy(nk, vm, a);
-	nk[a] = '\0';
-	k = (MDB_val){a + 1, nk};
-	rc = mdb_cursor_open(txn, v->dbi_rpnames, &c);
-	if (rc)
-		return vbs_mdb_err(rc);
-	for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0;
-	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		if (k.mv_size <= a + 1 || memcmp(k.mv_data, nk, a + 1) != 0)
-			break;
-		if (d.mv_size != 8 || k.mv_size - a - 1 >= VBS_RP_ID_MAX) {
-			r = -EBADMSG;
-			break;
-		}
-		r = fn(arg, (const char *)k.mv_data + a + 1, k.mv_size - a - 1,
-		       vbs_get64(d.mv_data));
-		if (r)
-			break;
+	if (r == 0 && strcmp(rp->vm, vm) != 0) {
+		vbs_rp_free(rp);
+		return vbs_fail(-EBADMSG, "vault '%s': the newest point of '%s' is another VM's",
+				v->path, vm);
 	}
-	if (rc && rc != MDB_NOTFOUND)
-		r = vbs_mdb_err(rc);
-	mdb_cursor_close(c);
+	if (r == 0)
+		*ret = rp;
 	return r;
-}
-
-struct names {
-	vbs_name_entry *e;
-	size_t n, cap;
-};
-
-static int names_add(struct names *ns, const char *name, size_t len, uint64_t serial)
-{
-	if (ns->n == ns->cap) {
-		size_t cap = ns->cap ? ns->cap * 2 : 16;
-		vbs_name_entry *e = realloc(ns->e, cap * sizeof(*e));
-		if (!e)
-			return -ENOMEM;
-		ns->e = e;
-		ns->cap = cap;
-	}
-	if (len >= sizeof(ns->e[0].name))
-		return -EBADMSG;
-	memcpy(ns->e[ns->n].name, name, len);
-	ns->e[ns->n].name[len] = '\0';
-	ns->e[ns->n].serial = serial;
-	ns->n++;
-	return 0;
-}
-
-static int names_cb(void *arg, const char *id, size_t idlen, uint64_t serial)
-{
-	return names_add(arg, id, idlen, serial);
 }
 
 int vbs_rp_names(vbs_vault *v, const char *vm, vbs_name_entry **ret, size_t *ret_n)
 {
-	struct names ns = {0};
 	MDB_txn *txn;
 	int r;
 
@@ -472,66 +655,93 @@ int vbs_rp_names(vbs_vault *v, const char *vm, vbs_name_entry **ret, size_t *ret
 	r = vbs_read_begin(v, &txn);
 	if (r < 0)
 		return r;
-	r = walk_names(v, txn, vm, names_cb, &ns);
+	r = vbs_names_of(v, txn, vm, ret, ret_n);
 	vbs_read_end(v, txn);
-	if (r < 0) {
-		free(ns.e);
+	if (r < 0)
 		return vbs_fail(r, "cannot list recovery points of '%s' in vault '%s'", vm,
 				v->path);
-	}
-	*ret = ns.e;
-	*ret_n = ns.n;
 	return 0;
 }
 
-static int any_cb(void *arg, const char *id, size_t idlen, uint64_t serial)
+/* Every VM record in txn, sorted by name (VMs with no point included). */
+int vbs_vms_of(vbs_vault *v, MDB_txn *txn, vbs_name_entry **ret, size_t *ret_n)
 {
-	return 1;
+	vbs_name_entry *e = NULL;
+	size_t n = 0, cap = 0;
+	MDB_cursor *c = NULL;
+	MDB_val k, d;
+	int rc, r = 0;
+
+	rc = mdb_cursor_open(txn, v->dbi_vms, &c);
+	if (rc)
+		return vbs_mdb_err(rc);
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		uint8_t *p = NULL;
+		size_t len = 0;
+
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			vbs_name_entry *ne = realloc(e, nc * sizeof(*e));
+			if (!ne) {
+				r = -ENOMEM;
+				break;
+			}
+			e = ne;
+			cap = nc;
+		}
+		r = vbs_unseal(v, VBS_DB_VMS, k.mv_data, k.mv_size, d.mv_data, d.mv_size, &p, &len);
+		if (r == 0)
+			r = vm_decode(v, k.mv_data, k.mv_size, p, len, e[n].name, &e[n].serial);
+		vbs_unsealed_free(p, len);
+		if (r < 0)
+			break;
+		n++;
+	}
+	if (r == 0 && rc && rc != MDB_NOTFOUND)
+		r = vbs_mdb_err(rc);
+	mdb_cursor_close(c);
+	if (r < 0) {
+		free(e);
+		return r;
+	}
+	if (n)
+		qsort(e, n, sizeof(*e), cmp_entry);
+	*ret = e;
+	*ret_n = n;
+	return 0;
 }
 
 int vbs_vm_list(vbs_vault *v, vbs_name_entry **ret, size_t *ret_n)
 {
-	struct names ns = {0};
+	vbs_name_entry *e = NULL;
+	size_t n = 0, m = 0;
 	MDB_txn *txn;
-	MDB_cursor *c = NULL;
-	MDB_val k, d;
-	int rc, r;
+	int r;
 
 	vbs_clear_err();
 	r = vbs_read_begin(v, &txn);
 	if (r < 0)
 		return r;
-	rc = mdb_cursor_open(txn, v->dbi_vms, &c);
-	if (rc) {
-		r = vbs_mdb_err(rc);
-		goto out;
-	}
-	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		char name[VBS_NAME_MAX + 1];
+	r = vbs_vms_of(v, txn, &e, &n);
+	/* Only VMs that have a point. */
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		vbs_name_entry *pts;
+		size_t np;
 
-		if (k.mv_size == 0 || k.mv_size > VBS_NAME_MAX || d.mv_size != 16) {
-			r = -EBADMSG;
-			goto out;
-		}
-		memcpy(name, k.mv_data, k.mv_size);
-		name[k.mv_size] = '\0';
-		r = walk_names(v, txn, name, any_cb, NULL);
-		if (r < 0)
-			goto out;
-		if (r == 1 && (r = names_add(&ns, name, k.mv_size, vbs_get64(d.mv_data))) < 0)
-			goto out;
+		r = vbs_names_of(v, txn, e[i].name, &pts, &np);
+		if (r == 0 && np)
+			e[m++] = e[i];
+		if (r == 0)
+			free(pts);
 	}
-	r = rc && rc != MDB_NOTFOUND ? vbs_mdb_err(rc) : 0;
-out:
-	mdb_cursor_close(c);
 	vbs_read_end(v, txn);
 	if (r < 0) {
-		free(ns.e);
+		free(e);
 		return vbs_fail(r, "cannot list VMs of vault '%s'", v->path);
 	}
-	*ret = ns.e;
-	*ret_n = ns.n;
+	*ret = e;
+	*ret_n = m;
 	return 0;
 }
 
@@ -575,67 +785,73 @@ int vbs_vm_name(vbs_vault *v, uint64_t serial, char *buf)
 	return r;
 }
 
-struct list_ctx {
-	vbs_vault *v;
-	MDB_txn *txn;
-	vbs_rp **list;
-	size_t n, cap;
-};
-
-static int list_cb(void *arg, const char *id, size_t idlen, uint64_t serial)
+/* Loads the points of one VM (names, then records) onto list. */
+static int list_vm(vbs_vault *v, MDB_txn *txn, const char *vm, vbs_rp ***list, size_t *n,
+		   size_t *cap)
 {
-	struct list_ctx *c = arg;
-	vbs_rp *rp;
-	int r;
+	vbs_name_entry *e;
+	size_t ne;
+	int r = vbs_names_of(v, txn, vm, &e, &ne);
 
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 16;
-		vbs_rp **l = realloc(c->list, cap * sizeof(*l));
-		if (!l)
-			return -ENOMEM;
-		c->list = l;
-		c->cap = cap;
-	}
-	r = vbs_rp_load(c->v, c->txn, serial, &rp);
 	if (r < 0)
-		return r;
-	c->list[c->n++] = rp;
-	return 0;
+		return vbs_fail(r, "vault '%s': damaged name records of VM '%s'", v->path, vm);
+	for (size_t i = 0; r == 0 && i < ne; i++) {
+		vbs_rp *rp;
+
+		if (*n == *cap) {
+			size_t nc = *cap ? *cap * 2 : 16;
+			vbs_rp **l = realloc(*list, nc * sizeof(*l));
+			if (!l) {
+				r = -ENOMEM;
+				break;
+			}
+			*list = l;
+			*cap = nc;
+		}
+		r = vbs_rp_load(v, txn, e[i].serial, &rp);
+		if (r == 0 && (strcmp(rp->vm, vm) != 0 || strcmp(rp->id, e[i].name) != 0)) {
+			vbs_rp_free(rp);
+			r = vbs_fail(-EBADMSG, "vault '%s': the name '%s/%s' leads to another point",
+				     v->path, vm, e[i].name);
+		}
+		if (r == 0)
+			(*list)[(*n)++] = rp;
+	}
+	free(e);
+	return r;
 }
 
 int vbs_rp_list(vbs_vault *v, const char *vm, vbs_rp ***ret, size_t *ret_n)
 {
-	struct list_ctx c = {v};
+	vbs_rp **list = NULL;
 	vbs_name_entry *vms = NULL;
-	size_t nvms = 0;
+	size_t n = 0, cap = 0, nvms = 0;
+	MDB_txn *txn;
 	int r;
 
 	vbs_clear_err();
-	if (vm) {
-		r = 0;
-	} else {
-		r = vbs_vm_list(v, &vms, &nvms);
-		if (r < 0)
-			return r;
-	}
-	r = vbs_read_begin(v, &c.txn);
+	r = vbs_read_begin(v, &txn);
 	if (r < 0)
-		goto out;
-	if (vm)
-		r = walk_names(v, c.txn, vm, list_cb, &c);
-	for (size_t i = 0; i < nvms && r >= 0; i++)
-		r = walk_names(v, c.txn, vms[i].name, list_cb, &c);
-	vbs_read_end(v, c.txn);
-out:
+		return r;
+	if (vm) {
+		r = list_vm(v, txn, vm, &list, &n, &cap);
+	} else {
+		r = vbs_vms_of(v, txn, &vms, &nvms);
+		if (r < 0)
+			vbs_fail(r, "vault '%s': damaged VM records", v->path);
+		for (size_t i = 0; r == 0 && i < nvms; i++)
+			r = list_vm(v, txn, vms[i].name, &list, &n, &cap);
+	}
+	vbs_read_end(v, txn);
 	free(vms);
 	if (r < 0) {
-		vbs_rp_list_free(c.list, c.n);
+		vbs_rp_list_free(list, n);
 		if (!vbs_errmsg()[0])
 			vbs_fail(r, "cannot list recovery points of vault '%s'", v->path);
 		return r;
 	}
-	*ret = c.list;
-	*ret_n = c.n;
+	*ret = list;
+	*ret_n = n;
 	return 0;
 }
 
@@ -645,7 +861,7 @@ int vbs_rp_sum_sizes(vbs_vault *v, uint64_t *ret_logical, uint64_t *ret_data)
 	MDB_cursor *c;
 	MDB_val k, d;
 	uint64_t logical = 0, data = 0;
-	int rc, r;
+	int rc, r = 0;
 
 	r = vbs_read_begin(v, &txn);
 	if (r < 0)
@@ -657,15 +873,20 @@ int vbs_rp_sum_sizes(vbs_vault *v, uint64_t *ret_logical, uint64_t *ret_data)
 	}
 	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		vbs_rp *rp;
+		uint8_t *rec = NULL;
+		size_t len = 0;
+		vbs_rp *rp = NULL;
 
-		r = vbs_rp_decode(d.mv_data, d.mv_size, &rp);
+		r = vbs_unseal(v, VBS_DB_RPS, k.mv_data, k.mv_size, d.mv_data, d.mv_size, &rec,
+			       &len);
+		if (r == 0)
+			r = vbs_rp_decode(rec, len, &rp);
+		vbs_unsealed_free(rec, len);
 		if (r < 0)
 			break;
 		for (size_t i = 0; i < rp->n_disks; i++) {
-			uint64_t db = rp->disks[i].data_chunks * rp->chunk_size;
 			logical += rp->disks[i].size;
-			data += db < rp->disks[i].size ? db : rp->disks[i].size;
+			data += vbs_disk_data_bytes(rp, &rp->disks[i]);
 		}
 		vbs_rp_free(rp);
 	}

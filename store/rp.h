@@ -48,6 +48,9 @@ typedef struct vbs_rp {
 
 void vbs_rp_free(vbs_rp *rp);
 
+/* 1 when id has the form of a point id: "YYYY-MM-DDTHH:MM:SSZ", optionally "-NN". */
+int vbs_rp_id_valid(const char *id);
+
 /* Looks a point up by VM and id, or by serial. *ret is owned by the caller (vbs_rp_free). */
 int vbs_rp_get(vbs_vault *v, const char *vm, const char *id, vbs_rp **ret);
 int vbs_rp_get_serial(vbs_vault *v, uint64_t serial, vbs_rp **ret);

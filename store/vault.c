@@ -12,6 +12,7 @@
 #include "cache.h"
 #include "dbguard.h"
 #include "internal.h"
+#include "seal.h"
 #include "util.h"
 
 #define CONFIG_MAX (64 * 1024)
@@ -38,21 +39,50 @@ static int config_path(const char *dir, char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* The associated data binding the wrapped keys to this vault. */
-static int wrap_aad(const vbs_vault *v, char *buf, size_t len, size_t *ret_len)
+/* The fields of the config that nothing may change, as one canonical text: the wrapped keys
+ * are bound to it (format 2), and meta "config" holds it sealed, so a config edited to another
+ * encryption, chunk size or dedup scope is refused (KDF parameters need no binding: other
+ * ones derive another key, which fails the tag). Format 1 bound the uuid alone. */
+static int config_bound(const vbs_vault *v, char *buf, size_t len, size_t *ret_len)
 {
-	int n = snprintf(buf, len, "%s v%d %s", VBS_FORMAT_NAME, VBS_FORMAT_VERSION, v->uuid);
+	int n;
+
+	if (v->format == 1)
+		n = snprintf(buf, len, "%s v1 %s", VBS_FORMAT_NAME, v->uuid);
+	else
+		n = snprintf(buf, len,
+			     "%s v2 uuid=%s chunk_size=%u chunk_id=hmac-sha256 compression=zstd "
+			     "encryption=%s dedup_scope=%s",
+			     VBS_FORMAT_NAME, v->uuid, v->chunk_size,
+			     v->encrypted ? "aes-256-gcm" : "none", v->dedup_vm ? "vm" : "vault");
 	if (n < 0 || (size_t)n >= len)
 		return -EINVAL;
 	*ret_len = (size_t)n;
 	return 0;
 }
 
+static int derive(const uint8_t root[VBK_KEY_LEN], const char *label, uint8_t out[VBK_KEY_LEN])
+{
+	return vbk_hmac_sha256(root, label, strlen(label), out);
+}
+
+/* The chunk-id and chunk-key MACs, and the format 2 metadata keys (seal.h), all from the
+ * vault's keys: the data key of an encrypted vault, else the id key. */
 static int setup_macs(vbs_vault *v)
 {
+	const uint8_t *root = v->encrypted ? v->keys.data_key : v->keys.id_key;
+	uint8_t k[VBK_KEY_LEN];
 	int r = vbk_hmac_new(v->keys.id_key, &v->id_mac);
+
 	if (r == 0 && v->encrypted)
 		r = vbk_hmac_new(v->keys.data_key, &v->key_mac);
+	if (r == 0)
+		r = derive(root, "vmbak meta key v2", v->meta_key);
+	if (r == 0 && (r = derive(root, "vmbak name key v2", k)) == 0)
+		r = vbk_hmac_new(k, &v->name_mac);
+	if (r == 0 && (r = derive(root, "vmbak index key v2", k)) == 0)
+		r = vbk_hmac_new(k, &v->idx_mac);
+	vbk_wipe(k, sizeof(k));
 	return r;
 }
 
@@ -66,7 +96,7 @@ static json_object *config_json(const vbs_vault *v)
 
 	vbu_format_time(vbu_now_ns() / 1000000000, when);
 	json_object_object_add(o, "format", json_object_new_string(VBS_FORMAT_NAME));
-	json_object_object_add(o, "version", json_object_new_int(VBS_FORMAT_VERSION));
+	json_object_object_add(o, "version", json_object_new_int(v->format));
 	json_object_object_add(o, "uuid", json_object_new_string(v->uuid));
 	json_object_object_add(o, "created", json_object_new_string(when));
 	json_object_object_add(o, "chunk_size", json_object_new_int64(v->chunk_size));
@@ -74,6 +104,9 @@ static json_object *config_json(const vbs_vault *v)
 	json_object_object_add(o, "compression", json_object_new_string("zstd"));
 	json_object_object_add(o, "encryption",
 			       json_object_new_string(v->encrypted ? "aes-256-gcm" : "none"));
+	if (v->format >= 2)
+		json_object_object_add(o, "dedup_scope",
+				       json_object_new_string(v->dedup_vm ? "vm" : "vault"));
 	if (v->encrypted) {
 		json_object *k = json_object_new_object();
 		uint8_t blob[sizeof(v->wrapped.ct) + VBK_TAG_LEN];
@@ -174,10 +207,18 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		r = vbs_fail(-EPROTO, "config '%s': missing field 'version'", file);
 		goto out;
 	}
-	if (n != VBS_FORMAT_VERSION) {
+	if (n != VBS_FORMAT_VERSION && n != 1) {
 		r = vbs_fail(-EPROTONOSUPPORT,
 			     "vault format version %lld of '%s' is not supported (this build reads %d)",
 			     (long long)n, file, VBS_FORMAT_VERSION);
+		goto out;
+	}
+	v->format = (int)n;
+	s = jstr(o, "dedup_scope");
+	if (v->format >= 2 && s && strcmp(s, "vm") == 0) {
+		v->dedup_vm = 1;
+	} else if (v->format >= 2 && (!s || strcmp(s, "vault") != 0)) {
+		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'dedup_scope'", file);
 		goto out;
 	}
 	s = jstr(o, "uuid");
@@ -272,6 +313,38 @@ static int open_optional(vbs_vault *v, MDB_txn *txn, const char *name, MDB_dbi *
 	return rc;
 }
 
+/* meta "config": the config's bound fields, sealed when the vault was made; a config that
+ * was edited or swapped (an unencrypted vault's too, whose keys are in the config) no longer
+ * matches, or no longer opens. create: write it. */
+static int config_check(vbs_vault *v, MDB_txn *txn, int create)
+{
+	char want[512];
+	uint8_t *have = NULL;
+	size_t wlen, hlen;
+	int r = config_bound(v, want, sizeof(want), &wlen);
+
+	if (r < 0)
+		return vbs_fail(r, "vault '%s': bad config", v->path);
+	if (create) {
+		r = vbs_sput(v, txn, v->dbi_meta, "meta", "config", 6, want, wlen, 0);
+		return r < 0 ? vbs_fail(r, "cannot write vault '%s': %s", v->path,
+					vbu_strerror(-r))
+			     : 0;
+	}
+	r = vbs_sget(v, txn, v->dbi_meta, "meta", "config", 6, &have, &hlen);
+	if (r == 0 && (hlen != wlen || memcmp(have, want, wlen) != 0))
+		r = -EBADMSG;
+	vbs_unsealed_free(have, hlen);
+	if (r == -ENOENT || r == -EBADMSG)
+		return vbs_fail(-EBADMSG,
+				"vault '%s': its config does not match its database (altered "
+				"or replaced?): refusing to use it",
+				v->path);
+	if (r < 0)
+		return vbs_fail(r, "cannot read vault '%s': %s", v->path, vbu_strerror(-r));
+	return 0;
+}
+
 static int env_open(vbs_vault *v, int create)
 {
 	MDB_txn *txn = NULL;
@@ -305,24 +378,44 @@ static int env_open(vbs_vault *v, int create)
 	rc = mdb_txn_begin(v->env, NULL, v->readonly ? MDB_RDONLY : 0, &txn);
 	if (rc)
 		goto fail;
-	if ((rc = mdb_dbi_open(txn, "meta", dflags, &v->dbi_meta)) ||
-	    (rc = mdb_dbi_open(txn, "vms", dflags, &v->dbi_vms)) ||
-	    (rc = mdb_dbi_open(txn, "rps", dflags, &v->dbi_rps)) ||
-	    (rc = mdb_dbi_open(txn, "rpnames", dflags, &v->dbi_rpnames)) ||
-	    (rc = mdb_dbi_open(txn, "lineages", dflags, &v->dbi_lineages)) ||
-	    (rc = mdb_dbi_open(txn, "idx", dflags, &v->dbi_idx)) ||
-	    (rc = mdb_dbi_open(txn, "chunks", dflags, &v->dbi_chunks)))
-		goto fail;
-	/* Lifecycle databases (jobs, pins, protect) came with the lifecycle commands: a writer
-	 * creates them in vaults made before; a read-only opener goes without (dbi 0). */
-	if ((rc = open_optional(v, txn, "jobs", &v->dbi_jobs)) ||
-	    (rc = open_optional(v, txn, "pins", &v->dbi_pins)) ||
-	    (rc = open_optional(v, txn, "protect", &v->dbi_protect)) ||
-	    (rc = open_optional(v, txn, "tails", &v->dbi_tails)))
-		goto fail;
+	{
+		/* Format 1 names its tables without the suffix (upgrade.c reads them). */
+		int f1 = v->format == 1;
+
+		if ((rc = mdb_dbi_open(txn, "meta", dflags, &v->dbi_meta)) ||
+		    (rc = mdb_dbi_open(txn, f1 ? "vms" : VBS_DB_VMS, dflags, &v->dbi_vms)) ||
+		    (rc = mdb_dbi_open(txn, f1 ? "rps" : VBS_DB_RPS, dflags, &v->dbi_rps)) ||
+		    (rc = mdb_dbi_open(txn, f1 ? "rpnames" : VBS_DB_NAMES, dflags,
+				       &v->dbi_rpnames)) ||
+		    (rc = mdb_dbi_open(txn, f1 ? "lineages" : VBS_DB_LINEAGES, dflags,
+				       &v->dbi_lineages)) ||
+		    (rc = mdb_dbi_open(txn, "idx", dflags, &v->dbi_idx)) ||
+		    (rc = mdb_dbi_open(txn, "chunks", dflags, &v->dbi_chunks)))
+			goto fail;
+		if (!f1 && (rc = mdb_dbi_open(txn, VBS_DB_DMAPS, dflags, &v->dbi_dmaps)))
+			goto fail;
+		/* Lifecycle databases (jobs, pins, protect) came with the lifecycle commands: a
+		 * writer creates them in vaults made before; a read-only opener goes without
+		 * (dbi 0). */
+		if ((rc = open_optional(v, txn, f1 ? "jobs" : VBS_DB_JOBS, &v->dbi_jobs)) ||
+		    (rc = open_optional(v, txn, "pins", &v->dbi_pins)) ||
+		    (rc = open_optional(v, txn, f1 ? "protect" : VBS_DB_PROTECT, &v->dbi_protect)) ||
+		    (rc = open_optional(v, txn, "tails", &v->dbi_tails)))
+			goto fail;
+	}
 	{
 		MDB_stat ms;
 		v->psize = mdb_env_stat(v->env, &ms) == 0 ? ms.ms_psize : 4096;
+	}
+	if (v->format >= 2 && v->unlocked) {
+		int r = config_check(v, txn, create);
+		if (r < 0) {
+			mdb_txn_abort(txn);
+			vbs_guard_remove(v->env);
+			mdb_env_close(v->env);
+			v->env = NULL;
+			return r;
+		}
 	}
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
@@ -347,6 +440,20 @@ fail:
 }
 
 int vbs_vault_open_env(vbs_vault *v)
+{
+	if (v->env)
+		return 0;
+	if (v->format == 1)
+		return vbs_fail(-EPROTONOSUPPORT,
+				"vault '%s' has format 1, from before records were authenticated: "
+				"run 'vmbak upgrade' on it once",
+				v->path);
+	if (!v->unlocked)
+		return vbs_fail(-ENOKEY, "vault '%s' needs a passphrase", v->path);
+	return env_open(v, 0);
+}
+
+int vbs_env_open_any(vbs_vault *v)
 {
 	if (v->env)
 		return 0;
@@ -397,7 +504,7 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 	vbs_vault *v = NULL;
 	json_object *cfg = NULL;
 	struct stat st;
-	char file[4096], aad[128];
+	char file[4096], aad[512];
 	uint8_t u[16];
 	size_t aad_len;
 	int made_dir = 0, wrote_cfg = 0, r;
@@ -436,6 +543,8 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 	}
 	v->chunk_size = opts->chunk_size;
 	v->encrypted = !!opts->encrypt;
+	v->dedup_vm = !!opts->dedup_vm;
+	v->format = VBS_FORMAT_VERSION;
 	if ((r = vbk_random(u, sizeof(u))) < 0)
 		goto crypto_fail;
 	u[6] = (u[6] & 0x0f) | 0x40;
@@ -444,10 +553,13 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 	if ((r = vbk_vaultkeys_generate(&v->keys)) < 0)
 		goto crypto_fail;
 	if (v->encrypted) {
-		if ((r = wrap_aad(v, aad, sizeof(aad), &aad_len)) < 0 ||
+		if ((r = config_bound(v, aad, sizeof(aad), &aad_len)) < 0 ||
 		    (r = vbk_vaultkeys_wrap(&v->keys, pass, aad, aad_len, &v->wrapped)) < 0)
 			goto crypto_fail;
 	}
+	if ((r = setup_macs(v)) < 0)
+		goto crypto_fail;
+	v->unlocked = 1;
 	cfg = config_json(v);
 	{
 		const char *text =
@@ -547,7 +659,7 @@ int vbs_vault_needs_passphrase(const vbs_vault *v)
 
 int vbs_vault_unlock(vbs_vault *v, const char *pass)
 {
-	char aad[128];
+	char aad[512];
 	size_t aad_len;
 	int r;
 
@@ -556,7 +668,7 @@ int vbs_vault_unlock(vbs_vault *v, const char *pass)
 		return 0;
 	if (!pass)
 		return vbs_fail(-ENOKEY, "vault '%s' needs a passphrase", v->path);
-	if ((r = wrap_aad(v, aad, sizeof(aad), &aad_len)) < 0)
+	if ((r = config_bound(v, aad, sizeof(aad), &aad_len)) < 0)
 		return vbs_fail(r, "vault '%s': bad uuid", v->path);
 	r = vbk_vaultkeys_unwrap(&v->wrapped, pass, aad, aad_len, &v->keys);
 	if (r == -ENOKEY)
@@ -579,6 +691,9 @@ void vbs_vault_close(vbs_vault *v)
 	vbs_cache_free(v->cache);
 	vbk_hmac_free(v->id_mac);
 	vbk_hmac_free(v->key_mac);
+	vbk_hmac_free(v->name_mac);
+	vbk_hmac_free(v->idx_mac);
+	vbk_wipe(v->meta_key, sizeof(v->meta_key));
 	vbk_vaultkeys_wipe(&v->keys);
 	pthread_rwlock_destroy(&v->map_lock);
 	pthread_mutex_destroy(&v->mapc_lock);

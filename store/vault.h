@@ -33,7 +33,7 @@
 typedef struct vbs_vault vbs_vault;
 
 #define VBS_FORMAT_NAME "vmbak-vault"
-#define VBS_FORMAT_VERSION 1
+#define VBS_FORMAT_VERSION 2
 #define VBS_CONFIG_FILE "vmbak-vault.json"
 
 #define VBS_CHUNK_SIZE_DEFAULT (64u * 1024)
@@ -49,6 +49,7 @@ int vbs_name_valid(const char *name);
 typedef struct vbs_init_opts {
 	int encrypt;	     /* 1: aes-256-gcm (needs pass), 0: none */
 	uint32_t chunk_size; /* a power of two in [VBS_CHUNK_SIZE_MIN, VBS_CHUNK_SIZE_MAX] */
+	int dedup_vm;	     /* 1: chunks are deduplicated within each VM only (ids keyed per VM) */
 } vbs_init_opts;
 
 /* Creates a vault at path: the directory is created (its parent must exist) or must be empty.

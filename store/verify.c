@@ -14,9 +14,11 @@
 #include <string.h>
 
 #include "chunkstore.h"
+#include "imap.h"
 #include "index.h"
 #include "jobs.h"
 #include "rp.h"
+#include "seal.h"
 #include "util.h"
 #include "verify.h"
 
@@ -279,10 +281,8 @@ static int manifest_ok(const vbs_rp *rp)
 /* The records a point leans on agree with it. Returns < 0 only for failures to run. */
 static int check_point(struct ctx *c, const vbs_rp *rp)
 {
-	char nk[VBS_NAME_MAX + 1 + VBS_RP_ID_MAX];
-	size_t vl = strlen(rp->vm), il = strlen(rp->id);
+	uint64_t num;
 	int bad = 0, r;
-	MDB_val d;
 
 #define PROBLEM(...)                                                                               \
 	do {                                                                                       \
@@ -298,36 +298,31 @@ static int check_point(struct ctx *c, const vbs_rp *rp)
 		PROBLEM("point record has serial %llu or VM number %llu beyond the sequence %llu",
 			(unsigned long long)rp->serial, (unsigned long long)rp->vm_serial,
 			(unsigned long long)c->seq);
-	r = get_val(c, c->v->dbi_vms, rp->vm, vl, &d);
+	r = vbs_vm_find(c->v, c->txn, rp->vm, &num);
 	if (r == -ENOENT)
 		PROBLEM("VM '%s' has no VM record", rp->vm);
 	else if (r < 0 && r != -EBADMSG)
 		return db_fail(c, r, "vms");
-	else if (r == -EBADMSG || d.mv_size != 16)
+	else if (r == -EBADMSG)
 		PROBLEM("VM record of '%s' is damaged", rp->vm);
-	else if (vbs_get64(d.mv_data) != rp->vm_serial)
+	else if (num != rp->vm_serial)
 		PROBLEM("point names VM number %llu, the VM record %llu",
-			(unsigned long long)rp->vm_serial,
-			(unsigned long long)vbs_get64(d.mv_data));
-	memcpy(nk, rp->vm, vl);
-	nk[vl] = '\0';
-	memcpy(nk + vl + 1, rp->id, il);
-	r = get_val(c, c->v->dbi_rpnames, nk, vl + 1 + il, &d);
+			(unsigned long long)rp->vm_serial, (unsigned long long)num);
+	r = vbs_name_find(c->v, c->txn, rp->vm, rp->id, &num);
 	if (r == -ENOENT)
 		PROBLEM("point has no name record");
 	else if (r < 0 && r != -EBADMSG)
 		return db_fail(c, r, "rpnames");
-	else if (r == -EBADMSG || d.mv_size != 8)
+	else if (r == -EBADMSG)
 		PROBLEM("name record of the point is damaged");
-	else if (vbs_get64(d.mv_data) != rp->serial)
+	else if (num != rp->serial)
 		PROBLEM("name record leads to serial %llu, the point has %llu",
-			(unsigned long long)vbs_get64(d.mv_data), (unsigned long long)rp->serial);
+			(unsigned long long)num, (unsigned long long)rp->serial);
 	for (size_t i = 0; i < rp->n_disks; i++) {
 		const vbs_disk *dk = &rp->disks[i];
-		uint8_t lk[8];
+		uint64_t head, size;
 
-		vbs_put64(lk, dk->lineage);
-		r = get_val(c, c->v->dbi_lineages, lk, 8, &d);
+		r = vbs_lineage_get(c->v, c->txn, dk->lineage, &head, &size);
 		if (r == -ENOENT) {
 			PROBLEM("disk '%s' names lineage %llu, which has no record", dk->name,
 				(unsigned long long)dk->lineage);
@@ -335,19 +330,18 @@ static int check_point(struct ctx *c, const vbs_rp *rp)
 		}
 		if (r < 0 && r != -EBADMSG)
 			return db_fail(c, r, "lineages");
-		if (r == -EBADMSG || d.mv_size != 16) {
+		if (r == -EBADMSG) {
 			PROBLEM("lineage record %llu of disk '%s' is damaged",
 				(unsigned long long)dk->lineage, dk->name);
 			continue;
 		}
-		if (vbs_get64((uint8_t *)d.mv_data + 8) != dk->size)
+		if (size != dk->size)
 			PROBLEM("disk '%s' has size %llu, its lineage %llu", dk->name,
-				(unsigned long long)dk->size,
-				(unsigned long long)vbs_get64((uint8_t *)d.mv_data + 8));
-		if (vbs_get64(d.mv_data) < rp->serial)
+				(unsigned long long)dk->size, (unsigned long long)size);
+		if (head < rp->serial)
 			PROBLEM("lineage %llu of disk '%s' ends at serial %llu, before the point",
 				(unsigned long long)dk->lineage, dk->name,
-				(unsigned long long)vbs_get64(d.mv_data));
+				(unsigned long long)head);
 	}
 	r = manifest_ok(rp);
 	if (r < 0)
@@ -394,7 +388,7 @@ static int load_point(struct ctx *c, uint64_t serial, const char *vm, const char
 	if (r < 0 && r != -EBADMSG)
 		return db_fail(c, r, "rps");
 	if (r == 0)
-		r = vbs_rp_decode(d.mv_data, d.mv_size, ret);
+		r = vbs_rp_open(c->v, sk, 8, d.mv_data, d.mv_size, ret);
 	if (r == -ENOMEM)
 		return vbs_fail(r, "out of memory");
 	if (r < 0) {
@@ -436,7 +430,7 @@ static int load_all_points(struct ctx *c)
 			       "a point record has a key of %zu bytes", k.mv_size);
 			continue;
 		}
-		r = vbs_rp_decode(d.mv_data, d.mv_size, &rp);
+		r = vbs_rp_open(c->v, k.mv_data, k.mv_size, d.mv_data, d.mv_size, &rp);
 		if (r == -ENOMEM) {
 			r = vbs_fail(r, "out of memory");
 			break;
@@ -473,13 +467,11 @@ static int load_all_points(struct ctx *c)
 /* One VM, or one of its points: by the name records. */
 static int load_vm_points(struct ctx *c, const char *vm, const char *id)
 {
-	char nk[VBS_NAME_MAX + 1 + VBS_RP_ID_MAX];
-	size_t vl = strlen(vm);
+	vbs_name_entry *e = NULL;
 	uint64_t serial;
-	MDB_cursor *cur;
-	MDB_val k, d;
+	size_t n = 0;
 	vbs_rp *rp;
-	int rc, r = 0;
+	int r = 0;
 
 	if (!vbs_name_valid(vm))
 		return vbs_fail(-EINVAL, "invalid VM name '%s'", vm);
@@ -487,21 +479,18 @@ static int load_vm_points(struct ctx *c, const char *vm, const char *id)
 		r = vbs_rp_latest_serial(c->v, c->txn, vm, &serial);
 		if (r == -ENOENT)
 			return vbs_fail(r, "no VM '%s' in vault '%s'", vm, c->v->path);
+		if (r == -EBADMSG) {
+			report(c, VBS_VERIFY_RECORD, vm, NULL, NULL, 0, 0, 0,
+			       "a name record of VM '%s' is damaged", vm);
+			return 0;
+		}
 		if (r < 0)
 			return db_fail(c, r, "rpnames");
 		r = load_point(c, serial, NULL, NULL, 0, &rp);
 		return r <= 0 ? r : add_point(c, rp);
 	}
-	memcpy(nk, vm, vl);
-	nk[vl] = '\0';
 	if (id) {
-		size_t il = strlen(id);
-
-		if (!*id || il >= VBS_RP_ID_MAX)
-			return vbs_fail(-ENOENT, "no point '%s' of VM '%s' in vault '%s'", id, vm,
-					c->v->path);
-		memcpy(nk + vl + 1, id, il);
-		r = get_val(c, c->v->dbi_rpnames, nk, vl + 1 + il, &d);
+		r = vbs_name_find(c->v, c->txn, vm, id, &serial);
 		if (r == -ENOENT) {
 			if (vbs_rp_latest_serial(c->v, c->txn, vm, &serial) == -ENOENT)
 				return vbs_fail(r, "no VM '%s' in vault '%s'", vm, c->v->path);
@@ -510,55 +499,45 @@ static int load_vm_points(struct ctx *c, const char *vm, const char *id)
 		}
 		if (r < 0 && r != -EBADMSG)
 			return db_fail(c, r, "rpnames");
-		if (r == -EBADMSG || d.mv_size != 8) {
+		if (r == -EBADMSG) {
 			report(c, VBS_VERIFY_RECORD, vm, id, NULL, 0, 0, 0,
 			       "the name record of the point is damaged");
 			return 0;
 		}
-		r = load_point(c, vbs_get64(d.mv_data), vm, id, 0, &rp);
+		r = load_point(c, serial, vm, id, 0, &rp);
 		return r <= 0 ? r : add_point(c, rp);
 	}
-	k = (MDB_val){vl + 1, nk};
-	rc = mdb_cursor_open(c->txn, c->v->dbi_rpnames, &cur);
-	if (rc)
-		return db_fail(c, vbs_mdb_err(rc), "rpnames");
-	for (rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
-		char pid[VBS_RP_ID_MAX];
-		size_t il;
-
-		if (k.mv_size <= vl + 1 || memcmp(k.mv_data, nk, vl + 1) != 0)
-			break;
-		il = k.mv_size - vl - 1;
-		if (il >= VBS_RP_ID_MAX || d.mv_size != 8 ||
-		    memchr((char *)k.mv_data + vl + 1, '\0', il)) {
-			report(c, VBS_VERIFY_RECORD, vm, NULL, NULL, 0, 0, 0,
-			       "a name record of VM '%s' is damaged", vm);
-			continue;
-		}
-		memcpy(pid, (char *)k.mv_data + vl + 1, il);
-		pid[il] = '\0';
-		r = load_point(c, vbs_get64(d.mv_data), vm, pid, 0, &rp);
+	r = vbs_names_of(c->v, c->txn, vm, &e, &n);
+	if (r == -EBADMSG) {
+		report(c, VBS_VERIFY_RECORD, vm, NULL, NULL, 0, 0, 0,
+		       "a name record of VM '%s' is damaged", vm);
+		return 0;
+	}
+	if (r < 0)
+		return db_fail(c, r, "rpnames");
+	for (size_t i = 0; i < n; i++) {
+		r = load_point(c, e[i].serial, vm, e[i].name, 0, &rp);
 		if (r == 1)
 			r = add_point(c, rp);
 		if (r < 0)
 			break;
 	}
-	mdb_cursor_close(cur);
+	free(e);
 	if (r < 0)
 		return r == -ENOMEM ? vbs_fail(r, "out of memory") : r;
-	if (rc && rc != MDB_NOTFOUND)
-		return db_fail(c, vbs_mdb_err(rc), "rpnames");
 	if (c->npts == 0 && c->res->problems == 0)
 		return vbs_fail(-ENOENT, "no VM '%s' in vault '%s'", vm, c->v->path);
 	return 0;
 }
 
-/* Whole vault: VM records, name records, lineage records. */
+/* Whole vault: VM records, name records, lineage records. Name records are keyed by hashes of
+ * the VM's name: each VM's are found through its VM record, and any left over (of no VM, or
+ * that do not open) are damage. */
 static int scan_small_dbs(struct ctx *c)
 {
 	MDB_cursor *cur = NULL;
 	MDB_val k, d;
+	uint64_t names_total = 0, names_seen = 0;
 	int rc, r = 0;
 
 	rc = mdb_cursor_open(c->txn, c->v->dbi_vms, &cur);
@@ -567,25 +546,68 @@ static int scan_small_dbs(struct ctx *c)
 	for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
 		char name[VBS_NAME_MAX + 1];
+		uint64_t num;
+		MDB_cursor *nc;
+		MDB_val nk, nd;
+		int nrc;
 
 		c->res->records++;
-		if (k.mv_size == 0 || k.mv_size > VBS_NAME_MAX) {
+		r = vbs_vm_open(c->v, k.mv_data, k.mv_size, d.mv_data, d.mv_size, name, &num);
+		if (r == -ENOMEM)
+			break;
+		if (r < 0 || num > c->seq) {
 			report(c, VBS_VERIFY_RECORD, NULL, NULL, NULL, 0, 0, 0,
-			       "a VM record has a key of %zu bytes", k.mv_size);
+			       "a VM record is damaged");
+			r = 0;
 			continue;
 		}
-		memcpy(name, k.mv_data, k.mv_size);
-		name[k.mv_size] = '\0';
-		if (!vbs_name_valid(name)) {
-			report(c, VBS_VERIFY_RECORD, NULL, NULL, NULL, 0, 0, 0,
-			       "a VM record has an invalid name");
-			continue;
+		/* The VM's name records: the keys that start with its hash. */
+		nrc = mdb_cursor_open(c->txn, c->v->dbi_rpnames, &nc);
+		if (nrc) {
+			r = vbs_mdb_err(nrc);
+			break;
 		}
-		if (d.mv_size != 16 || vbs_get64(d.mv_data) > c->seq)
-			report(c, VBS_VERIFY_RECORD, name, NULL, NULL, 0, 0, 0,
-			       "the VM record of '%s' is damaged", name);
+		nk = k;
+		for (nrc = mdb_cursor_get(nc, &nk, &nd, MDB_SET_RANGE); nrc == 0;
+		     nrc = mdb_cursor_get(nc, &nk, &nd, MDB_NEXT)) {
+			char id[VBS_RP_ID_MAX];
+			uint64_t serial;
+			vbs_rp *rp;
+
+			if (nk.mv_size < k.mv_size || memcmp(nk.mv_data, k.mv_data, k.mv_size) != 0)
+				break;
+			names_seen++;
+			c->res->records++;
+			r = vbs_name_open(c->v, name, nk.mv_data, nk.mv_size, nd.mv_data, nd.mv_size,
+					  id, &serial);
+			if (r == -ENOMEM)
+				break;
+			if (r < 0) {
+				report(c, VBS_VERIFY_RECORD, name, NULL, NULL, 0, 0, 0,
+				       "a name record of VM '%s' is damaged", name);
+				r = 0;
+				continue;
+			}
+			/* The record itself is checked by check_point(); here only that the
+			 * name leads to the point that carries it. */
+			r = load_point(c, serial, name, id, 1, &rp);
+			if (r < 0)
+				break;
+			if (r == 1)
+				vbs_rp_free(rp);
+			r = 0;
+		}
+		mdb_cursor_close(nc);
+		if (r < 0)
+			break;
+		if (nrc && nrc != MDB_NOTFOUND) {
+			r = vbs_mdb_err(nrc);
+			break;
+		}
 	}
 	mdb_cursor_close(cur);
+	if (r < 0)
+		return r == -ENOMEM ? vbs_fail(r, "out of memory") : db_fail(c, r, "rpnames");
 	if (rc != MDB_NOTFOUND)
 		return db_fail(c, vbs_mdb_err(rc), "vms");
 
@@ -593,60 +615,35 @@ static int scan_small_dbs(struct ctx *c)
 	if (rc)
 		return db_fail(c, vbs_mdb_err(rc), "rpnames");
 	for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
-		char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX];
-		const char *nul = memchr(k.mv_data, '\0', k.mv_size);
-		size_t vl = nul ? (size_t)(nul - (const char *)k.mv_data) : 0;
-		size_t il = nul ? k.mv_size - vl - 1 : 0;
-		vbs_rp *rp;
-
-		c->res->records++;
-		if (!nul || vl > VBS_NAME_MAX || il == 0 || il >= VBS_RP_ID_MAX ||
-		    memchr(nul + 1, '\0', il)) {
-			report(c, VBS_VERIFY_RECORD, NULL, NULL, NULL, 0, 0, 0,
-			       "a name record has a malformed key of %zu bytes", k.mv_size);
-			continue;
-		}
-		memcpy(vm, k.mv_data, vl);
-		vm[vl] = '\0';
-		memcpy(id, nul + 1, il);
-		id[il] = '\0';
-		if (!vbs_name_valid(vm)) {
-			report(c, VBS_VERIFY_RECORD, NULL, NULL, NULL, 0, 0, 0,
-			       "a name record has an invalid VM name");
-			continue;
-		}
-		if (d.mv_size != 8) {
-			report(c, VBS_VERIFY_RECORD, vm, id, NULL, 0, 0, 0,
-			       "the name record of the point is damaged");
-			continue;
-		}
-		/* The record itself is checked by check_point(); here only that the name leads
-		 * to the point that carries it. */
-		r = load_point(c, vbs_get64(d.mv_data), vm, id, 1, &rp);
-		if (r < 0)
-			break;
-		if (r == 1)
-			vbs_rp_free(rp);
-		r = 0;
-	}
+	     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT))
+		names_total++;
 	mdb_cursor_close(cur);
-	if (r < 0)
-		return r;
 	if (rc != MDB_NOTFOUND)
 		return db_fail(c, vbs_mdb_err(rc), "rpnames");
+	if (names_total != names_seen)
+		report(c, VBS_VERIFY_RECORD, NULL, NULL, NULL, 0, 0, 0,
+		       "%llu name records belong to no VM record",
+		       (unsigned long long)(names_total - names_seen));
 
 	rc = mdb_cursor_open(c->txn, c->v->dbi_lineages, &cur);
 	if (rc)
 		return db_fail(c, vbs_mdb_err(rc), "lineages");
 	for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+		uint64_t head = 0, size = 0;
+
 		c->res->records++;
-		if (k.mv_size != 8 || d.mv_size != 16 || vbs_get64(k.mv_data) > c->seq ||
-		    vbs_get64(d.mv_data) > c->seq || vbs_get64((uint8_t *)d.mv_data + 8) == 0)
+		r = k.mv_size == 8 ? vbs_lineage_get(c->v, c->txn, vbs_get64(k.mv_data), &head, &size)
+				   : -EBADMSG;
+		if (r == -ENOMEM) {
+			mdb_cursor_close(cur);
+			return vbs_fail(r, "out of memory");
+		}
+		if (r < 0 || vbs_get64(k.mv_data) > c->seq || head > c->seq || size == 0)
 			report(c, VBS_VERIFY_RECORD, NULL, NULL, NULL, 0, 0, 0,
 			       "a lineage record (%zu-byte key, %zu-byte value) is damaged",
 			       k.mv_size, d.mv_size);
+		r = 0;
 	}
 	mdb_cursor_close(cur);
 	if (rc != MDB_NOTFOUND)
@@ -676,13 +673,24 @@ static int scan_other_dbs(struct ctx *c)
 			return db_fail(c, vbs_mdb_err(rc), names[i]);
 		for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
 		     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+			if (i == 2) {
+				uint8_t *p = NULL;
+				size_t len = 0;
+
+				c->res->records++;
+				if (vbs_unseal(c->v, VBS_DB_PROTECT, k.mv_data, k.mv_size, d.mv_data,
+					       d.mv_size, &p, &len) < 0 ||
+				    len != 8 || k.mv_size != 8)
+					report(c, VBS_VERIFY_RECORD, NULL, NULL, NULL, 0, 0, 0,
+					       "a protection record is damaged");
+				vbs_unsealed_free(p, len);
+			}
 			if (i == 0) {
 				vbs_job job;
 
 				c->res->records++;
-				if (k.mv_size != 8 ||
-				    vbs_job_decode_raw(vbs_get64(k.mv_data), d.mv_data, d.mv_size,
-						       &job) < 0)
+				if (vbs_job_unseal(c->v, k.mv_data, k.mv_size, d.mv_data, d.mv_size,
+						   &job) < 0)
 					report(c, VBS_VERIFY_RECORD, NULL, NULL, NULL, 0, 0, 0,
 					       "a record of the job history is damaged");
 			}
@@ -753,16 +761,15 @@ static int scan_index(struct ctx *c, uint64_t only_lineage, int all)
 			memcpy(last, k.mv_data, sizeof(last));
 			have_last = 1;
 			if (lin_state == 0 || lin != lin_cached) {
-				uint8_t lk[8];
-				MDB_val lv;
+				uint64_t head;
 
-				vbs_put64(lk, lin);
-				r = get_val(c, c->v->dbi_lineages, lk, 8, &lv);
-				if (r < 0 && r != -ENOENT)
+				r = vbs_lineage_get(c->v, c->txn, lin, &head, &lin_size);
+				if (r < 0 && r != -ENOENT && r != -EBADMSG)
 					break;
 				lin_cached = lin;
-				lin_state = r == 0 && lv.mv_size == 16 ? 1 : -1;
-				lin_size = lin_state > 0 ? vbs_get64((uint8_t *)lv.mv_data + 8) : 0;
+				lin_state = r == 0 ? 1 : -1;
+				if (lin_state < 0)
+					lin_size = 0;
 				r = 0;
 			}
 			if (lin_state < 0)
@@ -805,6 +812,79 @@ static int scan_index(struct ctx *c, uint64_t only_lineage, int all)
 		if ((r = txn_renew(c)) < 0)
 			return r;
 	}
+}
+
+/* ---- the group MACs of every disk (imap.h) ---- */
+
+/* Every group of every disk of every point against its MAC, and the data chunks counted
+ * against the point's record: a swapped, deleted, replayed or re-pointed index entry, or a
+ * missing or damaged map, is found here even where each entry looks well formed. */
+static int check_maps(struct ctx *c)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < c->npts; i++) {
+		const vbs_rp *rp = c->pts[i];
+
+		for (size_t di = 0; di < rp->n_disks; di++) {
+			const vbs_disk *dk = &rp->disks[di];
+			uint64_t count = 0, bad_from = 0, nbad = 0, ng;
+			vbs_imap *m = NULL;
+
+			if ((r = txn_renew(c)) < 0)
+				return r;
+			r = vbs_imap_new(c->v, c->txn, rp->serial, (unsigned)di, dk->lineage, dk->size,
+					 &m);
+			if (r == -EBADMSG) {
+				report(c, VBS_VERIFY_INDEX, rp->vm, rp->id, dk->name, 0, dk->size, 0,
+				       "the disk's index map is missing or damaged");
+				if ((r = damaged_serial(c, rp->serial)) < 0)
+					return r;
+				continue;
+			}
+			if (r < 0)
+				return db_fail(c, r, "dmaps");
+			ng = vbs_imap_groups(m);
+			for (uint64_t g = 0; g <= ng; g++) {
+				uint64_t n = 0;
+
+				r = g < ng ? vbs_imap_check(m, c->txn, g, &n) : 0;
+				if (r < 0 && r != -EBADMSG)
+					break;
+				if (r == -EBADMSG && nbad++ == 0)
+					bad_from = g;
+				if (r == 0 && nbad) {
+					uint64_t span = (uint64_t)VBS_GROUP_CHUNKS * rp->chunk_size;
+					uint64_t off = bad_from * span, len = nbad * span;
+
+					if (len > dk->size - off)
+						len = dk->size - off;
+					report(c, VBS_VERIFY_INDEX, rp->vm, rp->id, dk->name, off, len,
+					       0, "the index does not match the disk's map");
+					nbad = 0;
+					if ((r = damaged_serial(c, rp->serial)) < 0)
+						break;
+				}
+				count += n;
+				r = 0;
+				if (txn_due(c) && (r = txn_renew(c)) < 0)
+					break;
+			}
+			vbs_imap_free(m);
+			if (r < 0)
+				return r == -EINTR ? r : db_fail(c, r, "idx");
+			if (count != dk->data_chunks) {
+				report(c, VBS_VERIFY_INDEX, rp->vm, rp->id, dk->name, 0, 0, 0,
+				       "the index holds %llu data chunks, the point's record says "
+				       "%llu",
+				       (unsigned long long)count,
+				       (unsigned long long)dk->data_chunks);
+				if ((r = damaged_serial(c, rp->serial)) < 0)
+					return r;
+			}
+		}
+	}
+	return 0;
 }
 
 /* ---- walking the disks of a point ---- */
@@ -1262,6 +1342,9 @@ static int run(struct ctx *c)
 		if (r < 0)
 			return r;
 	}
+
+	if ((r = check_maps(c)) < 0)
+		return r;
 
 	/* The chunks the points refer to, each once. */
 	if ((r = txn_renew(c)) < 0 || (r = walk_all(c, collect_fn)) < 0)

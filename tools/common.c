@@ -269,7 +269,8 @@ int vault_open(const char *path, int readonly, int flags, const char *passphrase
 		status = store_err(r, "cannot open vault '%s'", q(path));
 		goto out;
 	}
-	if ((flags & VAULT_UNLOCK) && vbs_vault_needs_passphrase(v)) {
+	/* Format 2 seals every record: every verb unlocks. */
+	if (vbs_vault_needs_passphrase(v)) {
 		status = passphrase_for(path, passphrase_file, g, 0, &pass);
 		if (status != 0)
 			goto out;

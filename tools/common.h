@@ -88,9 +88,9 @@ int check_point_arg(const char *target, int need_id, const char *usage, char *vm
 int check_nargs(const char *usage, const char *const *names, int nmin, int nmax, int nargs,
 		char **args);
 
-/* Opens the vault at path for a verb: config, then (with VAULT_UNLOCK) the passphrase from
- * passphrase_file (verb option), g->passphrase_file, the environment or the terminal, then the
- * LMDB environment. Prints the error. readonly: open the environment read-only. With
+/* Opens the vault at path for a verb: config, then the passphrase from passphrase_file (verb
+ * option), g->passphrase_file, the environment or the terminal (every verb: the records are
+ * sealed; VAULT_UNLOCK is kept for the callers that say so), then the LMDB environment. Prints the error. readonly: open the environment read-only. With
  * VAULT_DAMAGE_EXIT a database LMDB finds damaged gives VMBAK_EXIT_DAMAGE (verify), not
  * VMBAK_EXIT_FAIL. */
 #define VAULT_UNLOCK 0x1

@@ -79,10 +79,14 @@ rp=$("$VMBAK" ingest "$V" vm1 --disk sda="$D" | tail -n 1)
 snapshot() {
 	local v db
 	for v in "$V" "$VE"; do
-		"$VMBAK" list "$v" --json
+		if [ "$v" = "$VE" ]; then
+			VMBAK_PASSPHRASE_FILE=$T/pass "$VMBAK" list "$v" --json
+		else
+			"$VMBAK" list "$v" --json
+		fi
 		sha256sum "$v/vmbak-vault.json"
 		ls -A "$v"
-		for db in meta vms rps rpnames lineages idx chunks pins protect; do
+		for db in meta vms2 rps2 rpnames2 lineages2 idx dmaps chunks pins protect2; do
 			mdb_dump -s "$db" "$v" 2>/dev/null | sed '1,/^HEADER=END$/d' | sha256sum
 		done
 	done

@@ -84,7 +84,7 @@ b_ok "$VMBAK" list "$V" --json
 b_py 'assert d == [], d'
 b_ok "$VMBAK" info "$V" --json
 b_py 'assert d["points"] == 0 and d["vms"] == 0 and d["encryption"] == "none", d
-assert d["chunk_size"] == 65536 and d["format_version"] == 1, d'
+assert d["chunk_size"] == 65536 and d["format_version"] == 2, d'
 
 b_ok "$VMBAK" ingest "$V" vm1 --disk sda="$T/sda.img" --disk sdb="$T/sdb.img"
 [ "$(wc -l <"$T/out")" -ge 2 ] || b_fail "ingest prints no summary line"
@@ -215,12 +215,18 @@ grep -q 'Tr0ub4dor' "$T/err" && b_fail "a passphrase in a message"
 b_run 1 env VMBAK_PASSPHRASE_FILE="$T/wrong" "$VMBAK" ingest "$E" vm1 --disk sda="$T/sda.img"
 grep -q 'wrong passphrase' "$T/err" || b_fail "wrong passphrase message (environment)"
 
-# list and info of an encrypted vault need no passphrase.
-b_ok "$VMBAK" list "$E" --json
+# Every record is sealed: list and info of an encrypted vault need the passphrase too, and
+# nothing of it (VM names, point ids) is in the vault's files in clear.
+b_run 2 "$VMBAK" list "$E" --json
+grep -q 'no passphrase' "$T/err" || b_fail "list without a passphrase: wrong message"
+b_ok "$VMBAK" --passphrase-file "$T/pass" list "$E" --json
 b_py 'assert len(d) == 5 and d[0]["id"] == sys.argv[2], d' "$E1"
-b_ok "$VMBAK" info "$E" --json
+b_ok "$VMBAK" --passphrase-file "$T/pass" info "$E" --json
 b_py 'assert d["encryption"] == "aes-256-gcm" and d["chunk_size"] == 4096, d'
-b_ok "$VMBAK" info "$E" "vm1/$E1"
+b_ok "$VMBAK" --passphrase-file "$T/pass" info "$E" "vm1/$E1"
+if grep -qa -e 'vm1' -e "$E1" "$E/data.mdb"; then
+	b_fail "a VM name or point id is readable in the encrypted vault's files"
+fi
 
 # init from the environment, and with the global option.
 b_ok env VMBAK_PASSPHRASE='another one' "$VMBAK" init "$T/enc2"

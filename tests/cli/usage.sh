@@ -99,7 +99,7 @@ today=$(date -u +%F)
 "$VMBAK" init "$VE" --passphrase-file "$T/pass" >/dev/null
 "$VMBAK" ingest "$VE" vm1 --disk sda="$D" --passphrase-file "$T/pass" >/dev/null
 "$VMBAK" list "$V" --json >"$T/before.json"
-"$VMBAK" list "$VE" --json >"$T/before-enc.json"
+"$VMBAK" --passphrase-file "$T/pass" list "$VE" --json >"$T/before-enc.json"
 sha256sum "$V/vmbak-vault.json" "$VE/vmbak-vault.json" >"$T/before.sha"
 
 # --- the program and its global options
@@ -306,7 +306,7 @@ u_expect 1 "$VMBAK" info "$T/emptydir"
 
 # --- nothing stored was touched
 "$VMBAK" list "$V" --json >"$T/after.json"
-"$VMBAK" list "$VE" --json >"$T/after-enc.json"
+"$VMBAK" --passphrase-file "$T/pass" list "$VE" --json >"$T/after-enc.json"
 checks=$((checks + 1))
 if ! cmp -s "$T/before.json" "$T/after.json" || ! cmp -s "$T/before-enc.json" "$T/after-enc.json"
 then
