@@ -81,6 +81,11 @@ struct vbs_vault {
 
 /* Opens the environment of a vault of any format, format 1 included (upgrade.c). */
 int vbs_env_open_any(vbs_vault *v);
+/* meta "config": checks that it holds the config's bound fields, or (create) writes them. */
+int vbs_config_check(vbs_vault *v, MDB_txn *txn, int create);
+/* Rewrites the config of v as the current format (rewrapping the keys under pass, bound to
+ * the new format's fields), atomically. */
+int vbs_config_upgrade(vbs_vault *v, const char *pass);
 
 /* Stops image.c's read-ahead threads (before the environment closes). */
 void vbs_prefetch_stop(vbs_vault *v);
@@ -168,6 +173,8 @@ int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, struct vbs_name_ent
 /* VM records (vms2): every VM sorted by name (free() *ret), one VM's number, removal. */
 int vbs_vms_of(vbs_vault *v, MDB_txn *txn, struct vbs_name_entry **ret, size_t *ret_n);
 int vbs_vm_find(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
+/* Writes the VM record of vm: its number and creation time (ns). */
+int vbs_vm_put(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t num, int64_t created_ns);
 int vbs_vm_del(vbs_vault *v, MDB_txn *txn, const char *vm);
 /* One raw record of vms2, rpnames2 (of VM vm) or rps2, opened and checked against its key
  * (verify.c walks them one by one): -EBADMSG when it does not open or does not match. */

@@ -541,22 +541,31 @@ int vbs_vm_del(vbs_vault *v, MDB_txn *txn, const char *vm)
 	return vbs_mdb_err(mdb_del(txn, v->dbi_vms, &key, NULL));
 }
 
-int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret)
+int vbs_vm_put(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t num, int64_t created_ns)
 {
 	uint8_t k[VBS_NAME_HASH_LEN], val[16 + VBS_NAME_MAX];
 	size_t a = strlen(vm);
+	int r;
+
+	if (!vbs_name_valid(vm))
+		return -EINVAL;
+	if ((r = vm_key(v, vm, k)) < 0)
+		return r;
+	vbs_put64(val, num);
+	vbs_put64(val + 8, (uint64_t)created_ns);
+	memcpy(val + 16, vm, a);
+	return vbs_sput(v, txn, v->dbi_vms, VBS_DB_VMS, k, sizeof(k), val, 16 + a, 0);
+}
+
+int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret)
+{
 	int r = vbs_vm_find(v, txn, vm, ret);
 
 	if (r != -ENOENT)
 		return r;
-	if (a > VBS_NAME_MAX)
-		return -EINVAL;
-	if ((r = vm_key(v, vm, k)) < 0 || (r = vbs_seq_next(v, txn, ret)) < 0)
+	if ((r = vbs_seq_next(v, txn, ret)) < 0)
 		return r;
-	vbs_put64(val, *ret);
-	vbs_put64(val + 8, (uint64_t)vbu_now_ns());
-	memcpy(val + 16, vm, a);
-	return vbs_sput(v, txn, v->dbi_vms, VBS_DB_VMS, k, sizeof(k), val, 16 + a, 0);
+	return vbs_vm_put(v, txn, vm, *ret, vbu_now_ns());
 }
 
 /* Serial of the newest point of vm in txn; -ENOENT if none. */

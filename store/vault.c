@@ -316,7 +316,7 @@ static int open_optional(vbs_vault *v, MDB_txn *txn, const char *name, MDB_dbi *
 /* meta "config": the config's bound fields, sealed when the vault was made; a config that
  * was edited or swapped (an unencrypted vault's too, whose keys are in the config) no longer
  * matches, or no longer opens. create: write it. */
-static int config_check(vbs_vault *v, MDB_txn *txn, int create)
+int vbs_config_check(vbs_vault *v, MDB_txn *txn, int create)
 {
 	char want[512];
 	uint8_t *have = NULL;
@@ -367,7 +367,7 @@ static int env_open(vbs_vault *v, int create)
 	if (rc)
 		goto fail;
 	vbs_guard_add(v->env, v->path); /* a damaged data.mdb: one line, not a crash */
-	mdb_env_set_maxdbs(v->env, 16);
+	mdb_env_set_maxdbs(v->env, 32);
 	mdb_env_set_maxreaders(v->env, 256);
 	if (!v->readonly)
 		mdb_env_set_mapsize(v->env, map);
@@ -408,7 +408,7 @@ static int env_open(vbs_vault *v, int create)
 		v->psize = mdb_env_stat(v->env, &ms) == 0 ? ms.ms_psize : 4096;
 	}
 	if (v->format >= 2 && v->unlocked) {
-		int r = config_check(v, txn, create);
+		int r = vbs_config_check(v, txn, create);
 		if (r < 0) {
 			mdb_txn_abort(txn);
 			vbs_guard_remove(v->env);
@@ -451,6 +451,41 @@ int vbs_vault_open_env(vbs_vault *v)
 	if (!v->unlocked)
 		return vbs_fail(-ENOKEY, "vault '%s' needs a passphrase", v->path);
 	return env_open(v, 0);
+}
+
+int vbs_config_upgrade(vbs_vault *v, const char *pass)
+{
+	json_object *cfg = NULL;
+	const char *text;
+	char file[4096], aad[512], *withnl = NULL;
+	size_t aad_len, len;
+	int r;
+
+	if (config_path(v->path, file, sizeof(file)) < 0)
+		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", v->path);
+	v->format = VBS_FORMAT_VERSION;
+	if (v->encrypted) {
+		if ((r = config_bound(v, aad, sizeof(aad), &aad_len)) < 0 ||
+		    (r = vbk_vaultkeys_wrap(&v->keys, pass, aad, aad_len, &v->wrapped)) < 0)
+			return vbs_fail(r, "cannot wrap the keys of vault '%s': %s", v->path,
+					vbu_strerror(-r));
+	}
+	cfg = config_json(v);
+	text = cfg ? json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PRETTY) : NULL;
+	len = text ? strlen(text) : 0;
+	withnl = text ? malloc(len + 2) : NULL;
+	if (!withnl) {
+		json_object_put(cfg);
+		return vbs_fail(-ENOMEM, "out of memory");
+	}
+	memcpy(withnl, text, len);
+	withnl[len] = '\n';
+	r = vbu_write_file_atomic(file, withnl, len + 1, 0600);
+	free(withnl);
+	json_object_put(cfg);
+	if (r < 0)
+		return vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
+	return 0;
 }
 
 int vbs_env_open_any(vbs_vault *v)

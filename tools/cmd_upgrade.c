@@ -1,0 +1,95 @@
+/* cmd_upgrade.c: vmbak upgrade, a vault of an older format rewritten as the current one. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+
+#include "common.h"
+#include "upgrade.h"
+#include "util.h"
+#include "vault.h"
+
+#define UPGRADE_USAGE "vmbak upgrade VAULT"
+
+static const char upgrade_help[] =
+    "usage: " UPGRADE_USAGE "\n"
+    "\n"
+    "Rewrites a vault made by an older vmbak (format 1) in the current format (2): every\n"
+    "record sealed (authenticated and encrypted) under the vault's keys, names replaced by\n"
+    "keyed hashes, each disk of each point bound to its index, the config bound to the keys.\n"
+    "Chunks are not touched. Run it once, with nothing else using the vault; a run cut short\n"
+    "leaves the vault in its old format, whole: run it again. A vault already in the current\n"
+    "format is left as it is. Needs the passphrase of an encrypted vault (the keys are\n"
+    "rewrapped). Afterwards, `vmbak verify VAULT` reads every chunk.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help              show this help\n";
+
+static int cmd_upgrade(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const names[] = {"VAULT"};
+	vbs_upgrade_stats st = {0};
+	vbs_vault *v = NULL;
+	char *pass = NULL;
+	const char *path;
+	int opt, state = 0, status, r;
+
+	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(upgrade_help, stdout);
+			return VMBAK_EXIT_OK;
+		default:
+			return VMBAK_EXIT_USAGE;
+		}
+	}
+	if ((status = check_nargs(UPGRADE_USAGE, names, 1, 1, argc - optind, argv + optind)) != 0 ||
+	    (status = check_vault_arg(argv[optind])) != 0)
+		return status;
+	path = argv[optind];
+	r = vbs_vault_open(path, 0, &v);
+	if (r < 0)
+		return store_err(r, "cannot open vault '%s'", q(path));
+	if (vbs_vault_needs_passphrase(v)) {
+		status = passphrase_for(path, NULL, g, 0, &pass);
+		if (status != 0)
+			goto out;
+		r = vbs_vault_unlock(v, pass);
+		if (r == -ENOKEY) {
+			vbu_err("wrong passphrase for vault '%s'", q(path));
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+		if (r < 0) {
+			status = store_err(r, "cannot unlock vault '%s'", q(path));
+			goto out;
+		}
+	}
+	r = vbs_vault_upgrade(v, pass, &st);
+	if (r < 0) {
+		status = store_err(r, "cannot upgrade vault '%s'", q(path));
+		goto out;
+	}
+	if (st.from_format == VBS_FORMAT_VERSION)
+		printf("vault %s is already format %d%s\n", path, VBS_FORMAT_VERSION,
+		       st.dropped_old ? "; removed tables a cut-short upgrade left" : "");
+	else
+		printf("vault %s upgraded from format %d to %d: %llu VMs, %llu points, %llu jobs\n",
+		       path, st.from_format, VBS_FORMAT_VERSION, (unsigned long long)st.vms,
+		       (unsigned long long)st.points, (unsigned long long)st.jobs);
+	status = finish_stdout(VMBAK_EXIT_OK);
+out:
+	vbk_passphrase_free(pass);
+	vbs_vault_close(v);
+	return status;
+}
+
+const vmbak_cmd cmd_upgrade_def = {
+    .name = "upgrade",
+    .summary = "rewrite a vault of an older format in the current one",
+    .help = upgrade_help,
+    .run = cmd_upgrade,
+};
