@@ -567,6 +567,24 @@ out:
 	return status;
 }
 
+/* --output F: refused when F exists and is not a regular file. Prints the line. */
+static int check_output(const char *path)
+{
+	int r = vbu_target_regular(path);
+
+	if (r == -EEXIST) {
+		vbu_err("cannot write '%s': it exists and is not a regular file (use no --output "
+			"for standard output)",
+			q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r < 0) {
+		vbu_errno(r, "cannot write '%s'", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	return 0;
+}
+
 static int run_unwrap(const kvargs *a)
 {
 	vbk_escrow_info info;
@@ -575,11 +593,19 @@ static int run_unwrap(const kvargs *a)
 	size_t len = 0;
 	int r, status;
 
+	/* Before the passphrase is asked: an output that is a device, FIFO, directory or
+	 * symlink would be replaced by a regular file holding the secret. */
+	if (a->output && (status = check_output(a->output)) != 0)
+		return status;
 	status = unwrap_blob(a, &kv, &info, &val, &len);
 	if (status != 0)
 		return status;
 	if (a->output) {
 		r = vbu_write_file_atomic(a->output, val, len, 0600);
+		if (r == -EEXIST) {
+			status = check_output(a->output);
+			goto out;
+		}
 		if (r < 0) {
 			vbu_errno(r, "cannot write '%s'", q(a->output));
 			status = VMBAK_EXIT_FAIL;

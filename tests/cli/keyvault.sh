@@ -200,6 +200,22 @@ expect_stdout "^secret 'os-rsa' version 1 \(VM 'vm1', disk 'os', point $rp\) wri
 cmp out.bin s1 || fail "out.bin is not the secret"
 rm -f out.bin
 
+note "unwrap --output refuses a target that is not a regular file"
+# A private device node (never the system's /dev/null), a FIFO and a symlink to /dev/null:
+# the atomic write would replace each with a regular file holding the secret.
+mknod nulldev c 1 3 || fail "cannot make a device node"
+mkfifo fifo
+ln -s /dev/null devlink
+for t in nulldev fifo devlink; do
+	before=$(stat -c %F "$t")
+	expect_status 1 "$VMBAK" keyvault unwrap kv os.key --output "$t" --passphrase-file kvpass
+	expect_stderr "^vmbak: cannot write '$t': it exists and is not a regular file"
+	[ "$(stat -c %F "$t")" = "$before" ] || fail "unwrap --output $t replaced it"
+	[ ! -s "$OUT" ] || fail "unwrap --output $t printed something"
+done
+[ "$(stat -c %F /dev/null)" = "character special file" ] || fail "/dev/null is not a device"
+rm -f nulldev fifo devlink
+
 note "unwrap refusals write nothing"
 # check_refused STATUS ERE ARGS...: unwrap fails with STATUS, says ERE, writes no output.
 check_refused() {
