@@ -206,7 +206,16 @@ static int type_from_json(json_object *o, vbk_key_type *ret)
 	return -EPROTO;
 }
 
-static int fpr_valid(const char *s, vbk_key_type t)
+size_t kv_wrapped_len(const kv_kek *k)
+{
+	if (!k->name[0])
+		return VBK_NONCE_LEN + VBK_KEY_LEN + VBK_TAG_LEN;
+	if (k->type == VBK_KEY_AES256)
+		return VBK_KEY_LEN + VBK_HASH_LEN + 8; /* RFC 5649 of 64 bytes */
+	return key_bits(k->type) / 8;
+}
+
+int kv_fpr_valid(const char *s, vbk_key_type t)
 {
 	const char *prefix = t == VBK_KEY_AES256 ? "hmac-sha256:" : "sha256:";
 	size_t pl = strlen(prefix);
@@ -248,7 +257,7 @@ static int check_key(const char *name, json_object *k, const char **what)
 		    jint(v, "created", 0, INT64_MAX, &x) < 0)
 			return -EPROTO;
 		*what = "fingerprint";
-		if (!fpr_valid(jstr(v, "fingerprint"), t))
+		if (!kv_fpr_valid(jstr(v, "fingerprint"), t))
 			return -EPROTO;
 		*what = "public";
 		if (t != VBK_KEY_AES256 &&
@@ -272,7 +281,7 @@ static int kek_from_json(json_object *o, kv_kek *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	if (!vbk_kv_name_valid(name) || jint(o, "version", 1, VERSIONS_MAX, &x) < 0 ||
-	    type_from_json(o, &ret->type) < 0 || !fpr_valid(fpr, ret->type))
+	    type_from_json(o, &ret->type) < 0 || !kv_fpr_valid(fpr, ret->type))
 		return -EPROTO;
 	snprintf(ret->name, sizeof(ret->name), "%s", name);
 	snprintf(ret->fingerprint, sizeof(ret->fingerprint), "%s", fpr);
@@ -350,7 +359,13 @@ static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN +
 	kdf->n = (uint64_t)n;
 	kdf->r = (uint32_t)r;
 	kdf->p = (uint32_t)p;
-	if (vbk_scrypt_check(kdf) < 0)
+	x = vbk_scrypt_check(kdf);
+	if (x == -E2BIG)
+		return kv_fail(-EPROTO,
+			       "key vault file '%s': scrypt parameters n=%lld r=%lld p=%lld cost "
+			       "more than this build allows (memory 1 GiB, n*r*p 2^23)",
+			       file, (long long)n, (long long)r, (long long)p);
+	if (x < 0)
 		return kv_fail(-EPROTO, "key vault file '%s': bad field 'kdf'", file);
 	o = jobj(root, "master", json_type_object);
 	if (!o || jget_b64(o, "nonce", buf, VBK_NONCE_LEN) < 0 ||
@@ -1096,7 +1111,7 @@ static int kek_private(const vbk_kv *kv, const kv_kek *k, json_object *v, uint8_
 	}
 	r = vbk_gcm_open(kv->keys.id_key, nonce, l.buf, l.len, ct, n, pt, tag);
 	if (r < 0) {
-		r = kv_fail(-EBADMSG,
+		r = kv_fail(-EUCLEAN,
 			    "private part of key '%s' version %u in key vault '%s' is "
 			    "damaged",
 			    k->name, k->version, kv->path);
@@ -1138,7 +1153,7 @@ int kv_wrapper_get(const vbk_kv *kv, const kv_kek *k, int priv, kv_wrapper *ret)
 	if (r < 0)
 		return r;
 	if (cur.type != k->type || strcmp(cur.fingerprint, k->fingerprint) != 0)
-		return kv_fail(-EBADMSG,
+		return kv_fail(-EKEYREJECTED,
 			       "key '%s' version %u in key vault '%s' is not the key named (type "
 			       "or fingerprint differ)",
 			       k->name, k->version, kv->path);

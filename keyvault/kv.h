@@ -35,7 +35,8 @@
  * a non-empty directory or (create) a key of that name, -EPROTO not a key vault or a damaged
  * file, -EPROTONOSUPPORT a format version this build does not read, -ENOKEY wrong passphrase or
  * the operation needs the key vault unlocked, -EINVAL bad arguments, -EFBIG a secret larger than
- * VBK_SECRET_MAX, -EBADMSG damaged or tampered ciphertext, else -errno. Every failure leaves a
+ * VBK_SECRET_MAX, -EBADMSG damaged or tampered ciphertext, -EUCLEAN a damaged private part of
+ * a key, -EKEYREJECTED (internal) a KEK version that is not the one named, else -errno. Every failure leaves a
  * one-line description for the user in vbk_kv_errmsg() (thread-local, never a secret).
  *
  * Thread safety: a vbk_kv handle is used by one thread at a time; distinct handles are

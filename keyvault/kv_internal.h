@@ -116,6 +116,10 @@ typedef struct kv_kek {
 } kv_kek;
 
 const char *kv_alg_for(const kv_kek *k);
+/* The size of a data key wrapped by k: 384 or 512 (RSA), 72 (AES), 60 (no KEK). */
+size_t kv_wrapped_len(const kv_kek *k);
+/* 1 when s is a well-formed fingerprint for a key of type t. */
+int kv_fpr_valid(const char *s, vbk_key_type t);
 /* Finds version (0: current) of KEK name. -ENOENT with a message when there is none. */
 int kv_kek_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek *ret);
 /* The wrapper of a KEK version (k->name "" for the key vault's secrets key). priv: for opening

@@ -550,6 +550,7 @@ static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_in
 		goto out;
 	r = vbk_escrow_unwrap(kv, blob, blen, ret_info, ret, ret_len);
 	if (r < 0) {
+		/* -EBADMSG only when the blob is at fault; a damaged key vault says so itself. */
 		if (r == -EBADMSG)
 			vbu_err("escrow blob '%s' does not verify: it was altered or damaged",
 				q(a->blob));

@@ -298,6 +298,59 @@ note "$count tampered blobs refused"
 # The untampered ones still unwrap (the loop did not just fail for every file).
 expect_status 0 "$VMBAK" keyvault unwrap kv data.key --passphrase-file kvpass
 
+note "a blob with a field missing, empty or cut is refused before the passphrase is asked"
+mkdir short
+python3 - os.key short <<'EOF2' || fail "cannot make blobs with missing fields"
+import json, os, sys
+b = json.load(open(sys.argv[1]))
+for f in ("wrapped_key", "nonce", "tag", "ciphertext"):
+    for how, val in (("missing", None), ("empty", ""), ("short", b[f][:8])):
+        t = dict(b)
+        if val is None:
+            del t[f]
+        else:
+            t[f] = val
+        open(os.path.join(sys.argv[2], f + "." + how), "w").write(json.dumps(t))
+t = json.loads(json.dumps(b))
+t["kek"]["fingerprint"] = ""
+open(os.path.join(sys.argv[2], "fingerprint.empty"), "w").write(json.dumps(t))
+EOF2
+for f in short/*; do
+	# No passphrase source at all: a blob that got past the first check would stop at
+	# "no passphrase" (status 2) instead.
+	expect_status 1 "$VMBAK" keyvault unwrap kv "$f" </dev/null
+	expect_stderr "^vmbak: '$f' is not an escrow blob \(malformed or altered\)$"
+done
+
+note "unwrap names the key vault, not the blob, when the key vault is damaged"
+cp -a kv kvd
+python3 - kvd/keyvault.json <<'EOF2' || fail "cannot damage kvd"
+import json, sys
+k = json.load(open(sys.argv[1]))
+p = k["keys"]["kek"]["versions"][1]["private"]
+p["ciphertext"] = ("B" if p["ciphertext"][0] == "A" else "A") + p["ciphertext"][1:]
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+expect_status 1 "$VMBAK" keyvault unwrap kvd os.key --passphrase-file kvpass
+expect_stderr "key vault 'kvd'|key vault file 'kvd/keyvault.json'"
+grep -q "escrow blob" "$ERR" && fail "unwrap blamed the blob for a damaged key vault"
+rm -rf kvd
+
+note "scrypt parameters that cost a minute per unlock are refused"
+cp -a kv kvs
+python3 - kvs/keyvault.json <<'EOF2' || fail "cannot change kvs"
+import json, sys
+k = json.load(open(sys.argv[1]))
+k["kdf"].update(n=1 << 22, r=2, p=16)
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+before=$(sha256sum kvs/keyvault.json)
+expect_status 1 "$VMBAK" keyvault key list kvs </dev/null
+expect_stderr "^vmbak: key vault file 'kvs/keyvault.json': scrypt parameters n=4194304 r=2 p=16 cost more than this build allows"
+[ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one line for costly scrypt parameters"
+[ "$(sha256sum kvs/keyvault.json)" = "$before" ] || fail "a refused key vault was changed"
+rm -rf kvs
+
 note "rotation: old blobs keep working; restore puts a secret back as a new version"
 expect_status 0 "$VMBAK" keyvault key rotate kv kek --passphrase-file kvpass
 expect_status 0 "$VMBAK" keyvault key rotate kv aes --passphrase-file kvpass
