@@ -9,16 +9,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "escrow.h"
+#include "hdrcheck.h"
 #include "kv.h"
 #include "passphrase.h"
 #include "util.h"
@@ -855,61 +853,6 @@ void escrow_ctx_free(escrow_ctx *c)
 	free(c);
 }
 
-extern char **environ;
-
-/* Runs `cryptsetup luksOpen --test-passphrase --readonly --key-file=- source` with the secret
- * on a pipe (read whole, newlines included, as --key-file reads a file). Returns cryptsetup's
- * exit status (0 opens, 2 refused, 1 not LUKS), or -errno when it cannot be run. */
-static int cryptsetup_test(const char *source, const uint8_t *secret, size_t len)
-{
-	char *const argv[] = {(char *)"cryptsetup",
-			      (char *)"luksOpen",
-			      (char *)"--test-passphrase",
-			      (char *)"--readonly",
-			      (char *)"--key-file=-",
-			      (char *)source,
-			      NULL};
-	posix_spawn_file_actions_t fa;
-	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
-	int fds[2] = {-1, -1}, r, st;
-	pid_t pid;
-
-	if (pipe2(fds, O_CLOEXEC) < 0)
-		return -errno;
-	r = posix_spawn_file_actions_init(&fa);
-	if (r != 0) {
-		close(fds[0]);
-		close(fds[1]);
-		return -r;
-	}
-	if ((r = posix_spawn_file_actions_adddup2(&fa, fds[0], STDIN_FILENO)) != 0 ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) !=
-		0 ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0)) !=
-		0 ||
-	    (r = posix_spawnp(&pid, "cryptsetup", &fa, NULL, argv, environ)) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(fds[0]);
-		close(fds[1]);
-		return -r;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(fds[0]);
-	/* A cryptsetup that exits before reading everything must not kill us with SIGPIPE. */
-	sigaction(SIGPIPE, &ign, &old);
-	r = vbu_write_all(fds[1], secret, len);
-	close(fds[1]);
-	sigaction(SIGPIPE, &old, NULL);
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (r < 0 && r != -EPIPE)
-		return r;
-	if (!WIFEXITED(st))
-		return -EINTR;
-	return WEXITSTATUS(st);
-}
-
 /* --check-escrow: the secret prepared for disk i opens the LUKS header of its source. */
 static int check_one(vbk_kv *kv, const vbk_escrow *e, const char *disk, const char *source)
 {
@@ -922,13 +865,19 @@ static int check_one(vbk_kv *kv, const vbk_escrow *e, const char *disk, const ch
 	r = vbk_kv_secret_get(kv, info.secret, info.secret_version, &val, &len);
 	if (r < 0)
 		return kv_err(r, "cannot check escrow");
-	r = cryptsetup_test(source, val, len);
+	/* On a private copy of the header area: cryptsetup repairs a damaged LUKS2 header as it
+	 * loads it, and a backup must never write its source. */
+	r = vbk_hdr_check(source, val, len);
 	vbk_secret_free(val, len);
 	if (r == 0)
 		return 0;
 	if (r == -ENOENT)
-		vbu_err("--check-escrow needs cryptsetup, which is not installed (Debian package "
-			"cryptsetup-bin)");
+		vbu_err("--check-escrow needs cryptsetup, which is not in /usr/sbin, /sbin, "
+			"/usr/bin or /bin (Debian package cryptsetup-bin)");
+	else if (r == -EFBIG)
+		vbu_err("cannot check the escrow of disk '%s': the LUKS header area of '%s' ends "
+			"beyond %u MiB",
+			disk, q(source), VBK_HDR_AREA_MAX >> 20);
 	else if (r < 0)
 		vbu_errno(r, "cannot run cryptsetup to check the escrow of disk '%s'", disk);
 	else if (r == 2)

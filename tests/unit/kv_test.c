@@ -11,6 +11,7 @@
 #include <json-c/json.h>
 
 #include "escrow.h"
+#include "hdrcheck.h"
 #include "kv.h"
 #include "util.h"
 #include "unit.h"
@@ -421,6 +422,75 @@ static void test_damaged_file(void)
 	free(buf);
 }
 
+/* --check-escrow's helper: run by the path given (never through PATH), with no VMBAK_* variable
+ * (so neither passphrase) in its environment, "--" before the path, and that path a private
+ * copy of the header, never the source. A shell script stands in for cryptsetup. */
+static void test_hdr_check_helper(void)
+{
+	char script[PATH_MAX + 32], src[PATH_MAX + 32], envf[PATH_MAX + 32], argf[PATH_MAX + 32];
+	char text[4 * PATH_MAX], *buf = NULL, *dd, *copy;
+	size_t len = 0;
+	struct stat st;
+	FILE *f;
+
+	snprintf(script, sizeof(script), "%s/fake-cryptsetup", tmpdir);
+	snprintf(src, sizeof(src), "%s/disk.img", tmpdir);
+	snprintf(envf, sizeof(envf), "%s/env.out", tmpdir);
+	snprintf(argf, sizeof(argf), "%s/argv.out", tmpdir);
+	snprintf(text, sizeof(text),
+		 "#!/bin/sh\nenv >'%s'\nfor a in \"$@\"; do echo \"$a\"; done >'%s'\n"
+		 "cat >/dev/null\nexit 2\n",
+		 envf, argf);
+	CHECK_EQ_INT(vbu_write_file_atomic(script, text, strlen(text), 0700), 0);
+	CHECK_EQ_INT(vbu_write_file_atomic(src, "not luks", 8, 0600), 0);
+	setenv("VMBAK_PASSPHRASE", "vault passphrase in the environment", 1);
+	setenv("VMBAK_KEYVAULT_PASSPHRASE", "key vault passphrase in the environment", 1);
+	CHECK_EQ_INT(vbk_hdr_check_with(script, src, (const uint8_t *)"s", 1), 2);
+	unsetenv("VMBAK_PASSPHRASE");
+	unsetenv("VMBAK_KEYVAULT_PASSPHRASE");
+
+	CHECK_EQ_INT(vbu_read_file(envf, 1 << 20, &buf, &len), 0);
+	if (buf) {
+		CHECK(strstr(buf, "VMBAK_") == NULL);
+		CHECK(strstr(buf, "passphrase") == NULL);
+		CHECK(strstr(buf, "\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\n") ||
+		      strncmp(buf, "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n", 35) == 0);
+		CHECK(strstr(buf, "LC_ALL=C\n") != NULL);
+	}
+	free(buf);
+	buf = NULL;
+	CHECK_EQ_INT(vbu_read_file(argf, 1 << 20, &buf, &len), 0);
+	if (buf) {
+		dd = strstr(buf, "\n--\n");
+		CHECK(dd != NULL);
+		CHECK(strstr(buf, src) == NULL);
+		if (dd) {
+			copy = dd + 4;
+			copy[strcspn(copy, "\n")] = '\0';
+			CHECK(strstr(copy, "/vmbak-hdrcheck.") != NULL);
+			/* The private copy and its directory are gone. */
+			CHECK(stat(copy, &st) < 0);
+			*strrchr(copy, '/') = '\0';
+			CHECK(stat(copy, &st) < 0);
+		}
+	}
+	free(buf);
+
+	/* The helper is looked up in fixed directories only. */
+	setenv("PATH", tmpdir, 1);
+	CHECK_EQ_INT(vbk_helper_find("fake-cryptsetup", text, sizeof(text)), -ENOENT);
+	setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+	const char *const *env = vbk_helper_env();
+	for (size_t i = 0; env[i]; i++)
+		CHECK(strncmp(env[i], "VMBAK_", 6) != 0);
+	f = fopen(src, "rb");
+	CHECK(f != NULL);
+	if (f) {
+		CHECK_EQ_INT(fread(text, 1, sizeof(text), f), 8);
+		fclose(f);
+	}
+}
+
 int main(void)
 {
 	char cmd[PATH_MAX + 16];
@@ -440,6 +510,7 @@ int main(void)
 	RUN(test_stale_handles);
 	RUN(test_rsa4096);
 	RUN(test_damaged_file);
+	RUN(test_hdr_check_helper);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "cannot remove %s\n", tmpdir);
