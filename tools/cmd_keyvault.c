@@ -17,6 +17,7 @@
 #include "common.h"
 #include "escrow.h"
 #include "hdrcheck.h"
+#include "kvpin.h"
 #include "kv.h"
 #include "passphrase.h"
 #include "util.h"
@@ -29,7 +30,8 @@
 	"       vmbak keyvault secret set KV NAME --value-file F [--kek KEYNAME]\n"                \
 	"       vmbak keyvault secret list KV [--json]\n"                                          \
 	"       vmbak keyvault unwrap KV BLOB [--output F]\n"                                      \
-	"       vmbak keyvault restore KV BLOB\n"
+	"       vmbak keyvault restore KV BLOB\n"                                              \
+	"       vmbak keyvault verify KV\n"
 
 static const char keyvault_help[] =
     "usage: " KV_SYNOPSIS "\n"
@@ -51,18 +53,21 @@ static const char keyvault_help[] =
     "  unwrap KV BLOB          write the secret escrowed in BLOB (a DISK.key file) to\n"
     "                          standard output, or to --output F (created mode 0600)\n"
     "  restore KV BLOB         put the secret escrowed in BLOB back into KV as a new version\n"
+    "  verify KV               check the key vault's signature under its passphrase, and\n"
+    "                          sign a key vault made before signatures\n"
     "\n"
     "options:\n"
     "  --type TYPE             key type: rsa-3072, rsa-4096, aes-256 (weaker ones refused)\n"
     "  --value-file F          the secret's value: the whole content of F\n"
-    "  --kek KEYNAME           wrap the secret with this KEK (RSA: no passphrase needed)\n"
+    "  --kek KEYNAME           wrap the secret with the current version of this KEK\n"
     "  --output F              unwrap: write the secret to F (mode 0600) instead of stdout\n"
     "  --json                  list: print one JSON array\n"
     "  --passphrase-file F     read the key vault passphrase from the first line of F\n"
     "  -h, --help              show this help\n"
     "\n"
-    "The passphrase is asked only when needed: by init, key create and rotate, secret set\n"
-    "without a KEK or with an AES KEK, unwrap and restore. Sources, in order:\n"
+    "Every command that changes the key vault (init, key create and rotate, secret set,\n"
+    "restore), and unwrap and verify, asks for the passphrase and checks the key vault's\n"
+    "signature with it; the list commands read the public part only. Sources, in order:\n"
     "--passphrase-file, VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE, the\n"
     "terminal. Names of keys and secrets: " VBK_KV_NAME_RULE ".\n"
     "See vmbak-keyvault(1).\n";
@@ -331,25 +336,6 @@ out:
 
 /* ---- secrets ---- */
 
-/* 1 when adding a version of a secret wrapped by kek (NULL: none) needs the passphrase. */
-static int set_needs_passphrase(const vbk_kv *kv, const char *kek)
-{
-	vbk_key_info *keys = NULL;
-	size_t n = 0;
-	int need = 1;
-
-	if (!kek)
-		return 1;
-	if (vbk_kv_keys(kv, &keys, &n) < 0)
-		return 0; /* let the set say what is wrong */
-	need = 0;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(keys[i].name, kek) == 0)
-			need = keys[i].type == VBK_KEY_AES256;
-	vbk_key_list_free(keys, n);
-	return need;
-}
-
 static int read_value_file(const char *path, char **ret, size_t *ret_len)
 {
 	int r = vbu_read_file(path, VBK_SECRET_MAX, ret, ret_len);
@@ -391,14 +377,10 @@ static int run_secret_set(const kvargs *a)
 	if ((status = check_kv_name("secret", a->name)) != 0 ||
 	    (a->kek && (status = check_kv_name("key", a->kek)) != 0))
 		return status;
-	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+	/* Always the passphrase, also for an RSA KEK: every change is signed under it, and only
+	 * with it is the KEK's public key known to be the owner's. */
+	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
-	if (set_needs_passphrase(kv, a->kek)) {
-		vbk_kv_close(kv);
-		kv = NULL;
-		if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
-			return status;
-	}
 	status = read_value_file(a->value_file, &val, &len);
 	if (status != 0)
 		goto out;
@@ -498,6 +480,32 @@ out:
 	vbk_secret_list_free(secrets, n);
 	vbk_kv_close(kv);
 	return status;
+}
+
+/* ---- verify ---- */
+
+static int run_verify(const kvargs *a)
+{
+	vbk_kv *kv = NULL;
+	uint8_t fpr[32];
+	uint64_t gen = 0;
+	char hex[65];
+	int status;
+
+	/* Unlocking checks the signature and that its key is the owner's (and signs a key vault
+	 * made before signatures). */
+	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+		return status;
+	if (vbk_kv_signer(kv, fpr, &gen) != 1) {
+		vbu_err("key vault '%s' is not signed", q(a->kv));
+		vbk_kv_close(kv);
+		return VMBAK_EXIT_FAIL;
+	}
+	vbu_hex_encode(fpr, sizeof(fpr), hex);
+	printf("key vault '%s' (id %s) verifies: generation %llu, signing key sha256:%s\n",
+	       a->kv, vbk_kv_id(kv), (unsigned long long)gen, hex);
+	vbk_kv_close(kv);
+	return VMBAK_EXIT_OK;
 }
 
 /* ---- unwrap and restore ---- */
@@ -682,6 +690,7 @@ static const kvsub subs[] = {
     {"unwrap", "vmbak keyvault unwrap KV BLOB [--output F]", a_kv_blob, 2, O_PASSFILE | O_OUTPUT,
      run_unwrap},
     {"restore", "vmbak keyvault restore KV BLOB", a_kv_blob, 2, O_PASSFILE, run_restore},
+    {"verify", "vmbak keyvault verify KV", a_kv, 1, O_PASSFILE, run_verify},
 };
 
 enum {
@@ -720,7 +729,7 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 	(void)g; /* the global --passphrase-file is the vault's, not the key vault's */
 	if (argc < 2)
 		return usage_err("no keyvault command given (usage: %s)",
-				 "vmbak keyvault init|key|secret|unwrap|restore ...");
+				 "vmbak keyvault init|key|secret|unwrap|restore|verify ...");
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		fputs(keyvault_help, stdout);
 		return VMBAK_EXIT_OK;
@@ -833,6 +842,8 @@ const vmbak_cmd cmd_keyvault_def = {
 
 struct escrow_ctx {
 	vbk_kv *kv;
+	uint8_t signer[32]; /* the key vault's signing key fingerprint, and its generation */
+	uint64_t generation;
 	size_t n;
 	char **disks;
 	vbk_escrow **prepared;
@@ -926,6 +937,20 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 		if (status != 0)
 			goto out;
 	}
+	/* Wrapping trusts the KEK's public key only in a key vault signed by its owner, as the
+	 * vault has seen it before (escrow_pin). */
+	r = vbk_kv_signer(c->kv, c->signer, &c->generation);
+	if (r < 0) {
+		status = kv_err(r, "cannot prepare escrow");
+		goto out;
+	}
+	if (r == 0) {
+		vbu_err("key vault '%s' is not signed (made by an older vmbak): run 'vmbak keyvault "
+			"verify %s' once, with its passphrase, to sign it",
+			q(kv_path), q(kv_path));
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
 	for (size_t i = 0; i < n; i++) {
 		c->disks[i] = strdup(disks[i]);
 		if (!c->disks[i]) {
@@ -977,4 +1002,29 @@ int escrow_report(const escrow_ctx *c)
 		return 0;
 	vbu_err("%s", q(c->err));
 	return VMBAK_EXIT_FAIL;
+}
+
+int escrow_pin(const escrow_ctx *c, vbs_vault *v, const char *vault_path)
+{
+	uint64_t seen = 0;
+	int r;
+
+	r = vbs_kvpin_check(v, vbk_kv_id(c->kv), c->signer, c->generation, &seen);
+	if (r == -EKEYREJECTED) {
+		vbu_err("key vault '%s' (id %s) is signed by another key than vault '%s' has seen: "
+			"it was replaced; no recovery point made",
+			q(vbk_kv_path(c->kv)), vbk_kv_id(c->kv), q(vault_path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r == -ESTALE) {
+		vbu_err("key vault '%s' is at generation %llu, older than generation %llu that vault "
+			"'%s' has seen: an older copy was put back; no recovery point made",
+			q(vbk_kv_path(c->kv)), (unsigned long long)c->generation,
+			(unsigned long long)seen, q(vault_path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r < 0)
+		return store_err(r, "cannot record key vault '%s' in vault '%s'",
+				 q(vbk_kv_path(c->kv)), q(vault_path));
+	return 0;
 }

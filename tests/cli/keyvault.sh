@@ -95,11 +95,19 @@ assert all(v["fingerprint"].startswith("sha256:") for v in k["versions"])
 assert keys[0]["type"] == "aes-256" and keys[0]["versions"][0]["fingerprint"].startswith("hmac-")
 EOF
 
-note "secrets: an RSA-wrapped one needs no passphrase, the others do"
+note "secrets: every one needs the passphrase, an RSA-wrapped one too"
 printf 'first secret value' >s1
 printf 'second secret\nvalue\n' >s2
 : >empty
-expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s1 --kek kek </dev/null
+s0=$(sum)
+expect_status 2 "$VMBAK" keyvault secret set kv os-rsa --value-file s1 --kek kek </dev/null
+expect_stderr "no passphrase for key vault 'kv'"
+expect_status 1 "$VMBAK" keyvault secret set kv os-rsa --value-file s1 --kek kek \
+	--passphrase-file wrong
+expect_stderr "wrong passphrase"
+unchanged "$s0"
+expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s1 --kek kek \
+	--passphrase-file kvpass
 expect_stdout "^secret 'os-rsa' version 1, wrapped by key 'kek' version 2$"
 s0=$(sum)
 expect_status 2 "$VMBAK" keyvault secret set kv os-none --value-file s1 </dev/null
@@ -107,11 +115,11 @@ expect_stderr "no passphrase"
 expect_status 2 "$VMBAK" keyvault secret set kv os-aes --value-file s1 --kek aes </dev/null
 expect_status 1 "$VMBAK" keyvault secret set kv os-none --value-file s1 --passphrase-file wrong
 expect_stderr "wrong passphrase"
-expect_status 1 "$VMBAK" keyvault secret set kv x --value-file s1 --kek nokey </dev/null
+expect_status 1 "$VMBAK" keyvault secret set kv x --value-file s1 --kek nokey --passphrase-file kvpass </dev/null
 expect_stderr "no key 'nokey'"
-expect_status 1 "$VMBAK" keyvault secret set kv x --value-file empty --kek kek </dev/null
+expect_status 1 "$VMBAK" keyvault secret set kv x --value-file empty --kek kek --passphrase-file kvpass </dev/null
 expect_stderr "is empty"
-expect_status 1 "$VMBAK" keyvault secret set kv x --value-file nofile --kek kek </dev/null
+expect_status 1 "$VMBAK" keyvault secret set kv x --value-file nofile --kek kek --passphrase-file kvpass </dev/null
 expect_status 2 "$VMBAK" keyvault secret set kv x --kek kek </dev/null
 expect_stderr "use --value-file"
 unchanged "$s0"
@@ -354,7 +362,8 @@ rm -rf kvs
 note "rotation: old blobs keep working; restore puts a secret back as a new version"
 expect_status 0 "$VMBAK" keyvault key rotate kv kek --passphrase-file kvpass
 expect_status 0 "$VMBAK" keyvault key rotate kv aes --passphrase-file kvpass
-expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s2 --kek kek </dev/null
+expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s2 --kek kek \
+	--passphrase-file kvpass </dev/null
 expect_stdout "version 2, wrapped by key 'kek' version 3"
 for d in os data aux; do
 	expect_status 0 "$VMBAK" keyvault unwrap kv "$d.key" --passphrase-file kvpass

@@ -95,20 +95,24 @@ static void test_keys_secrets(void)
 	CHECK_EQ_INT(vbk_kv_key_rotate(kv, "nokey", &v), -ENOENT);
 	CHECK_EQ_INT(vbk_kv_key_create(kv, "bad/name", VBK_KEY_AES256, &v), -EINVAL);
 
-	/* Without the passphrase: a secret wrapped by an RSA KEK can be set (the other handle
-	 * is not fresh: it re-reads the file under the lock), one without a KEK cannot. */
+	/* Without the passphrase nothing can be set, not even a secret wrapped by an RSA KEK:
+	 * every change is signed under the passphrase. (The other handle is not fresh: it
+	 * re-reads the file under the lock.) */
 	vbk_kv_close(ro);
 	ro = NULL;
 	CHECK_EQ_INT(vbk_kv_open(kvpath, &ro), 0);
 	if (!ro)
 		goto out;
-	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-rsa", value1, strlen(value1), "rsa", &v, &kv_ver), 0);
-	CHECK_EQ_INT(v, 1);
-	CHECK_EQ_INT(kv_ver, 1);
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-rsa", value1, strlen(value1), "rsa", &v, &kv_ver),
+		     -ENOKEY);
 	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-none", value1, strlen(value1), NULL, &v, NULL),
 		     -ENOKEY);
 	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-aes", value1, strlen(value1), "aes", &v, NULL),
 		     -ENOKEY);
+	CHECK_EQ_INT(vbk_kv_unlock(ro, pass), 0);
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-rsa", value1, strlen(value1), "rsa", &v, &kv_ver), 0);
+	CHECK_EQ_INT(v, 1);
+	CHECK_EQ_INT(kv_ver, 1);
 	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s", value1, 0, "rsa", &v, NULL), -EINVAL);
 	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s", value1, VBK_SECRET_MAX + 1, "rsa", &v, NULL),
 		     -EFBIG);
@@ -140,7 +144,11 @@ static void test_keys_secrets(void)
 	vbk_secret_free(val, len);
 	val = NULL;
 	CHECK_EQ_INT(vbk_kv_secret_get(kv, "s-rsa", 3, &val, &len), -ENOENT);
-	CHECK_EQ_INT(vbk_kv_secret_get(ro, "s-rsa", 1, &val, &len), -ENOKEY);
+	vbk_kv_close(ro);
+	ro = NULL;
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &ro), 0);
+	if (ro)
+		CHECK_EQ_INT(vbk_kv_secret_get(ro, "s-rsa", 1, &val, &len), -ENOKEY);
 
 	CHECK_EQ_INT(vbk_kv_keys(kv, &keys, &n), 0);
 	CHECK_EQ_INT(n, 2);
