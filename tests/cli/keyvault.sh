@@ -383,3 +383,101 @@ rp3=$(tail -n 1 "$OUT")
 expect_status 0 "$VMBAK" keyvault unwrap kv "mnt/vm3/$rp3/os.key" --passphrase-file kvpass
 cmp "$OUT" s1 || fail "the restored secret version is not the escrowed value"
 grep -q '"version": 3' "mnt/vm3/$rp3/os.key" || fail "the new blob does not name version 3"
+
+note "KEK substitution: a version added without the passphrase is refused"
+# The attacker can write the file but lacks the passphrase: a version with their own public key.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out evil.pem 2>/dev/null ||
+	fail "cannot make an RSA key"
+openssl pkey -in evil.pem -pubout -outform DER -out evil.der || fail "cannot export evil.der"
+cp -a kv kvx
+python3 - kvx/keyvault.json evil.der <<'EOF2' || fail "cannot add a version to kvx"
+import base64, hashlib, json, sys
+k = json.load(open(sys.argv[1]))
+der = open(sys.argv[2], "rb").read()
+vs = k["keys"]["kek"]["versions"]
+v = dict(vs[-1], version=len(vs) + 1, public=base64.b64encode(der).decode(),
+         fingerprint="sha256:" + hashlib.sha256(der).hexdigest())
+vs.append(v)
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+sx=$(sha256sum kvx/keyvault.json)
+expect_status 1 "$VMBAK" keyvault key list kvx </dev/null
+expect_stderr "^vmbak: key vault file 'kvx/keyvault.json' does not verify: it was changed without"
+expect_status 1 "$VMBAK" keyvault secret set kvx new --value-file s2 --kek kek \
+	--passphrase-file kvpass
+expect_stderr "does not verify"
+expect_status 1 "$VMBAK" ingest v vmx --disk os=os.img --keyvault kvx --escrow os=os-rsa </dev/null
+expect_stderr "does not verify"
+[ "$(sha256sum kvx/keyvault.json)" = "$sx" ] || fail "a refused key vault was changed"
+
+note "... and so is a file re-signed with the attacker's own signing key"
+openssl genpkey -algorithm ED25519 -out evil-sign.pem || fail "cannot make an Ed25519 key"
+openssl pkey -in evil-sign.pem -pubout -outform DER -out evil-sign.der
+python3 - kvx/keyvault.json evil-sign.der canon.bin <<'EOF2' || fail "cannot re-sign kvx"
+import base64, json, sys
+k = json.load(open(sys.argv[1]))
+k["signing"]["public"] = base64.b64encode(open(sys.argv[2], "rb").read()[-32:]).decode()
+k["generation"] += 1
+del k["signature"]
+canon = json.dumps(k, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+open(sys.argv[3], "wb").write(b"vmbak-keyvault-signature v1\0" + canon.encode())
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+openssl pkeyutl -sign -rawin -inkey evil-sign.pem -in canon.bin -out canon.sig ||
+	fail "cannot sign canon.bin"
+python3 - kvx/keyvault.json canon.sig <<'EOF2' || fail "cannot add the signature"
+import base64, json, sys
+k = json.load(open(sys.argv[1]))
+k["signature"] = base64.b64encode(open(sys.argv[2], "rb").read()).decode()
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+# Without the passphrase, a file signed by any key reads (key list cannot tell) ...
+expect_status 0 "$VMBAK" keyvault key list kvx </dev/null
+# ... but the passphrase finds the signing key is not the owner's,
+sx=$(sha256sum kvx/keyvault.json)
+expect_status 1 "$VMBAK" keyvault secret set kvx new --value-file s2 --kek kek \
+	--passphrase-file kvpass
+expect_stderr "^vmbak: key vault file 'kvx/keyvault.json' does not verify: it was signed by another key"
+expect_status 1 "$VMBAK" keyvault verify kvx --passphrase-file kvpass
+[ "$(sha256sum kvx/keyvault.json)" = "$sx" ] || fail "a refused key vault was changed"
+# ... and a vault that has escrowed to this key vault before refuses it.
+expect_status 1 "$VMBAK" ingest v vmx --disk os=os.img --keyvault kvx --escrow os=os-rsa </dev/null
+expect_stderr "^vmbak: key vault 'kvx' \(id [0-9a-f-]{36}\) is signed by another key than vault 'v' has seen: it was replaced"
+[ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one line for a replaced key vault"
+expect_status 0 "$VMBAK" list v --json
+python3 -c 'import json,sys; assert all(p["vm"] != "vmx" for p in json.load(open(sys.argv[1])))' \
+	"$OUT" || fail "a refused ingest made a point"
+rm -rf kvx
+
+note "rollback: an older copy of the key vault is refused by a vault that saw a newer one"
+cp -a kv kv-old
+expect_status 0 "$VMBAK" keyvault key rotate kv kek --passphrase-file kvpass
+expect_status 0 "$VMBAK" ingest v vm4 --disk os=os.img --keyvault kv --escrow os=os-rsa </dev/null
+cp kv/keyvault.json kv-new.json
+cp kv-old/keyvault.json kv/keyvault.json
+expect_status 1 "$VMBAK" ingest v vm4 --disk os=os.img --keyvault kv --escrow os=os-rsa </dev/null
+expect_stderr "^vmbak: key vault 'kv' is at generation [0-9]+, older than generation [0-9]+ that vault 'v' has seen: an older copy was put back"
+cp kv-new.json kv/keyvault.json
+expect_status 0 "$VMBAK" ingest v vm4 --disk os=os.img --keyvault kv --escrow os=os-rsa </dev/null
+rm -rf kv-old kv-new.json
+
+note "a signature removed is refused by ingest and found out by the passphrase"
+cp -a kv kvs
+python3 - kvs/keyvault.json <<'EOF2' || fail "cannot strip kvs"
+import json, sys
+k = json.load(open(sys.argv[1]))
+for f in ("generation", "signing", "signature"):
+    del k[f]
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+sx=$(sha256sum kvs/keyvault.json)
+expect_status 1 "$VMBAK" ingest v vm5 --disk os=os.img --keyvault kvs --escrow os=os-rsa </dev/null
+expect_stderr "^vmbak: key vault 'kvs' is not signed .*run 'vmbak keyvault verify kvs'"
+expect_status 1 "$VMBAK" keyvault verify kvs --passphrase-file kvpass
+expect_stderr "^vmbak: key vault file 'kvs/keyvault.json' has lost its signature"
+[ "$(sha256sum kvs/keyvault.json)" = "$sx" ] || fail "a refused key vault was changed"
+rm -rf kvs
+
+note "verify"
+expect_status 0 "$VMBAK" keyvault verify kv --passphrase-file kvpass
+expect_stdout "^key vault 'kv' \(id [0-9a-f-]{36}\) verifies: generation [0-9]+, signing key sha256:[0-9a-f]{64}$"
