@@ -127,8 +127,8 @@ static int luks2_areas(int fd, uint64_t off, uint64_t hdr_size, ranges *rs)
 		uint64_t ao, as;
 
 		(void)k;
-		if (!json_object_object_get_ex(ks, "area", &area) || json_u64str(area, "offset", &ao) < 0 ||
-		    json_u64str(area, "size", &as) < 0) {
+		if (!json_object_object_get_ex(ks, "area", &area) ||
+		    json_u64str(area, "offset", &ao) < 0 || json_u64str(area, "size", &as) < 0) {
 			r = -EPROTO;
 			break;
 		}
@@ -145,7 +145,7 @@ out:
 /* The header area of the LUKS device at fd (size bytes). */
 static int header_ranges(int fd, uint64_t size, ranges *rs)
 {
-	static const uint64_t offs[] = {0,	    16384,    32768,	65536,	  131072,
+	static const uint64_t offs[] = {0,	16384,	32768,	 65536,	  131072,
 					262144, 524288, 1048576, 2097152, 4194304};
 	uint8_t h[4096];
 	size_t got = 0;
@@ -242,9 +242,14 @@ static int copy_ranges(int src, int dst, uint64_t size, const ranges *rs)
 
 static int run_cryptsetup(const char *helper, const char *dev, const uint8_t *secret, size_t len)
 {
-	char *const argv[] = {(char *)"cryptsetup",   (char *)"luksOpen", (char *)"--test-passphrase",
-			      (char *)"--readonly",   (char *)"--key-file=-", (char *)"--",
-			      (char *)dev,	      NULL};
+	char *const argv[] = {(char *)"cryptsetup",
+			      (char *)"luksOpen",
+			      (char *)"--test-passphrase",
+			      (char *)"--readonly",
+			      (char *)"--key-file=-",
+			      (char *)"--",
+			      (char *)dev,
+			      NULL};
 	posix_spawn_file_actions_t fa;
 	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
 	int fds[2] = {-1, -1}, r, st;
@@ -339,7 +344,8 @@ int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *se
 	}
 	r = copy_ranges(src, dst, size, &rs);
 	if (r == -EFBIG || r == -EINVAL) {
-		/* A file system that cannot hold a sparse file that long: the header area will do. */
+		/* A file system that cannot hold a sparse file that long: the header area will do.
+		 */
 		uint64_t end = 0;
 
 		for (size_t i = 0; i < rs.n; i++)

@@ -369,10 +369,11 @@ static int check_signature(json_object *root, const char *file, kv_sig *ret)
 	r = kv_ed25519_verify(ret->pub, msg, len, sig);
 	free(msg);
 	if (r < 0)
-		return kv_fail(-EBADMSG,
-			       "key vault file '%s' does not verify: it was changed without the key "
-			       "vault's passphrase, or damaged",
-			       file);
+		return kv_fail(
+		    -EBADMSG,
+		    "key vault file '%s' does not verify: it was changed without the key "
+		    "vault's passphrase, or damaged",
+		    file);
 	ret->is_signed = 1;
 	ret->generation = (uint64_t)gen;
 	return 0;
@@ -436,10 +437,9 @@ static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN +
 	json_object_object_foreach(o, sname, sval)
 	{
 		if (check_secret(sname, sval, &what) < 0)
-			return kv_fail(-EPROTO,
-				       "key vault file '%s': bad field '%s' of secret '%s'", file,
-				       what,
-				       vbk_kv_name_valid(sname) ? sname : "(an invalid name)");
+			return kv_fail(
+			    -EPROTO, "key vault file '%s': bad field '%s' of secret '%s'", file,
+			    what, vbk_kv_name_valid(sname) ? sname : "(an invalid name)");
 	}
 	return check_signature(root, file, sig);
 }
@@ -554,8 +554,8 @@ static int signing_json(const vbk_kv *kv, json_object **ret)
 
 	if ((r = signing_label(kv->id, kv->sign_pub, &l)) < 0 ||
 	    (r = vbk_random(nonce, sizeof(nonce))) < 0 ||
-	    (r = vbk_gcm_seal(kv->keys.id_key, nonce, l.buf, l.len, kv->sign_seed,
-			      KV_SIGN_SEED_LEN, ct, tag)) < 0)
+	    (r = vbk_gcm_seal(kv->keys.id_key, nonce, l.buf, l.len, kv->sign_seed, KV_SIGN_SEED_LEN,
+			      ct, tag)) < 0)
 		goto out;
 	r = -ENOMEM;
 	o = json_object_new_object();
@@ -585,7 +585,8 @@ static int signing_open(vbk_kv *kv, json_object *root, const uint8_t pub[KV_SIGN
 	int r;
 
 	if (jget_b64(p, "nonce", nonce, sizeof(nonce)) < 0 ||
-	    jget_b64(p, "ciphertext", ct, sizeof(ct)) < 0 || jget_b64(p, "tag", tag, sizeof(tag)) < 0)
+	    jget_b64(p, "ciphertext", ct, sizeof(ct)) < 0 ||
+	    jget_b64(p, "tag", tag, sizeof(tag)) < 0)
 		return -EPROTO;
 	if ((r = signing_label(kv->id, pub, &l)) < 0)
 		goto out;
@@ -656,16 +657,18 @@ static int check_keys_match(const vbk_kv *kv, json_object *root)
 			snprintf(kek.fingerprint, sizeof(kek.fingerprint), "%s",
 				 jstr(v, "fingerprint"));
 			r = kek_private(kv, &kek, v, &pt, &pt_len);
-			if (r < 0)
+			if (r == -EUCLEAN) /* sealed with another fingerprint, or damaged */
+				r = -EBADMSG;
+			else if (r < 0)
 				break;
-			if (kek.type == VBK_KEY_AES256) {
+			else if (kek.type == VBK_KEY_AES256) {
 				if (pt_len != VBK_KEY_LEN || kv_fingerprint_aes(pt, fpr) < 0 ||
 				    strcmp(fpr, kek.fingerprint) != 0)
 					r = -EBADMSG;
 			} else if (kv_rsa_load(pt, pt_len, 1, key_bits(kek.type), &pk) < 0 ||
 				   kv_rsa_public_der(pk, &pub, &pub_len) < 0 ||
-				   vbu_base64_decode(jstr(v, "public"), der, sizeof(der), &der_len) <
-				       0 ||
+				   vbu_base64_decode(jstr(v, "public"), der, sizeof(der),
+						     &der_len) < 0 ||
 				   der_len != pub_len || memcmp(der, pub, der_len) != 0 ||
 				   kv_fingerprint_rsa(der, der_len, fpr) < 0 ||
 				   strcmp(fpr, kek.fingerprint) != 0) {
@@ -1067,8 +1070,9 @@ static int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *
 			goto out;
 		}
 	} else if (sig.is_signed) {
-		r = kv_fail(-EBUSY, "key vault '%s' was signed by another process meanwhile: "
-				    "run the command again",
+		r = kv_fail(-EBUSY,
+			    "key vault '%s' was signed by another process meanwhile: "
+			    "run the command again",
 			    kv->path);
 		goto out;
 	}

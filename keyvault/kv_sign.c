@@ -140,8 +140,9 @@ static void canon(buf *b, json_object *o, int top, int depth)
 		    json_object_get_boolean(o) ? 4 : 5);
 		break;
 	case json_type_int:
-		put(b, num, (size_t)snprintf(num, sizeof(num), "%lld",
-					     (long long)json_object_get_int64(o)));
+		put(b, num,
+		    (size_t)snprintf(num, sizeof(num), "%lld",
+				     (long long)json_object_get_int64(o)));
 		break;
 	case json_type_string:
 		put_str(b, json_object_get_string(o), (size_t)json_object_get_string_len(o));

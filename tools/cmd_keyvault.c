@@ -30,7 +30,7 @@
 	"       vmbak keyvault secret set KV NAME --value-file F [--kek KEYNAME]\n"                \
 	"       vmbak keyvault secret list KV [--json]\n"                                          \
 	"       vmbak keyvault unwrap KV BLOB [--output F]\n"                                      \
-	"       vmbak keyvault restore KV BLOB\n"                                              \
+	"       vmbak keyvault restore KV BLOB\n"                                                  \
 	"       vmbak keyvault verify KV\n"
 
 static const char keyvault_help[] =
@@ -502,8 +502,8 @@ static int run_verify(const kvargs *a)
 		return VMBAK_EXIT_FAIL;
 	}
 	vbu_hex_encode(fpr, sizeof(fpr), hex);
-	printf("key vault '%s' (id %s) verifies: generation %llu, signing key sha256:%s\n",
-	       a->kv, vbk_kv_id(kv), (unsigned long long)gen, hex);
+	printf("key vault '%s' (id %s) verifies: generation %llu, signing key sha256:%s\n", a->kv,
+	       vbk_kv_id(kv), (unsigned long long)gen, hex);
 	vbk_kv_close(kv);
 	return VMBAK_EXIT_OK;
 }
@@ -945,9 +945,10 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 		goto out;
 	}
 	if (r == 0) {
-		vbu_err("key vault '%s' is not signed (made by an older vmbak): run 'vmbak keyvault "
-			"verify %s' once, with its passphrase, to sign it",
-			q(kv_path), q(kv_path));
+		vbu_err(
+		    "key vault '%s' is not signed (made by an older vmbak): run 'vmbak keyvault "
+		    "verify %s' once, with its passphrase, to sign it",
+		    q(kv_path), q(kv_path));
 		status = VMBAK_EXIT_FAIL;
 		goto out;
 	}
@@ -1017,10 +1018,11 @@ int escrow_pin(const escrow_ctx *c, vbs_vault *v, const char *vault_path)
 		return VMBAK_EXIT_FAIL;
 	}
 	if (r == -ESTALE) {
-		vbu_err("key vault '%s' is at generation %llu, older than generation %llu that vault "
-			"'%s' has seen: an older copy was put back; no recovery point made",
-			q(vbk_kv_path(c->kv)), (unsigned long long)c->generation,
-			(unsigned long long)seen, q(vault_path));
+		vbu_err(
+		    "key vault '%s' is at generation %llu, older than generation %llu that vault "
+		    "'%s' has seen: an older copy was put back; no recovery point made",
+		    q(vbk_kv_path(c->kv)), (unsigned long long)c->generation,
+		    (unsigned long long)seen, q(vault_path));
 		return VMBAK_EXIT_FAIL;
 	}
 	if (r < 0)
