@@ -279,9 +279,13 @@ int vbk_scrypt_check(const vbk_scrypt_params *prm)
 		return -EINVAL;
 	if (prm->r < 1 || prm->r > 32 || prm->p < 1 || prm->p > 16)
 		return -EINVAL;
-	/* A config from disk must not make unlocking allocate more than 1 GiB. */
+	/* A config from disk must not make unlocking allocate more than 1 GiB, */
 	if ((uint64_t)128 * prm->r * prm->n > (UINT64_C(1) << 30))
-		return -EINVAL;
+		return -E2BIG;
+	/* nor take more than VBK_SCRYPT_WORK_MAX (n*r*p; 32 times the default, about 3 s here):
+	 * else n=2^22, r=2, p=16, well inside the memory bound, takes a minute per unlock. */
+	if (prm->n * prm->r * prm->p > VBK_SCRYPT_WORK_MAX)
+		return -E2BIG;
 	return 0;
 }
 

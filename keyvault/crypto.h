@@ -69,7 +69,10 @@ typedef struct vbk_scrypt_params {
 /* Defaults: n=2^15, r=8, p=1 (32 MiB, about 0.1 s here) with a fresh random salt. */
 int vbk_scrypt_default(vbk_scrypt_params *ret);
 /* Checks parameters read from disk: n a power of two in [2^10, 2^22], r in [1, 32], p in
- * [1, 16]. Returns 0 or -EINVAL. */
+ * [1, 16] (else -EINVAL), at most 1 GiB of memory (128*r*n) and at most VBK_SCRYPT_WORK_MAX
+ * work (n*r*p: 32 times the default's 2^18, the work of the largest memory allowed at r=8),
+ * else -E2BIG. Returns 0 when fine. */
+#define VBK_SCRYPT_WORK_MAX (UINT64_C(1) << 23)
 int vbk_scrypt_check(const vbk_scrypt_params *prm);
 /* Derives a 32-byte key from a passphrase. */
 int vbk_scrypt(const char *pass, size_t pass_len, const vbk_scrypt_params *prm,

@@ -14,6 +14,8 @@
 
 /* The outer payload: the packed inner envelope (4 + 512 + 12 + 16 bytes of header at most). */
 #define PAYLOAD_MAX (VBK_SECRET_MAX + 4 + KV_WRAPPED_KEY_MAX + VBK_NONCE_LEN + VBK_TAG_LEN)
+/* The smallest: a one-byte secret under the key vault's own key (60-byte wrap). */
+#define PAYLOAD_MIN (4 + 60 + VBK_NONCE_LEN + VBK_TAG_LEN + 1)
 
 struct vbk_escrow {
 	char keyvault[VBK_KV_ID_LEN + 1];
@@ -298,6 +300,7 @@ static int parse(const char *blob, size_t len, vbk_escrow_info *ret, kv_envelope
 	json_tokener *tok = NULL;
 	vbk_key_type t;
 	kv_kek kk = {0};
+	kv_envelope env = {0};
 	int64_t ver;
 	int r = -EPROTO;
 
@@ -359,14 +362,24 @@ static int parse(const char *blob, size_t len, vbk_escrow_info *ret, kv_envelope
 	}
 	if (strcmp(i.algorithm, kv_alg_for(&kk)) != 0)
 		goto bad;
-	if (ret_env && kv_env_from_json(o, PAYLOAD_MAX, ret_env) < 0)
+	if (kk.name[0] && !kv_fpr_valid(i.kek_fingerprint, kk.type))
 		goto bad;
+	/* The binary fields too, so a blob with one of them missing, empty or of the wrong size
+	 * is refused before any passphrase is asked. */
+	if (kv_env_from_json(o, PAYLOAD_MAX, &env) < 0 ||
+	    env.wrapped_len != kv_wrapped_len(&kk) || env.ct_len < PAYLOAD_MIN)
+		goto bad;
+	if (ret_env) {
+		*ret_env = env;
+		memset(&env, 0, sizeof(env));
+	}
 	*ret = i;
 	r = 0;
 	goto out;
 bad:
 	r = kv_fail(-EPROTO, "malformed escrow blob");
 out:
+	kv_env_clear(&env);
 	json_tokener_free(tok);
 	json_object_put(o);
 	return r;
@@ -412,8 +425,8 @@ int vbk_escrow_unwrap(vbk_kv *kv, const char *blob, size_t len, vbk_escrow_info 
 		snprintf(k.fingerprint, sizeof(k.fingerprint), "%s", i.kek_fingerprint);
 	}
 	r = kv_wrapper_get(kv, &k, 1, &w);
-	if (r == -EBADMSG)
-		r = kv_fail(r,
+	if (r == -EKEYREJECTED)
+		r = kv_fail(-EBADMSG,
 			    "escrow blob names key '%s' version %u with another type or "
 			    "fingerprint than key vault '%s' holds",
 			    i.kek, i.kek_version, vbk_kv_path(kv));

@@ -28,8 +28,12 @@
  * Errors: -EPROTO not an escrow blob (or a malformed one), -EPROTONOSUPPORT a blob format
  * version this build does not read, -EXDEV a blob of another key vault, -ENOENT the secret or
  * KEK version named is not in the key vault, -ENOKEY the key vault is locked and must not be,
- * -EBADMSG the blob does not verify (altered or damaged), else as kv.h. Messages in
- * vbk_kv_errmsg().
+ * -EBADMSG the blob does not verify (altered or damaged, or it names a KEK version with another
+ * type or fingerprint than the key vault holds), -EUCLEAN the key vault is at fault (the private
+ * part of the KEK version named is damaged), else as kv.h. Messages in vbk_kv_errmsg(), naming
+ * the culprit. vbk_escrow_parse checks every field, the binary ones and their sizes included,
+ * so a blob with a field missing, empty or of the wrong size is refused before a passphrase is
+ * needed.
  */
 #ifndef VMBAK_ESCROW_H
 #define VMBAK_ESCROW_H

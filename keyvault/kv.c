@@ -206,7 +206,16 @@ static int type_from_json(json_object *o, vbk_key_type *ret)
 	return -EPROTO;
 }
 
-static int fpr_valid(const char *s, vbk_key_type t)
+size_t kv_wrapped_len(const kv_kek *k)
+{
+	if (!k->name[0])
+		return VBK_NONCE_LEN + VBK_KEY_LEN + VBK_TAG_LEN;
+	if (k->type == VBK_KEY_AES256)
+		return VBK_KEY_LEN + VBK_HASH_LEN + 8; /* RFC 5649 of 64 bytes */
+	return key_bits(k->type) / 8;
+}
+
+int kv_fpr_valid(const char *s, vbk_key_type t)
 {
 	const char *prefix = t == VBK_KEY_AES256 ? "hmac-sha256:" : "sha256:";
 	size_t pl = strlen(prefix);
@@ -248,7 +257,7 @@ static int check_key(const char *name, json_object *k, const char **what)
 		    jint(v, "created", 0, INT64_MAX, &x) < 0)
 			return -EPROTO;
 		*what = "fingerprint";
-		if (!fpr_valid(jstr(v, "fingerprint"), t))
+		if (!kv_fpr_valid(jstr(v, "fingerprint"), t))
 			return -EPROTO;
 		*what = "public";
 		if (t != VBK_KEY_AES256 &&
@@ -272,7 +281,7 @@ static int kek_from_json(json_object *o, kv_kek *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	if (!vbk_kv_name_valid(name) || jint(o, "version", 1, VERSIONS_MAX, &x) < 0 ||
-	    type_from_json(o, &ret->type) < 0 || !fpr_valid(fpr, ret->type))
+	    type_from_json(o, &ret->type) < 0 || !kv_fpr_valid(fpr, ret->type))
 		return -EPROTO;
 	snprintf(ret->name, sizeof(ret->name), "%s", name);
 	snprintf(ret->fingerprint, sizeof(ret->fingerprint), "%s", fpr);
@@ -321,8 +330,57 @@ static int check_secret(const char *name, json_object *s, const char **what)
 	return 0;
 }
 
+typedef struct kv_sig {
+	int is_signed;
+	uint8_t pub[KV_SIGN_PUB_LEN];
+	uint64_t generation;
+} kv_sig;
+
+/* "generation", "signing" and "signature": all three or (a file made before signatures) none.
+ * A signed file must verify under its own signing key; whether that key is the owner's is
+ * checked by vbk_kv_unlock (its private half is sealed under the passphrase) and, without the
+ * passphrase, by the vault's pin (store/kvpin.h). */
+static int check_signature(json_object *root, const char *file, kv_sig *ret)
+{
+	json_object *j, *sg, *p;
+	uint8_t sig[KV_SIGN_SIG_LEN], buf[64], *msg = NULL;
+	size_t len = 0;
+	int64_t gen;
+	int n = 0, r;
+
+	memset(ret, 0, sizeof(*ret));
+	n += json_object_object_get_ex(root, "generation", &j);
+	n += json_object_object_get_ex(root, "signing", &j);
+	n += json_object_object_get_ex(root, "signature", &j);
+	if (n == 0)
+		return 0;
+	sg = jobj(root, "signing", json_type_object);
+	p = sg ? jobj(sg, "private", json_type_object) : NULL;
+	if (n != 3 || jint(root, "generation", 1, INT64_MAX, &gen) < 0 || !sg ||
+	    jget_b64(sg, "public", ret->pub, KV_SIGN_PUB_LEN) < 0 || !p ||
+	    jget_b64(p, "nonce", buf, VBK_NONCE_LEN) < 0 ||
+	    jget_b64(p, "ciphertext", buf, KV_SIGN_SEED_LEN) < 0 ||
+	    jget_b64(p, "tag", buf, VBK_TAG_LEN) < 0 ||
+	    jget_b64(root, "signature", sig, sizeof(sig)) < 0)
+		return kv_fail(-EPROTO, "key vault file '%s': bad field 'signature'", file);
+	r = kv_canon(root, &msg, &len);
+	if (r < 0)
+		return kv_fail(r, "key vault file '%s': bad field 'signature'", file);
+	r = kv_ed25519_verify(ret->pub, msg, len, sig);
+	free(msg);
+	if (r < 0)
+		return kv_fail(
+		    -EBADMSG,
+		    "key vault file '%s' does not verify: it was changed without the key "
+		    "vault's passphrase, or damaged",
+		    file);
+	ret->is_signed = 1;
+	ret->generation = (uint64_t)gen;
+	return 0;
+}
+
 static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN + 1],
-		    vbk_scrypt_params *kdf)
+		    vbk_scrypt_params *kdf, kv_sig *sig)
 {
 	const char *s, *what = NULL;
 	json_object *o;
@@ -350,7 +408,13 @@ static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN +
 	kdf->n = (uint64_t)n;
 	kdf->r = (uint32_t)r;
 	kdf->p = (uint32_t)p;
-	if (vbk_scrypt_check(kdf) < 0)
+	x = vbk_scrypt_check(kdf);
+	if (x == -E2BIG)
+		return kv_fail(-EPROTO,
+			       "key vault file '%s': scrypt parameters n=%lld r=%lld p=%lld cost "
+			       "more than this build allows (memory 1 GiB, n*r*p 2^23)",
+			       file, (long long)n, (long long)r, (long long)p);
+	if (x < 0)
 		return kv_fail(-EPROTO, "key vault file '%s': bad field 'kdf'", file);
 	o = jobj(root, "master", json_type_object);
 	if (!o || jget_b64(o, "nonce", buf, VBK_NONCE_LEN) < 0 ||
@@ -373,19 +437,19 @@ static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN +
 	json_object_object_foreach(o, sname, sval)
 	{
 		if (check_secret(sname, sval, &what) < 0)
-			return kv_fail(-EPROTO,
-				       "key vault file '%s': bad field '%s' of secret '%s'", file,
-				       what,
-				       vbk_kv_name_valid(sname) ? sname : "(an invalid name)");
+			return kv_fail(
+			    -EPROTO, "key vault file '%s': bad field '%s' of secret '%s'", file,
+			    what, vbk_kv_name_valid(sname) ? sname : "(an invalid name)");
 	}
-	return 0;
+	return check_signature(root, file, sig);
 }
 
 /* ---- the file: reading and writing ---- */
 
 static int kv_read(const char *path, const char *file, json_object **ret,
-		   char id[VBK_KV_ID_LEN + 1], vbk_wrapped_vaultkeys *ret_w)
+		   char id[VBK_KV_ID_LEN + 1], vbk_wrapped_vaultkeys *ret_w, kv_sig *ret_sig)
 {
+	kv_sig sig;
 	vbk_wrapped_vaultkeys w = {0};
 	json_object *root = NULL, *m;
 	enum json_tokener_error jerr;
@@ -415,7 +479,7 @@ static int kv_read(const char *path, const char *file, json_object **ret,
 			    file);
 		goto out;
 	}
-	r = kv_check(root, file, id, &w.kdf);
+	r = kv_check(root, file, id, &w.kdf, &sig);
 	if (r < 0)
 		goto out;
 	m = jobj(root, "master", json_type_object);
@@ -429,6 +493,8 @@ static int kv_read(const char *path, const char *file, json_object **ret,
 	root = NULL;
 	if (ret_w)
 		*ret_w = w;
+	if (ret_sig)
+		*ret_sig = sig;
 	r = 0;
 out:
 	json_object_put(root);
@@ -452,9 +518,223 @@ static int kv_write(const vbk_kv *kv, json_object *root)
 	return 0;
 }
 
-static void master_aad(const char *id, char *buf, size_t cap)
+/* A signed key vault binds " signed" into its master key's associated data too: removing the
+ * signature (to have a command with the passphrase sign a changed file as if it were an old
+ * unsigned one) makes the passphrase fail instead. */
+static void master_aad(const char *id, int is_signed, char *buf, size_t cap)
 {
-	snprintf(buf, cap, "%s v%d %s", VBK_KV_FORMAT_NAME, VBK_KV_FORMAT_VERSION, id);
+	snprintf(buf, cap, "%s v%d %s%s", VBK_KV_FORMAT_NAME, VBK_KV_FORMAT_VERSION, id,
+		 is_signed ? " signed" : "");
+}
+
+static int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *arg), void *arg);
+static void key_label(const vbk_kv *kv, const char *name, uint32_t version, vbk_key_type t,
+		      const char *fpr, kv_label *l);
+static int kek_private(const vbk_kv *kv, const kv_kek *k, json_object *v, uint8_t **ret,
+		       size_t *ret_len);
+
+static int signing_label(const char *id, const uint8_t pub[KV_SIGN_PUB_LEN], kv_label *l)
+{
+	char hex[2 * KV_SIGN_PUB_LEN + 1];
+
+	vbu_hex_encode(pub, KV_SIGN_PUB_LEN, hex);
+	kv_label_str(l, "vmbak-keyvault-signing");
+	kv_label_str(l, id);
+	kv_label_str(l, hex);
+	return kv_label_done(l);
+}
+
+/* The "signing" member: the public key, and the seed sealed under the private-keys key. */
+static int signing_json(const vbk_kv *kv, json_object **ret)
+{
+	uint8_t nonce[VBK_NONCE_LEN], ct[KV_SIGN_SEED_LEN], tag[VBK_TAG_LEN];
+	json_object *o = NULL, *p;
+	kv_label l = {0};
+	int r;
+
+	if ((r = signing_label(kv->id, kv->sign_pub, &l)) < 0 ||
+	    (r = vbk_random(nonce, sizeof(nonce))) < 0 ||
+	    (r = vbk_gcm_seal(kv->keys.id_key, nonce, l.buf, l.len, kv->sign_seed, KV_SIGN_SEED_LEN,
+			      ct, tag)) < 0)
+		goto out;
+	r = -ENOMEM;
+	o = json_object_new_object();
+	p = json_object_new_object();
+	if (!o || jadd_b64(o, "public", kv->sign_pub, KV_SIGN_PUB_LEN) < 0 ||
+	    jadd(o, "private", p) < 0 || jadd_b64(p, "nonce", nonce, sizeof(nonce)) < 0 ||
+	    jadd_b64(p, "ciphertext", ct, sizeof(ct)) < 0 ||
+	    jadd_b64(p, "tag", tag, sizeof(tag)) < 0)
+		goto out;
+	*ret = o;
+	o = NULL;
+	r = 0;
+out:
+	json_object_put(o);
+	kv_label_free(&l);
+	vbk_wipe(ct, sizeof(ct));
+	return r;
+}
+
+/* Opens the sealed seed of root's "signing" and checks it is the private half of pub. */
+static int signing_open(vbk_kv *kv, json_object *root, const uint8_t pub[KV_SIGN_PUB_LEN])
+{
+	json_object *p = jobj(jobj(root, "signing", json_type_object), "private", json_type_object);
+	uint8_t nonce[VBK_NONCE_LEN], ct[KV_SIGN_SEED_LEN], tag[VBK_TAG_LEN];
+	uint8_t seed[KV_SIGN_SEED_LEN], derived[KV_SIGN_PUB_LEN];
+	kv_label l = {0};
+	int r;
+
+	if (jget_b64(p, "nonce", nonce, sizeof(nonce)) < 0 ||
+	    jget_b64(p, "ciphertext", ct, sizeof(ct)) < 0 ||
+	    jget_b64(p, "tag", tag, sizeof(tag)) < 0)
+		return -EPROTO;
+	if ((r = signing_label(kv->id, pub, &l)) < 0)
+		goto out;
+	r = vbk_gcm_open(kv->keys.id_key, nonce, l.buf, l.len, ct, sizeof(ct), seed, tag);
+	if (r == 0)
+		r = kv_ed25519_public(seed, derived);
+	if (r == 0 && CRYPTO_memcmp(derived, pub, KV_SIGN_PUB_LEN) != 0)
+		r = -EBADMSG;
+	if (r == 0) {
+		memcpy(kv->sign_seed, seed, sizeof(seed));
+		memcpy(kv->sign_pub, pub, KV_SIGN_PUB_LEN);
+		kv->can_sign = 1;
+	}
+out:
+	vbk_wipe(seed, sizeof(seed));
+	kv_label_free(&l);
+	return r;
+}
+
+/* Sets root's generation, signing key (when missing) and signature. */
+static int kv_sign_root(const vbk_kv *kv, json_object *root, uint64_t generation)
+{
+	json_object *sg = NULL;
+	uint8_t *msg = NULL, sig[KV_SIGN_SIG_LEN];
+	size_t len = 0;
+	int r;
+
+	if (!jobj(root, "signing", json_type_object)) {
+		if ((r = signing_json(kv, &sg)) < 0 || (r = jadd(root, "signing", sg)) < 0)
+			return r;
+	}
+	if ((r = jadd(root, "generation", json_object_new_int64((int64_t)generation))) < 0)
+		return r;
+	json_object_object_del(root, "signature");
+	if ((r = kv_canon(root, &msg, &len)) < 0)
+		return r;
+	r = kv_ed25519_sign(kv->sign_seed, msg, len, sig);
+	free(msg);
+	if (r < 0)
+		return r;
+	return jadd_b64(root, "signature", sig, sizeof(sig));
+}
+
+/* A file made before signatures, at its first unlock: every KEK version's public part and
+ * fingerprint must match its private part (sealed under the passphrase, so nobody without it
+ * can have added or changed one). Secrets cannot be checked that way (see vmbak-vault(5)). */
+static int check_keys_match(const vbk_kv *kv, json_object *root)
+{
+	json_object *keys = jobj(root, "keys", json_type_object);
+	int r = 0;
+
+	json_object_object_foreach(keys, name, k)
+	{
+		json_object *vs = jobj(k, "versions", json_type_array);
+		size_t n = json_object_array_length(vs);
+
+		for (size_t i = 0; i < n && r == 0; i++) {
+			json_object *v = json_object_array_get_idx(vs, i);
+			uint8_t *pt = NULL, der[KV_PUBLIC_MAX], *pub = NULL;
+			size_t pt_len = 0, der_len = 0, pub_len = 0;
+			EVP_PKEY *pk = NULL;
+			char fpr[VBK_FPR_MAX];
+			kv_kek kek = {0};
+
+			snprintf(kek.name, sizeof(kek.name), "%s", name);
+			kek.version = (uint32_t)(i + 1);
+			type_from_json(k, &kek.type);
+			snprintf(kek.fingerprint, sizeof(kek.fingerprint), "%s",
+				 jstr(v, "fingerprint"));
+			r = kek_private(kv, &kek, v, &pt, &pt_len);
+			if (r == -EUCLEAN) /* sealed with another fingerprint, or damaged */
+				r = -EBADMSG;
+			else if (r < 0)
+				break;
+			else if (kek.type == VBK_KEY_AES256) {
+				if (pt_len != VBK_KEY_LEN || kv_fingerprint_aes(pt, fpr) < 0 ||
+				    strcmp(fpr, kek.fingerprint) != 0)
+					r = -EBADMSG;
+			} else if (kv_rsa_load(pt, pt_len, 1, key_bits(kek.type), &pk) < 0 ||
+				   kv_rsa_public_der(pk, &pub, &pub_len) < 0 ||
+				   vbu_base64_decode(jstr(v, "public"), der, sizeof(der),
+						     &der_len) < 0 ||
+				   der_len != pub_len || memcmp(der, pub, der_len) != 0 ||
+				   kv_fingerprint_rsa(der, der_len, fpr) < 0 ||
+				   strcmp(fpr, kek.fingerprint) != 0) {
+				r = -EBADMSG;
+			}
+			if (r == -EBADMSG)
+				kv_fail(r,
+					"key '%s' version %u in key vault '%s' does not match its "
+					"private part: the file was changed without its passphrase",
+					name, kek.version, kv->path);
+			EVP_PKEY_free(pk);
+			OPENSSL_free(pub);
+			if (pt) {
+				vbk_wipe(pt, pt_len);
+				free(pt);
+			}
+		}
+		if (r < 0)
+			break;
+	}
+	return r;
+}
+
+struct migrate_op {
+	const char *pass;
+};
+
+static int migrate_fn(vbk_kv *kv, json_object *root, void *arg)
+{
+	struct migrate_op *op = arg;
+	vbk_wrapped_vaultkeys w;
+	json_object *o;
+	char aad[128];
+	int r;
+
+	r = check_keys_match(kv, root);
+	if (r < 0)
+		return r;
+	/* The master key again, now bound to " signed". */
+	master_aad(kv->id, 1, aad, sizeof(aad));
+	r = vbk_vaultkeys_wrap(&kv->keys, op->pass, aad, strlen(aad), &w);
+	if (r < 0)
+		return kv_fail(r, "cannot sign key vault '%s': %s", kv->path, vbu_strerror(-r));
+	o = json_object_new_object();
+	if (jadd(root, "kdf", o) < 0 || jadd(o, "name", json_object_new_string("scrypt")) < 0 ||
+	    jadd(o, "n", json_object_new_int64((int64_t)w.kdf.n)) < 0 ||
+	    jadd(o, "r", json_object_new_int64(w.kdf.r)) < 0 ||
+	    jadd(o, "p", json_object_new_int64(w.kdf.p)) < 0 ||
+	    jadd_b64(o, "salt", w.kdf.salt, sizeof(w.kdf.salt)) < 0)
+		return kv_fail(-ENOMEM, "out of memory");
+	o = json_object_new_object();
+	if (jadd(root, "master", o) < 0 || jadd_b64(o, "nonce", w.nonce, sizeof(w.nonce)) < 0 ||
+	    jadd_b64(o, "ciphertext", w.ct, sizeof(w.ct)) < 0 ||
+	    jadd_b64(o, "tag", w.tag, sizeof(w.tag)) < 0)
+		return kv_fail(-ENOMEM, "out of memory");
+	return 0;
+}
+
+int vbk_kv_signer(const vbk_kv *kv, uint8_t fpr[32], uint64_t *generation)
+{
+	if (!kv->is_signed)
+		return 0;
+	if (vbk_sha256(kv->sign_pub, KV_SIGN_PUB_LEN, fpr) < 0)
+		return kv_fail(-EIO, "out of memory");
+	*generation = kv->generation;
+	return 1;
 }
 
 static char *join_path(const char *dir, const char *name)
@@ -539,7 +819,13 @@ int vbk_kv_init(const char *path, const char *pass)
 	u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* a random (version 4) UUID */
 	u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
 	uuid_format(u, kv.id);
-	master_aad(kv.id, aad, sizeof(aad));
+	memcpy(kv.keys.data_key, keys.data_key, VBK_KEY_LEN);
+	memcpy(kv.keys.id_key, keys.id_key, VBK_KEY_LEN);
+	if ((r = kv_ed25519_generate(kv.sign_seed, kv.sign_pub)) < 0) {
+		r = kv_fail(r, "cannot create key vault '%s': no signing key", path);
+		goto out;
+	}
+	master_aad(kv.id, 1, aad, sizeof(aad));
 	r = vbk_vaultkeys_wrap(&keys, pass, aad, strlen(aad), &w);
 	if (r < 0) {
 		r = kv_fail(r, "cannot create key vault '%s': %s", path, vbu_strerror(-r));
@@ -566,6 +852,11 @@ int vbk_kv_init(const char *path, const char *pass)
 	    jadd(root, "keys", json_object_new_object()) < 0 ||
 	    jadd(root, "secrets", json_object_new_object()) < 0)
 		goto nomem;
+	r = kv_sign_root(&kv, root, 1);
+	if (r < 0) {
+		r = kv_fail(r, "cannot create key vault '%s': cannot sign it", path);
+		goto out;
+	}
 	r = kv_write(&kv, root);
 	goto out;
 nomem:
@@ -577,6 +868,8 @@ out:
 		rmdir(path);
 	}
 	vbk_vaultkeys_wipe(&keys);
+	vbk_vaultkeys_wipe(&kv.keys);
+	vbk_wipe(kv.sign_seed, sizeof(kv.sign_seed));
 	json_object_put(root);
 	free(kv.file);
 	return r;
@@ -584,6 +877,7 @@ out:
 
 int vbk_kv_open(const char *path, vbk_kv **ret)
 {
+	kv_sig sig;
 	vbk_kv *kv;
 	int r;
 
@@ -597,9 +891,12 @@ int vbk_kv_open(const char *path, vbk_kv **ret)
 		r = kv_fail(-ENOMEM, "cannot open key vault '%s': out of memory", path);
 		goto out;
 	}
-	r = kv_read(kv->path, kv->file, &kv->root, kv->id, NULL);
+	r = kv_read(kv->path, kv->file, &kv->root, kv->id, NULL, &sig);
 	if (r < 0)
 		goto out;
+	kv->is_signed = sig.is_signed;
+	memcpy(kv->sign_pub, sig.pub, sizeof(sig.pub));
+	kv->generation = sig.generation;
 	*ret = kv;
 	kv = NULL;
 out:
@@ -610,23 +907,86 @@ out:
 int vbk_kv_unlock(vbk_kv *kv, const char *pass)
 {
 	vbk_wrapped_vaultkeys w;
+	struct migrate_op op = {.pass = pass};
 	json_object *root = NULL;
 	char id[VBK_KV_ID_LEN + 1], aad[128];
+	kv_sig sig;
 	int r;
 
 	kv_clear_err();
-	r = kv_read(kv->path, kv->file, &root, id, &w);
-	json_object_put(root);
+	r = kv_read(kv->path, kv->file, &root, id, &w, &sig);
 	if (r < 0)
 		return r;
-	master_aad(kv->id, aad, sizeof(aad));
+	if (strcmp(id, kv->id) != 0) {
+		r = kv_fail(-ESTALE, "key vault '%s' was replaced while in use", kv->path);
+		goto out;
+	}
+	if (kv->is_signed &&
+	    (!sig.is_signed || CRYPTO_memcmp(sig.pub, kv->sign_pub, KV_SIGN_PUB_LEN) != 0)) {
+		r = kv_fail(-EBADMSG, "key vault '%s' was replaced while in use", kv->path);
+		goto out;
+	}
+	master_aad(kv->id, sig.is_signed, aad, sizeof(aad));
 	r = vbk_vaultkeys_unwrap(&w, pass, aad, strlen(aad), &kv->keys);
-	if (r == -ENOKEY)
-		return kv_fail(r, "wrong passphrase for key vault '%s'", kv->path);
-	if (r < 0)
-		return kv_fail(r, "cannot unlock key vault '%s': %s", kv->path, vbu_strerror(-r));
+	if (r == -ENOKEY && !sig.is_signed) {
+		/* An unsigned file whose master key was bound to a signature: stripped. */
+		master_aad(kv->id, 1, aad, sizeof(aad));
+		if (vbk_vaultkeys_unwrap(&w, pass, aad, strlen(aad), &kv->keys) == 0) {
+			vbk_vaultkeys_wipe(&kv->keys);
+			r = kv_fail(-EBADMSG,
+				    "key vault file '%s' has lost its signature: it was changed "
+				    "without the key vault's passphrase",
+				    kv->file);
+			goto out;
+		}
+	}
+	if (r == -ENOKEY) {
+		r = kv_fail(r, "wrong passphrase for key vault '%s'", kv->path);
+		goto out;
+	}
+	if (r < 0) {
+		r = kv_fail(r, "cannot unlock key vault '%s': %s", kv->path, vbu_strerror(-r));
+		goto out;
+	}
+	json_object_put(kv->root);
+	kv->root = root;
+	root = NULL;
+	kv->is_signed = sig.is_signed;
+	kv->generation = sig.generation;
+	if (sig.is_signed) {
+		/* The signing key is the owner's only if its private half opens under the
+		 * passphrase: then the signature checked on reading covers everything else. */
+		r = signing_open(kv, kv->root, sig.pub);
+		if (r < 0) {
+			vbk_vaultkeys_wipe(&kv->keys);
+			r = kv_fail(-EBADMSG,
+				    "key vault file '%s' does not verify: it was signed by another "
+				    "key than its own, without the key vault's passphrase",
+				    kv->file);
+			goto out;
+		}
+		kv->unlocked = 1;
+		r = 0;
+		goto out;
+	}
+	/* Made before signatures: check what can be checked, then sign it (vmbak-vault(5)). */
 	kv->unlocked = 1;
-	return 0;
+	r = kv_ed25519_generate(kv->sign_seed, kv->sign_pub);
+	if (r == 0) {
+		kv->can_sign = 1;
+		r = kv_mutate(kv, migrate_fn, &op);
+	}
+	if (r < 0) {
+		if (!*vbk_kv_errmsg())
+			kv_fail(r, "cannot sign key vault '%s': %s", kv->path, vbu_strerror(-r));
+		kv->unlocked = 0;
+		kv->can_sign = 0;
+		vbk_vaultkeys_wipe(&kv->keys);
+		vbk_wipe(kv->sign_seed, sizeof(kv->sign_seed));
+	}
+out:
+	json_object_put(root);
+	return r;
 }
 
 int vbk_kv_unlocked(const vbk_kv *kv)
@@ -639,6 +999,7 @@ void vbk_kv_close(vbk_kv *kv)
 	if (!kv)
 		return;
 	vbk_vaultkeys_wipe(&kv->keys);
+	vbk_wipe(kv->sign_seed, sizeof(kv->sign_seed));
 	json_object_put(kv->root);
 	free(kv->path);
 	free(kv->file);
@@ -661,8 +1022,14 @@ static int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *
 {
 	json_object *root = NULL;
 	char id[VBK_KV_ID_LEN + 1], *lock = NULL;
+	uint64_t gen;
+	kv_sig sig;
 	int fd = -1, r;
 
+	/* Every change is signed: it needs the passphrase. */
+	if (!kv->unlocked || !kv->can_sign)
+		return kv_fail(-ENOKEY, "key vault '%s' is locked: a change needs its passphrase",
+			       kv->path);
 	lock = join_path(kv->path, VBK_KV_LOCK_FILE);
 	if (!lock)
 		return kv_fail(-ENOMEM, "out of memory");
@@ -679,22 +1046,53 @@ static int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *
 			    vbu_strerror(errno));
 		goto out;
 	}
-	r = kv_read(kv->path, kv->file, &root, id, NULL);
+	r = kv_read(kv->path, kv->file, &root, id, NULL, &sig);
 	if (r < 0)
 		goto out;
 	if (strcmp(id, kv->id) != 0) {
 		r = kv_fail(-ESTALE, "key vault '%s' was replaced while in use", kv->path);
 		goto out;
 	}
+	if (kv->is_signed) {
+		if (!sig.is_signed || CRYPTO_memcmp(sig.pub, kv->sign_pub, KV_SIGN_PUB_LEN) != 0) {
+			r = kv_fail(-EBADMSG,
+				    "key vault file '%s' was replaced while in use by one signed "
+				    "with another key, or not signed",
+				    kv->file);
+			goto out;
+		}
+		if (sig.generation < kv->generation) {
+			r = kv_fail(-ESTALE,
+				    "key vault file '%s' went back from generation %llu to %llu "
+				    "while in use: an older copy was put back",
+				    kv->file, (unsigned long long)kv->generation,
+				    (unsigned long long)sig.generation);
+			goto out;
+		}
+	} else if (sig.is_signed) {
+		r = kv_fail(-EBUSY,
+			    "key vault '%s' was signed by another process meanwhile: "
+			    "run the command again",
+			    kv->path);
+		goto out;
+	}
 	r = fn(kv, root, arg);
 	if (r < 0)
 		goto out;
+	gen = sig.generation + 1;
+	r = kv_sign_root(kv, root, gen);
+	if (r < 0) {
+		r = kv_fail(r, "cannot sign key vault '%s': %s", kv->path, vbu_strerror(-r));
+		goto out;
+	}
 	r = kv_write(kv, root);
 	if (r < 0)
 		goto out;
 	json_object_put(kv->root);
 	kv->root = root;
 	root = NULL;
+	kv->is_signed = 1;
+	kv->generation = gen;
 out:
 	json_object_put(root);
 	if (fd >= 0)
@@ -1020,7 +1418,7 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 		/* Another writer changed the key meanwhile: kv->root is not fresh; read it. */
 		json_object *root = NULL;
 		char id[VBK_KV_ID_LEN + 1];
-		if ((r = kv_read(kv->path, kv->file, &root, id, NULL)) < 0)
+		if ((r = kv_read(kv->path, kv->file, &root, id, NULL, NULL)) < 0)
 			return r;
 		json_object_put(kv->root);
 		kv->root = root;
@@ -1096,7 +1494,7 @@ static int kek_private(const vbk_kv *kv, const kv_kek *k, json_object *v, uint8_
 	}
 	r = vbk_gcm_open(kv->keys.id_key, nonce, l.buf, l.len, ct, n, pt, tag);
 	if (r < 0) {
-		r = kv_fail(-EBADMSG,
+		r = kv_fail(-EUCLEAN,
 			    "private part of key '%s' version %u in key vault '%s' is "
 			    "damaged",
 			    k->name, k->version, kv->path);
@@ -1138,7 +1536,7 @@ int kv_wrapper_get(const vbk_kv *kv, const kv_kek *k, int priv, kv_wrapper *ret)
 	if (r < 0)
 		return r;
 	if (cur.type != k->type || strcmp(cur.fingerprint, k->fingerprint) != 0)
-		return kv_fail(-EBADMSG,
+		return kv_fail(-EKEYREJECTED,
 			       "key '%s' version %u in key vault '%s' is not the key named (type "
 			       "or fingerprint differ)",
 			       k->name, k->version, kv->path);
@@ -1347,7 +1745,7 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 		/* Another writer added a version meanwhile: start again from the fresh file. */
 		json_object *root = NULL;
 		char id[VBK_KV_ID_LEN + 1];
-		if ((r = kv_read(kv->path, kv->file, &root, id, NULL)) < 0)
+		if ((r = kv_read(kv->path, kv->file, &root, id, NULL, NULL)) < 0)
 			goto out;
 		json_object_put(kv->root);
 		kv->root = root;

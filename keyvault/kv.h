@@ -35,7 +35,8 @@
  * a non-empty directory or (create) a key of that name, -EPROTO not a key vault or a damaged
  * file, -EPROTONOSUPPORT a format version this build does not read, -ENOKEY wrong passphrase or
  * the operation needs the key vault unlocked, -EINVAL bad arguments, -EFBIG a secret larger than
- * VBK_SECRET_MAX, -EBADMSG damaged or tampered ciphertext, else -errno. Every failure leaves a
+ * VBK_SECRET_MAX, -EBADMSG damaged or tampered ciphertext, -EUCLEAN a damaged private part of
+ * a key, -EKEYREJECTED (internal) a KEK version that is not the one named, else -errno. Every failure leaves a
  * one-line description for the user in vbk_kv_errmsg() (thread-local, never a secret).
  *
  * Thread safety: a vbk_kv handle is used by one thread at a time; distinct handles are
@@ -83,7 +84,11 @@ int vbk_kv_init(const char *path, const char *pass);
 
 /* Reads and checks KV/keyvault.json. Needs no passphrase. */
 int vbk_kv_open(const char *path, vbk_kv **ret);
-/* Unwraps the key vault's keys; -ENOKEY for a wrong passphrase. */
+/* Unwraps the key vault's keys; -ENOKEY for a wrong passphrase. Then authenticates the file
+ * under the passphrase: the signing key's private half must open and match (-EBADMSG when it
+ * does not, or when the signature was removed from a signed file). A file made before
+ * signatures is checked (every KEK version's public part against its private part) and signed
+ * (generation 1), its master key rewrapped bound to the signature. */
 int vbk_kv_unlock(vbk_kv *kv, const char *pass);
 int vbk_kv_unlocked(const vbk_kv *kv);
 /* Wipes the keys and frees everything. NULL is fine. */
@@ -91,6 +96,12 @@ void vbk_kv_close(vbk_kv *kv);
 
 const char *vbk_kv_path(const vbk_kv *kv);
 const char *vbk_kv_id(const vbk_kv *kv);
+
+/* The key vault's signer, as read: 1 with *fpr the SHA-256 of its Ed25519 public key and
+ * *generation the file's generation, or 0 for a key vault made before signatures (which the
+ * first vbk_kv_unlock signs). The signature itself was checked by vbk_kv_open; whether the key
+ * is the owner's only vbk_kv_unlock can tell, or a pin of an earlier sighting (store/kvpin.h). */
+int vbk_kv_signer(const vbk_kv *kv, uint8_t fpr[32], uint64_t *generation);
 
 /* Listings, sorted by name. Owned by the caller: free with vbk_key_list_free() and
  * vbk_secret_list_free(). */

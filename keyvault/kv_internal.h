@@ -33,6 +33,14 @@ struct vbk_kv {
 	char id[VBK_KV_ID_LEN + 1];
 	int unlocked;
 	vbk_vaultkeys keys; /* data_key: secrets key; id_key: private-keys key */
+	/* The signature, as checked when the file was read: signed is 0 for a file made before
+	 * signatures (no "signing"); generation its "generation". */
+	int is_signed;
+	uint8_t sign_pub[32];
+	uint64_t generation;
+	/* Once unlocked (and the signing key found to match): its private half. */
+	int can_sign;
+	uint8_t sign_seed[32];
 };
 
 /* Sets the thread's message for vbk_kv_errmsg(); returns err. */
@@ -107,6 +115,26 @@ int kv_rsa_load(const uint8_t *der, size_t len, int priv, unsigned bits, EVP_PKE
 int kv_fingerprint_rsa(const uint8_t *der, size_t len, char out[VBK_FPR_MAX]);
 int kv_fingerprint_aes(const uint8_t key[VBK_KEY_LEN], char out[VBK_FPR_MAX]);
 
+/* The key vault's signature (kv_sign.c). The file's fields "generation", "signing" and
+ * "signature" (kv.h) are made with these: an Ed25519 key pair (the 32-byte seed is the private
+ * half, sealed under the private-keys key), and a signature over KV_SIGN_CONTEXT (with its NUL)
+ * followed by the canonical form of the whole file without its top-level "signature": JSON with
+ * no white space, the members of every object sorted by name (bytewise), strings escaped only
+ * for '"', '\\' and bytes below 0x20 (as \u00XX), integers in decimal. */
+#define KV_SIGN_CONTEXT "vmbak-keyvault-signature v1"
+#define KV_SIGN_SEED_LEN 32
+#define KV_SIGN_PUB_LEN 32
+#define KV_SIGN_SIG_LEN 64
+int kv_ed25519_generate(uint8_t seed[KV_SIGN_SEED_LEN], uint8_t pub[KV_SIGN_PUB_LEN]);
+int kv_ed25519_public(const uint8_t seed[KV_SIGN_SEED_LEN], uint8_t pub[KV_SIGN_PUB_LEN]);
+int kv_ed25519_sign(const uint8_t seed[KV_SIGN_SEED_LEN], const uint8_t *msg, size_t len,
+		    uint8_t sig[KV_SIGN_SIG_LEN]);
+/* 0, or -EBADMSG when the signature does not verify. */
+int kv_ed25519_verify(const uint8_t pub[KV_SIGN_PUB_LEN], const uint8_t *msg, size_t len,
+		      const uint8_t sig[KV_SIGN_SIG_LEN]);
+/* The signed message of a file: malloc'ed. -EPROTO for a value the form has no place for. */
+int kv_canon(json_object *root, uint8_t **ret, size_t *ret_len);
+
 /* A KEK version as named in a secret or an escrow blob. */
 typedef struct kv_kek {
 	char name[VBK_KV_NAME_MAX + 1]; /* "" for none */
@@ -116,6 +144,10 @@ typedef struct kv_kek {
 } kv_kek;
 
 const char *kv_alg_for(const kv_kek *k);
+/* The size of a data key wrapped by k: 384 or 512 (RSA), 72 (AES), 60 (no KEK). */
+size_t kv_wrapped_len(const kv_kek *k);
+/* 1 when s is a well-formed fingerprint for a key of type t. */
+int kv_fpr_valid(const char *s, vbk_key_type t);
 /* Finds version (0: current) of KEK name. -ENOENT with a message when there is none. */
 int kv_kek_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek *ret);
 /* The wrapper of a KEK version (k->name "" for the key vault's secrets key). priv: for opening

@@ -488,6 +488,15 @@ static int open_parent(const char *path)
 	return fd;
 }
 
+int vbu_target_regular(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return S_ISREG(st.st_mode) ? 0 : -EEXIST;
+}
+
 int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode)
 {
 	char *tmp = NULL;
@@ -505,6 +514,11 @@ int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigne
 		r = -ENAMETOOLONG;
 		goto out;
 	}
+	/* The rename would replace whatever is at path: never a device node (/dev/null,
+	 * /dev/tty), a FIFO, a socket, a directory or a symlink with a regular file. */
+	r = vbu_target_regular(path);
+	if (r < 0)
+		goto out;
 	/* O_EXCL: never follow or reuse what someone else put there. */
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
 	if (fd < 0) {

@@ -65,7 +65,11 @@ int vbu_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len)
 
 /* Writes a file atomically: PATH.tmp.PID with the given mode and O_EXCL, write, fsync, rename,
  * fsync of the directory. Returns 0 or -errno; on failure nothing is left at path that was not
- * there before. */
+ * there before. -EEXIST when path exists and is not a regular file (a device such as /dev/null
+ * or /dev/tty, a FIFO, a directory, a symlink): the rename would replace it. */
+/* 0 when path does not exist or is a regular file (not following a symlink), -EEXIST when it
+ * is anything else, else -errno of lstat. What vbu_write_file_atomic checks first. */
+int vbu_target_regular(const char *path);
 int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode);
 
 /* write() all of buf, retrying on EINTR and short writes. Returns 0 or -errno. */

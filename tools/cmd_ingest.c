@@ -505,6 +505,8 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	status = vault_open(path, 0, VAULT_UNLOCK, passphrase_file, g, &v);
 	if (status != 0)
 		goto out;
+	if (esc && (status = escrow_pin(esc, v, path)) != 0)
+		goto out;
 
 	opts.vm = vm;
 	opts.disks = idisks;

@@ -9,16 +9,15 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "escrow.h"
+#include "hdrcheck.h"
+#include "kvpin.h"
 #include "kv.h"
 #include "passphrase.h"
 #include "util.h"
@@ -31,7 +30,8 @@
 	"       vmbak keyvault secret set KV NAME --value-file F [--kek KEYNAME]\n"                \
 	"       vmbak keyvault secret list KV [--json]\n"                                          \
 	"       vmbak keyvault unwrap KV BLOB [--output F]\n"                                      \
-	"       vmbak keyvault restore KV BLOB\n"
+	"       vmbak keyvault restore KV BLOB\n"                                                  \
+	"       vmbak keyvault verify KV\n"
 
 static const char keyvault_help[] =
     "usage: " KV_SYNOPSIS "\n"
@@ -53,18 +53,21 @@ static const char keyvault_help[] =
     "  unwrap KV BLOB          write the secret escrowed in BLOB (a DISK.key file) to\n"
     "                          standard output, or to --output F (created mode 0600)\n"
     "  restore KV BLOB         put the secret escrowed in BLOB back into KV as a new version\n"
+    "  verify KV               check the key vault's signature under its passphrase, and\n"
+    "                          sign a key vault made before signatures\n"
     "\n"
     "options:\n"
     "  --type TYPE             key type: rsa-3072, rsa-4096, aes-256 (weaker ones refused)\n"
     "  --value-file F          the secret's value: the whole content of F\n"
-    "  --kek KEYNAME           wrap the secret with this KEK (RSA: no passphrase needed)\n"
+    "  --kek KEYNAME           wrap the secret with the current version of this KEK\n"
     "  --output F              unwrap: write the secret to F (mode 0600) instead of stdout\n"
     "  --json                  list: print one JSON array\n"
     "  --passphrase-file F     read the key vault passphrase from the first line of F\n"
     "  -h, --help              show this help\n"
     "\n"
-    "The passphrase is asked only when needed: by init, key create and rotate, secret set\n"
-    "without a KEK or with an AES KEK, unwrap and restore. Sources, in order:\n"
+    "Every command that changes the key vault (init, key create and rotate, secret set,\n"
+    "restore), and unwrap and verify, asks for the passphrase and checks the key vault's\n"
+    "signature with it; the list commands read the public part only. Sources, in order:\n"
     "--passphrase-file, VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE, the\n"
     "terminal. Names of keys and secrets: " VBK_KV_NAME_RULE ".\n"
     "See vmbak-keyvault(1).\n";
@@ -333,25 +336,6 @@ out:
 
 /* ---- secrets ---- */
 
-/* 1 when adding a version of a secret wrapped by kek (NULL: none) needs the passphrase. */
-static int set_needs_passphrase(const vbk_kv *kv, const char *kek)
-{
-	vbk_key_info *keys = NULL;
-	size_t n = 0;
-	int need = 1;
-
-	if (!kek)
-		return 1;
-	if (vbk_kv_keys(kv, &keys, &n) < 0)
-		return 0; /* let the set say what is wrong */
-	need = 0;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(keys[i].name, kek) == 0)
-			need = keys[i].type == VBK_KEY_AES256;
-	vbk_key_list_free(keys, n);
-	return need;
-}
-
 static int read_value_file(const char *path, char **ret, size_t *ret_len)
 {
 	int r = vbu_read_file(path, VBK_SECRET_MAX, ret, ret_len);
@@ -393,14 +377,10 @@ static int run_secret_set(const kvargs *a)
 	if ((status = check_kv_name("secret", a->name)) != 0 ||
 	    (a->kek && (status = check_kv_name("key", a->kek)) != 0))
 		return status;
-	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+	/* Always the passphrase, also for an RSA KEK: every change is signed under it, and only
+	 * with it is the KEK's public key known to be the owner's. */
+	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
-	if (set_needs_passphrase(kv, a->kek)) {
-		vbk_kv_close(kv);
-		kv = NULL;
-		if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
-			return status;
-	}
 	status = read_value_file(a->value_file, &val, &len);
 	if (status != 0)
 		goto out;
@@ -502,6 +482,32 @@ out:
 	return status;
 }
 
+/* ---- verify ---- */
+
+static int run_verify(const kvargs *a)
+{
+	vbk_kv *kv = NULL;
+	uint8_t fpr[32];
+	uint64_t gen = 0;
+	char hex[65];
+	int status;
+
+	/* Unlocking checks the signature and that its key is the owner's (and signs a key vault
+	 * made before signatures). */
+	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+		return status;
+	if (vbk_kv_signer(kv, fpr, &gen) != 1) {
+		vbu_err("key vault '%s' is not signed", q(a->kv));
+		vbk_kv_close(kv);
+		return VMBAK_EXIT_FAIL;
+	}
+	vbu_hex_encode(fpr, sizeof(fpr), hex);
+	printf("key vault '%s' (id %s) verifies: generation %llu, signing key sha256:%s\n", a->kv,
+	       vbk_kv_id(kv), (unsigned long long)gen, hex);
+	vbk_kv_close(kv);
+	return VMBAK_EXIT_OK;
+}
+
 /* ---- unwrap and restore ---- */
 
 /* Reads and checks BLOB against KV before any passphrase is asked; then unlocks and unwraps. */
@@ -550,6 +556,7 @@ static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_in
 		goto out;
 	r = vbk_escrow_unwrap(kv, blob, blen, ret_info, ret, ret_len);
 	if (r < 0) {
+		/* -EBADMSG only when the blob is at fault; a damaged key vault says so itself. */
 		if (r == -EBADMSG)
 			vbu_err("escrow blob '%s' does not verify: it was altered or damaged",
 				q(a->blob));
@@ -567,6 +574,24 @@ out:
 	return status;
 }
 
+/* --output F: refused when F exists and is not a regular file. Prints the line. */
+static int check_output(const char *path)
+{
+	int r = vbu_target_regular(path);
+
+	if (r == -EEXIST) {
+		vbu_err("cannot write '%s': it exists and is not a regular file (use no --output "
+			"for standard output)",
+			q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r < 0) {
+		vbu_errno(r, "cannot write '%s'", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	return 0;
+}
+
 static int run_unwrap(const kvargs *a)
 {
 	vbk_escrow_info info;
@@ -575,11 +600,19 @@ static int run_unwrap(const kvargs *a)
 	size_t len = 0;
 	int r, status;
 
+	/* Before the passphrase is asked: an output that is a device, FIFO, directory or
+	 * symlink would be replaced by a regular file holding the secret. */
+	if (a->output && (status = check_output(a->output)) != 0)
+		return status;
 	status = unwrap_blob(a, &kv, &info, &val, &len);
 	if (status != 0)
 		return status;
 	if (a->output) {
 		r = vbu_write_file_atomic(a->output, val, len, 0600);
+		if (r == -EEXIST) {
+			status = check_output(a->output);
+			goto out;
+		}
 		if (r < 0) {
 			vbu_errno(r, "cannot write '%s'", q(a->output));
 			status = VMBAK_EXIT_FAIL;
@@ -657,6 +690,7 @@ static const kvsub subs[] = {
     {"unwrap", "vmbak keyvault unwrap KV BLOB [--output F]", a_kv_blob, 2, O_PASSFILE | O_OUTPUT,
      run_unwrap},
     {"restore", "vmbak keyvault restore KV BLOB", a_kv_blob, 2, O_PASSFILE, run_restore},
+    {"verify", "vmbak keyvault verify KV", a_kv, 1, O_PASSFILE, run_verify},
 };
 
 enum {
@@ -695,7 +729,7 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 	(void)g; /* the global --passphrase-file is the vault's, not the key vault's */
 	if (argc < 2)
 		return usage_err("no keyvault command given (usage: %s)",
-				 "vmbak keyvault init|key|secret|unwrap|restore ...");
+				 "vmbak keyvault init|key|secret|unwrap|restore|verify ...");
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		fputs(keyvault_help, stdout);
 		return VMBAK_EXIT_OK;
@@ -808,6 +842,8 @@ const vmbak_cmd cmd_keyvault_def = {
 
 struct escrow_ctx {
 	vbk_kv *kv;
+	uint8_t signer[32]; /* the key vault's signing key fingerprint, and its generation */
+	uint64_t generation;
 	size_t n;
 	char **disks;
 	vbk_escrow **prepared;
@@ -828,61 +864,6 @@ void escrow_ctx_free(escrow_ctx *c)
 	free(c);
 }
 
-extern char **environ;
-
-/* Runs `cryptsetup luksOpen --test-passphrase --readonly --key-file=- source` with the secret
- * on a pipe (read whole, newlines included, as --key-file reads a file). Returns cryptsetup's
- * exit status (0 opens, 2 refused, 1 not LUKS), or -errno when it cannot be run. */
-static int cryptsetup_test(const char *source, const uint8_t *secret, size_t len)
-{
-	char *const argv[] = {(char *)"cryptsetup",
-			      (char *)"luksOpen",
-			      (char *)"--test-passphrase",
-			      (char *)"--readonly",
-			      (char *)"--key-file=-",
-			      (char *)source,
-			      NULL};
-	posix_spawn_file_actions_t fa;
-	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
-	int fds[2] = {-1, -1}, r, st;
-	pid_t pid;
-
-	if (pipe2(fds, O_CLOEXEC) < 0)
-		return -errno;
-	r = posix_spawn_file_actions_init(&fa);
-	if (r != 0) {
-		close(fds[0]);
-		close(fds[1]);
-		return -r;
-	}
-	if ((r = posix_spawn_file_actions_adddup2(&fa, fds[0], STDIN_FILENO)) != 0 ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) !=
-		0 ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0)) !=
-		0 ||
-	    (r = posix_spawnp(&pid, "cryptsetup", &fa, NULL, argv, environ)) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(fds[0]);
-		close(fds[1]);
-		return -r;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(fds[0]);
-	/* A cryptsetup that exits before reading everything must not kill us with SIGPIPE. */
-	sigaction(SIGPIPE, &ign, &old);
-	r = vbu_write_all(fds[1], secret, len);
-	close(fds[1]);
-	sigaction(SIGPIPE, &old, NULL);
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (r < 0 && r != -EPIPE)
-		return r;
-	if (!WIFEXITED(st))
-		return -EINTR;
-	return WEXITSTATUS(st);
-}
-
 /* --check-escrow: the secret prepared for disk i opens the LUKS header of its source. */
 static int check_one(vbk_kv *kv, const vbk_escrow *e, const char *disk, const char *source)
 {
@@ -895,13 +876,19 @@ static int check_one(vbk_kv *kv, const vbk_escrow *e, const char *disk, const ch
 	r = vbk_kv_secret_get(kv, info.secret, info.secret_version, &val, &len);
 	if (r < 0)
 		return kv_err(r, "cannot check escrow");
-	r = cryptsetup_test(source, val, len);
+	/* On a private copy of the header area: cryptsetup repairs a damaged LUKS2 header as it
+	 * loads it, and a backup must never write its source. */
+	r = vbk_hdr_check(source, val, len);
 	vbk_secret_free(val, len);
 	if (r == 0)
 		return 0;
 	if (r == -ENOENT)
-		vbu_err("--check-escrow needs cryptsetup, which is not installed (Debian package "
-			"cryptsetup-bin)");
+		vbu_err("--check-escrow needs cryptsetup, which is not in /usr/sbin, /sbin, "
+			"/usr/bin or /bin (Debian package cryptsetup-bin)");
+	else if (r == -EFBIG)
+		vbu_err("cannot check the escrow of disk '%s': the LUKS header area of '%s' ends "
+			"beyond %u MiB",
+			disk, q(source), VBK_HDR_AREA_MAX >> 20);
 	else if (r < 0)
 		vbu_errno(r, "cannot run cryptsetup to check the escrow of disk '%s'", disk);
 	else if (r == 2)
@@ -949,6 +936,21 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 		status = kv_open(kv_path, 1, passfile, &c->kv);
 		if (status != 0)
 			goto out;
+	}
+	/* Wrapping trusts the KEK's public key only in a key vault signed by its owner, as the
+	 * vault has seen it before (escrow_pin). */
+	r = vbk_kv_signer(c->kv, c->signer, &c->generation);
+	if (r < 0) {
+		status = kv_err(r, "cannot prepare escrow");
+		goto out;
+	}
+	if (r == 0) {
+		vbu_err(
+		    "key vault '%s' is not signed (made by an older vmbak): run 'vmbak keyvault "
+		    "verify %s' once, with its passphrase, to sign it",
+		    q(kv_path), q(kv_path));
+		status = VMBAK_EXIT_FAIL;
+		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
 		c->disks[i] = strdup(disks[i]);
@@ -1001,4 +1003,30 @@ int escrow_report(const escrow_ctx *c)
 		return 0;
 	vbu_err("%s", q(c->err));
 	return VMBAK_EXIT_FAIL;
+}
+
+int escrow_pin(const escrow_ctx *c, vbs_vault *v, const char *vault_path)
+{
+	uint64_t seen = 0;
+	int r;
+
+	r = vbs_kvpin_check(v, vbk_kv_id(c->kv), c->signer, c->generation, &seen);
+	if (r == -EKEYREJECTED) {
+		vbu_err("key vault '%s' (id %s) is signed by another key than vault '%s' has seen: "
+			"it was replaced; no recovery point made",
+			q(vbk_kv_path(c->kv)), vbk_kv_id(c->kv), q(vault_path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r == -ESTALE) {
+		vbu_err(
+		    "key vault '%s' is at generation %llu, older than generation %llu that vault "
+		    "'%s' has seen: an older copy was put back; no recovery point made",
+		    q(vbk_kv_path(c->kv)), (unsigned long long)c->generation,
+		    (unsigned long long)seen, q(vault_path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r < 0)
+		return store_err(r, "cannot record key vault '%s' in vault '%s'",
+				 q(vbk_kv_path(c->kv)), q(vault_path));
+	return 0;
 }

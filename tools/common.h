@@ -138,6 +138,9 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 int escrow_blob_cb(void *arg, const char *vm, const char *rp_id, const char *disk,
 		   char **ret_blob, size_t *ret_len);
 int escrow_report(const escrow_ctx *c);
+/* Checks the key vault of c against what vault v remembers of it (store/kvpin.h): the same
+ * signing key, a generation not lower; records a higher one. Prints the error; exit status. */
+int escrow_pin(const escrow_ctx *c, vbs_vault *v, const char *vault_path);
 void escrow_ctx_free(escrow_ctx *c);
 
 #endif

@@ -95,11 +95,19 @@ assert all(v["fingerprint"].startswith("sha256:") for v in k["versions"])
 assert keys[0]["type"] == "aes-256" and keys[0]["versions"][0]["fingerprint"].startswith("hmac-")
 EOF
 
-note "secrets: an RSA-wrapped one needs no passphrase, the others do"
+note "secrets: every one needs the passphrase, an RSA-wrapped one too"
 printf 'first secret value' >s1
 printf 'second secret\nvalue\n' >s2
 : >empty
-expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s1 --kek kek </dev/null
+s0=$(sum)
+expect_status 2 "$VMBAK" keyvault secret set kv os-rsa --value-file s1 --kek kek </dev/null
+expect_stderr "no passphrase for key vault 'kv'"
+expect_status 1 "$VMBAK" keyvault secret set kv os-rsa --value-file s1 --kek kek \
+	--passphrase-file wrong
+expect_stderr "wrong passphrase"
+unchanged "$s0"
+expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s1 --kek kek \
+	--passphrase-file kvpass
 expect_stdout "^secret 'os-rsa' version 1, wrapped by key 'kek' version 2$"
 s0=$(sum)
 expect_status 2 "$VMBAK" keyvault secret set kv os-none --value-file s1 </dev/null
@@ -107,11 +115,11 @@ expect_stderr "no passphrase"
 expect_status 2 "$VMBAK" keyvault secret set kv os-aes --value-file s1 --kek aes </dev/null
 expect_status 1 "$VMBAK" keyvault secret set kv os-none --value-file s1 --passphrase-file wrong
 expect_stderr "wrong passphrase"
-expect_status 1 "$VMBAK" keyvault secret set kv x --value-file s1 --kek nokey </dev/null
+expect_status 1 "$VMBAK" keyvault secret set kv x --value-file s1 --kek nokey --passphrase-file kvpass </dev/null
 expect_stderr "no key 'nokey'"
-expect_status 1 "$VMBAK" keyvault secret set kv x --value-file empty --kek kek </dev/null
+expect_status 1 "$VMBAK" keyvault secret set kv x --value-file empty --kek kek --passphrase-file kvpass </dev/null
 expect_stderr "is empty"
-expect_status 1 "$VMBAK" keyvault secret set kv x --value-file nofile --kek kek </dev/null
+expect_status 1 "$VMBAK" keyvault secret set kv x --value-file nofile --kek kek --passphrase-file kvpass </dev/null
 expect_status 2 "$VMBAK" keyvault secret set kv x --kek kek </dev/null
 expect_stderr "use --value-file"
 unchanged "$s0"
@@ -200,6 +208,22 @@ expect_stdout "^secret 'os-rsa' version 1 \(VM 'vm1', disk 'os', point $rp\) wri
 cmp out.bin s1 || fail "out.bin is not the secret"
 rm -f out.bin
 
+note "unwrap --output refuses a target that is not a regular file"
+# A private device node (never the system's /dev/null), a FIFO and a symlink to /dev/null:
+# the atomic write would replace each with a regular file holding the secret.
+mknod nulldev c 1 3 || fail "cannot make a device node"
+mkfifo fifo
+ln -s /dev/null devlink
+for t in nulldev fifo devlink; do
+	before=$(stat -c %F "$t")
+	expect_status 1 "$VMBAK" keyvault unwrap kv os.key --output "$t" --passphrase-file kvpass
+	expect_stderr "^vmbak: cannot write '$t': it exists and is not a regular file"
+	[ "$(stat -c %F "$t")" = "$before" ] || fail "unwrap --output $t replaced it"
+	[ ! -s "$OUT" ] || fail "unwrap --output $t printed something"
+done
+[ "$(stat -c %F /dev/null)" = "character special file" ] || fail "/dev/null is not a device"
+rm -f nulldev fifo devlink
+
 note "unwrap refusals write nothing"
 # check_refused STATUS ERE ARGS...: unwrap fails with STATUS, says ERE, writes no output.
 check_refused() {
@@ -282,10 +306,64 @@ note "$count tampered blobs refused"
 # The untampered ones still unwrap (the loop did not just fail for every file).
 expect_status 0 "$VMBAK" keyvault unwrap kv data.key --passphrase-file kvpass
 
+note "a blob with a field missing, empty or cut is refused before the passphrase is asked"
+mkdir short
+python3 - os.key short <<'EOF2' || fail "cannot make blobs with missing fields"
+import json, os, sys
+b = json.load(open(sys.argv[1]))
+for f in ("wrapped_key", "nonce", "tag", "ciphertext"):
+    for how, val in (("missing", None), ("empty", ""), ("short", b[f][:8])):
+        t = dict(b)
+        if val is None:
+            del t[f]
+        else:
+            t[f] = val
+        open(os.path.join(sys.argv[2], f + "." + how), "w").write(json.dumps(t))
+t = json.loads(json.dumps(b))
+t["kek"]["fingerprint"] = ""
+open(os.path.join(sys.argv[2], "fingerprint.empty"), "w").write(json.dumps(t))
+EOF2
+for f in short/*; do
+	# No passphrase source at all: a blob that got past the first check would stop at
+	# "no passphrase" (status 2) instead.
+	expect_status 1 "$VMBAK" keyvault unwrap kv "$f" </dev/null
+	expect_stderr "^vmbak: '$f' is not an escrow blob \(malformed or altered\)$"
+done
+
+note "unwrap names the key vault, not the blob, when the key vault is damaged"
+cp -a kv kvd
+python3 - kvd/keyvault.json <<'EOF2' || fail "cannot damage kvd"
+import json, sys
+k = json.load(open(sys.argv[1]))
+p = k["keys"]["kek"]["versions"][1]["private"]
+p["ciphertext"] = ("B" if p["ciphertext"][0] == "A" else "A") + p["ciphertext"][1:]
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+expect_status 1 "$VMBAK" keyvault unwrap kvd os.key --passphrase-file kvpass
+expect_stderr "key vault 'kvd'|key vault file 'kvd/keyvault.json'"
+grep -q "escrow blob" "$ERR" && fail "unwrap blamed the blob for a damaged key vault"
+rm -rf kvd
+
+note "scrypt parameters that cost a minute per unlock are refused"
+cp -a kv kvs
+python3 - kvs/keyvault.json <<'EOF2' || fail "cannot change kvs"
+import json, sys
+k = json.load(open(sys.argv[1]))
+k["kdf"].update(n=1 << 22, r=2, p=16)
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+before=$(sha256sum kvs/keyvault.json)
+expect_status 1 "$VMBAK" keyvault key list kvs </dev/null
+expect_stderr "^vmbak: key vault file 'kvs/keyvault.json': scrypt parameters n=4194304 r=2 p=16 cost more than this build allows"
+[ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one line for costly scrypt parameters"
+[ "$(sha256sum kvs/keyvault.json)" = "$before" ] || fail "a refused key vault was changed"
+rm -rf kvs
+
 note "rotation: old blobs keep working; restore puts a secret back as a new version"
 expect_status 0 "$VMBAK" keyvault key rotate kv kek --passphrase-file kvpass
 expect_status 0 "$VMBAK" keyvault key rotate kv aes --passphrase-file kvpass
-expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s2 --kek kek </dev/null
+expect_status 0 "$VMBAK" keyvault secret set kv os-rsa --value-file s2 --kek kek \
+	--passphrase-file kvpass </dev/null
 expect_stdout "version 2, wrapped by key 'kek' version 3"
 for d in os data aux; do
 	expect_status 0 "$VMBAK" keyvault unwrap kv "$d.key" --passphrase-file kvpass
@@ -305,3 +383,101 @@ rp3=$(tail -n 1 "$OUT")
 expect_status 0 "$VMBAK" keyvault unwrap kv "mnt/vm3/$rp3/os.key" --passphrase-file kvpass
 cmp "$OUT" s1 || fail "the restored secret version is not the escrowed value"
 grep -q '"version": 3' "mnt/vm3/$rp3/os.key" || fail "the new blob does not name version 3"
+
+note "KEK substitution: a version added without the passphrase is refused"
+# The attacker can write the file but lacks the passphrase: a version with their own public key.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out evil.pem 2>/dev/null ||
+	fail "cannot make an RSA key"
+openssl pkey -in evil.pem -pubout -outform DER -out evil.der || fail "cannot export evil.der"
+cp -a kv kvx
+python3 - kvx/keyvault.json evil.der <<'EOF2' || fail "cannot add a version to kvx"
+import base64, hashlib, json, sys
+k = json.load(open(sys.argv[1]))
+der = open(sys.argv[2], "rb").read()
+vs = k["keys"]["kek"]["versions"]
+v = dict(vs[-1], version=len(vs) + 1, public=base64.b64encode(der).decode(),
+         fingerprint="sha256:" + hashlib.sha256(der).hexdigest())
+vs.append(v)
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+sx=$(sha256sum kvx/keyvault.json)
+expect_status 1 "$VMBAK" keyvault key list kvx </dev/null
+expect_stderr "^vmbak: key vault file 'kvx/keyvault.json' does not verify: it was changed without"
+expect_status 1 "$VMBAK" keyvault secret set kvx new --value-file s2 --kek kek \
+	--passphrase-file kvpass
+expect_stderr "does not verify"
+expect_status 1 "$VMBAK" ingest v vmx --disk os=os.img --keyvault kvx --escrow os=os-rsa </dev/null
+expect_stderr "does not verify"
+[ "$(sha256sum kvx/keyvault.json)" = "$sx" ] || fail "a refused key vault was changed"
+
+note "... and so is a file re-signed with the attacker's own signing key"
+openssl genpkey -algorithm ED25519 -out evil-sign.pem || fail "cannot make an Ed25519 key"
+openssl pkey -in evil-sign.pem -pubout -outform DER -out evil-sign.der
+python3 - kvx/keyvault.json evil-sign.der canon.bin <<'EOF2' || fail "cannot re-sign kvx"
+import base64, json, sys
+k = json.load(open(sys.argv[1]))
+k["signing"]["public"] = base64.b64encode(open(sys.argv[2], "rb").read()[-32:]).decode()
+k["generation"] += 1
+del k["signature"]
+canon = json.dumps(k, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+open(sys.argv[3], "wb").write(b"vmbak-keyvault-signature v1\0" + canon.encode())
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+openssl pkeyutl -sign -rawin -inkey evil-sign.pem -in canon.bin -out canon.sig ||
+	fail "cannot sign canon.bin"
+python3 - kvx/keyvault.json canon.sig <<'EOF2' || fail "cannot add the signature"
+import base64, json, sys
+k = json.load(open(sys.argv[1]))
+k["signature"] = base64.b64encode(open(sys.argv[2], "rb").read()).decode()
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+# Without the passphrase, a file signed by any key reads (key list cannot tell) ...
+expect_status 0 "$VMBAK" keyvault key list kvx </dev/null
+# ... but the passphrase finds the signing key is not the owner's,
+sx=$(sha256sum kvx/keyvault.json)
+expect_status 1 "$VMBAK" keyvault secret set kvx new --value-file s2 --kek kek \
+	--passphrase-file kvpass
+expect_stderr "^vmbak: key vault file 'kvx/keyvault.json' does not verify: it was signed by another key"
+expect_status 1 "$VMBAK" keyvault verify kvx --passphrase-file kvpass
+[ "$(sha256sum kvx/keyvault.json)" = "$sx" ] || fail "a refused key vault was changed"
+# ... and a vault that has escrowed to this key vault before refuses it.
+expect_status 1 "$VMBAK" ingest v vmx --disk os=os.img --keyvault kvx --escrow os=os-rsa </dev/null
+expect_stderr "^vmbak: key vault 'kvx' \(id [0-9a-f-]{36}\) is signed by another key than vault 'v' has seen: it was replaced"
+[ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one line for a replaced key vault"
+expect_status 0 "$VMBAK" list v --json
+python3 -c 'import json,sys; assert all(p["vm"] != "vmx" for p in json.load(open(sys.argv[1])))' \
+	"$OUT" || fail "a refused ingest made a point"
+rm -rf kvx
+
+note "rollback: an older copy of the key vault is refused by a vault that saw a newer one"
+cp -a kv kv-old
+expect_status 0 "$VMBAK" keyvault key rotate kv kek --passphrase-file kvpass
+expect_status 0 "$VMBAK" ingest v vm4 --disk os=os.img --keyvault kv --escrow os=os-rsa </dev/null
+cp kv/keyvault.json kv-new.json
+cp kv-old/keyvault.json kv/keyvault.json
+expect_status 1 "$VMBAK" ingest v vm4 --disk os=os.img --keyvault kv --escrow os=os-rsa </dev/null
+expect_stderr "^vmbak: key vault 'kv' is at generation [0-9]+, older than generation [0-9]+ that vault 'v' has seen: an older copy was put back"
+cp kv-new.json kv/keyvault.json
+expect_status 0 "$VMBAK" ingest v vm4 --disk os=os.img --keyvault kv --escrow os=os-rsa </dev/null
+rm -rf kv-old kv-new.json
+
+note "a signature removed is refused by ingest and found out by the passphrase"
+cp -a kv kvs
+python3 - kvs/keyvault.json <<'EOF2' || fail "cannot strip kvs"
+import json, sys
+k = json.load(open(sys.argv[1]))
+for f in ("generation", "signing", "signature"):
+    del k[f]
+open(sys.argv[1], "w").write(json.dumps(k, indent=2))
+EOF2
+sx=$(sha256sum kvs/keyvault.json)
+expect_status 1 "$VMBAK" ingest v vm5 --disk os=os.img --keyvault kvs --escrow os=os-rsa </dev/null
+expect_stderr "^vmbak: key vault 'kvs' is not signed .*run 'vmbak keyvault verify kvs'"
+expect_status 1 "$VMBAK" keyvault verify kvs --passphrase-file kvpass
+expect_stderr "^vmbak: key vault file 'kvs/keyvault.json' has lost its signature"
+[ "$(sha256sum kvs/keyvault.json)" = "$sx" ] || fail "a refused key vault was changed"
+rm -rf kvs
+
+note "verify"
+expect_status 0 "$VMBAK" keyvault verify kv --passphrase-file kvpass
+expect_stdout "^key vault 'kv' \(id [0-9a-f-]{36}\) verifies: generation [0-9]+, signing key sha256:[0-9a-f]{64}$"

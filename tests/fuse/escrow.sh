@@ -130,10 +130,58 @@ EOF
 }
 
 note "--check-escrow refuses a disk that is not LUKS"
-expect_status 0 "$VMBAK" keyvault secret set kv plain-os --value-file pass1 --kek rsa-kek
+expect_status 0 "$VMBAK" keyvault secret set kv plain-os --value-file pass1 --kek rsa-kek \
+	--passphrase-file kvpass
 expect_status 1 "$VMBAK" ingest v plain --disk os=plain.img --keyvault kv --escrow os=plain-os \
 	--check-escrow --keyvault-passphrase-file kvpass </dev/null
 expect_stderr "'plain.img' is not a LUKS device"
+
+note "--check-escrow never writes the disk: a LUKS2 header with a damaged primary copy"
+# cryptsetup repairs a damaged primary LUKS2 header from its secondary copy as it loads it; run
+# on the source, that rewrote the disk being backed up.
+truncate -s 20M luks2.img
+cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+	--key-file pass1 luks2.img || fail "cryptsetup luksFormat --type luks2 failed"
+printf 'not the LUKS passphrase' >wrongpass
+expect_status 0 "$VMBAK" init v2
+expect_status 0 "$VMBAK" keyvault secret set kv l2-os --value-file pass1 --kek rsa-kek \
+	--passphrase-file kvpass
+expect_status 0 "$VMBAK" keyvault secret set kv l2-wrong --value-file wrongpass --kek rsa-kek \
+	--passphrase-file kvpass
+for damage in json magic; do
+	cp luks2.img "damaged-$damage.img"
+	if [ "$damage" = json ]; then
+		# 8 bytes of the primary JSON area: its checksum no longer matches.
+		printf 'XXXXXXXX' | dd of="damaged-$damage.img" bs=1 seek=$((0x1100)) conv=notrunc \
+			status=none
+	else
+		dd if=/dev/zero of="damaged-$damage.img" bs=16 count=1 conv=notrunc status=none
+	fi
+	before=$(sha256sum <"damaged-$damage.img")
+	expect_status 0 "$VMBAK" ingest v2 "l2-$damage" --disk "os=damaged-$damage.img" \
+		--keyvault kv --escrow os=l2-os --check-escrow --keyvault-passphrase-file kvpass </dev/null
+	[ "$(sha256sum <"damaged-$damage.img")" = "$before" ] ||
+		fail "ingest --check-escrow changed its source damaged-$damage.img"
+	expect_status 1 "$VMBAK" ingest v2 "l2-$damage" --disk "os=damaged-$damage.img" \
+		--keyvault kv --escrow os=l2-wrong --check-escrow --keyvault-passphrase-file kvpass </dev/null
+	expect_stderr "secret 'l2-wrong' version 1 does not open the LUKS header of disk 'os'"
+	[ "$(sha256sum <"damaged-$damage.img")" = "$before" ] ||
+		fail "a refused ingest --check-escrow changed its source damaged-$damage.img"
+done
+
+note "--check-escrow runs cryptsetup by absolute path, never one found through PATH"
+mkdir fakebin
+cat >fakebin/cryptsetup <<EOF
+#!/bin/sh
+env >"$TESTTMP/fake-ran"
+cat >/dev/null
+exit 0
+EOF
+chmod 755 fakebin/cryptsetup
+PATH=$TESTTMP/fakebin:$PATH expect_status 1 "$VMBAK" ingest v2 fake --disk os=luks2.img \
+	--keyvault kv --escrow os=l2-wrong --check-escrow --keyvault-passphrase-file kvpass </dev/null
+expect_stderr "secret 'l2-wrong' version 1 does not open the LUKS header"
+[ ! -e fake-ran ] || fail "ingest --check-escrow ran the cryptsetup it found in PATH"
 
 vmount v mnt
 scenario web rsa-kek

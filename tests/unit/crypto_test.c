@@ -280,29 +280,35 @@ static void test_scrypt_check(void)
 		uint32_t r, p;
 		int ok;
 	} cases[] = {
+	    /* ok: 1, or the error expected */
 	    {1 << 10, 8, 1, 1},
 	    {1 << 20, 8, 1, 1}, /* 1 GiB of memory: the most a config may ask for */
 	    {1 << 22, 2, 1, 1},
-	    {1 << 22, 8, 1, 0},
-	    {1 << 20, 9, 1, 0},
+	    {1 << 22, 8, 1, -E2BIG},
+	    {1 << 20, 9, 1, -E2BIG},
 	    {1 << 15, 1, 16, 1},
 	    {1 << 15, 32, 1, 1},
-	    {1 << 9, 8, 1, 0},
-	    {1 << 23, 8, 1, 0},
-	    {0, 8, 1, 0},
-	    {3 << 12, 8, 1, 0},
-	    {(1 << 15) + 1, 8, 1, 0},
-	    {1 << 15, 0, 1, 0},
-	    {1 << 15, 33, 1, 0},
-	    {1 << 15, 8, 0, 0},
-	    {1 << 15, 8, 17, 0},
-	    {UINT64_C(1) << 63, 8, 1, 0},
+	    {1 << 15, 16, 16, 1}, /* 2^23: the most work allowed */
+	    /* Little memory, but a minute of work per unlock (n*r*p = 2^27), and just over. */
+	    {1 << 22, 2, 16, -E2BIG},
+	    {1 << 20, 8, 2, -E2BIG},
+	    {1 << 15, 32, 16, -E2BIG},
+	    {1 << 9, 8, 1, -EINVAL},
+	    {1 << 23, 8, 1, -EINVAL},
+	    {0, 8, 1, -EINVAL},
+	    {3 << 12, 8, 1, -EINVAL},
+	    {(1 << 15) + 1, 8, 1, -EINVAL},
+	    {1 << 15, 0, 1, -EINVAL},
+	    {1 << 15, 33, 1, -EINVAL},
+	    {1 << 15, 8, 0, -EINVAL},
+	    {1 << 15, 8, 17, -EINVAL},
+	    {UINT64_C(1) << 63, 8, 1, -EINVAL},
 	};
 	size_t i;
 
 	for (i = 0; i < VBU_ARRAY_SIZE(cases); i++) {
 		vbk_scrypt_params p = {.n = cases[i].n, .r = cases[i].r, .p = cases[i].p};
-		CHECK_EQ_INT(vbk_scrypt_check(&p), cases[i].ok ? 0 : -EINVAL);
+		CHECK_EQ_INT(vbk_scrypt_check(&p), cases[i].ok == 1 ? 0 : cases[i].ok);
 	}
 }
 

@@ -11,8 +11,10 @@
 #include <json-c/json.h>
 
 #include "escrow.h"
+#include "hdrcheck.h"
 #include "kv.h"
 #include "util.h"
+#include "vaultkey.h"
 #include "unit.h"
 
 static char tmpdir[PATH_MAX];
@@ -94,20 +96,24 @@ static void test_keys_secrets(void)
 	CHECK_EQ_INT(vbk_kv_key_rotate(kv, "nokey", &v), -ENOENT);
 	CHECK_EQ_INT(vbk_kv_key_create(kv, "bad/name", VBK_KEY_AES256, &v), -EINVAL);
 
-	/* Without the passphrase: a secret wrapped by an RSA KEK can be set (the other handle
-	 * is not fresh: it re-reads the file under the lock), one without a KEK cannot. */
+	/* Without the passphrase nothing can be set, not even a secret wrapped by an RSA KEK:
+	 * every change is signed under the passphrase. (The other handle is not fresh: it
+	 * re-reads the file under the lock.) */
 	vbk_kv_close(ro);
 	ro = NULL;
 	CHECK_EQ_INT(vbk_kv_open(kvpath, &ro), 0);
 	if (!ro)
 		goto out;
-	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-rsa", value1, strlen(value1), "rsa", &v, &kv_ver), 0);
-	CHECK_EQ_INT(v, 1);
-	CHECK_EQ_INT(kv_ver, 1);
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-rsa", value1, strlen(value1), "rsa", &v, &kv_ver),
+		     -ENOKEY);
 	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-none", value1, strlen(value1), NULL, &v, NULL),
 		     -ENOKEY);
 	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-aes", value1, strlen(value1), "aes", &v, NULL),
 		     -ENOKEY);
+	CHECK_EQ_INT(vbk_kv_unlock(ro, pass), 0);
+	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s-rsa", value1, strlen(value1), "rsa", &v, &kv_ver), 0);
+	CHECK_EQ_INT(v, 1);
+	CHECK_EQ_INT(kv_ver, 1);
 	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s", value1, 0, "rsa", &v, NULL), -EINVAL);
 	CHECK_EQ_INT(vbk_kv_secret_set(ro, "s", value1, VBK_SECRET_MAX + 1, "rsa", &v, NULL),
 		     -EFBIG);
@@ -139,7 +145,11 @@ static void test_keys_secrets(void)
 	vbk_secret_free(val, len);
 	val = NULL;
 	CHECK_EQ_INT(vbk_kv_secret_get(kv, "s-rsa", 3, &val, &len), -ENOENT);
-	CHECK_EQ_INT(vbk_kv_secret_get(ro, "s-rsa", 1, &val, &len), -ENOKEY);
+	vbk_kv_close(ro);
+	ro = NULL;
+	CHECK_EQ_INT(vbk_kv_open(kvpath, &ro), 0);
+	if (ro)
+		CHECK_EQ_INT(vbk_kv_secret_get(ro, "s-rsa", 1, &val, &len), -ENOKEY);
 
 	CHECK_EQ_INT(vbk_kv_keys(kv, &keys, &n), 0);
 	CHECK_EQ_INT(n, 2);
@@ -421,6 +431,244 @@ static void test_damaged_file(void)
 	free(buf);
 }
 
+/* --check-escrow's helper: run by the path given (never through PATH), with no VMBAK_* variable
+ * (so neither passphrase) in its environment, "--" before the path, and that path a private
+ * copy of the header, never the source. A shell script stands in for cryptsetup. */
+static void test_hdr_check_helper(void)
+{
+	char script[PATH_MAX + 32], src[PATH_MAX + 32], envf[PATH_MAX + 32], argf[PATH_MAX + 32];
+	char text[4 * PATH_MAX], *buf = NULL, *dd, *copy;
+	size_t len = 0;
+	struct stat st;
+	FILE *f;
+
+	snprintf(script, sizeof(script), "%s/fake-cryptsetup", tmpdir);
+	snprintf(src, sizeof(src), "%s/disk.img", tmpdir);
+	snprintf(envf, sizeof(envf), "%s/env.out", tmpdir);
+	snprintf(argf, sizeof(argf), "%s/argv.out", tmpdir);
+	snprintf(text, sizeof(text),
+		 "#!/bin/sh\nenv >'%s'\nfor a in \"$@\"; do echo \"$a\"; done >'%s'\n"
+		 "cat >/dev/null\nexit 2\n",
+		 envf, argf);
+	CHECK_EQ_INT(vbu_write_file_atomic(script, text, strlen(text), 0700), 0);
+	CHECK_EQ_INT(vbu_write_file_atomic(src, "not luks", 8, 0600), 0);
+	setenv("VMBAK_PASSPHRASE", "vault passphrase in the environment", 1);
+	setenv("VMBAK_KEYVAULT_PASSPHRASE", "key vault passphrase in the environment", 1);
+	CHECK_EQ_INT(vbk_hdr_check_with(script, src, (const uint8_t *)"s", 1), 2);
+	unsetenv("VMBAK_PASSPHRASE");
+	unsetenv("VMBAK_KEYVAULT_PASSPHRASE");
+
+	CHECK_EQ_INT(vbu_read_file(envf, 1 << 20, &buf, &len), 0);
+	if (buf) {
+		CHECK(strstr(buf, "VMBAK_") == NULL);
+		CHECK(strstr(buf, "passphrase") == NULL);
+		CHECK(strstr(buf, "\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\n") ||
+		      strncmp(buf, "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n", 35) == 0);
+		CHECK(strstr(buf, "LC_ALL=C\n") != NULL);
+	}
+	free(buf);
+	buf = NULL;
+	CHECK_EQ_INT(vbu_read_file(argf, 1 << 20, &buf, &len), 0);
+	if (buf) {
+		dd = strstr(buf, "\n--\n");
+		CHECK(dd != NULL);
+		CHECK(strstr(buf, src) == NULL);
+		if (dd) {
+			copy = dd + 4;
+			copy[strcspn(copy, "\n")] = '\0';
+			CHECK(strstr(copy, "/vmbak-hdrcheck.") != NULL);
+			/* The private copy and its directory are gone. */
+			CHECK(stat(copy, &st) < 0);
+			*strrchr(copy, '/') = '\0';
+			CHECK(stat(copy, &st) < 0);
+		}
+	}
+	free(buf);
+
+	/* The helper is looked up in fixed directories only. */
+	setenv("PATH", tmpdir, 1);
+	CHECK_EQ_INT(vbk_helper_find("fake-cryptsetup", text, sizeof(text)), -ENOENT);
+	setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+	const char *const *env = vbk_helper_env();
+	for (size_t i = 0; env[i]; i++)
+		CHECK(strncmp(env[i], "VMBAK_", 6) != 0);
+	f = fopen(src, "rb");
+	CHECK(f != NULL);
+	if (f) {
+		CHECK_EQ_INT(fread(text, 1, sizeof(text), f), 8);
+		fclose(f);
+	}
+}
+
+/* Turns the signed key vault at path into one as made before signatures: the three fields
+ * gone, the master key wrapped with the old associated data. other_fpr/other_pub (may be NULL):
+ * also give version 1 of key "k" another key's public part, as an attacker would. */
+static int make_legacy(const char *path, const char *other_pub, const char *other_fpr)
+{
+	char file[PATH_MAX + 32], aad[128];
+	json_object *root, *m, *kdf, *j, *v;
+	vbk_wrapped_vaultkeys w = {0};
+	vbk_vaultkeys keys;
+	size_t n = 0;
+	const char *id, *str;
+	int r = -1;
+
+	snprintf(file, sizeof(file), "%s/%s", path, VBK_KV_FILE);
+	root = json_object_from_file(file);
+	if (!root)
+		return -1;
+	json_object_object_get_ex(root, "id", &j);
+	id = json_object_get_string(j);
+	json_object_object_get_ex(root, "kdf", &kdf);
+	json_object_object_get_ex(root, "master", &m);
+	json_object_object_get_ex(kdf, "n", &j);
+	w.kdf.n = (uint64_t)json_object_get_int64(j);
+	json_object_object_get_ex(kdf, "r", &j);
+	w.kdf.r = (uint32_t)json_object_get_int64(j);
+	json_object_object_get_ex(kdf, "p", &j);
+	w.kdf.p = (uint32_t)json_object_get_int64(j);
+	json_object_object_get_ex(kdf, "salt", &j);
+	vbu_base64_decode(json_object_get_string(j), w.kdf.salt, sizeof(w.kdf.salt), &n);
+	json_object_object_get_ex(m, "nonce", &j);
+	vbu_base64_decode(json_object_get_string(j), w.nonce, sizeof(w.nonce), &n);
+	json_object_object_get_ex(m, "ciphertext", &j);
+	vbu_base64_decode(json_object_get_string(j), w.ct, sizeof(w.ct), &n);
+	json_object_object_get_ex(m, "tag", &j);
+	vbu_base64_decode(json_object_get_string(j), w.tag, sizeof(w.tag), &n);
+	snprintf(aad, sizeof(aad), "vmbak-keyvault v1 %s signed", id);
+	if (vbk_vaultkeys_unwrap(&w, pass, aad, strlen(aad), &keys) < 0)
+		goto out;
+	snprintf(aad, sizeof(aad), "vmbak-keyvault v1 %s", id);
+	if (vbk_vaultkeys_wrap(&keys, pass, aad, strlen(aad), &w) < 0)
+		goto out;
+	vbk_vaultkeys_wipe(&keys);
+	str = vbu_base64_encode(w.kdf.salt, sizeof(w.kdf.salt));
+	json_object_object_add(kdf, "salt", json_object_new_string(str));
+	free((char *)str);
+	json_object_object_add(kdf, "n", json_object_new_int64((int64_t)w.kdf.n));
+	str = vbu_base64_encode(w.nonce, sizeof(w.nonce));
+	json_object_object_add(m, "nonce", json_object_new_string(str));
+	free((char *)str);
+	str = vbu_base64_encode(w.ct, sizeof(w.ct));
+	json_object_object_add(m, "ciphertext", json_object_new_string(str));
+	free((char *)str);
+	str = vbu_base64_encode(w.tag, sizeof(w.tag));
+	json_object_object_add(m, "tag", json_object_new_string(str));
+	free((char *)str);
+	json_object_object_del(root, "generation");
+	json_object_object_del(root, "signing");
+	json_object_object_del(root, "signature");
+	if (other_pub) {
+		json_object_object_get_ex(root, "keys", &j);
+		json_object_object_get_ex(j, "k", &j);
+		json_object_object_get_ex(j, "versions", &j);
+		v = json_object_array_get_idx(j, 0);
+		json_object_object_add(v, "public", json_object_new_string(other_pub));
+		json_object_object_add(v, "fingerprint", json_object_new_string(other_fpr));
+	}
+	r = json_object_to_file_ext(file, root, JSON_C_TO_STRING_PRETTY) < 0 ? -1 : 0;
+out:
+	json_object_put(root);
+	return r;
+}
+
+/* A key vault made before signatures: read (unsigned), signed by its first unlock after its
+ * KEKs were checked against their private parts; one with a KEK version substituted is refused
+ * and left as it is. */
+static void test_legacy_migration(void)
+{
+	char p3[PATH_MAX + 16], p4[PATH_MAX + 16], file[PATH_MAX + 32], pub[1024], fpr[100];
+	char *before = NULL, *after = NULL;
+	size_t blen = 0, alen = 0;
+	uint8_t sfpr[32];
+	uint64_t gen = 0;
+	vbk_kv *kv = NULL;
+	json_object *root, *j;
+
+	snprintf(p3, sizeof(p3), "%s/kv3", tmpdir);
+	snprintf(p4, sizeof(p4), "%s/kv4", tmpdir);
+	CHECK_EQ_INT(vbk_kv_init(p3, pass), 0);
+	CHECK_EQ_INT(vbk_kv_init(p4, pass), 0);
+	CHECK_EQ_INT(vbk_kv_open(p3, &kv), 0);
+	CHECK_EQ_INT(vbk_kv_signer(kv, sfpr, &gen), 1);
+	CHECK_EQ_INT(gen, 1);
+	CHECK_EQ_INT(vbk_kv_unlock(kv, pass), 0);
+	CHECK_EQ_INT(vbk_kv_key_create(kv, "k", VBK_KEY_RSA3072, NULL), 0);
+	CHECK_EQ_INT(vbk_kv_signer(kv, sfpr, &gen), 1);
+	CHECK_EQ_INT(gen, 2);
+	vbk_kv_close(kv);
+	kv = NULL;
+	CHECK_EQ_INT(vbk_kv_open(p4, &kv), 0);
+	CHECK_EQ_INT(vbk_kv_unlock(kv, pass), 0);
+	CHECK_EQ_INT(vbk_kv_key_create(kv, "k", VBK_KEY_RSA3072, NULL), 0);
+	vbk_kv_close(kv);
+	kv = NULL;
+	/* The other key vault's public part and fingerprint of "k". */
+	snprintf(file, sizeof(file), "%s/%s", p4, VBK_KV_FILE);
+	root = json_object_from_file(file);
+	CHECK(root != NULL);
+	if (!root)
+		return;
+	json_object_object_get_ex(root, "keys", &j);
+	json_object_object_get_ex(j, "k", &j);
+	json_object_object_get_ex(j, "versions", &j);
+	j = json_object_array_get_idx(j, 0);
+	snprintf(pub, sizeof(pub), "%s",
+		 json_object_get_string(json_object_object_get(j, "public")));
+	snprintf(fpr, sizeof(fpr), "%s",
+		 json_object_get_string(json_object_object_get(j, "fingerprint")));
+	json_object_put(root);
+
+	/* Substituted: refused under the passphrase, file unchanged. */
+	CHECK_EQ_INT(make_legacy(p4, pub, fpr), 0);
+	snprintf(file, sizeof(file), "%s/%s", p4, VBK_KV_FILE);
+	CHECK_EQ_INT(make_legacy(p3, pub, fpr), 0);
+	snprintf(file, sizeof(file), "%s/%s", p3, VBK_KV_FILE);
+	CHECK_EQ_INT(vbu_read_file(file, 1 << 24, &before, &blen), 0);
+	CHECK_EQ_INT(vbk_kv_open(p3, &kv), 0);
+	if (kv) {
+		CHECK_EQ_INT(vbk_kv_signer(kv, sfpr, &gen), 0);
+		CHECK_EQ_INT(vbk_kv_unlock(kv, pass), -EBADMSG);
+		CHECK(strstr(vbk_kv_errmsg(), "does not match its private part") != NULL);
+		CHECK(!vbk_kv_unlocked(kv));
+	}
+	vbk_kv_close(kv);
+	kv = NULL;
+	CHECK_EQ_INT(vbu_read_file(file, 1 << 24, &after, &alen), 0);
+	CHECK(blen == alen && before && after && memcmp(before, after, blen) == 0);
+	free(before);
+	free(after);
+
+	/* Not substituted: signed by the first unlock. */
+	CHECK_EQ_INT(vbk_kv_init(p3 /* exists */, pass), -EEXIST);
+	snprintf(p3, sizeof(p3), "%s/kv5", tmpdir);
+	CHECK_EQ_INT(vbk_kv_init(p3, pass), 0);
+	CHECK_EQ_INT(vbk_kv_open(p3, &kv), 0);
+	if (kv) {
+		CHECK_EQ_INT(vbk_kv_unlock(kv, pass), 0);
+		CHECK_EQ_INT(vbk_kv_key_create(kv, "k", VBK_KEY_AES256, NULL), 0);
+	}
+	vbk_kv_close(kv);
+	kv = NULL;
+	CHECK_EQ_INT(make_legacy(p3, NULL, NULL), 0);
+	CHECK_EQ_INT(vbk_kv_open(p3, &kv), 0);
+	if (kv) {
+		CHECK_EQ_INT(vbk_kv_signer(kv, sfpr, &gen), 0);
+		CHECK_EQ_INT(vbk_kv_unlock(kv, "wrong"), -ENOKEY);
+		CHECK_EQ_INT(vbk_kv_unlock(kv, pass), 0);
+		CHECK_EQ_INT(vbk_kv_signer(kv, sfpr, &gen), 1);
+		CHECK_EQ_INT(gen, 1);
+	}
+	vbk_kv_close(kv);
+	kv = NULL;
+	CHECK_EQ_INT(vbk_kv_open(p3, &kv), 0);
+	if (kv) {
+		CHECK_EQ_INT(vbk_kv_signer(kv, sfpr, &gen), 1);
+		CHECK_EQ_INT(vbk_kv_unlock(kv, pass), 0);
+	}
+	vbk_kv_close(kv);
+}
+
 int main(void)
 {
 	char cmd[PATH_MAX + 16];
@@ -440,6 +688,8 @@ int main(void)
 	RUN(test_stale_handles);
 	RUN(test_rsa4096);
 	RUN(test_damaged_file);
+	RUN(test_hdr_check_helper);
+	RUN(test_legacy_migration);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "cannot remove %s\n", tmpdir);

@@ -380,10 +380,28 @@ static void test_write_atomic(void)
 	CHECK(mkdir(sub, 0700) == 0);
 	snprintf(tmp, sizeof(tmp), "%s/f", sub);
 	CHECK(close(open(tmp, O_WRONLY | O_CREAT, 0600)) == 0);
-	CHECK_EQ_INT(vbu_write_file_atomic(sub, "data", 4, 0600), -EISDIR);
+	CHECK_EQ_INT(vbu_write_file_atomic(sub, "data", 4, 0600), -EEXIST);
 	CHECK(stat(sub, &st) == 0 && S_ISDIR(st.st_mode));
 	CHECK(unlink(tmp) == 0);
 	CHECK(rmdir(sub) == 0);
+	CHECK_EQ_INT(others_in_tmp("config"), 0);
+
+	/* Something that is not a regular file is never replaced by one (unwrap --output
+	 * /dev/null must not turn the device node into a file holding a secret): a FIFO, and a
+	 * symlink to a device. */
+	path_in_tmp(sub, sizeof(sub), "fifo");
+	CHECK(mkfifo(sub, 0600) == 0);
+	CHECK_EQ_INT(vbu_write_file_atomic(sub, "secret", 6, 0600), -EEXIST);
+	CHECK(lstat(sub, &st) == 0 && S_ISFIFO(st.st_mode));
+	CHECK(unlink(sub) == 0);
+	path_in_tmp(sub, sizeof(sub), "devlink");
+	CHECK(symlink("/dev/null", sub) == 0);
+	CHECK_EQ_INT(vbu_write_file_atomic(sub, "secret", 6, 0600), -EEXIST);
+	CHECK(lstat(sub, &st) == 0 && S_ISLNK(st.st_mode));
+	CHECK(stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode));
+	CHECK(unlink(sub) == 0);
+	CHECK_EQ_INT(vbu_target_regular(path), 0);
+	CHECK_EQ_INT(vbu_target_regular("/dev/null"), -EEXIST);
 	CHECK_EQ_INT(others_in_tmp("config"), 0);
 
 	/* A missing directory: nothing created. */

@@ -1,0 +1,381 @@
+/* hdrcheck.c: a secret against a private copy of a disk's LUKS header (see hdrcheck.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "hdrcheck.h"
+#include "util.h"
+
+#define SECTOR 512u
+#define LUKS2_HDR_MAX (4u << 20) /* the largest LUKS2 binary header + JSON area */
+#define RANGES_MAX 64
+
+static const char *const helper_env[] = {VBK_HELPER_PATH, "LC_ALL=C", NULL};
+
+const char *const *vbk_helper_env(void)
+{
+	return helper_env;
+}
+
+int vbk_helper_find(const char *name, char *out, size_t cap)
+{
+	static const char *const dirs[] = {VBK_HELPER_DIRS};
+	struct stat st;
+	int n;
+
+	for (size_t i = 0; i < VBU_ARRAY_SIZE(dirs); i++) {
+		n = snprintf(out, cap, "%s/%s", dirs[i], name);
+		if (n < 0 || (size_t)n >= cap)
+			return -ENAMETOOLONG;
+		if (stat(out, &st) == 0 && S_ISREG(st.st_mode) && access(out, X_OK) == 0)
+			return 0;
+	}
+	return -ENOENT;
+}
+
+/* ---- which bytes are the header ---- */
+
+typedef struct range {
+	uint64_t off, len;
+} range;
+
+typedef struct ranges {
+	range r[RANGES_MAX];
+	size_t n;
+} ranges;
+
+static int add_range(ranges *rs, uint64_t off, uint64_t len)
+{
+	if (len == 0)
+		return 0;
+	if (off > VBK_HDR_AREA_MAX || len > VBK_HDR_AREA_MAX - off)
+		return -EFBIG;
+	if (rs->n == RANGES_MAX)
+		return -EFBIG;
+	rs->r[rs->n].off = off;
+	rs->r[rs->n].len = len;
+	rs->n++;
+	return 0;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+	return (uint64_t)be32(p) << 32 | be32(p + 4);
+}
+
+/* A decimal string of the LUKS2 JSON ("32768"). */
+static int json_u64str(json_object *o, const char *key, uint64_t *ret)
+{
+	json_object *j;
+	const char *s;
+	char *end;
+	unsigned long long v;
+
+	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, json_type_string))
+		return -EPROTO;
+	s = json_object_get_string(j);
+	if (!*s || *s == '-')
+		return -EPROTO;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -EPROTO;
+	*ret = v;
+	return 0;
+}
+
+/* The key slot areas named by the JSON area of a LUKS2 header at off (hdr_size bytes). 0 when
+ * it parses (ranges added), -EPROTO when not. */
+static int luks2_areas(int fd, uint64_t off, uint64_t hdr_size, ranges *rs)
+{
+	json_object *root = NULL, *slots;
+	char *buf = NULL;
+	size_t got = 0, n = (size_t)(hdr_size - 4096);
+	int r;
+
+	buf = malloc(n + 1);
+	if (!buf)
+		return -ENOMEM;
+	r = vbu_pread_full(fd, buf, n, off + 4096, &got);
+	if (r < 0)
+		goto out;
+	buf[got] = '\0';
+	root = json_tokener_parse(buf); /* the area is NUL-padded after the JSON text */
+	r = -EPROTO;
+	if (!root || !json_object_object_get_ex(root, "keyslots", &slots) ||
+	    !json_object_is_type(slots, json_type_object))
+		goto out;
+	r = 0;
+	json_object_object_foreach(slots, k, ks)
+	{
+		json_object *area;
+		uint64_t ao, as;
+
+		(void)k;
+		if (!json_object_object_get_ex(ks, "area", &area) ||
+		    json_u64str(area, "offset", &ao) < 0 || json_u64str(area, "size", &as) < 0) {
+			r = -EPROTO;
+			break;
+		}
+		r = add_range(rs, ao, as);
+		if (r < 0)
+			break;
+	}
+out:
+	json_object_put(root);
+	free(buf);
+	return r;
+}
+
+/* The header area of the LUKS device at fd (size bytes). */
+static int header_ranges(int fd, uint64_t size, ranges *rs)
+{
+	static const uint64_t offs[] = {0,	16384,	32768,	 65536,	  131072,
+					262144, 524288, 1048576, 2097152, 4194304};
+	uint8_t h[4096];
+	size_t got = 0;
+	int r, found = 0;
+
+	rs->n = 0;
+	r = vbu_pread_full(fd, h, sizeof(h), 0, &got);
+	if (r < 0)
+		return r;
+	if (got >= 592 && memcmp(h, "LUKS\xba\xbe", 6) == 0 && h[6] == 0 && h[7] == 1) {
+		/* LUKS1: the phdr (592 bytes) and 8 key slots at 208, 48 bytes each: active,
+		 * iterations, salt[32], key material offset (sectors), stripes. */
+		uint32_t key_bytes = be32(h + 108);
+
+		if ((r = add_range(rs, 0, 4096)) < 0)
+			return r;
+		for (int i = 0; i < 8; i++) {
+			const uint8_t *ks = h + 208 + 48 * i;
+			uint64_t kmo = (uint64_t)be32(ks + 40) * SECTOR;
+			uint64_t len = (uint64_t)key_bytes * be32(ks + 44);
+
+			if (be32(ks) != 0x00AC71F3) /* LUKS_KEY_ENABLED */
+				continue;
+			len = (len + SECTOR - 1) / SECTOR * SECTOR;
+			if ((r = add_range(rs, kmo, len)) < 0)
+				return r;
+		}
+		return 0;
+	}
+	/* LUKS2: the primary at 0, or (its magic damaged) a secondary at an offset LUKS2 allows.
+	 * Both binary headers with their JSON areas, and the key slot areas of every copy that
+	 * parses. */
+	for (size_t i = 0; i < VBU_ARRAY_SIZE(offs); i++) {
+		uint64_t hs, ho;
+
+		if (offs[i] + 4096 > size)
+			break;
+		if (i > 0 && (r = vbu_pread_full(fd, h, sizeof(h), offs[i], &got)) < 0)
+			return r;
+		if (got < 4096 || h[6] != 0 || h[7] != 2 ||
+		    (memcmp(h, "LUKS\xba\xbe", 6) != 0 && memcmp(h, "SKUL\xba\xbe", 6) != 0))
+			continue;
+		hs = be64(h + 8);
+		ho = be64(h + 256);
+		if (hs < 16384 || hs > LUKS2_HDR_MAX || (hs & 4095) || ho != offs[i])
+			continue;
+		/* Primary and secondary: [0, 2 * hdr_size). */
+		if (!found && (r = add_range(rs, 0, 2 * hs)) < 0)
+			return r;
+		found = 1;
+		r = luks2_areas(fd, offs[i], hs, rs);
+		if (r < 0 && r != -EPROTO)
+			return r;
+	}
+	if (!found)
+		return add_range(rs, 0, 4096); /* not LUKS: cryptsetup will say so */
+	return 0;
+}
+
+/* ---- the private copy ---- */
+
+static int copy_ranges(int src, int dst, uint64_t size, const ranges *rs)
+{
+	uint8_t *buf;
+	size_t chunk = 1u << 20;
+	int r = 0;
+
+	buf = malloc(chunk);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < rs->n && r == 0; i++) {
+		uint64_t off = rs->r[i].off, end = rs->r[i].off + rs->r[i].len;
+
+		if (end > size)
+			end = size;
+		while (off < end && r == 0) {
+			size_t want = (size_t)(end - off < chunk ? end - off : chunk), got = 0;
+
+			r = vbu_pread_full(src, buf, want, off, &got);
+			if (r == 0 && got == 0)
+				break;
+			if (r == 0 && pwrite(dst, buf, got, (off_t)off) != (ssize_t)got)
+				r = errno ? -errno : -EIO;
+			off += got;
+		}
+	}
+	free(buf);
+	if (r == 0 && ftruncate(dst, (off_t)size) < 0)
+		r = -errno;
+	return r;
+}
+
+/* ---- running cryptsetup ---- */
+
+static int run_cryptsetup(const char *helper, const char *dev, const uint8_t *secret, size_t len)
+{
+	char *const argv[] = {(char *)"cryptsetup",
+			      (char *)"luksOpen",
+			      (char *)"--test-passphrase",
+			      (char *)"--readonly",
+			      (char *)"--key-file=-",
+			      (char *)"--",
+			      (char *)dev,
+			      NULL};
+	posix_spawn_file_actions_t fa;
+	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+	int fds[2] = {-1, -1}, r, st;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	r = posix_spawn_file_actions_init(&fa);
+	if (r != 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return -r;
+	}
+	if ((r = posix_spawn_file_actions_adddup2(&fa, fds[0], STDIN_FILENO)) != 0 ||
+	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) !=
+		0 ||
+	    (r = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0)) !=
+		0 ||
+	    (r = posix_spawn(&pid, helper, &fa, NULL, argv, (char *const *)helper_env)) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		close(fds[0]);
+		close(fds[1]);
+		return -r;
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	close(fds[0]);
+	/* A cryptsetup that exits before reading everything must not kill us with SIGPIPE. */
+	sigaction(SIGPIPE, &ign, &old);
+	r = vbu_write_all(fds[1], secret, len);
+	close(fds[1]);
+	sigaction(SIGPIPE, &old, NULL);
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (r < 0 && r != -EPIPE)
+		return r;
+	if (!WIFEXITED(st))
+		return -EINTR;
+	return WEXITSTATUS(st);
+}
+
+static const char *tmp_base(void)
+{
+	const char *t = getenv("TMPDIR");
+
+	return t && t[0] == '/' && strlen(t) < 200 ? t : "/tmp";
+}
+
+int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *secret, size_t len)
+{
+	char dir[256], file[300];
+	ranges rs;
+	struct stat st;
+	uint64_t size;
+	int src = -1, dst = -1, made_dir = 0, r;
+
+	src = open(source, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (src < 0)
+		return -errno;
+	if (fstat(src, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		off_t end = lseek(src, 0, SEEK_END);
+
+		if (end < 0) {
+			r = -errno;
+			goto out;
+		}
+		size = (uint64_t)end;
+	} else if (S_ISREG(st.st_mode)) {
+		size = (uint64_t)st.st_size;
+	} else {
+		r = -EINVAL;
+		goto out;
+	}
+	r = header_ranges(src, size, &rs);
+	if (r < 0)
+		goto out;
+	snprintf(dir, sizeof(dir), "%s/vmbak-hdrcheck.XXXXXX", tmp_base());
+	if (!mkdtemp(dir)) {
+		r = -errno;
+		goto out;
+	}
+	made_dir = 1;
+	snprintf(file, sizeof(file), "%s/header", dir);
+	dst = open(file, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (dst < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = copy_ranges(src, dst, size, &rs);
+	if (r == -EFBIG || r == -EINVAL) {
+		/* A file system that cannot hold a sparse file that long: the header area will do.
+		 */
+		uint64_t end = 0;
+
+		for (size_t i = 0; i < rs.n; i++)
+			if (rs.r[i].off + rs.r[i].len > end)
+				end = rs.r[i].off + rs.r[i].len;
+		r = ftruncate(dst, (off_t)(end < size ? end : size)) < 0 ? -errno : 0;
+	}
+	if (r < 0)
+		goto out;
+	close(src);
+	src = -1;
+	r = run_cryptsetup(helper, file, secret, len);
+out:
+	if (src >= 0)
+		close(src);
+	if (dst >= 0)
+		close(dst);
+	if (made_dir) {
+		unlink(file);
+		rmdir(dir);
+	}
+	return r;
+}
+
+int vbk_hdr_check(const char *source, const uint8_t *secret, size_t len)
+{
+	char helper[PATH_MAX];
+	int r = vbk_helper_find("cryptsetup", helper, sizeof(helper));
+
+	if (r < 0)
+		return r;
+	return vbk_hdr_check_with(helper, source, secret, len);
+}

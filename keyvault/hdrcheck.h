@@ -1,0 +1,43 @@
+/* hdrcheck.h: does a secret open a disk's LUKS header? Checked without ever writing the disk.
+ *
+ * cryptsetup repairs a LUKS2 header whose primary copy is damaged from its secondary copy as it
+ * loads it (--readonly only concerns the mapping), so it is never run on the disk being backed
+ * up. vbk_hdr_check() copies the header area of source (read through an O_RDONLY descriptor)
+ * into a private temporary file (mode 0600, in a directory of its own made with mkdtemp, mode
+ * 0700), at the same offsets, sparse elsewhere and as long as the source, and runs cryptsetup on
+ * that copy. The header area is, for LUKS1, the phdr and every key slot's material; for LUKS2,
+ * both binary headers with their JSON areas (hdr_size from the header, at most 4 MiB) and every
+ * key slot area the JSON names (each ending within VBK_HDR_AREA_MAX), read from whichever copy of
+ * the header parses (the primary, else a secondary at one of the offsets LUKS2 allows). A
+ * source with no LUKS magic gets its first 4 KiB copied, and cryptsetup says it is not LUKS.
+ *
+ * Helpers are run by absolute path only (VBK_HELPER_DIRS, never PATH), with the environment
+ * vbk_helper_env() gives (no VMBAK_* variable, so no passphrase, a fixed PATH, LC_ALL=C), stdin
+ * a pipe carrying the secret, stdout and stderr /dev/null, and "--" before every path.
+ */
+#ifndef VMBAK_HDRCHECK_H
+#define VMBAK_HDRCHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VBK_HELPER_DIRS "/usr/sbin", "/sbin", "/usr/bin", "/bin"
+#define VBK_HELPER_PATH "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+#define VBK_HDR_AREA_MAX (256u << 20) /* a LUKS key slot area must end within the first 256 MiB */
+
+/* The absolute path of helper name (e.g. "cryptsetup") in VBK_HELPER_DIRS, into out (cap
+ * bytes): 0, or -ENOENT when none of them has it as an executable regular file. */
+int vbk_helper_find(const char *name, char *out, size_t cap);
+
+/* The environment every helper gets: a NULL-terminated constant array. */
+const char *const *vbk_helper_env(void);
+
+/* Checks secret (len bytes, given on cryptsetup's stdin as a key file) against the LUKS header
+ * of source. Returns cryptsetup's exit status (0 opens, 2 refused, 1 not a LUKS device, or
+ * another of its statuses), or -errno: -ENOENT no cryptsetup in VBK_HELPER_DIRS, -EFBIG a
+ * header area larger than this build copies, else the failure to read source or to copy. */
+int vbk_hdr_check(const char *source, const uint8_t *secret, size_t len);
+/* The same with the helper given by absolute path (tests). */
+int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *secret, size_t len);
+
+#endif
