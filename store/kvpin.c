@@ -6,12 +6,13 @@
 
 #include "internal.h"
 #include "kvpin.h"
+#include "seal.h"
 
 #define PREFIX "kvpin:"
 #define ID_MAX 64
 
 struct pin_op {
-	char key[sizeof(PREFIX) + ID_MAX];
+	uint8_t key[sizeof(PREFIX) - 1 + VBS_NAME_HASH_LEN]; /* "kvpin:" H(key vault id) */
 	uint8_t val[VBS_KVPIN_FPR_LEN + 8];
 	uint64_t seen;
 };
@@ -19,29 +20,28 @@ struct pin_op {
 static int pin_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 {
 	struct pin_op *op = arg;
-	MDB_val k = {.mv_size = strlen(op->key), .mv_data = op->key};
-	MDB_val d;
-	int rc;
+	uint8_t have[VBS_KVPIN_FPR_LEN + 8];
+	int r;
 
 	op->seen = 0;
-	rc = mdb_get(txn, v->dbi_meta, &k, &d);
-	if (rc == 0) {
-		if (d.mv_size != sizeof(op->val))
-			return vbs_fail(-EBADMSG, "vault '%s': damaged record '%s'", v->path,
-					op->key);
-		op->seen = vbs_get64((const uint8_t *)d.mv_data + VBS_KVPIN_FPR_LEN);
-		if (CRYPTO_memcmp(d.mv_data, op->val, VBS_KVPIN_FPR_LEN) != 0)
+	/* Sealed (seal.h), so that nobody without the vault's keys can reset or move a pin. */
+	r = vbs_sget_fixed(v, txn, v->dbi_meta, "meta", op->key, sizeof(op->key), have,
+			   sizeof(have));
+	if (r == 0) {
+		op->seen = vbs_get64(have + VBS_KVPIN_FPR_LEN);
+		if (CRYPTO_memcmp(have, op->val, VBS_KVPIN_FPR_LEN) != 0)
 			return -EKEYREJECTED;
 		if (vbs_get64(op->val + VBS_KVPIN_FPR_LEN) < op->seen)
 			return -ESTALE;
 		if (vbs_get64(op->val + VBS_KVPIN_FPR_LEN) == op->seen)
 			return 0;
-	} else if (rc != MDB_NOTFOUND) {
-		return vbs_mdb_err(rc);
+	} else if (r == -EBADMSG) {
+		return vbs_fail(-EBADMSG, "vault '%s': damaged key vault pin", v->path);
+	} else if (r != -ENOENT) {
+		return r;
 	}
-	d.mv_size = sizeof(op->val);
-	d.mv_data = op->val;
-	return vbs_mdb_err(mdb_put(txn, v->dbi_meta, &k, &d, 0));
+	return vbs_sput(v, txn, v->dbi_meta, "meta", op->key, sizeof(op->key), op->val,
+			sizeof(op->val), 0);
 }
 
 int vbs_kvpin_check(vbs_vault *v, const char *kv_id, const uint8_t fpr[VBS_KVPIN_FPR_LEN],
@@ -54,7 +54,9 @@ int vbs_kvpin_check(vbs_vault *v, const char *kv_id, const uint8_t fpr[VBS_KVPIN
 	if (!kv_id || !*kv_id || strlen(kv_id) > ID_MAX)
 		return vbs_fail(-EINVAL, "bad key vault id");
 	memcpy(op.key, PREFIX, sizeof(PREFIX) - 1);
-	memcpy(op.key + sizeof(PREFIX) - 1, kv_id, strlen(kv_id) + 1);
+	r = vbs_name_hash(v, "kvpin", kv_id, strlen(kv_id), op.key + sizeof(PREFIX) - 1);
+	if (r < 0)
+		return vbs_fail(r, "vault '%s' is locked", v->path);
 	memcpy(op.val, fpr, VBS_KVPIN_FPR_LEN);
 	vbs_put64(op.val + VBS_KVPIN_FPR_LEN, generation);
 	r = vbs_write(v, pin_fn, &op);
