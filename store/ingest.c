@@ -213,6 +213,8 @@ struct ingest {
 	struct batch *inflight; /* with the committer, or NULL */
 	struct batch *work;	/* the pool's batch */
 	uint64_t job;		/* the job that owns this ingest's pins (gc.h) */
+	vbk_hmac *id_mac;	/* chunk ids: the vault's, or the VM's (dedup scope vm) */
+	vbk_hmac *own_id_mac;	/* ... freed at the end when it is the VM's */
 	vbs_rp *prev;		/* the VM's latest point at the start, or NULL */
 	struct disk_state *disks;
 	uint64_t done, total;
@@ -229,7 +231,7 @@ static void hash_work(void *arg, unsigned k, unsigned nt)
 	for (size_t i = k; i < b->njobs; i += nt) {
 		struct job *j = &b->jobs[i];
 		j->zero = (uint8_t)vbs_is_zero(j->data, j->len);
-		j->err = j->zero ? 0 : vbs_chunk_id(g->v, j->data, j->len, j->id);
+		j->err = j->zero ? 0 : vbk_hmac_calc(g->id_mac, j->data, j->len, j->id);
 	}
 }
 
@@ -1068,10 +1070,18 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		return r;
 	if (!v->unlocked)
 		return vbs_fail(-ENOKEY, "vault '%s' is locked", v->path);
+	g.id_mac = v->id_mac;
+	if (v->dedup_vm) {
+		if ((r = vbs_vm_id_mac(v, o->vm, &g.own_id_mac)) < 0)
+			return vbs_fail(r, "cannot set up the chunk ids of VM '%s'", o->vm);
+		g.id_mac = g.own_id_mac;
+	}
 	/* Every ingest runs as a job: its pins belong to it (gc.h). */
 	g.job = o->job_id;
-	if (!g.job && (r = vbs_job_begin(v, "ingest", o->vm, &own_job)) < 0)
+	if (!g.job && (r = vbs_job_begin(v, "ingest", o->vm, &own_job)) < 0) {
+		vbk_hmac_free(g.own_id_mac);
 		return r;
+	}
 	if (!g.job)
 		g.job = own_job;
 	g.cs = v->chunk_size;
@@ -1206,6 +1216,7 @@ out:
 	vbs_rp_free(c.rp);
 	vbs_rp_free(g.prev);
 	free(g.disks);
+	vbk_hmac_free(g.own_id_mac);
 	for (int i = 0; i < 2; i++)
 		batch_free(&g.b[i]);
 	return r;

@@ -79,6 +79,10 @@ struct vbs_vault {
 	uint64_t mapc_off;
 };
 
+/* Dedup scope "vm": the chunk-id MAC of one VM, keyed HMAC(id key, label NUL vm). A new
+ * vbk_hmac the caller frees. Encrypted vaults only (readers never recompute an id there). */
+int vbs_vm_id_mac(vbs_vault *v, const char *vm, vbk_hmac **ret);
+
 /* Opens the environment of a vault of any format, format 1 included (upgrade.c). */
 int vbs_env_open_any(vbs_vault *v);
 /* meta "config": checks that it holds the config's bound fields, or (create) writes them. */

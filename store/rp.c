@@ -721,6 +721,28 @@ int vbs_vms_of(vbs_vault *v, MDB_txn *txn, vbs_name_entry **ret, size_t *ret_n)
 	return 0;
 }
 
+/* 1 when some name record starts with vm's hash (the VM has a point), without opening any. */
+static int has_points(vbs_vault *v, MDB_txn *txn, const char *vm)
+{
+	uint8_t vk[VBS_NAME_HASH_LEN];
+	MDB_cursor *c;
+	MDB_val k = {sizeof(vk), vk}, d;
+	int rc, r = vm_key(v, vm, vk);
+
+	if (r < 0)
+		return r;
+	rc = mdb_cursor_open(txn, v->dbi_rpnames, &c);
+	if (rc)
+		return vbs_mdb_err(rc);
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	if (rc == 0)
+		r = k.mv_size >= sizeof(vk) && memcmp(k.mv_data, vk, sizeof(vk)) == 0;
+	else
+		r = rc == MDB_NOTFOUND ? 0 : vbs_mdb_err(rc);
+	mdb_cursor_close(c);
+	return r;
+}
+
 int vbs_vm_list(vbs_vault *v, vbs_name_entry **ret, size_t *ret_n)
 {
 	vbs_name_entry *e = NULL;
@@ -734,15 +756,10 @@ int vbs_vm_list(vbs_vault *v, vbs_name_entry **ret, size_t *ret_n)
 		return r;
 	r = vbs_vms_of(v, txn, &e, &n);
 	/* Only VMs that have a point. */
-	for (size_t i = 0; r == 0 && i < n; i++) {
-		vbs_name_entry *pts;
-		size_t np;
-
-		r = vbs_names_of(v, txn, e[i].name, &pts, &np);
-		if (r == 0 && np)
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		r = has_points(v, txn, e[i].name);
+		if (r > 0)
 			e[m++] = e[i];
-		if (r == 0)
-			free(pts);
 	}
 	vbs_read_end(v, txn);
 	if (r < 0) {
@@ -756,22 +773,24 @@ int vbs_vm_list(vbs_vault *v, vbs_name_entry **ret, size_t *ret_n)
 
 int vbs_vm_get(vbs_vault *v, const char *name, uint64_t *ret_serial)
 {
-	vbs_name_entry *e;
-	size_t n;
-	int r = vbs_vm_list(v, &e, &n);
+	MDB_txn *txn;
+	uint64_t num;
+	int r;
 
+	vbs_clear_err();
+	r = vbs_read_begin(v, &txn);
 	if (r < 0)
 		return r;
-	r = vbs_fail(-ENOENT, "no VM '%s' in vault '%s'", name, v->path);
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(e[i].name, name) == 0) {
-			*ret_serial = e[i].serial;
-			vbs_clear_err();
-			r = 0;
-			break;
-		}
-	free(e);
-	return r;
+	r = vbs_vm_find(v, txn, name, &num);
+	if (r == 0)
+		r = has_points(v, txn, name);
+	vbs_read_end(v, txn);
+	if (r == 0 || r == -ENOENT)
+		return vbs_fail(-ENOENT, "no VM '%s' in vault '%s'", name, v->path);
+	if (r < 0)
+		return vbs_fail(r, "vault '%s': damaged VM record of '%s'", v->path, name);
+	*ret_serial = num;
+	return 0;
 }
 
 int vbs_vm_name(vbs_vault *v, uint64_t serial, char *buf)

@@ -221,6 +221,11 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'dedup_scope'", file);
 		goto out;
 	}
+	s = jstr(o, "encryption");
+	if (v->dedup_vm && (!s || strcmp(s, "none") == 0)) {
+		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'dedup_scope'", file);
+		goto out;
+	}
 	s = jstr(o, "uuid");
 	if (!s || strlen(s) != 36) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'uuid'", file);
@@ -551,6 +556,8 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 				opts->chunk_size, VBS_CHUNK_SIZE_MIN, VBS_CHUNK_SIZE_MAX);
 	if (opts->encrypt && (!pass || !*pass))
 		return vbs_fail(-ENOKEY, "an encrypted vault needs a passphrase");
+	if (opts->dedup_vm && !opts->encrypt)
+		return vbs_fail(-EINVAL, "dedup scope 'vm' needs an encrypted vault");
 	if (config_path(path, file, sizeof(file)) < 0)
 		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
 	if (stat(path, &st) == 0) {
@@ -749,6 +756,26 @@ const char *vbs_vault_uuid(const vbs_vault *v)
 uint32_t vbs_vault_chunk_size(const vbs_vault *v)
 {
 	return v->chunk_size;
+}
+
+int vbs_vault_dedup_vm(const vbs_vault *v)
+{
+	return v->dedup_vm;
+}
+
+int vbs_vm_id_mac(vbs_vault *v, const char *vm, vbk_hmac **ret)
+{
+	uint8_t k[VBK_KEY_LEN];
+	int r;
+
+	if (!v->unlocked)
+		return -ENOKEY;
+	r = vbk_hmac_calc2(v->id_mac, "vmbak vm id key v2", sizeof("vmbak vm id key v2"), vm,
+			   strlen(vm), k);
+	if (r == 0)
+		r = vbk_hmac_new(k, ret);
+	vbk_wipe(k, sizeof(k));
+	return r;
 }
 
 int vbs_vault_encrypted(const vbs_vault *v)

@@ -76,6 +76,8 @@ const char *vbs_vault_path(const vbs_vault *v);
 const char *vbs_vault_uuid(const vbs_vault *v);
 uint32_t vbs_vault_chunk_size(const vbs_vault *v);
 int vbs_vault_encrypted(const vbs_vault *v);
+/* 1 when chunks are deduplicated within each VM only (init --dedup-scope vm). */
+int vbs_vault_dedup_vm(const vbs_vault *v);
 
 /* Bytes of decoded chunks the shared read cache may hold (default 64 MiB). Call before the
  * first read. */

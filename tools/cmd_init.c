@@ -13,7 +13,8 @@
 #include "util.h"
 #include "vault.h"
 
-#define INIT_USAGE "vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES]"
+#define INIT_USAGE                                                                                 \
+	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]"
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
@@ -27,6 +28,9 @@ static const char init_help[] =
     "                          vault passphrase (default), or store them unencrypted\n"
     "                          (still checked on every read)\n"
     "  --chunk-size BYTES      a power of two from 4K to 4M (default 64K); suffixes K, M\n"
+    "  --dedup-scope vault|vm  deduplicate across the whole vault (default), or only within\n"
+    "                          each VM, so that VMs of different owners sharing a vault cannot\n"
+    "                          learn whether another VM holds a given chunk (encrypted vaults)\n"
     "  --passphrase-file F     read the new passphrase from the first line of F\n"
     "  -h, --help              show this help\n"
     "\n"
@@ -118,13 +122,14 @@ static int parse_chunk_size(const char *s, uint32_t *ret)
 	return 0;
 }
 
-enum { OPT_ENCRYPTION = 0x100, OPT_CHUNK_SIZE, OPT_PASSPHRASE_FILE };
+enum { OPT_ENCRYPTION = 0x100, OPT_CHUNK_SIZE, OPT_PASSPHRASE_FILE, OPT_DEDUP_SCOPE };
 
 static int cmd_init(int argc, char **argv, vmbak_globals *g)
 {
 	static const struct option longopts[] = {
 	    {"encryption", required_argument, NULL, OPT_ENCRYPTION},
 	    {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
+	    {"dedup-scope", required_argument, NULL, OPT_DEDUP_SCOPE},
 	    {"passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE},
 	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
 	    {"help", no_argument, NULL, 'h'},
@@ -156,6 +161,14 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 			if (r != 0)
 				return r;
 			break;
+		case OPT_DEDUP_SCOPE:
+			if (strcmp(optarg, "vault") == 0)
+				opts.dedup_vm = 0;
+			else if (strcmp(optarg, "vm") == 0)
+				opts.dedup_vm = 1;
+			else
+				return usage_err("invalid dedup scope '%s': use vault or vm", q(optarg));
+			break;
 		case OPT_PASSPHRASE_FILE:
 			r = passphrase_file_arg(optarg, &passphrase_file);
 			if (r != 0)
@@ -174,6 +187,9 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 	r = check_vault_arg(path);
 	if (r != 0)
 		return r;
+	if (opts.dedup_vm && !opts.encrypt)
+		return usage_err("--dedup-scope vm needs an encrypted vault: without encryption "
+				 "nothing is kept from the other VMs' owners anyway");
 
 	status = check_target(path);
 	if (status != 0)
@@ -188,8 +204,9 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 		status = store_err(r, "cannot create vault '%s'", q(path));
 		goto out;
 	}
-	printf("vault created: %s (%s, chunk size %s)\n", path,
-	       opts.encrypt ? "aes-256-gcm" : "none", human_size(opts.chunk_size, hs));
+	printf("vault created: %s (%s, chunk size %s%s)\n", path,
+	       opts.encrypt ? "aes-256-gcm" : "none", human_size(opts.chunk_size, hs),
+	       opts.dedup_vm ? ", dedup scope vm" : "");
 	status = VMBAK_EXIT_OK;
 out:
 	vbk_passphrase_free(pass);

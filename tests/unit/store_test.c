@@ -10,6 +10,8 @@
 
 #include "chunk.h"
 #include "image.h"
+#include "internal.h"
+#include "seal.h"
 #include "ingest.h"
 #include "rp.h"
 #include "unit.h"
@@ -148,6 +150,67 @@ static void frames(int encrypt)
 		free(back);
 	}
 	vbs_vault_close(v);
+}
+
+struct put_arg {
+	uint64_t key;
+	const char *json;
+};
+
+static int put_fn(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	const struct put_arg *a = arg;
+	uint8_t k[8];
+
+	vbs_put64(k, a->key);
+	return vbs_sput(v, txn, v->dbi_rps, VBS_DB_RPS, k, 8, a->json, strlen(a->json), 0);
+}
+
+/* Records that open (sealed with the vault's key) but lie: their serial is not their key's
+ * (once a double free: the record was freed and then freed again by every caller), their id
+ * is a path. Both must give -EBADMSG, nothing else, and nothing freed twice (asan). */
+static void damaged_records(vbs_vault *v, const vbs_rp *a)
+{
+	char json[1024];
+	struct put_arg pa = {a->serial + 1000, json};
+	vbs_rp *rp = NULL;
+
+	CHECK(vbs_rp_id_valid("2026-11-23T05:40:12Z"));
+	CHECK(vbs_rp_id_valid("2026-11-23T05:40:12Z-07"));
+	CHECK(!vbs_rp_id_valid("/etc"));
+	CHECK(!vbs_rp_id_valid("2026-11-23T05:40:12Z/.."));
+	CHECK(!vbs_rp_id_valid("2026-11-23T05:40:12"));
+	CHECK(!vbs_rp_id_valid("../../2026-11-23T05:4"));
+	CHECK(!vbs_rp_id_valid(""));
+
+	snprintf(json, sizeof(json),
+		 "{\"vm\": \"vm1\", \"id\": \"2026-11-23T05:40:12Z\", \"serial\": %llu, "
+		 "\"vm_serial\": 1, \"created_ns\": 1, \"retain_until\": 0, \"parent\": \"\", "
+		 "\"chunk_size\": %u, \"disks\": [{\"name\": \"os\", \"size\": 4096, "
+		 "\"lineage\": 1, \"data_chunks\": 0, \"read_bytes\": 0, \"new_chunks\": 0, "
+		 "\"new_bytes\": 0}]}",
+		 (unsigned long long)a->serial, CS);
+	CHECK(vbs_write(v, put_fn, &pa) == 0);
+	CHECK(vbs_rp_get_serial(v, a->serial + 1000, &rp) == -EBADMSG && rp == NULL);
+	CHECK(strstr(vbs_errmsg(), "damaged") != NULL);
+
+	snprintf(json, sizeof(json),
+		 "{\"vm\": \"vm1\", \"id\": \"/etc\", \"serial\": %llu, "
+		 "\"vm_serial\": 1, \"created_ns\": 1, \"retain_until\": 0, \"parent\": \"\", "
+		 "\"chunk_size\": %u, \"disks\": [{\"name\": \"os\", \"size\": 4096, "
+		 "\"lineage\": 1, \"data_chunks\": 0, \"read_bytes\": 0, \"new_chunks\": 0, "
+		 "\"new_bytes\": 0}]}",
+		 (unsigned long long)(a->serial + 1001), CS);
+	pa.key = a->serial + 1001;
+	CHECK(vbs_write(v, put_fn, &pa) == 0);
+	CHECK(vbs_rp_get_serial(v, a->serial + 1001, &rp) == -EBADMSG && rp == NULL);
+
+	/* A value moved to another key does not open. */
+	{
+		vbs_rp *x = NULL;
+		CHECK(vbs_rp_get_serial(v, a->serial, &x) == 0);
+		vbs_rp_free(x);
+	}
 }
 
 static void run(int encrypt)
@@ -291,6 +354,7 @@ static void run(int encrypt)
 		CHECK(vbs_vm_list(v, &vms, &n) == 0 && n == 2);
 		free(vms);
 	}
+	damaged_records(v, a);
 	vbs_rp_free(a);
 	vbs_rp_free(b);
 	vbs_rp_free(c);
