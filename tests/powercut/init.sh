@@ -121,44 +121,76 @@ check() {
 # mksrc G: /tmp/src.img, the source disk of generation G: 2-6 MiB cut from the pool in 64 KiB
 # units; most units at their own offset of the pool (so consecutive points share chunks),
 # some from elsewhere in the pool (random or compressible data), some zero (holes), and a
-# stamp so that no two generations are equal.
+# stamp so that no two generations are equal. Prints its sha256.
+# mksrc G inc: the same, but /tmp/prev.img (the source of the newest point) with a few units
+# changed; /tmp/changed lists the changed extents for `ingest --changed`.
 mksrc() {
-	awk -v g="$1" 'BEGIN {
-		srand(g)
-		n = 32 + int(rand() * 64)
-		print "base", n
-		for (k = 0; k < n; k++) {
-			r = rand()
-			if (r < 0.1)
-				print "zero", k
-			else if (r < 0.35)
-				print "pool", k, int(rand() * 256)
-		}
-		print "stamp", int(rand() * n * 64)
-	}' >/tmp/plan.src
+	if [ "${2:-}" = inc ]; then
+		cp /tmp/prev.img /tmp/src.img
+		awk -v g="$1" -v n=$(($(stat -c %s /tmp/prev.img) / 65536)) 'BEGIN {
+			srand(g)
+			m = 1 + int(rand() * 6)
+			for (j = 0; j < m; j++) {
+				k = int(rand() * n)
+				if (rand() < 0.3)
+					print "zero", k
+				else
+					print "pool", k, int(rand() * 256)
+			}
+			print "stamp", int(rand() * n * 64)
+		}' >/tmp/plan.src
+	else
+		awk -v g="$1" 'BEGIN {
+			srand(g)
+			n = 32 + int(rand() * 64)
+			print "base", n
+			for (k = 0; k < n; k++) {
+				r = rand()
+				if (r < 0.1)
+					print "zero", k
+				else if (r < 0.35)
+					print "pool", k, int(rand() * 256)
+			}
+			print "stamp", int(rand() * n * 64)
+		}' >/tmp/plan.src
+	fi
+	: >/tmp/changed
 	while read -r what a b; do
 		case "$what" in
 		base) dd if=/dev/vdb of=/tmp/src.img bs=64k count="$a" 2>/dev/null ;;
 		zero) dd if=/dev/zero of=/tmp/src.img bs=64k seek="$a" count=1 conv=notrunc \
-			2>/dev/null ;;
+			2>/dev/null
+			echo "$((a * 65536)) 65536" >>/tmp/changed ;;
 		pool) dd if=/dev/vdb of=/tmp/src.img bs=64k seek="$a" skip="$b" count=1 \
-			conv=notrunc 2>/dev/null ;;
+			conv=notrunc 2>/dev/null
+			echo "$((a * 65536)) 65536" >>/tmp/changed ;;
 		stamp) echo "power-cut source, generation $1" |
-			dd of=/tmp/src.img bs=1k seek="$a" conv=notrunc 2>/dev/null ;;
+			dd of=/tmp/src.img bs=1k seek="$a" conv=notrunc 2>/dev/null
+			echo "$((a / 64 * 65536)) 65536" >>/tmp/changed ;;
 		esac
 	done </tmp/plan.src
 	s=$(sha256sum </tmp/src.img)
 	echo "${s%% *}"
 }
 
-# ingest G: a point of vm1 from the source of generation G.
+# ingest G [inc]: a point of vm1 from the source of generation G; with inc, and when this boot
+# made the newest point, an incremental one (--changed) on top of it.
 ingest() {
-	sha=$(mksrc "$1")
-	say "INGEST-BEGIN $sha"
-	if vmbak ingest "$V" vm1 --disk sda=/tmp/src.img >/tmp/out 2>/tmp/err; then
-		say "COMMITTED $(tail -n 1 /tmp/out) $sha"
+	how=full
+	[ "${2:-}" = inc ] && [ -f /tmp/prev.img ] && how=inc
+	sha=$(mksrc "$1" "$how")
+	say "INGEST-BEGIN $sha $how"
+	if [ "$how" = inc ]; then
+		set -- --changed sda=/tmp/changed
 	else
-		say "FAILED ingest: $(head -n 1 /tmp/err)"
+		set --
+	fi
+	if vmbak ingest "$V" vm1 --disk sda=/tmp/src.img "$@" >/tmp/out 2>/tmp/err; then
+		say "COMMITTED $(tail -n 1 /tmp/out) $sha"
+		mv /tmp/src.img /tmp/prev.img
+	else
+		say "FAILED ingest ($how): $(head -n 1 /tmp/err)"
+		rm -f /tmp/prev.img
 	fi
 }
 
@@ -204,6 +236,20 @@ if [ "$mode" = check ]; then
 	ingest "$seed"
 	vmbak verify "$V" >/tmp/verify.out 2>&1
 	say "VERIFY-AFTER $?"
+	# What the cut operations left behind: gc frees it all (no pin of a dead ingest stays),
+	# a second gc frees nothing, and no job of an earlier boot shows as running.
+	for i in 1 2; do
+		if vmbak gc "$V" --json >/tmp/out 2>/tmp/err; then
+			say "GC-JSON $i $(tr -d ' \n' </tmp/out)"
+		else
+			say "FAILED gc: $(head -n 1 /tmp/err)"
+		fi
+	done
+	if vmbak jobs "$V" --json >/tmp/out 2>/tmp/err; then
+		say "JOBS-RUNNING $(tr -d ' \n' </tmp/out | grep -o '"state":"running"' | wc -l)"
+	else
+		say "FAILED jobs: $(head -n 1 /tmp/err)"
+	fi
 	finish
 fi
 
@@ -213,7 +259,7 @@ awk -v s="$seed" 'BEGIN {
 	for (i = 0; i < 100; i++) {
 		r = i == 0 ? 0 : rand() # the first operation after a cut is an ingest
 		if (r < 0.5)
-			print "ingest", int(rand() * 1000000000)
+			print "ingest", int(rand() * 1000000000), (i > 0 && rand() < 0.5 ? "inc" : "full")
 		else if (r < 0.65)
 			print "delete"
 		else if (r < 0.8)
@@ -222,9 +268,9 @@ awk -v s="$seed" 'BEGIN {
 			print "gc"
 	}
 }' >/tmp/plan
-while read -r op arg; do
+while read -r op arg arg2; do
 	case "$op" in
-	ingest) ingest "$arg" ;;
+	ingest) ingest "$arg" "$arg2" ;;
 	delete) delete ;;
 	prune) prune ;;
 	gc) gc ;;

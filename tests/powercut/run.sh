@@ -16,6 +16,9 @@
 #                failure, with the vault image as the failing cut left it
 #   --keep       keep the working directory after a pass too
 #   --plain      a vault without encryption (default: aes-256-gcm)
+#   --check-image IMG
+#                only boot the guest in check mode on a copy of the vault disk IMG (the
+#                vault-after-cut.img a failure keeps) and show what it prints
 #
 # How it works. One boot per cut: the guest (tests/powercut/init.sh in an initramfs of
 # busybox-static, the programs under test and their libraries, the virtio and fuse modules of
@@ -36,6 +39,8 @@
 #
 # Exit status: 0 pass, 1 fail, 77 cannot run here (under CI=true that is a failure, 1).
 set -uo pipefail
+# The whole script is one block, read before it runs: editing it during a long run is safe.
+{
 
 SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VMBAK=${VMBAK:-$SRCDIR/build/vmbak}
@@ -43,7 +48,7 @@ VMBAKFS=${VMBAKFS:-$SRCDIR/build/vmbakfs}
 CACHE=${POWERCUT_CACHE:-/var/tmp/vmbak-powercut}
 BOOT_TIMEOUT=${POWERCUT_BOOT_TIMEOUT:-400}
 
-cuts=50 seed= window=20000 dir= keep=0 enc=1
+cuts=50 seed= window=20000 dir= keep=0 enc=1 check_image=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--cuts) cuts=$2; shift 2 ;;
@@ -52,6 +57,7 @@ while [ $# -gt 0 ]; do
 	--dir) dir=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
 	--plain) enc=0; shift ;;
+	--check-image) check_image=$2; shift 2 ;;
 	-h | --help) sed -n '2,/^set -uo/{/^set/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
 	*) echo "powercut: unknown option '$1'" >&2; exit 2 ;;
 	esac
@@ -289,8 +295,9 @@ run_report() {
 		set -- $l
 		w=${1:-}
 		case "$w" in
-		INGEST-BEGIN) pend_sha=$2; inflight=ingest ;;
+		INGEST-BEGIN) pend_sha=$2; inflight=ingest-${3:-full} ;;
 		COMMITTED)
+			n_committed=$((n_committed + 1))
 			if [[ ${2:-} =~ ^[0-9]{4}-[0-9T:.Z-]+$ && ${3:-} =~ ^[0-9a-f]{64}$ ]]; then
 				committed[$2]=$3
 				pend_sha=
@@ -318,12 +325,46 @@ run_report() {
 	done < <(lines "$1" | sed -n '/^RUN-START/,$p')
 }
 
+# final_checks LOG: what the cut operations left behind is cleaned up: the first gc of the last
+# boot keeps nothing for dead ingests, the second frees nothing and leaves no unreferenced
+# chunk, and no job of an earlier boot shows as running.
+final_checks() {
+	local g1 g2 n
+	g1=$(lines "$1" | sed -n 's/^GC-JSON 1 //p')
+	g2=$(lines "$1" | sed -n 's/^GC-JSON 2 //p')
+	n=$(lines "$1" | sed -n 's/^JOBS-RUNNING //p')
+	lines "$1" | grep '^FAILED' | while IFS= read -r l; do echo "FAIL: guest: $l"; done
+	lines "$1" | grep -q '^FAILED' && failed=1
+	if [ -z "$g1" ] || [ -z "$g2" ]; then
+		fail "last boot: gc did not report"
+	else
+		python3 -c 'import json, sys
+g1, g2 = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print("powercut: last gc: first", sys.argv[1], "second", sys.argv[2])
+bad = []
+if g1.get("pinned", 0) != 0: bad.append("the first gc kept chunks pinned by dead ingests")
+if g2.get("freed", 0) != 0: bad.append("a second gc freed more")
+if g2.get("chunks") != g2.get("referenced"): bad.append("unreferenced chunks are left")
+for b in bad: print("FAIL:", b)
+sys.exit(1 if bad else 0)' "$g1" "$g2" || failed=1
+	fi
+	[ "$n" = 0 ] || fail "last boot: ${n:-?} jobs of earlier boots show as running"
+}
+
 t_start=$SECONDS
 RANDOM=$seed
 log "seed $seed, $cuts cuts, window ${window} ms, vault $([ $enc = 1 ] && echo aes-256-gcm || echo unencrypted), dir $dir"
 log "replay: $0 --seed $seed --cuts $cuts --window $window$([ $enc = 0 ] && echo ' --plain')"
 build_initramfs || { echo "powercut: cannot build the initramfs"; exit 1; }
 make_pool "$seed" || { echo "powercut: cannot make the pool disk"; exit 1; }
+if [ -n "$check_image" ]; then
+	cp --sparse=always "$check_image" "$dir/vault.img" || exit 1
+	boot check "$seed" "$dir/boot-check.log"
+	wait "$qpid"
+	qpid=
+	tr -d '\r' <"$dir/boot-check.log"
+	exit 0
+fi
 rm -f "$dir/vault.img"
 truncate -s 256M "$dir/vault.img" && mkfs.ext4 -q -F "$dir/vault.img" ||
 	{ echo "powercut: cannot make the vault file system"; exit 1; }
@@ -339,7 +380,7 @@ fi
 log "vault made in $((SECONDS - t_start)) s"
 
 declare -A at_cut=()
-adopted=0 landed=0 cycle_total=0
+adopted=0 landed=0 n_committed=0
 for ((cut = 1; cut <= cuts + 1; cut++)); do
 	L=$dir/boot-$cut.log
 	gseed=$((RANDOM << 15 | RANDOM))
@@ -353,6 +394,7 @@ for ((cut = 1; cut <= cuts + 1; cut++)); do
 		check_report "$L"
 		lines "$L" | grep -q '^VERIFY-AFTER 0' || fail "last boot: ingest or verify failed"
 		lines "$L" | grep -q '^COMMITTED' || fail "last boot: the ingest after the last cut failed"
+		final_checks "$L"
 		break
 	fi
 	boot run "$gseed" "$L"
@@ -395,10 +437,12 @@ for w in "${!at_cut[@]}"; do
 	summary+=" $w ${at_cut[$w]},"
 done
 secs=$((SECONDS - t_start))
-log "cuts during:${summary%,}; points that the cut ingest had committed: $adopted"
+log "cuts during:${summary%,}; points committed: $n_committed, and $adopted more that a cut" \
+	"ingest had committed before it could say so"
 log "ok: $cuts cuts ($landed while the guest was operating), all checks passed, in ${secs} s" \
 	"($((secs / (cuts + 1))) s a cut)"
 if [ "$keep" = 0 ] && [ "$own_dir" = 1 ]; then
 	rm -rf "$dir"
 fi
 exit 0
+}
