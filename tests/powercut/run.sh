@@ -133,8 +133,16 @@ fi
 mkdir -p "$dir" || exit 1
 dir=$(cd "$dir" && pwd)
 qpid=
-cleanup() {
+# kill_qemu: the cut. SIGKILL to QEMU itself (qpid is the timeout(1) around it).
+kill_qemu() {
+	local p
+	p=$(cat "$dir/qemu.pid" 2>/dev/null)
+	[ -n "$p" ] && kill -KILL "$p" 2>/dev/null
 	[ -n "$qpid" ] && kill -KILL "$qpid" 2>/dev/null
+	return 0
+}
+cleanup() {
+	[ -n "$qpid" ] && kill_qemu
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
@@ -222,12 +230,6 @@ wait_for() {
 		sleep 0.1
 	done
 	return 1
-}
-
-qemu_pid() {
-	local p
-	p=$(cat "$dir/qemu.pid" 2>/dev/null)
-	[ -n "$p" ] && echo "$p"
 }
 
 failed=0
@@ -399,7 +401,7 @@ for ((cut = 1; cut <= cuts + 1; cut++)); do
 	fi
 	boot run "$gseed" "$L"
 	if ! wait_for "$L" RUN-START 300; then
-		kill -KILL "$qpid" 2>/dev/null
+		kill_qemu
 		wait "$qpid" 2>/dev/null
 		qpid=
 		check_report "$L"
@@ -407,7 +409,7 @@ for ((cut = 1; cut <= cuts + 1; cut++)); do
 	else
 		t_run=$EPOCHREALTIME
 		sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
-		p=$(qemu_pid) && kill -KILL "$p" 2>/dev/null
+		kill_qemu
 		wait "$qpid" 2>/dev/null
 		qpid=
 		t_end=$EPOCHREALTIME
