@@ -423,8 +423,10 @@ for ((cut = 1; cut <= cuts + 1; cut++)); do
 		log "cut $cut: seed $gseed, after ${delay} ms, during $what; ${#committed[@]} points; boot $secs"
 	fi
 	if [ "$failed" = 1 ]; then
-		echo "powercut: FAILED at cut $cut (run seed $seed, guest seed $gseed)"
-		echo "powercut: the vault as cut $((cut - 1)) left it: $dir/vault-after-cut.img; logs: $dir/boot-*.log"
+		echo "powercut: FAILED in boot $cut, which checked what cut $((cut - 1)) left and then" \
+			"ran until cut $cut (run seed $seed, guest seed $gseed)"
+		echo "powercut: the vault as cut $((cut - 1)) left it: $dir/vault-after-cut.img;" \
+			"logs: $dir/boot-*.log"
 		echo "powercut: replay: $0 --seed $seed --cuts $cuts --window $window$([ $enc = 0 ] && echo ' --plain')"
 		exit 1
 	fi
