@@ -48,7 +48,7 @@ VMBAKFS=${VMBAKFS:-$SRCDIR/build/vmbakfs}
 CACHE=${POWERCUT_CACHE:-/var/tmp/vmbak-powercut}
 BOOT_TIMEOUT=${POWERCUT_BOOT_TIMEOUT:-400}
 
-cuts=50 seed= window=20000 dir= keep=0 enc=1 check_image=
+cuts=50 seed='' window=20000 dir='' keep=0 enc=1 check_image=''
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--cuts) cuts=$2; shift 2 ;;
@@ -239,11 +239,11 @@ fail() {
 }
 
 declare -A committed=() deleted=()
-pend_sha= pend_del=
+pend_sha='' pend_del=''
 
 # check_report LOG: compares the check a boot printed with the ledger.
 check_report() {
-	local l w id sha n_unknown=0 vrc= listed_ok=0 ended=0
+	local l w id n_unknown=0 vrc='' listed_ok=0 ended=0
 	local -A listed=()
 	while IFS= read -r l; do
 		set -- $l
@@ -285,7 +285,7 @@ check_report() {
 			fail "unknown point $id (reads ${listed[$id]}; cut ingest: ${pend_sha:-none})"
 		fi
 	done
-	pend_sha= pend_del=
+	pend_sha='' pend_del=''
 }
 
 # run_report LOG: updates the ledger with what a boot reported done; sets inflight to what the
