@@ -6,6 +6,9 @@
 #   make asan         build with address and undefined sanitizers into build-asan/, run the tests
 #   make fault        build the fault-injection programs into $(B)-fault/ (tests/fault/fault.c)
 #   make fuzz         build the libFuzzer targets with clang and run each for FUZZ_SECONDS
+#   make check-long   the long tests: POWERCUT_CUTS (50) power cuts of a QEMU guest (make check
+#                     runs 6, tests/fuse/powercut.sh); POWERCUT_ARGS adds options of
+#                     tests/powercut/run.sh (--seed S, --window MS, --plain, --keep)
 #   make bench        the benchmark (not part of check)
 #   make format       clang-format every source file
 # A user's CFLAGS add to the project's flags; they never replace the warnings.
@@ -52,7 +55,7 @@ LIBA := $(B)/libvmbak.a
 
 .SECONDARY:
 
-.PHONY: all check test deps install uninstall clean asan fault fuzz bench demo format check-deps
+.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench demo format check-deps
 
 all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs
 
@@ -100,6 +103,13 @@ check: deps
 
 test: all test-bins fault
 	B=$(B) tests/run
+
+POWERCUT_CUTS ?= 50
+POWERCUT_ARGS ?=
+check-long: deps
+	$(MAKE) all
+	VMBAK=$(abspath $(B))/vmbak VMBAKFS=$(abspath $(B))/vmbakfs \
+		tests/powercut/run.sh --cuts $(POWERCUT_CUTS) $(POWERCUT_ARGS)
 
 # The programs of $(B), built again into $(B)-fault with tests/fault/fault.c wrapped around
 # allocation, write, fsync and LMDB writes (tests/cli/faults.sh uses them). Only the programs:

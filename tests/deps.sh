@@ -2,6 +2,10 @@
 # Installs the Debian packages that building vmbakfs and running its tests need, only those that
 # are missing. Quiet when everything is there. Not root and something missing: says what to
 # install and exits 1.
+#
+# The power-cut suite (tests/powercut/run.sh) also needs the kernel of linux-image-cloud-amd64:
+# it fetches that package itself with `apt-get download` and unpacks it into a cache directory,
+# so that no kernel is installed on the host (no hooks, no boot loader changes).
 set -euo pipefail
 
 pkgs=(
@@ -10,6 +14,7 @@ pkgs=(
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
 	lmdb-utils
+	qemu-system-x86 busybox-static cpio
 )
 
 missing=()
