@@ -256,6 +256,33 @@ cmp mnt/vm3/latest/d.img sda.img || fail "vm3 does not read back"
 vumount mnt
 cases=$((cases + 1))
 
+note "a record replayed under another key: the older point's record (and escrow) as the newest"
+# Both values open under the vault's key, but each is bound to its own key (serial): the
+# newest point, given its predecessor's record, is damaged, never the older point in disguise.
+V=$TESTTMP/v-replay
+expect_status 0 "$VMBAK" init "$V"
+expect_status 0 "$VMBAK" ingest "$V" vm1 --disk sda=sda.img
+old=$(tail -n 1 "$OUT")
+expect_status 0 "$VMBAK" ingest "$V" vm1 --disk sda=other.img
+new=$(tail -n 1 "$OUT")
+mdb_dump -s rps2 "$V" >rps2.dump || fail "cannot dump rps2"
+python3 - <<'PY' || fail "cannot replay a record"
+lines = open("rps2.dump").read().splitlines()
+at = lines.index("HEADER=END") + 1
+lines[at + 3] = lines[at + 1]  # the newest point's value := the older point's
+open("rps2.dump", "w").write("\n".join(lines) + "\n")
+PY
+mdb_load -s rps2 -f rps2.dump "$V" || fail "cannot load the replayed record"
+expect_status 3 "$VMBAK" verify "$V"
+expect_stdout "the record of the point with serial [0-9]+ is damaged"
+vmount "$V" mnt
+st=0
+cat "mnt/vm1/$new/sda.img" >got 2>/dev/null || st=$?
+[ "$st" -ne 0 ] || fail "the newest point read with its predecessor's record"
+cmp "mnt/vm1/$old/sda.img" sda.img || fail "the older point does not read after the replay"
+vumount mnt
+cases=$((cases + 2))
+
 note "damaged pages of data.mdb: clear errors, no crash"
 export VMBAK_PASSPHRASE_FILE=$TESTTMP/pass
 V=$TESTTMP/v-none
