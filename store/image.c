@@ -36,8 +36,9 @@ int vbs_image_open(vbs_vault *v, uint64_t serial, unsigned disk_idx, vbs_image *
 	if (r < 0)
 		return r;
 	if (disk_idx >= rp->n_disks) {
+		r = vbs_fail(-ENOENT, "recovery point %s has no disk %u", rp->id, disk_idx);
 		vbs_rp_free(rp);
-		return vbs_fail(-ENOENT, "recovery point %s has no disk %u", rp->id, disk_idx);
+		return r;
 	}
 	pthread_mutex_lock(&cache_init_lock);
 	if (!v->cache)
