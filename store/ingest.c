@@ -788,15 +788,23 @@ struct commit {
 	vbs_rp *rp;
 };
 
-static void make_id(int64_t ns, int suffix, char *out)
+/* Writes the point id for time ns and suffix (0 for none, else 1..99) into out, which holds
+ * VBS_RP_ID_MAX bytes. */
+static int make_id(int64_t ns, int suffix, char *out)
 {
 	char t[21];
+	int n;
 
+	if (suffix < 0 || suffix > 99)
+		return -EINVAL;
 	vbu_format_time(ns / 1000000000, t);
-	/* t is 20 characters; the suffix is at most 2 digits (callers stop at 99). */
-	memcpy(out, t, 21);
-	if (suffix)
-		sprintf(out + 20, "-%02d", suffix % 100);
+	memcpy(out, t, sizeof(t)); /* 20 characters and the NUL */
+	if (!suffix)
+		return 0;
+	n = snprintf(out + 20, VBS_RP_ID_MAX - 20, "-%02d", suffix);
+	if (n < 0 || n >= VBS_RP_ID_MAX - 20)
+		return -EINVAL;
+	return 0;
 }
 
 static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
@@ -823,7 +831,9 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	for (suffix = 0;; suffix++) {
 		if (suffix > 99)
 			return vbs_fail(-EBUSY, "too many points of VM '%s' in one second", g->o->vm);
-		make_id(now, suffix, rp->id);
+		r = make_id(now, suffix, rp->id);
+		if (r < 0)
+			return vbs_fail(r, "cannot make a point id for VM '%s'", g->o->vm);
 		if (g->prev && strcmp(rp->id, g->prev->id) <= 0)
 			continue;
 		r = vbs_rp_id_taken(v, txn, g->o->vm, rp->id);
