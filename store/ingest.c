@@ -580,6 +580,19 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 	return 0;
 }
 
+/* Fails with "shrank" when the source is now shorter than the size taken at its start. */
+static int check_shrunk(struct disk_state *d)
+{
+	struct stat st;
+
+	if (fstat(d->fd, &st) < 0)
+		return vbs_fail(-errno, "cannot stat '%s': %s", d->in->path, vbu_strerror(errno));
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < d->size)
+		return vbs_fail(-EIO, "'%s' shrank while it was read (to %llu bytes)", d->in->path,
+				(unsigned long long)st.st_size);
+	return 0;
+}
+
 /* Data regions of [a, b) (byte offsets, a chunk-aligned): calls fn for chunk ranges that touch
  * data and for chunk ranges that are wholly holes. Used for reading and for sizing progress. */
 static int walk_range(struct ingest *g, struct disk_state *d, uint64_t a, uint64_t b, int dry,
@@ -597,6 +610,10 @@ static int walk_range(struct ingest *g, struct disk_state *d, uint64_t a, uint64
 			ds = (off_t)pos;
 			he = (off_t)b;
 		} else if (ds < 0 || (uint64_t)ds >= b) {
+			/* ENXIO means no data from pos to the end of the file: a hole, or a file
+			 * cut short since we took its size. Only the size tells them apart. */
+			if (ds < 0 && (r = check_shrunk(d)) < 0)
+				return r;
 			if (!dry && (r = settle_hole(g, d, pos / cs, (b + cs - 1) / cs)) < 0)
 				return r;
 			break;
