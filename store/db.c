@@ -248,6 +248,9 @@ static int write_txn(vbs_vault *v, vbs_write_fn fn, void *arg, int lazy)
 
 	if (v->readonly)
 		return vbs_fail(-EROFS, "vault '%s' is open read-only", v->path);
+	/* A reader killed while in a transaction leaves its slot in the reader table, and LMDB
+	 * reuses no page freed after that reader's snapshot until the slot is cleared. */
+	mdb_reader_check(v->env, NULL);
 	for (int tries = 0; tries < 32; tries++) {
 		pthread_rwlock_rdlock(&v->map_lock);
 		rc = mdb_txn_begin(v->env, NULL, 0, &txn);

@@ -302,6 +302,8 @@ static int env_open(vbs_vault *v, int create)
 	rc = mdb_env_open(v->env, v->path, flags, 0600);
 	if (rc)
 		goto fail;
+	/* Best effort: clear the slots of readers that died (see write_txn in db.c). */
+	mdb_reader_check(v->env, NULL);
 	rc = mdb_txn_begin(v->env, NULL, v->readonly ? MDB_RDONLY : 0, &txn);
 	if (rc)
 		goto fail;
