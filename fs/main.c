@@ -324,6 +324,71 @@ static int parse_args(struct fuse_args *fargs, vbf_args *a, size_t *ret_cache)
 	return CONTINUE;
 }
 
+/* 1 when the directory dir is path or one of its ancestors, 0 when not, -errno on failure.
+ * path is absolute and canonical (realpath). Compared by device and inode numbers, not by
+ * name: a bind mount gives one directory several paths. */
+static int is_at_or_above(const struct stat *dir, const char *path)
+{
+	char *p = strdup(path), *slash;
+	struct stat st;
+	int r = 0;
+
+	if (p == NULL)
+		return -ENOMEM;
+	for (;;) {
+		if (stat(p, &st) != 0) {
+			r = -errno;
+			break;
+		}
+		if (st.st_dev == dir->st_dev && st.st_ino == dir->st_ino) {
+			r = 1;
+			break;
+		}
+		slash = strrchr(p, '/');
+		if (slash == NULL || p[1] == '\0')
+			break;
+		slash[slash == p ? 1 : 0] = '\0';
+	}
+	free(p);
+	return r;
+}
+
+/* The daemon opens the vault after mounting: through its own mount if the mount point is the
+ * vault directory or holds it, where it would wait on itself for ever. A mount point inside
+ * the vault would hide part of it. */
+static int check_not_vault(const vbf_args *a, const char *vault, const char *mnt,
+			   const struct stat *mnt_st)
+{
+	struct stat vst;
+	int r;
+
+	if (stat(vault, &vst) != 0) {
+		vbu_errno(-errno, "cannot open vault '%s'", a->vault);
+		return EXIT_FAIL;
+	}
+	r = is_at_or_above(mnt_st, vault);
+	if (r == 1) {
+		if (mnt_st->st_dev == vst.st_dev && mnt_st->st_ino == vst.st_ino)
+			vbu_err("cannot mount on '%s': it is the vault directory", a->mountpoint);
+		else
+			vbu_err("cannot mount on '%s': it holds the vault '%s'", a->mountpoint,
+				a->vault);
+		return EXIT_FAIL;
+	}
+	if (r == 0)
+		r = is_at_or_above(&vst, mnt);
+	if (r == 1) {
+		vbu_err("cannot mount on '%s': it is inside the vault '%s'", a->mountpoint,
+			a->vault);
+		return EXIT_FAIL;
+	}
+	if (r < 0) {
+		vbu_errno(r, "cannot mount on '%s'", a->mountpoint);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
 /* Absolute paths, because the daemon works from "/". */
 static int resolve_paths(const vbf_args *a, char **ret_vault, char **ret_mnt)
 {
@@ -349,6 +414,8 @@ static int resolve_paths(const vbf_args *a, char **ret_vault, char **ret_mnt)
 		vbu_errno(-ENOTDIR, "cannot mount on '%s'", a->mountpoint);
 		goto out;
 	}
+	if (check_not_vault(a, vault, mnt, &st) != EXIT_OK)
+		goto out;
 	*ret_vault = vault;
 	*ret_mnt = mnt;
 	vault = mnt = NULL;
