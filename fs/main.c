@@ -718,6 +718,16 @@ int main(int argc, char **argv)
 	status = resolve_paths(&a, &vault_path, &mnt);
 	if (status != EXIT_OK)
 		goto out;
+	{
+		unsigned maj, min;
+
+		/* A second mount would hide the first one and keep serving under it unseen. */
+		if (mount_dev(mnt, &maj, &min) == 0) {
+			vbu_err("cannot mount on '%s': it is already a mount point", a.mountpoint);
+			status = EXIT_FAIL;
+			goto out;
+		}
+	}
 	se = new_session(&fargs, &fs);
 	if (se == NULL) {
 		status = EXIT_USAGE;

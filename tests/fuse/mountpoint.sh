@@ -55,4 +55,9 @@ at_exit "umount '$T/a2'"
 refused "vault" a2/b/v a
 refused "vault" a/b/v a2/b/v/inside
 
+# A second mount on a mounted directory.
+vmount a/b/v mnt
+refused "already a mount point" a/b/v mnt
+cmp d.img mnt/vm1/latest/d.img || fail "the first mount no longer serves"
+
 echo "ok"
