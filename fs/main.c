@@ -389,6 +389,18 @@ static int check_not_vault(const vbf_args *a, const char *vault, const char *mnt
 	return EXIT_OK;
 }
 
+/* A mount point that cannot be used. ENOTCONN is the mount of a daemon that died: say how
+ * to clear it. */
+static void mount_point_err(const char *mountpoint, int err)
+{
+	if (err == -ENOTCONN)
+		vbu_err("cannot mount on '%s': %s (the mount of a daemon that died: clear it "
+			"with 'fusermount3 -u %s')",
+			mountpoint, vbu_strerror(ENOTCONN), mountpoint);
+	else
+		vbu_errno(err, "cannot mount on '%s'", mountpoint);
+}
+
 /* Absolute paths, because the daemon works from "/". */
 static int resolve_paths(const vbf_args *a, char **ret_vault, char **ret_mnt)
 {
@@ -402,12 +414,8 @@ static int resolve_paths(const vbf_args *a, char **ret_vault, char **ret_mnt)
 		goto out;
 	}
 	mnt = realpath(a->mountpoint, NULL);
-	if (mnt == NULL) {
-		vbu_errno(-errno, "cannot mount on '%s'", a->mountpoint);
-		goto out;
-	}
-	if (stat(mnt, &st) != 0) {
-		vbu_errno(-errno, "cannot mount on '%s'", a->mountpoint);
+	if (mnt == NULL || stat(mnt, &st) != 0) {
+		mount_point_err(a->mountpoint, -errno);
 		goto out;
 	}
 	if (!S_ISDIR(st.st_mode)) {

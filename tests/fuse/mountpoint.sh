@@ -60,4 +60,20 @@ vmount a/b/v mnt
 refused "already a mount point" a/b/v mnt
 cmp d.img mnt/vm1/latest/d.img || fail "the first mount no longer serves"
 
+# The daemon killed with -9: its mount point stays, dead. The next mount says how to clear it.
+mnt_abs=$(_lib_abspath mnt)
+pid=$(ps -eo pid=,args= | awk -v m="$mnt_abs" '$2 ~ /vmbakfs$/ && $NF == m { print $1 }')
+[ -n "$pid" ] && [ "$(wc -w <<<"$pid")" -eq 1 ] || fail "cannot find the daemon of '$mnt_abs'"
+kill -9 "$pid"
+for ((i = 0; i < 100; i++)); do
+	kill -0 "$pid" 2>/dev/null || break
+	sleep 0.05
+done
+is_mounted mnt || fail "the dead daemon's mount went away by itself"
+refused "fusermount3 -u" a/b/v mnt
+expect_stderr "not connected"
+vumount mnt
+vmount a/b/v mnt
+cmp d.img mnt/vm1/latest/d.img || fail "the new mount does not serve"
+
 echo "ok"
