@@ -42,6 +42,7 @@ enum {
 #define MAX_IDLE_THREADS 10
 #define MAX_THREADS 16
 #define READ_AHEAD_KIB 1024
+#define CACHE_SIZE_MAX (64ull << 30) /* -o cache_size: see cache_size_max() */
 
 typedef struct vbf_args {
 	char *passphrase_file; /* -o passphrase_file=F (never passed on to the mount) */
@@ -87,7 +88,8 @@ static const char help_text[] =
     "    -d                      print every FUSE request (implies -f)\n"
     "    -s                      serve requests from one thread\n"
     "    -o passphrase_file=F    read the vault passphrase from the file F\n"
-    "    -o cache_size=MIB       memory for decoded chunks in MiB (default 64)\n"
+    "    -o cache_size=MIB       memory for decoded chunks in MiB (default 64; at most\n"
+    "                            half of the memory, and 64 GiB)\n"
     "    -o allow_other          let other users in (key blobs stay 0400)\n"
     "    -o OPT[,OPT...]         other options of mount.fuse3(8)\n"
     "    -h, --help              print this help and exit\n"
@@ -259,6 +261,20 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	}
 }
 
+/* The largest decoded-chunk cache: half of the physical memory, and never more than
+ * CACHE_SIZE_MAX. A cache that cannot fit would make the daemon the first one the kernel kills
+ * when memory runs short. */
+static uint64_t cache_size_max(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t half;
+
+	if (pages <= 0 || psize <= 0)
+		return CACHE_SIZE_MAX;
+	half = (uint64_t)pages / 2 * (uint64_t)psize;
+	return half < CACHE_SIZE_MAX ? half : CACHE_SIZE_MAX;
+}
+
 /* "64" is MiB; "512M", "1G", "65536K" are sizes with a unit. */
 static int parse_cache_size(const char *s, size_t *ret)
 {
@@ -277,7 +293,7 @@ static int parse_cache_size(const char *s, size_t *ret)
 	}
 	if (n == 0)
 		return -EINVAL;
-	if (n > SIZE_MAX)
+	if (n > cache_size_max())
 		return -ERANGE;
 	*ret = (size_t)n;
 	return 0;
@@ -318,9 +334,15 @@ static int parse_args(struct fuse_args *fargs, vbf_args *a, size_t *ret_cache)
 	if (a->passphrase_file != NULL && a->passphrase_file[0] == '\0')
 		return usage_err("empty passphrase_file");
 	*ret_cache = 0;
-	if (a->cache_size != NULL && parse_cache_size(a->cache_size, ret_cache) < 0)
+	if (a->cache_size != NULL && (r = parse_cache_size(a->cache_size, ret_cache)) < 0) {
+		if (r == -ERANGE)
+			return usage_err("invalid cache_size '%s': at most %llu MiB (half of the "
+					 "memory, and 64 GiB)",
+					 a->cache_size,
+					 (unsigned long long)(cache_size_max() >> 20));
 		return usage_err("invalid cache_size '%s': give MiB, or a size such as 512M or 2G",
 				 a->cache_size);
+	}
 	return CONTINUE;
 }
 
