@@ -104,12 +104,6 @@ static void reply_err(fuse_req_t req, int err)
 	fuse_reply_err(req, kernel_errno(err));
 }
 
-/* For operations on an open handle: the point behind it was pruned. */
-static int handle_errno(int err)
-{
-	return err == -ENOENT ? -ESTALE : err;
-}
-
 static struct timespec ts_from_ns(int64_t ns)
 {
 	struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
@@ -819,10 +813,9 @@ static void read_image(fuse_req_t req, vbf_fs *fs, vbs_image *img, size_t len, u
 	if (segs && iov)
 		r = vbs_image_read_segs(img, len, off, segs, nmax, &n, &got);
 	if (r < 0) {
-		if (r != -ENOMEM) {
+		/* -ENOENT: the point was deleted while open (vmbakfs(1) says ENOENT). */
+		if (r != -ENOMEM)
 			store_fail(r, "cannot read an image");
-			r = handle_errno(r);
-		}
 		reply_err(req, r);
 		goto out;
 	}
@@ -895,10 +888,8 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	}
 	if (f->img != NULL) {
 		r = vbs_image_seek(f->img, (uint64_t)off, whence, &pos);
-		if (r < 0 && r != -ENXIO) {
+		if (r < 0 && r != -ENXIO)
 			store_fail(r, "cannot seek in an image");
-			r = handle_errno(r);
-		}
 	} else if ((uint64_t)off >= f->len) {
 		r = -ENXIO;
 	} else {
