@@ -525,6 +525,10 @@ int vbk_kv_init(const char *path, const char *pass)
 				       "cannot create key vault '%s': directory exists "
 				       "and is not empty",
 				       path);
+		/* An existing empty directory may be open to all: make it what mkdir makes. */
+		if (chmod(path, 0700) < 0)
+			return kv_fail(-errno, "cannot create key vault '%s': %s", path,
+				       vbu_strerror(errno));
 	}
 	kv.path = (char *)path;
 	kv.file = join_path(path, VBK_KV_FILE);
