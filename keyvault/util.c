@@ -488,7 +488,7 @@ static int open_parent(const char *path)
 	return fd;
 }
 
-int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode)
+static int write_file(const char *path, const void *buf, size_t len, unsigned mode, int excl)
 {
 	char *tmp = NULL;
 	size_t tlen;
@@ -525,7 +525,14 @@ int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigne
 		r = -errno;
 		goto out;
 	}
-	if (rename(tmp, path) < 0) {
+	if (excl) {
+		/* link() never replaces: of several writers, exactly one gets path. */
+		if (link(tmp, path) < 0) {
+			r = -errno;
+			goto out;
+		}
+		unlink(tmp);
+	} else if (rename(tmp, path) < 0) {
 		r = -errno;
 		goto out;
 	}
@@ -551,6 +558,16 @@ out:
 		unlink(tmp);
 	free(tmp);
 	return r;
+}
+
+int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode)
+{
+	return write_file(path, buf, len, mode, 0);
+}
+
+int vbu_write_file_new(const char *path, const void *buf, size_t len, unsigned mode)
+{
+	return write_file(path, buf, len, mode, 1);
 }
 
 int vbu_write_all(int fd, const void *buf, size_t len)

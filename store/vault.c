@@ -465,11 +465,19 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		}
 		memcpy(withnl, text, len);
 		withnl[len] = '\n';
-		/* Set first: a failure after the rename (the directory's fsync) leaves the
-		 * file in place, and the directory was empty, so it is ours to remove. */
-		wrote_cfg = 1;
-		r = vbu_write_file_atomic(file, withnl, len + 1, 0600);
+		/* The config is linked into place, never renamed over: of concurrent inits of
+		 * one directory exactly one gets it, and the others fail without touching
+		 * it. Only the winner owns the directory's files afterwards. */
+		r = vbu_write_file_new(file, withnl, len + 1, 0600);
 		free(withnl);
+		if (r == -EEXIST) {
+			vbs_fail(r, "cannot create vault '%s': another init created it first", path);
+			made_dir = 0;
+			goto out;
+		}
+		/* Set on any other failure too: one after the link (the directory's fsync)
+		 * leaves the file in place, and it is ours to remove. */
+		wrote_cfg = 1;
 		if (r < 0) {
 			vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
 			goto out;
@@ -485,17 +493,18 @@ crypto_fail:
 out:
 	json_object_put(cfg);
 	vbs_vault_close(v);
-	if (r < 0) {
+	if (r < 0 && wrote_cfg) {
+		/* Only after our config went in is the directory ours: before, its files may be
+		 * another init's. */
 		char f[4200];
-		if (wrote_cfg)
-			unlink(file);
+		unlink(file);
 		snprintf(f, sizeof(f), "%s/data.mdb", path);
 		unlink(f);
 		snprintf(f, sizeof(f), "%s/lock.mdb", path);
 		unlink(f);
-		if (made_dir)
-			rmdir(path);
 	}
+	if (r < 0 && made_dir)
+		rmdir(path); /* fails, as it should, when another init has put files in it */
 	return r;
 }
 
