@@ -72,8 +72,12 @@ static void chain(struct sigaction *old, int sig, siginfo_t *si, void *uc)
 		old->sa_handler(sig);
 		return;
 	}
-	/* Default action: returning re-runs the faulting instruction, which now kills. */
+	/* Default action: returning re-runs the faulting instruction, which now kills. A signal
+	 * sent by a process (kill -SEGV: si_code <= 0) has no instruction to re-run: raise it
+	 * again, or it would be ignored. */
 	signal(sig, SIG_DFL);
+	if (si && si->si_code <= 0)
+		raise(sig);
 }
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
