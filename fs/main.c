@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -733,6 +734,12 @@ int main(int argc, char **argv)
 	const char *msg;
 
 	vbu_set_progname("vmbakfs");
+	/* The daemon holds the vault's keys for as long as it runs: no core dump may carry them
+	 * (also keeps other processes of the user from ptrace and /proc/PID/mem). */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+		vbu_errno(-errno, "cannot turn core dumps off");
+		return EXIT_FAIL;
+	}
 	/* Frames and decoded chunks (64 KiB) are allocated and freed on every request by many
 	 * threads: a fixed mmap threshold keeps glibc's moving threshold from serving larger
 	 * buffers from per-thread arenas that never shrink, and few arenas keep the rest

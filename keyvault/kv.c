@@ -592,7 +592,7 @@ int vbk_kv_open(const char *path, vbk_kv **ret)
 	int r;
 
 	kv_clear_err();
-	kv = calloc(1, sizeof(*kv));
+	kv = vbk_secure_alloc(sizeof(*kv)); /* holds the key vault's keys (kv->keys) */
 	if (!kv)
 		return kv_fail(-ENOMEM, "cannot open key vault '%s': out of memory", path);
 	kv->path = strdup(path);
@@ -646,7 +646,7 @@ void vbk_kv_close(vbk_kv *kv)
 	json_object_put(kv->root);
 	free(kv->path);
 	free(kv->file);
-	free(kv);
+	vbk_secure_free(kv, sizeof(*kv));
 }
 
 const char *vbk_kv_path(const vbk_kv *kv)

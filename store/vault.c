@@ -246,13 +246,14 @@ out:
 
 static vbs_vault *vault_new(const char *path)
 {
-	vbs_vault *v = calloc(1, sizeof(*v));
+	/* The vault holds its keys (v->keys): kept out of core dumps and swap. */
+	vbs_vault *v = vbk_secure_alloc(sizeof(*v));
 
 	if (!v)
 		return NULL;
 	v->path = strdup(path);
 	if (!v->path) {
-		free(v);
+		vbk_secure_free(v, sizeof(*v));
 		return NULL;
 	}
 	pthread_rwlock_init(&v->map_lock, NULL);
@@ -594,7 +595,7 @@ void vbs_vault_close(vbs_vault *v)
 	pthread_rwlock_destroy(&v->map_lock);
 	pthread_mutex_destroy(&v->mapc_lock);
 	free(v->path);
-	free(v);
+	vbk_secure_free(v, sizeof(*v));
 }
 
 const char *vbs_vault_path(const vbs_vault *v)
