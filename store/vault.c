@@ -289,6 +289,12 @@ static int env_open(vbs_vault *v, int create)
 	if (!create && stat(file, &st) < 0)
 		return vbs_fail(-errno, "vault '%s' has no database '%s': %s", v->path, file,
 				vbu_strerror(errno));
+	/* An existing vault's data.mdb holds at least LMDB's two meta pages. LMDB would take an
+	 * empty file for a new environment (a writer would even initialise it): that is a
+	 * damaged vault, not a new one. */
+	if (!create && st.st_size < 2 * 4096)
+		return vbs_fail(-EBADMSG, "vault '%s': the database is damaged (data.mdb is %s)",
+				v->path, st.st_size == 0 ? "empty" : "too short");
 	if (!create && (size_t)st.st_size > map / 2)
 		map = (size_t)st.st_size * 2;
 	rc = mdb_env_create(&v->env);
@@ -344,7 +350,8 @@ fail:
 	}
 	v->env = NULL;
 	if (rc == MDB_NOTFOUND)
-		return vbs_fail(-EPROTO, "vault '%s': database is missing its tables", v->path);
+		return vbs_fail(-EBADMSG, "vault '%s': the database is damaged (its tables are "
+				"missing)", v->path);
 	return vbs_fail(vbs_mdb_err(rc), "cannot open database of vault '%s': %s", v->path,
 			rc > 0 && rc < 1000 ? vbu_strerror(rc) : mdb_strerror(rc));
 }
