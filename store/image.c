@@ -210,6 +210,19 @@ static void prefetch_one(vbs_vault *v, const struct pf_job *j)
 	vbs_read_end(v, txn);
 }
 
+struct pf_call {
+	vbs_vault *v;
+	const struct pf_job *j;
+};
+
+static int prefetch_call(void *arg)
+{
+	const struct pf_call *c = arg;
+
+	prefetch_one(c->v, c->j);
+	return 0;
+}
+
 static void *prefetch_main(void *arg)
 {
 	vbs_prefetch *p = arg;
@@ -225,7 +238,11 @@ static void *prefetch_main(void *arg)
 		p->head = (p->head + 1) % PF_QUEUE;
 		p->count--;
 		pthread_mutex_unlock(&p->lock);
-		prefetch_one(p->v, &j);
+		{
+			/* Guarded: a damaged page fails this look-ahead, not the process. */
+			struct pf_call c = {p->v, &j};
+			(void)vbs_guarded(prefetch_call, &c);
+		}
 		pthread_mutex_lock(&p->lock);
 	}
 	pthread_mutex_unlock(&p->lock);
