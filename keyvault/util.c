@@ -526,12 +526,17 @@ static int write_file(const char *path, const void *buf, size_t len, unsigned mo
 		goto out;
 	}
 	if (excl) {
-		/* link() never replaces: of several writers, exactly one gets path. */
-		if (link(tmp, path) < 0) {
+		/* link() never replaces: of several writers, exactly one gets path. A file
+		 * system without hard links may still rename without replacing. */
+		if (link(tmp, path) == 0) {
+			unlink(tmp);
+		} else if (errno != EPERM && errno != ENOTSUP && errno != EOPNOTSUPP) {
+			r = -errno;
+			goto out;
+		} else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
 			r = -errno;
 			goto out;
 		}
-		unlink(tmp);
 	} else if (rename(tmp, path) < 0) {
 		r = -errno;
 		goto out;
