@@ -42,6 +42,12 @@ segv() {
 
 sleep 100 &
 ctl=$!
+at_exit "kill $ctl 2>/dev/null"
+# Only once it runs sleep: the forked shell before the exec may catch the signal itself.
+for ((i = 0; i < 200; i++)); do
+	[ "$(cat "/proc/$ctl/comm" 2>/dev/null)" = sleep ] && break
+	sleep 0.02
+done
 segv "$ctl"
 wait "$ctl" 2>/dev/null || true
 [ -n "$(ls cores)" ] || skip "a process killed with SIGSEGV leaves no core here"
