@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -42,6 +43,7 @@ enum {
 #define MAX_IDLE_THREADS 10
 #define MAX_THREADS 16
 #define READ_AHEAD_KIB 1024
+#define CACHE_SIZE_MAX (64ull << 30) /* -o cache_size: see cache_size_max() */
 
 typedef struct vbf_args {
 	char *passphrase_file; /* -o passphrase_file=F (never passed on to the mount) */
@@ -87,7 +89,8 @@ static const char help_text[] =
     "    -d                      print every FUSE request (implies -f)\n"
     "    -s                      serve requests from one thread\n"
     "    -o passphrase_file=F    read the vault passphrase from the file F\n"
-    "    -o cache_size=MIB       memory for decoded chunks in MiB (default 64)\n"
+    "    -o cache_size=MIB       memory for decoded chunks in MiB (default 64; at most\n"
+    "                            half of the memory, and 64 GiB)\n"
     "    -o allow_other          let other users in (key blobs stay 0400)\n"
     "    -o OPT[,OPT...]         other options of mount.fuse3(8)\n"
     "    -h, --help              print this help and exit\n"
@@ -259,6 +262,20 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	}
 }
 
+/* The largest decoded-chunk cache: half of the physical memory, and never more than
+ * CACHE_SIZE_MAX. A cache that cannot fit would make the daemon the first one the kernel kills
+ * when memory runs short. */
+static uint64_t cache_size_max(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t half;
+
+	if (pages <= 0 || psize <= 0)
+		return CACHE_SIZE_MAX;
+	half = (uint64_t)pages / 2 * (uint64_t)psize;
+	return half < CACHE_SIZE_MAX ? half : CACHE_SIZE_MAX;
+}
+
 /* "64" is MiB; "512M", "1G", "65536K" are sizes with a unit. */
 static int parse_cache_size(const char *s, size_t *ret)
 {
@@ -277,7 +294,7 @@ static int parse_cache_size(const char *s, size_t *ret)
 	}
 	if (n == 0)
 		return -EINVAL;
-	if (n > SIZE_MAX)
+	if (n > cache_size_max())
 		return -ERANGE;
 	*ret = (size_t)n;
 	return 0;
@@ -318,10 +335,93 @@ static int parse_args(struct fuse_args *fargs, vbf_args *a, size_t *ret_cache)
 	if (a->passphrase_file != NULL && a->passphrase_file[0] == '\0')
 		return usage_err("empty passphrase_file");
 	*ret_cache = 0;
-	if (a->cache_size != NULL && parse_cache_size(a->cache_size, ret_cache) < 0)
+	if (a->cache_size != NULL && (r = parse_cache_size(a->cache_size, ret_cache)) < 0) {
+		if (r == -ERANGE)
+			return usage_err("invalid cache_size '%s': at most %llu MiB (half of the "
+					 "memory, and 64 GiB)",
+					 a->cache_size,
+					 (unsigned long long)(cache_size_max() >> 20));
 		return usage_err("invalid cache_size '%s': give MiB, or a size such as 512M or 2G",
 				 a->cache_size);
+	}
 	return CONTINUE;
+}
+
+/* 1 when the directory dir is path or one of its ancestors, 0 when not, -errno on failure.
+ * path is absolute and canonical (realpath). Compared by device and inode numbers, not by
+ * name: a bind mount gives one directory several paths. */
+static int is_at_or_above(const struct stat *dir, const char *path)
+{
+	char *p = strdup(path), *slash;
+	struct stat st;
+	int r = 0;
+
+	if (p == NULL)
+		return -ENOMEM;
+	for (;;) {
+		if (stat(p, &st) != 0) {
+			r = -errno;
+			break;
+		}
+		if (st.st_dev == dir->st_dev && st.st_ino == dir->st_ino) {
+			r = 1;
+			break;
+		}
+		slash = strrchr(p, '/');
+		if (slash == NULL || p[1] == '\0')
+			break;
+		slash[slash == p ? 1 : 0] = '\0';
+	}
+	free(p);
+	return r;
+}
+
+/* The daemon opens the vault after mounting: through its own mount if the mount point is the
+ * vault directory or holds it, where it would wait on itself for ever. A mount point inside
+ * the vault would hide part of it. */
+static int check_not_vault(const vbf_args *a, const char *vault, const char *mnt,
+			   const struct stat *mnt_st)
+{
+	struct stat vst;
+	int r;
+
+	if (stat(vault, &vst) != 0) {
+		vbu_errno(-errno, "cannot open vault '%s'", a->vault);
+		return EXIT_FAIL;
+	}
+	r = is_at_or_above(mnt_st, vault);
+	if (r == 1) {
+		if (mnt_st->st_dev == vst.st_dev && mnt_st->st_ino == vst.st_ino)
+			vbu_err("cannot mount on '%s': it is the vault directory", a->mountpoint);
+		else
+			vbu_err("cannot mount on '%s': it holds the vault '%s'", a->mountpoint,
+				a->vault);
+		return EXIT_FAIL;
+	}
+	if (r == 0)
+		r = is_at_or_above(&vst, mnt);
+	if (r == 1) {
+		vbu_err("cannot mount on '%s': it is inside the vault '%s'", a->mountpoint,
+			a->vault);
+		return EXIT_FAIL;
+	}
+	if (r < 0) {
+		vbu_errno(r, "cannot mount on '%s'", a->mountpoint);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+/* A mount point that cannot be used. ENOTCONN is the mount of a daemon that died: say how
+ * to clear it. */
+static void mount_point_err(const char *mountpoint, int err)
+{
+	if (err == -ENOTCONN)
+		vbu_err("cannot mount on '%s': %s (the mount of a daemon that died: clear it "
+			"with 'fusermount3 -u %s')",
+			mountpoint, vbu_strerror(ENOTCONN), mountpoint);
+	else
+		vbu_errno(err, "cannot mount on '%s'", mountpoint);
 }
 
 /* Absolute paths, because the daemon works from "/". */
@@ -337,18 +437,16 @@ static int resolve_paths(const vbf_args *a, char **ret_vault, char **ret_mnt)
 		goto out;
 	}
 	mnt = realpath(a->mountpoint, NULL);
-	if (mnt == NULL) {
-		vbu_errno(-errno, "cannot mount on '%s'", a->mountpoint);
-		goto out;
-	}
-	if (stat(mnt, &st) != 0) {
-		vbu_errno(-errno, "cannot mount on '%s'", a->mountpoint);
+	if (mnt == NULL || stat(mnt, &st) != 0) {
+		mount_point_err(a->mountpoint, -errno);
 		goto out;
 	}
 	if (!S_ISDIR(st.st_mode)) {
 		vbu_errno(-ENOTDIR, "cannot mount on '%s'", a->mountpoint);
 		goto out;
 	}
+	if (check_not_vault(a, vault, mnt, &st) != EXIT_OK)
+		goto out;
 	*ret_vault = vault;
 	*ret_mnt = mnt;
 	vault = mnt = NULL;
@@ -636,6 +734,12 @@ int main(int argc, char **argv)
 	const char *msg;
 
 	vbu_set_progname("vmbakfs");
+	/* The daemon holds the vault's keys for as long as it runs: no core dump may carry them
+	 * (also keeps other processes of the user from ptrace and /proc/PID/mem). */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+		vbu_errno(-errno, "cannot turn core dumps off");
+		return EXIT_FAIL;
+	}
 	/* Frames and decoded chunks (64 KiB) are allocated and freed on every request by many
 	 * threads: a fixed mmap threshold keeps glibc's moving threshold from serving larger
 	 * buffers from per-thread arenas that never shrink, and few arenas keep the rest
@@ -651,6 +755,16 @@ int main(int argc, char **argv)
 	status = resolve_paths(&a, &vault_path, &mnt);
 	if (status != EXIT_OK)
 		goto out;
+	{
+		unsigned maj, min;
+
+		/* A second mount would hide the first one and keep serving under it unseen. */
+		if (mount_dev(mnt, &maj, &min) == 0) {
+			vbu_err("cannot mount on '%s': it is already a mount point", a.mountpoint);
+			status = EXIT_FAIL;
+			goto out;
+		}
+	}
 	se = new_session(&fargs, &fs);
 	if (se == NULL) {
 		status = EXIT_USAGE;

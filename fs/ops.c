@@ -104,12 +104,6 @@ static void reply_err(fuse_req_t req, int err)
 	fuse_reply_err(req, kernel_errno(err));
 }
 
-/* For operations on an open handle: the point behind it was pruned. */
-static int handle_errno(int err)
-{
-	return err == -ENOENT ? -ESTALE : err;
-}
-
 static struct timespec ts_from_ns(int64_t ns)
 {
 	struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
@@ -412,7 +406,7 @@ out:
 	return r;
 }
 
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	vbf_fs *fs = fs_of(req);
 	struct fuse_entry_param e;
@@ -443,7 +437,7 @@ out:
 		fuse_reply_entry(req, &e);
 }
 
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fuse_entry_param e;
 	int r = entry_of(fs_of(req), ino, &e);
@@ -454,7 +448,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &e.attr, e.attr_timeout);
 }
 
-static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+static void do_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	vbf_fs *fs = fs_of(req);
 	char vm_name[VBS_NAME_MAX + 1];
@@ -640,7 +634,7 @@ out:
 	return r;
 }
 
-static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	vbf_fs *fs = fs_of(req);
 	vbf_dir *d = NULL;
@@ -755,7 +749,7 @@ out:
 	return r;
 }
 
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	vbf_fs *fs = fs_of(req);
 	vbf_file *f = NULL;
@@ -819,10 +813,9 @@ static void read_image(fuse_req_t req, vbf_fs *fs, vbs_image *img, size_t len, u
 	if (segs && iov)
 		r = vbs_image_read_segs(img, len, off, segs, nmax, &n, &got);
 	if (r < 0) {
-		if (r != -ENOMEM) {
+		/* -ENOENT: the point was deleted while open (vmbakfs(1) says ENOENT). */
+		if (r != -ENOMEM)
 			store_fail(r, "cannot read an image");
-			r = handle_errno(r);
-		}
 		reply_err(req, r);
 		goto out;
 	}
@@ -844,7 +837,7 @@ out:
 	free(iov);
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	vbf_file *f = (vbf_file *)(uintptr_t)fi->fh;
@@ -877,7 +870,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
-static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+static void do_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
 	vbf_file *f = (vbf_file *)(uintptr_t)fi->fh;
@@ -895,10 +888,8 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	}
 	if (f->img != NULL) {
 		r = vbs_image_seek(f->img, (uint64_t)off, whence, &pos);
-		if (r < 0 && r != -ENXIO) {
+		if (r < 0 && r != -ENXIO)
 			store_fail(r, "cannot seek in an image");
-			r = handle_errno(r);
-		}
 	} else if ((uint64_t)off >= f->len) {
 		r = -ENXIO;
 	} else {
@@ -1014,6 +1005,130 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 			 struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, EROFS);
+}
+
+/* ---- requests that read the vault ----
+ *
+ * Each runs under vbs_guarded(): a damaged page of data.mdb that LMDB meets (which would end
+ * the process) fails that request with EIO, and the daemon goes on serving the rest. */
+
+struct call {
+	fuse_req_t req;
+	fuse_ino_t ino;
+	const char *name;
+	size_t size;
+	off_t off;
+	int whence;
+	struct fuse_file_info *fi;
+	void (*run)(const struct call *c);
+};
+
+static int call_run(void *arg)
+{
+	const struct call *c = arg;
+
+	c->run(c);
+	return 0;
+}
+
+static void guarded(const struct call *c)
+{
+	vbf_fs *fs = fs_of(c->req);
+
+	if (vbs_guarded(call_run, (void *)c) < 0) {
+		vbu_err("vault '%s': the database is damaged (an invalid page in data.mdb): "
+			"answering EIO",
+			vbs_vault_path(fs->vault));
+		fuse_reply_err(c->req, EIO);
+	}
+}
+
+static void run_lookup(const struct call *c)
+{
+	do_lookup(c->req, c->ino, c->name);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct call c = {.req = req, .ino = parent, .name = name, .run = run_lookup};
+
+	guarded(&c);
+}
+
+static void run_getattr(const struct call *c)
+{
+	do_getattr(c->req, c->ino, c->fi);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct call c = {.req = req, .ino = ino, .fi = fi, .run = run_getattr};
+
+	guarded(&c);
+}
+
+static void run_readlink(const struct call *c)
+{
+	do_readlink(c->req, c->ino);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct call c = {.req = req, .ino = ino, .run = run_readlink};
+
+	guarded(&c);
+}
+
+static void run_opendir(const struct call *c)
+{
+	do_opendir(c->req, c->ino, c->fi);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct call c = {.req = req, .ino = ino, .fi = fi, .run = run_opendir};
+
+	guarded(&c);
+}
+
+static void run_open(const struct call *c)
+{
+	do_open(c->req, c->ino, c->fi);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct call c = {.req = req, .ino = ino, .fi = fi, .run = run_open};
+
+	guarded(&c);
+}
+
+static void run_read(const struct call *c)
+{
+	do_read(c->req, c->ino, c->size, c->off, c->fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct call c = {.req = req, .ino = ino, .size = size, .off = off, .fi = fi,
+			 .run = run_read};
+
+	guarded(&c);
+}
+
+static void run_lseek(const struct call *c)
+{
+	do_lseek(c->req, c->ino, c->off, c->whence, c->fi);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	struct call c = {.req = req, .ino = ino, .off = off, .whence = whence, .fi = fi,
+			 .run = run_lseek};
+
+	guarded(&c);
 }
 
 const struct fuse_lowlevel_ops vbf_ops = {

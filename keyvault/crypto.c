@@ -3,6 +3,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -47,6 +49,42 @@ void vbk_wipe(void *p, size_t len)
 {
 	if (p)
 		OPENSSL_cleanse(p, len);
+}
+
+static size_t secure_len(size_t len)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t ps = page > 0 ? (size_t)page : 4096;
+
+	return (len + ps - 1) / ps * ps;
+}
+
+void *vbk_secure_alloc(size_t len)
+{
+	size_t n = secure_len(len);
+	void *p;
+
+	if (len == 0 || n < len)
+		return NULL;
+	p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Both best effort: an old kernel lacks MADV_DONTDUMP (the programs also turn core
+	 * dumps off as a whole), and RLIMIT_MEMLOCK may not allow the lock. */
+	(void)madvise(p, n, MADV_DONTDUMP);
+	(void)mlock(p, n);
+	return p;
+}
+
+void vbk_secure_free(void *p, size_t len)
+{
+	size_t n = secure_len(len);
+
+	if (!p)
+		return;
+	OPENSSL_cleanse(p, n);
+	(void)munlock(p, n);
+	munmap(p, n);
 }
 
 int vbk_equal(const void *a, const void *b, size_t len)

@@ -27,6 +27,13 @@ int vbk_random(void *buf, size_t len);
 /* Wipes len bytes at p (never optimised away). */
 void vbk_wipe(void *p, size_t len);
 
+/* Zeroed memory for structures that hold keys: pages of their own, left out of core dumps
+ * (MADV_DONTDUMP) and locked in memory where the limit allows (mlock; refused is no error), so
+ * keys reach neither a core file nor swap. NULL when out of memory. Free with
+ * vbk_secure_free(p, len), len as given here; it wipes first. Thread-safe. */
+void *vbk_secure_alloc(size_t len);
+void vbk_secure_free(void *p, size_t len);
+
 /* Constant-time comparison: 1 when equal, 0 otherwise. */
 int vbk_equal(const void *a, const void *b, size_t len);
 

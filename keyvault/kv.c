@@ -805,6 +805,10 @@ int vbk_kv_init(const char *path, const char *pass)
 				       "cannot create key vault '%s': directory exists "
 				       "and is not empty",
 				       path);
+		/* An existing empty directory may be open to all: make it what mkdir makes. */
+		if (chmod(path, 0700) < 0)
+			return kv_fail(-errno, "cannot create key vault '%s': %s", path,
+				       vbu_strerror(errno));
 	}
 	kv.path = (char *)path;
 	kv.file = join_path(path, VBK_KV_FILE);
@@ -882,7 +886,7 @@ int vbk_kv_open(const char *path, vbk_kv **ret)
 	int r;
 
 	kv_clear_err();
-	kv = calloc(1, sizeof(*kv));
+	kv = vbk_secure_alloc(sizeof(*kv)); /* holds the key vault's keys (kv->keys) */
 	if (!kv)
 		return kv_fail(-ENOMEM, "cannot open key vault '%s': out of memory", path);
 	kv->path = strdup(path);
@@ -1003,7 +1007,7 @@ void vbk_kv_close(vbk_kv *kv)
 	json_object_put(kv->root);
 	free(kv->path);
 	free(kv->file);
-	free(kv);
+	vbk_secure_free(kv, sizeof(*kv));
 }
 
 const char *vbk_kv_path(const vbk_kv *kv)

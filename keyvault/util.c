@@ -497,7 +497,7 @@ int vbu_target_regular(const char *path)
 	return S_ISREG(st.st_mode) ? 0 : -EEXIST;
 }
 
-int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode)
+static int write_file(const char *path, const void *buf, size_t len, unsigned mode, int excl)
 {
 	char *tmp = NULL;
 	size_t tlen;
@@ -539,7 +539,19 @@ int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigne
 		r = -errno;
 		goto out;
 	}
-	if (rename(tmp, path) < 0) {
+	if (excl) {
+		/* link() never replaces: of several writers, exactly one gets path. A file
+		 * system without hard links may still rename without replacing. */
+		if (link(tmp, path) == 0) {
+			unlink(tmp);
+		} else if (errno != EPERM && errno != ENOTSUP && errno != EOPNOTSUPP) {
+			r = -errno;
+			goto out;
+		} else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+			r = -errno;
+			goto out;
+		}
+	} else if (rename(tmp, path) < 0) {
 		r = -errno;
 		goto out;
 	}
@@ -565,6 +577,16 @@ out:
 		unlink(tmp);
 	free(tmp);
 	return r;
+}
+
+int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode)
+{
+	return write_file(path, buf, len, mode, 0);
+}
+
+int vbu_write_file_new(const char *path, const void *buf, size_t len, unsigned mode)
+{
+	return write_file(path, buf, len, mode, 1);
 }
 
 int vbu_write_all(int fd, const void *buf, size_t len)

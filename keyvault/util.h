@@ -72,6 +72,10 @@ int vbu_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len)
 int vbu_target_regular(const char *path);
 int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode);
 
+/* The same, but never replaces a file: the complete file is linked to path, which fails with
+ * -EEXIST when path exists. Of several writers of one path exactly one succeeds. */
+int vbu_write_file_new(const char *path, const void *buf, size_t len, unsigned mode);
+
 /* write() all of buf, retrying on EINTR and short writes. Returns 0 or -errno. */
 int vbu_write_all(int fd, const void *buf, size_t len);
 /* pread() exactly len bytes unless EOF comes first; *ret_got is the number read.

@@ -70,6 +70,48 @@ int vbs_mdb_err(int rc)
 	}
 }
 
+/* The read transactions open on this thread, for vbs_read_abandon(). */
+#define OPEN_READS 8
+static __thread struct {
+	vbs_vault *v;
+	MDB_txn *txn;
+} open_reads[OPEN_READS];
+static __thread int n_open_reads;
+
+static void read_track(vbs_vault *v, MDB_txn *txn)
+{
+	if (n_open_reads < OPEN_READS) {
+		open_reads[n_open_reads].v = v;
+		open_reads[n_open_reads].txn = txn;
+	}
+	n_open_reads++;
+}
+
+static void read_untrack(MDB_txn *txn)
+{
+	for (int i = (n_open_reads < OPEN_READS ? n_open_reads : OPEN_READS) - 1; i >= 0; i--)
+		if (open_reads[i].txn == txn) {
+			for (int j = i; j + 1 < OPEN_READS && j + 1 < n_open_reads; j++)
+				open_reads[j] = open_reads[j + 1];
+			break;
+		}
+	if (n_open_reads > 0)
+		n_open_reads--;
+}
+
+void vbs_read_abandon(void)
+{
+	while (n_open_reads > 0) {
+		int i = (n_open_reads < OPEN_READS ? n_open_reads : OPEN_READS) - 1;
+
+		if (n_open_reads > OPEN_READS) {
+			n_open_reads--; /* not tracked: lost */
+			continue;
+		}
+		vbs_read_end(open_reads[i].v, open_reads[i].txn);
+	}
+}
+
 int vbs_read_begin(vbs_vault *v, MDB_txn **ret)
 {
 	MDB_txn *txn = NULL;
@@ -79,6 +121,7 @@ int vbs_read_begin(vbs_vault *v, MDB_txn **ret)
 		pthread_rwlock_rdlock(&v->map_lock);
 		rc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, &txn);
 		if (rc == 0) {
+			read_track(v, txn);
 			*ret = txn;
 			return 0;
 		}
@@ -99,6 +142,7 @@ void vbs_read_end(vbs_vault *v, MDB_txn *txn)
 {
 	if (!txn)
 		return;
+	read_untrack(txn);
 	mdb_txn_abort(txn);
 	pthread_rwlock_unlock(&v->map_lock);
 }
@@ -248,6 +292,9 @@ static int write_txn(vbs_vault *v, vbs_write_fn fn, void *arg, int lazy)
 
 	if (v->readonly)
 		return vbs_fail(-EROFS, "vault '%s' is open read-only", v->path);
+	/* A reader killed while in a transaction leaves its slot in the reader table, and LMDB
+	 * reuses no page freed after that reader's snapshot until the slot is cleared. */
+	mdb_reader_check(v->env, NULL);
 	for (int tries = 0; tries < 32; tries++) {
 		pthread_rwlock_rdlock(&v->map_lock);
 		rc = mdb_txn_begin(v->env, NULL, 0, &txn);

@@ -1,6 +1,8 @@
 /* dbguard.c: clean exits on a damaged data.mdb (see dbguard.h). */
 #include <link.h>
+#include <errno.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,7 +11,9 @@
 #include <unistd.h>
 
 #include "dbguard.h"
+#include "internal.h"
 #include "util.h"
+#include "vault.h"
 
 #define SLOTS 8
 
@@ -22,6 +26,8 @@ static volatile int msg_cur;
 static volatile int exit_status = 1;
 static int installed;
 static struct sigaction old_segv, old_bus;
+/* Set while this thread runs inside vbs_guarded(): damage jumps back there. */
+static __thread sigjmp_buf *volatile guard_jb;
 /* LMDB's code: [text_lo, text_hi). */
 static uintptr_t text_lo, text_hi;
 
@@ -57,6 +63,9 @@ static void die_damaged(void)
 {
 	int cur = msg_cur;
 
+	if (guard_jb)
+		siglongjmp(*guard_jb, 1);
+
 	(void)!write(STDERR_FILENO, msg[cur], msg_len[cur]);
 	_exit(exit_status);
 }
@@ -72,8 +81,12 @@ static void chain(struct sigaction *old, int sig, siginfo_t *si, void *uc)
 		old->sa_handler(sig);
 		return;
 	}
-	/* Default action: returning re-runs the faulting instruction, which now kills. */
+	/* Default action: returning re-runs the faulting instruction, which now kills. A signal
+	 * sent by a process (kill -SEGV: si_code <= 0) has no instruction to re-run: raise it
+	 * again, or it would be ignored. */
 	signal(sig, SIG_DFL);
+	if (si && si->si_code <= 0)
+		raise(sig);
 }
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
@@ -149,4 +162,22 @@ void vbs_guard_remove(MDB_env *env)
 void vbs_guard_exit_status(int status)
 {
 	exit_status = status;
+}
+
+int vbs_guarded(int (*fn)(void *arg), void *arg)
+{
+	sigjmp_buf jb, *volatile outer = guard_jb;
+	int r;
+
+	if (sigsetjmp(jb, 1) == 0) {
+		guard_jb = &jb;
+		r = fn(arg);
+		guard_jb = outer;
+		return r;
+	}
+	/* Back from a fault on a damaged page (or an LMDB assertion): what fn had open in LMDB
+	 * is given up (its read transactions end; the cursors and memory it held are lost). */
+	guard_jb = outer;
+	vbs_read_abandon();
+	return vbs_fail(-EBADMSG, "the database is damaged (an invalid page in data.mdb)");
 }

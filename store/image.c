@@ -191,6 +191,7 @@ static int image_fd(vbs_image *img)
 #define PF_AHEAD (2u << 20)
 #define PF_STREAK 2
 #define PF_SMALL (256u << 10) /* requests at most this big trigger it */
+#define PF_BATCH 64	      /* chunks queued after one read at most */
 
 struct pf_job {
 	uint64_t serial;
@@ -220,6 +221,19 @@ static void prefetch_one(vbs_vault *v, const struct pf_job *j)
 	vbs_read_end(v, txn);
 }
 
+struct pf_call {
+	vbs_vault *v;
+	const struct pf_job *j;
+};
+
+static int prefetch_call(void *arg)
+{
+	const struct pf_call *c = arg;
+
+	prefetch_one(c->v, c->j);
+	return 0;
+}
+
 static void *prefetch_main(void *arg)
 {
 	vbs_prefetch *p = arg;
@@ -235,7 +249,11 @@ static void *prefetch_main(void *arg)
 		p->head = (p->head + 1) % PF_QUEUE;
 		p->count--;
 		pthread_mutex_unlock(&p->lock);
-		prefetch_one(p->v, &j);
+		{
+			/* Guarded: a damaged page fails this look-ahead, not the process. */
+			struct pf_call c = {p->v, &j};
+			(void)vbs_guarded(prefetch_call, &c);
+		}
 		pthread_mutex_lock(&p->lock);
 	}
 	pthread_mutex_unlock(&p->lock);
@@ -282,6 +300,8 @@ static void prefetch_after(vbs_image *img, MDB_txn *txn, uint64_t off, size_t le
 {
 	vbs_prefetch *p = img->v->prefetch;
 	uint64_t end = off + len, from, to;
+	struct pf_job jobs[PF_BATCH];
+	size_t nj = 0;
 
 	if (!p || p->nthreads == 0 || len == 0)
 		return;
@@ -302,24 +322,29 @@ static void prefetch_after(vbs_image *img, MDB_txn *txn, uint64_t off, size_t le
 	to = (end + PF_AHEAD + img->cs - 1) / img->cs;
 	if (to > (img->size + img->cs - 1) / img->cs)
 		to = (img->size + img->cs - 1) / img->cs;
-	/* Lock order: the image, then the queue (its threads take only the queue's). What does
-	 * not fit is not marked as queued, so a later read queues it. */
-	pthread_mutex_lock(&p->lock);
-	for (; from < to && p->count < PF_QUEUE; from++) {
-		struct pf_job *j = &p->q[(p->head + p->count) % PF_QUEUE];
+	if (to > from + PF_BATCH)
+		to = from + PF_BATCH;
+	/* Claimed now; looked up below without any lock held: a lookup may resolve a group of
+	 * the index (imap.h), and a damaged page met there must not leave a lock taken. */
+	if (to > img->pf_next)
+		img->pf_next = to;
+	pthread_mutex_unlock(&img->lock);
+	for (; from < to; from++) {
 		int data;
 
-		if (vbs_imap_lookup(img->map, txn, from, j->id, &data) < 0)
+		if (vbs_imap_lookup(img->map, txn, from, jobs[nj].id, &data) < 0)
 			break;
-		img->pf_next = from + 1;
-		if (!data)
-			continue;
-		j->serial = img->serial;
+		if (data)
+			jobs[nj++].serial = img->serial;
+	}
+	/* The queue is bounded: what does not fit is dropped. */
+	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; i < nj && p->count < PF_QUEUE; i++) {
+		p->q[(p->head + p->count) % PF_QUEUE] = jobs[i];
 		p->count++;
 	}
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->lock);
-	pthread_mutex_unlock(&img->lock);
 }
 
 /* Walks [off, off + len) (clipped to the image) chunk by chunk and hands each piece to fn: a

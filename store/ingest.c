@@ -584,6 +584,19 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 	return 0;
 }
 
+/* Fails with "shrank" when the source is now shorter than the size taken at its start. */
+static int check_shrunk(struct disk_state *d)
+{
+	struct stat st;
+
+	if (fstat(d->fd, &st) < 0)
+		return vbs_fail(-errno, "cannot stat '%s': %s", d->in->path, vbu_strerror(errno));
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < d->size)
+		return vbs_fail(-EIO, "'%s' shrank while it was read (to %llu bytes)", d->in->path,
+				(unsigned long long)st.st_size);
+	return 0;
+}
+
 /* Data regions of [a, b) (byte offsets, a chunk-aligned): calls fn for chunk ranges that touch
  * data and for chunk ranges that are wholly holes. Used for reading and for sizing progress. */
 static int walk_range(struct ingest *g, struct disk_state *d, uint64_t a, uint64_t b, int dry,
@@ -601,6 +614,10 @@ static int walk_range(struct ingest *g, struct disk_state *d, uint64_t a, uint64
 			ds = (off_t)pos;
 			he = (off_t)b;
 		} else if (ds < 0 || (uint64_t)ds >= b) {
+			/* ENXIO means no data from pos to the end of the file: a hole, or a file
+			 * cut short since we took its size. Only the size tells them apart. */
+			if (ds < 0 && (r = check_shrunk(d)) < 0)
+				return r;
 			if (!dry && (r = settle_hole(g, d, pos / cs, (b + cs - 1) / cs)) < 0)
 				return r;
 			break;
@@ -872,15 +889,23 @@ struct commit {
 	vbs_rp *rp;
 };
 
-static void make_id(int64_t ns, int suffix, char *out)
+/* Writes the point id for time ns and suffix (0 for none, else 1..99) into out, which holds
+ * VBS_RP_ID_MAX bytes. */
+static int make_id(int64_t ns, int suffix, char *out)
 {
 	char t[21];
+	int n;
 
+	if (suffix < 0 || suffix > 99)
+		return -EINVAL;
 	vbu_format_time(ns / 1000000000, t);
-	/* t is 20 characters; the suffix is at most 2 digits (callers stop at 99). */
-	memcpy(out, t, 21);
-	if (suffix)
-		snprintf(out + 20, VBS_RP_ID_MAX - 20, "-%02d", suffix % 100);
+	memcpy(out, t, sizeof(t)); /* 20 characters and the NUL */
+	if (!suffix)
+		return 0;
+	n = snprintf(out + 20, VBS_RP_ID_MAX - 20, "-%02d", suffix);
+	if (n < 0 || n >= VBS_RP_ID_MAX - 20)
+		return -EINVAL;
+	return 0;
 }
 
 static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
@@ -907,7 +932,9 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	for (suffix = 0;; suffix++) {
 		if (suffix > 99)
 			return vbs_fail(-EBUSY, "too many points of VM '%s' in one second", g->o->vm);
-		make_id(now, suffix, rp->id);
+		r = make_id(now, suffix, rp->id);
+		if (r < 0)
+			return vbs_fail(r, "cannot make a point id for VM '%s'", g->o->vm);
 		if (g->prev && strcmp(rp->id, g->prev->id) <= 0)
 			continue;
 		r = vbs_rp_id_taken(v, txn, g->o->vm, rp->id);

@@ -105,6 +105,8 @@ int vbs_mdb_err(int rc);
 /* A read transaction: begin takes the map lock shared and handles MDB_MAP_RESIZED. */
 int vbs_read_begin(vbs_vault *v, MDB_txn **ret);
 void vbs_read_end(vbs_vault *v, MDB_txn *txn);
+/* Ends every read transaction still open on this thread (after vbs_guarded() jumped out). */
+void vbs_read_abandon(void);
 
 /* Called with a transaction open after reading bytes of the map. Pages of the map that were
  * read stay mapped, and count in the process's RSS, until the kernel needs them back; every

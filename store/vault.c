@@ -292,13 +292,14 @@ out:
 
 static vbs_vault *vault_new(const char *path)
 {
-	vbs_vault *v = calloc(1, sizeof(*v));
+	/* The vault holds its keys (v->keys): kept out of core dumps and swap. */
+	vbs_vault *v = vbk_secure_alloc(sizeof(*v));
 
 	if (!v)
 		return NULL;
 	v->path = strdup(path);
 	if (!v->path) {
-		free(v);
+		vbk_secure_free(v, sizeof(*v));
 		return NULL;
 	}
 	pthread_rwlock_init(&v->map_lock, NULL);
@@ -366,6 +367,12 @@ static int env_open(vbs_vault *v, int create)
 	if (!create && stat(file, &st) < 0)
 		return vbs_fail(-errno, "vault '%s' has no database '%s': %s", v->path, file,
 				vbu_strerror(errno));
+	/* An existing vault's data.mdb holds at least LMDB's two meta pages. LMDB would take an
+	 * empty file for a new environment (a writer would even initialise it): that is a
+	 * damaged vault, not a new one. */
+	if (!create && st.st_size < 2 * 4096)
+		return vbs_fail(-EBADMSG, "vault '%s': the database is damaged (data.mdb is %s)",
+				v->path, st.st_size == 0 ? "empty" : "too short");
 	if (!create && (size_t)st.st_size > map / 2)
 		map = (size_t)st.st_size * 2;
 	rc = mdb_env_create(&v->env);
@@ -380,6 +387,8 @@ static int env_open(vbs_vault *v, int create)
 	rc = mdb_env_open(v->env, v->path, flags, 0600);
 	if (rc)
 		goto fail;
+	/* Best effort: clear the slots of readers that died (see write_txn in db.c). */
+	mdb_reader_check(v->env, NULL);
 	rc = mdb_txn_begin(v->env, NULL, v->readonly ? MDB_RDONLY : 0, &txn);
 	if (rc)
 		goto fail;
@@ -439,7 +448,8 @@ fail:
 	}
 	v->env = NULL;
 	if (rc == MDB_NOTFOUND)
-		return vbs_fail(-EPROTO, "vault '%s': database is missing its tables", v->path);
+		return vbs_fail(-EBADMSG, "vault '%s': the database is damaged (its tables are "
+				"missing)", v->path);
 	return vbs_fail(vbs_mdb_err(rc), "cannot open database of vault '%s': %s", v->path,
 			rc > 0 && rc < 1000 ? vbu_strerror(rc) : mdb_strerror(rc));
 }
@@ -617,11 +627,19 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		}
 		memcpy(withnl, text, len);
 		withnl[len] = '\n';
-		/* Set first: a failure after the rename (the directory's fsync) leaves the
-		 * file in place, and the directory was empty, so it is ours to remove. */
-		wrote_cfg = 1;
-		r = vbu_write_file_atomic(file, withnl, len + 1, 0600);
+		/* The config is linked into place, never renamed over: of concurrent inits of
+		 * one directory exactly one gets it, and the others fail without touching
+		 * it. Only the winner owns the directory's files afterwards. */
+		r = vbu_write_file_new(file, withnl, len + 1, 0600);
 		free(withnl);
+		if (r == -EEXIST) {
+			vbs_fail(r, "cannot create vault '%s': another init created it first", path);
+			made_dir = 0;
+			goto out;
+		}
+		/* Set on any other failure too: one after the link (the directory's fsync)
+		 * leaves the file in place, and it is ours to remove. */
+		wrote_cfg = 1;
 		if (r < 0) {
 			vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
 			goto out;
@@ -637,17 +655,18 @@ crypto_fail:
 out:
 	json_object_put(cfg);
 	vbs_vault_close(v);
-	if (r < 0) {
+	if (r < 0 && wrote_cfg) {
+		/* Only after our config went in is the directory ours: before, its files may be
+		 * another init's. */
 		char f[4200];
-		if (wrote_cfg)
-			unlink(file);
+		unlink(file);
 		snprintf(f, sizeof(f), "%s/data.mdb", path);
 		unlink(f);
 		snprintf(f, sizeof(f), "%s/lock.mdb", path);
 		unlink(f);
-		if (made_dir)
-			rmdir(path);
 	}
+	if (r < 0 && made_dir)
+		rmdir(path); /* fails, as it should, when another init has put files in it */
 	return r;
 }
 
@@ -740,7 +759,7 @@ void vbs_vault_close(vbs_vault *v)
 	pthread_rwlock_destroy(&v->map_lock);
 	pthread_mutex_destroy(&v->mapc_lock);
 	free(v->path);
-	free(v);
+	vbk_secure_free(v, sizeof(*v));
 }
 
 const char *vbs_vault_path(const vbs_vault *v)

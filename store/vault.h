@@ -96,4 +96,12 @@ typedef struct vbs_vault_stats {
 } vbs_vault_stats;
 int vbs_vault_stats_get(vbs_vault *v, vbs_vault_stats *ret);
 
+/* Runs fn(arg) and returns what it returns, except that if the vault's database turns out
+ * damaged meanwhile (LMDB follows a page past the end of data.mdb, faults inside its code or
+ * fails an assertion), which elsewhere ends the process with one line (dbguard.h), it returns
+ * -EBADMSG at once instead: the read transactions fn had open on this thread are ended; memory
+ * it had allocated is lost. For a daemon that must answer EIO and go on serving. fn must not
+ * hold locks or write transactions while it reads the vault. Thread-safe; may nest. */
+int vbs_guarded(int (*fn)(void *arg), void *arg);
+
 #endif

@@ -2,8 +2,10 @@
  *
  * A new verb is one entry in cmds[] and a vmbak_cmd definition in its cmd_*.c file.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "common.h"
 #include "jobs_cli.h"
@@ -116,6 +118,11 @@ int main(int argc, char **argv)
 	int opt, status;
 
 	vbu_set_progname("vmbak");
+	/* Most verbs unwrap the vault's or the key vault's keys: no core dump may carry them. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+		vbu_errno(-errno, "cannot turn core dumps off");
+		return VMBAK_EXIT_FAIL;
+	}
 	opterr = 0;
 	/* "+": stop at the verb; the verb parses the rest with its own options. */
 	while ((opt = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {

@@ -32,6 +32,11 @@ expect_stderr "not empty"
 expect_status 2 "$VMBAK" keyvault init kv3 </dev/null
 expect_stderr "no passphrase for key vault 'kv3'"
 [ ! -e kv3 ] || fail "init without a passphrase left kv3 behind"
+# Into an existing empty directory, however open: it ends up 0700 as well.
+mkdir -m 0777 kv4
+chmod 0777 kv4
+expect_status 0 "$VMBAK" keyvault init kv4 --passphrase-file kvpass
+[ "$(stat -c %a kv4)" = 700 ] || fail "kv4 (made 0777) is mode $(stat -c %a kv4), not 700"
 
 note "usage"
 expect_status 0 "$VMBAK" keyvault --help

@@ -49,6 +49,11 @@ refused 1 "$VMBAKFS" "$TESTTMP/afile" mnt
 refused 1 "$VMBAKFS" "$TESTTMP/v" afile
 refused 1 "$VMBAKFS" "$TESTTMP/v" "$TESTTMP/no-such-dir"
 refused 1 "$VMBAKFS" "$TESTTMP/v" mnt -o passphrase_file="$TESTTMP/no-such-file"
+note "a cache larger than the bound (half of the memory, at most 64 GiB)"
+refused 2 "$VMBAKFS" "$TESTTMP/v" mnt -o cache_size=99999999999
+expect_stderr "cache_size"
+refused 2 "$VMBAKFS" "$TESTTMP/v" mnt -o cache_size=65G
+refused 2 "$VMBAKFS" "$TESTTMP/v" mnt -o cache_size=0
 
 note "wrong passphrase"
 VMBAK_PASSPHRASE_FILE=$TESTTMP/wrong refused 1 "$VMBAKFS" "$TESTTMP/v" mnt
@@ -64,5 +69,8 @@ refused 1 setsid -w "$VMBAKFS" "$TESTTMP/v" mnt -f </dev/null
 note "the right passphrase from -o passphrase_file mounts"
 vmount "$TESTTMP/v" mnt -o passphrase_file="$TESTTMP/pass"
 cmp d.img mnt/vm1/latest/d.img || fail "the image differs"
+vumount mnt
+vmount "$TESTTMP/v" mnt -o passphrase_file="$TESTTMP/pass",cache_size=16
+cmp d.img mnt/vm1/latest/d.img || fail "the image differs with cache_size=16"
 vumount mnt
 exit 0

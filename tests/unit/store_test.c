@@ -2,6 +2,7 @@
  * changed extents, holes, zeros, odd sizes), read back, seek, damage detection. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,12 @@ static void run(int encrypt)
 	CHECK(vbs_image_data_bytes(im) == 5 * CS); /* whole chunks, clipped to the size */
 	vbs_image_close(im);
 
+	/* A disk the point does not have: ENOENT, and the message names the point (it was read
+	 * after the point was freed; M_PERTURB in main() makes freed memory garbage). */
+	im = NULL;
+	CHECK(vbs_image_open(v, a->serial, 7, &im) == -ENOENT && im == NULL);
+	CHECK(strstr(vbs_errmsg(), a->id) != NULL);
+
 	/* The same disk again: nothing new, nothing changed in the index. */
 	b = ingest(v, "vm1", "os", img, NULL);
 	CHECK(strcmp(b->id, a->id) > 0);
@@ -366,6 +373,7 @@ static void run(int encrypt)
 
 int main(void)
 {
+	mallopt(M_PERTURB, 0xa5); /* freed memory is overwritten: a use after free shows */
 	snprintf(dir, sizeof(dir), "%s/vmbak-store-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	CHECK(mkdtemp(dir) != NULL);
 	run(0);
