@@ -21,27 +21,63 @@ uint64_t vbs_disk_groups(uint64_t size, uint32_t cs)
 	return n / VBS_GROUP_CHUNKS + (n % VBS_GROUP_CHUNKS != 0);
 }
 
-int vbs_group_resolve(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial,
-		      uint64_t nchunks, uint64_t g, uint8_t mac[VBS_GROUP_MAC_LEN],
-		      uint64_t *ret_count, uint8_t (*ids)[VBS_ID_LEN], uint8_t *data)
+int vbs_group_mac(vbs_vault *v, uint64_t lineage, uint64_t g, uint64_t nchunks,
+		  const uint8_t (*ids)[VBS_ID_LEN], const uint8_t *data,
+		  uint8_t mac[VBS_GROUP_MAC_LEN], uint64_t *ret_count)
 {
-	uint64_t n = g * VBS_GROUP_CHUNKS, end = n + VBS_GROUP_CHUNKS, count = 0;
-	size_t pos = sizeof(LABEL) + 16;
+	uint64_t first = g * VBS_GROUP_CHUNKS, count = 0;
+	size_t pos = sizeof(LABEL) + 16, k, end;
 	uint8_t h[VBK_HASH_LEN], *buf;
-	int r = 0;
+	int r;
 
-	if (end > nchunks)
-		end = nchunks;
-	if (n >= end && g != 0)
-		return -EINVAL;
+	end = nchunks - first < VBS_GROUP_CHUNKS ? (size_t)(nchunks - first) : VBS_GROUP_CHUNKS;
 	buf = malloc(sizeof(LABEL) + 16 + (size_t)VBS_GROUP_CHUNKS * (8 + VBS_ID_LEN) + 8);
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, LABEL, sizeof(LABEL));
 	vbs_put64(buf + sizeof(LABEL), lineage);
 	vbs_put64(buf + sizeof(LABEL) + 8, g);
-	if (data)
-		memset(data, 0, VBS_GROUP_CHUNKS);
+	for (k = 0; k < end; k++) {
+		if (!data[k])
+			continue;
+		vbs_put64(buf + pos, first + k);
+		memcpy(buf + pos + 8, ids[k], VBS_ID_LEN);
+		pos += 8 + VBS_ID_LEN;
+		count++;
+	}
+	vbs_put64(buf + pos, count);
+	pos += 8;
+	r = vbk_hmac_calc(v->idx_mac, buf, pos, h);
+	free(buf);
+	if (r < 0)
+		return r;
+	memcpy(mac, h, VBS_GROUP_MAC_LEN);
+	if (ret_count)
+		*ret_count = count;
+	return 0;
+}
+
+int vbs_group_resolve(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial,
+		      uint64_t nchunks, uint64_t g, uint8_t mac[VBS_GROUP_MAC_LEN],
+		      uint64_t *ret_count, uint8_t (*ids)[VBS_ID_LEN], uint8_t *data)
+{
+	uint64_t n = g * VBS_GROUP_CHUNKS, end = n + VBS_GROUP_CHUNKS;
+	uint8_t (*own_ids)[VBS_ID_LEN] = NULL, *own_data = NULL;
+	int r = 0;
+
+	if (end > nchunks)
+		end = nchunks;
+	if (n >= end && g != 0)
+		return -EINVAL;
+	if (!ids) {
+		ids = own_ids = malloc((size_t)VBS_GROUP_CHUNKS * VBS_ID_LEN);
+		data = own_data = malloc(VBS_GROUP_CHUNKS);
+		if (!own_ids || !own_data) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	memset(data, 0, VBS_GROUP_CHUNKS);
 	while (n < end) {
 		uint64_t en, es;
 		MDB_val d;
@@ -58,33 +94,19 @@ int vbs_group_resolve(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t se
 			r = -EBADMSG; /* the seek's key order says this cannot be */
 			break;
 		}
-		r = vbs_idx_value(&d, NULL, &isdata);
+		r = vbs_idx_value(&d, ids[n % VBS_GROUP_CHUNKS], &isdata);
 		if (r < 0)
 			break;
-		if (isdata) {
-			vbs_put64(buf + pos, n);
-			memcpy(buf + pos + 8, d.mv_data, VBS_ID_LEN);
-			pos += 8 + VBS_ID_LEN;
-			if (ids)
-				memcpy(ids[n % VBS_GROUP_CHUNKS], d.mv_data, VBS_ID_LEN);
-			if (data)
-				data[n % VBS_GROUP_CHUNKS] = 1;
-			count++;
-		}
+		data[n % VBS_GROUP_CHUNKS] = (uint8_t)isdata;
 		n++;
 	}
-	if (r >= 0) {
-		vbs_put64(buf + pos, count);
-		pos += 8;
-		r = vbk_hmac_calc(v->idx_mac, buf, pos, h);
-	}
-	free(buf);
-	if (r < 0)
-		return r;
-	memcpy(mac, h, VBS_GROUP_MAC_LEN);
-	if (ret_count)
-		*ret_count = count;
-	return 0;
+	if (r >= 0)
+		r = vbs_group_mac(v, lineage, g, nchunks, (const uint8_t (*)[VBS_ID_LEN])ids, data,
+				  mac, ret_count);
+out:
+	free(own_ids);
+	free(own_data);
+	return r;
 }
 
 static void dmap_key(uint8_t k[10], uint64_t serial, unsigned disk)
@@ -211,6 +233,26 @@ static int resolve_checked(vbs_imap *m, MDB_txn *txn, uint64_t g, struct slot *s
 	mdb_cursor_close(c);
 	if (r == 0 && !vbk_equal(mac, m->macs + g * VBS_GROUP_MAC_LEN, VBS_GROUP_MAC_LEN))
 		r = -EBADMSG;
+	return r;
+}
+
+int vbs_imap_group(vbs_imap *m, MDB_txn *txn, uint64_t g, uint8_t (*ids)[VBS_ID_LEN],
+		   uint8_t *data)
+{
+	struct slot *s;
+	int r;
+
+	if (g >= m->ngroups)
+		return -EINVAL;
+	s = malloc(sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	r = resolve_checked(m, txn, g, s, NULL);
+	if (r == 0) {
+		memcpy(ids, s->ids, sizeof(s->ids));
+		memcpy(data, s->data, sizeof(s->data));
+	}
+	free(s);
 	return r;
 }
 

@@ -48,6 +48,12 @@ int vbs_group_resolve(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t se
 		      uint64_t nchunks, uint64_t g, uint8_t mac[VBS_GROUP_MAC_LEN],
 		      uint64_t *ret_count, uint8_t (*ids)[VBS_ID_LEN], uint8_t *data);
 
+/* The MAC of group g of a disk of nchunks chunks whose content is given: data[k] says whether
+ * chunk g * VBS_GROUP_CHUNKS + k holds data, ids[k] its id (both VBS_GROUP_CHUNKS long). */
+int vbs_group_mac(vbs_vault *v, uint64_t lineage, uint64_t g, uint64_t nchunks,
+		  const uint8_t (*ids)[VBS_ID_LEN], const uint8_t *data,
+		  uint8_t mac[VBS_GROUP_MAC_LEN], uint64_t *ret_count);
+
 /* dmaps: the MACs of a disk (ngroups of them). get: -ENOENT none, -EBADMSG damaged or of
  * another length; *ret is malloc'ed. */
 int vbs_dmap_get(vbs_vault *v, MDB_txn *txn, uint64_t serial, unsigned disk, uint64_t ngroups,
@@ -68,6 +74,9 @@ int vbs_imap_lookup(vbs_imap *m, MDB_txn *txn, uint64_t n, uint8_t id[VBS_ID_LEN
 /* The first chunk at or after n that holds data (want_data 1) or is a hole (0); the disk's
  * chunk count when none. */
 int vbs_imap_next(vbs_imap *m, MDB_txn *txn, uint64_t n, int want_data, uint64_t *ret_n);
+/* Group g, checked against its MAC, copied out (ids and data as for vbs_group_mac). */
+int vbs_imap_group(vbs_imap *m, MDB_txn *txn, uint64_t g, uint8_t (*ids)[VBS_ID_LEN],
+		   uint8_t *data);
 /* Checks group g: 0, or -EBADMSG when it does not match its MAC. */
 int vbs_imap_check(vbs_imap *m, MDB_txn *txn, uint64_t g, uint64_t *ret_count);
 /* The disk's group MACs (vbs_disk_groups of them), owned by m. */

@@ -161,6 +161,7 @@ struct disk_state {
 	int cont;		 /* continues the base's lineage */
 	uint64_t lineage;	 /* when cont */
 	unsigned base_disk;	 /* when cont: the disk's number in the base point */
+	vbs_imap *base_map;	 /* when cont: the base's checked map (every base read goes here) */
 	int64_t data_chunks;	 /* running count */
 	struct base_entry *base; /* full mode: the base's data chunks, sorted */
 	size_t nbase;
@@ -285,6 +286,12 @@ static int add_change(struct disk_state *d, uint64_t n, const uint8_t *id)
 	return 0;
 }
 
+static int cmp_change(const void *a, const void *b)
+{
+	uint64_t x = ((const struct change *)a)->n, y = ((const struct change *)b)->n;
+	return x < y ? -1 : x > y;
+}
+
 static int cmp_base(const void *key, const void *elem)
 {
 	uint64_t n = *(const uint64_t *)key, m = ((const struct base_entry *)elem)->n;
@@ -309,19 +316,16 @@ static int base_value(struct ingest *g, struct disk_state *d, uint64_t n, uint8_
 		return 0;
 	} else {
 		MDB_txn *txn;
-		MDB_cursor *c;
-		int r = vbs_read_begin(g->v, &txn), rc;
+		int r = vbs_read_begin(g->v, &txn);
 
 		if (r < 0)
 			return r;
-		rc = mdb_cursor_open(txn, g->v->dbi_idx, &c);
-		if (rc) {
-			vbs_read_end(g->v, txn);
-			return vbs_mdb_err(rc);
-		}
-		r = vbs_idx_lookup(g->v, c, d->lineage, g->prev->serial, n, id, data);
-		mdb_cursor_close(c);
+		r = vbs_imap_lookup(d->base_map, txn, n, id, data);
 		vbs_read_end(g->v, txn);
+		if (r == -EBADMSG)
+			vbs_fail(r, "the index of disk '%s' of the base point '%s/%s' is damaged: "
+				 "run 'vmbak verify'",
+				 d->in->name, g->o->vm, g->prev->id);
 		return r;
 	}
 }
@@ -732,6 +736,27 @@ static int open_source(struct disk_state *d)
 	return 0;
 }
 
+/* Full mode: the base's data chunks, group by group, each checked against its MAC. */
+static int collect_checked(struct ingest *g, struct disk_state *d, MDB_txn *txn)
+{
+	uint64_t ng = vbs_imap_groups(d->base_map), nch = vbs_disk_chunks(d->size, g->cs);
+	uint8_t (*ids)[VBS_ID_LEN] = malloc((size_t)VBS_GROUP_CHUNKS * VBS_ID_LEN);
+	uint8_t *data = malloc(VBS_GROUP_CHUNKS);
+	int r = ids && data ? 0 : -ENOMEM;
+
+	for (uint64_t gi = 0; r == 0 && gi < ng; gi++) {
+		r = vbs_imap_group(d->base_map, txn, gi, ids, data);
+		for (uint64_t k = 0; r == 0 && k < VBS_GROUP_CHUNKS; k++) {
+			uint64_t n = gi * VBS_GROUP_CHUNKS + k;
+			if (n < nch && data[k])
+				r = base_collect(d, n, ids[k]);
+		}
+	}
+	free(ids);
+	free(data);
+	return r;
+}
+
 /* Decides the lineage of disk d: continue the base's when it has the disk at the same size
  * and is its lineage's head. */
 static int plan_disk(struct ingest *g, struct disk_state *d)
@@ -755,13 +780,21 @@ static int plan_disk(struct ingest *g, struct disk_state *d)
 			d->cont = 1;
 			d->lineage = bd->lineage;
 			d->data_chunks = (int64_t)bd->data_chunks;
-			if (!d->in->changed)
-				r = vbs_idx_walk(g->v, txn, d->lineage, g->prev->serial,
-						 base_collect, d);
+			/* What the base holds is read through its checked map only, here and at
+			 * the commit alike: both see the content its MACs name, whatever the
+			 * index says in between. */
+			r = vbs_imap_new(g->v, txn, g->prev->serial, d->base_disk, d->lineage,
+					 d->size, &d->base_map);
+			if (r == 0 && !d->in->changed)
+				r = collect_checked(g, d, txn);
 		} else if (r == -ENOENT) {
 			r = 0;
 		}
 		vbs_read_end(g->v, txn);
+		if (r == -EBADMSG)
+			return vbs_fail(r, "the index of disk '%s' of the base point '%s/%s' is "
+					"damaged: run 'vmbak verify'",
+					bd->name, g->o->vm, g->prev->id);
 		if (r < 0)
 			return vbs_fail(r, "cannot read the index of '%s/%s': %s", g->prev->id,
 					bd->name, vbu_strerror(-r));
@@ -806,81 +839,98 @@ static int plan_disk(struct ingest *g, struct disk_state *d)
 
 /* ---- commit ---- */
 
-/* The group MACs of disk number di of the new point (imap.h), after its index entries were
- * written in txn. Groups this ingest wrote entries in are resolved again; the others are the
- * base's, copied. Before the base's groups are built on, the ones written in are checked
- * against the base's own MACs: a damaged base must not be certified as the new point's. */
+/* The group MACs of disk number di of the new point (imap.h), from what this ingest trusts
+ * alone: the base's groups as its own MACs certify them (checked again here, in the commit's
+ * transaction) and this ingest's changes, applied in memory. The index at the new serial is
+ * never read back to make a MAC: an entry planted there by someone else would be certified.
+ * Groups nothing changed in keep the base's MACs. d->ch is sorted by chunk number. */
+/* A new lineage has no entries yet: any there were planted (or the counter went back). */
+static int lineage_empty(vbs_vault *v, MDB_txn *txn, uint64_t lineage)
+{
+	uint64_t en, es;
+	MDB_cursor *c;
+	MDB_val val;
+	int r, rc = mdb_cursor_open(txn, v->dbi_idx, &c);
+
+	if (rc)
+		return vbs_mdb_err(rc);
+	r = vbs_idx_seek(c, lineage, 0, UINT64_MAX, &en, &es, &val);
+	mdb_cursor_close(c);
+	if (r > 0)
+		return vbs_fail(-EBADMSG, "vault '%s': the new lineage %llu already has index "
+				"entries (damaged or tampered): run 'vmbak verify'",
+				v->path, (unsigned long long)lineage);
+	return r;
+}
+
 static int commit_map(vbs_vault *v, MDB_txn *txn, struct ingest *g, struct disk_state *d,
-		      const vbs_rp *rp, unsigned di, int before)
+		      const vbs_rp *rp, unsigned di)
 {
 	uint64_t ng = vbs_disk_groups(d->size, v->chunk_size);
-	uint64_t nch = vbs_disk_chunks(d->size, v->chunk_size);
-	uint8_t *base = NULL, *macs = NULL, *dirty = NULL, mac[VBS_GROUP_MAC_LEN];
-	MDB_cursor *c = NULL;
-	int r, rc;
+	uint64_t nch = vbs_disk_chunks(d->size, v->chunk_size), lineage = rp->disks[di].lineage;
+	uint8_t *macs = NULL, *dirty = NULL, *data = NULL;
+	uint8_t (*ids)[VBS_ID_LEN] = NULL;
+	vbs_imap *base = NULL;
+	size_t k = 0;
+	int r = 0;
 
-	dirty = calloc(ng, 1);
-	if (!dirty)
-		return -ENOMEM;
-	for (size_t k = 0; k < d->nch; k++)
-		dirty[d->ch[k].n / VBS_GROUP_CHUNKS] = 1;
-	rc = mdb_cursor_open(txn, v->dbi_idx, &c);
-	if (rc) {
-		r = vbs_mdb_err(rc);
-		goto out;
-	}
-	if (d->cont) {
-		r = vbs_dmap_get(v, txn, g->prev->serial, d->base_disk, ng, &base);
-		if (r < 0) {
-			r = vbs_fail(r == -ENOENT ? -EBADMSG : r,
-				     "the index map of disk '%s' of the base point '%s' is damaged: "
-				     "run 'vmbak verify'",
-				     d->in->name, g->prev->id);
-			goto out;
-		}
-	}
-	if (before) {
-		/* Before the new entries: check what the base shows in the groups they touch. */
-		for (uint64_t i = 0; d->cont && i < ng; i++) {
-			if (!dirty[i])
-				continue;
-			r = vbs_group_resolve(v, c, d->lineage, g->prev->serial, nch, i, mac, NULL,
-					      NULL, NULL);
-			if (r == 0 && !vbk_equal(mac, base + i * VBS_GROUP_MAC_LEN, sizeof(mac)))
-				r = -EBADMSG;
-			if (r < 0) {
-				r = vbs_fail(r, "the index of disk '%s' of the base point '%s' is "
-					     "damaged: run 'vmbak verify'",
-					     d->in->name, g->prev->id);
-				goto out;
-			}
-		}
-		r = 0;
-		goto out;
-	}
 	macs = malloc(ng * VBS_GROUP_MAC_LEN);
-	if (!macs) {
+	dirty = calloc(ng, 1);
+	ids = malloc((size_t)VBS_GROUP_CHUNKS * VBS_ID_LEN);
+	data = malloc(VBS_GROUP_CHUNKS);
+	if (!macs || !dirty || !ids || !data) {
 		r = -ENOMEM;
 		goto out;
 	}
-	for (uint64_t i = 0; i < ng; i++) {
-		if (d->cont && !dirty[i]) {
-			memcpy(macs + i * VBS_GROUP_MAC_LEN, base + i * VBS_GROUP_MAC_LEN,
-			       VBS_GROUP_MAC_LEN);
+	for (size_t i = 0; i < d->nch; i++)
+		if (d->ch[i].n < nch)
+			dirty[d->ch[i].n / VBS_GROUP_CHUNKS] = 1;
+	if (d->cont)
+		r = vbs_imap_new(v, txn, g->prev->serial, d->base_disk, lineage, d->size, &base);
+	if (r < 0) {
+		r = vbs_fail(r == -ENOENT ? -EBADMSG : r,
+			     "the index of disk '%s' of the base point '%s/%s' is %s: run 'vmbak "
+			     "verify'",
+			     d->in->name, g->o->vm, g->prev->id,
+			     r == -EBADMSG || r == -ENOENT ? "damaged" : "unreadable");
+		goto out;
+	}
+	for (uint64_t gi = 0; gi < ng; gi++) {
+		uint8_t *mac = macs + gi * VBS_GROUP_MAC_LEN;
+
+		if (d->cont && !dirty[gi]) {
+			memcpy(mac, vbs_imap_macs(base) + gi * VBS_GROUP_MAC_LEN, VBS_GROUP_MAC_LEN);
 			continue;
 		}
-		r = vbs_group_resolve(v, c, rp->disks[di].lineage, rp->serial, nch, i,
-				      macs + i * VBS_GROUP_MAC_LEN, NULL, NULL, NULL);
+		if (d->cont) {
+			r = vbs_imap_group(base, txn, gi, ids, data);
+			if (r < 0) {
+				r = vbs_fail(r, "the index of disk '%s' of the base point '%s/%s' is "
+					     "damaged: run 'vmbak verify'",
+					     d->in->name, g->o->vm, g->prev->id);
+				goto out;
+			}
+		} else {
+			memset(data, 0, VBS_GROUP_CHUNKS);
+		}
+		for (; k < d->nch && d->ch[k].n < (gi + 1) * VBS_GROUP_CHUNKS; k++) {
+			size_t at = (size_t)(d->ch[k].n % VBS_GROUP_CHUNKS);
+			data[at] = d->ch[k].data;
+			if (d->ch[k].data)
+				memcpy(ids[at], d->ch[k].id, VBS_ID_LEN);
+		}
+		r = vbs_group_mac(v, lineage, gi, nch, (const uint8_t (*)[VBS_ID_LEN])ids, data, mac,
+				  NULL);
 		if (r < 0)
 			goto out;
 	}
 	r = vbs_dmap_put(v, txn, rp->serial, di, macs, ng);
 out:
-	if (c)
-		mdb_cursor_close(c);
-	free(base);
+	vbs_imap_free(base);
 	free(macs);
 	free(dirty);
+	free(ids);
+	free(data);
 	return r;
 }
 
@@ -889,8 +939,6 @@ struct commit {
 	vbs_rp *rp;
 };
 
-/* Writes the point id for time ns and suffix (0 for none, else 1..99) into out, which holds
- * VBS_RP_ID_MAX bytes. */
 static int make_id(int64_t ns, int suffix, char *out)
 {
 	char t[21];
@@ -957,18 +1005,18 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 		} else if ((r = vbs_seq_next(v, txn, &dk->lineage)) < 0) {
 			return r;
 		}
-		vbs_clear_err();
-		if ((r = commit_map(v, txn, g, d, rp, (unsigned)i, 1)) < 0)
-			return vbs_errmsg()[0] ? r
-					       : vbs_fail(r, "cannot read the index of vault '%s'",
-							  v->path);
+		/* In chunk order (batches and holes interleave), as commit_map applies them. */
+		qsort(d->ch, d->nch, sizeof(*d->ch), cmp_change);
+		if (!d->cont && (r = lineage_empty(v, txn, dk->lineage)) < 0)
+			return r;
 		for (size_t k = 0; k < d->nch; k++) {
 			r = vbs_idx_put(v, txn, dk->lineage, rp->serial, d->ch[k].n,
 					d->ch[k].data ? d->ch[k].id : NULL);
 			if (r < 0)
 				return vbs_fail(r, "cannot write the index of vault '%s'", v->path);
 		}
-		if ((r = commit_map(v, txn, g, d, rp, (unsigned)i, 0)) < 0)
+		vbs_clear_err();
+		if ((r = commit_map(v, txn, g, d, rp, (unsigned)i)) < 0)
 			return vbs_errmsg()[0] ? r
 					       : vbs_fail(r, "cannot write the index of vault '%s'",
 							  v->path);
@@ -1239,6 +1287,7 @@ out:
 		free(g.disks[i].base);
 		free(g.disks[i].ext);
 		free(g.disks[i].ch);
+		vbs_imap_free(g.disks[i].base_map);
 	}
 	vbs_rp_free(c.rp);
 	vbs_rp_free(g.prev);

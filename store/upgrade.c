@@ -253,17 +253,64 @@ static int compact(vbs_vault *v)
 	return r;
 }
 
+/* What format 2 already holds beside a format 1 config: 0 nothing, 1 a whole format 2
+ * database (an upgrade cut short after its transaction: finish it), or -EBADMSG format 2
+ * tables whose sealed config does not match (a format 1 config put back over an upgraded
+ * vault, with forged format 1 records: never rebuild from those). */
+static int format2_state(vbs_vault *v)
+{
+	static const char *const names[] = {VBS_DB_RPS, VBS_DB_NAMES, VBS_DB_VMS, VBS_DB_DMAPS};
+	MDB_txn *txn;
+	int present = 0, r = vbs_read_begin(v, &txn);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		MDB_dbi dbi;
+		if (mdb_dbi_open(txn, names[i], 0, &dbi) == 0)
+			present = 1;
+	}
+	{
+		MDB_val k = {6, "config"}, d;
+		if (mdb_get(txn, v->dbi_meta, &k, &d) == 0)
+			present = 1;
+	}
+	if (present) {
+		v->format = VBS_FORMAT_VERSION;
+		r = vbs_config_check(v, txn, 0);
+		v->format = 1;
+		r = r == 0 ? 1 : -EBADMSG;
+	}
+	vbs_read_end(v, txn);
+	if (r == -EBADMSG)
+		return vbs_fail(r, "vault '%s' has a format 1 config but format 2 tables that do not "
+				"match it: its config was replaced (by an old copy?); refusing to upgrade "
+				"(put the format 2 config back)",
+				v->path);
+	return r;
+}
+
 int vbs_vault_upgrade(vbs_vault *v, const char *pass, vbs_upgrade_stats *ret)
 {
 	vbs_upgrade_stats st = {.from_format = v->format};
 	struct up u = {&st};
-	int r;
+	int r, state = 0;
 
 	vbs_clear_err();
 	if (v->readonly)
 		return vbs_fail(-EROFS, "vault '%s' is open read-only", v->path);
 	if (!v->unlocked)
 		return vbs_fail(-ENOKEY, "vault '%s' needs a passphrase", v->path);
+	if (v->format == 1) {
+		/* Judged read-only first: a refusal leaves every byte as it was. */
+		v->readonly = 1;
+		r = vbs_env_open_any(v);
+		state = r < 0 ? r : format2_state(v);
+		vbs_vault_close_env(v);
+		v->readonly = 0;
+		if (state < 0)
+			return state;
+	}
 	r = vbs_env_open_any(v);
 	if (r < 0)
 		return r;
@@ -273,9 +320,13 @@ int vbs_vault_upgrade(vbs_vault *v, const char *pass, vbs_upgrade_stats *ret)
 		u.old_lineages = v->dbi_lineages;
 		u.old_jobs = v->dbi_jobs;
 		u.old_protect = v->dbi_protect;
-		r = vbs_write(v, build_fn, &u);
+		r = state;
+		if (r == 0)
+			r = vbs_write(v, build_fn, &u);
 		if (r < 0)
 			return r;
+		st.from_format = 1;
+		st.finished = r == 1;
 		r = vbs_config_upgrade(v, pass);
 		if (r < 0)
 			return r;

@@ -8,9 +8,10 @@
  * are the same in both formats.
  *
  * Crash safety: the format 2 tables are written in one transaction while the format 1 tables
- * stay; the config is then replaced atomically. Cut short before that, the vault is still
- * format 1 and whole (run upgrade again; it starts over); after it, the vault is format 2 and
- * a later upgrade only drops format 1 tables left behind.
+ * stay; the config is then replaced atomically. Cut short before that, the vault has a format
+ * 1 config and a whole format 2 database, whose sealed copy of the config proves it: upgrade
+ * then finishes (config, drop) and never rebuilds from the format 1 tables, which anyone could
+ * have forged. Format 2 tables that do not match are refused (-EBADMSG).
  *
  * The MACs certify the index as upgrade finds it: a format 1 index damaged beforehand stays
  * damaged, now detected. Each disk's data chunks are counted against its record and a
@@ -30,6 +31,9 @@ typedef struct vbs_upgrade_stats {
 	int from_format;   /* the format found */
 	uint64_t vms, points, jobs;
 	int dropped_old;   /* format 1 tables were dropped (also those a cut-short run left) */
+	int finished;	   /* a format 1 config over a whole format 2 database (an upgrade cut
+			    * short after its transaction, or an old config put back): the format
+			    * 2 database was kept, the format 1 tables ignored and dropped */
 } vbs_upgrade_stats;
 
 /* The vault's format as its config says (1 or 2). */

@@ -874,7 +874,7 @@ static int check_maps(struct ctx *c)
 			if (r < 0)
 				return r == -EINTR ? r : db_fail(c, r, "idx");
 			if (count != dk->data_chunks) {
-				report(c, VBS_VERIFY_INDEX, rp->vm, rp->id, dk->name, 0, 0, 0,
+				report(c, VBS_VERIFY_INDEX, rp->vm, rp->id, dk->name, 0, dk->size, 0,
 				       "the index holds %llu data chunks, the point's record says "
 				       "%llu",
 				       (unsigned long long)count,

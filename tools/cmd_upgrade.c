@@ -73,7 +73,11 @@ static int cmd_upgrade(int argc, char **argv, vmbak_globals *g)
 		status = store_err(r, "cannot upgrade vault '%s'", q(path));
 		goto out;
 	}
-	if (st.from_format == VBS_FORMAT_VERSION)
+	if (st.finished)
+		printf("vault %s: finished an upgrade to format %d that was cut short (or whose "
+		       "config was put back): kept its format %d records, dropped the old tables\n",
+		       path, VBS_FORMAT_VERSION, VBS_FORMAT_VERSION);
+	else if (st.from_format == VBS_FORMAT_VERSION)
 		printf("vault %s is already format %d%s\n", path, VBS_FORMAT_VERSION,
 		       st.dropped_old ? "; removed tables a cut-short upgrade left" : "");
 	else
