@@ -36,6 +36,9 @@ LIBS := $(PKG_LIBS) -lpthread
 # FAULT=1 (make fault): every call our objects make to these goes through tests/fault/fault.c.
 FAULT_WRAPS := malloc calloc realloc strdup strndup write fsync mdb_put mdb_del mdb_txn_commit
 ifeq ($(FAULT),1)
+# The test build: fault injection, and the test hooks (VMBAK_TEST_PAUSE_*, VMBAK_TEST_NOW)
+# that an installed vmbak must not have.
+ALL_CFLAGS += -DVMBAK_TEST_HOOKS
 FAULT_OBJ := $(B)/tests/fault/fault.o
 ALL_LDFLAGS += $(foreach f,$(FAULT_WRAPS),-Wl,--wrap=$(f))
 endif

@@ -18,6 +18,7 @@
 
 static const char gc_key[] = "gc";
 
+#ifdef VMBAK_TEST_HOOKS
 void vbs_test_pause(const char *name)
 {
 	const char *path = getenv(name);
@@ -37,6 +38,7 @@ void vbs_test_pause(const char *name)
 	for (int i = 0; i < 6000 && stat(path, &st) < 0; i++)
 		usleep(10000);
 }
+#endif
 
 int vbs_pin_add(vbs_vault *v, MDB_txn *txn, uint64_t job, const uint8_t *id)
 {

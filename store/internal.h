@@ -207,8 +207,16 @@ int vbs_pin_add(vbs_vault *v, MDB_txn *txn, uint64_t job, const uint8_t *id);
  * that gc to drop). */
 int vbs_pins_release(vbs_vault *v, uint64_t job);
 /* Test hook: with the environment variable name set to PATH, creates PATH.reached and waits
- * until PATH exists (a minute at most). */
+ * until PATH exists (a minute at most). Only in the test build (make fault, -DVMBAK_TEST_HOOKS):
+ * an installed vmbak has no environment variable that makes it stop. */
+#ifdef VMBAK_TEST_HOOKS
 void vbs_test_pause(const char *name);
+#else
+static inline void vbs_test_pause(const char *name)
+{
+	(void)name;
+}
+#endif
 
 /* Sums over every point: virtual sizes of disks, and their data bytes (rp.c). */
 int vbs_rp_sum_sizes(vbs_vault *v, uint64_t *ret_logical, uint64_t *ret_data);

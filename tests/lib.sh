@@ -88,6 +88,15 @@ need_programs() {
 	[ -x "$VMBAKFS" ] || fail "'$VMBAKFS' is not built"
 }
 
+# use_test_build: the rest of the test runs the test build (make fault) instead, which alone
+# has the test hooks (VMBAK_TEST_PAUSE_*, VMBAK_TEST_NOW). Fails when it is not built.
+use_test_build() {
+	[ -x "${VMBAK_TB:-}" ] && [ -x "${VMBAKFS_TB:-}" ] ||
+		fail "the test build ('${VMBAK_TB:-}') is not built: make fault"
+	VMBAK=$VMBAK_TB
+	VMBAKFS=$VMBAKFS_TB
+}
+
 # expect_status N CMD...: runs CMD with stdout in $OUT and stderr in $ERR and checks that it
 # exits with status N. A failing command (N != 0) must say why in exactly one line on stderr.
 expect_status() {

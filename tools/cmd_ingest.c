@@ -519,9 +519,11 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 		opts.escrow = escrow_blob_cb;
 		opts.escrow_arg = esc;
 	}
-	/* Test-only: VMBAK_TEST_NOW=SECONDS sets the point's creation time (prune tests). */
+#ifdef VMBAK_TEST_HOOKS
+	/* Test build only: VMBAK_TEST_NOW=SECONDS sets the point's creation time (prune tests). */
 	if (getenv("VMBAK_TEST_NOW"))
 		opts.created_ns = strtoll(getenv("VMBAK_TEST_NOW"), NULL, 10) * 1000000000;
+#endif
 	status = cli_job_start(v, "ingest", vm, &opts.job_id);
 	if (status != 0)
 		goto out;

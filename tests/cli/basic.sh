@@ -241,4 +241,12 @@ b_ok "$VMBAK" init "$T/emptydir" --encryption none --chunk-size 1M
 b_ok "$VMBAK" info "$T/emptydir" --json
 b_py 'assert d["chunk_size"] == 1048576, d'
 
+# The installed programs have no test hooks: no environment variable sets a point's time or
+# makes a command stop (those live in the test build only, make fault).
+if grep -qa 'VMBAK_TEST_' "$VMBAK" "$VMBAKFS"; then
+	b_fail "a test hook is compiled into the release programs"
+fi
+b_ok env VMBAK_TEST_NOW=86400 "$VMBAK" ingest "$T/emptydir" vm9 --disk sda="$T/sda.img"
+tail -n 1 "$T/out" | grep -q '^1970' && b_fail "VMBAK_TEST_NOW changed a release ingest's time"
+
 echo "# basic: ok"

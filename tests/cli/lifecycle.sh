@@ -8,6 +8,7 @@
 # process was killed with SIGKILL shown as failed ("process died").
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+use_test_build
 need_cmd python3
 unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE
 

@@ -8,6 +8,7 @@
 # its missing end taken for a hole (SEEK_DATA gives ENXIO past the new end) and committed.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+use_test_build
 need_cmd python3
 unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE
 T=$TESTTMP

@@ -10,6 +10,7 @@
 need_root
 need_fuse
 need_programs
+use_test_build
 need_cmd cmp dd mdb_dump mdb_load
 cd "$TESTTMP"
 unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE

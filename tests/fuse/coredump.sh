@@ -12,6 +12,7 @@ set -euo pipefail
 need_root
 need_fuse
 need_programs
+use_test_build
 unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE
 T=$TESTTMP
 V=$T/vault

@@ -15,6 +15,7 @@
 #    VMBAK_TEST_PAUSE_INGEST_BATCH): the ingest's batch commit sees them gone and stores them.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+use_test_build
 need_root
 need_fuse
 need_cmd python3
