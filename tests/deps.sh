@@ -10,6 +10,7 @@ pkgs=(
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
 	lmdb-utils
+	python3-lmdb
 )
 
 missing=()
