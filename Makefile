@@ -1,6 +1,7 @@
 # vmbakfs: plain GNU make with pkg-config.
 #   make [all]        build vmbak and vmbakfs
 #   make check        install test dependencies (Debian, as root), build, run every test
+#   make check-long   the mutation, page damage and library fault suites at full length
 #   make demo         install dependencies, build, ingest a small ext4 disk, mount, show it
 #   make install      PREFIX=/usr/local DESTDIR= (programs in $(PREFIX)/bin, pages in man1/man5)
 #   make asan         build with address and undefined sanitizers into build-asan/, run the tests
@@ -52,7 +53,7 @@ LIBA := $(B)/libvmbak.a
 
 .SECONDARY:
 
-.PHONY: all check test deps install uninstall clean asan fault fuzz bench demo format check-deps
+.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench demo format check-deps
 
 all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs
 
@@ -85,7 +86,13 @@ $(B)/tests/fuzz/replay.o: tests/fuzz/replay.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-test-bins: $(UNIT_BIN) $(FUZZ_REPLAY_BIN)
+test-bins: $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(B)/tests/libfault.so
+
+# An LD_PRELOAD that fails the Nth system call of a process, inside the libraries too
+# (tests/cli/libfaults.sh). Never sanitized: it sits under the sanitizer's own wrappers.
+$(B)/tests/libfault.so: tests/fault/libfault.c
+	@mkdir -p $(dir $@)
+	$(CC) -shared -fPIC -O2 -g $(WARN) $(CFLAGS) -o $@ $< -ldl
 
 deps:
 	@tests/deps.sh
@@ -102,6 +109,12 @@ test: all test-bins fault
 # the convenience links at the top stay those of $(B).
 fault:
 	$(MAKE) B=$(B)-fault FAULT=1 $(B)-fault/vmbak $(B)-fault/vmbakfs
+
+# The suites of issue 10 at full length (tests/run runs them shorter in check).
+check-long: deps
+	$(MAKE) all test-bins fault
+	MUTATE_COUNT=1200 PAGEDAMAGE_COUNT=500 LIBFAULTS_MAX=30 B=$(B) \
+		tests/run 'fuse/(mutate|pagedamage)|cli/libfaults'
 
 asan:
 	$(MAKE) B=build-asan EXTRA_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
