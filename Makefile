@@ -113,7 +113,8 @@ fault:
 # The suites of issue 10 at full length (tests/run runs them shorter in check).
 check-long: deps
 	$(MAKE) all test-bins fault
-	MUTATE_COUNT=1200 PAGEDAMAGE_COUNT=500 LIBFAULTS_MAX=30 B=$(B) \
+	MUTATE_COUNT=1200 PAGEDAMAGE_COUNT=500 MUTATE_SECONDS=0 PAGEDAMAGE_SECONDS=0 \
+		LIBFAULTS_MAX=30 TEST_TIMEOUT=7200 B=$(B) \
 		tests/run 'fuse/(mutate|pagedamage)|cli/libfaults'
 
 asan:
