@@ -125,8 +125,9 @@ for i in $seq_list; do
 			*'WRONG BYTES'*) kinds+=(wrong-bytes) ;;
 			*CHANGED*) kinds+=(manifest-changed) ;;
 			*'not a point'*) kinds+=(latest-elsewhere) ;;
-			*'VERIFY EXITS 0'*) kinds+=(verify-passes) ;;
-			*CRASHED* | *signal* | *died* | *Sanitizer* | *'double free'*) kinds+=(crash) ;;
+			*'VERIFY EXITS 0 though the mount served wrong'*) kinds+=(verify-passes-wrong-bytes) ;;
+			*'VERIFY EXITS 0'*) kinds+=(verify-passes-failed-reads) ;;
+			*CRASHED* | *signal* | *died* | *gone* | *Sanitizer* | *'double free'*) kinds+=(crash) ;;
 			*'one clear line'*) kinds+=(unclear-message) ;;
 			*'no page it needs'*) kinds+=(undamaged-not-served) ;;
 			*) kinds+=(other-errno-or-timeout) ;;

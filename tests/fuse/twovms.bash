@@ -163,6 +163,7 @@ declare -A count=() result=()
 bump() { count[$1]=$((${count[$1]:-0} + 1)); }
 check_vault() {
 	local D=$1 M=$2 do_verify=${3:-} st line sum path vm rp lat bad=0 dead=0 refused=0 pid vst=0 k
+	local wrong=0
 	probs=()
 	result=()
 	# The mount, in the foreground of a background process, so that its status is seen.
@@ -180,7 +181,7 @@ check_vault() {
 			wait "$pid" 2>/dev/null || true
 			probs+=("the mount did not come up within 8 s")
 		else
-			wait "$pid" || st=$?
+			wait "$pid" 2>/dev/null || st=$?
 			if [ "$st" -ge 128 ]; then
 				probs+=("vmbakfs died on a signal before mounting (status $st): $(tail -n 3 fs.err | tr '\n' ' ')")
 			elif [ "$st" -eq 0 ] || [ "$(wc -l <fs.err)" -ne 1 ] ||
@@ -202,9 +203,15 @@ check_vault() {
 				probs+=("$path: WRONG BYTES with exit 0 (sha256 $(cut -c1-16 rd.out)..., expected ${sum:0:16}...)")
 				bump read-wrong
 				result[$path]=wrong
+				wrong=1
 				continue
 			fi
 			bad=1
+			if grep -Eq 'not connected|connection abort' rd.err; then
+				probs+=("$path: $(head -c 200 rd.err): the daemon is gone")
+				dead=1
+				break
+			fi
 			line=$(classify "$st" rd.err)
 			bump "read-${line%%:*}"
 			result[$path]=${line%%:*}
@@ -214,6 +221,7 @@ check_vault() {
 		done <images
 		# Manifests: the same bytes, or absent / EIO.
 		for f in manifests/*/*.json; do
+			[ "$dead" -eq 0 ] || break
 			vm=$(basename "$(dirname "$f")")
 			rp=$(basename "$f" .json)
 			st=0
@@ -231,6 +239,7 @@ check_vault() {
 		done
 		# latest: one of the VM's points, or absent / EIO.
 		while read -r vm lat; do
+			[ "$dead" -eq 0 ] || break
 			st=0
 			line=$(timeout -k 5 10 readlink "$M/$vm/latest" 2>lt.err) || st=$?
 			if [ "$st" -eq 0 ]; then
@@ -244,7 +253,7 @@ check_vault() {
 			fi
 		done <latest
 		# The daemon lives and answers.
-		if ! is_mounted "$M" || ! timeout -k 5 10 mountpoint -q "$M" ||
+		if [ "$dead" -eq 1 ] || ! is_mounted "$M" || ! timeout -k 5 10 mountpoint -q "$M" ||
 			! timeout -k 5 10 stat "$M" >/dev/null 2>&1 ||
 			! timeout -k 5 10 ls -a "$M" >/dev/null 2>&1; then
 			probs+=("the mount died or stopped answering")
@@ -260,7 +269,7 @@ check_vault() {
 			kill -KILL "$pid" 2>/dev/null
 			probs+=("vmbakfs did not exit 10 s after its unmount")
 		fi
-		wait "$pid" || st=$?
+		wait "$pid" 2>/dev/null || st=$?
 		if [ "$st" -ne 0 ] && [ "$dead" -eq 0 ]; then
 			probs+=("vmbakfs exited with status $st: $(tail -n 3 fs.err | tr '\n' ' ')")
 		elif [ "$st" -ne 0 ]; then
@@ -280,6 +289,8 @@ check_vault() {
 			probs+=("verify CRASHED (status $vst): $(tail -n 2 vf.err | tr '\n' ' ')")
 		elif [ "$vst" -eq 0 ] && { [ "$bad" -eq 1 ] || [ "$refused" -eq 1 ]; }; then
 			probs+=("VERIFY EXITS 0 though reads failed or the vault did not mount")
+		elif [ "$vst" -eq 0 ] && [ "$wrong" -eq 1 ]; then
+			probs+=("VERIFY EXITS 0 though the mount served wrong bytes")
 		elif [ "$vst" -ne 0 ] && { [ "$(wc -l <vf.err)" -ne 1 ] || ! grep -q '^vmbak: ' vf.err; }; then
 			probs+=("verify (status $vst) without one clear line on stderr: $(head -c 300 vf.err | tr '\n' '|')")
 		fi
