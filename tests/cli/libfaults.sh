@@ -334,6 +334,8 @@ print("\n".join(map(str, random.Random(s).sample(range(2, c), min(k, c - 2)))))'
 			if [ -e "$D/kvnew/keyvault.json" ]; then
 				"$VMBAK" keyvault key list "$D/kvnew" >/dev/null 2>kv.err ||
 					probs+=("a failed keyvault init left a key vault that does not work: $(head -c 200 kv.err)")
+			elif [ -e "$D/kvnew" ]; then
+				NEXT[kv-init]="vmbak keyvault init @/kvnew"
 			fi
 			;;
 		kv)
@@ -351,7 +353,8 @@ print("\n".join(map(str, random.Random(s).sample(range(2, c), min(k, c - 2)))))'
 			[ "$nst" -eq 0 ] ||
 				probs+=("the next $op fails afterwards (status $nst): $(head -c 200 nx.err)")
 		fi
-		[ "$op" = init ] && NEXT[init]="vmbak init @/new2"
+		NEXT[init]="vmbak init @/new2"
+		NEXT[kv-init]="vmbak keyvault init @/kvnew2"
 		if [ ${#probs[@]} -gt 0 ]; then
 			nfail=$((nfail + 1))
 			nf=$((nf + 1))
