@@ -9,7 +9,7 @@
 # vault) or key vault: init, ingest, ingest --changed, list, info, verify, delete, prune, gc,
 # keyvault init, key create, key rotate, secret set, unwrap, and a mount with every image read
 # (vmbakfs -f). A clean run counts the calls C; then N runs over 1..C (LIBFAULTS_MAX values,
-# default 3: 1, C and others picked from SEED; LIBFAULTS_MAX=0: every N). Each run must:
+# default 5: 1, C and others picked from SEED; LIBFAULTS_MAX=0: every N). Each run must:
 #   - end in success (stderr empty, or lines "vmbak: warning: ...") or a non-zero, non-signal
 #     status with exactly one line on stderr starting "vmbak: " or "vmbakfs: "; no sanitizer
 #     report. A mount under a fault: images read exactly or fail with EIO, never wrong bytes;
@@ -37,7 +37,7 @@ if [ "$(id -u)" -ne 0 ] || [ ! -c /dev/fuse ] || ! command -v fusermount3 >/dev/
 	note "no FUSE here: points are checked by verify only, the mount is not faulted"
 fi
 
-MAX=${LIBFAULTS_MAX:-3}
+MAX=${LIBFAULTS_MAX:-5}
 SEED=${SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 note "seed $SEED (SEED=$SEED LIBFAULTS_MAX=$MAX to replay)"
 # The preload sits under the sanitizers' own interceptors.
@@ -208,6 +208,11 @@ mount_read() {
 			[ -d "$dir/listed/$(dirname "$path")" ] || continue
 			rst=0
 			timeout -k 5 20 sha256sum "$M/$path" >rd.out 2>rd.err || rst=$?
+			if ! is_mounted "$M"; then
+				# The daemon quit and its mount went with it.
+				gone=1
+				break
+			fi
 			if [ "$rst" -eq 0 ]; then
 				[ "$(cut -d' ' -f1 rd.out)" = "$sum" ] ||
 					probs+=("$path: WRONG BYTES through the faulted mount")
@@ -218,7 +223,7 @@ mount_read() {
 				probs+=("$path: read under the fault failed, not with EIO: $(head -c 200 rd.err)")
 			fi
 		done <expect
-		[ "$gone" -eq 1 ] || timeout -k 5 10 stat "$M" >/dev/null 2>&1 ||
+		[ "$gone" -eq 1 ] || ! is_mounted "$M" || timeout -k 5 10 stat "$M" >/dev/null 2>&1 ||
 			probs+=("the faulted mount stopped answering")
 		_lib_fuse_unmount "$M" || probs+=("cannot unmount the faulted mount")
 	fi
