@@ -183,7 +183,8 @@ run_cmd() {
 		ASAN_OPTIONS="$SAN_OPTS")
 	rm -f cnt
 	st=0
-	# shellcheck disable=SC2086
+	# The command is split into words on purpose (no argument here holds a space).
+	# shellcheck disable=SC2046
 	timeout -k 5 60 env "${env[@]}" $(expand "$cmd" "$dir") </dev/null >run.out 2>run.err ||
 		st=$?
 	calls=$(awk '{ print $1 }' cnt 2>/dev/null || echo 0)
@@ -353,7 +354,7 @@ print("\n".join(map(str, random.Random(s).sample(range(2, c), min(k, c - 2)))))'
 		esac
 		if [ -n "${NEXT[$op]}" ]; then
 			nst=0
-			# shellcheck disable=SC2086
+			# shellcheck disable=SC2046
 			env $(expand "${NEXT[$op]}" "$D") </dev/null >nx.out 2>nx.err || nst=$?
 			[ "$nst" -eq 0 ] ||
 				probs+=("the next $op fails afterwards (status $nst): $(head -c 200 nx.err)")

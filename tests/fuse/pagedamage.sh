@@ -91,7 +91,7 @@ for i in $seq_list; do
 	must=()
 	case "$cls" in
 	unused)
-		must=($(awk '{ print $2 }' images))
+		mapfile -t must < <(awk '{ print $2 }' images)
 		;;
 	chunks/* | tails/*)
 		R=$T/ref
