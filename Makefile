@@ -8,7 +8,8 @@
 #   make fuzz         build the libFuzzer targets with clang and run each for FUZZ_SECONDS
 #   make check-long   the long tests: POWERCUT_CUTS (50) power cuts of a QEMU guest (make check
 #                     runs 6, tests/fuse/powercut.sh); POWERCUT_ARGS adds options of
-#                     tests/powercut/run.sh (--seed S, --window MS, --plain, --keep)
+#                     tests/powercut/run.sh (--seed S, --window MS, --plain, --keep); then the
+#                     mutation, page damage and library fault suites at full length
 #   make bench        the benchmark (not part of check)
 #   make format       clang-format every source file
 # A user's CFLAGS add to the project's flags; they never replace the warnings.
@@ -95,7 +96,13 @@ $(B)/tests/fuzz/replay.o: tests/fuzz/replay.c
 $(B)/tests/vbk-inspect: $(B)/tests/tools/inspect.o $(LIBA)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
 
-test-bins: $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(B)/tests/vbk-inspect
+test-bins: $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(B)/tests/vbk-inspect $(B)/tests/libfault.so
+
+# An LD_PRELOAD that fails the Nth system call of a process, inside the libraries too
+# (tests/cli/libfaults.sh). Never sanitized: it sits under the sanitizer's own wrappers.
+$(B)/tests/libfault.so: tests/fault/libfault.c
+	@mkdir -p $(dir $@)
+	$(CC) -shared -fPIC -O2 -g $(WARN) $(CFLAGS) -o $@ $< -ldl
 
 deps:
 	@tests/deps.sh
@@ -109,16 +116,22 @@ test: all test-bins fault
 
 POWERCUT_CUTS ?= 50
 POWERCUT_ARGS ?=
-check-long: deps
-	$(MAKE) all
-	VMBAK=$(abspath $(B))/vmbak VMBAKFS=$(abspath $(B))/vmbakfs \
-		tests/powercut/run.sh --cuts $(POWERCUT_CUTS) $(POWERCUT_ARGS)
 
 # The programs of $(B), built again into $(B)-fault with tests/fault/fault.c wrapped around
 # allocation, write, fsync and LMDB writes (tests/cli/faults.sh uses them). Only the programs:
 # the convenience links at the top stay those of $(B).
 fault:
 	$(MAKE) B=$(B)-fault FAULT=1 $(B)-fault/vmbak $(B)-fault/vmbakfs
+
+# The suites of issue 10 at full length (tests/run runs them shorter in check): the power
+# cuts of a QEMU guest, then the mutation, page damage and library fault suites.
+check-long: deps
+	$(MAKE) all test-bins fault
+	VMBAK=$(abspath $(B))/vmbak VMBAKFS=$(abspath $(B))/vmbakfs \
+		tests/powercut/run.sh --cuts $(POWERCUT_CUTS) $(POWERCUT_ARGS)
+	MUTATE_COUNT=1200 PAGEDAMAGE_COUNT=500 MUTATE_SECONDS=0 PAGEDAMAGE_SECONDS=0 \
+		LIBFAULTS_MAX=30 TEST_TIMEOUT=7200 B=$(B) \
+		tests/run 'fuse/(mutate|pagedamage)|cli/libfaults'
 
 asan:
 	$(MAKE) B=build-asan EXTRA_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \

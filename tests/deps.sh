@@ -15,6 +15,7 @@ pkgs=(
 	man-db groff-base
 	lmdb-utils
 	qemu-system-x86 busybox-static cpio
+	python3-lmdb
 )
 
 missing=()
