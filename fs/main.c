@@ -734,6 +734,7 @@ int main(int argc, char **argv)
 	const char *msg;
 
 	vbu_set_progname("vmbakfs");
+	vbu_json_seed();
 	/* The daemon holds the vault's keys for as long as it runs: no core dump may carry them
 	 * (also keeps other processes of the user from ptrace and /proc/PID/mem). */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
@@ -810,10 +811,18 @@ int main(int argc, char **argv)
 		daemon_report(report_fd, EXIT_OK);
 		report_fd = -1;
 	}
+	/* libfuse's own complaint about a failing session ("reading device: ...") is kept
+	 * for the one line said below, not printed as a second one. */
+	log_capture_begin();
 	r = run_loop(se, &a);
+	msg = log_capture_end();
 	fuse_remove_signal_handlers(se);
 	if (r < 0) {
-		vbu_errno(r, "the session on '%s' failed", a.mountpoint);
+		if (msg[0])
+			vbu_err("the session on '%s' failed: %s (%s)", a.mountpoint,
+				vbu_strerror(-r), msg);
+		else
+			vbu_errno(r, "the session on '%s' failed", a.mountpoint);
 		goto out;
 	}
 	status = EXIT_OK;

@@ -82,4 +82,8 @@ int vbu_write_all(int fd, const void *buf, size_t len);
  * Returns 0 or -errno. */
 int vbu_pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *ret_got);
 
+/* Seeds json-c's string hash once, at program start (single-threaded): json-c would print a
+ * line of its own on stderr if getrandom() failed at its first use. */
+void vbu_json_seed(void);
+
 #endif

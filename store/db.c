@@ -49,9 +49,11 @@ int vbs_mdb_err(int rc)
 	case MDB_INVALID:
 	case MDB_VERSION_MISMATCH:
 		return -EBADMSG;
+	case MDB_CURSOR_FULL:
+		/* A B-tree deeper than LMDB's cursor stack: only a damaged page makes one. */
+		return -EBADMSG;
 	case MDB_READERS_FULL:
 	case MDB_TXN_FULL:
-	case MDB_CURSOR_FULL:
 		return -EAGAIN;
 	case MDB_MAP_RESIZED:
 		return -EAGAIN;

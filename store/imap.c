@@ -8,7 +8,6 @@
 #include "seal.h"
 
 #define LABEL "vmbak-group v2"
-#define SLOTS 4
 
 uint64_t vbs_disk_chunks(uint64_t size, uint32_t cs)
 {
@@ -158,20 +157,105 @@ int vbs_dmap_del(vbs_vault *v, MDB_txn *txn, uint64_t serial, unsigned disk)
 
 /* ---- the checked map ---- */
 
-struct slot {
-	uint64_t g;
-	uint64_t used; /* for LRU */
+/* Checked groups are cached for the whole vault, keyed by (lineage, group, MAC): a MAC names
+ * the group's content, so one entry serves every point that has the same group (an unchanged
+ * group of a later point, another open image of the same disk). A fixed number of entries,
+ * least recently used out; a hash table finds them. */
+#define GC_BYTES (32u << 20)
+
+struct gslot {
+	uint64_t lineage, g, used;
+	uint8_t mac[VBS_GROUP_MAC_LEN];
+	struct gslot *next; /* hash chain */
 	uint8_t ids[VBS_GROUP_CHUNKS][VBS_ID_LEN];
 	uint8_t data[VBS_GROUP_CHUNKS];
 };
+
+struct vbs_gcache {
+	pthread_mutex_t lock;
+	size_t cap, n, nb;
+	uint64_t clock;
+	struct gslot **buckets;
+};
+
+static pthread_mutex_t gcache_init = PTHREAD_MUTEX_INITIALIZER;
+
+void vbs_gcache_free(struct vbs_gcache *c)
+{
+	if (!c)
+		return;
+	for (size_t b = 0; b < c->nb; b++)
+		for (struct gslot *s = c->buckets[b], *next; s; s = next) {
+			next = s->next;
+			free(s);
+		}
+	free(c->buckets);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static struct vbs_gcache *gcache_get(vbs_vault *v)
+{
+	struct vbs_gcache *c;
+
+	pthread_mutex_lock(&gcache_init);
+	c = v->gcache;
+	if (!c && (c = calloc(1, sizeof(*c)))) {
+		c->cap = GC_BYTES / sizeof(struct gslot);
+		c->nb = 2 * c->cap;
+		c->buckets = calloc(c->nb, sizeof(*c->buckets));
+		if (!c->buckets) {
+			free(c);
+			c = NULL;
+		} else {
+			pthread_mutex_init(&c->lock, NULL);
+			v->gcache = c;
+		}
+	}
+	pthread_mutex_unlock(&gcache_init);
+	return c;
+}
+
+static size_t gbucket(const struct vbs_gcache *c, uint64_t lineage, uint64_t g,
+		      const uint8_t *mac)
+{
+	uint64_t h = lineage * 0x9e3779b97f4a7c15ull ^ g * 0xc2b2ae3d27d4eb4full;
+
+	h ^= (uint64_t)mac[0] | (uint64_t)mac[1] << 8 | (uint64_t)mac[2] << 16 |
+	     (uint64_t)mac[3] << 24;
+	return (size_t)(h % c->nb);
+}
+
+/* Under c->lock. */
+static struct gslot *gfind(struct vbs_gcache *c, uint64_t lineage, uint64_t g, const uint8_t *mac)
+{
+	for (struct gslot *s = c->buckets[gbucket(c, lineage, g, mac)]; s; s = s->next)
+		if (s->lineage == lineage && s->g == g && memcmp(s->mac, mac, VBS_GROUP_MAC_LEN) == 0)
+			return s;
+	return NULL;
+}
+
+/* Under c->lock: drops the least recently used entry. */
+static void gevict(struct vbs_gcache *c)
+{
+	struct gslot **victim = NULL;
+
+	for (size_t b = 0; b < c->nb; b++)
+		for (struct gslot **pp = &c->buckets[b]; *pp; pp = &(*pp)->next)
+			if (!victim || (*pp)->used < (*victim)->used)
+				victim = pp;
+	if (victim) {
+		struct gslot *s = *victim;
+		*victim = s->next;
+		free(s);
+		c->n--;
+	}
+}
 
 struct vbs_imap {
 	vbs_vault *v;
 	uint64_t serial, lineage, nchunks, ngroups;
 	uint8_t *macs;
-	pthread_mutex_t lock;
-	uint64_t clock;
-	struct slot *slots[SLOTS];
 };
 
 int vbs_imap_new(vbs_vault *v, MDB_txn *txn, uint64_t serial, unsigned disk, uint64_t lineage,
@@ -193,7 +277,6 @@ int vbs_imap_new(vbs_vault *v, MDB_txn *txn, uint64_t serial, unsigned disk, uin
 		/* A point's disk without its map is damage, like a missing chunk. */
 		return r == -ENOENT ? -EBADMSG : r;
 	}
-	pthread_mutex_init(&m->lock, NULL);
 	*ret = m;
 	return 0;
 }
@@ -202,10 +285,7 @@ void vbs_imap_free(vbs_imap *m)
 {
 	if (!m)
 		return;
-	for (int i = 0; i < SLOTS; i++)
-		free(m->slots[i]);
 	free(m->macs);
-	pthread_mutex_destroy(&m->lock);
 	free(m);
 }
 
@@ -219,8 +299,9 @@ uint64_t vbs_imap_groups(const vbs_imap *m)
 	return m->ngroups;
 }
 
-static int resolve_checked(vbs_imap *m, MDB_txn *txn, uint64_t g, struct slot *s,
-			   uint64_t *ret_count)
+/* Resolves group g as of the map's point and checks it against its MAC. */
+static int resolve_checked(vbs_imap *m, MDB_txn *txn, uint64_t g, uint8_t (*ids)[VBS_ID_LEN],
+			   uint8_t *data, uint64_t *ret_count)
 {
 	uint8_t mac[VBS_GROUP_MAC_LEN];
 	MDB_cursor *c;
@@ -228,8 +309,8 @@ static int resolve_checked(vbs_imap *m, MDB_txn *txn, uint64_t g, struct slot *s
 
 	if (rc)
 		return vbs_mdb_err(rc);
-	r = vbs_group_resolve(m->v, c, m->lineage, m->serial, m->nchunks, g, mac, ret_count,
-			      s ? s->ids : NULL, s ? s->data : NULL);
+	r = vbs_group_resolve(m->v, c, m->lineage, m->serial, m->nchunks, g, mac, ret_count, ids,
+			      data);
 	mdb_cursor_close(c);
 	if (r == 0 && !vbk_equal(mac, m->macs + g * VBS_GROUP_MAC_LEN, VBS_GROUP_MAC_LEN))
 		r = -EBADMSG;
@@ -239,80 +320,65 @@ static int resolve_checked(vbs_imap *m, MDB_txn *txn, uint64_t g, struct slot *s
 int vbs_imap_group(vbs_imap *m, MDB_txn *txn, uint64_t g, uint8_t (*ids)[VBS_ID_LEN],
 		   uint8_t *data)
 {
-	struct slot *s;
-	int r;
-
 	if (g >= m->ngroups)
 		return -EINVAL;
-	s = malloc(sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	r = resolve_checked(m, txn, g, s, NULL);
-	if (r == 0) {
-		memcpy(ids, s->ids, sizeof(s->ids));
-		memcpy(data, s->data, sizeof(s->data));
-	}
-	free(s);
-	return r;
+	return resolve_checked(m, txn, g, ids, data, NULL);
 }
 
 int vbs_imap_check(vbs_imap *m, MDB_txn *txn, uint64_t g, uint64_t *ret_count)
 {
 	if (g >= m->ngroups)
 		return -EINVAL;
-	return resolve_checked(m, txn, g, NULL, ret_count);
+	return resolve_checked(m, txn, g, NULL, NULL, ret_count);
 }
 
-/* Copies what the checked group g says: of chunk k (ids/data NULL: of every chunk, into
- * data[VBS_GROUP_CHUNKS]), filling and caching the group first when no slot holds it. */
+/* Copies what the checked group g says: of chunk k (data NULL), or of every chunk into
+ * data[VBS_GROUP_CHUNKS]; fills and caches the group first when the cache lacks it. */
 static int group_read(vbs_imap *m, MDB_txn *txn, uint64_t g, unsigned k, uint8_t *id,
 		      uint8_t *data, int *ret_data)
 {
-	struct slot *s = NULL;
-	int i, r;
+	const uint8_t *mac = m->macs + g * VBS_GROUP_MAC_LEN;
+	struct vbs_gcache *c = gcache_get(m->v);
+	struct gslot *s = NULL, *have;
+	int r;
 
-	pthread_mutex_lock(&m->lock);
-	for (i = 0; i < SLOTS && !s; i++)
-		if (m->slots[i] && m->slots[i]->g == g)
-			s = m->slots[i];
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->lock);
+	s = gfind(c, m->lineage, g, mac);
 	if (s) {
-		s->used = ++m->clock;
+		s->used = ++c->clock;
 		goto copy;
 	}
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&c->lock);
 
 	s = malloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	s->lineage = m->lineage;
 	s->g = g;
-	r = resolve_checked(m, txn, g, s, NULL);
+	memcpy(s->mac, mac, VBS_GROUP_MAC_LEN);
+	r = resolve_checked(m, txn, g, s->ids, s->data, NULL);
 	if (r < 0) {
 		free(s);
 		return r;
 	}
-	pthread_mutex_lock(&m->lock);
-	for (i = 0; i < SLOTS; i++)
-		if (m->slots[i] && m->slots[i]->g == g)
-			break;
-	if (i < SLOTS) {
+	pthread_mutex_lock(&c->lock);
+	have = gfind(c, m->lineage, g, mac);
+	if (have) {
 		/* Another thread filled it meanwhile: both are checked, keep that one. */
 		free(s);
-		s = m->slots[i];
+		s = have;
 	} else {
-		int victim = 0;
+		size_t b = gbucket(c, m->lineage, g, mac);
 
-		for (i = 0; i < SLOTS; i++) {
-			if (!m->slots[i]) {
-				victim = i;
-				break;
-			}
-			if (m->slots[i]->used < m->slots[victim]->used)
-				victim = i;
-		}
-		free(m->slots[victim]);
-		m->slots[victim] = s;
+		if (c->n >= c->cap)
+			gevict(c);
+		s->next = c->buckets[b];
+		c->buckets[b] = s;
+		c->n++;
 	}
-	s->used = ++m->clock;
+	s->used = ++c->clock;
 copy:
 	if (data) {
 		memcpy(data, s->data, VBS_GROUP_CHUNKS);
@@ -321,7 +387,7 @@ copy:
 		if (id && s->data[k])
 			memcpy(id, s->ids[k], VBS_ID_LEN);
 	}
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&c->lock);
 	return 0;
 }
 

@@ -69,6 +69,7 @@ struct vbs_vault {
 
 	vbs_cache *cache;
 	size_t cache_bytes;
+	struct vbs_gcache *gcache; /* imap.c: checked index groups, made on first use */
 	vbs_prefetch *prefetch; /* image.c: decoding ahead of sequential readers */
 	/* Bytes of chunk frames read through the map since it was last trimmed. */
 	uint64_t map_touched;
@@ -90,6 +91,10 @@ int vbs_config_check(vbs_vault *v, MDB_txn *txn, int create);
 /* Rewrites the config of v as the current format (rewrapping the keys under pass, bound to
  * the new format's fields), atomically. */
 int vbs_config_upgrade(vbs_vault *v, const char *pass);
+
+/* Frees imap.c's cache of checked index groups (NULL is fine). */
+struct vbs_gcache;
+void vbs_gcache_free(struct vbs_gcache *c);
 
 /* Stops image.c's read-ahead threads (before the environment closes). */
 void vbs_prefetch_stop(vbs_vault *v);

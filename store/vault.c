@@ -750,6 +750,7 @@ void vbs_vault_close(vbs_vault *v)
 	vbs_prefetch_stop(v);
 	vbs_vault_close_env(v);
 	vbs_cache_free(v->cache);
+	vbs_gcache_free(v->gcache);
 	vbk_hmac_free(v->id_mac);
 	vbk_hmac_free(v->key_mac);
 	vbk_hmac_free(v->name_mac);

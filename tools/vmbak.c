@@ -117,6 +117,7 @@ int main(int argc, char **argv)
 	const vmbak_cmd *c;
 	int opt, status;
 
+	vbu_json_seed();
 	vbu_set_progname("vmbak");
 	/* Most verbs unwrap the vault's or the key vault's keys: no core dump may carry them. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {

@@ -35,6 +35,7 @@ need_root
 need_fuse
 need_cmd sha256sum timeout fusermount3 mountpoint
 need_programs
+use_test_build
 unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE
 
 . "$SRCDIR/tests/fuse/twovms.bash"
