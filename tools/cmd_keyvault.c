@@ -619,9 +619,10 @@ static int run_unwrap(const kvargs *a)
 			status = VMBAK_EXIT_FAIL;
 			goto out;
 		}
-		printf("secret '%s' version %u (VM '%s', disk '%s', point %s) written to '%s'\n",
+		printf("secret '%s' version %u (VM '%s', disk '%s', point %s%s%s) written to "
+		       "'%s'\n",
 		       info.secret, info.secret_version, info.vm, info.disk, q(info.rp),
-		       q(a->output));
+		       info.kind[0] ? ", kind " : "", info.kind, q(a->output));
 	} else {
 		/* Straight to the descriptor: no copy of the secret stays in a stdio buffer. */
 		fflush(stdout);
