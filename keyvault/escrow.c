@@ -10,6 +10,7 @@
 #include "escrow.h"
 #include "kv.h"
 #include "kv_internal.h"
+#include "seckind.h"
 #include "util.h"
 
 /* The outer payload: the packed inner envelope (4 + 512 + 12 + 16 bytes of header at most). */
@@ -22,6 +23,7 @@ struct vbk_escrow {
 	char secret[VBK_KV_NAME_MAX + 1];
 	uint32_t secret_version;
 	kv_kek kek;
+	vbk_kind kind;
 	kv_wrapper w;	  /* RSA public key, AES KEK or secrets key */
 	uint8_t *payload; /* the stored secret version, packed */
 	size_t payload_len;
@@ -33,7 +35,10 @@ static int escrow_label(const vbk_escrow_info *i, kv_label *ret)
 	int r;
 
 	kv_label_str(&l, VBK_ESCROW_FORMAT_NAME);
-	kv_label_u32(&l, VBK_ESCROW_FORMAT_VERSION);
+	/* Version 1 (no kind) keeps the label it always had, so old blobs still unwrap. */
+	kv_label_u32(&l, i->kind[0] ? VBK_ESCROW_FORMAT_VERSION : 1);
+	if (i->kind[0])
+		kv_label_str(&l, i->kind);
 	kv_label_str(&l, i->vm);
 	kv_label_str(&l, i->disk);
 	kv_label_str(&l, i->rp);
@@ -135,9 +140,15 @@ out:
 	return r;
 }
 
+void vbk_escrow_set_kind(vbk_escrow *e, vbk_kind kind)
+{
+	e->kind = kind;
+}
+
 void vbk_escrow_describe(const vbk_escrow *e, vbk_escrow_info *ret)
 {
 	memset(ret, 0, sizeof(*ret));
+	snprintf(ret->kind, sizeof(ret->kind), "%s", vbk_kind_name(e->kind));
 	snprintf(ret->keyvault, sizeof(ret->keyvault), "%s", e->keyvault);
 	snprintf(ret->secret, sizeof(ret->secret), "%s", e->secret);
 	ret->secret_version = e->secret_version;
@@ -184,7 +195,9 @@ int vbk_escrow_make(const vbk_escrow *e, const char *vm, const char *disk, const
 	r = -ENOMEM;
 	o = json_object_new_object();
 	if (!o || jadd(o, "format", json_object_new_string(VBK_ESCROW_FORMAT_NAME)) < 0 ||
-	    jadd(o, "version", json_object_new_int(VBK_ESCROW_FORMAT_VERSION)) < 0 ||
+	    jadd(o, "version", json_object_new_int(info.kind[0] ? VBK_ESCROW_FORMAT_VERSION : 1)) <
+		0 ||
+	    (info.kind[0] && jadd(o, "kind", json_object_new_string(info.kind)) < 0) ||
 	    jadd(o, "vm", json_object_new_string(vm)) < 0 ||
 	    jadd(o, "disk", json_object_new_string(disk)) < 0 ||
 	    jadd(o, "rp", json_object_new_string(rp)) < 0 ||
@@ -290,8 +303,8 @@ static int only_fields(json_object *o, const char *const *names, size_t n)
 static int parse(const char *blob, size_t len, vbk_escrow_info *ret, kv_envelope *ret_env)
 {
 	static const char *const top[] = {
-	    "format", "version",   "vm",	  "disk",  "rp",  "keyvault",  "secret",
-	    "kek",    "algorithm", "wrapped_key", "nonce", "tag", "ciphertext"};
+	    "format", "version",   "vm",	  "disk",  "rp",  "keyvault",	"secret",
+	    "kek",    "algorithm", "wrapped_key", "nonce", "tag", "ciphertext", "kind"};
 	static const char *const sec[] = {"name", "version"};
 	static const char *const kek[] = {"name", "version", "type", "fingerprint"};
 	vbk_escrow_info i;
@@ -326,11 +339,22 @@ static int parse(const char *blob, size_t len, vbk_escrow_info *ret, kv_envelope
 	if (!json_object_object_get_ex(o, "version", &j) || !json_object_is_type(j, json_type_int))
 		goto bad;
 	ver = json_object_get_int64(j);
-	if (ver != VBK_ESCROW_FORMAT_VERSION) {
+	if (ver < 1 || ver > VBK_ESCROW_FORMAT_VERSION) {
 		r = kv_fail(-EPROTONOSUPPORT,
-			    "escrow blob has format version %lld; this build reads %d",
+			    "escrow blob has format version %lld; this build reads 1 to %d",
 			    (long long)ver, VBK_ESCROW_FORMAT_VERSION);
 		goto out;
+	}
+	/* Version 2 says the secret's kind; version 1 has none. */
+	if (ver == 1) {
+		if (json_object_object_get_ex(o, "kind", NULL))
+			goto bad;
+	} else {
+		vbk_kind kind;
+
+		if (copy_str(o, "kind", i.kind, sizeof(i.kind), 0) < 0 ||
+		    vbk_kind_parse(i.kind, &kind) < 0)
+			goto bad;
 	}
 	if (only_fields(o, top, VBU_ARRAY_SIZE(top)) < 0 ||
 	    copy_str(o, "vm", i.vm, sizeof(i.vm), 1) < 0 ||

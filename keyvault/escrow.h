@@ -3,11 +3,15 @@
  * A blob is a JSON document (text, ending in a newline) that store/ keeps opaque with the
  * recovery point and the mount shows as VM/RP/DISK.key. Its fields, in this order:
  *
- *   {"format": "vmbak-escrow", "version": 1, "vm": VM, "disk": DISK, "rp": RP_ID,
+ *   {"format": "vmbak-escrow", "version": 2, "kind": KIND, "vm": VM, "disk": DISK, "rp": RP_ID,
  *    "keyvault": KEY_VAULT_ID, "secret": {"name": NAME, "version": N},
  *    "kek": {"name": NAME, "version": N, "type": "rsa-3072" | "rsa-4096" | "aes-256",
  *            "fingerprint": FPR} | null,
  *    "algorithm": ALG, "wrapped_key": B64, "nonce": B64, "tag": B64, "ciphertext": B64}
+ *
+ * KIND is the kind of secret (seckind.h): "luks", "bitlocker-password", "bitlocker-recovery" or
+ * "bitlocker-startup-key". A blob whose kind is not known is written as version 1, without
+ * "kind", exactly as builds before kinds wrote every blob; both versions are read.
  *
  * The ciphertext is an envelope (kv_internal.h) whose payload is the secret version exactly as
  * the key vault stores it (itself an envelope bound to the key vault id, the secret's name and
@@ -42,9 +46,10 @@
 #include <stdint.h>
 
 #include "kv.h"
+#include "seckind.h"
 
 #define VBK_ESCROW_FORMAT_NAME "vmbak-escrow"
-#define VBK_ESCROW_FORMAT_VERSION 1
+#define VBK_ESCROW_FORMAT_VERSION 2 /* the newest written and read; 1 is read too */
 #define VBK_ESCROW_MAX (256u * 1024) /* largest blob read */
 #define VBK_ESCROW_RP_MAX 64	     /* recovery point id, with the NUL */
 
@@ -61,6 +66,7 @@ typedef struct vbk_escrow_info {
 	char kek_type[16];
 	char kek_fingerprint[VBK_FPR_MAX];
 	char algorithm[48];
+	char kind[32]; /* vbk_kind_name(): "" in a version 1 blob */
 } vbk_escrow_info;
 
 /* A secret made ready for escrow: its latest version and the KEK's wrapping key, looked up once
@@ -74,6 +80,9 @@ int vbk_escrow_needs_unlock(const vbk_kv *kv, const char *secret);
 /* Prepares the latest version of secret. When the key vault is unlocked it also checks that the
  * version unwraps. *ret: free with vbk_escrow_free(). */
 int vbk_escrow_prepare(vbk_kv *kv, const char *secret, vbk_escrow **ret);
+/* Sets the kind of secret the blobs of e say they hold (VBK_KIND_NONE, the default: version 1
+ * blobs without a kind). */
+void vbk_escrow_set_kind(vbk_escrow *e, vbk_kind kind);
 /* The secret version and KEK a prepared escrow uses (for messages). */
 void vbk_escrow_describe(const vbk_escrow *e, vbk_escrow_info *ret);
 /* Makes the blob of one disk of one point: *ret is malloc'ed, NUL-terminated, *ret_len bytes

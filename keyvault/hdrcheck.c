@@ -1,4 +1,5 @@
-/* hdrcheck.c: a secret against a private copy of a disk's LUKS header (see hdrcheck.h). */
+/* hdrcheck.c: a secret against a private copy of a disk's LUKS or BitLocker header (see
+ * hdrcheck.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -54,18 +55,24 @@ typedef struct ranges {
 	size_t n;
 } ranges;
 
-static int add_range(ranges *rs, uint64_t off, uint64_t len)
+static int add_range_any(ranges *rs, uint64_t off, uint64_t len)
 {
 	if (len == 0)
 		return 0;
-	if (off > VBK_HDR_AREA_MAX || len > VBK_HDR_AREA_MAX - off)
-		return -EFBIG;
 	if (rs->n == RANGES_MAX)
 		return -EFBIG;
 	rs->r[rs->n].off = off;
 	rs->r[rs->n].len = len;
 	rs->n++;
 	return 0;
+}
+
+/* A range of a LUKS header area, which must end within VBK_HDR_AREA_MAX. */
+static int add_range(ranges *rs, uint64_t off, uint64_t len)
+{
+	if (off > VBK_HDR_AREA_MAX || len > VBK_HDR_AREA_MAX - off)
+		return -EFBIG;
+	return add_range_any(rs, off, len);
 }
 
 static uint32_t be32(const uint8_t *p)
@@ -142,8 +149,97 @@ out:
 	return r;
 }
 
-/* The header area of the LUKS device at fd (size bytes). */
-static int header_ranges(int fd, uint64_t size, ranges *rs)
+/* ---- BitLocker ---- */
+
+#define BITLK_FVE_AREA (64u << 10) /* an FVE metadata area */
+#define BITLK_FVE_HEADERS 112	   /* its block header (64 bytes) and metadata header (48) */
+#define BITLK_COPY_MAX (16u << 20) /* the most copied of one region named by the metadata */
+
+static uint16_t le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+}
+
+static uint64_t min3(uint64_t a, uint64_t b, uint64_t c)
+{
+	uint64_t m = a < b ? a : b;
+
+	return m < c ? m : c;
+}
+
+/* Whether the volume at fd (size bytes, h its first got bytes) is BitLocker: 1, with its
+ * metadata in rs, 0 when not, or -errno. The volume header (first sector) says "-FVE-FS-"
+ * (BitLocker) or "MSWIN4.1" (BitLocker To Go, a FAT32 boot sector, so only with an FVE metadata
+ * block where it points), and gives the offsets of the three FVE metadata blocks (at 160, or
+ * at 424 for To Go, after a 16-byte GUID). What cryptsetup reads to test a secret: the first
+ * sector, the FVE metadata (block header, metadata header, then metadata_size - fve_size bytes
+ * of entries: the protectors, VMKs and FVEK) of the first block, and of the others where it
+ * falls back to them; also copied, the encrypted NTFS boot sector (the "volume header" the
+ * metadata names), which opening reads. */
+static int bitlk_ranges(int fd, const uint8_t *h, size_t got, uint64_t size, ranges *rs)
+{
+	uint8_t b[BITLK_FVE_HEADERS];
+	uint64_t off[3];
+	size_t at, n = 0;
+	int r, found, vh = 0;
+
+	if (got < 512)
+		return 0;
+	if (memcmp(h + 3, "-FVE-FS-", 8) == 0)
+		at = 160;
+	else if (memcmp(h + 3, "MSWIN4.1", 8) == 0)
+		at = 424;
+	else
+		return 0;
+	found = at == 160;
+	for (int i = 0; i < 3; i++)
+		off[i] = le64(h + at + 16 + 8 * i);
+	rs->n = 0;
+	if ((r = add_range_any(rs, 0, 4096)) < 0)
+		return r;
+	for (int i = 0; i < 3; i++) {
+		uint64_t len = BITLK_FVE_AREA, msize, fsize;
+
+		if (off[i] == 0 || off[i] >= size || size - off[i] < BITLK_FVE_HEADERS)
+			continue;
+		r = vbu_pread_full(fd, b, sizeof(b), off[i], &n);
+		if (r < 0)
+			return r;
+		if (n == sizeof(b) && memcmp(b, "-FVE-FS-", 8) == 0) {
+			found = 1;
+			msize = le32(b + 64);
+			fsize = le16(b + 8);
+			if (msize > fsize && BITLK_FVE_HEADERS + (msize - fsize) > len)
+				len = BITLK_FVE_HEADERS + (msize - fsize);
+			if (!vh) {
+				uint64_t vo = le64(b + 56), vs = le32(b + 28);
+
+				vh = 1;
+				if (vo > 0 && vo < size &&
+				    (r = add_range_any(rs, vo, min3(vs, BITLK_COPY_MAX, size - vo))) < 0)
+					return r;
+			}
+		}
+		if ((r = add_range_any(rs, off[i], min3(len, BITLK_COPY_MAX, size - off[i]))) < 0)
+			return r;
+	}
+	if (!found)
+		rs->n = 0;
+	return found;
+}
+
+/* The header area of the LUKS or BitLocker device at fd (size bytes), and which it is. */
+static int header_ranges(int fd, uint64_t size, ranges *rs, vbk_hdr_type *ret_type)
 {
 	static const uint64_t offs[] = {0,	16384,	32768,	 65536,	  131072,
 					262144, 524288, 1048576, 2097152, 4194304};
@@ -152,14 +248,22 @@ static int header_ranges(int fd, uint64_t size, ranges *rs)
 	int r, found = 0;
 
 	rs->n = 0;
+	*ret_type = VBK_HDR_OTHER;
 	r = vbu_pread_full(fd, h, sizeof(h), 0, &got);
 	if (r < 0)
 		return r;
+	r = bitlk_ranges(fd, h, got, size, rs);
+	if (r != 0) {
+		if (r > 0)
+			*ret_type = VBK_HDR_BITLK;
+		return r < 0 ? r : 0;
+	}
 	if (got >= 592 && memcmp(h, "LUKS\xba\xbe", 6) == 0 && h[6] == 0 && h[7] == 1) {
 		/* LUKS1: the phdr (592 bytes) and 8 key slots at 208, 48 bytes each: active,
 		 * iterations, salt[32], key material offset (sectors), stripes. */
 		uint32_t key_bytes = be32(h + 108);
 
+		*ret_type = VBK_HDR_LUKS;
 		if ((r = add_range(rs, 0, 4096)) < 0)
 			return r;
 		for (int i = 0; i < 8; i++) {
@@ -202,6 +306,7 @@ static int header_ranges(int fd, uint64_t size, ranges *rs)
 	}
 	if (!found)
 		return add_range(rs, 0, 4096); /* not LUKS: cryptsetup will say so */
+	*ret_type = VBK_HDR_LUKS;
 	return 0;
 }
 
@@ -240,16 +345,31 @@ static int copy_ranges(int src, int dst, uint64_t size, const ranges *rs)
 
 /* ---- running cryptsetup ---- */
 
-static int run_cryptsetup(const char *helper, const char *dev, const uint8_t *secret, size_t len)
+static int run_cryptsetup(const char *helper, vbk_hdr_type type, const char *dev,
+			  const uint8_t *secret, size_t len)
 {
-	char *const argv[] = {(char *)"cryptsetup",
-			      (char *)"luksOpen",
-			      (char *)"--test-passphrase",
-			      (char *)"--readonly",
-			      (char *)"--key-file=-",
-			      (char *)"--",
-			      (char *)dev,
-			      NULL};
+	/* BitLocker: a password, a recovery password or a .BEK file's bytes all go in as the key
+	 * file; cryptsetup tries each protector of the volume with them. Anything that is not
+	 * BitLocker is tried as LUKS, and cryptsetup says when it is not. */
+	char *const argv_luks[] = {(char *)"cryptsetup",
+				   (char *)"luksOpen",
+				   (char *)"--test-passphrase",
+				   (char *)"--readonly",
+				   (char *)"--key-file=-",
+				   (char *)"--",
+				   (char *)dev,
+				   NULL};
+	char *const argv_bitlk[] = {(char *)"cryptsetup",
+				    (char *)"open",
+				    (char *)"--type",
+				    (char *)"bitlk",
+				    (char *)"--test-passphrase",
+				    (char *)"--readonly",
+				    (char *)"--key-file=-",
+				    (char *)"--",
+				    (char *)dev,
+				    NULL};
+	char *const *argv = type == VBK_HDR_BITLK ? argv_bitlk : argv_luks;
 	posix_spawn_file_actions_t fa;
 	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
 	int fds[2] = {-1, -1}, r, st;
@@ -298,13 +418,13 @@ static const char *tmp_base(void)
 	return t && t[0] == '/' && strlen(t) < 200 ? t : "/tmp";
 }
 
-int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *secret, size_t len)
+/* The source opened read-only, its size and header area. */
+static int open_source(const char *source, int *ret_fd, uint64_t *ret_size, ranges *rs,
+		       vbk_hdr_type *ret_type)
 {
-	char dir[256], file[300];
-	ranges rs;
 	struct stat st;
 	uint64_t size;
-	int src = -1, dst = -1, made_dir = 0, r;
+	int src, r;
 
 	src = open(source, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (src < 0)
@@ -327,9 +447,42 @@ int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *se
 		r = -EINVAL;
 		goto out;
 	}
-	r = header_ranges(src, size, &rs);
+	r = header_ranges(src, size, rs, ret_type);
 	if (r < 0)
 		goto out;
+	*ret_fd = src;
+	*ret_size = size;
+	src = -1;
+	r = 0;
+out:
+	if (src >= 0)
+		close(src);
+	return r;
+}
+
+int vbk_hdr_probe(const char *source, vbk_hdr_type *ret)
+{
+	ranges rs;
+	uint64_t size;
+	int fd = -1, r;
+
+	r = open_source(source, &fd, &size, &rs, ret);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *secret, size_t len)
+{
+	char dir[256], file[300];
+	vbk_hdr_type type;
+	ranges rs;
+	uint64_t size;
+	int src = -1, dst = -1, made_dir = 0, r;
+
+	r = open_source(source, &src, &size, &rs, &type);
+	if (r < 0)
+		return r;
 	snprintf(dir, sizeof(dir), "%s/vmbak-hdrcheck.XXXXXX", tmp_base());
 	if (!mkdtemp(dir)) {
 		r = -errno;
@@ -357,7 +510,7 @@ int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *se
 		goto out;
 	close(src);
 	src = -1;
-	r = run_cryptsetup(helper, file, secret, len);
+	r = run_cryptsetup(helper, type, file, secret, len);
 out:
 	if (src >= 0)
 		close(src);

@@ -1,4 +1,5 @@
-/* hdrcheck.h: does a secret open a disk's LUKS header? Checked without ever writing the disk.
+/* hdrcheck.h: does a secret open a disk's LUKS or BitLocker header? Checked without ever
+ * writing the disk.
  *
  * cryptsetup repairs a LUKS2 header whose primary copy is damaged from its secondary copy as it
  * loads it (--readonly only concerns the mapping), so it is never run on the disk being backed
@@ -8,8 +9,13 @@
  * that copy. The header area is, for LUKS1, the phdr and every key slot's material; for LUKS2,
  * both binary headers with their JSON areas (hdr_size from the header, at most 4 MiB) and every
  * key slot area the JSON names (each ending within VBK_HDR_AREA_MAX), read from whichever copy of
- * the header parses (the primary, else a secondary at one of the offsets LUKS2 allows). A
- * source with no LUKS magic gets its first 4 KiB copied, and cryptsetup says it is not LUKS.
+ * the header parses (the primary, else a secondary at one of the offsets LUKS2 allows). For
+ * BitLocker (and BitLocker To Go), the first 4 KiB (the volume header, which gives the offsets of
+ * the three FVE metadata blocks), the three 64 KiB FVE metadata areas (longer when the metadata
+ * says so, at most 16 MiB each; wherever in the volume they are) and the encrypted boot sector
+ * the metadata names (at most 16 MiB): cryptsetup 2.6 reads the first sector and the first FVE
+ * block to test a secret. A source that is neither gets its first 4 KiB copied, and cryptsetup
+ * (run as for LUKS) says it is not LUKS.
  *
  * Helpers are run by absolute path only (VBK_HELPER_DIRS, never PATH), with the environment
  * vbk_helper_env() gives (no VMBAK_* variable, so no passphrase, a fixed PATH, LC_ALL=C), stdin
@@ -32,10 +38,21 @@ int vbk_helper_find(const char *name, char *out, size_t cap);
 /* The environment every helper gets: a NULL-terminated constant array. */
 const char *const *vbk_helper_env(void);
 
-/* Checks secret (len bytes, given on cryptsetup's stdin as a key file) against the LUKS header
- * of source. Returns cryptsetup's exit status (0 opens, 2 refused, 1 not a LUKS device, or
- * another of its statuses), or -errno: -ENOENT no cryptsetup in VBK_HELPER_DIRS, -EFBIG a
- * header area larger than this build copies, else the failure to read source or to copy. */
+typedef enum vbk_hdr_type {
+	VBK_HDR_OTHER = 0, /* neither LUKS nor BitLocker at offset 0 (a partitioned disk, say) */
+	VBK_HDR_LUKS,
+	VBK_HDR_BITLK,
+} vbk_hdr_type;
+
+/* Which header source has (read through an O_RDONLY descriptor): 0, or -errno (-EINVAL not a
+ * regular file or block device). */
+int vbk_hdr_probe(const char *source, vbk_hdr_type *ret);
+
+/* Checks secret (len bytes, given on cryptsetup's stdin as a key file) against the LUKS or
+ * BitLocker header of source (cryptsetup luksOpen, or open --type bitlk, --test-passphrase).
+ * Returns cryptsetup's exit status (0 opens, 2 refused, 1 not a LUKS device, or another of its
+ * statuses), or -errno: -ENOENT no cryptsetup in VBK_HELPER_DIRS, -EFBIG a header area larger
+ * than this build copies, else the failure to read source or to copy. */
 int vbk_hdr_check(const char *source, const uint8_t *secret, size_t len);
 /* The same with the helper given by absolute path (tests). */
 int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *secret, size_t len);

@@ -24,8 +24,8 @@
 
 #define INGEST_USAGE                                                                               \
 	"vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...] [--changed NAME=FILE ...] " \
-	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] [--threads N] "     \
-	"[--progress]"
+	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                   \
+	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--threads N] [--progress]"
 
 #define THREADS_MAX 1024
 
@@ -33,6 +33,7 @@ static const char ingest_help[] =
     "usage: vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...]\n"
     "                    [--changed NAME=FILE ...] [--retain-until YYYY-MM-DD]\n"
     "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
+    "                    [--escrow-kind NAME=KIND ...] [--check-escrow]\n"
     "                    [--threads N] [--progress]\n"
     "\n"
     "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
@@ -58,9 +59,16 @@ static const char ingest_help[] =
     "                          by an AES KEK or stored without a KEK (else also from\n"
     "                          VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE or\n"
     "                          the terminal)\n"
-    "  --check-escrow          check that each escrowed secret opens the LUKS header of its\n"
-    "                          disk (with cryptsetup; needs the key vault passphrase), and\n"
-    "                          make no point otherwise\n"
+    "  --escrow-kind NAME=KIND the kind of secret escrowed for disk NAME, recorded in its\n"
+    "                          blob: luks, bitlocker-password, bitlocker-recovery (the\n"
+    "                          48-digit recovery password) or bitlocker-startup-key (a .BEK\n"
+    "                          file's bytes). Default: luks for a LUKS disk; for a BitLocker\n"
+    "                          disk, found from the secret's value (which needs the key vault\n"
+    "                          unlocked, as with --check-escrow); none for other disks\n"
+    "  --check-escrow          check that each escrowed secret opens the LUKS or BitLocker\n"
+    "                          header of its disk (with cryptsetup, on a private copy of the\n"
+    "                          header; needs the key vault passphrase), and make no point\n"
+    "                          otherwise\n"
     "  -h, --help              show this help\n"
     "\n"
     "Names of VMs and disks: " VBS_NAME_RULE ".\n";
@@ -77,14 +85,20 @@ static int split_name_path(const char *opt, const char *arg, name_path *ret)
 	const char *eq = strchr(arg, '=');
 	size_t path_len;
 
+	const char *what = strcmp(opt, "--disk") == 0	      ? "PATH"
+			   : strcmp(opt, "--escrow") == 0     ? "SECRET"
+			   : strcmp(opt, "--escrow-kind") == 0 ? "KIND"
+							      : "FILE";
+
 	if (!eq)
-		return usage_err("invalid %s '%s': use %s NAME=%s", opt, q(arg), opt,
-				 strcmp(opt, "--disk") == 0	? "PATH"
-				 : strcmp(opt, "--escrow") == 0 ? "SECRET"
-								: "FILE");
+		return usage_err("invalid %s '%s': use %s NAME=%s", opt, q(arg), opt, what);
 	path_len = strlen(eq + 1);
 	if (path_len == 0)
-		return usage_err("empty path in %s '%s'", opt, q(arg));
+		return usage_err("empty %s in %s '%s'",
+				 strcmp(what, "PATH") == 0 || strcmp(what, "FILE") == 0
+				     ? "path"
+				     : strcmp(what, "KIND") == 0 ? "kind" : "secret name",
+				 opt, q(arg));
 	if (path_len >= PATH_MAX)
 		return usage_err("path in %s is too long (%zu bytes, at most %d)", opt, path_len,
 				 PATH_MAX - 1);
@@ -252,7 +266,7 @@ static void progress_end(progress *p, int ok)
 }
 
 enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
-enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW };
+enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
 
 static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 {
@@ -268,6 +282,7 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	    {"escrow", required_argument, NULL, OPT_ESCROW},
 	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
 	    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
+	    {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -285,8 +300,9 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	vbs_rp *rp = NULL;
 	int opt, state = 0, r, status = VMBAK_EXIT_USAGE;
 	/* --keyvault KV --escrow NAME=SECRET */
-	name_path *escrow = NULL;
-	size_t n_escrow = 0;
+	name_path *escrow = NULL, *kinds = NULL;
+	size_t n_escrow = 0, n_kinds = 0;
+	vbk_kind *esc_kinds = NULL;
 	const char *kv_path = NULL, *kv_passfile = NULL, **esc_disks = NULL, **esc_secrets = NULL;
 	const char **esc_sources = NULL;
 	escrow_ctx *esc = NULL;
@@ -296,7 +312,8 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	disks = calloc((size_t)argc, sizeof(*disks));
 	changed = calloc((size_t)argc, sizeof(*changed));
 	escrow = calloc((size_t)argc, sizeof(*escrow));
-	if (!disks || !changed || !escrow) {
+	kinds = calloc((size_t)argc, sizeof(*kinds));
+	if (!disks || !changed || !escrow || !kinds) {
 		vbu_errno(-ENOMEM, "cannot parse the command line");
 		status = VMBAK_EXIT_FAIL;
 		goto out;
@@ -324,6 +341,12 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 			if (status != 0)
 				goto out;
 			n_escrow++;
+			break;
+		case OPT_ESCROW_KIND:
+			status = split_name_path("--escrow-kind", optarg, &kinds[n_kinds]);
+			if (status != 0)
+				goto out;
+			n_kinds++;
 			break;
 		case OPT_KEYVAULT:
 		case OPT_KV_PASSFILE:
@@ -427,6 +450,26 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 			goto out;
 		}
 	}
+	status = check_names(kinds, n_kinds, "disk");
+	if (status != 0)
+		goto out;
+	for (i = 0; i < n_kinds; i++) {
+		vbk_kind k;
+
+		for (j = 0; j < n_escrow; j++)
+			if (strcmp(kinds[i].name, escrow[j].name) == 0)
+				break;
+		if (j == n_escrow) {
+			status = usage_err("--escrow-kind names disk '%s', which no --escrow gives",
+					   kinds[i].name);
+			goto out;
+		}
+		if (vbk_kind_parse(kinds[i].path, &k) < 0) {
+			status = usage_err("invalid kind '%s' in --escrow-kind: use one of %s",
+					   q(kinds[i].path), VBK_KIND_NAMES);
+			goto out;
+		}
+	}
 	if (n_escrow > 0 && !kv_path) {
 		status = usage_err("--escrow needs --keyvault KV, the key vault of its secrets");
 		goto out;
@@ -481,7 +524,8 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 		esc_disks = calloc(n_escrow, sizeof(*esc_disks));
 		esc_secrets = calloc(n_escrow, sizeof(*esc_secrets));
 		esc_sources = calloc(n_escrow, sizeof(*esc_sources));
-		if (!esc_disks || !esc_secrets || !esc_sources) {
+		esc_kinds = calloc(n_escrow, sizeof(*esc_kinds));
+		if (!esc_disks || !esc_secrets || !esc_sources || !esc_kinds) {
 			status = store_err(-ENOMEM, "cannot ingest VM '%s'", vm);
 			goto out;
 		}
@@ -491,11 +535,14 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 			for (j = 0; j < n_disks; j++)
 				if (strcmp(disks[j].name, escrow[i].name) == 0)
 					esc_sources[i] = disks[j].path;
+			for (j = 0; j < n_kinds; j++)
+				if (strcmp(kinds[j].name, escrow[i].name) == 0)
+					vbk_kind_parse(kinds[j].path, &esc_kinds[i]);
 		}
 		/* Every secret and KEK is looked up now: a missing one stops the ingest before
 		 * anything is read or stored. */
-		status = escrow_setup(kv_path, kv_passfile, esc_disks, esc_secrets,
-				      check_escrow ? esc_sources : NULL, n_escrow, &esc);
+		status = escrow_setup(kv_path, kv_passfile, esc_disks, esc_secrets, esc_sources,
+				      esc_kinds, n_escrow, check_escrow, &esc);
 		if (status != 0)
 			goto out;
 	}
@@ -582,9 +629,13 @@ out:
 	free(esc_disks);
 	free(esc_secrets);
 	free(esc_sources);
+	free(esc_kinds);
 	for (i = 0; escrow && i < n_escrow; i++)
 		free(escrow[i].name);
 	free(escrow);
+	for (i = 0; kinds && i < n_kinds; i++)
+		free(kinds[i].name);
+	free(kinds);
 	return status;
 }
 

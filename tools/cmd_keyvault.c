@@ -20,6 +20,7 @@
 #include "kvpin.h"
 #include "kv.h"
 #include "passphrase.h"
+#include "seckind.h"
 #include "util.h"
 
 #define KV_SYNOPSIS                                                                                \
@@ -618,9 +619,10 @@ static int run_unwrap(const kvargs *a)
 			status = VMBAK_EXIT_FAIL;
 			goto out;
 		}
-		printf("secret '%s' version %u (VM '%s', disk '%s', point %s) written to '%s'\n",
+		printf("secret '%s' version %u (VM '%s', disk '%s', point %s%s%s) written to "
+		       "'%s'\n",
 		       info.secret, info.secret_version, info.vm, info.disk, q(info.rp),
-		       q(a->output));
+		       info.kind[0] ? ", kind " : "", info.kind, q(a->output));
 	} else {
 		/* Straight to the descriptor: no copy of the secret stays in a stdio buffer. */
 		fflush(stdout);
@@ -864,22 +866,17 @@ void escrow_ctx_free(escrow_ctx *c)
 	free(c);
 }
 
-/* --check-escrow: the secret prepared for disk i opens the LUKS header of its source. */
-static int check_one(vbk_kv *kv, const vbk_escrow *e, const char *disk, const char *source)
+/* --check-escrow: the secret val (len bytes) prepared for disk opens the LUKS or BitLocker
+ * header of its source, of type t. */
+static int check_one(const vbk_escrow_info *info, const char *disk, const char *source,
+		     vbk_hdr_type t, const uint8_t *val, size_t len)
 {
-	vbk_escrow_info info;
-	uint8_t *val = NULL;
-	size_t len = 0;
+	const char *what = t == VBK_HDR_BITLK ? "BitLocker" : "LUKS";
 	int r;
 
-	vbk_escrow_describe(e, &info);
-	r = vbk_kv_secret_get(kv, info.secret, info.secret_version, &val, &len);
-	if (r < 0)
-		return kv_err(r, "cannot check escrow");
 	/* On a private copy of the header area: cryptsetup repairs a damaged LUKS2 header as it
 	 * loads it, and a backup must never write its source. */
 	r = vbk_hdr_check(source, val, len);
-	vbk_secret_free(val, len);
 	if (r == 0)
 		return 0;
 	if (r == -ENOENT)
@@ -892,21 +889,98 @@ static int check_one(vbk_kv *kv, const vbk_escrow *e, const char *disk, const ch
 	else if (r < 0)
 		vbu_errno(r, "cannot run cryptsetup to check the escrow of disk '%s'", disk);
 	else if (r == 2)
-		vbu_err("secret '%s' version %u does not open the LUKS header of disk '%s' ('%s'): "
+		vbu_err("secret '%s' version %u does not open the %s header of disk '%s' ('%s'): "
 			"no recovery point made",
-			info.secret, info.secret_version, disk, q(source));
+			info->secret, info->secret_version, what, disk, q(source));
+	else if (t == VBK_HDR_BITLK)
+		/* cryptsetup 2.6 says 1 for some refusals (a wrong password on an Elephant volume)
+		 * and for volumes it cannot test (encrypting on write, partially decrypted). */
+		vbu_err("secret '%s' version %u does not open the BitLocker header of disk '%s' "
+			"('%s'), or cryptsetup cannot test this volume (status %d; it cannot while "
+			"it is encrypting or partially decrypted): no recovery point made",
+			info->secret, info->secret_version, disk, q(source), r);
 	else
-		vbu_err("cannot check the escrow of disk '%s': '%s' is not a LUKS device "
-			"(cryptsetup exited with status %d)",
+		vbu_err("cannot check the escrow of disk '%s': '%s' is not a LUKS or BitLocker "
+			"volume (cryptsetup exited with status %d)",
 			disk, q(source), r);
 	return VMBAK_EXIT_FAIL;
 }
 
+/* The kind of secret the blob of disk says it holds: the one given (kind, checked against the
+ * disk's header type t and, when the key vault is unlocked, against the value val), else found:
+ * luks for a LUKS disk, the form of the value for a BitLocker disk, none for a disk that is
+ * neither at offset 0. Prints the error; exit status. */
+static int decide_kind(const vbk_escrow_info *info, const char *disk, const char *source,
+		       vbk_hdr_type t, vbk_kind kind, const uint8_t *val, size_t len,
+		       vbk_kind *ret)
+{
+	const char *why = NULL;
+
+	if (kind != VBK_KIND_NONE) {
+		if ((t == VBK_HDR_LUKS && kind != VBK_KIND_LUKS) ||
+		    (t == VBK_HDR_BITLK && !vbk_kind_is_bitlocker(kind))) {
+			vbu_err("--escrow-kind %s=%s does not fit disk '%s': '%s' is a %s volume", disk,
+				vbk_kind_name(kind), disk, q(source),
+				t == VBK_HDR_LUKS ? "LUKS" : "BitLocker");
+			return VMBAK_EXIT_FAIL;
+		}
+	} else if (t == VBK_HDR_LUKS) {
+		kind = VBK_KIND_LUKS;
+	} else if (t == VBK_HDR_BITLK) {
+		if (!val) {
+			vbu_err("cannot tell which kind of BitLocker secret '%s' is without the key "
+				"vault passphrase: give --escrow-kind %s=bitlocker-password, "
+				"bitlocker-recovery or bitlocker-startup-key",
+				info->secret, disk);
+			return VMBAK_EXIT_FAIL;
+		}
+		kind = vbk_kind_classify_bitlocker(val, len);
+	}
+	if (val && vbk_kind_check(kind, val, len, &why) < 0) {
+		vbu_err("secret '%s' version %u for disk '%s' is not a valid %s: %s", info->secret,
+			info->secret_version, disk, kind ? vbk_kind_name(kind) : "secret", why);
+		return VMBAK_EXIT_FAIL;
+	}
+	*ret = kind;
+	return 0;
+}
+
+/* Decides the kind of the secret prepared for disk (and checks it with --check-escrow). */
+static int prepare_kind(vbk_kv *kv, vbk_escrow *e, const char *disk, const char *source,
+			vbk_kind kind, int check)
+{
+	vbk_escrow_info info;
+	vbk_hdr_type t;
+	uint8_t *val = NULL;
+	size_t len = 0;
+	int r, status;
+
+	vbk_escrow_describe(e, &info);
+	r = vbk_hdr_probe(source, &t);
+	if (r < 0) {
+		vbu_errno(r, "cannot read the header of disk '%s' source '%s'", disk, q(source));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (vbk_kv_unlocked(kv)) {
+		r = vbk_kv_secret_get(kv, info.secret, info.secret_version, &val, &len);
+		if (r < 0)
+			return kv_err(r, "cannot check escrow");
+	}
+	status = decide_kind(&info, disk, source, t, kind, val, len, &kind);
+	if (status == 0 && check)
+		status = check_one(&info, disk, source, t, val, len);
+	if (status == 0)
+		vbk_escrow_set_kind(e, kind);
+	vbk_secret_free(val, len);
+	return status;
+}
+
 int escrow_setup(const char *kv_path, const char *passfile, const char *const *disks,
-		 const char *const *secrets, const char *const *sources, size_t n, escrow_ctx **ret)
+		 const char *const *secrets, const char *const *sources, const vbk_kind *kinds,
+		 size_t n, int check, escrow_ctx **ret)
 {
 	escrow_ctx *c;
-	int r, status, need = sources != NULL;
+	int r, status, need = check;
 
 	c = calloc(1, sizeof(*c));
 	if (c) {
@@ -965,11 +1039,9 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 			status = kv_err(r, "cannot prepare escrow");
 			goto out;
 		}
-		if (sources) {
-			status = check_one(c->kv, c->prepared[i], disks[i], sources[i]);
-			if (status != 0)
-				goto out;
-		}
+		status = prepare_kind(c->kv, c->prepared[i], disks[i], sources[i], kinds[i], check);
+		if (status != 0)
+			goto out;
 	}
 	*ret = c;
 	c = NULL;

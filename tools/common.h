@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 
 #include "passphrase.h"
+#include "seckind.h"
 #include "util.h"
 #include "vault.h"
 
@@ -126,15 +127,16 @@ int finish_stdout(int status);
 
 /* Escrow at ingest (cmd_keyvault.c): escrow_setup() opens the key vault at kv_path, asks for its
  * passphrase only when a secret needs it (AES KEK or no KEK, or a check), and prepares
- * secrets[i] for disks[i]; with sources (--check-escrow) it also checks with cryptsetup that
- * each secret opens the LUKS header of sources[i]. It prints the error and returns an exit
- * status. escrow_blob_cb is a vbs_escrow_fn taking the escrow_ctx. After a failed ingest,
+ * secrets[i] for disks[i], whose source is sources[i], with the kind of secret kinds[i]
+ * (VBK_KIND_NONE: found from the header of sources[i] and, with the key vault unlocked, the
+ * value); with check (--check-escrow) it also checks with cryptsetup that each secret opens the
+ * LUKS or BitLocker header of sources[i]. It prints the error and returns an exit status. escrow_blob_cb is a vbs_escrow_fn taking the escrow_ctx. After a failed ingest,
  * escrow_report() prints the failure of the callback, if it had one, and returns
  * VMBAK_EXIT_FAIL (0 when it had none). */
 typedef struct escrow_ctx escrow_ctx;
 int escrow_setup(const char *kv_path, const char *passfile, const char *const *disks,
-		 const char *const *secrets, const char *const *sources, size_t n,
-		 escrow_ctx **ret);
+		 const char *const *secrets, const char *const *sources, const vbk_kind *kinds,
+		 size_t n, int check, escrow_ctx **ret);
 int escrow_blob_cb(void *arg, const char *vm, const char *rp_id, const char *disk,
 		   char **ret_blob, size_t *ret_len);
 int escrow_report(const escrow_ctx *c);

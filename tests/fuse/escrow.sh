@@ -88,7 +88,8 @@ man, key, vm, rp, j, kek = sys.argv[1:7]
 m = json.load(open(man))
 assert m["escrow"] == ["os"], m["escrow"]
 b = json.load(open(key))
-assert b["format"] == "vmbak-escrow" and b["version"] == 1, b
+assert b["format"] == "vmbak-escrow" and b["version"] == 2, b
+assert b["kind"] == "luks", b
 assert (b["vm"], b["disk"], b["rp"]) == (vm, "os", rp), b
 assert b["secret"] == {"name": vm + "-os", "version": int(j)}, b["secret"]
 if kek:
@@ -134,7 +135,7 @@ expect_status 0 "$VMBAK" keyvault secret set kv plain-os --value-file pass1 --ke
 	--passphrase-file kvpass
 expect_status 1 "$VMBAK" ingest v plain --disk os=plain.img --keyvault kv --escrow os=plain-os \
 	--check-escrow --keyvault-passphrase-file kvpass </dev/null
-expect_stderr "'plain.img' is not a LUKS device"
+expect_stderr "'plain.img' is not a LUKS or BitLocker volume"
 
 note "--check-escrow never writes the disk: a LUKS2 header with a damaged primary copy"
 # cryptsetup repairs a damaged primary LUKS2 header from its secondary copy as it loads it; run

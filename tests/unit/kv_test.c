@@ -13,6 +13,7 @@
 #include "escrow.h"
 #include "hdrcheck.h"
 #include "kv.h"
+#include "seckind.h"
 #include "util.h"
 #include "vaultkey.h"
 #include "unit.h"
@@ -575,6 +576,62 @@ out:
 /* A key vault made before signatures: read (unsigned), signed by its first unlock after its
  * KEKs were checked against their private parts; one with a KEK version substituted is refused
  * and left as it is. */
+/* Kinds of secrets: recovery passwords checked as BitLocker does, .BEK headers, passwords. */
+static void test_kinds(void)
+{
+	static const char good[] = "042647-302313-590458-071500-554323-116567-412181-516978";
+	/* A real .BEK header and startup key entry start (cryptsetup's test volumes). */
+	uint8_t bek[64] = {64,	 0,   0,    0,	  1, 0, 0, 0, 48, 0, 0, 0, 64, 0, 0, 0,
+			   [48] = 16, 0, 6, 0, 9, 0, 1, 0};
+	char buf[64];
+	const char *why = NULL;
+	vbk_kind k;
+
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_RECOVERY, (const uint8_t *)good, 55, &why), 0);
+	/* The last group one more: not divisible by 11. */
+	memcpy(buf, good, 55);
+	buf[54] = '9';
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_RECOVERY, (const uint8_t *)buf, 55, &why),
+		     -EINVAL);
+	CHECK(strstr(why, "group 8") != NULL);
+	/* 720896 = 11 * 65536: divisible, but the quotient is not 16 bits. */
+	memcpy(buf, good, 55);
+	memcpy(buf, "720896", 6);
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_RECOVERY, (const uint8_t *)buf, 55, &why),
+		     -EINVAL);
+	CHECK(strstr(why, "group 1") != NULL);
+	memcpy(buf, good, 55);
+	buf[6] = ' ';
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_RECOVERY, (const uint8_t *)buf, 55, &why),
+		     -EINVAL);
+	memcpy(buf, good, 55);
+	buf[55] = '\n';
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_RECOVERY, (const uint8_t *)buf, 56, &why),
+		     -EINVAL);
+	CHECK(strstr(why, "newline") != NULL);
+	CHECK_EQ_INT(vbk_kind_classify_bitlocker((const uint8_t *)buf, 56), VBK_KIND_BITLK_RECOVERY);
+	CHECK_EQ_INT(vbk_kind_classify_bitlocker((const uint8_t *)good, 55),
+		     VBK_KIND_BITLK_RECOVERY);
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_STARTUP_KEY, bek, sizeof(bek), &why), 0);
+	CHECK_EQ_INT(vbk_kind_classify_bitlocker(bek, sizeof(bek)), VBK_KIND_BITLK_STARTUP_KEY);
+	bek[0] = 63; /* the size field disagrees with the file */
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_STARTUP_KEY, bek, sizeof(bek), &why), -EINVAL);
+	CHECK_EQ_INT(vbk_kind_classify_bitlocker((const uint8_t *)"anaconda", 8),
+		     VBK_KIND_BITLK_PASSWORD);
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_PASSWORD, (const uint8_t *)"p\xc3\xa4ss", 5, &why),
+		     0);
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_PASSWORD, (const uint8_t *)"pw\n", 3, &why),
+		     -EINVAL);
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_BITLK_PASSWORD, (const uint8_t *)"p\xc3", 2, &why),
+		     -EINVAL);
+	CHECK_EQ_INT(vbk_kind_check(VBK_KIND_LUKS, (const uint8_t *)"", 0, &why), -EINVAL);
+	CHECK_EQ_INT(vbk_kind_parse("bitlocker-recovery", &k), 0);
+	CHECK_EQ_INT(k, VBK_KIND_BITLK_RECOVERY);
+	CHECK_EQ_INT(vbk_kind_parse("bitlocker", &k), -EINVAL);
+	CHECK_EQ_INT(vbk_kind_parse("", &k), -EINVAL);
+	CHECK(strcmp(vbk_kind_name(VBK_KIND_BITLK_STARTUP_KEY), "bitlocker-startup-key") == 0);
+}
+
 static void test_legacy_migration(void)
 {
 	char p3[PATH_MAX + 16], p4[PATH_MAX + 16], file[PATH_MAX + 32], pub[1024], fpr[100];
@@ -690,6 +747,7 @@ int main(void)
 	RUN(test_damaged_file);
 	RUN(test_hdr_check_helper);
 	RUN(test_legacy_migration);
+	RUN(test_kinds);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "cannot remove %s\n", tmpdir);
