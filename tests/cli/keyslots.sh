@@ -235,6 +235,8 @@ with 1 keyop 0 "$VMBAK" key remove "$V" c1
 with 2 keyop 0 "$VMBAK" key remove "$V" c2
 
 note "kill -9 in the middle of a key change"
+# The pause hook exists only in the test build (make fault), from here on.
+use_test_build
 # Held just before the config is replaced (the lock held, the new slots wrapped).
 mb=$(mdb)
 cp "$V/vmbak-vault.json" config.before
