@@ -35,6 +35,13 @@
 #include "vaultkey.h"
 
 typedef struct vbs_cache vbs_cache;
+
+/* One passphrase of an encrypted vault: "keys"[i] of the config (man/vmbak-vault.5). */
+typedef struct vbs_key_slot {
+	char name[VBS_NAME_MAX + 1];
+	char created[24]; /* "YYYY-MM-DDTHH:MM:SSZ" */
+	vbk_wrapped_vaultkeys wrapped;
+} vbs_key_slot;
 typedef struct vbs_prefetch vbs_prefetch;
 
 struct vbs_vault {
@@ -45,7 +52,14 @@ struct vbs_vault {
 	int readonly;
 	int unlocked;
 	vbk_vaultkeys keys;
-	vbk_wrapped_vaultkeys wrapped;
+	/* The key slots of an encrypted vault: each wraps keys under one passphrase. */
+	vbs_key_slot *slots;
+	size_t nslots;
+	/* "keys" was one object (format 1, and format 2 before key slots): one slot, bound to
+	 * the config's bound text alone. Rewritten as an array by the next key change. */
+	int slots_legacy;
+	int slot_opened;      /* the slot that unlocked the vault, -1 before */
+	char created[24];     /* the config's "created", "" when absent or malformed */
 	vbk_hmac *id_mac;  /* chunk ids: HMAC-SHA256 under the id key */
 	vbk_hmac *key_mac; /* per-chunk AES keys: HMAC-SHA256 under the data key */
 	/* Format 2 metadata (seal.h): the key that seals records, the keyed hashes of names,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,6 +62,39 @@ static int config_bound(const vbs_vault *v, char *buf, size_t len, size_t *ret_l
 	return 0;
 }
 
+/* The associated data of slot s's wrapped keys: the bound text, then (slots in an array) the
+ * slot's name and creation time, so a slot can be neither renamed nor redated, nor moved to
+ * another vault or to the single-object form. The single-object form binds the text alone. */
+static int slot_aad(const vbs_vault *v, const vbs_key_slot *s, char *buf, size_t len,
+		    size_t *ret_len)
+{
+	size_t n;
+	int m, r = config_bound(v, buf, len, &n);
+
+	if (r < 0 || v->slots_legacy) {
+		*ret_len = n;
+		return r;
+	}
+	m = snprintf(buf + n, len - n, " key_slot name=%s created=%s", s->name, s->created);
+	if (m < 0 || (size_t)m >= len - n)
+		return -EINVAL;
+	*ret_len = n + (size_t)m;
+	return 0;
+}
+
+/* "YYYY-MM-DDTHH:MM:SSZ", as vbu_format_time() writes it. */
+static int time_valid(const char *s)
+{
+	static const char pat[] = "dddd-dd-ddTdd:dd:ddZ";
+
+	if (!s || strlen(s) != sizeof(pat) - 1)
+		return 0;
+	for (size_t i = 0; pat[i]; i++)
+		if (pat[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != pat[i])
+			return 0;
+	return 1;
+}
+
 static int derive(const uint8_t root[VBK_KEY_LEN], const char *label, uint8_t out[VBK_KEY_LEN])
 {
 	return vbk_hmac_sha256(root, label, strlen(label), out);
@@ -86,15 +120,72 @@ static int setup_macs(vbs_vault *v)
 	return r;
 }
 
+/* One key slot as the config keeps it, or NULL when out of memory. */
+static json_object *slot_json(const vbs_key_slot *s)
+{
+	json_object *k = json_object_new_object();
+	uint8_t blob[sizeof(s->wrapped.ct) + VBK_TAG_LEN];
+	char *b;
+	int bad = !k;
+
+	if (bad)
+		return NULL;
+	json_object_object_add(k, "name", json_object_new_string(s->name));
+	json_object_object_add(k, "created", json_object_new_string(s->created));
+	json_object_object_add(k, "kdf", json_object_new_string("scrypt"));
+	json_object_object_add(k, "n", json_object_new_int64((int64_t)s->wrapped.kdf.n));
+	json_object_object_add(k, "r", json_object_new_int64(s->wrapped.kdf.r));
+	json_object_object_add(k, "p", json_object_new_int64(s->wrapped.kdf.p));
+	b = vbu_base64_encode(s->wrapped.kdf.salt, sizeof(s->wrapped.kdf.salt));
+	bad |= !b;
+	json_object_object_add(k, "salt", json_object_new_string(b ? b : ""));
+	free(b);
+	b = vbu_base64_encode(s->wrapped.nonce, sizeof(s->wrapped.nonce));
+	bad |= !b;
+	json_object_object_add(k, "nonce", json_object_new_string(b ? b : ""));
+	free(b);
+	memcpy(blob, s->wrapped.ct, sizeof(s->wrapped.ct));
+	memcpy(blob + sizeof(s->wrapped.ct), s->wrapped.tag, VBK_TAG_LEN);
+	b = vbu_base64_encode(blob, sizeof(blob));
+	bad |= !b;
+	json_object_object_add(k, "wrapped", json_object_new_string(b ? b : ""));
+	free(b);
+	if (bad) {
+		json_object_put(k);
+		return NULL;
+	}
+	return k;
+}
+
+/* "keys" of an encrypted vault: always the array of slots (the single-object form is only
+ * read), or NULL when out of memory. */
+static json_object *slots_json(const vbs_vault *v)
+{
+	json_object *a = json_object_new_array();
+
+	for (size_t i = 0; a && i < v->nslots; i++) {
+		json_object *k = slot_json(&v->slots[i]);
+
+		if (!k || json_object_array_add(a, k) < 0) {
+			json_object_put(k);
+			json_object_put(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
 /* The config document of v, or NULL when out of memory. */
 static json_object *config_json(const vbs_vault *v)
 {
 	json_object *o = json_object_new_object();
 	char when[21], hex[2 * VBK_KEY_LEN + 1];
-	char *b;
 	int bad = 0;
 
-	vbu_format_time(vbu_now_ns() / 1000000000, when);
+	if (v->created[0])
+		memcpy(when, v->created, sizeof(when));
+	else
+		vbu_format_time(vbu_now_ns() / 1000000000, when);
 	json_object_object_add(o, "format", json_object_new_string(VBS_FORMAT_NAME));
 	json_object_object_add(o, "version", json_object_new_int(v->format));
 	json_object_object_add(o, "uuid", json_object_new_string(v->uuid));
@@ -108,27 +199,9 @@ static json_object *config_json(const vbs_vault *v)
 		json_object_object_add(o, "dedup_scope",
 				       json_object_new_string(v->dedup_vm ? "vm" : "vault"));
 	if (v->encrypted) {
-		json_object *k = json_object_new_object();
-		uint8_t blob[sizeof(v->wrapped.ct) + VBK_TAG_LEN];
+		json_object *k = slots_json(v);
 
-		json_object_object_add(k, "kdf", json_object_new_string("scrypt"));
-		json_object_object_add(k, "n", json_object_new_int64((int64_t)v->wrapped.kdf.n));
-		json_object_object_add(k, "r", json_object_new_int64(v->wrapped.kdf.r));
-		json_object_object_add(k, "p", json_object_new_int64(v->wrapped.kdf.p));
-		b = vbu_base64_encode(v->wrapped.kdf.salt, sizeof(v->wrapped.kdf.salt));
-		bad |= !b;
-		json_object_object_add(k, "salt", json_object_new_string(b ? b : ""));
-		free(b);
-		b = vbu_base64_encode(v->wrapped.nonce, sizeof(v->wrapped.nonce));
-		bad |= !b;
-		json_object_object_add(k, "nonce", json_object_new_string(b ? b : ""));
-		free(b);
-		memcpy(blob, v->wrapped.ct, sizeof(v->wrapped.ct));
-		memcpy(blob + sizeof(v->wrapped.ct), v->wrapped.tag, VBK_TAG_LEN);
-		b = vbu_base64_encode(blob, sizeof(blob));
-		bad |= !b;
-		json_object_object_add(k, "wrapped", json_object_new_string(b ? b : ""));
-		free(b);
+		bad |= !k;
 		json_object_object_add(o, "keys", k);
 	} else {
 		/* Without encryption the id key protects nothing secret; it is kept in clear so an
@@ -182,6 +255,78 @@ static const char *shown(const char *s)
 	return s;
 }
 
+/* One slot of "keys": its KDF and wrapped keys, and (array form) its name and time. */
+static int parse_slot(const char *file, json_object *k, int legacy, vbs_key_slot *ret)
+{
+	int64_t nn, rr, pp;
+	uint8_t blob[sizeof(ret->wrapped.ct) + VBK_TAG_LEN];
+	const char *name = jstr(k, "name"), *created = jstr(k, "created");
+
+	if (!json_object_is_type(k, json_type_object) || !jstr(k, "kdf") ||
+	    strcmp(jstr(k, "kdf"), "scrypt") != 0 || jint(k, "n", &nn) < 0 ||
+	    jint(k, "r", &rr) < 0 || jint(k, "p", &pp) < 0 || nn < 0 || rr < 0 || pp < 0 ||
+	    rr > 1024 || pp > 1024 ||
+	    b64_exact(jstr(k, "salt"), ret->wrapped.kdf.salt, sizeof(ret->wrapped.kdf.salt)) ||
+	    b64_exact(jstr(k, "nonce"), ret->wrapped.nonce, sizeof(ret->wrapped.nonce)) ||
+	    b64_exact(jstr(k, "wrapped"), blob, sizeof(blob)))
+		return vbs_fail(-EPROTO, "config '%s': missing or bad field 'keys'", file);
+	if (!legacy && (!vbs_name_valid(name) || !time_valid(created)))
+		return vbs_fail(-EPROTO, "config '%s': a key slot with a missing or bad %s", file,
+				vbs_name_valid(name) ? "'created'" : "'name'");
+	ret->wrapped.kdf.n = (uint64_t)nn;
+	ret->wrapped.kdf.r = (uint32_t)rr;
+	ret->wrapped.kdf.p = (uint32_t)pp;
+	if (vbk_scrypt_check(&ret->wrapped.kdf) < 0)
+		return vbs_fail(-EPROTO, "config '%s': scrypt parameters out of range", file);
+	memcpy(ret->wrapped.ct, blob, sizeof(ret->wrapped.ct));
+	memcpy(ret->wrapped.tag, blob + sizeof(ret->wrapped.ct), VBK_TAG_LEN);
+	snprintf(ret->name, sizeof(ret->name), "%s", legacy ? VBS_KEY_SLOT_DEFAULT : name);
+	snprintf(ret->created, sizeof(ret->created), "%s", legacy ? "" : created);
+	return 0;
+}
+
+/* "keys": one object (format 1, and format 2 before key slots), or (format 2) an array of 1
+ * to VBS_KEY_SLOTS_MAX slots with distinct names. A wrong passphrase costs one scrypt per
+ * slot: their work together is bounded like one slot's at most twice. */
+static int parse_keys(vbs_vault *v, const char *file, json_object *k)
+{
+	int legacy = json_object_is_type(k, json_type_object);
+	size_t n = legacy ? 1 : 0;
+	uint64_t work = 0;
+	int r;
+
+	if (!legacy && v->format >= 2 && json_object_is_type(k, json_type_array))
+		n = json_object_array_length(k);
+	if (n == 0)
+		return vbs_fail(-EPROTO, "config '%s': missing or bad field 'keys'", file);
+	if (n > VBS_KEY_SLOTS_MAX)
+		return vbs_fail(-EPROTO, "config '%s': %zu key slots, at most %d", file, n,
+				VBS_KEY_SLOTS_MAX);
+	v->slots = calloc(n, sizeof(*v->slots));
+	if (!v->slots)
+		return vbs_fail(-ENOMEM, "out of memory");
+	v->slots_legacy = legacy;
+	for (size_t i = 0; i < n; i++) {
+		vbs_key_slot *sl = &v->slots[i];
+
+		r = parse_slot(file, legacy ? k : json_object_array_get_idx(k, i), legacy, sl);
+		if (r < 0)
+			return r;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(v->slots[j].name, sl->name) == 0)
+				return vbs_fail(-EPROTO, "config '%s': two key slots named '%s'",
+						file, sl->name);
+		v->nslots = i + 1;
+		work += sl->wrapped.kdf.n * sl->wrapped.kdf.r * sl->wrapped.kdf.p;
+	}
+	if (work > 2 * VBK_SCRYPT_WORK_MAX)
+		return vbs_fail(-EPROTO, "config '%s': scrypt parameters of the key slots out of "
+				"range (too much work together)", file);
+	if (legacy)
+		snprintf(v->slots[0].created, sizeof(v->slots[0].created), "%s", v->created);
+	return 0;
+}
+
 static int parse_config(vbs_vault *v, const char *file, const char *text, size_t len)
 {
 	json_tokener *tok = json_tokener_new();
@@ -232,6 +377,9 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		goto out;
 	}
 	memcpy(v->uuid, s, 37);
+	s = jstr(o, "created");
+	if (time_valid(s))
+		memcpy(v->created, s, 21);
 	if (jint(o, "chunk_size", &n) < 0 || n < VBS_CHUNK_SIZE_MIN || n > VBS_CHUNK_SIZE_MAX ||
 	    (n & (n - 1))) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'chunk_size'", file);
@@ -246,30 +394,14 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 	}
 	s = jstr(o, "encryption");
 	if (s && strcmp(s, "aes-256-gcm") == 0) {
-		int64_t nn, rr, pp;
-		uint8_t blob[sizeof(v->wrapped.ct) + VBK_TAG_LEN];
-
 		v->encrypted = 1;
-		if (!json_object_object_get_ex(o, "keys", &k) ||
-		    !json_object_is_type(k, json_type_object) || !jstr(k, "kdf") ||
-		    strcmp(jstr(k, "kdf"), "scrypt") != 0 || jint(k, "n", &nn) < 0 ||
-		    jint(k, "r", &rr) < 0 || jint(k, "p", &pp) < 0 || nn < 0 || rr < 0 ||
-		    pp < 0 || rr > 1024 || pp > 1024 ||
-		    b64_exact(jstr(k, "salt"), v->wrapped.kdf.salt, sizeof(v->wrapped.kdf.salt)) ||
-		    b64_exact(jstr(k, "nonce"), v->wrapped.nonce, sizeof(v->wrapped.nonce)) ||
-		    b64_exact(jstr(k, "wrapped"), blob, sizeof(blob))) {
+		if (!json_object_object_get_ex(o, "keys", &k)) {
 			r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'keys'", file);
 			goto out;
 		}
-		v->wrapped.kdf.n = (uint64_t)nn;
-		v->wrapped.kdf.r = (uint32_t)rr;
-		v->wrapped.kdf.p = (uint32_t)pp;
-		if (vbk_scrypt_check(&v->wrapped.kdf) < 0) {
-			r = vbs_fail(-EPROTO, "config '%s': scrypt parameters out of range", file);
+		r = parse_keys(v, file, k);
+		if (r < 0)
 			goto out;
-		}
-		memcpy(v->wrapped.ct, blob, sizeof(v->wrapped.ct));
-		memcpy(v->wrapped.tag, blob + sizeof(v->wrapped.ct), VBK_TAG_LEN);
 	} else if (s && strcmp(s, "none") == 0) {
 		v->encrypted = 0;
 		if (!jstr(o, "id_key") || vbu_hex_decode(jstr(o, "id_key"), v->keys.id_key,
@@ -305,6 +437,7 @@ static vbs_vault *vault_new(const char *path)
 	pthread_rwlock_init(&v->map_lock, NULL);
 	pthread_mutex_init(&v->mapc_lock, NULL);
 	v->cache_bytes = 64u << 20;
+	v->slot_opened = -1;
 	return v;
 }
 
@@ -480,8 +613,14 @@ int vbs_config_upgrade(vbs_vault *v, const char *pass)
 		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", v->path);
 	v->format = VBS_FORMAT_VERSION;
 	if (v->encrypted) {
-		if ((r = config_bound(v, aad, sizeof(aad), &aad_len)) < 0 ||
-		    (r = vbk_vaultkeys_wrap(&v->keys, pass, aad, aad_len, &v->wrapped)) < 0)
+		/* Format 1 has one slot (the single-object form): it becomes slot "default". */
+		vbs_key_slot *sl = &v->slots[0];
+
+		v->slots_legacy = 0;
+		if (!sl->created[0])
+			vbu_format_time(vbu_now_ns() / 1000000000, sl->created);
+		if ((r = slot_aad(v, sl, aad, sizeof(aad), &aad_len)) < 0 ||
+		    (r = vbk_vaultkeys_wrap(&v->keys, pass, aad, aad_len, &sl->wrapped)) < 0)
 			return vbs_fail(r, "cannot wrap the keys of vault '%s': %s", v->path,
 					vbu_strerror(-r));
 	}
@@ -604,9 +743,18 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 	uuid_format(u, v->uuid);
 	if ((r = vbk_vaultkeys_generate(&v->keys)) < 0)
 		goto crypto_fail;
+	vbu_format_time(vbu_now_ns() / 1000000000, v->created);
 	if (v->encrypted) {
-		if ((r = config_bound(v, aad, sizeof(aad), &aad_len)) < 0 ||
-		    (r = vbk_vaultkeys_wrap(&v->keys, pass, aad, aad_len, &v->wrapped)) < 0)
+		v->slots = calloc(1, sizeof(*v->slots));
+		if (!v->slots) {
+			r = -ENOMEM;
+			goto crypto_fail;
+		}
+		v->nslots = 1;
+		snprintf(v->slots[0].name, sizeof(v->slots[0].name), VBS_KEY_SLOT_DEFAULT);
+		memcpy(v->slots[0].created, v->created, sizeof(v->slots[0].created));
+		if ((r = slot_aad(v, &v->slots[0], aad, sizeof(aad), &aad_len)) < 0 ||
+		    (r = vbk_vaultkeys_wrap(&v->keys, pass, aad, aad_len, &v->slots[0].wrapped)) < 0)
 			goto crypto_fail;
 	}
 	if ((r = setup_macs(v)) < 0)
@@ -670,7 +818,8 @@ out:
 	return r;
 }
 
-int vbs_vault_open(const char *path, int readonly, vbs_vault **ret)
+/* vbs_vault_open(), and with ret_text the config's text as read (the caller frees it). */
+static int vault_open_text(const char *path, int readonly, vbs_vault **ret, char **ret_text)
 {
 	vbs_vault *v = NULL;
 	struct stat st;
@@ -678,7 +827,6 @@ int vbs_vault_open(const char *path, int readonly, vbs_vault **ret)
 	size_t len;
 	int r;
 
-	vbs_clear_err();
 	if (stat(path, &st) < 0)
 		return vbs_fail(-errno, "cannot open vault '%s': %s", path, vbu_strerror(errno));
 	if (!S_ISDIR(st.st_mode))
@@ -706,10 +854,246 @@ int vbs_vault_open(const char *path, int readonly, vbs_vault **ret)
 	}
 	*ret = v;
 	v = NULL;
+	if (ret_text) {
+		*ret_text = text;
+		text = NULL;
+	}
 	r = 0;
 out:
 	free(text);
 	vbs_vault_close(v);
+	return r;
+}
+
+int vbs_vault_open(const char *path, int readonly, vbs_vault **ret)
+{
+	vbs_clear_err();
+	return vault_open_text(path, readonly, ret, NULL);
+}
+
+size_t vbs_vault_key_count(const vbs_vault *v)
+{
+	return v->encrypted ? v->nslots : 0;
+}
+
+int vbs_vault_key_get(const vbs_vault *v, size_t i, vbs_key_slot_info *ret)
+{
+	if (!v->encrypted || i >= v->nslots)
+		return -ENOENT;
+	memset(ret, 0, sizeof(*ret));
+	snprintf(ret->name, sizeof(ret->name), "%s", v->slots[i].name);
+	snprintf(ret->created, sizeof(ret->created), "%s", v->slots[i].created);
+	ret->current = (int)i == v->slot_opened;
+	return 0;
+}
+
+/* Takes the vault's key lock (blocking): whoever rewrites the config holds it. The lock goes
+ * with the descriptor, also when the process dies. */
+static int key_lock(const char *path, int *ret_fd)
+{
+	char f[4200];
+	int fd;
+
+	if (snprintf(f, sizeof(f), "%s/%s", path, VBS_KEY_LOCK_FILE) >= (int)sizeof(f))
+		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
+	fd = open(f, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return vbs_fail(-errno, "cannot lock vault '%s': cannot open '%s': %s", path, f,
+				vbu_strerror(errno));
+	while (flock(fd, LOCK_EX) < 0) {
+		int e = errno;
+
+		if (e == EINTR)
+			continue;
+		close(fd);
+		return vbs_fail(-e, "cannot lock vault '%s': %s", path, vbu_strerror(e));
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+/* Wraps v's keys into slot sl under pass, with a fresh salt and nonce. */
+static int slot_wrap(vbs_vault *v, vbs_key_slot *sl, const char *pass)
+{
+	char aad[512];
+	size_t aad_len;
+	int r = slot_aad(v, sl, aad, sizeof(aad), &aad_len);
+
+	if (r == 0)
+		r = vbk_vaultkeys_wrap(&v->keys, pass, aad, aad_len, &sl->wrapped);
+	if (r < 0)
+		return vbs_fail(r, "cannot wrap the keys of vault '%s': %s", v->path,
+				vbu_strerror(-r));
+	return 0;
+}
+
+static int slot_find(const vbs_vault *v, const char *name)
+{
+	for (size_t i = 0; name && i < v->nslots; i++)
+		if (strcmp(v->slots[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Applies op to the slots of the unlocked v, in memory. */
+static int slots_change(vbs_vault *v, vbs_key_op op, const char *pass, const char *name,
+			const char *new_pass, char *ret_name)
+{
+	int idx = slot_find(v, name), r;
+	vbs_key_slot *sl, *grown;
+	char now[24];
+
+	vbu_format_time(vbu_now_ns() / 1000000000, now);
+	if (op != VBS_KEY_ADD && name && idx < 0)
+		return vbs_fail(-ENOENT, "vault '%s' has no key slot named '%s'", v->path, name);
+	if (op == VBS_KEY_PASSWD && idx < 0)
+		idx = v->slot_opened;
+	/* Two slots with one passphrase: unlocking takes the first, and passwd without --name
+	 * would change that one. (Other slots' passphrases are unknown here: not checked.) */
+	if (op != VBS_KEY_REMOVE && (op == VBS_KEY_ADD || idx != v->slot_opened) &&
+	    strlen(pass) == strlen(new_pass) && vbk_equal(pass, new_pass, strlen(pass)))
+		return vbs_fail(-EEXIST, "the new passphrase is the one that opens key slot '%s' "
+				"of vault '%s': choose another", v->slots[v->slot_opened].name,
+				v->path);
+	/* The single-object form becomes slot "default", now bound to its name. Only one slot
+	 * exists then, and pass opened it. */
+	if (v->slots_legacy) {
+		v->slots_legacy = 0;
+		if (!v->slots[0].created[0])
+			memcpy(v->slots[0].created, now, sizeof(now));
+		if ((r = slot_wrap(v, &v->slots[0], pass)) < 0)
+			return r;
+	}
+	switch (op) {
+	case VBS_KEY_ADD: {
+		char chosen[VBS_NAME_MAX + 1];
+
+		if (idx >= 0)
+			return vbs_fail(-EEXIST, "vault '%s' already has a key slot named '%s'",
+					v->path, name);
+		if (v->nslots >= VBS_KEY_SLOTS_MAX)
+			return vbs_fail(-EMLINK, "vault '%s' has %d key slots, the most it may have",
+					v->path, VBS_KEY_SLOTS_MAX);
+		if (name) {
+			snprintf(chosen, sizeof(chosen), "%s", name);
+		} else {
+			for (size_t n = v->nslots + 1;; n++) {
+				snprintf(chosen, sizeof(chosen), "key-%zu", n);
+				if (slot_find(v, chosen) < 0)
+					break;
+			}
+		}
+		grown = realloc(v->slots, (v->nslots + 1) * sizeof(*v->slots));
+		if (!grown)
+			return vbs_fail(-ENOMEM, "out of memory");
+		v->slots = grown;
+		sl = &v->slots[v->nslots];
+		memset(sl, 0, sizeof(*sl));
+		memcpy(sl->name, chosen, sizeof(sl->name));
+		memcpy(sl->created, now, sizeof(now));
+		if ((r = slot_wrap(v, sl, new_pass)) < 0)
+			return r;
+		v->nslots++;
+		break;
+	}
+	case VBS_KEY_PASSWD:
+		sl = &v->slots[idx];
+		memcpy(sl->created, now, sizeof(now));
+		if ((r = slot_wrap(v, sl, new_pass)) < 0)
+			return r;
+		break;
+	case VBS_KEY_REMOVE:
+		if (v->nslots == 1)
+			return vbs_fail(-EBUSY, "cannot remove key slot '%s' of vault '%s': it is the "
+					"last one", name, v->path);
+		sl = &v->slots[idx];
+		break;
+	default:
+		return vbs_fail(-EINVAL, "unknown key operation");
+	}
+	if (ret_name)
+		snprintf(ret_name, VBS_NAME_MAX + 1, "%s", sl->name);
+	if (op == VBS_KEY_REMOVE) {
+		memmove(sl, sl + 1, (v->nslots - (size_t)idx - 1) * sizeof(*sl));
+		v->nslots--;
+	}
+	return 0;
+}
+
+int vbs_vault_key_change(const char *path, vbs_key_op op, const char *pass, const char *name,
+			 const char *new_pass, char *ret_name)
+{
+	vbs_vault *v = NULL;
+	json_object *doc = NULL, *keys;
+	char file[4096], *text = NULL, *withnl = NULL;
+	const char *out_text;
+	size_t len;
+	int lfd = -1, r;
+
+	vbs_clear_err();
+	if (op == VBS_KEY_REMOVE)
+		new_pass = "";
+	if (!pass || !new_pass || (op != VBS_KEY_REMOVE && !*new_pass) ||
+	    (op == VBS_KEY_REMOVE && !name))
+		return vbs_fail(-EINVAL, "a key change needs a passphrase, a new one and a name");
+	if (name && !vbs_name_valid(name))
+		return vbs_fail(-EINVAL, "invalid key slot name '%s': use " VBS_NAME_RULE,
+				shown(name));
+	if (config_path(path, file, sizeof(file)) < 0)
+		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
+	/* A look before the lock: no lock file is made in what is not a vault. */
+	r = vault_open_text(path, 1, &v, NULL);
+	if (r < 0)
+		return r;
+	r = v->encrypted ? 0
+			 : vbs_fail(-EINVAL, "vault '%s' is not encrypted: it has no passphrase",
+				    path);
+	vbs_vault_close(v);
+	v = NULL;
+	if (r < 0)
+		return r;
+	if ((r = key_lock(path, &lfd)) < 0)
+		return r;
+	/* Under the lock, read again: a key change that finished meanwhile is the base of this
+	 * one, never lost. */
+	if ((r = vault_open_text(path, 1, &v, &text)) < 0 || (r = vbs_vault_unlock(v, pass)) < 0)
+		goto out;
+	/* The keys must be this database's (its sealed copy of the bound fields opens with them
+	 * and matches): nothing else is ever wrapped under a new passphrase. Read-only. */
+	if ((r = vbs_vault_open_env(v)) < 0)
+		goto out;
+	vbs_vault_close_env(v);
+	if ((r = slots_change(v, op, pass, name, new_pass, ret_name)) < 0)
+		goto out;
+	/* The rest of the config stays as it was, fields this build does not know included. */
+	doc = json_tokener_parse(text);
+	keys = doc ? slots_json(v) : NULL;
+	if (!keys || json_object_object_add(doc, "keys", keys) < 0) {
+		json_object_put(keys);
+		r = vbs_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	out_text = json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PRETTY);
+	len = out_text ? strlen(out_text) : 0;
+	withnl = out_text ? malloc(len + 2) : NULL;
+	if (!withnl) {
+		r = vbs_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(withnl, out_text, len);
+	withnl[len] = '\n';
+	vbs_test_pause("VMBAK_TEST_PAUSE_KEY_WRITE");
+	/* The only write: the whole config, atomically. data.mdb is never touched. */
+	r = vbu_write_file_atomic(file, withnl, len + 1, 0600);
+	if (r < 0)
+		vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
+out:
+	free(withnl);
+	json_object_put(doc);
+	free(text);
+	vbs_vault_close(v);
+	if (lfd >= 0)
+		close(lfd); /* after the write and its directory fsync: releases the lock */
 	return r;
 }
 
@@ -729,9 +1113,15 @@ int vbs_vault_unlock(vbs_vault *v, const char *pass)
 		return 0;
 	if (!pass)
 		return vbs_fail(-ENOKEY, "vault '%s' needs a passphrase", v->path);
-	if ((r = config_bound(v, aad, sizeof(aad), &aad_len)) < 0)
-		return vbs_fail(r, "vault '%s': bad uuid", v->path);
-	r = vbk_vaultkeys_unwrap(&v->wrapped, pass, aad, aad_len, &v->keys);
+	/* Each slot tried costs one scrypt: a wrong passphrase pays for all of them. */
+	r = -ENOKEY;
+	for (size_t i = 0; i < v->nslots && r == -ENOKEY; i++) {
+		if ((r = slot_aad(v, &v->slots[i], aad, sizeof(aad), &aad_len)) < 0)
+			return vbs_fail(r, "vault '%s': bad uuid", v->path);
+		r = vbk_vaultkeys_unwrap(&v->slots[i].wrapped, pass, aad, aad_len, &v->keys);
+		if (r == 0)
+			v->slot_opened = (int)i;
+	}
 	if (r == -ENOKEY)
 		return vbs_fail(r, "wrong passphrase for vault '%s'", v->path);
 	if (r < 0)
@@ -757,6 +1147,7 @@ void vbs_vault_close(vbs_vault *v)
 	vbk_hmac_free(v->idx_mac);
 	vbk_wipe(v->meta_key, sizeof(v->meta_key));
 	vbk_vaultkeys_wipe(&v->keys);
+	free(v->slots);
 	pthread_rwlock_destroy(&v->map_lock);
 	pthread_mutex_destroy(&v->mapc_lock);
 	free(v->path);

@@ -2,7 +2,9 @@
  *
  * Layout of VAULT/ (the full format is in man/vmbak-vault.5):
  *   vmbak-vault.json   config: format name and version, uuid, chunk size, encryption, the
- *                      wrapped keys (or, unencrypted, the id key in clear); written once at init
+ *                      key slots (the keys wrapped under each passphrase; unencrypted: the id
+ *                      key in clear); written at init, replaced whole by key changes
+ *   vmbak-vault.lock   flock()ed by whoever rewrites the config (key changes); may be absent
  *   data.mdb, lock.mdb the LMDB environment (named databases: meta, vms, rps, rpnames,
  *                      lineages, idx, chunks, and jobs, pins, protect: see jobs.h, gc.h,
  *                      lifecycle.h)
@@ -66,6 +68,42 @@ int vbs_vault_open_env(vbs_vault *v);
 void vbs_vault_close_env(vbs_vault *v);
 /* Closes everything and wipes the keys. NULL is fine. */
 void vbs_vault_close(vbs_vault *v);
+
+/* Key slots: an encrypted vault has 1 to VBS_KEY_SLOTS_MAX passphrases, each a named slot
+ * holding the vault's keys wrapped under it (man/vmbak-vault.5). Unlocking tries the slots in
+ * order: one scrypt per slot tried. Slot names follow vbs_name_valid(). */
+#define VBS_KEY_SLOTS_MAX 32
+#define VBS_KEY_SLOT_DEFAULT "default"
+#define VBS_KEY_LOCK_FILE "vmbak-vault.lock"
+
+typedef struct vbs_key_slot_info {
+	char name[VBS_NAME_MAX + 1];
+	char created[24]; /* "YYYY-MM-DDTHH:MM:SSZ": when its passphrase was set */
+	int current;	  /* this slot's passphrase unlocked v */
+} vbs_key_slot_info;
+
+/* The slots of v as its config had them when opened (0 for an unencrypted vault). */
+size_t vbs_vault_key_count(const vbs_vault *v);
+int vbs_vault_key_get(const vbs_vault *v, size_t i, vbs_key_slot_info *ret);
+
+typedef enum vbs_key_op {
+	VBS_KEY_ADD,	/* a new slot name (NULL: "key-N") for new_pass */
+	VBS_KEY_PASSWD, /* slot name (NULL: the one pass opens) now opens with new_pass */
+	VBS_KEY_REMOVE, /* slot name goes; never the last one */
+} vbs_key_op;
+
+/* Changes the key slots of the encrypted vault at path. pass, a current passphrase, must open
+ * one of its slots. Only the config changes: it is re-read under the vault's key lock
+ * (VBS_KEY_LOCK_FILE, flock), checked against the database (opened read-only), and replaced
+ * atomically (temporary file, fsync, rename, fsync of the directory): a crash leaves the old
+ * config or the new one, and the keys they wrap are the same. A config with a single-object
+ * "keys" is rewritten as slots (its one slot named "default"). ret_name (VBS_NAME_MAX + 1
+ * bytes, may be NULL) gets the name of the slot added, changed or removed.
+ * Errors: -ENOKEY wrong passphrase, -ENOENT no slot of that name, -EEXIST a slot of that name
+ * exists, -EMLINK no room for another slot, -EBUSY (remove) the last slot, -EINVAL not an
+ * encrypted vault or a bad name, else as vbs_vault_open() and the file calls. */
+int vbs_vault_key_change(const char *path, vbs_key_op op, const char *pass, const char *name,
+			 const char *new_pass, char *ret_name);
 
 /* The message of the last store/ failure in this thread (empty string if none): one line, no
  * program prefix, never a secret. Valid until the next store/ call in this thread. Callers

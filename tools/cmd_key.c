@@ -1,0 +1,276 @@
+/* cmd_key.c: vmbak key list|add|passwd|remove, the passphrases (key slots) of a vault.
+ *
+ * Every subcommand needs a current passphrase (the usual sources); add and passwd read the new
+ * one from --new-passphrase-file F, or ask twice on a terminal. Only the config changes
+ * (vbs_vault_key_change): chunks and the database are never written.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "passphrase.h"
+#include "util.h"
+#include "vault.h"
+
+#define KEY_USAGE "vmbak key list|add|passwd|remove VAULT ..."
+
+static const char key_help[] =
+    "usage: vmbak key list VAULT [--json]\n"
+    "       vmbak key add VAULT --new-passphrase-file F [--name NAME]\n"
+    "       vmbak key passwd VAULT --new-passphrase-file F [--name NAME]\n"
+    "       vmbak key remove VAULT NAME\n"
+    "\n"
+    "The passphrases of an encrypted vault. Each is a key slot: a name, a creation time and\n"
+    "the vault's keys wrapped under that passphrase, kept in the vault's config. Any one of\n"
+    "them opens the vault. Every subcommand needs a current passphrase (--passphrase-file,\n"
+    "VMBAK_PASSPHRASE_FILE, VMBAK_PASSPHRASE or the terminal). Changes rewrap the vault's\n"
+    "keys only: chunks and the database are not touched, and a crash leaves the old set of\n"
+    "slots or the new one. Opening tries the slots in order (one scrypt, about 0.1 s, per\n"
+    "slot tried); a vault has at most 32.\n"
+    "\n"
+    "  list     the slots; the one the current passphrase opens is marked\n"
+    "  add      a new slot for the passphrase in F (named key-N unless --name)\n"
+    "  passwd   the slot NAME, or the one the current passphrase opens, now opens with the\n"
+    "           passphrase in F (the old one stops working)\n"
+    "  remove   the slot NAME goes (never the last one)\n"
+    "\n"
+    "options:\n"
+    "  --new-passphrase-file F  the new passphrase: the first line of F (on a terminal,\n"
+    "                          without this option, it is asked twice)\n"
+    "  --name NAME             the slot: " VBS_NAME_RULE "\n"
+    "  --passphrase-file F     read the current passphrase from the first line of F\n"
+    "  --json                  (list) print a JSON array of {name, created, current}\n"
+    "  -h, --help              show this help\n";
+
+enum { OPT_JSON = 0x100, OPT_NEWPASS, OPT_NAME, OPT_PASSFILE };
+/* Which of the subcommand options a subcommand takes. */
+enum { K_JSON = 1, K_NEWPASS = 2, K_NAME = 4 };
+
+typedef struct keyargs {
+	const char *passfile, *newpass_file, *name;
+	int json;
+} keyargs;
+
+/* The new passphrase: from --new-passphrase-file, else asked twice on a terminal. Never from
+ * the environment, where the current one is. */
+static int new_passphrase(const keyargs *a, const char *path, const char *usage, char **ret)
+{
+	vbk_passphrase_source src = {
+	    .file = a->newpass_file,
+	    .prompt = "new vault passphrase: ",
+	    .confirm = 1,
+	};
+
+	if (!a->newpass_file && !isatty(STDIN_FILENO))
+		return usage_err("missing --new-passphrase-file F (usage: %s)", usage);
+	return passphrase_get(&src, "the new passphrase of vault", path, ret);
+}
+
+static int key_list(const char *path, const keyargs *a, vmbak_globals *g)
+{
+	vbs_vault *v = NULL;
+	json_object *arr = NULL;
+	vbs_key_slot_info si;
+	size_t n, w = 4;
+	int status;
+
+	status = vault_open(path, 1, 0, a->passfile, g, &v);
+	if (status != 0)
+		return status;
+	n = vbs_vault_key_count(v);
+	if (n == 0) {
+		vbu_err("vault '%s' is not encrypted: it has no passphrase", q(path));
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	if (a->json) {
+		arr = json_object_new_array();
+		for (size_t i = 0; arr && i < n; i++) {
+			json_object *o = json_object_new_object();
+
+			vbs_vault_key_get(v, i, &si);
+			json_object_object_add(o, "name", json_object_new_string(si.name));
+			json_object_object_add(o, "created", json_str_or_null(si.created));
+			json_object_object_add(o, "current", json_object_new_boolean(si.current));
+			json_object_array_add(arr, o);
+		}
+		if (!arr) {
+			vbu_errno(-ENOMEM, "cannot list key slots");
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+		status = json_print(arr);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (vbs_vault_key_get(v, i, &si) == 0 && strlen(si.name) > w)
+			w = strlen(si.name);
+	printf("%-*s  %-20s  %s\n", (int)w, "NAME", "CREATED", "CURRENT");
+	for (size_t i = 0; i < n; i++) {
+		vbs_vault_key_get(v, i, &si);
+		printf("%-*s  %-20s  %s\n", (int)w, si.name, si.created[0] ? si.created : "-",
+		       si.current ? "yes" : "-");
+	}
+	status = VMBAK_EXIT_OK;
+out:
+	vbs_vault_close(v);
+	return status;
+}
+
+static int key_change(vbs_key_op op, const char *path, const keyargs *a, vmbak_globals *g,
+		      const char *usage)
+{
+	char *pass = NULL, *newpass = NULL, done[VBS_NAME_MAX + 1];
+	vbs_vault *v = NULL;
+	int status, r;
+
+	/* Before any passphrase is asked: is it an encrypted vault at all? */
+	r = vbs_vault_open(path, 1, &v);
+	if (r < 0)
+		return store_err(r, "cannot open vault '%s'", q(path));
+	if (!vbs_vault_encrypted(v)) {
+		vbs_vault_close(v);
+		vbu_err("vault '%s' is not encrypted: it has no passphrase", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	vbs_vault_close(v);
+	if (op != VBS_KEY_REMOVE && (status = new_passphrase(a, path, usage, &newpass)) != 0)
+		goto out;
+	if ((status = passphrase_for(path, a->passfile, g, 0, &pass)) != 0)
+		goto out;
+	r = vbs_vault_key_change(path, op, pass, a->name, newpass, done);
+	if (r < 0) {
+		status = store_err(r, "cannot change the keys of vault '%s'", q(path));
+		goto out;
+	}
+	switch (op) {
+	case VBS_KEY_ADD:
+		printf("added key slot '%s' to vault %s\n", done, path);
+		break;
+	case VBS_KEY_PASSWD:
+		printf("changed the passphrase of key slot '%s' of vault %s\n", done, path);
+		break;
+	case VBS_KEY_REMOVE:
+		printf("removed key slot '%s' from vault %s\n", done, path);
+		break;
+	}
+	status = VMBAK_EXIT_OK;
+out:
+	vbk_passphrase_free(newpass);
+	vbk_passphrase_free(pass);
+	return status;
+}
+
+static const struct {
+	const char *name, *usage;
+	int nargs;	 /* VAULT, and for remove NAME */
+	unsigned opts; /* which of the options below it takes */
+} subs[] = {
+    {"list", "vmbak key list VAULT [--json]", 1, K_JSON},
+    {"add", "vmbak key add VAULT --new-passphrase-file F [--name NAME]", 1, K_NEWPASS | K_NAME},
+    {"passwd", "vmbak key passwd VAULT --new-passphrase-file F [--name NAME]", 1,
+     K_NEWPASS | K_NAME},
+    {"remove", "vmbak key remove VAULT NAME", 2, 0},
+};
+
+static int cmd_key(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
+	    {"new-passphrase-file", required_argument, NULL, OPT_NEWPASS},
+	    {"name", required_argument, NULL, OPT_NAME},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const names[] = {"VAULT", "NAME"};
+	keyargs a = {0};
+	size_t k;
+	int opt, state = 0, status;
+
+	if (argc < 2)
+		return usage_err("no key command given (usage: %s)", KEY_USAGE);
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		fputs(key_help, stdout);
+		return VMBAK_EXIT_OK;
+	}
+	for (k = 0; k < VBU_ARRAY_SIZE(subs); k++)
+		if (strcmp(subs[k].name, argv[1]) == 0)
+			break;
+	if (k == VBU_ARRAY_SIZE(subs))
+		return usage_err("unknown key command '%s' (usage: %s)", q(argv[1]), KEY_USAGE);
+	/* getopt sees "key" then what follows the subcommand. */
+	argv[1] = argv[0];
+	argc--;
+	argv++;
+	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(key_help, stdout);
+			return VMBAK_EXIT_OK;
+		case OPT_PASSPHRASE_REFUSED:
+			return passphrase_option_refused();
+		case OPT_PASSFILE:
+			if ((status = passphrase_file_arg(optarg, &a.passfile)) != 0)
+				return status;
+			continue;
+		case OPT_JSON:
+		case OPT_NEWPASS:
+		case OPT_NAME:
+			break;
+		default:
+			return VMBAK_EXIT_USAGE;
+		}
+		{
+			unsigned f = opt == OPT_JSON ? K_JSON : opt == OPT_NEWPASS ? K_NEWPASS : K_NAME;
+
+			if (!(subs[k].opts & f))
+				return usage_err("option '--%s' is not for 'key %s' (usage: %s)",
+						 f == K_JSON	  ? "json"
+						 : f == K_NEWPASS ? "new-passphrase-file"
+								  : "name",
+						 subs[k].name, subs[k].usage);
+		}
+		if (opt == OPT_JSON) {
+			a.json = 1;
+		} else if (opt == OPT_NEWPASS) {
+			if (!*optarg)
+				return usage_err("empty file name for --new-passphrase-file");
+			a.newpass_file = optarg;
+		} else {
+			if ((status = check_name_arg("key slot", optarg)) != 0)
+				return status;
+			a.name = optarg;
+		}
+	}
+	if ((status = check_nargs(subs[k].usage, names, subs[k].nargs, subs[k].nargs,
+				  argc - optind, argv + optind)) != 0 ||
+	    (status = check_vault_arg(argv[optind])) != 0)
+		return status;
+	if (subs[k].nargs == 2) {
+		if ((status = check_name_arg("key slot", argv[optind + 1])) != 0)
+			return status;
+		a.name = argv[optind + 1];
+	}
+	switch (k) {
+	case 0:
+		return key_list(argv[optind], &a, g);
+	case 1:
+		return key_change(VBS_KEY_ADD, argv[optind], &a, g, subs[k].usage);
+	case 2:
+		return key_change(VBS_KEY_PASSWD, argv[optind], &a, g, subs[k].usage);
+	default:
+		return key_change(VBS_KEY_REMOVE, argv[optind], &a, g, subs[k].usage);
+	}
+}
+
+const vmbak_cmd cmd_key_def = {
+    .name = "key",
+    .summary = "list, add, change or remove the passphrases of a vault",
+    .help = key_help,
+    .run = cmd_key,
+};
