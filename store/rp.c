@@ -355,38 +355,34 @@ static int cmp_entry(const void *a, const void *b)
 	return strcmp(((const vbs_name_entry *)a)->name, ((const vbs_name_entry *)b)->name);
 }
 
-int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, vbs_name_entry **ret,
-		 size_t *ret_n)
+/* Opens one raw record as an entry (a name record of vm, or a VM record when vm is NULL). */
+static int entry_open(vbs_vault *v, const char *vm, const MDB_val *k, const MDB_val *d,
+		      vbs_name_entry *e)
 {
-	uint8_t vk[VBS_NAME_HASH_LEN];
+	if (vm)
+		return vbs_name_open(v, vm, k->mv_data, k->mv_size, d->mv_data, d->mv_size, e->name,
+				     &e->serial);
+	return vbs_vm_open(v, k->mv_data, k->mv_size, d->mv_data, d->mv_size, e->name, &e->serial);
+}
+
+/* Every record of dbi whose key starts with prefix (plen bytes; 0: all), opened, sorted by
+ * name; the first that does not open fails the whole (-EBADMSG). */
+static int scan_entries(vbs_vault *v, MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix,
+			size_t plen, const char *vm, vbs_name_entry **ret, size_t *ret_n)
+{
 	vbs_name_entry *e = NULL;
 	size_t n = 0, cap = 0;
 	MDB_cursor *c = NULL;
-	MDB_val k, d;
-	int rc, r;
+	MDB_val k = {plen, (void *)prefix}, d;
+	int rc, r = 0;
 
-	if (!vbs_name_valid(vm)) {
-		*ret = NULL;
-		*ret_n = 0;
-		return 0;
-	}
-	if ((r = vm_key(v, vm, vk)) < 0)
-		return r;
-	rc = mdb_cursor_open(txn, v->dbi_rpnames, &c);
+	rc = mdb_cursor_open(txn, dbi, &c);
 	if (rc)
 		return vbs_mdb_err(rc);
-	k = (MDB_val){sizeof(vk), vk};
-	for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0;
+	for (rc = mdb_cursor_get(c, &k, &d, plen ? MDB_SET_RANGE : MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		uint8_t *p = NULL;
-		size_t len = 0;
-
-		if (k.mv_size < VBS_NAME_HASH_LEN || memcmp(k.mv_data, vk, sizeof(vk)) != 0)
+		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
 			break;
-		if (k.mv_size != 2 * VBS_NAME_HASH_LEN) {
-			r = -EBADMSG;
-			break;
-		}
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 16;
 			vbs_name_entry *ne = realloc(e, nc * sizeof(*e));
@@ -397,12 +393,7 @@ int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, vbs_name_entry **re
 			e = ne;
 			cap = nc;
 		}
-		r = vbs_unseal(v, VBS_DB_NAMES, k.mv_data, k.mv_size, d.mv_data, d.mv_size, &p,
-			       &len);
-		if (r == 0)
-			r = name_decode(v, vm, k.mv_data, p, len, e[n].name, &e[n].serial);
-		vbs_unsealed_free(p, len);
-		if (r < 0)
+		if ((r = entry_open(v, vm, &k, &d, &e[n])) < 0)
 			break;
 		n++;
 	}
@@ -418,6 +409,22 @@ int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, vbs_name_entry **re
 	*ret = e;
 	*ret_n = n;
 	return 0;
+}
+
+int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, vbs_name_entry **ret,
+		 size_t *ret_n)
+{
+	uint8_t vk[VBS_NAME_HASH_LEN];
+	int r;
+
+	if (!vbs_name_valid(vm)) {
+		*ret = NULL;
+		*ret_n = 0;
+		return 0;
+	}
+	if ((r = vm_key(v, vm, vk)) < 0)
+		return r;
+	return scan_entries(v, txn, v->dbi_rpnames, vk, sizeof(vk), vm, ret, ret_n);
 }
 
 int vbs_rp_store(vbs_vault *v, MDB_txn *txn, const vbs_rp *rp)
@@ -675,50 +682,7 @@ int vbs_rp_names(vbs_vault *v, const char *vm, vbs_name_entry **ret, size_t *ret
 /* Every VM record in txn, sorted by name (VMs with no point included). */
 int vbs_vms_of(vbs_vault *v, MDB_txn *txn, vbs_name_entry **ret, size_t *ret_n)
 {
-	vbs_name_entry *e = NULL;
-	size_t n = 0, cap = 0;
-	MDB_cursor *c = NULL;
-	MDB_val k, d;
-	int rc, r = 0;
-
-	rc = mdb_cursor_open(txn, v->dbi_vms, &c);
-	if (rc)
-		return vbs_mdb_err(rc);
-	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		uint8_t *p = NULL;
-		size_t len = 0;
-
-		if (n == cap) {
-			size_t nc = cap ? cap * 2 : 16;
-			vbs_name_entry *ne = realloc(e, nc * sizeof(*e));
-			if (!ne) {
-				r = -ENOMEM;
-				break;
-			}
-			e = ne;
-			cap = nc;
-		}
-		r = vbs_unseal(v, VBS_DB_VMS, k.mv_data, k.mv_size, d.mv_data, d.mv_size, &p, &len);
-		if (r == 0)
-			r = vm_decode(v, k.mv_data, k.mv_size, p, len, e[n].name, &e[n].serial);
-		vbs_unsealed_free(p, len);
-		if (r < 0)
-			break;
-		n++;
-	}
-	if (r == 0 && rc && rc != MDB_NOTFOUND)
-		r = vbs_mdb_err(rc);
-	mdb_cursor_close(c);
-	if (r < 0) {
-		free(e);
-		return r;
-	}
-	if (n)
-		qsort(e, n, sizeof(*e), cmp_entry);
-	*ret = e;
-	*ret_n = n;
-	return 0;
+	return scan_entries(v, txn, v->dbi_vms, NULL, 0, NULL, ret, ret_n);
 }
 
 /* 1 when some name record starts with vm's hash (the VM has a point), without opening any. */
