@@ -53,21 +53,9 @@ static int cmd_upgrade(int argc, char **argv, vmbak_globals *g)
 	r = vbs_vault_open(path, 0, &v);
 	if (r < 0)
 		return store_err(r, "cannot open vault '%s'", q(path));
-	if (vbs_vault_needs_passphrase(v)) {
-		status = passphrase_for(path, NULL, g, 0, &pass);
-		if (status != 0)
-			goto out;
-		r = vbs_vault_unlock(v, pass);
-		if (r == -ENOKEY) {
-			vbu_err("wrong passphrase for vault '%s'", q(path));
-			status = VMBAK_EXIT_FAIL;
-			goto out;
-		}
-		if (r < 0) {
-			status = store_err(r, "cannot unlock vault '%s'", q(path));
-			goto out;
-		}
-	}
+	status = vault_unlock(v, path, NULL, g, &pass);
+	if (status != 0)
+		goto out;
 	r = vbs_vault_upgrade(v, pass, &st);
 	if (r < 0) {
 		status = store_err(r, "cannot upgrade vault '%s'", q(path));

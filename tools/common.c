@@ -257,11 +257,35 @@ int passphrase_for(const char *path, const char *passphrase_file, const vmbak_gl
 	return passphrase_get(&src, "vault", path, ret);
 }
 
+int vault_unlock(vbs_vault *v, const char *path, const char *passphrase_file,
+		 const vmbak_globals *g, char **ret_pass)
+{
+	char *pass = NULL;
+	int r, status;
+
+	if (!vbs_vault_needs_passphrase(v))
+		return 0;
+	status = passphrase_for(path, passphrase_file, g, 0, &pass);
+	if (status != 0)
+		return status;
+	r = vbs_vault_unlock(v, pass);
+	if (r == -ENOKEY) {
+		vbu_err("wrong passphrase for vault '%s'", q(path));
+		status = VMBAK_EXIT_FAIL;
+	} else if (r < 0) {
+		status = store_err(r, "cannot unlock vault '%s'", q(path));
+	}
+	if (status == 0 && ret_pass)
+		*ret_pass = pass;
+	else
+		vbk_passphrase_free(pass);
+	return status;
+}
+
 int vault_open(const char *path, int readonly, int flags, const char *passphrase_file,
 	       const vmbak_globals *g, vbs_vault **ret)
 {
 	vbs_vault *v = NULL;
-	char *pass = NULL;
 	int r, status;
 
 	r = vbs_vault_open(path, readonly, &v);
@@ -270,23 +294,9 @@ int vault_open(const char *path, int readonly, int flags, const char *passphrase
 		goto out;
 	}
 	/* Format 2 seals every record: every verb unlocks. */
-	if (vbs_vault_needs_passphrase(v)) {
-		status = passphrase_for(path, passphrase_file, g, 0, &pass);
-		if (status != 0)
-			goto out;
-		r = vbs_vault_unlock(v, pass);
-		vbk_passphrase_free(pass);
-		pass = NULL;
-		if (r == -ENOKEY) {
-			vbu_err("wrong passphrase for vault '%s'", q(path));
-			status = VMBAK_EXIT_FAIL;
-			goto out;
-		}
-		if (r < 0) {
-			status = store_err(r, "cannot unlock vault '%s'", q(path));
-			goto out;
-		}
-	}
+	status = vault_unlock(v, path, passphrase_file, g, NULL);
+	if (status != 0)
+		goto out;
 	r = vbs_vault_open_env(v);
 	if (r < 0) {
 		status = store_err(r, "cannot open vault '%s'", q(path));

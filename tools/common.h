@@ -94,6 +94,11 @@ int check_nargs(const char *usage, const char *const *names, int nmin, int nmax,
  * sealed; VAULT_UNLOCK is kept for the callers that say so), then the LMDB environment. Prints the error. readonly: open the environment read-only. With
  * VAULT_DAMAGE_EXIT a database LMDB finds damaged gives VMBAK_EXIT_DAMAGE (verify), not
  * VMBAK_EXIT_FAIL. */
+/* Unlocks v (opened from path) when it needs a passphrase, taken as vault_open does; prints
+ * the error. ret_pass (may be NULL): the passphrase, for a caller that needs it again (free it
+ * with vbk_passphrase_free); left untouched when none was needed or on failure. */
+int vault_unlock(vbs_vault *v, const char *path, const char *passphrase_file,
+		 const vmbak_globals *g, char **ret_pass);
 #define VAULT_UNLOCK 0x1
 #define VAULT_DAMAGE_EXIT 0x2
 int vault_open(const char *path, int readonly, int flags, const char *passphrase_file,
