@@ -424,3 +424,40 @@ for o, l in sorted(runs):
     print(o, l)
 EOF
 }
+
+# flip_chunks VAULT VM DISK N...: flips one byte in the middle of the frame of chunk N of DISK
+# as the VM's latest point sees it, at every place of data.mdb the frame appears (found with
+# vbk-inspect, tests/tools/inspect.c, and mdb_dump).
+flip_chunks() {
+	python3 - "$@" <<'EOF' || fail "cannot damage chunks $*"
+import os, subprocess, sys
+vault, vm, disk, ns = sys.argv[1], sys.argv[2], sys.argv[3], [int(x) for x in sys.argv[4:]]
+
+def dump(db):
+    out = subprocess.run(["mdb_dump", "-s", db, vault], check=True,
+                         stdout=subprocess.PIPE).stdout.decode().splitlines()
+    body = out[out.index("HEADER=END") + 1:out.index("DATA=END")]
+    return [(bytes.fromhex(body[i].strip()), bytes.fromhex(body[i + 1].strip()))
+            for i in range(0, len(body), 2)]
+
+lines = subprocess.run([os.environ["VBK_INSPECT"], vault, vm, "latest", disk], check=True,
+                       stdout=subprocess.PIPE).stdout.decode().splitlines()
+idx = {int(l.split()[0]): (0, bytes.fromhex(l.split()[1])) for l in lines[1:]}
+chunks = dict(dump("chunks"))
+data = bytearray(open(vault + "/data.mdb", "rb").read())
+for n in ns:
+    frame = chunks[idx[n][1]]
+    at, hits = 0, 0
+    while True:
+        at = data.find(frame, at)
+        if at < 0:
+            break
+        data[at + len(frame) // 2] ^= 0x55
+        hits += 1
+        at += len(frame)
+    if hits == 0:
+        sys.exit("frame of chunk %d (%d bytes) not found in data.mdb" % (n, len(frame)))
+with open(vault + "/data.mdb", "r+b") as f:
+    f.write(data)
+EOF
+}
