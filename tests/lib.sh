@@ -97,33 +97,88 @@ use_test_build() {
 	VMBAKFS=$VMBAKFS_TB
 }
 
-# expect_status N CMD...: runs CMD with stdout in $OUT and stderr in $ERR and checks that it
-# exits with status N. A failing command (N != 0) must say why in exactly one line on stderr.
+# The checks below stop the test at the first failure, unless keep_going was called: then each
+# failed check says so on stderr and the test goes on, and finish_checks ends it (status 1 if
+# any failed). A list of many independent checks (tests/cli/usage.sh) reports them all at once.
+_lib_keep_going=0
+_lib_checks=0
+_lib_failed=0
+
+# keep_going: from here on, a failed check is counted and reported, not fatal.
+keep_going() {
+	_lib_keep_going=1
+}
+
+# check_failed MSG: one failed check (fatal unless keep_going).
+check_failed() {
+	if [ "$_lib_keep_going" -eq 1 ]; then
+		echo "FAIL: $*" | cut -c 1-400 >&2
+		_lib_failed=$((_lib_failed + 1))
+		return 0
+	fi
+	fail "$*"
+}
+
+# finish_checks: ends a keep_going test: a note with the counts, status 1 if any check failed.
+finish_checks() {
+	note "$_lib_checks checks, $_lib_failed failed"
+	[ "$_lib_failed" -eq 0 ] || exit 1
+	exit 0
+}
+
+# expect_status N CMD...: runs CMD with no standard input, stdout in $OUT and stderr in $ERR,
+# and checks that it exits with status N. A failing command (N != 0) must say why in exactly
+# one line on stderr; when CMD is vmbak or vmbakfs, starting with "vmbak: " or "vmbakfs: ".
 expect_status() {
-	local want=$1 st=0
+	local want=$1 st=0 prog
 	shift
-	"$@" >"$OUT" 2>"$ERR" || st=$?
+	_lib_checks=$((_lib_checks + 1))
+	"$@" </dev/null >"$OUT" 2>"$ERR" || st=$?
 	if [ "$st" -ne "$want" ]; then
 		_lib_show_output
-		fail "'$*' exited with $st, expected $want"
+		check_failed "'$*' exited with $st, expected $want"
+		return 0
 	fi
 	if [ "$want" -ne 0 ]; then
+		prog=${1##*/}
 		if [ "$(wc -l <"$ERR")" -ne 1 ] || [ -n "$(tail -c 1 "$ERR" | tr -d '\n')" ]; then
 			_lib_show_output
-			fail "'$*' must print exactly one line on stderr"
+			check_failed "'$*' must print exactly one line on stderr"
+		elif { [ "$prog" = vmbak ] || [ "$prog" = vmbakfs ]; } &&
+			! grep -q "^$prog: " "$ERR"; then
+			_lib_show_output
+			check_failed "'$*': its line on stderr must start with '$prog: '"
 		fi
 	fi
 	return 0
 }
 
+# expect_ok CMD...: CMD succeeds and writes nothing on stderr.
+expect_ok() {
+	expect_status 0 "$@"
+	[ ! -s "$ERR" ] || { _lib_show_output; check_failed "'$*' wrote on stderr"; }
+	return 0
+}
+
 # expect_stderr ERE: the stderr of the last expect_status matches ERE.
 expect_stderr() {
-	grep -Eq -- "$1" "$ERR" || { _lib_show_output; fail "stderr does not match /$1/"; }
+	grep -Eq -- "$1" "$ERR" || { _lib_show_output; check_failed "stderr does not match /$1/"; }
+	return 0
 }
 
 # expect_stdout ERE: the stdout of the last expect_status has a line matching ERE.
 expect_stdout() {
-	grep -Eq -- "$1" "$OUT" || { _lib_show_output; fail "stdout does not match /$1/"; }
+	grep -Eq -- "$1" "$OUT" || { _lib_show_output; check_failed "stdout does not match /$1/"; }
+	return 0
+}
+
+# expect_json CODE [ARG...]: python3 with the JSON that the last expect_status printed as `d`
+# (sys.argv[2:] are the ARGs); CODE asserts.
+expect_json() {
+	python3 -c "import json, sys
+d = json.load(open(sys.argv[1]))
+$1" "$OUT" "${@:2}" || { _lib_show_output; check_failed "JSON check failed: $1"; }
+	return 0
 }
 
 _lib_show_output() {
