@@ -479,3 +479,36 @@ for o, l in sorted(runs):
     print(o, l)
 EOF
 }
+
+# The set-up many mount tests share.
+
+# plain_vault [INIT-OPTION...]: T=$TESTTMP (the working directory from here on), V=$T/vault (an
+# unencrypted vault with 16 KiB chunks, created here with any further init options), M=$T/mnt
+# (a mount point to use); no passphrase in the environment.
+plain_vault() {
+	unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE
+	T=$TESTTMP
+	V=$T/vault
+	M=$T/mnt
+	cd "$T"
+	expect_status 0 "$VMBAK" init "$V" --encryption none --chunk-size 16384 "$@"
+}
+
+# json_value EXPR: the value of the python3 expression EXPR over the JSON in $OUT (`d`).
+json_value() {
+	python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+print(eval(sys.argv[2]))' "$OUT" "$1"
+}
+
+# scribble FILE N [CHANGED]: overwrites N random 16 KiB blocks of FILE with random bytes,
+# appending "OFFSET 16384" to the extents file CHANGED for each.
+scribble() {
+	local file=$1 n=$2 changed=${3:-} blocks k b
+	blocks=$(($(stat -c %s "$file") / 16384))
+	for ((k = 0; k < n; k++)); do
+		b=$((RANDOM % blocks))
+		dd if=/dev/urandom of="$file" bs=16384 count=1 seek="$b" conv=notrunc status=none
+		[ -z "$changed" ] || echo "$((b * 16384)) 16384" >>"$changed"
+	done
+}
