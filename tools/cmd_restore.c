@@ -857,7 +857,8 @@ static int parse(int argc, char **argv, vmbak_globals *g, ropts *o)
 			return VMBAK_EXIT_USAGE;
 		}
 	}
-	status = check_nargs(RESTORE_USAGE, names, 2, 2, argc - optind, argv + optind);
+	status = check_nargs("vmbak restore VAULT VM[/RP] --to DIR | --disk NAME=DEST ...", names,
+			     2, 2, argc - optind, argv + optind);
 	if (status != 0)
 		return status;
 	o->vault = argv[optind];
