@@ -595,50 +595,94 @@ static int fsync_dir(const char *dir)
 	return r;
 }
 
-/* qemu-img convert -f raw -O qcow2 raw qcow, by absolute path, with the helpers' environment;
- * its output is fsync'ed here (convert writes with cache=unsafe). */
-static int convert_qcow2(const char *raw, const char *qcow)
+/* Runs argv (argv[0] an absolute path) with envp, stdin and stdout /dev/null, and its stderr
+ * captured: returns 0 when it exits 0, else VMBAK_EXIT_FAIL with the first line it wrote (or
+ * how it ended) in msg. Prints nothing. */
+static int run_captured(char *const argv[], char *const envp[], char *msg, size_t cap)
 {
-	char helper[PATH_MAX];
-	char *argv[] = {helper, "convert", "-q",	"-f",	      "raw",
-			"-O",	"qcow2",   (char *)raw, (char *)qcow, NULL};
 	posix_spawn_file_actions_t fa;
+	char buf[512];
+	size_t used = 0;
+	int fds[2], r, wst;
 	pid_t pid;
-	int r, wst, fd;
 
-	if (vbk_helper_find("qemu-img", helper, sizeof(helper)) < 0) {
-		vbu_err("cannot restore as qcow2: qemu-img is not installed (Debian package "
-			"qemu-utils)");
+	msg[0] = '\0';
+	if (pipe2(fds, O_CLOEXEC) != 0) {
+		snprintf(msg, cap, "%s", vbu_strerror(errno));
 		return VMBAK_EXIT_FAIL;
 	}
 	if ((r = posix_spawn_file_actions_init(&fa)) != 0) {
-		vbu_errno(-r, "cannot run qemu-img");
+		close(fds[0]);
+		close(fds[1]);
+		snprintf(msg, cap, "%s", vbu_strerror(r));
 		return VMBAK_EXIT_FAIL;
 	}
-	if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) !=
-		0 ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) !=
-		0 ||
-	    (r = posix_spawn(&pid, helper, &fa, NULL, argv, (char *const *)vbk_helper_env())) !=
-		0) {
+	if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) ||
+	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) ||
+	    (r = posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO)) ||
+	    (r = posix_spawn(&pid, argv[0], &fa, NULL, argv, envp))) {
 		posix_spawn_file_actions_destroy(&fa);
-		vbu_errno(-r, "cannot run qemu-img");
+		close(fds[0]);
+		close(fds[1]);
+		snprintf(msg, cap, "%s", vbu_strerror(r));
 		return VMBAK_EXIT_FAIL;
 	}
 	posix_spawn_file_actions_destroy(&fa);
+	close(fds[1]);
+	for (;;) {
+		ssize_t k = read(fds[0], buf + used, sizeof(buf) - 1 - used);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		if (used + (size_t)k < sizeof(buf) - 1)
+			used += (size_t)k;
+	}
+	close(fds[0]);
+	buf[used] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
 	while (waitpid(pid, &wst, 0) < 0) {
 		if (errno != EINTR) {
-			vbu_errno(-errno, "cannot wait for qemu-img");
+			snprintf(msg, cap, "%s", vbu_strerror(errno));
 			return VMBAK_EXIT_FAIL;
 		}
 	}
-	if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0) {
-		vbu_err("qemu-img could not convert '%s' to qcow2", q(raw));
+	if (WIFEXITED(wst) && WEXITSTATUS(wst) == 0)
+		return 0;
+	if (buf[0])
+		snprintf(msg, cap, "%s", buf);
+	else if (WIFEXITED(wst))
+		snprintf(msg, cap, "exit status %d", WEXITSTATUS(wst));
+	else
+		snprintf(msg, cap, "killed by signal %d", WTERMSIG(wst));
+	return VMBAK_EXIT_FAIL;
+}
+
+/* qemu-img ARGS..., by absolute path with the helpers' environment; then path (the image it
+ * wrote) is made 0600 and fsync'ed (qemu-img writes with cache=unsafe). what: for the
+ * message. */
+static int qemu_img(const char *what, const char *path, char **args, size_t n)
+{
+	char helper[PATH_MAX], msg[600];
+	char *argv[12];
+	int fd;
+
+	if (vbk_helper_find("qemu-img", helper, sizeof(helper)) < 0) {
+		vbu_err("cannot %s: qemu-img is not installed (Debian package qemu-utils)", what);
 		return VMBAK_EXIT_FAIL;
 	}
-	fd = open(qcow, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	argv[0] = helper;
+	for (size_t i = 0; i < n && i < 10; i++)
+		argv[i + 1] = args[i];
+	argv[n + 1] = NULL;
+	if (run_captured(argv, (char *const *)vbk_helper_env(), msg, sizeof(msg)) != 0) {
+		vbu_err("cannot %s: qemu-img: %s", what, q(msg));
+		return VMBAK_EXIT_FAIL;
+	}
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || fchmod(fd, 0600) != 0 || fsync(fd) != 0) {
-		vbu_errno(-errno, "cannot write '%s'", q(qcow));
+		vbu_errno(-errno, "cannot write '%s'", q(path));
 		if (fd >= 0)
 			close(fd);
 		return VMBAK_EXIT_FAIL;
@@ -714,11 +758,15 @@ static int restore_one(const ropts *o, vbs_vault *v, const vbs_rp *rp, target *t
 	close(fd);
 	fd = -1;
 	if (t->raw_part) {
+		char *args[8] = {"convert", "-q", "-f", "raw", "-O", "qcow2"};
+
 		if (!(a = helper_path(t->raw_part)) || !(b = helper_path(t->part))) {
 			vbu_errno(-ENOMEM, "cannot restore");
 			goto out;
 		}
-		if ((status = convert_qcow2(a, b)) != 0) {
+		args[6] = a;
+		args[7] = b;
+		if ((status = qemu_img("convert to qcow2", b, args, 8)) != 0) {
 			unlink(t->part);
 			goto out;
 		}
