@@ -42,6 +42,8 @@
 #define RESTORE_USAGE                                                                              \
 	"vmbak restore VAULT VM[/RP] --to DIR [--disk NAME ...] [--format raw|qcow2] "             \
 	"[--keyvault KV] [--force]\n"                                                              \
+	"       vmbak restore VAULT VM[/RP] --to DIR --instant [--mount MNT] [--disk NAME ...] "   \
+	"[--keyvault KV] [--force]\n"                                                              \
 	"       vmbak restore VAULT VM[/RP] --disk NAME=DEST ..."
 
 static const char restore_help[] =
@@ -54,6 +56,12 @@ static const char restore_help[] =
     "image, or DIR/<disk>.qcow2 with --format qcow2. A disk is written under <name>.part and\n"
     "renamed when complete, so an interrupted restore leaves no file that looks complete and\n"
     "can simply be run again. Existing files are refused unless --force is given.\n"
+    "\n"
+    "With --instant nothing is copied: each DIR/<disk>.qcow2 is an overlay whose backing file\n"
+    "is the disk's image in a vmbakfs mount of VAULT (its existing mount, or MNT of --mount,\n"
+    "mounted there when it is not yet). The VM boots from the overlays at once; its writes\n"
+    "go to them, never to the vault. The mount must stay until the data is moved off it\n"
+    "(virsh blockpull, or QMP block-stream, while the VM runs).\n"
     "\n"
     "With --disk NAME=DEST, disk NAME is written onto DEST, an existing block device or file of\n"
     "at least the disk's size (a mounted or otherwise busy device is refused); bytes of DEST\n"
@@ -72,6 +80,8 @@ static const char restore_help[] =
     "                          VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE or\n"
     "                          the terminal)\n"
     "  --force                 replace files of the same names in DIR\n"
+    "  --instant               with --to: qcow2 overlays on the images of a vmbakfs mount\n"
+    "  --mount MNT             with --instant: use (or make) the vmbakfs mount at MNT\n"
     "  --progress              show progress on stderr even when it is not a terminal\n"
     "  --passphrase-file F     read the vault passphrase from the first line of F\n"
     "  -h, --help              show this help\n"
@@ -96,8 +106,10 @@ typedef struct target {
 
 typedef struct ropts {
 	const char *vault, *point, *dir, *kv, *kv_passfile, *passphrase_file;
-	int qcow2, force, progress;
-	char **disks; /* --disk arguments */
+	int qcow2, force, progress, instant;
+	const char *mount; /* --mount MNT */
+	char *mnt;	   /* --instant: the absolute path of the vmbakfs mount used */
+	char **disks;	   /* --disk arguments */
 	size_t n_disks;
 } ropts;
 
@@ -254,11 +266,11 @@ static int plan_dir(const ropts *o, const vbs_rp *rp, target **ret, size_t *ret_
 		x->idx = (unsigned)i;
 		x->dest = path_join(o->dir, x->disk->name, o->qcow2 ? ".qcow2" : ".img");
 		x->part = path_join(o->dir, x->disk->name, o->qcow2 ? ".qcow2.part" : ".img.part");
-		if (o->qcow2)
+		if (o->qcow2 && !o->instant)
 			x->raw_part = path_join(o->dir, x->disk->name, ".img.part");
 		if (o->kv && x->disk->escrow)
 			x->key_path = path_join(o->dir, x->disk->name, ".key");
-		if (!x->dest || !x->part || (o->qcow2 && !x->raw_part) ||
+		if (!x->dest || !x->part || (o->qcow2 && !o->instant && !x->raw_part) ||
 		    (o->kv && x->disk->escrow && !x->key_path)) {
 			vbu_errno(-ENOMEM, "cannot restore");
 			goto out;
@@ -595,50 +607,94 @@ static int fsync_dir(const char *dir)
 	return r;
 }
 
-/* qemu-img convert -f raw -O qcow2 raw qcow, by absolute path, with the helpers' environment;
- * its output is fsync'ed here (convert writes with cache=unsafe). */
-static int convert_qcow2(const char *raw, const char *qcow)
+/* Runs argv (argv[0] an absolute path) with envp, stdin and stdout /dev/null, and its stderr
+ * captured: returns 0 when it exits 0, else VMBAK_EXIT_FAIL with the first line it wrote (or
+ * how it ended) in msg. Prints nothing. */
+static int run_captured(char *const argv[], char *const envp[], char *msg, size_t cap)
 {
-	char helper[PATH_MAX];
-	char *argv[] = {helper, "convert", "-q",	"-f",	      "raw",
-			"-O",	"qcow2",   (char *)raw, (char *)qcow, NULL};
 	posix_spawn_file_actions_t fa;
+	char buf[512];
+	size_t used = 0;
+	int fds[2], r, wst;
 	pid_t pid;
-	int r, wst, fd;
 
-	if (vbk_helper_find("qemu-img", helper, sizeof(helper)) < 0) {
-		vbu_err("cannot restore as qcow2: qemu-img is not installed (Debian package "
-			"qemu-utils)");
+	msg[0] = '\0';
+	if (pipe2(fds, O_CLOEXEC) != 0) {
+		snprintf(msg, cap, "%s", vbu_strerror(errno));
 		return VMBAK_EXIT_FAIL;
 	}
 	if ((r = posix_spawn_file_actions_init(&fa)) != 0) {
-		vbu_errno(-r, "cannot run qemu-img");
+		close(fds[0]);
+		close(fds[1]);
+		snprintf(msg, cap, "%s", vbu_strerror(r));
 		return VMBAK_EXIT_FAIL;
 	}
-	if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) !=
-		0 ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) !=
-		0 ||
-	    (r = posix_spawn(&pid, helper, &fa, NULL, argv, (char *const *)vbk_helper_env())) !=
-		0) {
+	if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) ||
+	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) ||
+	    (r = posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO)) ||
+	    (r = posix_spawn(&pid, argv[0], &fa, NULL, argv, envp))) {
 		posix_spawn_file_actions_destroy(&fa);
-		vbu_errno(-r, "cannot run qemu-img");
+		close(fds[0]);
+		close(fds[1]);
+		snprintf(msg, cap, "%s", vbu_strerror(r));
 		return VMBAK_EXIT_FAIL;
 	}
 	posix_spawn_file_actions_destroy(&fa);
+	close(fds[1]);
+	for (;;) {
+		ssize_t k = read(fds[0], buf + used, sizeof(buf) - 1 - used);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		if (used + (size_t)k < sizeof(buf) - 1)
+			used += (size_t)k;
+	}
+	close(fds[0]);
+	buf[used] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
 	while (waitpid(pid, &wst, 0) < 0) {
 		if (errno != EINTR) {
-			vbu_errno(-errno, "cannot wait for qemu-img");
+			snprintf(msg, cap, "%s", vbu_strerror(errno));
 			return VMBAK_EXIT_FAIL;
 		}
 	}
-	if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0) {
-		vbu_err("qemu-img could not convert '%s' to qcow2", q(raw));
+	if (WIFEXITED(wst) && WEXITSTATUS(wst) == 0)
+		return 0;
+	if (buf[0])
+		snprintf(msg, cap, "%s", buf);
+	else if (WIFEXITED(wst))
+		snprintf(msg, cap, "exit status %d", WEXITSTATUS(wst));
+	else
+		snprintf(msg, cap, "killed by signal %d", WTERMSIG(wst));
+	return VMBAK_EXIT_FAIL;
+}
+
+/* qemu-img ARGS..., by absolute path with the helpers' environment; then path (the image it
+ * wrote) is made 0600 and fsync'ed (qemu-img writes with cache=unsafe). what: for the
+ * message. */
+static int qemu_img(const char *what, const char *path, char **args, size_t n)
+{
+	char helper[PATH_MAX], msg[600];
+	char *argv[12];
+	int fd;
+
+	if (vbk_helper_find("qemu-img", helper, sizeof(helper)) < 0) {
+		vbu_err("cannot %s: qemu-img is not installed (Debian package qemu-utils)", what);
 		return VMBAK_EXIT_FAIL;
 	}
-	fd = open(qcow, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	argv[0] = helper;
+	for (size_t i = 0; i < n && i < 10; i++)
+		argv[i + 1] = args[i];
+	argv[n + 1] = NULL;
+	if (run_captured(argv, (char *const *)vbk_helper_env(), msg, sizeof(msg)) != 0) {
+		vbu_err("cannot %s: qemu-img: %s", what, q(msg));
+		return VMBAK_EXIT_FAIL;
+	}
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || fchmod(fd, 0600) != 0 || fsync(fd) != 0) {
-		vbu_errno(-errno, "cannot write '%s'", q(qcow));
+		vbu_errno(-errno, "cannot write '%s'", q(path));
 		if (fd >= 0)
 			close(fd);
 		return VMBAK_EXIT_FAIL;
@@ -714,11 +770,15 @@ static int restore_one(const ropts *o, vbs_vault *v, const vbs_rp *rp, target *t
 	close(fd);
 	fd = -1;
 	if (t->raw_part) {
+		char *args[8] = {"convert", "-q", "-f", "raw", "-O", "qcow2"};
+
 		if (!(a = helper_path(t->raw_part)) || !(b = helper_path(t->part))) {
 			vbu_errno(-ENOMEM, "cannot restore");
 			goto out;
 		}
-		if ((status = convert_qcow2(a, b)) != 0) {
+		args[6] = a;
+		args[7] = b;
+		if ((status = qemu_img("convert to qcow2", b, args, 8)) != 0) {
 			unlink(t->part);
 			goto out;
 		}
@@ -750,6 +810,249 @@ out:
 	return status;
 }
 
+/* ---- --instant: overlays on a mount ---- */
+
+/* Undoes mountinfo's \ooo escapes in place. */
+static void unescape_octal(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+/* The vmbakfs mount of the vault at vault_abs (vmbakfs names its mounts after the vault's
+ * absolute path): with want (an absolute path), whether that mount point is one (0), is a mount
+ * of something else (-EXDEV) or is no mount point (-ENOENT); without, the first such mount in
+ * *ret (malloc'ed) or -ENOENT. */
+static int find_vault_mount(const char *vault_abs, const char *want, char **ret)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		char *fields[12], *save = NULL, *tok, *dash = strstr(line, " - ");
+		char *fstype, *source;
+		int n = 0;
+
+		if (!dash)
+			continue;
+		*dash = '\0';
+		for (tok = strtok_r(line, " ", &save); tok && n < 12;
+		     tok = strtok_r(NULL, " ", &save))
+			fields[n++] = tok;
+		fstype = strtok_r(dash + 3, " ", &save);
+		source = strtok_r(NULL, " \n", &save);
+		if (n < 5 || !fstype || !source)
+			continue;
+		unescape_octal(fields[4]);
+		unescape_octal(source);
+		if (want) {
+			/* The last line of a mount point is the mount on top, the one seen. */
+			if (strcmp(fields[4], want) == 0)
+				r = strcmp(fstype, "fuse.vmbakfs") == 0 &&
+					    strcmp(source, vault_abs) == 0
+					? 0
+					: -EXDEV;
+			continue;
+		}
+		if (strcmp(fstype, "fuse.vmbakfs") == 0 && strcmp(source, vault_abs) == 0) {
+			r = (*ret = strdup(fields[4])) ? 0 : -ENOMEM;
+			break;
+		}
+	}
+	free(line);
+	fclose(f);
+	return r;
+}
+
+/* vmbakfs: beside this program when it is there, else in the helper directories. */
+static int find_vmbakfs(char *out, size_t cap)
+{
+	char self[PATH_MAX];
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash;
+
+	if (k > 0) {
+		self[k] = '\0';
+		slash = strrchr(self, '/');
+		if (slash &&
+		    (size_t)snprintf(out, cap, "%.*s/vmbakfs", (int)(slash - self), self) < cap &&
+		    access(out, X_OK) == 0)
+			return 0;
+	}
+	return vbk_helper_find("vmbakfs", out, cap);
+}
+
+/* "passphrase_file=F" with F's commas and backslashes escaped for libfuse's option parser. */
+static char *passfile_option(const char *file)
+{
+	size_t n = strlen(file);
+	char *s = malloc(sizeof("passphrase_file=") + 2 * n), *w;
+
+	if (!s)
+		return NULL;
+	w = stpcpy(s, "passphrase_file=");
+	for (; *file; file++) {
+		if (*file == ',' || *file == '\\')
+			*w++ = '\\';
+		*w++ = *file;
+	}
+	*w = '\0';
+	return s;
+}
+
+/* Starts vmbakfs VAULT MNT (it returns once the mount is up), with this process's environment
+ * and terminal, so it takes the passphrase as vmbak did; it prints its own line on failure. */
+static int start_mount(const ropts *o, const vmbak_globals *g, const char *mnt)
+{
+	extern char **environ;
+	const char *pf = o->passphrase_file ? o->passphrase_file : g->passphrase_file;
+	char prog[PATH_MAX], *opt = NULL;
+	char *argv[] = {prog, (char *)o->vault, (char *)mnt, NULL, NULL, NULL};
+	pid_t pid;
+	int r, wst;
+
+	if (find_vmbakfs(prog, sizeof(prog)) < 0) {
+		vbu_err("cannot mount vault '%s': vmbakfs is not installed", q(o->vault));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (pf) {
+		opt = passfile_option(pf);
+		if (!opt) {
+			vbu_errno(-ENOMEM, "cannot mount vault '%s'", q(o->vault));
+			return VMBAK_EXIT_FAIL;
+		}
+		argv[3] = "-o";
+		argv[4] = opt;
+	}
+	fflush(stdout);
+	r = posix_spawn(&pid, prog, NULL, NULL, argv, environ);
+	free(opt);
+	if (r != 0) {
+		vbu_errno(-r, "cannot run '%s'", q(prog));
+		return VMBAK_EXIT_FAIL;
+	}
+	while (waitpid(pid, &wst, 0) < 0) {
+		if (errno != EINTR) {
+			vbu_errno(-errno, "cannot wait for vmbakfs");
+			return VMBAK_EXIT_FAIL;
+		}
+	}
+	/* vmbakfs said why in its own line. */
+	return WIFEXITED(wst) && WEXITSTATUS(wst) == 0 ? 0 : VMBAK_EXIT_FAIL;
+}
+
+/* The mount --instant uses: --mount MNT (mounted here when it is not yet), or the vault's
+ * existing vmbakfs mount. Sets o->mnt. */
+static int instant_mount(ropts *o, const vmbak_globals *g)
+{
+	char *vault_abs = realpath(o->vault, NULL), *want = NULL;
+	int r, status = VMBAK_EXIT_FAIL;
+
+	if (!vault_abs) {
+		vbu_errno(-errno, "cannot open vault '%s'", q(o->vault));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (!o->mount) {
+		r = find_vault_mount(vault_abs, NULL, &o->mnt);
+		if (r == -ENOENT)
+			vbu_err(
+			    "--instant needs vault '%s' mounted: run vmbakfs '%s' MNT first, or "
+			    "give --mount MNT",
+			    q(o->vault), q(o->vault));
+		else if (r < 0)
+			vbu_errno(r, "cannot read the mount table");
+		status = r < 0 ? VMBAK_EXIT_FAIL : 0;
+		goto out;
+	}
+	want = realpath(o->mount, NULL);
+	if (!want) {
+		vbu_errno(-errno, "cannot use mount point '%s'", q(o->mount));
+		goto out;
+	}
+	r = find_vault_mount(vault_abs, want, NULL);
+	if (r == -EXDEV) {
+		vbu_err("'%s' is a mount point of something else than vault '%s'", q(o->mount),
+			q(o->vault));
+		goto out;
+	}
+	if (r == -ENOENT) {
+		if ((status = start_mount(o, g, want)) != 0)
+			goto out;
+		status = VMBAK_EXIT_FAIL;
+		printf("mounted vault %s on %s; unmount it (fusermount3 -u %s) once the overlays "
+		       "no longer need it\n",
+		       o->vault, want, want);
+		r = find_vault_mount(vault_abs, want, NULL);
+	}
+	if (r < 0) {
+		vbu_errno(r, "cannot use mount point '%s'", q(o->mount));
+		goto out;
+	}
+	o->mnt = want;
+	want = NULL;
+	status = 0;
+out:
+	free(vault_abs);
+	free(want);
+	return status;
+}
+
+/* One overlay: DIR/<disk>.qcow2 whose backing file is the disk's image in the mount. */
+static int make_overlay(const ropts *o, const vbs_rp *rp, target *t, char **ret_backing)
+{
+	char *backing = NULL, *part = NULL, size[24];
+	char *args[] = {"create", "-q", "-f", "qcow2", "-F", "raw", "-b", NULL, NULL, size};
+	struct stat st;
+	int status = VMBAK_EXIT_FAIL;
+
+	if (asprintf(&backing, "%s/%s/%s/%s.img", o->mnt, rp->vm, rp->id, t->disk->name) < 0 ||
+	    !(part = helper_path(t->part))) {
+		vbu_errno(-ENOMEM, "cannot restore");
+		goto out;
+	}
+	if (stat(backing, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != t->disk->size) {
+		vbu_err("the mount at '%s' does not show disk '%s' of point %s/%s", q(o->mnt),
+			t->disk->name, rp->vm, rp->id);
+		goto out;
+	}
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)t->disk->size);
+	args[7] = backing;
+	args[8] = part;
+	unlink(t->part);
+	if ((status = qemu_img("create an overlay", t->part, args, 10)) != 0) {
+		unlink(t->part);
+		goto out;
+	}
+	status = VMBAK_EXIT_FAIL;
+	if (rename(t->part, t->dest) != 0) {
+		vbu_errno(-errno, "cannot rename '%s' to '%s'", q(t->part), q(t->dest));
+		unlink(t->part);
+		goto out;
+	}
+	*ret_backing = backing;
+	backing = NULL;
+	status = 0;
+out:
+	free(backing);
+	free(part);
+	return status;
+}
+
 /* ---- the verb ---- */
 
 enum {
@@ -759,6 +1062,8 @@ enum {
 	OPT_KEYVAULT,
 	OPT_KV_PASSFILE,
 	OPT_FORCE,
+	OPT_INSTANT,
+	OPT_MOUNT,
 	OPT_PROGRESS,
 	OPT_PASSFILE
 };
@@ -772,6 +1077,8 @@ static int parse(int argc, char **argv, vmbak_globals *g, ropts *o)
 	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
 	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
 	    {"force", no_argument, NULL, OPT_FORCE},
+	    {"instant", no_argument, NULL, OPT_INSTANT},
+	    {"mount", required_argument, NULL, OPT_MOUNT},
 	    {"progress", no_argument, NULL, OPT_PROGRESS},
 	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
@@ -843,6 +1150,14 @@ static int parse(int argc, char **argv, vmbak_globals *g, ropts *o)
 		case OPT_FORCE:
 			o->force = 1;
 			break;
+		case OPT_INSTANT:
+			o->instant = 1;
+			break;
+		case OPT_MOUNT:
+			if (!*optarg)
+				return usage_err("--mount needs a mount point");
+			o->mount = optarg;
+			break;
 		case OPT_PROGRESS:
 			o->progress = 1;
 			break;
@@ -870,14 +1185,22 @@ static int parse(int argc, char **argv, vmbak_globals *g, ropts *o)
 	if (with_dest) {
 		if (o->dir)
 			return usage_err("--disk NAME=DEST restores onto DEST: not with --to");
-		if (format_given || o->kv || o->force)
-			return usage_err("--format, --keyvault and --force go with --to, not with "
-					 "--disk NAME=DEST");
+		if (format_given || o->kv || o->force || o->instant)
+			return usage_err(
+			    "--format, --keyvault, --force and --instant go with --to, "
+			    "not with --disk NAME=DEST");
 	} else if (!o->dir) {
 		return usage_err("where to? give --to DIR, or --disk NAME=DEST");
 	}
 	if (o->kv_passfile && !o->kv)
 		return usage_err("--keyvault-passphrase-file needs --keyvault");
+	if (o->mount && !o->instant)
+		return usage_err("--mount goes with --instant");
+	if (o->instant) {
+		if (format_given && !o->qcow2)
+			return usage_err("--instant writes qcow2 overlays: not with --format raw");
+		o->qcow2 = 1;
+	}
 	return 0;
 }
 
@@ -944,6 +1267,8 @@ static int cmd_restore(int argc, char **argv, vmbak_globals *g)
 	}
 	if (o.kv && (status = unwrap_all(&o, rp, t, n)) != 0)
 		goto out;
+	if (o.instant && (status = instant_mount(&o, g)) != 0)
+		goto out;
 	buf = malloc(SLICE);
 	zeros = calloc(1, SLICE);
 	if (!buf || !zeros) {
@@ -957,10 +1282,13 @@ static int cmd_restore(int argc, char **argv, vmbak_globals *g)
 	handlers = 1;
 	prog.on = o.progress;
 	for (size_t i = 0; i < n; i++) {
-		char hs[HUMAN_SIZE_LEN];
+		char hs[HUMAN_SIZE_LEN], *backing = NULL;
 
 		prog.start_ns = vbu_mono_ns();
-		status = restore_one(&o, v, rp, &t[i], &prog, buf, zeros);
+		if (o.instant)
+			status = make_overlay(&o, rp, &t[i], &backing);
+		else
+			status = restore_one(&o, v, rp, &t[i], &prog, buf, zeros);
 		if (status != 0)
 			goto out;
 		if (t[i].key_path) {
@@ -972,13 +1300,20 @@ static int cmd_restore(int argc, char **argv, vmbak_globals *g)
 				goto out;
 			}
 		}
-		printf("%s: %s -> %s%s%s\n", t[i].disk->name, human_size(t[i].disk->size, hs),
-		       t[i].dest, t[i].key_path ? ", key " : "",
-		       t[i].key_path ? t[i].key_path : "");
+		if (backing)
+			printf("%s: %s -> %s, an overlay on %s%s%s\n", t[i].disk->name,
+			       human_size(t[i].disk->size, hs), t[i].dest, backing,
+			       t[i].key_path ? ", key " : "", t[i].key_path ? t[i].key_path : "");
+		else
+			printf("%s: %s -> %s%s%s\n", t[i].disk->name,
+			       human_size(t[i].disk->size, hs), t[i].dest,
+			       t[i].key_path ? ", key " : "", t[i].key_path ? t[i].key_path : "");
+		free(backing);
 		if (o.kv && !t[i].key_path)
 			printf("%s: no escrowed key\n", t[i].disk->name);
 	}
-	printf("restored %zu disk%s of %s/%s\n", n, n == 1 ? "" : "s", rp->vm, rp->id);
+	printf("restored %zu disk%s of %s/%s%s%s\n", n, n == 1 ? "" : "s", rp->vm, rp->id,
+	       o.instant ? " as overlays on the vmbakfs mount at " : "", o.instant ? o.mnt : "");
 	status = finish_stdout(VMBAK_EXIT_OK);
 out:
 	if (handlers)
@@ -990,6 +1325,7 @@ out:
 	free(zeros);
 	vbs_rp_free(rp);
 	vbs_vault_close(v);
+	free(o.mnt);
 	return status;
 }
 

@@ -13,7 +13,8 @@
 #     another key vault stops the restore before any image is written.
 #   - A damaged chunk stops the restore with one line; no image and no .part file are left.
 #   - A restore killed with SIGKILL leaves only a .part file; run again, it completes.
-#   - Bad input for every argument: one line, exit 2 (or 1), nothing written.
+#   - Bad input for every argument: one line, exit 2 (or 1), nothing written. (--instant
+#     itself boots a guest in tests/fuse/restore_boot.sh.)
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 need_programs
 need_cmd python3 qemu-img cmp cryptsetup mdb_dump
@@ -204,6 +205,16 @@ expect_status 2 "$VMBAK" restore v vm1 --to x --keyvault-passphrase-file kvpass
 expect_status 2 "$VMBAK" restore v vm1 --to x --keyvault ''
 expect_status 2 "$VMBAK" restore v vm1 --to x --passphrase secret
 expect_status 2 "$VMBAK" restore v vm1 --to x --bogus
+expect_status 2 "$VMBAK" restore v vm1 --to x --mount m
+expect_stderr "--mount goes with --instant"
+expect_status 2 "$VMBAK" restore v vm1 --to x --instant --mount ''
+expect_status 2 "$VMBAK" restore v vm1 --to x --instant --format raw
+expect_status 2 "$VMBAK" restore v vm1 --disk sda=dest.img --instant
+expect_status 1 "$VMBAK" restore v vm1 --to x --instant
+expect_stderr "--instant needs vault 'v' mounted"
+expect_status 1 "$VMBAK" restore v vm1 --to x --instant --mount no/such/dir
+expect_status 1 "$VMBAK" restore v vm1 --to x --instant --mount /proc
+expect_stderr "is a mount point of something else"
 expect_status 2 "$VMBAK" restore v 'vm1/not-an-id' --to x
 expect_status 1 "$VMBAK" restore v vm1 --to x --disk sdz
 expect_stderr "has no disk 'sdz' \(its disks: sda, sdb\)"
