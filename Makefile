@@ -29,7 +29,7 @@ PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wvla -Wstrict-prototypes -Wmissing-prototypes \
 	-Wno-unused-parameter -Wno-missing-field-initializers
 BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -O2 -g -pthread \
-	-Ikeyvault -Istore $(WARN) $(PKG_CFLAGS)
+	-Ibase -Ikeyvault -Istore $(WARN) $(PKG_CFLAGS)
 ALL_CFLAGS := $(BASE_CFLAGS) $(EXTRA_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lpthread
@@ -44,7 +44,7 @@ FAULT_OBJ := $(B)/tests/fault/fault.o
 ALL_LDFLAGS += $(foreach f,$(FAULT_WRAPS),-Wl,--wrap=$(f))
 endif
 
-LIB_SRC := $(wildcard keyvault/*.c) $(wildcard store/*.c)
+LIB_SRC := $(wildcard base/*.c) $(wildcard keyvault/*.c) $(wildcard store/*.c)
 VMBAK_SRC := $(wildcard tools/*.c)
 VMBAKFS_SRC := $(wildcard fs/*.c)
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
@@ -166,7 +166,7 @@ clean:
 format:
 	clang-format -i $(wildcard */*.c */*.h tests/*/*.c)
 
-# Dependencies point one way: keyvault <- store <- fs, tools.
+# Dependencies point one way: base <- keyvault <- store <- fs, tools.
 check-deps:
 	@! grep -n '#include "' keyvault/*.[ch] | grep -v -e '"util.h"' -e '"crypto.h"' \
 		-e '"passphrase.h"' -e '"vaultkey.h"' -e '"kv.h"' -e '"kv_internal.h"' -e '"escrow.h"' \

@@ -1,4 +1,4 @@
-/* util_test.c: keyvault/util.c (messages, hex, base64, time, sizes, files). */
+/* util_test.c: base/util.c (messages, hex, base64, time, sizes, files). */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
