@@ -25,6 +25,8 @@
 
 #include "ops.h"
 #include "passphrase.h"
+#include "file.h"
+#include "json.h"
 #include "util.h"
 #include "vault.h"
 

@@ -16,6 +16,7 @@
 #include "crypto.h"
 #include "kv.h"
 #include "kv_internal.h"
+#include "file.h"
 #include "util.h"
 #include "vaultkey.h"
 

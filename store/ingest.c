@@ -24,6 +24,7 @@
 #include "index.h"
 #include "ingest.h"
 #include "jobs.h"
+#include "file.h"
 #include "util.h"
 
 #define BATCH_BYTES (16u << 20)

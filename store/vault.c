@@ -14,6 +14,7 @@
 #include "dbguard.h"
 #include "internal.h"
 #include "seal.h"
+#include "file.h"
 #include "util.h"
 
 #define CONFIG_MAX (64 * 1024)

@@ -21,6 +21,7 @@
 #include "kv.h"
 #include "passphrase.h"
 #include "seckind.h"
+#include "file.h"
 #include "util.h"
 
 #define KV_SYNOPSIS                                                                                \

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "jobs_cli.h"
+#include "json.h"
 #include "util.h"
 #include "vault.h"
 

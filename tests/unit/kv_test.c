@@ -14,6 +14,7 @@
 #include "hdrcheck.h"
 #include "kv.h"
 #include "seckind.h"
+#include "file.h"
 #include "util.h"
 #include "vaultkey.h"
 #include "unit.h"
