@@ -25,27 +25,9 @@
 
 /* ---- messages ---- */
 
-static __thread char errbuf[1024];
-
 const char *vbk_kv_errmsg(void)
 {
-	return errbuf;
-}
-
-void kv_clear_err(void)
-{
-	errbuf[0] = '\0';
-}
-
-int kv_fail(int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (vsnprintf(errbuf, sizeof(errbuf), fmt, ap) < 0)
-		errbuf[0] = '\0';
-	va_end(ap);
-	return err;
+	return vbu_errmsg();
 }
 
 /* ---- names and types ---- */
