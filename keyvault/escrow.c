@@ -182,7 +182,7 @@ int vbk_escrow_make(const vbk_escrow *e, const char *vm, const char *disk, const
 	int r;
 
 	kv_clear_err();
-	if (!vbk_kv_name_valid(vm) || !vbk_kv_name_valid(disk) || !rp || !*rp ||
+	if (!vbu_name_valid(vm) || !vbu_name_valid(disk) || !rp || !*rp ||
 	    strlen(rp) >= VBK_ESCROW_RP_MAX)
 		return kv_fail(-EINVAL, "cannot make an escrow blob: bad VM, disk or point name");
 	vbk_escrow_describe(e, &info);
@@ -259,7 +259,7 @@ static int copy_str(json_object *o, const char *key, char *out, size_t cap, int 
 	s = json_object_get_string(j);
 	if ((size_t)json_object_get_string_len(j) != strlen(s) || strlen(s) >= cap)
 		return -EPROTO;
-	if (name && !vbk_kv_name_valid(s))
+	if (name && !vbu_name_valid(s))
 		return -EPROTO;
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)

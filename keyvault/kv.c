@@ -32,24 +32,6 @@ const char *vbk_kv_errmsg(void)
 
 /* ---- names and types ---- */
 
-int vbk_kv_name_valid(const char *name)
-{
-	size_t i, n;
-
-	if (!name)
-		return 0;
-	n = strlen(name);
-	if (n == 0 || n > VBK_KV_NAME_MAX || name[0] == '.')
-		return 0;
-	for (i = 0; i < n; i++) {
-		char c = name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
-}
-
 static const struct {
 	vbk_key_type type;
 	const char *name;
@@ -221,7 +203,7 @@ static int check_key(const char *name, json_object *k, const char **what)
 	size_t n, i, der_len;
 
 	*what = "type";
-	if (!vbk_kv_name_valid(name) || !json_object_is_type(k, json_type_object) ||
+	if (!vbu_name_valid(name) || !json_object_is_type(k, json_type_object) ||
 	    type_from_json(k, &t) < 0)
 		return -EPROTO;
 	*what = "created";
@@ -263,7 +245,7 @@ static int kek_from_json(json_object *o, kv_kek *ret)
 	int64_t x;
 
 	memset(ret, 0, sizeof(*ret));
-	if (!vbk_kv_name_valid(name) || jint(o, "version", 1, VERSIONS_MAX, &x) < 0 ||
+	if (!vbu_name_valid(name) || jint(o, "version", 1, VERSIONS_MAX, &x) < 0 ||
 	    type_from_json(o, &ret->type) < 0 || !kv_fpr_valid(fpr, ret->type))
 		return -EPROTO;
 	snprintf(ret->name, sizeof(ret->name), "%s", name);
@@ -282,7 +264,7 @@ static int check_secret(const char *name, json_object *s, const char **what)
 	const char *alg;
 
 	*what = "versions";
-	if (!vbk_kv_name_valid(name) || !json_object_is_type(s, json_type_object))
+	if (!vbu_name_valid(name) || !json_object_is_type(s, json_type_object))
 		return -EPROTO;
 	vs = jobj(s, "versions", json_type_array);
 	n = vs ? json_object_array_length(vs) : 0;
@@ -412,7 +394,7 @@ static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN +
 		if (check_key(kname, kval, &what) < 0)
 			return kv_fail(-EPROTO, "key vault file '%s': bad field '%s' of key '%s'",
 				       file, what,
-				       vbk_kv_name_valid(kname) ? kname : "(an invalid name)");
+				       vbu_name_valid(kname) ? kname : "(an invalid name)");
 	}
 	o = jobj(root, "secrets", json_type_object);
 	if (!o)
@@ -422,7 +404,7 @@ static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN +
 		if (check_secret(sname, sval, &what) < 0)
 			return kv_fail(
 			    -EPROTO, "key vault file '%s': bad field '%s' of secret '%s'", file,
-			    what, vbk_kv_name_valid(sname) ? sname : "(an invalid name)");
+			    what, vbu_name_valid(sname) ? sname : "(an invalid name)");
 	}
 	return check_signature(root, file, sig);
 }
@@ -1370,7 +1352,7 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 	int r, tries;
 
 	kv_clear_err();
-	if (!vbk_kv_name_valid(name))
+	if (!vbu_name_valid(name))
 		return kv_fail(-EINVAL, "invalid key name '%s': use " VBK_KV_NAME_RULE, name);
 	if (!kv->unlocked)
 		return kv_fail(-ENOKEY, "key vault '%s' is locked", kv->path);
@@ -1692,7 +1674,7 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 	int r, tries;
 
 	kv_clear_err();
-	if (!vbk_kv_name_valid(name))
+	if (!vbu_name_valid(name))
 		return kv_fail(-EINVAL, "invalid secret name '%s': use " VBK_KV_NAME_RULE, name);
 	if (len == 0)
 		return kv_fail(-EINVAL, "secret '%s' is empty", name);

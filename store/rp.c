@@ -139,7 +139,7 @@ int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 	if (!o || json_tokener_get_error(tok) != json_tokener_success ||
 	    !json_object_is_type(o, json_type_object))
 		goto out;
-	if (get_str(o, "vm", rp->vm, sizeof(rp->vm)) || !vbs_name_valid(rp->vm) ||
+	if (get_str(o, "vm", rp->vm, sizeof(rp->vm)) || !vbu_name_valid(rp->vm) ||
 	    get_str(o, "id", rp->id, sizeof(rp->id)) || !vbs_rp_id_valid(rp->id) ||
 	    get_str(o, "parent", rp->parent, sizeof(rp->parent)) ||
 	    (rp->parent[0] && !vbs_rp_id_valid(rp->parent)) ||
@@ -170,7 +170,7 @@ int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 
 		rp->n_disks = i + 1;
 		if (!json_object_is_type(j, json_type_object) ||
-		    get_str(j, "name", d->name, sizeof(d->name)) || !vbs_name_valid(d->name) ||
+		    get_str(j, "name", d->name, sizeof(d->name)) || !vbu_name_valid(d->name) ||
 		    get_u64(j, "size", &d->size) || get_u64(j, "lineage", &d->lineage) ||
 		    get_u64(j, "data_chunks", &d->data_chunks) ||
 		    get_u64(j, "read_bytes", &d->read_bytes) ||
@@ -318,7 +318,7 @@ int vbs_name_find(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, ui
 	size_t len = 0;
 	int r;
 
-	if (!vbs_name_valid(vm) || !vbs_rp_id_valid(id))
+	if (!vbu_name_valid(vm) || !vbs_rp_id_valid(id))
 		return -ENOENT;
 	if ((r = name_key(v, vm, id, k)) < 0)
 		return r;
@@ -417,7 +417,7 @@ int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, vbs_name_entry **re
 	uint8_t vk[VBS_NAME_HASH_LEN];
 	int r;
 
-	if (!vbs_name_valid(vm)) {
+	if (!vbu_name_valid(vm)) {
 		*ret = NULL;
 		*ret_n = 0;
 		return 0;
@@ -457,7 +457,7 @@ static int vm_decode(vbs_vault *v, const uint8_t *key, size_t klen, const uint8_
 		return -EBADMSG;
 	memcpy(name, p + 16, len - 16);
 	name[len - 16] = '\0';
-	if (!vbs_name_valid(name))
+	if (!vbu_name_valid(name))
 		return -EBADMSG;
 	if ((r = vm_key(v, name, k)) < 0)
 		return r;
@@ -526,7 +526,7 @@ int vbs_vm_find(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret)
 	size_t len = 0;
 	int r;
 
-	if (!vbs_name_valid(vm))
+	if (!vbu_name_valid(vm))
 		return -ENOENT;
 	if ((r = vm_key(v, vm, k)) < 0)
 		return r;
@@ -554,7 +554,7 @@ int vbs_vm_put(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t num, int64_t
 	size_t a = strlen(vm);
 	int r;
 
-	if (!vbs_name_valid(vm))
+	if (!vbu_name_valid(vm))
 		return -EINVAL;
 	if ((r = vm_key(v, vm, k)) < 0)
 		return r;

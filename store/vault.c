@@ -20,21 +20,6 @@
 #define CONFIG_MAX (64 * 1024)
 #define MAP_MIN ((size_t)64 << 30) /* virtual only: the file grows as data comes */
 
-int vbs_name_valid(const char *name)
-{
-	size_t n = 0;
-
-	if (!name || !*name || name[0] == '.')
-		return 0;
-	for (const char *p = name; *p; p++, n++) {
-		char c = *p;
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return n <= VBS_NAME_MAX;
-}
-
 static int config_path(const char *dir, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s/%s", dir, VBS_CONFIG_FILE);
@@ -271,9 +256,9 @@ static int parse_slot(const char *file, json_object *k, int legacy, vbs_key_slot
 	    b64_exact(jstr(k, "nonce"), ret->wrapped.nonce, sizeof(ret->wrapped.nonce)) ||
 	    b64_exact(jstr(k, "wrapped"), blob, sizeof(blob)))
 		return vbs_fail(-EPROTO, "config '%s': missing or bad field 'keys'", file);
-	if (!legacy && (!vbs_name_valid(name) || !time_valid(created)))
+	if (!legacy && (!vbu_name_valid(name) || !time_valid(created)))
 		return vbs_fail(-EPROTO, "config '%s': a key slot with a missing or bad %s", file,
-				vbs_name_valid(name) ? "'created'" : "'name'");
+				vbu_name_valid(name) ? "'created'" : "'name'");
 	ret->wrapped.kdf.n = (uint64_t)nn;
 	ret->wrapped.kdf.r = (uint32_t)rr;
 	ret->wrapped.kdf.p = (uint32_t)pp;
@@ -1037,7 +1022,7 @@ int vbs_vault_key_change(const char *path, vbs_key_op op, const char *pass, cons
 	if (!pass || !new_pass || (op != VBS_KEY_REMOVE && !*new_pass) ||
 	    (op == VBS_KEY_REMOVE && !name))
 		return vbs_fail(-EINVAL, "a key change needs a passphrase, a new one and a name");
-	if (name && !vbs_name_valid(name))
+	if (name && !vbu_name_valid(name))
 		return vbs_fail(-EINVAL, "invalid key slot name '%s': use " VBS_NAME_RULE,
 				shown(name));
 	if (config_path(path, file, sizeof(file)) < 0)

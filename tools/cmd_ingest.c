@@ -444,7 +444,7 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 					   escrow[i].name);
 			goto out;
 		}
-		if (!vbk_kv_name_valid(escrow[i].path)) {
+		if (!vbu_name_valid(escrow[i].path)) {
 			status = usage_err("invalid secret name '%s' in --escrow: use %s",
 					   q(escrow[i].path), VBK_KV_NAME_RULE);
 			goto out;

@@ -156,7 +156,7 @@ int check_name_arg(const char *what, const char *name)
 {
 	if (!*name)
 		return usage_err("empty %s name: use " VBS_NAME_RULE, what);
-	if (!vbs_name_valid(name))
+	if (!vbu_name_valid(name))
 		return usage_err("invalid %s name '%s': use " VBS_NAME_RULE, what, q(name));
 	return 0;
 }
