@@ -712,36 +712,6 @@ static char *join_path(const char *dir, const char *name)
 	return p;
 }
 
-static void uuid_format(const uint8_t b[16], char out[VBK_KV_ID_LEN + 1])
-{
-	char hex[33];
-
-	vbu_hex_encode(b, 16, hex);
-	snprintf(out, VBK_KV_ID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12,
-		 hex + 16, hex + 20);
-}
-
-static int dir_is_empty(const char *path)
-{
-	int fd, empty = 1;
-	DIR *d;
-	struct dirent *e;
-
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	while ((e = readdir(d)) != NULL)
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			empty = 0;
-	closedir(d);
-	return empty;
-}
-
 int vbk_kv_init(const char *path, const char *pass)
 {
 	vbk_kv kv = {0};
@@ -761,7 +731,7 @@ int vbk_kv_init(const char *path, const char *pass)
 		return kv_fail(-errno, "cannot create key vault '%s': %s", path,
 			       vbu_strerror(errno));
 	} else {
-		r = dir_is_empty(path);
+		r = vbu_dir_is_empty(path);
 		if (r < 0)
 			return kv_fail(r, "cannot create key vault '%s': %s", path,
 				       vbu_strerror(-r));
@@ -787,7 +757,7 @@ int vbk_kv_init(const char *path, const char *pass)
 	}
 	u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* a random (version 4) UUID */
 	u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
-	uuid_format(u, kv.id);
+	vbu_uuid_format(u, kv.id);
 	memcpy(kv.keys.data_key, keys.data_key, VBK_KEY_LEN);
 	memcpy(kv.keys.id_key, keys.id_key, VBK_KEY_LEN);
 	if ((r = kv_ed25519_generate(kv.sign_seed, kv.sign_pub)) < 0) {

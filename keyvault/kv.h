@@ -54,7 +54,7 @@
 #define VBK_KV_FORMAT_VERSION 1
 #define VBK_KV_FILE "keyvault.json"
 #define VBK_KV_LOCK_FILE "lock"
-#define VBK_KV_ID_LEN 36	    /* a UUID in text, without the NUL */
+#define VBK_KV_ID_LEN VBU_UUID_LEN /* a UUID in text, without the NUL */
 #define VBK_KV_NAME_MAX VBU_NAME_MAX /* names of keys and secrets, without the NUL */
 #define VBK_SECRET_MAX (64u * 1024) /* largest secret value */
 #define VBK_FPR_MAX 80		    /* a fingerprint in text, with the NUL */

@@ -644,36 +644,6 @@ void vbs_vault_close_env(vbs_vault *v)
 	v->env = NULL;
 }
 
-static int dir_is_empty(const char *path)
-{
-	DIR *d = opendir(path);
-	struct dirent *e;
-	int empty = 1;
-
-	if (!d)
-		return -errno;
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			empty = 0;
-			break;
-		}
-	closedir(d);
-	return empty;
-}
-
-static void uuid_format(const uint8_t b[16], char out[37])
-{
-	static const char hex[] = "0123456789abcdef";
-	int j = 0;
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[j++] = '-';
-		out[j++] = hex[b[i] >> 4];
-		out[j++] = hex[b[i] & 15];
-	}
-	out[j] = '\0';
-}
-
 int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass)
 {
 	vbs_vault *v = NULL;
@@ -698,7 +668,7 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 	if (stat(path, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
 			return vbs_fail(-ENOTDIR, "cannot create vault '%s': not a directory", path);
-		r = dir_is_empty(path);
+		r = vbu_dir_is_empty(path);
 		if (r < 0)
 			return vbs_fail(r, "cannot create vault '%s': %s", path, vbu_strerror(-r));
 		if (!r)
@@ -726,7 +696,7 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		goto crypto_fail;
 	u[6] = (u[6] & 0x0f) | 0x40;
 	u[8] = (u[8] & 0x3f) | 0x80;
-	uuid_format(u, v->uuid);
+	vbu_uuid_format(u, v->uuid);
 	if ((r = vbk_vaultkeys_generate(&v->keys)) < 0)
 		goto crypto_fail;
 	vbu_format_time(vbu_now_ns() / 1000000000, v->created);
