@@ -66,6 +66,16 @@ int vbu_json_int(json_object *o, const char *key, int64_t min, int64_t max, int6
 	return 0;
 }
 
+int vbu_json_u64(json_object *o, const char *key, uint64_t *ret)
+{
+	int64_t v;
+	int r = vbu_json_int(o, key, 0, INT64_MAX, &v);
+
+	if (r == 0)
+		*ret = (uint64_t)v;
+	return r;
+}
+
 json_object *vbu_json_obj(json_object *o, const char *key, json_type t)
 {
 	json_object *j;

@@ -27,6 +27,9 @@ int vbu_json_copy_str(json_object *o, const char *key, char *buf, size_t cap);
  * range, or too large for json-c's int64. */
 int vbu_json_int(json_object *o, const char *key, int64_t min, int64_t max, int64_t *ret);
 
+/* The integer field key of o, in [0, INT64_MAX]; the same errors. */
+int vbu_json_u64(json_object *o, const char *key, uint64_t *ret);
+
 /* The field key of o when it has type t, else NULL. It belongs to o. */
 json_object *vbu_json_obj(json_object *o, const char *key, json_type t);
 

@@ -23,10 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ops.h"
-#include "passphrase.h"
 #include "file.h"
 #include "json.h"
+#include "ops.h"
+#include "passphrase.h"
 #include "util.h"
 #include "vault.h"
 

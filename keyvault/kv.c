@@ -14,9 +14,10 @@
 #include <openssl/crypto.h>
 
 #include "crypto.h"
+#include "file.h"
+#include "json.h"
 #include "kv.h"
 #include "kv_internal.h"
-#include "file.h"
 #include "util.h"
 #include "vaultkey.h"
 
@@ -92,47 +93,11 @@ const char *kv_alg_for(const kv_kek *k)
 
 /* ---- JSON helpers ---- */
 
-static const char *jstr(json_object *o, const char *key)
-{
-	json_object *j;
-
-	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, json_type_string))
-		return NULL;
-	return json_object_get_string(j);
-}
-
-static int jint(json_object *o, const char *key, int64_t min, int64_t max, int64_t *ret)
-{
-	json_object *j;
-	int64_t v;
-
-	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, json_type_int))
-		return -EPROTO;
-	errno = 0;
-	v = json_object_get_int64(j);
-	if (errno || v < min || v > max)
-		return -EPROTO;
-	*ret = v;
-	return 0;
-}
-
-static json_object *jobj(json_object *o, const char *key, json_type t)
-{
-	json_object *j;
-
-	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, t))
-		return NULL;
-	return j;
-}
-
-static int jadd(json_object *o, const char *key, json_object *v)
-{
-	if (!v || json_object_object_add(o, key, v) < 0) {
-		json_object_put(v);
-		return -ENOMEM;
-	}
-	return 0;
-}
+/* Short names for base/json.h's getters, which this file calls on almost every line. */
+#define jstr vbu_json_str
+#define jint vbu_json_int
+#define jobj vbu_json_obj
+#define jadd vbu_json_add
 
 static int jadd_b64(json_object *o, const char *key, const uint8_t *p, size_t n)
 {

@@ -12,9 +12,10 @@
 
 #include "cache.h"
 #include "dbguard.h"
-#include "internal.h"
-#include "seal.h"
 #include "file.h"
+#include "internal.h"
+#include "json.h"
+#include "seal.h"
 #include "util.h"
 
 #define CONFIG_MAX (64 * 1024)
@@ -202,23 +203,6 @@ static json_object *config_json(const vbs_vault *v)
 	return o;
 }
 
-static const char *jstr(json_object *o, const char *key)
-{
-	json_object *f;
-	if (!json_object_object_get_ex(o, key, &f) || !json_object_is_type(f, json_type_string))
-		return NULL;
-	return json_object_get_string(f);
-}
-
-static int jint(json_object *o, const char *key, int64_t *ret)
-{
-	json_object *f;
-	if (!json_object_object_get_ex(o, key, &f) || !json_object_is_type(f, json_type_int))
-		return -EPROTO;
-	*ret = json_object_get_int64(f);
-	return 0;
-}
-
 static int b64_exact(const char *s, uint8_t *out, size_t len)
 {
 	size_t got;
@@ -246,15 +230,16 @@ static int parse_slot(const char *file, json_object *k, int legacy, vbs_key_slot
 {
 	int64_t nn, rr, pp;
 	uint8_t blob[sizeof(ret->wrapped.ct) + VBK_TAG_LEN];
-	const char *name = jstr(k, "name"), *created = jstr(k, "created");
+	const char *name = vbu_json_str(k, "name"), *created = vbu_json_str(k, "created");
 
-	if (!json_object_is_type(k, json_type_object) || !jstr(k, "kdf") ||
-	    strcmp(jstr(k, "kdf"), "scrypt") != 0 || jint(k, "n", &nn) < 0 ||
-	    jint(k, "r", &rr) < 0 || jint(k, "p", &pp) < 0 || nn < 0 || rr < 0 || pp < 0 ||
-	    rr > 1024 || pp > 1024 ||
-	    b64_exact(jstr(k, "salt"), ret->wrapped.kdf.salt, sizeof(ret->wrapped.kdf.salt)) ||
-	    b64_exact(jstr(k, "nonce"), ret->wrapped.nonce, sizeof(ret->wrapped.nonce)) ||
-	    b64_exact(jstr(k, "wrapped"), blob, sizeof(blob)))
+	if (!json_object_is_type(k, json_type_object) || !vbu_json_str(k, "kdf") ||
+	    strcmp(vbu_json_str(k, "kdf"), "scrypt") != 0 ||
+	    vbu_json_int(k, "n", 0, INT64_MAX, &nn) < 0 || vbu_json_int(k, "r", 0, 1024, &rr) < 0 ||
+	    vbu_json_int(k, "p", 0, 1024, &pp) < 0 ||
+	    b64_exact(vbu_json_str(k, "salt"), ret->wrapped.kdf.salt,
+		      sizeof(ret->wrapped.kdf.salt)) ||
+	    b64_exact(vbu_json_str(k, "nonce"), ret->wrapped.nonce, sizeof(ret->wrapped.nonce)) ||
+	    b64_exact(vbu_json_str(k, "wrapped"), blob, sizeof(blob)))
 		return vbs_fail(-EPROTO, "config '%s': missing or bad field 'keys'", file);
 	if (!legacy && (!vbu_name_valid(name) || !time_valid(created)))
 		return vbs_fail(-EPROTO, "config '%s': a key slot with a missing or bad %s", file,
@@ -329,12 +314,12 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		r = vbs_fail(-EPROTO, "config '%s' is not valid JSON: not a vault?", file);
 		goto out;
 	}
-	s = jstr(o, "format");
+	s = vbu_json_str(o, "format");
 	if (!s || strcmp(s, VBS_FORMAT_NAME) != 0) {
 		r = vbs_fail(-EPROTO, "config '%s' is not a vmbak vault config", file);
 		goto out;
 	}
-	if (jint(o, "version", &n) < 0) {
+	if (vbu_json_int(o, "version", INT64_MIN, INT64_MAX, &n) < 0) {
 		r = vbs_fail(-EPROTO, "config '%s': missing field 'version'", file);
 		goto out;
 	}
@@ -345,40 +330,40 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		goto out;
 	}
 	v->format = (int)n;
-	s = jstr(o, "dedup_scope");
+	s = vbu_json_str(o, "dedup_scope");
 	if (v->format >= 2 && s && strcmp(s, "vm") == 0) {
 		v->dedup_vm = 1;
 	} else if (v->format >= 2 && (!s || strcmp(s, "vault") != 0)) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'dedup_scope'", file);
 		goto out;
 	}
-	s = jstr(o, "encryption");
+	s = vbu_json_str(o, "encryption");
 	if (v->dedup_vm && (!s || strcmp(s, "none") == 0)) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'dedup_scope'", file);
 		goto out;
 	}
-	s = jstr(o, "uuid");
+	s = vbu_json_str(o, "uuid");
 	if (!s || strlen(s) != 36) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'uuid'", file);
 		goto out;
 	}
 	memcpy(v->uuid, s, 37);
-	s = jstr(o, "created");
+	s = vbu_json_str(o, "created");
 	if (time_valid(s))
 		memcpy(v->created, s, 21);
-	if (jint(o, "chunk_size", &n) < 0 || n < VBS_CHUNK_SIZE_MIN || n > VBS_CHUNK_SIZE_MAX ||
-	    (n & (n - 1))) {
+	if (vbu_json_int(o, "chunk_size", INT64_MIN, INT64_MAX, &n) < 0 || n < VBS_CHUNK_SIZE_MIN ||
+	    n > VBS_CHUNK_SIZE_MAX || (n & (n - 1))) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'chunk_size'", file);
 		goto out;
 	}
 	v->chunk_size = (uint32_t)n;
-	s = jstr(o, "chunk_id");
+	s = vbu_json_str(o, "chunk_id");
 	if (!s || strcmp(s, "hmac-sha256") != 0) {
 		r = vbs_fail(-EPROTONOSUPPORT, "config '%s': unknown chunk id '%s'", file,
 			     shown(s));
 		goto out;
 	}
-	s = jstr(o, "encryption");
+	s = vbu_json_str(o, "encryption");
 	if (s && strcmp(s, "aes-256-gcm") == 0) {
 		v->encrypted = 1;
 		if (!json_object_object_get_ex(o, "keys", &k)) {
@@ -390,8 +375,8 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 			goto out;
 	} else if (s && strcmp(s, "none") == 0) {
 		v->encrypted = 0;
-		if (!jstr(o, "id_key") || vbu_hex_decode(jstr(o, "id_key"), v->keys.id_key,
-							 VBK_KEY_LEN) < 0) {
+		if (!vbu_json_str(o, "id_key") ||
+		    vbu_hex_decode(vbu_json_str(o, "id_key"), v->keys.id_key, VBK_KEY_LEN) < 0) {
 			r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'id_key'", file);
 			goto out;
 		}
