@@ -45,8 +45,11 @@ ALL_LDFLAGS += $(foreach f,$(FAULT_WRAPS),-Wl,--wrap=$(f))
 endif
 
 LIB_SRC := $(wildcard base/*.c) $(wildcard keyvault/*.c) $(wildcard store/*.c)
-VMBAK_SRC := $(wildcard tools/*.c)
-VMBAKFS_SRC := $(wildcard fs/*.c)
+# front/: the start-up, messages and vault opening both programs share (not in the library:
+# only the programs link it, and only they, and front/ itself, see its header).
+FRONT_SRC := $(wildcard front/*.c)
+VMBAK_SRC := $(wildcard tools/*.c) $(FRONT_SRC)
+VMBAKFS_SRC := $(wildcard fs/*.c) $(FRONT_SRC)
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 
@@ -66,6 +69,8 @@ all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs
 # Convenience links at the top so ./vmbak works in a checkout.
 vmbak vmbakfs: %: $(B)/%
 	@ln -sf $< $@
+
+$(B)/tools/%.o $(B)/fs/%.o $(B)/front/%.o: ALL_CFLAGS += -Ifront
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)

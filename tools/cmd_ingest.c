@@ -549,7 +549,7 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 
 	/* The changed extents start coming in from disk while the passphrase is stretched. */
 	vbs_ingest_prefetch(idisks, n_disks);
-	status = vault_open(path, 0, VAULT_UNLOCK, passphrase_file, g, &v);
+	status = vault_open(path, 0, VAULT_UNLOCK, verb_passphrase_file(passphrase_file, g), &v);
 	if (status != 0)
 		goto out;
 	if (esc && (status = escrow_pin(esc, v, path)) != 0)

@@ -324,7 +324,8 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 	/* LMDB meeting a page of garbage is damage too (see dbguard.h). */
 	vbs_guard_exit_status(VMBAK_EXIT_DAMAGE);
 	/* A database that LMDB finds damaged is damage (exit 3), not a failure to run. */
-	status = vault_open(path, 0, VAULT_UNLOCK | VAULT_DAMAGE_EXIT, passphrase_file, g, &v);
+	status = vault_open(path, 0, VAULT_UNLOCK | VAULT_DAMAGE_EXIT,
+			    verb_passphrase_file(passphrase_file, g), &v);
 	if (status != 0)
 		goto out;
 
