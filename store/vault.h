@@ -118,6 +118,11 @@ int vbs_vault_encrypted(const vbs_vault *v);
 /* 1 when chunks are deduplicated within each VM only (init --dedup-scope vm). */
 int vbs_vault_dedup_vm(const vbs_vault *v);
 
+/* The exit status of a process that meets a damaged data.mdb while an environment is open: the
+ * guard (store/dbguard.c) prints one line and _exit()s with it (default 1; `vmbak verify` sets
+ * 3). Call before opening the environment. Thread-safe. */
+void vbs_guard_exit_status(int status);
+
 /* Bytes of decoded chunks the shared read cache may hold (default 64 MiB). Call before the
  * first read. */
 void vbs_vault_set_cache_size(vbs_vault *v, size_t bytes);
