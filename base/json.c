@@ -1,10 +1,12 @@
 /* json.c: json-c set-up and field getters (see json.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "json.h"
+#include "util.h"
 
 void vbu_json_seed(void)
 {
@@ -92,4 +94,26 @@ int vbu_json_add(json_object *o, const char *key, json_object *v)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+int vbu_json_b64(json_object *o, const char *key, uint8_t *out, size_t len)
+{
+	const char *s = vbu_json_str(o, key);
+	size_t got = 0;
+
+	if (!s || vbu_base64_decode(s, out, len, &got) < 0 || got != len)
+		return -EPROTO;
+	return 0;
+}
+
+int vbu_json_add_b64(json_object *o, const char *key, const uint8_t *p, size_t n)
+{
+	char *s = vbu_base64_encode(p, n);
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	r = vbu_json_add(o, key, json_object_new_string(s));
+	free(s);
+	return r;
 }

@@ -33,6 +33,13 @@ int vbu_json_u64(json_object *o, const char *key, uint64_t *ret);
 /* The field key of o when it has type t, else NULL. It belongs to o. */
 json_object *vbu_json_obj(json_object *o, const char *key, json_type t);
 
+/* The string field key of o, base64 (util.h) of exactly len bytes, decoded into out. -EPROTO
+ * when absent, not a string, malformed or of another length; out may be written then. */
+int vbu_json_b64(json_object *o, const char *key, uint8_t *out, size_t len);
+
+/* Adds the base64 of p (n bytes) to o as the string field key. -ENOMEM. */
+int vbu_json_add_b64(json_object *o, const char *key, const uint8_t *p, size_t n);
+
 /* Adds v to o as key; takes v in every case (freed on failure). -ENOMEM when v is NULL (a
  * failed json_object_new_*) or the add fails. */
 int vbu_json_add(json_object *o, const char *key, json_object *v);

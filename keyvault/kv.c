@@ -98,28 +98,8 @@ const char *kv_alg_for(const kv_kek *k)
 #define jint vbu_json_int
 #define jobj vbu_json_obj
 #define jadd vbu_json_add
-
-static int jadd_b64(json_object *o, const char *key, const uint8_t *p, size_t n)
-{
-	char *s = vbu_base64_encode(p, n);
-	int r;
-
-	if (!s)
-		return -ENOMEM;
-	r = jadd(o, key, json_object_new_string(s));
-	free(s);
-	return r;
-}
-
-static int jget_b64(json_object *o, const char *key, uint8_t *out, size_t want)
-{
-	const char *s = jstr(o, key);
-	size_t n = 0;
-
-	if (!s || vbu_base64_decode(s, out, want, &n) < 0 || n != want)
-		return -EPROTO;
-	return 0;
-}
+#define jadd_b64 vbu_json_add_b64
+#define jget_b64 vbu_json_b64
 
 static int type_from_json(json_object *o, vbk_key_type *ret)
 {

@@ -203,14 +203,6 @@ static json_object *config_json(const vbs_vault *v)
 	return o;
 }
 
-static int b64_exact(const char *s, uint8_t *out, size_t len)
-{
-	size_t got;
-	if (!s || vbu_base64_decode(s, out, len, &got) < 0 || got != len)
-		return -EPROTO;
-	return 0;
-}
-
 /* A value from the config as a message may show it: one short line of printable ASCII (a
  * damaged config can hold anything, newlines included). */
 static const char *shown(const char *s)
@@ -236,10 +228,9 @@ static int parse_slot(const char *file, json_object *k, int legacy, vbs_key_slot
 	    strcmp(vbu_json_str(k, "kdf"), "scrypt") != 0 ||
 	    vbu_json_int(k, "n", 0, INT64_MAX, &nn) < 0 || vbu_json_int(k, "r", 0, 1024, &rr) < 0 ||
 	    vbu_json_int(k, "p", 0, 1024, &pp) < 0 ||
-	    b64_exact(vbu_json_str(k, "salt"), ret->wrapped.kdf.salt,
-		      sizeof(ret->wrapped.kdf.salt)) ||
-	    b64_exact(vbu_json_str(k, "nonce"), ret->wrapped.nonce, sizeof(ret->wrapped.nonce)) ||
-	    b64_exact(vbu_json_str(k, "wrapped"), blob, sizeof(blob)))
+	    vbu_json_b64(k, "salt", ret->wrapped.kdf.salt, sizeof(ret->wrapped.kdf.salt)) ||
+	    vbu_json_b64(k, "nonce", ret->wrapped.nonce, sizeof(ret->wrapped.nonce)) ||
+	    vbu_json_b64(k, "wrapped", blob, sizeof(blob)))
 		return vbs_fail(-EPROTO, "config '%s': missing or bad field 'keys'", file);
 	if (!legacy && (!vbu_name_valid(name) || !time_valid(created)))
 		return vbs_fail(-EPROTO, "config '%s': a key slot with a missing or bad %s", file,

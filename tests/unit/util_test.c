@@ -577,6 +577,18 @@ static void test_json_getters(void)
 	CHECK_EQ_INT(vbu_json_add(o, "new", json_object_new_int(3)), 0);
 	CHECK_EQ_INT(vbu_json_int(o, "new", 3, 3, &x), 0);
 	CHECK_EQ_INT(vbu_json_add(o, "null", NULL), -ENOMEM);
+	{
+		const uint8_t bytes[5] = {0, 1, 2, 0xfe, 0xff};
+		uint8_t back[5] = {0}, small[4];
+
+		CHECK_EQ_INT(vbu_json_add_b64(o, "b", bytes, sizeof(bytes)), 0);
+		CHECK_EQ_STR(vbu_json_str(o, "b"), "AAEC/v8=");
+		CHECK_EQ_INT(vbu_json_b64(o, "b", back, sizeof(back)), 0);
+		CHECK(memcmp(back, bytes, sizeof(bytes)) == 0);
+		CHECK_EQ_INT(vbu_json_b64(o, "b", small, sizeof(small)), -EPROTO);
+		CHECK_EQ_INT(vbu_json_b64(o, "s", back, 2), -EPROTO); /* "abc" is no base64 */
+		CHECK_EQ_INT(vbu_json_b64(o, "i", back, sizeof(back)), -EPROTO);
+	}
 	json_object_put(o);
 }
 
