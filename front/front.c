@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 
@@ -202,4 +203,22 @@ int vault_open(const char *path, int readonly, int flags, const char *file, vbs_
 out:
 	vbs_vault_close(v);
 	return status;
+}
+
+char *front_fuse_opt(const char *name, const char *value)
+{
+	size_t n = strlen(name), m = strlen(value);
+	char *s = malloc(n + 2 + 2 * m), *w;
+
+	if (!s)
+		return NULL;
+	w = stpcpy(s, name);
+	*w++ = '=';
+	for (; *value; value++) {
+		if (*value == ',' || *value == '\\')
+			*w++ = '\\';
+		*w++ = *value;
+	}
+	*w = '\0';
+	return s;
 }

@@ -75,4 +75,9 @@ int vault_unlock(vbs_vault *v, const char *path, const char *file, char **ret_pa
 #define VAULT_DAMAGE_EXIT 0x2
 int vault_open(const char *path, int readonly, int flags, const char *file, vbs_vault **ret);
 
+/* name=value as one libfuse -o option: value's commas and backslashes escaped, so that
+ * libfuse's option parser gives value back whole (vmbakfs's fsname, vmbak's passphrase_file
+ * for the vmbakfs it starts). malloc'ed; NULL when out of memory. */
+char *front_fuse_opt(const char *name, const char *value);
+
 #endif

@@ -32,7 +32,7 @@ enum {
 	CONTINUE = -1, /* parse_args: go on and mount (else an exit status of front.h) */
 };
 
-/* With fsname=VAULT (the vault's absolute path, see fsname_option), so that the mount table
+/* With fsname=VAULT (the vault's absolute path, see new_session), so that the mount table
  * says which vault a mount serves (findmnt, vmbak restore --instant). */
 #define FORCED_OPTS "ro,default_permissions,subtype=vmbakfs"
 #define MAX_IDLE_THREADS 10
@@ -438,37 +438,16 @@ static int open_vault(const char *path, const vbf_args *a, size_t cache_bytes, v
 	return VMBAK_EXIT_OK;
 }
 
-/* "-ofsname=PATH" with PATH's commas and backslashes escaped for libfuse's option parser; a
- * path too long for the mount's option page gives plain "vmbakfs". NULL when out of memory. */
-static char *fsname_option(const char *vault_path)
-{
-	size_t n = strlen(vault_path);
-	char *s, *w;
-
-	if (n > 1024)
-		return strdup("-ofsname=vmbakfs");
-	s = malloc(sizeof("-ofsname=") + 2 * n);
-	if (!s)
-		return NULL;
-	w = stpcpy(s, "-ofsname=");
-	for (; *vault_path; vault_path++) {
-		if (*vault_path == ',' || *vault_path == '\\')
-			*w++ = '\\';
-		*w++ = *vault_path;
-	}
-	*w = '\0';
-	return s;
-}
-
 static struct fuse_session *new_session(struct fuse_args *fargs, vbf_fs *fs,
 					const char *vault_path)
 {
-	char *fsname = fsname_option(vault_path);
+	/* A path too long for the mount's option page gives the plain name. */
+	char *fsname = front_fuse_opt("fsname", strlen(vault_path) > 1024 ? "vmbakfs" : vault_path);
 	struct fuse_session *se;
 	const char *msg;
 
 	if (!fsname || fuse_opt_add_arg(fargs, "-o" FORCED_OPTS) != 0 ||
-	    fuse_opt_add_arg(fargs, fsname) != 0) {
+	    fuse_opt_add_arg(fargs, "-o") != 0 || fuse_opt_add_arg(fargs, fsname) != 0) {
 		free(fsname);
 		vbu_errno(-ENOMEM, "cannot start");
 		return NULL;
