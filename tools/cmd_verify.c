@@ -388,9 +388,12 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 	}
 	fflush(stdout);
 	if (r == -EBADMSG) {
-		/* The database itself: LMDB met a damaged page. What was found so far is above. */
+		/* The database itself: LMDB met a damaged page. What was found so far is above.
+		 * No job record is written: a write walks the free list and the trees again and
+		 * may meet the same page (the guard would then end the process with a second
+		 * line). The job stays open; `vmbak jobs` shows it ended with its process. */
 		vbu_err("%s", vbs_errmsg());
-		job_end(v, &have_job, job, VBS_JOB_FAILED, res.bytes_checked, vbs_errmsg());
+		have_job = 0;
 		status = VMBAK_EXIT_DAMAGE;
 	} else if (res.problems) {
 		char msg[VBS_JOB_ERROR_MAX];
