@@ -98,6 +98,17 @@ int vbk_escrow_prepare(vbk_kv *kv, const char *secret, vbk_escrow **ret)
 	r = kv_secret_find(kv, secret, 0, &e->kek, &env, &e->secret_version);
 	if (r < 0)
 		goto out;
+	if (e->kek.name[0] && (r = vbk_kv_key_usable(kv, e->kek.name, e->kek.version, 1)) < 0) {
+		if (r == -EKEYREVOKED)
+			r = kv_fail(r,
+				    "secret '%s' version %u is wrapped by key '%s' version %u, which "
+				    "is %s in key vault '%s': no new escrow blob is wrapped by it (set "
+				    "the secret again with an enabled version)",
+				    secret, e->secret_version, e->kek.name, e->kek.version,
+				    strstr(vbk_kv_errmsg(), "retired") ? "retired" : "disabled",
+				    vbk_kv_path(kv));
+		goto out;
+	}
 	snprintf(e->keyvault, sizeof(e->keyvault), "%s", vbk_kv_id(kv));
 	snprintf(e->secret, sizeof(e->secret), "%s", secret);
 	r = kv_wrapper_get(kv, &e->kek, 0, &e->w);
@@ -447,6 +458,9 @@ int vbk_escrow_unwrap(vbk_kv *kv, const char *blob, size_t len, vbk_escrow_info 
 		k.version = i.kek_version;
 		k.type = t;
 		snprintf(k.fingerprint, sizeof(k.fingerprint), "%s", i.kek_fingerprint);
+		r = vbk_kv_key_usable(kv, k.name, k.version, 0);
+		if (r < 0 && r != -ENOENT) /* a missing version: kv_wrapper_get says so */
+			goto out;
 	}
 	r = kv_wrapper_get(kv, &k, 1, &w);
 	if (r == -EKEYREJECTED)
