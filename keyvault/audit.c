@@ -494,7 +494,16 @@ int vbk_audit_verify(vbk_kv *kv, void (*cb)(void *arg, uint64_t seq, json_object
 			   ? split_line(line, n, &plen, mac)
 			   : -EPROTO;
 		o = hmac >= 0 ? json_tokener_parse(line) : NULL;
-		if (!o || !json_object_is_type(o, json_type_object) || line_seq(o) != seq + 1) {
+		if (o && json_object_is_type(o, json_type_object) && line_seq(o) != seq + 1) {
+			json_object_put(o);
+			r = kv_fail(-EBADMSG,
+				    "audit log '%s': the chain breaks at line %llu (it says it is "
+				    "line %llu): a line was removed, inserted or moved there",
+				    path, (unsigned long long)seq + 1,
+				    (unsigned long long)line_seq(o));
+			goto out;
+		}
+		if (!o || !json_object_is_type(o, json_type_object)) {
 			json_object_put(o);
 			r = kv_fail(-EPROTO,
 				    "audit log '%s': line %llu is not an audit line: the log was "
