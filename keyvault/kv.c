@@ -1873,6 +1873,8 @@ int vbk_kv_key_usable(const vbk_kv *kv, const char *name, uint32_t version, int 
 	json_object *vs = k ? jobj(k, "versions", json_type_array) : NULL;
 	vbk_key_state st = VBK_KEY_ENABLED;
 
+	if (!k)
+		return kv_fail(-ENOENT, "no key '%s' in key vault '%s'", name, kv->path);
 	if (!vs || version == 0 || version > json_object_array_length(vs))
 		return kv_fail(-ENOENT, "no version %u of key '%s' in key vault '%s'", version,
 			       name, kv->path);

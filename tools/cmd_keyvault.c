@@ -783,7 +783,6 @@ static int run_key_state(const kvargs *a, vbk_key_state st)
 	vbk_key_info *keys = NULL;
 	vbk_kv *kv = NULL;
 	size_t nu = 0, nk = 0, i;
-	uint64_t blobs = 0;
 	uint32_t version = 0;
 	int r, status, changed = 0;
 
@@ -792,8 +791,6 @@ static int run_key_state(const kvargs *a, vbk_key_state st)
 	if (st == VBK_KEY_RETIRED && a->nvaults == 0)
 		return usage_err("retire needs --vault VAULT for every vault that escrows to this key "
 				 "vault, so that no blob there still uses the version");
-	if (st != VBK_KEY_RETIRED && a->nvaults > 0)
-		return usage_err("option '--vault' applies to 'key retire' and 'key list' only");
 	/* The key vault's names before any vault is opened; then the passphrase. */
 	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
 		return status;
@@ -832,7 +829,6 @@ static int run_key_state(const kvargs *a, vbk_key_state st)
 			status = VMBAK_EXIT_FAIL;
 			goto out;
 		}
-		blobs += after;
 	}
 	vbk_kv_close(kv);
 	kv = NULL;
@@ -848,7 +844,6 @@ static int run_key_state(const kvargs *a, vbk_key_state st)
 	       st == VBK_KEY_RETIRED ? " (no escrow blob in the vaults named uses it)" : "");
 	status = VMBAK_EXIT_OK;
 out:
-	(void)blobs;
 	free(uses);
 	vbk_key_list_free(keys, nk);
 	vbk_kv_close(kv);
@@ -1092,6 +1087,7 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 		av[i] = argv[i + words];
 	while ((opt = verb_getopt(ac, av, ":h", longopts, &state)) != -1) {
 		unsigned need = 0;
+		const char *optname;
 
 		switch (opt) {
 		case 'h':
@@ -1140,12 +1136,15 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 			status = VMBAK_EXIT_USAGE;
 			goto out;
 		}
+		/* The option as given: "--opt=ARG" in one word, or "--opt" before its ARG. */
+		optname = optarg && optind >= 2 && av[optind - 1] == optarg ? av[optind - 2]
+									  : av[optind - 1];
 		if (!(s->opts & need)) {
-			status = option_not_here(s, av[optind - 1]);
+			status = option_not_here(s, optname);
 			goto out;
 		}
 		if (optarg && !*optarg) {
-			status = usage_err("empty argument for '%s'", av[optind - 1]);
+			status = usage_err("empty argument for '%s'", optname);
 			goto out;
 		}
 	}
