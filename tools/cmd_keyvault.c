@@ -563,7 +563,7 @@ static int run_verify(const kvargs *a)
 
 /* Reads and checks BLOB against KV before any passphrase is asked; then unlocks and unwraps. */
 static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_info, uint8_t **ret,
-		       size_t *ret_len)
+		       size_t *ret_len, int *ret_attempted)
 {
 	vbk_escrow_info info;
 	vbk_kv *kv = NULL;
@@ -603,6 +603,8 @@ static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_in
 	}
 	vbk_kv_close(kv);
 	kv = NULL;
+	/* From here on it is an attempt to unwrap a blob of this key vault: audited. */
+	*ret_attempted = 1;
 	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		goto out;
 	r = vbk_escrow_unwrap(kv, blob, blen, ret_info, ret, ret_len);
@@ -626,14 +628,17 @@ out:
 }
 
 /* Logs an unwrap (op "unwrap" or "restore") in the key vault's audit log: kv when it is open,
- * else by path (a failure before the unlock: an unauthenticated line). */
+ * else by path (a failed unlock: an unauthenticated line). Not when the blob was refused before
+ * any attempt (not an escrow blob, of another key vault): bad input changes nothing. */
 static void audit_unwrap(const kvargs *a, vbk_kv *kv, const char *op, const vbk_escrow_info *info,
-			 int status)
+			 int status, int attempted)
 {
 	vbk_audit_event ev = {.op = op, .detail = NULL, .result = status ? -EPERM : 0};
 	char detail[600];
 	int r;
 
+	if (!attempted)
+		return;
 	if (info) {
 		snprintf(detail, sizeof(detail), "blob of %s/%s disk %s", info->vm, info->rp,
 			 info->disk);
@@ -676,14 +681,14 @@ static int run_unwrap(const kvargs *a)
 	vbk_kv *kv = NULL;
 	uint8_t *val = NULL;
 	size_t len = 0;
-	int r, status;
+	int r, status, attempted = 0;
 
 	/* Before the passphrase is asked: an output that is a device, FIFO, directory or
 	 * symlink would be replaced by a regular file holding the secret. */
 	if (a->output && (status = check_output(a->output)) != 0)
 		return status;
-	status = unwrap_blob(a, &kv, &info, &val, &len);
-	audit_unwrap(a, kv, "unwrap", status ? NULL : &info, status);
+	status = unwrap_blob(a, &kv, &info, &val, &len, &attempted);
+	audit_unwrap(a, kv, "unwrap", status ? NULL : &info, status, attempted);
 	if (status != 0)
 		return status;
 	if (a->output) {
@@ -725,10 +730,10 @@ static int run_restore(const kvargs *a)
 	uint8_t *val = NULL;
 	size_t len = 0;
 	uint32_t v = 0, kv_ver = 0;
-	int r, status;
+	int r, status, attempted = 0;
 
-	status = unwrap_blob(a, &kv, &info, &val, &len);
-	audit_unwrap(a, kv, "restore", status ? NULL : &info, status);
+	status = unwrap_blob(a, &kv, &info, &val, &len, &attempted);
+	audit_unwrap(a, kv, "restore", status ? NULL : &info, status, attempted);
 	if (status != 0)
 		return status;
 	r = vbk_kv_secret_set(kv, info.secret, val, len, info.kek[0] ? info.kek : NULL, &v,
