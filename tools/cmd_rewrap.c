@@ -316,8 +316,9 @@ typedef struct rewrap_count {
 	uint64_t points, blobs, current, skipped;
 } rewrap_count;
 
-static void audit_rewrap(vbk_kv *kv, const vbs_rp *rp, const vbk_escrow_info *o,
-			 const vbk_escrow_info *n, int err, const char *msg)
+/* Logs one blob's rewrap (or a failure). 0, or -errno with vbk_kv_errmsg() set. */
+static int audit_rewrap(vbk_kv *kv, const vbs_rp *rp, const vbk_escrow_info *o,
+			const vbk_escrow_info *n, int err, const char *msg)
 {
 	char detail[512];
 	vbk_audit_event ev = {.op = "rewrap",
@@ -335,8 +336,7 @@ static void audit_rewrap(vbk_kv *kv, const vbs_rp *rp, const vbk_escrow_info *o,
 			 n->kek_version);
 	else
 		snprintf(detail, sizeof(detail), "%s/%s", rp->vm, rp->id);
-	if (vbk_audit_append(kv, &ev) < 0)
-		vbu_err("warning: %s", q(vbk_kv_errmsg()));
+	return vbk_audit_append(kv, &ev);
 }
 
 /* Rewraps the blobs of one point; prints a line per blob. Exit status. */
@@ -358,9 +358,12 @@ static int rewrap_point(vbs_vault *v, vbk_kv *kv, const vbs_rp *rp, const rewrap
 			continue;
 		r = vbk_escrow_parse(disk->escrow, disk->escrow_len, &info);
 		if (r < 0) {
+			char msg[600];
+
+			snprintf(msg, sizeof(msg), "%s", vbk_kv_errmsg());
 			vbu_err("escrow blob of %s/%s disk '%s' is not an escrow blob: %s", q(rp->vm),
-				q(rp->id), q(disk->name), q(vbk_kv_errmsg()));
-			audit_rewrap(kv, rp, NULL, NULL, r, vbk_kv_errmsg());
+				q(rp->id), q(disk->name), q(msg));
+			audit_rewrap(kv, rp, NULL, NULL, r, msg);
 			status = VMBAK_EXIT_FAIL;
 			goto out;
 		}
@@ -396,10 +399,25 @@ static int rewrap_point(vbs_vault *v, vbk_kv *kv, const vbs_rp *rp, const rewrap
 	}
 	if (n == 0)
 		goto out;
+	/* Logged before the commit, so that no rewrap happens unlogged; a commit that then fails
+	 * is logged as failed. */
+	for (size_t i = 0; i < n; i++) {
+		if (audit_rewrap(kv, rp, &old[i], &nw[i], 0, NULL) < 0) {
+			vbu_err("cannot rewrap the escrow of %s/%s: %s", q(rp->vm), q(rp->id),
+				q(vbk_kv_errmsg()));
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+	}
 	r = vbs_rp_rewrap(v, rp->serial, rp->vm, rp->id, ch, n);
 	if (r < 0) {
+		char msg[600];
+
 		status = store_err(r, "cannot rewrap the escrow of %s/%s", q(rp->vm), q(rp->id));
-		audit_rewrap(kv, rp, &old[0], NULL, r, vbs_errmsg());
+		snprintf(msg, sizeof(msg), "not committed: %s",
+			 *vbs_errmsg() ? vbs_errmsg() : vbu_strerror(-r));
+		for (size_t i = 0; i < n; i++)
+			audit_rewrap(kv, rp, &old[i], &nw[i], r, msg);
 		goto out;
 	}
 	c->points++;
@@ -408,7 +426,6 @@ static int rewrap_point(vbs_vault *v, vbk_kv *kv, const vbs_rp *rp, const rewrap
 		printf("%s/%s %s: key '%s' version %u -> key '%s' version %u\n", q(rp->vm),
 		       q(rp->id), q(old[i].disk), old[i].kek[0] ? old[i].kek : "(none)",
 		       old[i].kek_version, nw[i].kek, nw[i].kek_version);
-		audit_rewrap(kv, rp, &old[i], &nw[i], 0, NULL);
 	}
 out:
 	for (size_t i = 0; i < n; i++)
