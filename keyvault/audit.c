@@ -229,11 +229,11 @@ static int line_prefix(const vbk_audit_event *e, uint64_t seq, char **ret)
 	     add_int(o, "secret_version", e->secret_version) < 0) ||
 	    (e->detail && add_str(o, "detail", e->detail) < 0) ||
 	    add_str(o, "result", e->result == 0 ? "ok" : "failed") < 0 ||
-	    (e->result != 0 && add_str(o, "error", e->error ? e->error : vbu_strerror(-e->result)) <
-				   0))
+	    (e->result != 0 &&
+	     add_str(o, "error", e->error ? e->error : vbu_strerror(-e->result)) < 0))
 		goto out;
-	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-						  JSON_C_TO_STRING_NOSLASHESCAPE);
+	s = json_object_to_json_string_ext(o,
+					   JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	if (!s)
 		goto out;
 	n = strlen(s);
@@ -295,8 +295,7 @@ out:
 
 /* Opens and locks kv_path's log, repairs an incomplete last line, appends e, and gives the new
  * state. key NULL: an unauthenticated line. */
-static int append_at(const char *kv_path, const uint8_t *key, const vbk_audit_event *e,
-		     chain *ret)
+static int append_at(const char *kv_path, const uint8_t *key, const vbk_audit_event *e, chain *ret)
 {
 	char *path = log_path(kv_path), detail[128];
 	chain st;

@@ -54,13 +54,13 @@
  * "vault-key-passwd", "vault-key-remove", "audit-repair" (others may be added). */
 typedef struct vbk_audit_event {
 	const char *op;
-	const char *key;     /* KEK name, or NULL */
-	uint32_t version;    /* KEK version, 0: none */
-	const char *secret;  /* secret name, or NULL */
+	const char *key;    /* KEK name, or NULL */
+	uint32_t version;   /* KEK version, 0: none */
+	const char *secret; /* secret name, or NULL */
 	uint32_t secret_version;
-	const char *detail;  /* free text without secrets (e.g. "vm1/RP sda: k/1 -> k/2"), or NULL */
-	int result;	     /* 0 ok, else the -errno of the failure */
-	const char *error;   /* the failure's message, or NULL */
+	const char *detail; /* free text without secrets (e.g. "vm1/RP sda: k/1 -> k/2"), or NULL */
+	int result;	    /* 0 ok, else the -errno of the failure */
+	const char *error;  /* the failure's message, or NULL */
 } vbk_audit_event;
 
 /* Appends one event to kv's log: authenticated when kv is unlocked, else a sha256 line. */

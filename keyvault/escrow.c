@@ -100,13 +100,14 @@ int vbk_escrow_prepare(vbk_kv *kv, const char *secret, vbk_escrow **ret)
 		goto out;
 	if (e->kek.name[0] && (r = vbk_kv_key_usable(kv, e->kek.name, e->kek.version, 1)) < 0) {
 		if (r == -EKEYREVOKED)
-			r = kv_fail(r,
-				    "secret '%s' version %u is wrapped by key '%s' version %u, which "
-				    "is %s in key vault '%s': no new escrow blob is wrapped by it (set "
-				    "the secret again with an enabled version)",
-				    secret, e->secret_version, e->kek.name, e->kek.version,
-				    strstr(vbk_kv_errmsg(), "retired") ? "retired" : "disabled",
-				    vbk_kv_path(kv));
+			r = kv_fail(
+			    r,
+			    "secret '%s' version %u is wrapped by key '%s' version %u, which "
+			    "is %s in key vault '%s': no new escrow blob is wrapped by it (set "
+			    "the secret again with an enabled version)",
+			    secret, e->secret_version, e->kek.name, e->kek.version,
+			    strstr(vbk_kv_errmsg(), "retired") ? "retired" : "disabled",
+			    vbk_kv_path(kv));
 		goto out;
 	}
 	snprintf(e->keyvault, sizeof(e->keyvault), "%s", vbk_kv_id(kv));
@@ -524,10 +525,11 @@ int vbk_escrow_rewrap(vbk_kv *kv, const char *blob, size_t len, const char *to,
 		return r;
 	target = to ? to : i.kek;
 	if (!*target) {
-		r = kv_fail(-EINVAL,
-			    "escrow blob of secret '%s' has no KEK (it is under the key vault's own "
-			    "key): name one to wrap it with",
-			    i.secret);
+		r = kv_fail(
+		    -EINVAL,
+		    "escrow blob of secret '%s' has no KEK (it is under the key vault's own "
+		    "key): name one to wrap it with",
+		    i.secret);
 		goto out;
 	}
 	r = kv_kek_find(kv, target, 0, &e.kek);

@@ -1885,10 +1885,11 @@ int vbk_kv_key_usable(const vbk_kv *kv, const char *name, uint32_t version, int 
 			       "unwraps nothing (enable it again to use it)",
 			       name, version, kv->path);
 	if (st == VBK_KEY_DISABLED && wrap)
-		return kv_fail(-EKEYREVOKED,
-			       "key '%s' version %u in key vault '%s' is disabled: it wraps nothing "
-			       "new (rotate the key, or enable the version)",
-			       name, version, kv->path);
+		return kv_fail(
+		    -EKEYREVOKED,
+		    "key '%s' version %u in key vault '%s' is disabled: it wraps nothing "
+		    "new (rotate the key, or enable the version)",
+		    name, version, kv->path);
 	return 0;
 }
 
@@ -1908,8 +1909,8 @@ static const char *secret_on(json_object *root, const char *name, uint32_t v)
 		size_t n = vs ? json_object_array_length(vs) : 0;
 		kv_kek kek;
 
-		if (n == 0 || !json_object_object_get_ex(json_object_array_get_idx(vs, n - 1),
-							  "kek", &k) ||
+		if (n == 0 ||
+		    !json_object_object_get_ex(json_object_array_get_idx(vs, n - 1), "kek", &k) ||
 		    !k || kek_from_json(k, &kek) < 0)
 			continue;
 		if (strcmp(kek.name, name) == 0 && kek.version == v)

@@ -14,10 +14,10 @@
 #include "vault.h"
 
 typedef struct vbs_escrow_change {
-	unsigned disk;	     /* index of the disk in the point's record */
-	const char *old;     /* the blob as read (compared before it is replaced) */
+	unsigned disk;	 /* index of the disk in the point's record */
+	const char *old; /* the blob as read (compared before it is replaced) */
 	size_t old_len;
-	const char *blob;    /* the new blob: NUL-terminated, blob_len bytes without the NUL */
+	const char *blob; /* the new blob: NUL-terminated, blob_len bytes without the NUL */
 	size_t blob_len;
 } vbs_escrow_change;
 

@@ -373,8 +373,8 @@ static int run_key_list(const kvargs *a)
 								     keys[i].versions[j].version));
 			printf("%-20s %-9s %7u  %-20s  %-8s  %s%s\n", keys[i].name,
 			       vbk_key_type_name(keys[i].type), keys[i].versions[j].version,
-			       time_text(keys[i].versions[j].created, t), state_text(&keys[i], j), b,
-			       keys[i].versions[j].fingerprint);
+			       time_text(keys[i].versions[j].created, t), state_text(&keys[i], j),
+			       b, keys[i].versions[j].fingerprint);
 		}
 	}
 	status = VMBAK_EXIT_OK;
@@ -794,8 +794,9 @@ static int run_key_state(const kvargs *a, vbk_key_state st)
 	if ((status = parse_name_version(a->name, name, &version)) != 0)
 		return status;
 	if (st == VBK_KEY_RETIRED && a->nvaults == 0)
-		return usage_err("retire needs --vault VAULT for every vault that escrows to this key "
-				 "vault, so that no blob there still uses the version");
+		return usage_err(
+		    "retire needs --vault VAULT for every vault that escrows to this key "
+		    "vault, so that no blob there still uses the version");
 	/* The key vault's names before any vault is opened; then the passphrase. */
 	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
 		return status;
@@ -824,13 +825,14 @@ static int run_key_state(const kvargs *a, vbk_key_state st)
 			goto out;
 		after = uses_of(uses, nu, name, version);
 		if (after > before) {
-			vbu_err("cannot retire key '%s' version %u: %llu escrow blob%s in vault '%s' "
-				"still use%s it (run 'vmbak rewrap %s --keyvault %s --from %s/%u' "
-				"first)",
-				name, version, (unsigned long long)(after - before),
-				after - before == 1 ? "" : "s", q(a->vaults[k]),
-				after - before == 1 ? "s" : "", q(a->vaults[k]), q(a->kv), name,
-				version);
+			vbu_err(
+			    "cannot retire key '%s' version %u: %llu escrow blob%s in vault '%s' "
+			    "still use%s it (run 'vmbak rewrap %s --keyvault %s --from %s/%u' "
+			    "first)",
+			    name, version, (unsigned long long)(after - before),
+			    after - before == 1 ? "" : "s", q(a->vaults[k]),
+			    after - before == 1 ? "s" : "", q(a->vaults[k]), q(a->kv), name,
+			    version);
 			status = VMBAK_EXIT_FAIL;
 			goto out;
 		}
@@ -893,7 +895,8 @@ static void audit_print_line(json_object *l, int vouched)
 	size_t n = 0;
 
 	for (size_t i = 0; i < VBU_ARRAY_SIZE(f); i++) {
-		const char *v = json_object_object_get_ex(l, f[i], &j) ? json_object_get_string(j) : "-";
+		const char *v =
+		    json_object_object_get_ex(l, f[i], &j) ? json_object_get_string(j) : "-";
 		int k = snprintf(t + n, sizeof(t) - n, "%s%s", i ? " " : "", q(v));
 
 		if (k < 0 || (size_t)k >= sizeof(t) - n)
@@ -1143,7 +1146,7 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 		}
 		/* The option as given: "--opt=ARG" in one word, or "--opt" before its ARG. */
 		optname = optarg && optind >= 2 && av[optind - 1] == optarg ? av[optind - 2]
-									  : av[optind - 1];
+									    : av[optind - 1];
 		if (!(s->opts & need)) {
 			status = option_not_here(s, optname);
 			goto out;

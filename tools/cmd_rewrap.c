@@ -26,8 +26,7 @@
 #include "util.h"
 #include "vault.h"
 
-#define REWRAP_USAGE                                                                               \
-	"vmbak rewrap VAULT --keyvault KV [--from KEK[/VERSION]] [--to KEK] [VM[/RP]]"
+#define REWRAP_USAGE "vmbak rewrap VAULT --keyvault KV [--from KEK[/VERSION]] [--to KEK] [VM[/RP]]"
 
 static const char rewrap_help[] =
     "usage: " REWRAP_USAGE "\n"
@@ -219,8 +218,8 @@ static const char *check_header(vbs_vault *v, const vbs_rp *rp, unsigned d, cons
 			 t == VBK_HDR_BITLK ? "BitLocker" : "LUKS");
 		return why;
 	}
-	snprintf(why, sizeof(why), "the disk is not a LUKS or BitLocker volume (cryptsetup status %d)",
-		 r);
+	snprintf(why, sizeof(why),
+		 "the disk is not a LUKS or BitLocker volume (cryptsetup status %d)", r);
 	return why;
 }
 
@@ -250,7 +249,8 @@ int escrow_verify(vbs_vault *v, vbk_kv *kv, const char *vm, const char *id, int 
 				continue;
 			total++;
 			memset(&info, 0, sizeof(info));
-			r = vbk_escrow_unwrap(kv, disk->escrow, disk->escrow_len, &info, &val, &len);
+			r = vbk_escrow_unwrap(kv, disk->escrow, disk->escrow_len, &info, &val,
+					      &len);
 			if (r < 0) {
 				snprintf(msg, sizeof(msg), "%s", vbk_kv_errmsg());
 				why = msg;
@@ -264,13 +264,16 @@ int escrow_verify(vbs_vault *v, vbk_kv *kv, const char *vm, const char *id, int 
 				json_object *o = json_object_new_object();
 
 				if (o) {
-					json_object_object_add(o, "vm", json_object_new_string(rp->vm));
-					json_object_object_add(o, "id", json_object_new_string(rp->id));
+					json_object_object_add(o, "vm",
+							       json_object_new_string(rp->vm));
+					json_object_object_add(o, "id",
+							       json_object_new_string(rp->id));
 					json_object_object_add(o, "disk",
 							       json_object_new_string(disk->name));
-					json_object_object_add(o, "ok", json_object_new_boolean(!why));
-					json_object_object_add(o, "checked",
-							       json_object_new_boolean(check && !why));
+					json_object_object_add(o, "ok",
+							       json_object_new_boolean(!why));
+					json_object_object_add(
+					    o, "checked", json_object_new_boolean(check && !why));
 					json_object_object_add(o, "error", json_str_or_null(why));
 					json_object_array_add(arr, o);
 				}
@@ -278,12 +281,12 @@ int escrow_verify(vbs_vault *v, vbk_kv *kv, const char *vm, const char *id, int 
 				printf("%s/%s %s: escrow FAILED: %s\n", q(rp->vm), q(rp->id),
 				       q(disk->name), why);
 			} else {
-				printf("%s/%s %s: escrow ok (secret '%s' version %u, key '%s' version "
-				       "%u%s)\n",
-				       q(rp->vm), q(rp->id), q(disk->name), info.secret,
-				       info.secret_version, info.kek[0] ? info.kek : "(none)",
-				       info.kek_version,
-				       check ? ", opens the disk's header" : "");
+				printf(
+				    "%s/%s %s: escrow ok (secret '%s' version %u, key '%s' version "
+				    "%u%s)\n",
+				    q(rp->vm), q(rp->id), q(disk->name), info.secret,
+				    info.secret_version, info.kek[0] ? info.kek : "(none)",
+				    info.kek_version, check ? ", opens the disk's header" : "");
 			}
 		}
 	}
@@ -307,7 +310,7 @@ int escrow_verify(vbs_vault *v, vbk_kv *kv, const char *vm, const char *id, int 
 /* ---- rewrap ---- */
 
 typedef struct rewrap_opts {
-	const char *from_kek; /* NULL: any */
+	const char *from_kek;  /* NULL: any */
 	uint32_t from_version; /* 0: any */
 	const char *to;	       /* NULL: the blob's own KEK */
 } rewrap_opts;
@@ -361,8 +364,8 @@ static int rewrap_point(vbs_vault *v, vbk_kv *kv, const vbs_rp *rp, const rewrap
 			char msg[600];
 
 			snprintf(msg, sizeof(msg), "%s", vbk_kv_errmsg());
-			vbu_err("escrow blob of %s/%s disk '%s' is not an escrow blob: %s", q(rp->vm),
-				q(rp->id), q(disk->name), q(msg));
+			vbu_err("escrow blob of %s/%s disk '%s' is not an escrow blob: %s",
+				q(rp->vm), q(rp->id), q(disk->name), q(msg));
 			audit_rewrap(kv, rp, NULL, NULL, r, msg);
 			status = VMBAK_EXIT_FAIL;
 			goto out;
@@ -442,13 +445,13 @@ static int parse_from(const char *s, char *name, uint32_t *version)
 	char *end;
 
 	if (nl == 0 || nl > VBK_KV_NAME_MAX)
-		return usage_err("invalid --from '%s': use KEK or KEK/VERSION, KEK " VBK_KV_NAME_RULE,
-				 q(s));
+		return usage_err(
+		    "invalid --from '%s': use KEK or KEK/VERSION, KEK " VBK_KV_NAME_RULE, q(s));
 	memcpy(name, s, nl);
 	name[nl] = '\0';
 	if (!vbk_kv_name_valid(name))
-		return usage_err("invalid --from '%s': use KEK or KEK/VERSION, KEK " VBK_KV_NAME_RULE,
-				 q(s));
+		return usage_err(
+		    "invalid --from '%s': use KEK or KEK/VERSION, KEK " VBK_KV_NAME_RULE, q(s));
 	*version = 0;
 	if (!slash)
 		return 0;
@@ -558,7 +561,8 @@ static int cmd_rewrap(int argc, char **argv, vmbak_globals *g)
 		if (r == 0 && i == nk) {
 			vbu_err("no key '%s' in key vault '%s'", q(o.to), q(kv_path));
 			status = VMBAK_EXIT_FAIL;
-		} else if (r == 0 && vbk_kv_key_usable(kv, o.to, (uint32_t)keys[i].n_versions, 1) < 0) {
+		} else if (r == 0 &&
+			   vbk_kv_key_usable(kv, o.to, (uint32_t)keys[i].n_versions, 1) < 0) {
 			vbu_err("%s", q(vbk_kv_errmsg()));
 			status = VMBAK_EXIT_FAIL;
 		} else if (r < 0) {
@@ -569,8 +573,8 @@ static int cmd_rewrap(int argc, char **argv, vmbak_globals *g)
 		if (status != 0)
 			goto out;
 	}
-	if (o.from_kek && vbk_kv_key_usable(kv, o.from_kek, o.from_version ? o.from_version : 1,
-					    0) == -ENOENT) {
+	if (o.from_kek &&
+	    vbk_kv_key_usable(kv, o.from_kek, o.from_version ? o.from_version : 1, 0) == -ENOENT) {
 		vbu_err("%s", q(vbk_kv_errmsg()));
 		status = VMBAK_EXIT_FAIL;
 		goto out;

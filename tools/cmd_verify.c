@@ -425,8 +425,8 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 			status = VMBAK_EXIT_FAIL;
 			goto restore;
 		}
-		status = escrow_verify(v, kv, vo.vm, vo.rp, check_escrow, esc, &esc_total,
-				       &esc_bad);
+		status =
+		    escrow_verify(v, kv, vo.vm, vo.rp, check_escrow, esc, &esc_total, &esc_bad);
 		if (status != 0) {
 			job_end(v, &have_job, job, VBS_JOB_FAILED, res.bytes_checked,
 				"escrow check failed");

@@ -111,7 +111,8 @@ static void test_rewrap(void)
 		return;
 	CHECK_EQ_INT(vbk_escrow_prepare(kv, "s", &e), 0);
 	if (e)
-		CHECK_EQ_INT(vbk_escrow_make(e, "vm1", "sda", "2026-01-01T00:00:00Z", &blob, &len), 0);
+		CHECK_EQ_INT(vbk_escrow_make(e, "vm1", "sda", "2026-01-01T00:00:00Z", &blob, &len),
+			     0);
 	vbk_escrow_free(e);
 	/* Already under the current version: nothing to do. */
 	CHECK_EQ_INT(vbk_escrow_rewrap(kv, blob, len, NULL, &o, &nw, &blob2, &len2), -EALREADY);
