@@ -24,7 +24,7 @@
 #define MAC_SEP ",\"mac\":\""
 #define PFX_HMAC "hmac-sha256:"
 #define PFX_HASH "sha256:"
-#define LOG_MAX (1ull << 32) /* a larger log is not read */
+#define LOG_MAX (256u << 20) /* a larger log is not read (about a million lines) */
 
 typedef struct chain {
 	uint64_t seq;
@@ -472,6 +472,9 @@ int vbk_audit_verify(vbk_kv *kv, void (*cb)(void *arg, uint64_t seq, json_object
 	if (r == -ENOENT) {
 		len = 0;
 		r = 0;
+	} else if (r == -EFBIG) {
+		r = kv_fail(r, "cannot read audit log '%s': larger than %u MiB", path, LOG_MAX >> 20);
+		goto out;
 	} else if (r < 0) {
 		r = kv_fail(r, "cannot read audit log '%s': %s", path, vbu_strerror(-r));
 		goto out;
