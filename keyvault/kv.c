@@ -1703,6 +1703,9 @@ int kv_secret_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek 
 	return 0;
 }
 
+static int usable_in(const vbk_kv *kv, json_object *root, const char *name, uint32_t version,
+		     int wrap);
+
 struct secret_op {
 	const char *name;
 	uint32_t version; /* the version the envelope was made for */
@@ -1725,6 +1728,9 @@ static int secret_op_fn(vbk_kv *kv, json_object *root, void *arg)
 	vs = jobj(s, "versions", json_type_array);
 	if (json_object_array_length(vs) + 1 != op->version)
 		return -EAGAIN;
+	/* The KEK version may have been disabled since the file was opened. */
+	if (op->kek.name[0] && usable_in(kv, root, op->kek.name, op->kek.version, 1) < 0)
+		return -EKEYREVOKED;
 	if (op->kek.name[0]) {
 		k = json_object_new_object();
 		if (!k || jadd(k, "name", json_object_new_string(op->kek.name)) < 0 ||
@@ -1869,7 +1875,14 @@ void vbk_secret_free(uint8_t *secret, size_t len)
 
 int vbk_kv_key_usable(const vbk_kv *kv, const char *name, uint32_t version, int wrap)
 {
-	json_object *k = jobj(jobj(kv->root, "keys", json_type_object), name, json_type_object);
+	return usable_in(kv, kv->root, name, version, wrap);
+}
+
+/* The same against root (the file as read under the lock, in a kv_mutate). */
+static int usable_in(const vbk_kv *kv, json_object *root, const char *name, uint32_t version,
+		     int wrap)
+{
+	json_object *k = jobj(jobj(root, "keys", json_type_object), name, json_type_object);
 	json_object *vs = k ? jobj(k, "versions", json_type_array) : NULL;
 	vbk_key_state st = VBK_KEY_ENABLED;
 
