@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 #include <openssl/crypto.h>
 
+#include "audit.h"
 #include "crypto.h"
 #include "file.h"
 #include "json.h"
@@ -135,6 +136,42 @@ int kv_fpr_valid(const char *s, vbk_key_type t)
 	       vbu_hex_decode(s + pl, md, sizeof(md)) == 0;
 }
 
+/* ---- key states ---- */
+
+static const char *const state_names[] = {"enabled", "disabled", "retired"};
+
+const char *vbk_key_state_name(vbk_key_state st)
+{
+	return (unsigned)st < VBU_ARRAY_SIZE(state_names) ? state_names[st] : "unknown";
+}
+
+int vbk_key_state_parse(const char *s, vbk_key_state *ret)
+{
+	for (size_t i = 0; s && i < VBU_ARRAY_SIZE(state_names); i++) {
+		if (strcmp(s, state_names[i]) == 0) {
+			*ret = (vbk_key_state)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* A version's "state": absent is enabled (files made before states); anything but a known name
+ * is -EPROTO. */
+static int version_state(json_object *v, vbk_key_state *ret)
+{
+	json_object *j;
+	vbk_key_state st = VBK_KEY_ENABLED;
+
+	if (json_object_object_get_ex(v, "state", &j) &&
+	    (!json_object_is_type(j, json_type_string) ||
+	     vbk_key_state_parse(json_object_get_string(j), &st) < 0))
+		return -EPROTO;
+	if (ret)
+		*ret = st;
+	return 0;
+}
+
 /* ---- the file: checks ---- */
 
 /* Every field of the file is checked once here, so the rest of the module can rely on its
@@ -179,6 +216,9 @@ static int check_key(const char *name, json_object *k, const char **what)
 		p = jobj(v, "private", json_type_object);
 		if (!p || !jstr(p, "nonce") || !jstr(p, "tag") || !jstr(p, "ciphertext") ||
 		    strlen(jstr(p, "ciphertext")) > (KV_PRIVATE_MAX + 2) / 3 * 4)
+			return -EPROTO;
+		*what = "state";
+		if (version_state(v, NULL) < 0)
 			return -EPROTO;
 	}
 	return 0;
@@ -961,17 +1001,24 @@ static int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *
 		goto out;
 	}
 	r = fn(kv, root, arg);
+	if (r == 0 && kv->audit_ev)
+		r = kv_audit_record(kv, root, kv->audit_ev);
 	if (r < 0)
 		goto out;
 	gen = sig.generation + 1;
 	r = kv_sign_root(kv, root, gen);
 	if (r < 0) {
 		r = kv_fail(r, "cannot sign key vault '%s': %s", kv->path, vbu_strerror(-r));
+		if (kv->audit_ev)
+			kv_audit_undone(kv, kv->audit_ev, r);
 		goto out;
 	}
 	r = kv_write(kv, root);
-	if (r < 0)
+	if (r < 0) {
+		if (kv->audit_ev)
+			kv_audit_undone(kv, kv->audit_ev, r);
 		goto out;
+	}
 	json_object_put(kv->root);
 	kv->root = root;
 	root = NULL;
@@ -1047,6 +1094,7 @@ int vbk_kv_keys(const vbk_kv *kv, vbk_key_info **ret, size_t *ret_n)
 			list[i].versions[j].created = x;
 			snprintf(list[i].versions[j].fingerprint, VBK_FPR_MAX, "%s",
 				 jstr(v, "fingerprint"));
+			version_state(v, &list[i].versions[j].state);
 		}
 	}
 	*ret = list;
@@ -1263,6 +1311,7 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 			   uint32_t *ret_version)
 {
 	struct key_op op = {.name = name, .type = type, .create = create};
+	vbk_audit_event ev = {.op = create ? "key-create" : "key-rotate", .key = name};
 	json_object *keys, *k;
 	int r, tries;
 
@@ -1294,7 +1343,10 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 		r = key_version_new(kv, name, op.type, op.ret_version, &op.version);
 		if (r < 0)
 			return r;
+		ev.version = op.ret_version;
+		kv->audit_ev = &ev;
 		r = kv_mutate(kv, key_op_fn, &op);
+		kv->audit_ev = NULL;
 		json_object_put(op.version);
 		op.version = NULL;
 		if (r != -EAGAIN)
@@ -1531,6 +1583,9 @@ int kv_secret_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek 
 	return 0;
 }
 
+static int usable_in(const vbk_kv *kv, json_object *root, const char *name, uint32_t version,
+		     int wrap);
+
 struct secret_op {
 	const char *name;
 	uint32_t version; /* the version the envelope was made for */
@@ -1553,6 +1608,9 @@ static int secret_op_fn(vbk_kv *kv, json_object *root, void *arg)
 	vs = jobj(s, "versions", json_type_array);
 	if (json_object_array_length(vs) + 1 != op->version)
 		return -EAGAIN;
+	/* The KEK version may have been disabled since the file was opened. */
+	if (op->kek.name[0] && usable_in(kv, root, op->kek.name, op->kek.version, 1) < 0)
+		return -EKEYREVOKED;
 	if (op->kek.name[0]) {
 		k = json_object_new_object();
 		if (!k || jadd(k, "name", json_object_new_string(op->kek.name)) < 0 ||
@@ -1582,6 +1640,7 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 		      uint32_t *ret_version, uint32_t *ret_kek_version)
 {
 	struct secret_op op = {.name = name};
+	vbk_audit_event ev = {.op = "secret-set", .key = kek, .secret = name};
 	kv_wrapper w = {0};
 	kv_envelope env = {0};
 	kv_label l = {0};
@@ -1598,6 +1657,8 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 	for (tries = 0; tries < 5; tries++) {
 		if (kek) {
 			r = kv_kek_find(kv, kek, 0, &op.kek);
+			if (r == 0)
+				r = vbk_kv_key_usable(kv, kek, op.kek.version, 1);
 			if (r < 0)
 				goto out;
 		}
@@ -1620,7 +1681,11 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 			goto out;
 		}
 		op.env = &env;
+		ev.secret_version = op.version;
+		ev.version = op.kek.version;
+		kv->audit_ev = &ev;
 		r = kv_mutate(kv, secret_op_fn, &op);
+		kv->audit_ev = NULL;
 		kv_wrapper_clear(&w);
 		kv_env_clear(&env);
 		kv_label_free(&l);
@@ -1661,7 +1726,8 @@ int vbk_kv_secret_get(vbk_kv *kv, const char *name, uint32_t version, uint8_t **
 	kv_clear_err();
 	if ((r = kv_secret_find(kv, name, version, &kek, &env, &v)) < 0)
 		return r;
-	if ((r = kv_wrapper_get(kv, &kek, 1, &w)) < 0 ||
+	if ((kek.name[0] && (r = vbk_kv_key_usable(kv, kek.name, kek.version, 0)) < 0) ||
+	    (r = kv_wrapper_get(kv, &kek, 1, &w)) < 0 ||
 	    (r = kv_secret_label(kv, name, v, &kek, &l)) < 0)
 		goto out;
 	r = kv_env_open(&w, &l, &env, ret, ret_len);
@@ -1683,4 +1749,126 @@ void vbk_secret_free(uint8_t *secret, size_t len)
 		return;
 	vbk_wipe(secret, len);
 	free(secret);
+}
+
+/* ---- key states ---- */
+
+int vbk_kv_key_usable(const vbk_kv *kv, const char *name, uint32_t version, int wrap)
+{
+	return usable_in(kv, kv->root, name, version, wrap);
+}
+
+/* The same against root (the file as read under the lock, in a kv_mutate). */
+static int usable_in(const vbk_kv *kv, json_object *root, const char *name, uint32_t version,
+		     int wrap)
+{
+	json_object *k = jobj(jobj(root, "keys", json_type_object), name, json_type_object);
+	json_object *vs = k ? jobj(k, "versions", json_type_array) : NULL;
+	vbk_key_state st = VBK_KEY_ENABLED;
+
+	if (!k)
+		return kv_fail(-ENOENT, "no key '%s' in key vault '%s'", name, kv->path);
+	if (!vs || version == 0 || version > json_object_array_length(vs))
+		return kv_fail(-ENOENT, "no version %u of key '%s' in key vault '%s'", version,
+			       name, kv->path);
+	version_state(json_object_array_get_idx(vs, version - 1), &st);
+	if (st == VBK_KEY_RETIRED)
+		return kv_fail(-EKEYREVOKED,
+			       "key '%s' version %u in key vault '%s' is retired: it wraps and "
+			       "unwraps nothing (enable it again to use it)",
+			       name, version, kv->path);
+	if (st == VBK_KEY_DISABLED && wrap)
+		return kv_fail(
+		    -EKEYREVOKED,
+		    "key '%s' version %u in key vault '%s' is disabled: it wraps nothing "
+		    "new (rotate the key, or enable the version)",
+		    name, version, kv->path);
+	return 0;
+}
+
+struct state_op {
+	const char *name;
+	uint32_t version;
+	vbk_key_state state;
+	int changed;
+};
+
+/* The secret whose latest version is wrapped by key name version v, or NULL. */
+static const char *secret_on(json_object *root, const char *name, uint32_t v)
+{
+	json_object_object_foreach(jobj(root, "secrets", json_type_object), sname, s)
+	{
+		json_object *vs = jobj(s, "versions", json_type_array), *k;
+		size_t n = vs ? json_object_array_length(vs) : 0;
+		kv_kek kek;
+
+		if (n == 0 ||
+		    !json_object_object_get_ex(json_object_array_get_idx(vs, n - 1), "kek", &k) ||
+		    !k || kek_from_json(k, &kek) < 0)
+			continue;
+		if (strcmp(kek.name, name) == 0 && kek.version == v)
+			return sname;
+	}
+	return NULL;
+}
+
+static int state_op_fn(vbk_kv *kv, json_object *root, void *arg)
+{
+	struct state_op *op = arg;
+	json_object *k = jobj(jobj(root, "keys", json_type_object), op->name, json_type_object);
+	json_object *vs = k ? jobj(k, "versions", json_type_array) : NULL, *v;
+	vbk_key_state cur = VBK_KEY_ENABLED;
+	const char *sname;
+
+	if (!k)
+		return kv_fail(-ENOENT, "no key '%s' in key vault '%s'", op->name, kv->path);
+	if (op->version == 0 || op->version > json_object_array_length(vs))
+		return kv_fail(-ENOENT, "no version %u of key '%s' in key vault '%s'", op->version,
+			       op->name, kv->path);
+	v = json_object_array_get_idx(vs, op->version - 1);
+	version_state(v, &cur);
+	if (cur == op->state)
+		return -EALREADY;
+	if (op->state == VBK_KEY_RETIRED && (sname = secret_on(root, op->name, op->version)))
+		return kv_fail(-EBUSY,
+			       "cannot retire key '%s' version %u: the latest version of secret "
+			       "'%s' is wrapped by it (set the secret again with --kek %s first)",
+			       op->name, op->version, sname, op->name);
+	if (op->state == VBK_KEY_ENABLED) {
+		json_object_object_del(v, "state");
+	} else if (jadd(v, "state", json_object_new_string(vbk_key_state_name(op->state))) < 0) {
+		return kv_fail(-ENOMEM, "out of memory");
+	}
+	op->changed = 1;
+	return 0;
+}
+
+int vbk_kv_key_set_state(vbk_kv *kv, const char *name, uint32_t version, vbk_key_state state,
+			 int *ret_changed)
+{
+	static const char *const ops[] = {"key-enable", "key-disable", "key-retire"};
+	struct state_op op = {.name = name, .version = version, .state = state};
+	vbk_audit_event ev = {.key = name, .version = version};
+	int r;
+
+	kv_clear_err();
+	if (!vbu_name_valid(name))
+		return kv_fail(-EINVAL, "invalid key name '%s': use " VBK_KV_NAME_RULE, name);
+	if ((unsigned)state >= VBU_ARRAY_SIZE(ops))
+		return kv_fail(-EINVAL, "unknown key state");
+	if (!kv->unlocked)
+		return kv_fail(-ENOKEY, "key vault '%s' is locked", kv->path);
+	ev.op = ops[state];
+	kv->audit_ev = &ev;
+	r = kv_mutate(kv, state_op_fn, &op);
+	kv->audit_ev = NULL;
+	if (r == -EALREADY) {
+		kv_clear_err();
+		r = 0;
+	}
+	if (r < 0)
+		return r;
+	if (ret_changed)
+		*ret_changed = op.changed;
+	return 0;
 }

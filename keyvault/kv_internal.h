@@ -42,7 +42,16 @@ struct vbk_kv {
 	/* Once unlocked (and the signing key found to match): its private half. */
 	int can_sign;
 	uint8_t sign_seed[32];
+	/* The event the next kv_mutate logs (audit.h), set by the operation around it. */
+	const struct vbk_audit_event *audit_ev;
 };
+
+/* audit.c, for kv_mutate: appends e (under the key vault's lock, kv unlocked) and records the
+ * log's line count and chain value as root's "audit"; after a write of root that failed,
+ * logs that e did not happen. */
+struct vbk_audit_event;
+int kv_audit_record(vbk_kv *kv, json_object *root, const struct vbk_audit_event *e);
+void kv_audit_undone(vbk_kv *kv, const struct vbk_audit_event *e, int err);
 
 /* Sets the thread's message for vbk_kv_errmsg(); returns err. The one message buffer of
  * base/util.h. */
