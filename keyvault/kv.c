@@ -1805,8 +1805,14 @@ int kv_secret_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek 
 		return kv_fail(-ENOENT, "no version %u of secret '%s' in key vault '%s'", version,
 			       name, kv->path);
 	v = json_object_array_get_idx(vs, version - 1);
-	if (json_object_object_get_ex(v, "kek", &k) && k)
+	if (json_object_object_get_ex(v, "kek", &k) && k) {
+		kv_kek cur;
+
 		kek_from_json(k, &kek);
+		/* Where the KEK lives is the key's, not the secret's, to say. */
+		kek.p11 = kv_kek_find(kv, kek.name, kek.version, &cur) == 0 && cur.p11;
+		kv_clear_err();
+	}
 	if (ret_env) {
 		r = kv_env_from_json(v, VBK_SECRET_MAX, ret_env);
 		if (r < 0)

@@ -316,8 +316,8 @@ static int login(vbk_p11_key *k)
 		snprintf(prompt, sizeof(prompt), "PIN of PKCS#11 token '%s': ", k->token);
 		src.prompt = prompt;
 		r = vbk_passphrase_get(&src, &pin, &from);
-		if (r == -ENOKEY)
-			return kv_fail(r,
+		if (r == -ENOKEY) /* not the key vault's -ENOKEY (its passphrase) */
+			return kv_fail(-EACCES,
 				       "PKCS#11 token '%s' needs its PIN: set VMBAK_PKCS11_PIN_FILE "
 				       "or VMBAK_PKCS11_PIN, or run at a terminal",
 				       k->token);
@@ -730,21 +730,23 @@ static uint8_t ct_eq(uint32_t a, uint32_t b)
 	return (uint8_t)(((x | (0u - x)) >> 31) - 1);
 }
 
-/* RFC 8017, 7.1.2 step 3 (EME-OAEP decoding, SHA-256 and MGF1-SHA-256) of the em_len-byte em, in
- * place; constant time up to the final result. */
+/* RFC 8017, 7.1.2 step 3 (EME-OAEP decoding, SHA-256 and MGF1-SHA-256, label lab) of the
+ * em_len-byte em, in place; constant time up to the final result. */
 static int oaep_decode(uint8_t *em, size_t em_len, const uint8_t lab[VBK_HASH_LEN], uint8_t *out,
 		       size_t *io_len)
 {
 	const size_t h = VBK_HASH_LEN;
-	uint8_t *seed = em + 1, *db = em + 1 + h, good, found = 0, bad = 0;
+	uint8_t *seed = em + 1, *db = em + 1 + h, good, found = 0, bad = 0, lhash[VBK_HASH_LEN];
 	size_t db_len, idx = 0, m_len;
 
 	if (em_len < 2 * h + 2)
 		return -EBADMSG;
 	db_len = em_len - h - 1;
-	if (mgf1_xor(seed, h, db, db_len) < 0 || mgf1_xor(db, db_len, seed, h) < 0)
+	/* The OAEP label L is lab; DB starts with its hash. */
+	if (vbk_sha256(lab, h, lhash) < 0 || mgf1_xor(seed, h, db, db_len) < 0 ||
+	    mgf1_xor(db, db_len, seed, h) < 0)
 		return -EIO;
-	good = ct_eq(em[0], 0) & ct_eq((uint32_t)CRYPTO_memcmp(db, lab, h), 0);
+	good = ct_eq(em[0], 0) & ct_eq((uint32_t)CRYPTO_memcmp(db, lhash, h), 0);
 	for (size_t i = h; i < db_len; i++) {
 		uint8_t is0 = ct_eq(db[i], 0), is1 = ct_eq(db[i], 1);
 		uint8_t first = (uint8_t)(~found & is1);
