@@ -190,6 +190,8 @@ static int candidates(vbk_p11_key *k, P11KitUri *u, CK_FUNCTION_LIST **out, size
 	const char *allow = getenv("VMBAK_PKCS11_MODULE");
 	size_t n = 0;
 
+	if (allow && allow[0] && allow[0] != '/')
+		return kv_fail(-EINVAL, "VMBAK_PKCS11_MODULE must be an absolute path");
 	k->registered = p11_kit_modules_load(NULL, 0);
 	for (size_t i = 0; k->registered && k->registered[i] && n < CANDIDATES_MAX; i++) {
 		CK_FUNCTION_LIST *m = k->registered[i];
@@ -202,8 +204,6 @@ static int candidates(vbk_p11_key *k, P11KitUri *u, CK_FUNCTION_LIST **out, size
 			out[n++] = m;
 	}
 	if (allow && allow[0] && (!mp || same_file(mp, allow)) && !mn) {
-		if (allow[0] != '/')
-			return kv_fail(-EINVAL, "VMBAK_PKCS11_MODULE must be an absolute path");
 		/* Already registered under the same file: no second copy. */
 		int dup = 0;
 		for (size_t i = 0; i < n; i++) {
@@ -473,6 +473,11 @@ int vbk_p11_open(const char *uri, vbk_key_type t, vbk_p11_key **ret)
 		while (len > 0 && n[0] == 0) /* a token may pad: count what counts */
 			memmove(n, n + 1, --len);
 		k->mod_len = len;
+		if (len * 8 != (t == VBK_KEY_RSA4096 ? 4096u : 3072u)) {
+			r = kv_fail(-EKEYREJECTED, "key in PKCS#11 token '%s' is not %s (%s)",
+				    k->token, vbk_key_type_name(t), uri);
+			goto out;
+		}
 	}
 	*ret = k;
 	k = NULL;
@@ -732,8 +737,8 @@ static uint8_t ct_eq(uint32_t a, uint32_t b)
 
 /* RFC 8017, 7.1.2 step 3 (EME-OAEP decoding, SHA-256 and MGF1-SHA-256, label lab) of the
  * em_len-byte em, in place; constant time up to the final result. */
-static int oaep_decode(uint8_t *em, size_t em_len, const uint8_t lab[VBK_HASH_LEN], uint8_t *out,
-		       size_t *io_len)
+int vbk_p11_oaep_decode(uint8_t *em, size_t em_len, const uint8_t lab[32], uint8_t *out,
+			size_t *io_len)
 {
 	const size_t h = VBK_HASH_LEN;
 	uint8_t *seed = em + 1, *db = em + 1 + h, good, found = 0, bad = 0, lhash[VBK_HASH_LEN];
@@ -828,7 +833,7 @@ int vbk_p11_rsa_decrypt(vbk_p11_key *k, const uint8_t lab[32], const uint8_t *in
 		memmove(em + (k->mod_len - n), em, n);
 		memset(em, 0, k->mod_len - n);
 	}
-	r = oaep_decode(em, k->mod_len, lab, out, io_len);
+	r = vbk_p11_oaep_decode(em, k->mod_len, lab, out, io_len);
 	vbk_wipe(em, sizeof(em));
 	return r;
 }

@@ -76,6 +76,12 @@ int vbk_p11_rsa_match(vbk_p11_key *k, const uint8_t *der, size_t der_len);
  * length written. */
 int vbk_p11_rsa_decrypt(vbk_p11_key *k, const uint8_t lab[32], const uint8_t *in, size_t len,
 			uint8_t *out, size_t *io_len);
+/* The software half of the raw RSA fallback: EME-OAEP decoding (RFC 8017 7.1.2, SHA-256,
+ * MGF1-SHA-256, label lab) of the em_len-byte encoded message em, changed in place. The
+ * message goes to out (*io_len: room, then its length). -EBADMSG for anything but a valid
+ * encoding, found in constant time. */
+int vbk_p11_oaep_decode(uint8_t *em, size_t em_len, const uint8_t lab[32], uint8_t *out,
+			size_t *io_len);
 /* AES: RFC 5649 wrap (enc) or unwrap of in (at most 256 bytes) into out (cap bytes). */
 int vbk_p11_aes_kwp(vbk_p11_key *k, int enc, const uint8_t *in, size_t len, uint8_t *out,
 		    size_t cap, size_t *ret_len);

@@ -726,6 +726,7 @@ enum {
 	OPT_KEK,
 	OPT_OUTPUT,
 	OPT_PKCS11,
+	OPT_PIN_REFUSED,
 };
 
 static int option_not_here(const kvsub *s, const char *opt)
@@ -745,6 +746,7 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 	    {"kek", required_argument, NULL, OPT_KEK},
 	    {"output", required_argument, NULL, OPT_OUTPUT},
 	    {"pkcs11", required_argument, NULL, OPT_PKCS11},
+	    {"pin", required_argument, NULL, OPT_PIN_REFUSED},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -800,6 +802,10 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 			status = usage_err("there is no --passphrase option: passphrases never go "
 					   "on the command line; use --passphrase-file F or "
 					   "VMBAK_KEYVAULT_PASSPHRASE_FILE");
+			goto out;
+		case OPT_PIN_REFUSED:
+			status = usage_err("there is no --pin option: PINs never go on the command "
+					   "line; use VMBAK_PKCS11_PIN_FILE or VMBAK_PKCS11_PIN");
 			goto out;
 		case OPT_PASSFILE:
 			need = O_PASSFILE;

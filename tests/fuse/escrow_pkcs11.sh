@@ -220,3 +220,21 @@ expect_refused 1 "^vmbak: key vault file .kv/keyvault.json. does not verify: it 
 	"$VMBAK" keyvault unwrap kv db.blob2 --passphrase-file kvpass --output x.out
 cp kv.good kv/keyvault.json
 [ ! -e x.out ] || fail "a failed unwrap wrote its output"
+
+note "no --pin option; a module p11-kit does not know is loaded only when VMBAK_PKCS11_MODULE allows it"
+s0=$(sum)
+expect_refused 2 "^vmbak: there is no --pin option" "$VMBAK" keyvault unwrap kv web.blob2 \
+	--passphrase-file kvpass --pin 1234
+VMBAK_PKCS11_MODULE=relative.so expect_refused 1 \
+	"^vmbak: VMBAK_PKCS11_MODULE must be an absolute path" "$VMBAK" keyvault key create kv \
+	bad10 --passphrase-file kvpass --pkcs11 'pkcs11:token=vmbak-escrow'
+COPY="pkcs11:token=vmbak-escrow;object=copied?module-path=$TESTTMP/copy-of-softhsm2.so"
+VMBAK_PKCS11_MODULE=$TESTTMP/copy-of-softhsm2.so expect_status 0 "$VMBAK" keyvault key create \
+	kv copied --passphrase-file kvpass --pkcs11 "$COPY"
+# The key vault names that module now; without the variable it is still not loaded.
+s0=$(sum)
+expect_refused 1 "^vmbak: PKCS#11 module '$TESTTMP/copy-of-softhsm2.so' is not registered" \
+	"$VMBAK" keyvault key rotate kv copied --passphrase-file kvpass
+VMBAK_PKCS11_MODULE=$TESTTMP/copy-of-softhsm2.so expect_status 0 "$VMBAK" keyvault key rotate \
+	kv copied --passphrase-file kvpass
+expect_stdout "object=copied-v2;type=private"
