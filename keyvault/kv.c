@@ -1471,10 +1471,10 @@ static int key_op_fn(vbk_kv *kv, json_object *root, void *arg)
 static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int create,
 			   const char *pkcs11, uint32_t *ret_version)
 {
-	struct key_op op = {.name = name, .type = type, .create = create, .pkcs11 = pkcs11};
+	struct key_op op = {.name = name, .type = type, .create = create};
 	json_object *keys, *k;
 	vbk_p11_key *tk = NULL;
-	char *uri = NULL;
+	char uri[VBK_P11_URI_MAX + 1] = "";
 	int r, tries;
 
 	kv_clear_err();
@@ -1486,39 +1486,31 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 		keys = jobj(kv->root, "keys", json_type_object);
 		k = jobj(keys, name, json_type_object);
 		if (!create) {
-			if (!k) {
-				r = kv_fail(-ENOENT, "no key '%s' in key vault '%s'", name,
-					    kv->path);
-				goto out;
-			}
+			if (!k)
+				return kv_fail(-ENOENT, "no key '%s' in key vault '%s'", name,
+					       kv->path);
 			type_from_json(k, &op.type);
-			free(uri);
-			uri = jstr(k, "pkcs11") ? strdup(jstr(k, "pkcs11")) : NULL;
-			if (jstr(k, "pkcs11") && !uri) {
-				r = kv_fail(-ENOMEM, "out of memory");
-				goto out;
-			}
+			/* A key in a token rotates in the token its create URI names. */
+			snprintf(uri, sizeof(uri), "%s", jstr(k, "pkcs11") ? jstr(k, "pkcs11") : "");
 			op.ret_version = (uint32_t)json_object_array_length(
 					     jobj(k, "versions", json_type_array)) +
 					 1;
 		} else {
-			if (k) {
-				r = kv_fail(-EEXIST,
-					    "key '%s' exists in key vault '%s': use 'key rotate' "
-					    "for a new version",
-					    name, kv->path);
-				goto out;
-			}
+			if (k)
+				return kv_fail(
+				    -EEXIST,
+				    "key '%s' exists in key vault '%s': use 'key rotate' "
+				    "for a new version",
+				    name, kv->path);
 			op.ret_version = 1;
 		}
 		if (create && pkcs11)
-			r = key_version_p11(name, op.type, op.ret_version, pkcs11, &op.version, &tk);
-		else if (uri)
-			r = key_version_p11(name, op.type, op.ret_version, uri, &op.version, &tk);
-		else
-			r = key_version_new(kv, name, op.type, op.ret_version, &op.version);
+			snprintf(uri, sizeof(uri), "%s", pkcs11);
+		op.pkcs11 = create && uri[0] ? uri : NULL;
+		r = uri[0] ? key_version_p11(name, op.type, op.ret_version, uri, &op.version, &tk)
+			   : key_version_new(kv, name, op.type, op.ret_version, &op.version);
 		if (r < 0)
-			goto out;
+			return r;
 		r = kv_mutate(kv, key_op_fn, &op);
 		json_object_put(op.version);
 		op.version = NULL;
@@ -1533,16 +1525,16 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 		json_object *root = NULL;
 		char id[VBK_KV_ID_LEN + 1];
 		if ((r = kv_read(kv->path, kv->file, &root, id, NULL, NULL)) < 0)
-			goto out;
+			return r;
 		json_object_put(kv->root);
 		kv->root = root;
 		r = kv_fail(-EBUSY, "key '%s' is being changed by another process", name);
 	}
-	if (r >= 0 && ret_version)
+	if (r < 0)
+		return r;
+	if (ret_version)
 		*ret_version = op.ret_version;
-out:
-	free(uri);
-	return r < 0 ? r : 0;
+	return 0;
 }
 
 int vbk_kv_key_create(vbk_kv *kv, const char *name, vbk_key_type type, uint32_t *ret_version)

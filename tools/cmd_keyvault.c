@@ -91,7 +91,7 @@ enum {
 	O_VALUE = 1 << 3,
 	O_KEK = 1 << 4,
 	O_OUTPUT = 1 << 5,
-	O_PKCS11 = 1 << 6,
+	O_PKCS11 = 1 << 12, /* apart from the bits other options take */
 };
 
 typedef struct kvargs {
