@@ -1383,8 +1383,8 @@ static int key_version_p11(const char *name, vbk_key_type t, uint32_t version, c
 	json_object *v = NULL;
 	int r;
 
-	r = vbk_p11_generate(uri, t, name, version, &key, &vuri,
-			     t == VBK_KEY_AES256 ? NULL : &pub, &pub_len);
+	r = vbk_p11_generate(uri, t, name, version, &key, &vuri, t == VBK_KEY_AES256 ? NULL : &pub,
+			     &pub_len);
 	if (r < 0)
 		return r;
 	if (t == VBK_KEY_AES256) {
@@ -1423,7 +1423,7 @@ struct key_op {
 	const char *name;
 	vbk_key_type type;
 	int create;
-	const char *pkcs11; /* create: the token's URI, else NULL */
+	const char *pkcs11;   /* create: the token's URI, else NULL */
 	json_object *version; /* made before the lock is taken: RSA keys take a while */
 	uint32_t ret_version;
 };

@@ -37,14 +37,14 @@ struct vbk_p11_key {
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE s;
 	int have_session, logged_in;
-	CK_OBJECT_HANDLE obj;	 /* the private (RSA) or secret (AES) key */
-	CK_OBJECT_HANDLE pub;	 /* RSA public key object, when known */
+	CK_OBJECT_HANDLE obj; /* the private (RSA) or secret (AES) key */
+	CK_OBJECT_HANDLE pub; /* RSA public key object, when known */
 	int have_pub;
 	vbk_key_type type;
-	size_t mod_len;		 /* RSA: modulus bytes */
-	int raw_rsa;		 /* RSA: the token refused OAEP-SHA-256; use CKM_RSA_X_509 */
-	CK_MECHANISM_TYPE kwp;	 /* AES */
-	char token[33];		 /* the token's label, for messages */
+	size_t mod_len;	       /* RSA: modulus bytes */
+	int raw_rsa;	       /* RSA: the token refused OAEP-SHA-256; use CKM_RSA_X_509 */
+	CK_MECHANISM_TYPE kwp; /* AES */
+	char token[33];	       /* the token's label, for messages */
 };
 
 static const char *rv_str(CK_RV rv)
@@ -130,7 +130,7 @@ static int uri_parse(const char *s, int stored, P11KitUri **ret)
 	mn = p11_kit_uri_get_module_name(u);
 	if ((mp && (mp[0] != '/' || strlen(mp) >= PATH_MAX)) ||
 	    (mn && (!mn[0] || strspn(mn, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-				       "0123456789._-") != strlen(mn)))) {
+					 "0123456789._-") != strlen(mn)))) {
 		r = kv_fail(-EINVAL, "invalid PKCS#11 URI: module-path must be absolute, "
 				     "module-name a plain name");
 		goto out;
@@ -214,8 +214,9 @@ static int candidates(vbk_p11_key *k, P11KitUri *u, CK_FUNCTION_LIST **out, size
 		if (!dup) {
 			k->extra = p11_kit_module_load(allow, 0);
 			if (!k->extra)
-				return kv_fail(-EIO, "cannot load PKCS#11 module '%s' (from "
-						     "VMBAK_PKCS11_MODULE)",
+				return kv_fail(-EIO,
+					       "cannot load PKCS#11 module '%s' (from "
+					       "VMBAK_PKCS11_MODULE)",
 					       allow);
 			if (n < CANDIDATES_MAX)
 				out[n++] = k->extra;
@@ -223,13 +224,15 @@ static int candidates(vbk_p11_key *k, P11KitUri *u, CK_FUNCTION_LIST **out, size
 	}
 	if (n == 0) {
 		if (mp)
-			return kv_fail(-EPERM,
-				       "PKCS#11 module '%s' is not registered with p11-kit: register "
-				       "it or allow it with VMBAK_PKCS11_MODULE=PATH",
-				       mp);
+			return kv_fail(
+			    -EPERM,
+			    "PKCS#11 module '%s' is not registered with p11-kit: register "
+			    "it or allow it with VMBAK_PKCS11_MODULE=PATH",
+			    mp);
 		if (mn)
-			return kv_fail(-EPERM, "no PKCS#11 module named '%s' is registered with "
-					       "p11-kit",
+			return kv_fail(-EPERM,
+				       "no PKCS#11 module named '%s' is registered with "
+				       "p11-kit",
 				       mn);
 		return kv_fail(-ENODEV, "no PKCS#11 module is registered with p11-kit");
 	}
@@ -287,9 +290,9 @@ static int find_token(vbk_p11_key *k, P11KitUri *u, const char *uri)
 		k->mod = NULL;
 		if (matches == 0)
 			return kv_fail(-ENODEV, "no PKCS#11 token matches '%s'", uri);
-		return kv_fail(-ENODEV,
-			       "%zu PKCS#11 tokens match '%s': name one with token= or serial=",
-			       matches, uri);
+		return kv_fail(
+		    -ENODEV,
+		    "%zu PKCS#11 tokens match '%s': name one with token= or serial=", matches, uri);
 	}
 	return 0;
 }
@@ -317,10 +320,11 @@ static int login(vbk_p11_key *k)
 		src.prompt = prompt;
 		r = vbk_passphrase_get(&src, &pin, &from);
 		if (r == -ENOKEY) /* not the key vault's -ENOKEY (its passphrase) */
-			return kv_fail(-EACCES,
-				       "PKCS#11 token '%s' needs its PIN: set VMBAK_PKCS11_PIN_FILE "
-				       "or VMBAK_PKCS11_PIN, or run at a terminal",
-				       k->token);
+			return kv_fail(
+			    -EACCES,
+			    "PKCS#11 token '%s' needs its PIN: set VMBAK_PKCS11_PIN_FILE "
+			    "or VMBAK_PKCS11_PIN, or run at a terminal",
+			    k->token);
 		if (r < 0)
 			return kv_fail(r, "cannot read the PIN of PKCS#11 token '%s' from %s: %s",
 				       k->token, from ? from : "its source", vbu_strerror(-r));
@@ -503,7 +507,8 @@ static int rsa_spki(const uint8_t *n, size_t n_len, const uint8_t *e, size_t e_l
 	if (!b || !bn || !be || !OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, bn) ||
 	    !OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, be) ||
 	    !(params = OSSL_PARAM_BLD_to_param(b)) ||
-	    !(c = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) || EVP_PKEY_fromdata_init(c) <= 0 ||
+	    !(c = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) ||
+	    EVP_PKEY_fromdata_init(c) <= 0 ||
 	    EVP_PKEY_fromdata(c, &pk, EVP_PKEY_PUBLIC_KEY, params) <= 0)
 		goto out;
 	r = kv_rsa_public_der(pk, ret, ret_len);
@@ -530,8 +535,8 @@ int vbk_p11_generate(const char *uri, vbk_key_type t, const char *name, uint32_t
 	CK_ULONG bits = t == VBK_KEY_RSA4096 ? 4096 : 3072, vlen = VBK_KEY_LEN;
 	CK_BYTE e65537[] = {0x01, 0x00, 0x01};
 	CK_OBJECT_CLASS cls = t == VBK_KEY_AES256 ? CKO_SECRET_KEY : CKO_PRIVATE_KEY;
-	CK_MECHANISM mech = {t == VBK_KEY_AES256 ? CKM_AES_KEY_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN, NULL,
-			     0};
+	CK_MECHANISM mech = {t == VBK_KEY_AES256 ? CKM_AES_KEY_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN,
+			     NULL, 0};
 	char *s = NULL;
 	CK_RV rv;
 	int r;
@@ -861,8 +866,8 @@ int vbk_p11_aes_kwp(vbk_p11_key *k, int enc, const uint8_t *in, size_t len, uint
 	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	CK_ATTRIBUTE t[] = {
-	    {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
-	    {CKA_TOKEN, &no, sizeof(no)},   {CKA_SENSITIVE, &no, sizeof(no)},
+	    {CKA_CLASS, &cls, sizeof(cls)},	  {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &no, sizeof(no)},	  {CKA_SENSITIVE, &no, sizeof(no)},
 	    {CKA_EXTRACTABLE, &yes, sizeof(yes)},
 	};
 	CK_OBJECT_HANDLE o;

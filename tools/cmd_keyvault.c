@@ -27,7 +27,7 @@
 #define KV_SYNOPSIS                                                                                \
 	"vmbak keyvault init KV\n"                                                                 \
 	"       vmbak keyvault key create KV NAME [--type rsa-3072|rsa-4096|aes-256]\n"            \
-	"                                 [--pkcs11 URI]\n"                                       \
+	"                                 [--pkcs11 URI]\n"                                        \
 	"       vmbak keyvault key rotate KV NAME\n"                                               \
 	"       vmbak keyvault key list KV [--json]\n"                                             \
 	"       vmbak keyvault secret set KV NAME --value-file F [--kek KEYNAME]\n"                \
@@ -218,7 +218,8 @@ static void print_key_version(const vbk_kv *kv, const char *name, uint32_t versi
 			       vbk_key_type_name(keys[i].type),
 			       keys[i].versions[version - 1].fingerprint);
 			if (keys[i].versions[version - 1].pkcs11[0])
-				printf("in PKCS#11 token: %s\n", keys[i].versions[version - 1].pkcs11);
+				printf("in PKCS#11 token: %s\n",
+				       keys[i].versions[version - 1].pkcs11);
 		}
 	vbk_key_list_free(keys, n);
 }

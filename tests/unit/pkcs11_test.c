@@ -26,18 +26,18 @@ static void test_uri(void)
 	    "pkcs11",
 	    "http://x",
 	    "PKCS11:token=x",
-	    "pkcs11:token=x;frobnicate=1",	   /* unknown attribute */
-	    "pkcs11:token=x;token=y",		   /* twice */
-	    "pkcs11:token=x?pin-value=1234",	   /* a PIN in the URI */
+	    "pkcs11:token=x;frobnicate=1",	  /* unknown attribute */
+	    "pkcs11:token=x;token=y",		  /* twice */
+	    "pkcs11:token=x?pin-value=1234",	  /* a PIN in the URI */
 	    "pkcs11:token=x?pin-source=/etc/pin", /* a file named by the URI */
-	    "pkcs11:token=x;id=%01",		   /* ids are vmbak's */
-	    "pkcs11:token=x;type=private",	   /* and so is the type */
-	    "pkcs11:token=x y",			   /* white space */
+	    "pkcs11:token=x;id=%01",		  /* ids are vmbak's */
+	    "pkcs11:token=x;type=private",	  /* and so is the type */
+	    "pkcs11:token=x y",			  /* white space */
 	    "pkcs11:token=x\n",
 	    "pkcs11:token=\"x\"",
 	    "pkcs11:token=x?module-path=lib.so", /* relative */
 	    "pkcs11:token=x?module-name=../lib", /* not a plain name */
-	    "pkcs11:token=%zz",		   /* bad percent encoding */
+	    "pkcs11:token=%zz",			 /* bad percent encoding */
 	};
 	static const char *const stored_ok[] = {
 	    "pkcs11:token=t;id=%00%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F;object=k;"
@@ -45,9 +45,9 @@ static void test_uri(void)
 	    "pkcs11:token=t;id=%00%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F;type=secret-key",
 	};
 	static const char *const stored_bad[] = {
-	    "pkcs11:token=t;object=k;type=private",		   /* no id */
+	    "pkcs11:token=t;object=k;type=private",				  /* no id */
 	    "pkcs11:token=t;id=%00%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F", /* no type */
-	    "pkcs11:token=t;id=%01%02;type=private",			   /* id too short */
+	    "pkcs11:token=t;id=%01%02;type=private",				  /* id too short */
 	};
 	char longer[VBK_P11_URI_MAX + 8];
 
