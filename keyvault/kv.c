@@ -1491,7 +1491,8 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 					       kv->path);
 			type_from_json(k, &op.type);
 			/* A key in a token rotates in the token its create URI names. */
-			snprintf(uri, sizeof(uri), "%s", jstr(k, "pkcs11") ? jstr(k, "pkcs11") : "");
+			snprintf(uri, sizeof(uri), "%s",
+				 jstr(k, "pkcs11") ? jstr(k, "pkcs11") : "");
 			op.ret_version = (uint32_t)json_object_array_length(
 					     jobj(k, "versions", json_type_array)) +
 					 1;
@@ -1660,10 +1661,8 @@ static int wrapper_p11(const vbk_kv *kv, const kv_kek *k, json_object *v, kv_wra
 		w->kind = KV_WRAP_P11_RSA;
 	}
 	if (r == -EKEYREJECTED)
-		return kv_fail(-EBADMSG,
-			       "the PKCS#11 token holds another key than key '%s' version %u of key "
-			       "vault '%s'",
-			       k->name, k->version, kv->path);
+		return kv_fail(-EBADMSG, "the PKCS#11 token holds another key than key '%s' version %u",
+			       k->name, k->version);
 	return r;
 }
 
