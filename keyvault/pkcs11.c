@@ -910,5 +910,10 @@ int vbk_p11_aes_kcv(vbk_p11_key *k, uint8_t out[32])
 	r = vbk_p11_aes_kwp(k, 1, fixed, sizeof(fixed), w, sizeof(w), &n);
 	if (r < 0)
 		return r;
+	/* RFC 5649 wraps 32 bytes into 40; a token whose mechanism is another padding (PKCS#11
+	 * 2.40's CKM_AES_KEY_WRAP_PAD may be KW over PKCS#7 padding) is found out here, at create. */
+	if (n != sizeof(fixed) + 8)
+		return kv_fail(-EIO, "the AES key wrap of PKCS#11 token '%s' is not RFC 5649",
+			       k->token);
 	return vbk_sha256(w, n, out);
 }
