@@ -1661,7 +1661,7 @@ static int wrapper_p11(const vbk_kv *kv, const kv_kek *k, json_object *v, kv_wra
 		w->kind = KV_WRAP_P11_RSA;
 	}
 	if (r == -EKEYREJECTED)
-		return kv_fail(-EBADMSG,
+		return kv_fail(-EUCLEAN, /* -EBADMSG would blame the blob */
 			       "the PKCS#11 token holds another key than key '%s' version %u",
 			       k->name, k->version);
 	return r;

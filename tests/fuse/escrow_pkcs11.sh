@@ -204,6 +204,16 @@ expect_refused 1 "^vmbak: no such key in PKCS#11 token 'vmbak-escrow'" \
 expect_status 0 "$VMBAK" keyvault unwrap kv web.blob2 --passphrase-file kvpass --output web.again
 cmp web.again web.pass2 || fail "unwrap of version 2 after version 1 was removed differs"
 
+note "another key in the token under the id the key vault names: refused as not the key"
+id=$(python3 -c 'import json,sys; print(json.load(open("kv/keyvault.json"))["keys"]["hsm-aes"]["versions"][0]["pkcs11"])' |
+	sed -n 's/.*;id=\([^;]*\);.*/\1/p' | tr -d '%')
+$P11 --delete-object --type secrkey --id "$id" >/dev/null 2>&1 ||
+	fail "pkcs11-tool --delete-object of the AES key failed"
+$P11 --keygen --key-type AES:32 --id "$id" --label escrow-aes --usage-wrap --sensitive \
+	>/dev/null 2>&1 || fail "pkcs11-tool --keygen failed"
+expect_refused 1 "^vmbak: the PKCS#11 token holds another key than key 'hsm-aes' version 1$" \
+	"$VMBAK" keyvault unwrap kv db.blob1 --passphrase-file kvpass --output x.out
+
 note "a URI changed in the key vault file without its passphrase is found out"
 cp kv/keyvault.json kv.good
 python3 - kv/keyvault.json "$TESTTMP/evil.so" <<'EOF'
