@@ -5,8 +5,9 @@
 # --check-escrow, then through the mount each point's DISK.key unwraps, by the token, to the
 # passphrase cryptsetup accepts for that point's image and refuses for the other's). Then the
 # refusals, each one line, non-zero, the key vault file unchanged byte for byte: a wrong PIN, no
-# PIN, a missing token, a key removed from the token, bad URIs, a module path neither registered
-# with p11-kit nor allowed, and a URI in the key vault file changed without its passphrase.
+# PIN, a missing token, a key removed from the token, another key put in its place, bad URIs, a
+# module path neither registered with p11-kit nor allowed (and allowed by VMBAK_PKCS11_MODULE), a
+# URI in the key vault file changed without its passphrase, and no --pin option.
 . "$SRCDIR/tests/lib.sh"
 
 need_root
