@@ -239,6 +239,13 @@ expect_refused 2 "^vmbak: there is no --pin option" "$VMBAK" keyvault unwrap kv 
 VMBAK_PKCS11_MODULE=relative.so expect_refused 1 \
 	"^vmbak: VMBAK_PKCS11_MODULE must be an absolute path" "$VMBAK" keyvault key create kv \
 	bad10 --passphrase-file kvpass --pkcs11 'pkcs11:token=vmbak-escrow'
+VMBAK_PKCS11_MODULE=$TESTTMP/no-such-module.so expect_refused 1 \
+	"^vmbak: cannot load PKCS#11 module '$TESTTMP/no-such-module.so' \(from VMBAK_PKCS11_MODULE\)" \
+	"$VMBAK" keyvault key create kv bad11 --passphrase-file kvpass --pkcs11 'pkcs11:token=x'
+: >emptypin
+VMBAK_PKCS11_PIN_FILE=$TESTTMP/emptypin expect_refused 1 "^vmbak: cannot read the PIN" \
+	"$VMBAK" keyvault key create kv bad12 --passphrase-file kvpass \
+	--pkcs11 'pkcs11:token=vmbak-escrow?module-name=softhsm2'
 COPY="pkcs11:token=vmbak-escrow;object=copied?module-path=$TESTTMP/copy-of-softhsm2.so"
 VMBAK_PKCS11_MODULE=$TESTTMP/copy-of-softhsm2.so expect_status 0 "$VMBAK" keyvault key create \
 	kv copied --passphrase-file kvpass --pkcs11 "$COPY"
