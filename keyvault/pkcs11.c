@@ -326,8 +326,12 @@ static int login(vbk_p11_key *k)
 			    "or VMBAK_PKCS11_PIN, or run at a terminal",
 			    k->token);
 		if (r < 0)
-			return kv_fail(r, "cannot read the PIN of PKCS#11 token '%s' from %s: %s",
-				       k->token, from ? from : "its source", vbu_strerror(-r));
+			return kv_fail(r == -EINVAL || r == -EFBIG ? -EACCES : r,
+				       "cannot read the PIN of PKCS#11 token '%s' from %s: %s",
+				       k->token, from ? from : "its source",
+				       r == -EINVAL  ? "it is empty"
+				       : r == -EFBIG ? "it is too long"
+						     : vbu_strerror(-r));
 		rv = k->mod->C_Login(k->s, CKU_USER, (CK_UTF8CHAR *)pin, strlen(pin));
 		vbk_passphrase_free(pin);
 	}
@@ -910,8 +914,8 @@ int vbk_p11_aes_kcv(vbk_p11_key *k, uint8_t out[32])
 	r = vbk_p11_aes_kwp(k, 1, fixed, sizeof(fixed), w, sizeof(w), &n);
 	if (r < 0)
 		return r;
-	/* RFC 5649 wraps 32 bytes into 40; a token whose mechanism is another padding (PKCS#11
-	 * 2.40's CKM_AES_KEY_WRAP_PAD may be KW over PKCS#7 padding) is found out here, at create. */
+	/* RFC 5649 wraps 32 bytes into 40; a token whose mechanism pads otherwise (PKCS#11 2.40's
+	 * CKM_AES_KEY_WRAP_PAD may be KW over PKCS#7 padding) is found out here, at create. */
 	if (n != sizeof(fixed) + 8)
 		return kv_fail(-EIO, "the AES key wrap of PKCS#11 token '%s' is not RFC 5649",
 			       k->token);
