@@ -23,7 +23,7 @@ CC ?= cc
 PKG_CONFIG ?= pkg-config
 B ?= build
 
-PKGS := fuse3 lmdb libzstd libcrypto json-c
+PKGS := fuse3 lmdb libzstd libcrypto json-c p11-kit-1
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 

@@ -70,7 +70,8 @@ int vbk_escrow_needs_unlock(const vbk_kv *kv, const char *secret)
 	r = kv_secret_find(kv, secret, 0, &kek, NULL, &v);
 	if (r < 0)
 		return r;
-	return !kek.name[0] || kek.type == VBK_KEY_AES256;
+	/* A key in a PKCS#11 token needs its PIN (AES), not the key vault's passphrase. */
+	return !kek.name[0] || (kek.type == VBK_KEY_AES256 && !kek.p11);
 }
 
 void vbk_escrow_free(vbk_escrow *e)
@@ -122,13 +123,15 @@ int vbk_escrow_prepare(vbk_kv *kv, const char *secret, vbk_escrow **ret)
 			    e->kek.name[0] ? "wrapped by an AES key" : "stored without a KEK");
 	if (r < 0)
 		goto out;
-	if (vbk_kv_unlocked(kv)) {
+	/* An RSA key in a token would need its PIN to open: wrapping at ingest needs none. */
+	if (vbk_kv_unlocked(kv) && !(e->kek.p11 && e->kek.type != VBK_KEY_AES256)) {
 		/* Everything needed to open the version later is at hand: check it now, so a
-		 * damaged secret is found before a point is made, not years later. */
-		if ((r = kv_wrapper_get(kv, &e->kek, 1, &priv)) < 0 ||
+		 * damaged secret is found before a point is made, not years later. An AES key in
+		 * a token is open already (one login). */
+		if ((!e->kek.p11 && (r = kv_wrapper_get(kv, &e->kek, 1, &priv)) < 0) ||
 		    (r = kv_secret_label(kv, secret, e->secret_version, &e->kek, &l)) < 0)
 			goto out;
-		r = kv_env_open(&priv, &l, &env, &pt, &pt_len);
+		r = kv_env_open(e->kek.p11 ? &e->w : &priv, &l, &env, &pt, &pt_len);
 		if (r < 0) {
 			r = kv_fail(r,
 				    "secret '%s' version %u in key vault '%s' does not unwrap: %s",

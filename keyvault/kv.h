@@ -12,6 +12,9 @@
  *    "keys": {NAME: {"type", "created", "versions": [{"version", "created", "fingerprint",
  *                    "public": B64 (RSA only), "private": {"nonce", "ciphertext", "tag"},
  *                    "state": "disabled" | "retired" (absent: enabled)}]}},
+ *                    (a key in a PKCS#11 token: "pkcs11": URI as given at create on the key,
+ *                    and on each version "pkcs11": the URI of that version's token object
+ *                    instead of "private"; see pkcs11.h)
  *    "secrets": {NAME: {"versions": [{"version", "created", "kek": null | {"name", "version",
  *                    "type", "fingerprint"}, "algorithm", "wrapped_key", "nonce", "ciphertext",
  *                    "tag"}]}},
@@ -127,6 +130,7 @@ typedef struct vbk_key_version {
 	int64_t created; /* seconds since the epoch */
 	char fingerprint[VBK_FPR_MAX];
 	vbk_key_state state;
+	char pkcs11[1025]; /* the token object's URI, "" for a key kept in the file */
 } vbk_key_version;
 
 typedef struct vbk_key_info {
@@ -158,7 +162,14 @@ void vbk_secret_list_free(vbk_secret_info *list, size_t n);
 
 /* Creates key name (version 1) of the given type. Needs the key vault unlocked. */
 int vbk_kv_key_create(vbk_kv *kv, const char *name, vbk_key_type type, uint32_t *ret_version);
-/* Adds a version to key name; the old ones stay. Needs the key vault unlocked. */
+/* Creates key name (version 1) of the given type inside the PKCS#11 token that uri names
+ * (pkcs11.h: module, token, label; the PIN from VMBAK_PKCS11_PIN_FILE, VMBAK_PKCS11_PIN or the
+ * terminal). The key vault keeps the URI of the token object and, for RSA, the public key. Needs
+ * the key vault unlocked. Errors of pkcs11.h too. */
+int vbk_kv_key_create_p11(vbk_kv *kv, const char *name, vbk_key_type type, const char *uri,
+			  uint32_t *ret_version);
+/* Adds a version to key name; the old ones stay (for a key in a token: a new token object, with
+ * a new id and label). Needs the key vault unlocked. */
 int vbk_kv_key_rotate(vbk_kv *kv, const char *name, uint32_t *ret_version);
 /* Sets the state of version (>= 1) of key name: a signed change (the generation grows), logged
  * in the audit log. Needs the key vault unlocked. Retiring is refused (-EBUSY) while the latest

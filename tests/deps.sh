@@ -10,13 +10,14 @@ set -euo pipefail
 
 pkgs=(
 	build-essential pkg-config
-	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev
+	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev libp11-kit-dev
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
 	lmdb-utils
 	qemu-system-x86 busybox-static cpio
 	python3-lmdb
 	libnbd-bin openssl
+	softhsm2 opensc
 )
 
 missing=()

@@ -22,6 +22,7 @@
 #include "kvpin.h"
 #include "kv.h"
 #include "passphrase.h"
+#include "pkcs11.h"
 #include "seckind.h"
 #include "file.h"
 #include "util.h"
@@ -29,6 +30,7 @@
 #define KV_SYNOPSIS                                                                                \
 	"vmbak keyvault init KV\n"                                                                 \
 	"       vmbak keyvault key create KV NAME [--type rsa-3072|rsa-4096|aes-256]\n"            \
+	"                                 [--pkcs11 URI]\n"                                        \
 	"       vmbak keyvault key rotate KV NAME\n"                                               \
 	"       vmbak keyvault key list KV [--json] [--vault VAULT ...]\n"                         \
 	"       vmbak keyvault key disable|enable|retire KV NAME/VERSION [--vault VAULT ...]\n"    \
@@ -50,7 +52,9 @@ static const char keyvault_help[] =
     "  init KV                 create a key vault (asks for a new passphrase)\n"
     "  key create KV NAME      create a KEK (version 1); --type rsa-3072 (default),\n"
     "                          rsa-4096 or aes-256\n"
-    "  key rotate KV NAME      add a version to a KEK; old versions stay usable\n"
+    "                          with --pkcs11 URI, inside a PKCS#11 token (HSM)\n"
+    "  key rotate KV NAME      add a version to a KEK; old versions stay usable (a KEK in\n"
+    "                          a token gets a new key there)\n"
     "  key list KV             KEKs: versions, type, created, fingerprint, state; with\n"
     "                          --vault, how many escrow blobs in those vaults use each\n"
     "  key disable KV NAME/VERSION  the version wraps nothing new (unwrap still works)\n"
@@ -72,6 +76,11 @@ static const char keyvault_help[] =
     "\n"
     "options:\n"
     "  --type TYPE             key type: rsa-3072, rsa-4096, aes-256 (weaker ones refused)\n"
+    "  --pkcs11 URI            key create: make the KEK in the PKCS#11 token that the RFC 7512\n"
+    "                          URI names, e.g. 'pkcs11:token=hsm;object=kek?module-name=M'\n"
+    "                          (module: registered with p11-kit, or allowed by\n"
+    "                          VMBAK_PKCS11_MODULE=PATH); its private key never leaves the\n"
+    "                          token. PIN: VMBAK_PKCS11_PIN_FILE, VMBAK_PKCS11_PIN, terminal\n"
     "  --value-file F          the secret's value: the whole content of F\n"
     "  --kek KEYNAME           wrap the secret with the current version of this KEK\n"
     "  --output F              unwrap: write the secret to F (mode 0600) instead of stdout\n"
@@ -88,6 +97,8 @@ static const char keyvault_help[] =
     "signature with it; the list commands read the public part only. Sources, in order:\n"
     "--passphrase-file, VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE, the\n"
     "terminal. Names of keys and secrets: " VBK_KV_NAME_RULE ".\n"
+    "A KEK in a PKCS#11 token also needs the token's PIN to unwrap, to be made or rotated,\n"
+    "and, for AES (which wraps inside the token), to wrap: at secret set and at ingest.\n"
     "See vmbak-keyvault(1).\n";
 
 enum {
@@ -98,11 +109,12 @@ enum {
 	O_KEK = 1 << 4,
 	O_OUTPUT = 1 << 5,
 	O_VAULT = 1 << 6,
+	O_PKCS11 = 1 << 12, /* apart from the bits other options take */
 };
 
 typedef struct kvargs {
 	const char *kv, *name, *blob;
-	const char *passfile, *type, *value_file, *kek, *output;
+	const char *passfile, *type, *value_file, *kek, *output, *pkcs11;
 	int json;
 	const char **vaults; /* --vault, nvaults of them */
 	size_t nvaults;
@@ -222,10 +234,14 @@ static void print_key_version(const vbk_kv *kv, const char *name, uint32_t versi
 	if (vbk_kv_keys(kv, &keys, &n) < 0)
 		return;
 	for (size_t i = 0; i < n; i++)
-		if (strcmp(keys[i].name, name) == 0 && version <= keys[i].n_versions)
+		if (strcmp(keys[i].name, name) == 0 && version <= keys[i].n_versions) {
 			printf("key '%s' version %u (%s), fingerprint %s\n", name, version,
 			       vbk_key_type_name(keys[i].type),
 			       keys[i].versions[version - 1].fingerprint);
+			if (keys[i].versions[version - 1].pkcs11[0])
+				printf("in PKCS#11 token: %s\n",
+				       keys[i].versions[version - 1].pkcs11);
+		}
 	vbk_key_list_free(keys, n);
 }
 
@@ -251,9 +267,13 @@ static int run_key_create(const kvargs *a)
 		return status;
 	if ((status = check_kv_name("key", a->name)) != 0)
 		return status;
+	/* A bad URI is refused before any passphrase is asked. */
+	if (a->pkcs11 && vbk_p11_uri_check(a->pkcs11, 0) < 0)
+		return usage_err("%s", vbk_kv_errmsg());
 	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
-	r = vbk_kv_key_create(kv, a->name, t, &v);
+	r = a->pkcs11 ? vbk_kv_key_create_p11(kv, a->name, t, a->pkcs11, &v)
+		      : vbk_kv_key_create(kv, a->name, t, &v);
 	if (r < 0)
 		status = kv_err(r, "cannot create key");
 	else
@@ -320,6 +340,9 @@ static json_object *key_json(const vbk_key_info *k, const escrow_use *u, size_t 
 		json_object_object_add(v, "created", json_time(k->versions[j].created));
 		json_object_object_add(v, "fingerprint",
 				       json_object_new_string(k->versions[j].fingerprint));
+		if (k->versions[j].pkcs11[0])
+			json_object_object_add(v, "pkcs11",
+					       json_object_new_string(k->versions[j].pkcs11));
 		json_object_object_add(v, "state", json_object_new_string(state_text(k, j)));
 		if (counted)
 			json_object_object_add(
@@ -1000,8 +1023,9 @@ static const char *const a_kv_blob[] = {"KV", "BLOB"};
 
 static const kvsub subs[] = {
     {"init", "vmbak keyvault init KV", a_kv, 1, O_PASSFILE, run_init},
-    {"key create", "vmbak keyvault key create KV NAME [--type rsa-3072|rsa-4096|aes-256]",
-     a_kv_name, 2, O_PASSFILE | O_TYPE, run_key_create},
+    {"key create",
+     "vmbak keyvault key create KV NAME [--type rsa-3072|rsa-4096|aes-256] [--pkcs11 URI]",
+     a_kv_name, 2, O_PASSFILE | O_TYPE | O_PKCS11, run_key_create},
     {"key rotate", "vmbak keyvault key rotate KV NAME", a_kv_name, 2, O_PASSFILE, run_key_rotate},
     {"key list", "vmbak keyvault key list KV [--json] [--vault VAULT ...]", a_kv, 1,
      O_JSON | O_VAULT, run_key_list},
@@ -1029,6 +1053,8 @@ enum {
 	OPT_KEK,
 	OPT_OUTPUT,
 	OPT_VAULT,
+	OPT_PKCS11,
+	OPT_PIN_REFUSED,
 };
 
 static int option_not_here(const kvsub *s, const char *opt)
@@ -1048,6 +1074,8 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 	    {"kek", required_argument, NULL, OPT_KEK},
 	    {"output", required_argument, NULL, OPT_OUTPUT},
 	    {"vault", required_argument, NULL, OPT_VAULT},
+	    {"pkcs11", required_argument, NULL, OPT_PKCS11},
+	    {"pin", required_argument, NULL, OPT_PIN_REFUSED},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1108,6 +1136,10 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 					   "on the command line; use --passphrase-file F or "
 					   "VMBAK_KEYVAULT_PASSPHRASE_FILE");
 			goto out;
+		case OPT_PIN_REFUSED:
+			status = usage_err("there is no --pin option: PINs never go on the command "
+					   "line; use VMBAK_PKCS11_PIN_FILE or VMBAK_PKCS11_PIN");
+			goto out;
 		case OPT_PASSFILE:
 			need = O_PASSFILE;
 			a.passfile = optarg;
@@ -1140,6 +1172,10 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 				goto out;
 			}
 			a.vaults[a.nvaults++] = optarg;
+			break;
+		case OPT_PKCS11:
+			need = O_PKCS11;
+			a.pkcs11 = optarg;
 			break;
 		default:
 			status = VMBAK_EXIT_USAGE;
