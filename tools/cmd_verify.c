@@ -362,7 +362,10 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 			 vo.rp ? vo.rp : "");
 	}
 
-#include "escrow_tools.h"
+	/* The key vault's passphrase before the vault's: a wrong one stops before any reading. */
+	if (kv_path && (status = escrow_kv_open(kv_path, 1, kv_passfile, &kv)) != 0)
+		goto out;
+	/* LMDB meeting a page of garbage is damage too (see vbs_guard_exit_status in vault.h). */
 	vbs_guard_exit_status(VMBAK_EXIT_DAMAGE);
 	/* A database that LMDB finds damaged is damage (exit 3), not a failure to run. */
 	status = vault_open(path, 0, VAULT_UNLOCK | VAULT_DAMAGE_EXIT,
