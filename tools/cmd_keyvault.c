@@ -133,7 +133,7 @@ typedef struct kvsub {
 /* ---- shared pieces ---- */
 
 /* A keyvault/ failure: its message, else the context and the errno text. */
-static int kv_err(int r, const char *ctx)
+int kv_err(int r, const char *ctx)
 {
 	const char *msg = vbk_kv_errmsg();
 
@@ -155,35 +155,6 @@ static int kv_passphrase(const char *path, const char *file, int confirm, char *
 	};
 
 	return passphrase_get(&src, "key vault", path, ret);
-}
-
-/* Opens KV; with unlock, asks for the passphrase and unlocks it. */
-static int kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret)
-{
-	vbk_kv *kv = NULL;
-	char *pass = NULL;
-	int r, status;
-
-	r = vbk_kv_open(path, &kv);
-	if (r < 0)
-		return kv_err(r, "cannot open key vault");
-	if (unlock) {
-		status = kv_passphrase(path, passfile, 0, &pass);
-		if (status != 0)
-			goto out;
-		r = vbk_kv_unlock(kv, pass);
-		vbk_passphrase_free(pass);
-		if (r < 0) {
-			status = kv_err(r, "cannot unlock key vault");
-			goto out;
-		}
-	}
-	*ret = kv;
-	kv = NULL;
-	status = 0;
-out:
-	vbk_kv_close(kv);
-	return status;
 }
 
 static int check_kv_name(const char *what, const char *name)
@@ -270,7 +241,7 @@ static int run_key_create(const kvargs *a)
 	/* A bad URI is refused before any passphrase is asked. */
 	if (a->pkcs11 && vbk_p11_uri_check(a->pkcs11, 0) < 0)
 		return usage_err("%s", vbk_kv_errmsg());
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
 	r = a->pkcs11 ? vbk_kv_key_create_p11(kv, a->name, t, a->pkcs11, &v)
 		      : vbk_kv_key_create(kv, a->name, t, &v);
@@ -290,7 +261,7 @@ static int run_key_rotate(const kvargs *a)
 
 	if ((status = check_kv_name("key", a->name)) != 0)
 		return status;
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
 	r = vbk_kv_key_rotate(kv, a->name, &v);
 	if (r < 0)
@@ -362,7 +333,7 @@ static int run_key_list(const kvargs *a)
 	char t[21];
 	int r, status;
 
-	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 0, NULL, &kv)) != 0)
 		return status;
 	for (i = 0; i < a->nvaults; i++)
 		if ((status = escrow_uses(a->vaults[i], a->g, vbk_kv_id(kv), &uses, &nu)) != 0)
@@ -454,7 +425,7 @@ static int run_secret_set(const kvargs *a)
 		return status;
 	/* Always the passphrase, also for an RSA KEK: every change is signed under it, and only
 	 * with it is the KEK's public key known to be the owner's. */
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
 	status = read_value_file(a->value_file, &val, &len);
 	if (status != 0)
@@ -485,7 +456,7 @@ static int run_secret_list(const kvargs *a)
 	char t[21], kek[VBK_KV_NAME_MAX + 16];
 	int r, status;
 
-	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 0, NULL, &kv)) != 0)
 		return status;
 	r = vbk_kv_secrets(kv, &secrets, &n);
 	if (r < 0) {
@@ -569,7 +540,7 @@ static int run_verify(const kvargs *a)
 
 	/* Unlocking checks the signature and that its key is the owner's (and signs a key vault
 	 * made before signatures). */
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
 	if (vbk_kv_signer(kv, fpr, &gen) != 1) {
 		vbu_err("key vault '%s' is not signed", q(a->kv));
@@ -617,7 +588,7 @@ static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_in
 		status = VMBAK_EXIT_FAIL;
 		goto out;
 	}
-	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 0, NULL, &kv)) != 0)
 		goto out;
 	if (strcmp(info.keyvault, vbk_kv_id(kv)) != 0) {
 		vbu_err("escrow blob '%s' belongs to key vault %s, not to '%s' (%s)", q(a->blob),
@@ -629,7 +600,7 @@ static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_in
 	kv = NULL;
 	/* From here on it is an attempt to unwrap a blob of this key vault: audited. */
 	*ret_attempted = 1;
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		goto out;
 	r = vbk_escrow_unwrap(kv, blob, blen, ret_info, ret, ret_len);
 	if (r < 0) {
@@ -822,7 +793,7 @@ static int run_key_state(const kvargs *a, vbk_key_state st)
 		    "retire needs --vault VAULT for every vault that escrows to this key "
 		    "vault, so that no blob there still uses the version");
 	/* The key vault's names before any vault is opened; then the passphrase. */
-	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 0, NULL, &kv)) != 0)
 		return status;
 	r = vbk_kv_keys(kv, &keys, &nk);
 	if (r < 0) {
@@ -863,7 +834,7 @@ static int run_key_state(const kvargs *a, vbk_key_state st)
 	}
 	vbk_kv_close(kv);
 	kv = NULL;
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		goto out;
 	r = vbk_kv_key_set_state(kv, name, version, st, &changed);
 	if (r < 0) {
@@ -957,7 +928,7 @@ static int run_audit(const kvargs *a)
 	size_t n;
 	int r, status;
 
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
 	o.lines = json_object_new_array();
 	if (!o.lines) {
@@ -1295,16 +1266,15 @@ static int check_one(const vbk_escrow_info *info, const char *disk, const char *
  * luks for a LUKS disk, the form of the value for a BitLocker disk, none for a disk that is
  * neither at offset 0. Prints the error; exit status. */
 static int decide_kind(const vbk_escrow_info *info, const char *disk, const char *source,
-		       vbk_hdr_type t, vbk_kind kind, const uint8_t *val, size_t len,
-		       vbk_kind *ret)
+		       vbk_hdr_type t, vbk_kind kind, const uint8_t *val, size_t len, vbk_kind *ret)
 {
 	const char *why = NULL;
 
 	if (kind != VBK_KIND_NONE) {
 		if ((t == VBK_HDR_LUKS && kind != VBK_KIND_LUKS) ||
 		    (t == VBK_HDR_BITLK && !vbk_kind_is_bitlocker(kind))) {
-			vbu_err("--escrow-kind %s=%s does not fit disk '%s': '%s' is a %s volume", disk,
-				vbk_kind_name(kind), disk, q(source),
+			vbu_err("--escrow-kind %s=%s does not fit disk '%s': '%s' is a %s volume",
+				disk, vbk_kind_name(kind), disk, q(source),
 				t == VBK_HDR_LUKS ? "LUKS" : "BitLocker");
 			return VMBAK_EXIT_FAIL;
 		}
@@ -1312,10 +1282,11 @@ static int decide_kind(const vbk_escrow_info *info, const char *disk, const char
 		kind = VBK_KIND_LUKS;
 	} else if (t == VBK_HDR_BITLK) {
 		if (!val) {
-			vbu_err("cannot tell which kind of BitLocker secret '%s' is without the key "
-				"vault passphrase: give --escrow-kind %s=bitlocker-password, "
-				"bitlocker-recovery or bitlocker-startup-key",
-				info->secret, disk);
+			vbu_err(
+			    "cannot tell which kind of BitLocker secret '%s' is without the key "
+			    "vault passphrase: give --escrow-kind %s=bitlocker-password, "
+			    "bitlocker-recovery or bitlocker-startup-key",
+			    info->secret, disk);
 			return VMBAK_EXIT_FAIL;
 		}
 		kind = vbk_kind_classify_bitlocker(val, len);
@@ -1376,7 +1347,7 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 		vbu_errno(-ENOMEM, "cannot prepare escrow");
 		return VMBAK_EXIT_FAIL;
 	}
-	status = kv_open(kv_path, 0, NULL, &c->kv);
+	status = escrow_kv_open(kv_path, 0, NULL, &c->kv);
 	if (status != 0)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
@@ -1391,7 +1362,7 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 		/* An AES KEK or a secret without a KEK: wrapping needs the key vault's keys. */
 		vbk_kv_close(c->kv);
 		c->kv = NULL;
-		status = kv_open(kv_path, 1, passfile, &c->kv);
+		status = escrow_kv_open(kv_path, 1, passfile, &c->kv);
 		if (status != 0)
 			goto out;
 	}

@@ -58,7 +58,7 @@ static const char rewrap_help[] =
 
 /* ---- shared walks ---- */
 
-int escrow_kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret)
+int escrow_kv_unlock(vbk_kv *kv, const char *path, const char *passfile)
 {
 	vbk_passphrase_source src = {
 	    .file = passfile,
@@ -66,28 +66,28 @@ int escrow_kv_open(const char *path, int unlock, const char *passfile, vbk_kv **
 	    .env_value = "VMBAK_KEYVAULT_PASSPHRASE",
 	    .prompt = "key vault passphrase: ",
 	};
-	vbk_kv *kv = NULL;
 	char *pass = NULL;
 	int r, status;
 
+	status = passphrase_get(&src, "key vault", path, &pass);
+	if (status != 0)
+		return status;
+	r = vbk_kv_unlock(kv, pass);
+	vbk_passphrase_free(pass);
+	return r < 0 ? kv_err(r, "cannot unlock key vault") : 0;
+}
+
+int escrow_kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret)
+{
+	vbk_kv *kv = NULL;
+	int r, status;
+
 	r = vbk_kv_open(path, &kv);
-	if (r < 0) {
-		vbu_err("%s", *vbk_kv_errmsg() ? q(vbk_kv_errmsg()) : vbu_strerror(-r));
-		return VMBAK_EXIT_FAIL;
-	}
-	if (unlock) {
-		status = passphrase_get(&src, "key vault", path, &pass);
-		if (status != 0) {
-			vbk_kv_close(kv);
-			return status;
-		}
-		r = vbk_kv_unlock(kv, pass);
-		vbk_passphrase_free(pass);
-		if (r < 0) {
-			vbu_err("%s", *vbk_kv_errmsg() ? q(vbk_kv_errmsg()) : vbu_strerror(-r));
-			vbk_kv_close(kv);
-			return VMBAK_EXIT_FAIL;
-		}
+	if (r < 0)
+		return kv_err(r, "cannot open key vault");
+	if (unlock && (status = escrow_kv_unlock(kv, path, passfile)) != 0) {
+		vbk_kv_close(kv);
+		return status;
 	}
 	*ret = kv;
 	return 0;

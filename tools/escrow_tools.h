@@ -17,6 +17,12 @@
 /* Opens the key vault at path and, with unlock, asks for its passphrase (passfile, else
  * VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE, the terminal) and unlocks it. */
 int escrow_kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret);
+/* Asks for the passphrase of the key vault kv (opened from path), as escrow_kv_open() does,
+ * and unlocks it. */
+int escrow_kv_unlock(vbk_kv *kv, const char *path, const char *passfile);
+/* A key vault failure: prints vbk_kv_errmsg() when it has one, else "vmbak: CTX: strerror".
+ * Returns VMBAK_EXIT_FAIL. */
+int kv_err(int r, const char *ctx);
 
 /* How many escrow blobs of the key vault with id kv_id use each KEK version. */
 typedef struct escrow_use {
