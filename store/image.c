@@ -13,7 +13,9 @@
 
 struct vbs_image {
 	vbs_vault *v;
-	int fd; /* data.mdb, for this image's reads alone (read-ahead follows it); -1 until read */
+	/* The chunk store's reader for this image alone (read-ahead follows it); NULL until the
+	 * first read, or while one cannot be opened. */
+	vbs_cs_reader *rd;
 	uint64_t serial, lineage, size, data_bytes;
 	uint32_t cs;
 	vbs_imap *map; /* the disk's checked chunk map: every lookup goes through it */
@@ -75,7 +77,6 @@ int vbs_image_open(vbs_vault *v, uint64_t serial, unsigned disk_idx, vbs_image *
 	img->cs = rp->chunk_size;
 	img->map = map;
 	map = NULL;
-	img->fd = -1; /* opened by the first read: a lookup or stat needs none */
 	pthread_mutex_init(&img->lock, NULL);
 	*ret = img;
 	r = 0;
@@ -89,8 +90,7 @@ void vbs_image_close(vbs_image *img)
 {
 	if (!img)
 		return;
-	if (img->fd >= 0)
-		close(img->fd);
+	vbs_cs_reader_close(img->v, img->rd);
 	vbs_imap_free(img->map);
 	pthread_mutex_destroy(&img->lock);
 	free(img);
@@ -120,7 +120,7 @@ static int decode_cb(void *arg, const void *frame, size_t flen)
 }
 
 /* A held cache entry for chunk id: from the cache, or fetched, checked and added. */
-static int chunk_get(vbs_vault *v, MDB_txn *txn, int fd, const uint8_t *id,
+static int chunk_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_t *id,
 		     vbs_cache_entry **ret)
 {
 	struct decode_ctx d = {v, id, NULL, 0};
@@ -134,7 +134,7 @@ static int chunk_get(vbs_vault *v, MDB_txn *txn, int fd, const uint8_t *id,
 	d.out = malloc(v->chunk_size);
 	if (!d.out)
 		return -ENOMEM;
-	r = vbs_cs_get_at(v, txn, fd, id, decode_cb, &d);
+	r = vbs_cs_get(v, txn, rd, id, decode_cb, &d);
 	if (r < 0) {
 		free(d.out);
 		/* An index entry naming a chunk that is not there is damage too. */
@@ -160,20 +160,20 @@ static int point_exists(vbs_vault *v, MDB_txn *txn, uint64_t serial)
 	return rc ? vbs_mdb_err(rc) : 0;
 }
 
-/* The image's own descriptor of data.mdb, opened on first use; -1 (the store's shared one)
- * while it cannot be opened, out of descriptors say. */
-static int image_fd(vbs_image *img)
+/* The image's own reader of the chunk store, opened on first use; NULL (the store's shared
+ * one) while it cannot be opened, out of descriptors say. */
+static vbs_cs_reader *image_reader(vbs_image *img)
 {
-	int fd = __atomic_load_n(&img->fd, __ATOMIC_ACQUIRE);
+	vbs_cs_reader *rd = __atomic_load_n(&img->rd, __ATOMIC_ACQUIRE);
 
-	if (fd >= 0)
-		return fd;
+	if (rd)
+		return rd;
 	pthread_mutex_lock(&img->lock);
-	if (img->fd < 0 && (fd = vbs_cs_open_fd(img->v)) >= 0)
-		__atomic_store_n(&img->fd, fd, __ATOMIC_RELEASE);
-	fd = img->fd;
+	if (!img->rd && vbs_cs_reader_open(img->v, &rd) == 0)
+		__atomic_store_n(&img->rd, rd, __ATOMIC_RELEASE);
+	rd = img->rd;
 	pthread_mutex_unlock(&img->lock);
-	return fd;
+	return rd;
 }
 
 /* ---- decoding ahead of sequential readers ----
@@ -216,7 +216,7 @@ static void prefetch_one(vbs_vault *v, const struct pf_job *j)
 
 	if (vbs_read_begin(v, &txn) < 0)
 		return;
-	if (point_exists(v, txn, j->serial) == 0 && chunk_get(v, txn, -1, j->id, &e) == 0)
+	if (point_exists(v, txn, j->serial) == 0 && chunk_get(v, txn, NULL, j->id, &e) == 0)
 		vbs_cache_release(v->cache, e);
 	vbs_read_end(v, txn);
 }
@@ -386,7 +386,7 @@ static int walk(vbs_image *img, size_t len, uint64_t off, piece_fn fn, void *arg
 		if (data) {
 			size_t plen;
 
-			r = chunk_get(v, txn, image_fd(img), id, &e);
+			r = chunk_get(v, txn, image_reader(img), id, &e);
 			if (r < 0)
 				goto out;
 			p = vbs_cache_data(e, &plen);

@@ -411,7 +411,7 @@ static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *
 		if (!b->jobs[i].zero)
 			memcpy(b->ids[nq++], b->jobs[i].id, VBS_ID_LEN);
 	}
-	r = vbs_cs_exists(g->v, nq, (const uint8_t(*)[VBS_ID_LEN])b->ids, b->present);
+	r = vbs_cs_exists(g->v, NULL, nq, (const uint8_t(*)[VBS_ID_LEN])b->ids, b->present);
 	if (r < 0)
 		return r;
 	vbs_test_pause("VMBAK_TEST_PAUSE_INGEST_BATCH");
@@ -449,10 +449,18 @@ static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *
  * committer thread; store messages are per thread, so the message travels in b->err. */
 static void commit_batch(struct ingest *g, struct batch *b)
 {
+	vbs_pin_batch pins = {g->job, b->items, b->nitems,
+			      (const uint8_t(*)[VBS_ID_LEN])b->check, b->ncheck};
+
 	vbs_clear_err();
-	b->r = vbs_cs_put_pinned(g->v, b->items, b->nitems,
-				 (const uint8_t(*)[VBS_ID_LEN])b->check, b->ncheck, g->job,
-				 &b->added, &b->added_bytes);
+	if (b->nitems == 0 && b->ncheck == 0) {
+		b->r = 0;
+		b->added = b->added_bytes = 0;
+		return;
+	}
+	/* Lazy: nothing refers to these chunks before the point's own commit, which syncs. */
+	b->r = vbs_cs_put(g->v, b->items, b->nitems, VBS_CS_LAZY, vbs_pins_take, &pins,
+			  &b->added, &b->added_bytes);
 	if (b->r < 0)
 		snprintf(b->err, sizeof(b->err), "%s", vbs_errmsg());
 }

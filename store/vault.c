@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "chunkstore.h"
 #include "dbguard.h"
 #include "internal.h"
 #include "seal.h"
@@ -536,8 +537,7 @@ static int env_open(vbs_vault *v, int create)
 				       &v->dbi_rpnames)) ||
 		    (rc = mdb_dbi_open(txn, f1 ? "lineages" : VBS_DB_LINEAGES, dflags,
 				       &v->dbi_lineages)) ||
-		    (rc = mdb_dbi_open(txn, "idx", dflags, &v->dbi_idx)) ||
-		    (rc = mdb_dbi_open(txn, "chunks", dflags, &v->dbi_chunks)))
+		    (rc = mdb_dbi_open(txn, "idx", dflags, &v->dbi_idx)))
 			goto fail;
 		if (!f1 && (rc = mdb_dbi_open(txn, VBS_DB_DMAPS, dflags, &v->dbi_dmaps)))
 			goto fail;
@@ -546,18 +546,20 @@ static int env_open(vbs_vault *v, int create)
 		 * (dbi 0). */
 		if ((rc = open_optional(v, txn, f1 ? "jobs" : VBS_DB_JOBS, &v->dbi_jobs)) ||
 		    (rc = open_optional(v, txn, "pins", &v->dbi_pins)) ||
-		    (rc = open_optional(v, txn, f1 ? "protect" : VBS_DB_PROTECT, &v->dbi_protect)) ||
-		    (rc = open_optional(v, txn, "tails", &v->dbi_tails)))
+		    (rc = open_optional(v, txn, f1 ? "protect" : VBS_DB_PROTECT, &v->dbi_protect)))
 			goto fail;
 	}
 	{
 		MDB_stat ms;
 		v->psize = mdb_env_stat(v->env, &ms) == 0 ? ms.ms_psize : 4096;
 	}
-	if (v->format >= 2 && v->unlocked) {
-		int r = vbs_config_check(v, txn, create);
+	{
+		int r = vbs_cs_attach(v, txn, create);
+		if (r == 0 && v->format >= 2 && v->unlocked)
+			r = vbs_config_check(v, txn, create);
 		if (r < 0) {
 			mdb_txn_abort(txn);
+			vbs_cs_detach(v);
 			vbs_guard_remove(v->env);
 			mdb_env_close(v->env);
 			v->env = NULL;
@@ -575,6 +577,7 @@ static int env_open(vbs_vault *v, int create)
 fail:
 	if (txn)
 		mdb_txn_abort(txn);
+	vbs_cs_detach(v);
 	if (v->env) {
 		vbs_guard_remove(v->env);
 		mdb_env_close(v->env);
@@ -653,6 +656,7 @@ void vbs_vault_close_env(vbs_vault *v)
 {
 	if (!v || !v->env)
 		return;
+	vbs_cs_detach(v);
 	vbs_guard_remove(v->env);
 	mdb_env_close(v->env);
 	v->env = NULL;
@@ -1221,7 +1225,7 @@ int vbs_vault_stats_get(vbs_vault *v, vbs_vault_stats *ret)
 	MDB_txn *txn;
 	MDB_stat ms;
 	MDB_envinfo info;
-	MDB_val k = {6, (void *)"chunks"}, d;
+	vbs_cs_stats cs;
 	struct stat st;
 	char file[4200];
 	int r;
@@ -1230,10 +1234,10 @@ int vbs_vault_stats_get(vbs_vault *v, vbs_vault_stats *ret)
 	r = vbs_read_begin(v, &txn);
 	if (r < 0)
 		return r;
-	if (mdb_get(txn, v->dbi_meta, &k, &d) == 0 && d.mv_size == 24) {
-		s.chunks = vbs_get64(d.mv_data);
-		s.chunk_bytes = vbs_get64((uint8_t *)d.mv_data + 8);
-		s.chunk_raw_bytes = vbs_get64((uint8_t *)d.mv_data + 16);
+	if (vbs_cs_stats_get(v, txn, &cs) == 0) {
+		s.chunks = cs.chunks;
+		s.chunk_bytes = cs.bytes;
+		s.chunk_raw_bytes = cs.plain_bytes;
 	}
 	if (mdb_stat(txn, v->dbi_vms, &ms) == 0)
 		s.vms = ms.ms_entries;

@@ -1082,7 +1082,7 @@ static int decode_cb(void *arg, const void *frame, size_t flen)
 static int check_chunk(struct ctx *c, const struct ref *ref, size_t *ret_len)
 {
 	struct decode d = {c->v, ref->id, c->buf, 0};
-	int r = vbs_cs_get(c->v, c->txn, ref->id, decode_cb, &d);
+	int r = vbs_cs_get(c->v, c->txn, NULL, ref->id, decode_cb, &d);
 
 	if (r == -ENOENT)
 		return VBS_VERIFY_CHUNK_MISSING;
