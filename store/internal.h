@@ -85,7 +85,7 @@ struct vbs_vault {
 	vbs_cache *cache;
 	size_t cache_bytes;
 	struct vbs_gcache *gcache; /* imap.c: checked index groups, made on first use */
-	vbs_prefetch *prefetch; /* image.c: decoding ahead of sequential readers */
+	vbs_prefetch *prefetch; /* prefetch.h: decoding ahead of sequential readers */
 	/* Bytes of chunk frames read through the map since it was last trimmed. */
 	uint64_t map_touched;
 	/* Where the map is, for vbs_map_offset: [lo, hi) maps the file from offset off. Reset
@@ -110,9 +110,6 @@ int vbs_config_upgrade(vbs_vault *v, const char *pass);
 /* Frees imap.c's cache of checked index groups (NULL is fine). */
 struct vbs_gcache;
 void vbs_gcache_free(struct vbs_gcache *c);
-
-/* Stops image.c's read-ahead threads (before the environment closes). */
-void vbs_prefetch_stop(vbs_vault *v);
 
 /* Sets the thread's message for vbs_errmsg(). Returns err, so `return vbs_fail(-EIO, ...)`. */
 int vbs_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
