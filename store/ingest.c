@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "chunkstore.h"
+#include "extents.h"
 #include "imap.h"
 #include "index.h"
 #include "ingest.h"
