@@ -42,7 +42,6 @@ typedef struct vbs_key_slot {
 	char created[24]; /* "YYYY-MM-DDTHH:MM:SSZ" */
 	vbk_wrapped_vaultkeys wrapped;
 } vbs_key_slot;
-typedef struct vbs_prefetch vbs_prefetch;
 
 struct vbs_vault {
 	char *path;
@@ -85,7 +84,7 @@ struct vbs_vault {
 	vbs_cache *cache;
 	size_t cache_bytes;
 	struct vbs_gcache *gcache; /* imap.c: checked index groups, made on first use */
-	vbs_prefetch *prefetch; /* prefetch.h: decoding ahead of sequential readers */
+	struct vbs_pool *prefetch; /* prefetch.h: the workers decoding ahead of readers */
 	/* Bytes of chunk frames read through the map since it was last trimmed. */
 	uint64_t map_touched;
 	/* Where the map is, for vbs_map_offset: [lo, hi) maps the file from offset off. Reset
