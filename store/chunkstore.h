@@ -139,9 +139,8 @@ typedef struct vbs_cs_ops {
 	void (*reader_close)(vbs_cs_reader *rd);
 	int (*exists)(vbs_vault *v, MDB_txn *txn, size_t n, const uint8_t (*ids)[VBS_ID_LEN],
 		      uint8_t *present);
-	int (*put)(vbs_vault *v, const vbs_cs_item *items, size_t n, int mode,
-		   vbs_cs_hook_fn hook, void *hook_arg, uint64_t *ret_added,
-		   uint64_t *ret_added_bytes);
+	int (*put)(vbs_vault *v, const vbs_cs_item *items, size_t n, int mode, vbs_cs_hook_fn hook,
+		   void *hook_arg, uint64_t *ret_added, uint64_t *ret_added_bytes);
 	int (*del)(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], uint64_t *ret_len);
 	int (*iterate)(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *arg);
 	int (*stats)(vbs_vault *v, MDB_txn *txn, vbs_cs_stats *ret);

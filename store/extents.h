@@ -17,7 +17,7 @@ typedef struct vbs_extent {
 	uint64_t off, len;
 } vbs_extent;
 /* Parses text of len bytes. On error *ret_line is the 1-based line at fault. free() *ret. */
-int vbs_extents_parse(const char *text, size_t len, uint64_t size, uint64_t align,
-		      vbs_extent **ret, size_t *ret_n, size_t *ret_line);
+int vbs_extents_parse(const char *text, size_t len, uint64_t size, uint64_t align, vbs_extent **ret,
+		      size_t *ret_n, size_t *ret_line);
 
 #endif

@@ -61,7 +61,8 @@ int vbs_vault_stats_get(vbs_vault *v, vbs_vault_stats *ret)
 	if (stat(file, &st) == 0) {
 		s.file_bytes = (uint64_t)st.st_size;
 		if (s.file_bytes > (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize)
-			s.free_bytes += s.file_bytes - (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+			s.free_bytes +=
+			    s.file_bytes - (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
 	}
 	*ret = s;
 	return 0;

@@ -71,14 +71,16 @@ static void roundtrip_and_damage(int encrypt)
 				in[i] = "a chunk of text "[i % 16];
 		CHECK_EQ_INT(vbs_chunk_id(v, in, len, id), 0);
 		CHECK_EQ_INT(vbs_chunk_encode(v, id, in, len, kind == 3 ? 0 : 1, frame,
-					      sizeof(frame), &flen), 0);
+					      sizeof(frame), &flen),
+			     0);
 		CHECK(flen <= vbs_frame_max(len));
 		CHECK_EQ_INT(frame[0], VBS_FRAME_VERSION);
 		CHECK_EQ_INT((frame[1] & VBS_FRAME_GCM) != 0, encrypt);
 		CHECK_EQ_INT((frame[1] & VBS_FRAME_ZSTD) != 0, kind == 1);
 		CHECK_EQ_INT(vbs_frame_plain_len(frame, flen, &plain), 0);
 		CHECK_EQ_INT(plain, len);
-		/* The length of a raw frame follows from its header; a compressed one's does not. */
+		/* The length of a raw frame follows from its header; a compressed one's does not.
+		 */
 		CHECK_EQ_INT(vbs_frame_raw_len(frame, flen), kind == 1 ? 0 : flen);
 		CHECK_EQ_INT(decode(v, id, frame, flen, in, len), 0);
 

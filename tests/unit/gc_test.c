@@ -92,7 +92,8 @@ static void make_pending(vbs_vault *v, struct pending *p, unsigned seed)
 		fill(p->data[i], CS, seed + (unsigned)i);
 		CHECK_EQ_INT(vbs_chunk_id(v, p->data[i], CS, p->ids[i]), 0);
 		CHECK_EQ_INT(vbs_chunk_encode(v, p->ids[i], p->data[i], CS, 1, p->frames[i],
-					      sizeof(p->frames[i]), &flen), 0);
+					      sizeof(p->frames[i]), &flen),
+			     0);
 		p->items[i] = (vbs_cs_item){p->ids[i], p->frames[i], flen, CS};
 	}
 }
@@ -214,7 +215,8 @@ out:
 
 int main(void)
 {
-	snprintf(dir, sizeof(dir), "%s/vmbak-gc-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	snprintf(dir, sizeof(dir), "%s/vmbak-gc-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	CHECK(mkdtemp(dir) != NULL);
 	RUN(gc_marks);
 	return unit_finish();

@@ -14,8 +14,8 @@ static char dir[256];
 
 static void keys(void)
 {
-	static const uint64_t vals[] = {0, 1, 255, 256, 0x0123456789abcdefull, UINT64_MAX - 1,
-					UINT64_MAX};
+	static const uint64_t vals[] = {
+	    0, 1, 255, 256, 0x0123456789abcdefull, UINT64_MAX - 1, UINT64_MAX};
 	uint8_t k[VBS_IDX_KEY_LEN], a[VBS_IDX_KEY_LEN], b[VBS_IDX_KEY_LEN];
 	uint64_t l, n, s;
 
@@ -65,11 +65,16 @@ struct ent {
 	int id; /* 0: hole, else the id's fill byte */
 };
 static const struct ent ents[] = {
-	{L, 10, 0, 'A'}, {L, 10, 1, 'B'}, {L, 10, 3, 'C'}, /* the first point */
-	{L, 20, 1, 0},	 {L, 20, 2, 'D'},		    /* 1 becomes a hole, 2 gets data */
-	{L, 30, 0, 'E'},				    /* 0 changes */
-	/* neighbours, which no lookup of L may see */
-	{L - 1, 50, 9, 'Y'}, {L + 1, 1, 0, 'X'}, {L + 1, 1, 2, 'Z'},
+    {L, 10, 0, 'A'},
+    {L, 10, 1, 'B'},
+    {L, 10, 3, 'C'}, /* the first point */
+    {L, 20, 1, 0},
+    {L, 20, 2, 'D'}, /* 1 becomes a hole, 2 gets data */
+    {L, 30, 0, 'E'}, /* 0 changes */
+    /* neighbours, which no lookup of L may see */
+    {L - 1, 50, 9, 'Y'},
+    {L + 1, 1, 0, 'X'},
+    {L + 1, 1, 2, 'Z'},
 };
 
 static int put_fn(vbs_vault *v, MDB_txn *txn, void *arg)

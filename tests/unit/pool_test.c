@@ -84,8 +84,7 @@ static void posts(void)
 	CHECK(accepted > 0);
 	/* Runs wait for nothing but the tasks already running. */
 	check_run(p, 3);
-	for (int i = 0; i < 500 && __atomic_load_n(&posted_count, __ATOMIC_RELAXED) < accepted;
-	     i++)
+	for (int i = 0; i < 500 && __atomic_load_n(&posted_count, __ATOMIC_RELAXED) < accepted; i++)
 		usleep(2000);
 	CHECK_EQ_INT(posted_count, accepted);
 	CHECK_EQ_INT(posted_sum, want);
