@@ -1,5 +1,6 @@
 /* index_test.c: the versioned chunk index (store/index.c): key encoding and decoding, the
- * order keys sort in, and lookups as of each point of a lineage, through a real vault. */
+ * order keys sort in, and seeks and walks as of each point of a lineage, through a real
+ * vault. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,17 +102,26 @@ static int bad_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	return vbs_mdb_err(mdb_put(txn, v->dbi_idx, &k, &d, 0));
 }
 
-/* What chunk n shows as of serial: 0 for a hole, else the id's fill byte. */
+/* What chunk n shows as of serial, as a lookup does: the first entry at or after
+ * (L, n, ~serial), if it is chunk n's. 0 for a hole, else the id's fill byte. */
 static int at(vbs_vault *v, uint64_t serial, uint64_t n)
 {
 	uint8_t id[VBS_ID_LEN], want[VBS_ID_LEN];
+	uint64_t en = 0, es = 0;
 	MDB_txn *txn;
 	MDB_cursor *c;
-	int data = -1, r;
+	MDB_val d;
+	int data = 0, r;
 
 	CHECK_EQ_INT(vbs_read_begin(v, &txn), 0);
 	CHECK_EQ_INT(mdb_cursor_open(txn, v->dbi_idx, &c), 0);
-	r = vbs_idx_lookup(v, c, L, serial, n, id, &data);
+	r = vbs_idx_seek(c, L, n, serial, &en, &es, &d);
+	if (r == 1 && en == n) {
+		CHECK(es <= serial);
+		r = vbs_idx_value(&d, id, &data);
+	} else if (r >= 0) {
+		r = 0;
+	}
 	mdb_cursor_close(c);
 	vbs_read_end(v, txn);
 	if (r < 0)
@@ -178,28 +188,46 @@ static void versions(void)
 
 	CHECK_EQ_INT(vbs_read_begin(v, &txn), 0);
 	CHECK_EQ_INT(mdb_cursor_open(txn, v->dbi_idx, &c), 0);
-	CHECK_EQ_INT(vbs_idx_next_data(v, c, L, 20, 1, 100, &n), 0);
-	CHECK_EQ_INT(n, 2);
-	CHECK_EQ_INT(vbs_idx_next_data(v, c, L, 10, 1, 100, &n), 0);
-	CHECK_EQ_INT(n, 1);
-	CHECK_EQ_INT(vbs_idx_next_data(v, c, L, 10, 4, 100, &n), -ENXIO);
-	CHECK_EQ_INT(vbs_idx_next_data(v, c, L, 20, 1, 2, &n), -ENXIO); /* end excluded */
-	CHECK_EQ_INT(vbs_idx_next_data(v, c, L, 9, 0, 100, &n), -ENXIO);
-	CHECK_EQ_INT(vbs_idx_next_hole(v, c, L, 20, 0, 100, &n), 0);
-	CHECK_EQ_INT(n, 1);
-	CHECK_EQ_INT(vbs_idx_next_hole(v, c, L, 20, 2, 100, &n), 0);
-	CHECK_EQ_INT(n, 4);
-	CHECK_EQ_INT(vbs_idx_next_hole(v, c, L, 20, 2, 3, &n), 0);
-	CHECK_EQ_INT(n, 3); /* none before end: end */
+	{
+		uint64_t en = 0, es = 0;
+		MDB_val d;
+		int data = -1;
+
+		/* Seeks land on the newest entry at or before the serial, or the next chunk's. */
+		CHECK_EQ_INT(vbs_idx_seek(c, L, 1, 25, &en, &es, &d), 1);
+		CHECK(en == 1 && es == 20);
+		CHECK_EQ_INT(vbs_idx_value(&d, NULL, &data), 0);
+		CHECK_EQ_INT(data, 0);
+		CHECK_EQ_INT(vbs_idx_seek(c, L, 2, 15, &en, &es, &d), 1);
+		CHECK(en == 3 && es == 10); /* 2 is newer than 15: the next chunk */
+		/* Past the lineage's last entry: nothing, though lineage L + 1 follows. */
+		CHECK_EQ_INT(vbs_idx_seek(c, L, 4, 30, &en, &es, &d), 0);
+		CHECK_EQ_INT(vbs_idx_seek(c, L + 2, 0, 30, &en, &es, &d), 0);
+	}
 	mdb_cursor_close(c);
 	{
-		struct walked w = {{0}, {0}, 0};
+		static const struct {
+			uint64_t serial;
+			size_t count;
+			uint64_t n[4];
+			int id[4];
+		} want[] = {
+		    {9, 0, {0}, {0}},
+		    {10, 3, {0, 1, 3}, {'A', 'B', 'C'}},
+		    {20, 3, {0, 2, 3}, {'A', 'D', 'C'}},
+		    {30, 3, {0, 2, 3}, {'E', 'D', 'C'}},
+		};
 
-		CHECK_EQ_INT(vbs_idx_walk(v, txn, L, 20, walk_fn, &w), 0);
-		CHECK_EQ_INT(w.count, 3);
-		CHECK(w.n[0] == 0 && w.id[0] == 'A');
-		CHECK(w.n[1] == 2 && w.id[1] == 'D');
-		CHECK(w.n[2] == 3 && w.id[2] == 'C');
+		for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+			struct walked w = {{0}, {0}, 0};
+			int ok = 1;
+
+			CHECK_EQ_INT(vbs_idx_walk(v, txn, L, want[i].serial, walk_fn, &w), 0);
+			CHECK_EQ_INT(w.count, want[i].count);
+			for (size_t j = 0; j < want[i].count && j < w.count; j++)
+				ok &= w.n[j] == want[i].n[j] && w.id[j] == want[i].id[j];
+			CHECK(ok);
+		}
 	}
 	vbs_read_end(v, txn);
 
