@@ -39,7 +39,9 @@ enum {
 	CONTINUE = -1, /* parse_args: go on and mount */
 };
 
-#define FORCED_OPTS "ro,default_permissions,fsname=vmbakfs,subtype=vmbakfs"
+/* With fsname=VAULT (the vault's absolute path, see fsname_option), so that the mount table
+ * says which vault a mount serves (findmnt, vmbak restore --instant). */
+#define FORCED_OPTS "ro,default_permissions,subtype=vmbakfs"
 #define MAX_IDLE_THREADS 10
 #define MAX_THREADS 16
 #define READ_AHEAD_KIB 1024
@@ -537,15 +539,42 @@ out:
 	return status;
 }
 
-static struct fuse_session *new_session(struct fuse_args *fargs, vbf_fs *fs)
+/* "-ofsname=PATH" with PATH's commas and backslashes escaped for libfuse's option parser; a
+ * path too long for the mount's option page gives plain "vmbakfs". NULL when out of memory. */
+static char *fsname_option(const char *vault_path)
 {
+	size_t n = strlen(vault_path);
+	char *s, *w;
+
+	if (n > 1024)
+		return strdup("-ofsname=vmbakfs");
+	s = malloc(sizeof("-ofsname=") + 2 * n);
+	if (!s)
+		return NULL;
+	w = stpcpy(s, "-ofsname=");
+	for (; *vault_path; vault_path++) {
+		if (*vault_path == ',' || *vault_path == '\\')
+			*w++ = '\\';
+		*w++ = *vault_path;
+	}
+	*w = '\0';
+	return s;
+}
+
+static struct fuse_session *new_session(struct fuse_args *fargs, vbf_fs *fs,
+					const char *vault_path)
+{
+	char *fsname = fsname_option(vault_path);
 	struct fuse_session *se;
 	const char *msg;
 
-	if (fuse_opt_add_arg(fargs, "-o" FORCED_OPTS) != 0) {
+	if (!fsname || fuse_opt_add_arg(fargs, "-o" FORCED_OPTS) != 0 ||
+	    fuse_opt_add_arg(fargs, fsname) != 0) {
+		free(fsname);
 		vbu_errno(-ENOMEM, "cannot start");
 		return NULL;
 	}
+	free(fsname);
 	log_capture_begin();
 	se = fuse_session_new(fargs, &vbf_ops, sizeof(vbf_ops), fs);
 	msg = log_capture_end();
@@ -766,7 +795,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	se = new_session(&fargs, &fs);
+	se = new_session(&fargs, &fs, vault_path);
 	if (se == NULL) {
 		status = EXIT_USAGE;
 		goto out;

@@ -723,6 +723,11 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		if (!r)
 			return vbs_fail(-EEXIST, "cannot create vault '%s': directory is not empty",
 					path);
+		/* An existing empty directory may be open to all, and anyone who can write it
+		 * can rename files over the vault's: make it what mkdir makes. */
+		if (chmod(path, 0700) < 0)
+			return vbs_fail(-errno, "cannot create vault '%s': %s", path,
+					vbu_strerror(errno));
 	} else if (errno != ENOENT) {
 		return vbs_fail(-errno, "cannot create vault '%s': %s", path, vbu_strerror(errno));
 	} else {

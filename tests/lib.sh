@@ -97,33 +97,88 @@ use_test_build() {
 	VMBAKFS=$VMBAKFS_TB
 }
 
-# expect_status N CMD...: runs CMD with stdout in $OUT and stderr in $ERR and checks that it
-# exits with status N. A failing command (N != 0) must say why in exactly one line on stderr.
+# The checks below stop the test at the first failure, unless keep_going was called: then each
+# failed check says so on stderr and the test goes on, and finish_checks ends it (status 1 if
+# any failed). A list of many independent checks (tests/cli/usage.sh) reports them all at once.
+_lib_keep_going=0
+_lib_checks=0
+_lib_failed=0
+
+# keep_going: from here on, a failed check is counted and reported, not fatal.
+keep_going() {
+	_lib_keep_going=1
+}
+
+# check_failed MSG: one failed check (fatal unless keep_going).
+check_failed() {
+	if [ "$_lib_keep_going" -eq 1 ]; then
+		echo "FAIL: $*" | cut -c 1-400 >&2
+		_lib_failed=$((_lib_failed + 1))
+		return 0
+	fi
+	fail "$*"
+}
+
+# finish_checks: ends a keep_going test: a note with the counts, status 1 if any check failed.
+finish_checks() {
+	note "$_lib_checks checks, $_lib_failed failed"
+	[ "$_lib_failed" -eq 0 ] || exit 1
+	exit 0
+}
+
+# expect_status N CMD...: runs CMD with no standard input, stdout in $OUT and stderr in $ERR,
+# and checks that it exits with status N. A failing command (N != 0) must say why in exactly
+# one line on stderr; when CMD is vmbak or vmbakfs, starting with "vmbak: " or "vmbakfs: ".
 expect_status() {
-	local want=$1 st=0
+	local want=$1 st=0 prog
 	shift
-	"$@" >"$OUT" 2>"$ERR" || st=$?
+	_lib_checks=$((_lib_checks + 1))
+	"$@" </dev/null >"$OUT" 2>"$ERR" || st=$?
 	if [ "$st" -ne "$want" ]; then
 		_lib_show_output
-		fail "'$*' exited with $st, expected $want"
+		check_failed "'$*' exited with $st, expected $want"
+		return 0
 	fi
 	if [ "$want" -ne 0 ]; then
+		prog=${1##*/}
 		if [ "$(wc -l <"$ERR")" -ne 1 ] || [ -n "$(tail -c 1 "$ERR" | tr -d '\n')" ]; then
 			_lib_show_output
-			fail "'$*' must print exactly one line on stderr"
+			check_failed "'$*' must print exactly one line on stderr"
+		elif { [ "$prog" = vmbak ] || [ "$prog" = vmbakfs ]; } &&
+			! grep -q "^$prog: " "$ERR"; then
+			_lib_show_output
+			check_failed "'$*': its line on stderr must start with '$prog: '"
 		fi
 	fi
 	return 0
 }
 
+# expect_ok CMD...: CMD succeeds and writes nothing on stderr.
+expect_ok() {
+	expect_status 0 "$@"
+	[ ! -s "$ERR" ] || { _lib_show_output; check_failed "'$*' wrote on stderr"; }
+	return 0
+}
+
 # expect_stderr ERE: the stderr of the last expect_status matches ERE.
 expect_stderr() {
-	grep -Eq -- "$1" "$ERR" || { _lib_show_output; fail "stderr does not match /$1/"; }
+	grep -Eq -- "$1" "$ERR" || { _lib_show_output; check_failed "stderr does not match /$1/"; }
+	return 0
 }
 
 # expect_stdout ERE: the stdout of the last expect_status has a line matching ERE.
 expect_stdout() {
-	grep -Eq -- "$1" "$OUT" || { _lib_show_output; fail "stdout does not match /$1/"; }
+	grep -Eq -- "$1" "$OUT" || { _lib_show_output; check_failed "stdout does not match /$1/"; }
+	return 0
+}
+
+# expect_json CODE [ARG...]: python3 with the JSON that the last expect_status printed as `d`
+# (sys.argv[2:] are the ARGs); CODE asserts.
+expect_json() {
+	python3 -c "import json, sys
+d = json.load(open(sys.argv[1]))
+$1" "$OUT" "${@:2}" || { _lib_show_output; check_failed "JSON check failed: $1"; }
+	return 0
 }
 
 _lib_show_output() {
@@ -423,4 +478,74 @@ for off in (0, size // 3 + 4093, size // 2 // (1 << 20) * (1 << 20) - 5, size - 
 for o, l in sorted(runs):
     print(o, l)
 EOF
+}
+
+# flip_chunks VAULT VM DISK N...: flips one byte in the middle of the frame of chunk N of DISK
+# as the VM's latest point sees it, at every place of data.mdb the frame appears (found with
+# vbk-inspect, tests/tools/inspect.c, and mdb_dump).
+flip_chunks() {
+	python3 - "$@" <<'EOF' || fail "cannot damage chunks $*"
+import os, subprocess, sys
+vault, vm, disk, ns = sys.argv[1], sys.argv[2], sys.argv[3], [int(x) for x in sys.argv[4:]]
+
+def dump(db):
+    out = subprocess.run(["mdb_dump", "-s", db, vault], check=True,
+                         stdout=subprocess.PIPE).stdout.decode().splitlines()
+    body = out[out.index("HEADER=END") + 1:out.index("DATA=END")]
+    return [(bytes.fromhex(body[i].strip()), bytes.fromhex(body[i + 1].strip()))
+            for i in range(0, len(body), 2)]
+
+lines = subprocess.run([os.environ["VBK_INSPECT"], vault, vm, "latest", disk], check=True,
+                       stdout=subprocess.PIPE).stdout.decode().splitlines()
+idx = {int(l.split()[0]): (0, bytes.fromhex(l.split()[1])) for l in lines[1:]}
+chunks = dict(dump("chunks"))
+data = bytearray(open(vault + "/data.mdb", "rb").read())
+for n in ns:
+    frame = chunks[idx[n][1]]
+    at, hits = 0, 0
+    while True:
+        at = data.find(frame, at)
+        if at < 0:
+            break
+        data[at + len(frame) // 2] ^= 0x55
+        hits += 1
+        at += len(frame)
+    if hits == 0:
+        sys.exit("frame of chunk %d (%d bytes) not found in data.mdb" % (n, len(frame)))
+with open(vault + "/data.mdb", "r+b") as f:
+    f.write(data)
+EOF
+}
+
+# The set-up many mount tests share.
+
+# plain_vault [INIT-OPTION...]: T=$TESTTMP (the working directory from here on), V=$T/vault (an
+# unencrypted vault with 16 KiB chunks, created here with any further init options), M=$T/mnt
+# (a mount point to use); no passphrase in the environment.
+plain_vault() {
+	unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE
+	T=$TESTTMP
+	V=$T/vault
+	M=$T/mnt
+	cd "$T"
+	expect_status 0 "$VMBAK" init "$V" --encryption none --chunk-size 16384 "$@"
+}
+
+# json_value EXPR: the value of the python3 expression EXPR over the JSON in $OUT (`d`).
+json_value() {
+	python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+print(eval(sys.argv[2]))' "$OUT" "$1"
+}
+
+# scribble FILE N [CHANGED]: overwrites N random 16 KiB blocks of FILE with random bytes,
+# appending "OFFSET 16384" to the extents file CHANGED for each.
+scribble() {
+	local file=$1 n=$2 changed=${3:-} blocks k b
+	blocks=$(($(stat -c %s "$file") / 16384))
+	for ((k = 0; k < n; k++)); do
+		b=$((RANDOM % blocks))
+		dd if=/dev/urandom of="$file" bs=16384 count=1 seek="$b" conv=notrunc status=none
+		[ -z "$changed" ] || echo "$((b * 16384)) 16384" >>"$changed"
+	done
 }

@@ -7,8 +7,9 @@
 #                   disk and the results (results.txt, .tsv, .json, bench.log) stay there
 #   CORPUS          a ready corpus directory (base.raw base.luks day2.raw day2.luks, with
 #                   day2.extents and day2.luks.extents if present); default: made in BENCH_DIR
-#                   by make-corpus.sh (the project's ../shared/bench one when it exists, else the
-#                   copy in this directory, which is the same file)
+#                   by ../shared/bench/make-corpus.sh when it exists (the corpus reported figures
+#                   are measured on), else by the project's own tests/bench/corpus.py (the same
+#                   kinds of data, made from fixed seeds)
 #   BENCH_PEERS     peers to run (default "borg restic casync"; "" for none)
 #   BENCH_QUICK=1   shorter: 5 s random-read tests, no cold `cat`, no 1 TiB case
 #   BENCH_SCALE=0   skip the 1 TiB sparse case; BENCH_FIO_SECS, BENCH_FIO_IOS: random-read limits
@@ -139,12 +140,12 @@ if [ -n "${CORPUS:-}" ]; then
 	C=$CORPUS
 else
 	C=$BENCH_DIR/corpus-${gib}G
-	mk=$top/../shared/bench/make-corpus.sh
-	[ -f "$mk" ] || mk=$here/make-corpus.sh
+	mk=(bash "$top/../shared/bench/make-corpus.sh")
+	[ -f "${mk[1]}" ] || mk=(python3 "$here/corpus.py")
 	if [ ! -f "$C/.done" ] || [ "$(cat "$C/.done")" != "$gib" ]; then
-		install_pkgs e2fsprogs qemu-utils python3 || die "make-corpus.sh needs e2fsprogs qemu-utils"
-		say "making the ${gib} GiB corpus in $C with $mk"
-		bash "$mk" "$C" "$gib" >>"$LOG" 2>&1 || die "make-corpus.sh failed (see $LOG)"
+		install_pkgs e2fsprogs qemu-utils python3 || die "the corpus needs e2fsprogs qemu-utils"
+		say "making the ${gib} GiB corpus in $C with ${mk[1]}"
+		"${mk[@]}" "$C" "$gib" >>"$LOG" 2>&1 || die "${mk[1]##*/} failed (see $LOG)"
 	fi
 fi
 C=$(cd "$C" && pwd) || die "no corpus directory '$C'"

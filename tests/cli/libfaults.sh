@@ -151,6 +151,7 @@ add kv-unwrap "vmbak keyvault unwrap @/kv $T/blob" "vmbak keyvault unwrap @/kv $
 add mount "MOUNT" "" vault
 
 nfail=0
+fails=()
 declare -A count=()
 bump() { count[$1]=$((${count[$1]:-0} + 1)); }
 
@@ -225,9 +226,17 @@ mount_read() {
 				probs+=("$path: read under the fault failed, not with EIO: $(head -c 200 rd.err)")
 			fi
 		done <expect
-		# A daemon whose /dev/fuse failed has ended its session (and says so on exit).
-		[ "$gone" -eq 1 ] || ! is_mounted "$M" || timeout -k 5 10 stat "$M" >/dev/null 2>&1 ||
+		# A daemon whose /dev/fuse failed has ended its session (and says so on exit): a stat
+		# that fails or hangs is fine while the daemon is on its way out, never after.
+		if [ "$gone" -eq 0 ] && is_mounted "$M" &&
+			! timeout -k 5 10 stat "$M" >/dev/null 2>&1; then
+			gone=1
+			for ((k = 0; k < 200; k++)); do
+				kill -0 "$pid" 2>/dev/null || break
+				sleep 0.05
+			done
 			! kill -0 "$pid" 2>/dev/null || probs+=("the faulted mount stopped answering")
+		fi
 		_lib_fuse_unmount "$M" || probs+=("cannot unmount the faulted mount")
 	fi
 	for ((k = 0; k < 200; k++)); do
@@ -371,6 +380,7 @@ print("\n".join(map(str, random.Random(s).sample(range(2, c), min(k, c - 2)))))'
 		if [ ${#probs[@]} -gt 0 ]; then
 			nfail=$((nfail + 1))
 			nf=$((nf + 1))
+			fails+=("FAIL $op with call $n of $c failing (${call:-?}):" "${probs[@]/#/    }")
 			echo "FAIL $op with call $n of $c failing (${call:-?}) (SEED=$SEED):"
 			printf '    %s\n' "${probs[@]}"
 			for k in $(for line in "${probs[@]}"; do
@@ -392,6 +402,10 @@ rm -rf --one-file-system "$T/w"
 note "$((SECONDS - t0)) s"
 for k in $(printf '%s\n' "${!count[@]}" | sort); do
 	note "$k: ${count[$k]}"
+done
+# The failures again, last: the runner shows a failed test's last lines.
+for line in "${fails[@]}"; do
+	note "$line"
 done
 [ "$nfail" -eq 0 ] || fail "$nfail faulted runs failed (SEED=$SEED)"
 exit 0

@@ -17,11 +17,6 @@ V=$T/vault
 cd "$T"
 expect_status 0 "$VMBAK" init "$V" --encryption none --chunk-size 4096
 
-# json EXPR: evaluates a Python expression over the JSON document in $OUT (as `d`).
-json() {
-	python3 -c "import json,sys; d=json.load(open('$OUT')); print($1)"
-}
-
 # Eight points of vm1, one chunk (4 KiB) changed each time, at known times (UTC):
 # 2026-03-01 10:00, 03-01 18:00, 03-02 10:00, 03-08 10:00, 03-09 10:00, 04-01 10:00,
 # 04-01 11:00, 04-02 10:00.
@@ -74,9 +69,9 @@ expect_status 0 "$VMBAK" protect "$V" "vm1/${ids[3]}"
 expect_status 0 "$VMBAK" list "$V" vm1
 grep -E "${ids[3]} .* yes\$" "$OUT" >/dev/null || fail "list does not show the protection"
 expect_status 0 "$VMBAK" list "$V" --json
-[ "$(json "[p['id'] for p in d if p['protected']]")" = "['${ids[3]}']" ] ||
+[ "$(json_value "[p['id'] for p in d if p['protected']]")" = "['${ids[3]}']" ] ||
 	fail "list --json: protected is wrong"
-[ "$(json "[p['retain_until'] for p in d][1]")" = 2099-01-01 ] || fail "retain_until missing"
+[ "$(json_value "[p['retain_until'] for p in d][1]")" = 2099-01-01 ] || fail "retain_until missing"
 expect_status 0 "$VMBAK" info "$V" "vm1/${ids[3]}"
 expect_stdout '^protected: +yes'
 
@@ -95,29 +90,29 @@ expect_stdout "^keep +vm1/${ids[6]} +\(keep-daily\)\$"
 expect_stdout "^keep +vm1/${ids[7]} +\(keep-daily\)\$"
 expect_stdout 'dry run: 3 of 8 points'
 expect_status 0 "$VMBAK" list "$V" --json
-[ "$(json 'len(d)')" = 8 ] || fail "the dry run deleted something"
+[ "$(json_value 'len(d)')" = 8 ] || fail "the dry run deleted something"
 expect_status 0 "$VMBAK" prune "$V" vm1 --keep-daily 2 --keep-monthly 2 --dry-run --json
-[ "$(json "sum(1 for p in d if not p['keep'])")" = 3 ] || fail "prune --json: wrong plan"
+[ "$(json_value "sum(1 for p in d if not p['keep'])")" = 3 ] || fail "prune --json: wrong plan"
 
 expect_status 0 "$VMBAK" gc "$V" --json
-chunks_before=$(json "d['chunks']")
-[ "$(json "d['freed']")" = 0 ] || fail "gc freed chunks of live points"
+chunks_before=$(json_value "d['chunks']")
+[ "$(json_value "d['freed']")" = 0 ] || fail "gc freed chunks of live points"
 
 # The real prune.
 expect_status 0 "$VMBAK" prune "$V" vm1 --keep-daily 2 --keep-monthly 2
 expect_stdout 'pruned 3 of 8 points'
 expect_status 0 "$VMBAK" list "$V" --json
-[ "$(json "' '.join(p['id'] for p in d)")" = "${ids[1]} ${ids[3]} ${ids[4]} ${ids[6]} ${ids[7]}" ] ||
-	fail "prune kept the wrong points: $(json "' '.join(p['id'] for p in d)")"
+[ "$(json_value "' '.join(p['id'] for p in d)")" = "${ids[1]} ${ids[3]} ${ids[4]} ${ids[6]} ${ids[7]}" ] ||
+	fail "prune kept the wrong points: $(json_value "' '.join(p['id'] for p in d)")"
 
 # gc frees exactly the chunks only the pruned points held. Point i changed chunk i, so every
 # pruned point's own chunk is inherited by the next point, except one: ids[0] read chunk 1 as it
 # was first written, ids[1] (kept) changed it, and nothing else refers to that old chunk 1.
 expect_status 0 "$VMBAK" gc "$V" --json
-[ "$(json "d['freed']")" = 1 ] || fail "gc freed $(json "d['freed']") chunks, expected 1"
-[ "$(json "d['chunks'] - d['freed']")" = $((chunks_before - 1)) ] || fail "gc counts"
+[ "$(json_value "d['freed']")" = 1 ] || fail "gc freed $(json_value "d['freed']") chunks, expected 1"
+[ "$(json_value "d['chunks'] - d['freed']")" = $((chunks_before - 1)) ] || fail "gc counts"
 expect_status 0 "$VMBAK" gc "$V" --json
-[ "$(json "d['freed']")" = 0 ] || fail "a second gc freed more"
+[ "$(json_value "d['freed']")" = 0 ] || fail "a second gc freed more"
 
 # Delete: refusals, then --force.
 expect_status 1 "$VMBAK" delete "$V" "vm1/${ids[7]}"
@@ -138,18 +133,18 @@ dd if=/dev/urandom of=disk.img bs=4096 count=1 seek=15 conv=notrunc status=none
 printf '%d %d\n' $((15 * 4096)) 4096 >changed.txt
 expect_status 0 "$VMBAK" ingest "$V" vm1 --disk sda=disk.img --changed sda=changed.txt
 expect_status 0 "$VMBAK" info "$V" vm1 --json
-[ "$(json "d['parent']")" = "${ids[6]}" ] || fail "the new point's parent is not ${ids[6]}"
+[ "$(json_value "d['parent']")" = "${ids[6]}" ] || fail "the new point's parent is not ${ids[6]}"
 
 # Jobs: ingest, prune, delete, gc recorded; refusals failed with their error.
 expect_status 0 "$VMBAK" jobs "$V" --json
-json "'\n'.join('%s %s %s %s' % (j['id'], j['kind'], j['state'], j['error']) for j in d)"
-[ "$(json "sorted(set(j['kind'] for j in d))")" = "['delete', 'gc', 'ingest', 'prune']" ] ||
+json_value "'\n'.join('%s %s %s %s' % (j['id'], j['kind'], j['state'], j['error']) for j in d)"
+[ "$(json_value "sorted(set(j['kind'] for j in d))")" = "['delete', 'gc', 'ingest', 'prune']" ] ||
 	fail "job kinds missing"
-[ "$(json "[j['state'] for j in d if j['kind'] == 'delete' and 'newest' in (j['error'] or '')]")" = "['failed']" ] ||
+[ "$(json_value "[j['state'] for j in d if j['kind'] == 'delete' and 'newest' in (j['error'] or '')]")" = "['failed']" ] ||
 	fail "a refused delete is not a failed job"
-[ "$(json "all(j['state'] == 'completed' for j in d if j['kind'] in ('ingest', 'gc') or j['target'] == 'vm1' and j['kind'] == 'prune')")" = True ] ||
+[ "$(json_value "all(j['state'] == 'completed' for j in d if j['kind'] in ('ingest', 'gc') or j['target'] == 'vm1' and j['kind'] == 'prune')")" = True ] ||
 	fail "jobs not completed"
-[ "$(json "d[0]['bytes_read']")" = 65536 ] || fail "bytes_read of the first ingest"
+[ "$(json_value "d[0]['bytes_read']")" = 65536 ] || fail "bytes_read of the first ingest"
 expect_status 0 "$VMBAK" jobs "$V" --last 2
 [ "$(wc -l <"$OUT")" -eq 3 ] || fail "jobs --last 2"
 
@@ -165,7 +160,7 @@ for sig in TERM KILL; do
 	done
 	[ -e "$T/go.reached" ] || fail "the ingest did not reach its commit"
 	expect_status 0 "$VMBAK" jobs "$V" --json
-	[ "$(json "d[-1]['state']")" = running ] || fail "a live ingest is not running"
+	[ "$(json_value "d[-1]['state']")" = running ] || fail "a live ingest is not running"
 	kill -"$sig" "$pid"
 	st=0
 	wait "$pid" || st=$?
@@ -173,16 +168,16 @@ for sig in TERM KILL; do
 	if [ "$sig" = TERM ]; then
 		[ "$st" -eq 1 ] || fail "SIGTERM: exit status $st"
 		grep -q 'interrupted by SIGTERM' "$T/sig.err" || fail "no message for SIGTERM"
-		[ "$(json "d[-1]['state']")" = killed ] || fail "SIGTERM: not killed"
+		[ "$(json_value "d[-1]['state']")" = killed ] || fail "SIGTERM: not killed"
 	else
-		[ "$(json "d[-1]['state'] + '/' + d[-1]['error']")" = "failed/process died" ] ||
-			fail "SIGKILL: $(json "d[-1]")"
+		[ "$(json_value "d[-1]['state'] + '/' + d[-1]['error']")" = "failed/process died" ] ||
+			fail "SIGKILL: $(json_value "d[-1]")"
 	fi
 done
 expect_status 0 "$VMBAK" list "$V" --json
-[ "$(json "[p['id'] for p in d if p['vm'] == 'vm2']")" = "[]" ] ||
+[ "$(json_value "[p['id'] for p in d if p['vm'] == 'vm2']")" = "[]" ] ||
 	fail "an interrupted ingest left a point"
 # Their chunks were pinned by dead jobs: gc frees them.
 expect_status 0 "$VMBAK" gc "$V" --json
-[ "$(json "d['pinned']")" = 0 ] || fail "pins of dead ingests kept"
+[ "$(json_value "d['pinned']")" = 0 ] || fail "pins of dead ingests kept"
 echo "ok"

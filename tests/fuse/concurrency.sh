@@ -11,14 +11,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 need_root
 need_fuse
-unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE
 
 ROUNDS=${ROUNDS:-8}
-T=$TESTTMP
-V=$T/vault
-M=$T/mnt
-cd "$T"
-expect_status 0 "$VMBAK" init "$V" --encryption none --chunk-size 16384
+plain_vault
 SIZE=$((4 * 1024 * 1024))
 head -c "$SIZE" /dev/urandom >disk.img
 : >map # "id source" per committed point
@@ -35,12 +30,7 @@ writer() {
 	local r k off id
 	for ((r = 3; r < ROUNDS + 3; r++)); do
 		: >changed.txt
-		for k in 1 2 3; do
-			off=$(((RANDOM % (SIZE / 16384)) * 16384))
-			dd if=/dev/urandom of=disk.img bs=16384 count=1 seek=$((off / 16384)) \
-				conv=notrunc status=none
-			echo "$off 16384" >>changed.txt
-		done
+		scribble disk.img 3 changed.txt
 		cp disk.img "src$r.img"
 		if [ $((r % 2)) -eq 0 ]; then
 			id=$("$VMBAK" ingest "$V" vm1 --disk sda=disk.img --changed sda=changed.txt |

@@ -14,17 +14,9 @@ set -euo pipefail
 need_root
 need_fuse
 need_cmd python3
-unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE
 
 KILLS=${KILLS:-40}
-T=$TESTTMP
-V=$T/vault
-M=$T/mnt
-cd "$T"
-json() {
-	python3 -c "import json,sys; d=json.load(open('$OUT')); print($1)"
-}
-expect_status 0 "$VMBAK" init "$V" --encryption none --chunk-size 16384
+plain_vault
 
 declare -A src # point id -> its source image
 SIZE=$((4 * 1024 * 1024))
@@ -41,14 +33,8 @@ list_ids() {
 # the changed ranges to changed.txt, which holds every change since the latest committed point
 # (an ingest that was killed before its commit took none of its changes).
 new_disk() {
-	local k off
 	attempt=$((attempt + 1))
-	for k in 1 2 3 4; do
-		off=$(((RANDOM % (SIZE / 16384)) * 16384))
-		dd if=/dev/urandom of=disk.img bs=16384 count=1 seek=$((off / 16384)) \
-			conv=notrunc status=none
-		echo "$off 16384" >>changed.txt
-	done
+	scribble disk.img 4 changed.txt
 	cp disk.img "src$attempt.img"
 }
 
@@ -143,14 +129,14 @@ expect_status 0 "$VMBAK" ingest "$V" vm1 --disk sda=disk.img
 src[$(tail -n 1 "$OUT")]=src$attempt.img
 expect_status 0 "$VMBAK" gc "$V" --json
 note "final gc: $(tr -d ' \n' <"$OUT")"
-[ "$(json "d['pinned']")" = 0 ] || fail "pins of killed ingests survived"
+[ "$(json_value "d['pinned']")" = 0 ] || fail "pins of killed ingests survived"
 expect_status 0 "$VMBAK" gc "$V" --json
-[ "$(json "d['freed']")" = 0 ] || fail "a second gc freed more"
-[ "$(json "d['chunks'] == d['referenced']")" = True ] || fail "unreferenced chunks left"
+[ "$(json_value "d['freed']")" = 0 ] || fail "a second gc freed more"
+[ "$(json_value "d['chunks'] == d['referenced']")" = True ] || fail "unreferenced chunks left"
 check_all
 expect_status 0 "$VMBAK" jobs "$V" --json
-running=$(json "sum(1 for j in d if j['state'] == 'running')")
-died=$(json "sum(1 for j in d if j['error'] == 'process died')")
+running=$(json_value "sum(1 for j in d if j['state'] == 'running')")
+died=$(json_value "sum(1 for j in d if j['error'] == 'process died')")
 note "jobs: ${died} shown as failed with 'process died', ${running} running"
 [ "$running" -eq 0 ] || fail "killed jobs shown as running"
 [ "$died" -ge 1 ] || fail "no killed job shown as 'process died'"

@@ -31,42 +31,6 @@ printf 'damage test passphrase\n' >pass
 chmod 600 pass
 cases=0
 
-# flip VAULT VM DISK N...: flips one byte in the middle of the frame of chunk N of DISK as the
-# VM's latest point sees it, at every place of data.mdb the frame appears.
-flip() {
-	python3 - "$@" <<'EOF' || fail "cannot damage chunks $*"
-import os, subprocess, sys
-vault, vm, disk, ns = sys.argv[1], sys.argv[2], sys.argv[3], [int(x) for x in sys.argv[4:]]
-
-def dump(db):
-    out = subprocess.run(["mdb_dump", "-s", db, vault], check=True,
-                         stdout=subprocess.PIPE).stdout.decode().splitlines()
-    body = out[out.index("HEADER=END") + 1:out.index("DATA=END")]
-    return [(bytes.fromhex(body[i].strip()), bytes.fromhex(body[i + 1].strip()))
-            for i in range(0, len(body), 2)]
-
-lines = subprocess.run([os.environ["VBK_INSPECT"], vault, vm, "latest", disk], check=True,
-                       stdout=subprocess.PIPE).stdout.decode().splitlines()
-idx = {int(l.split()[0]): (0, bytes.fromhex(l.split()[1])) for l in lines[1:]}
-chunks = dict(dump("chunks"))
-data = bytearray(open(vault + "/data.mdb", "rb").read())
-for n in ns:
-    frame = chunks[idx[n][1]]
-    at, hits = 0, 0
-    while True:
-        at = data.find(frame, at)
-        if at < 0:
-            break
-        data[at + len(frame) // 2] ^= 0x55
-        hits += 1
-        at += len(frame)
-    if hits == 0:
-        sys.exit("frame of chunk %d (%d bytes) not found in data.mdb" % (n, len(frame)))
-with open(vault + "/data.mdb", "r+b") as f:
-    f.write(data)
-EOF
-}
-
 # no_signal STATUS CMD...: like expect_status, and the status is not a signal's (>= 128).
 no_signal() {
 	local want=$1
@@ -119,7 +83,7 @@ for enc in none aes-256-gcm; do
 	expect_stdout ': whole$'
 
 	# Chunk 3 (raw), chunks 10 and 11 (compressed, consecutive).
-	flip "$V" vm1 sda 3 10 11
+	flip_chunks "$V" vm1 sda 3 10 11
 	cases=$((cases + 1))
 
 	note "verify finds it and says where"

@@ -22,9 +22,6 @@ cd "$T"
 mkdir -p "$S"
 mount -t tmpfs -o size=40m tmpfs "$S" || skip "cannot mount a tmpfs"
 echo "kmount $S" >>"$_lib_state"
-json() {
-	python3 -c "import json,sys; d=json.load(open('$OUT')); print($1)"
-}
 
 expect_status 0 "$VMBAK" init "$V" --encryption none
 head -c 6M /dev/zero | tr '\0' 'x' >"$S/filler"
@@ -43,7 +40,7 @@ expect_stderr 'no space left on device|is full'
 df -h "$S" | tail -n 1
 
 expect_status 0 "$VMBAK" list "$V" --json
-[ "$(json "' '.join(p['id'] for p in d)")" = "$id1 $id2" ] || fail "list after the failure"
+[ "$(json_value "' '.join(p['id'] for p in d)")" = "$id1 $id2" ] || fail "list after the failure"
 vmount "$V" "$M"
 cmp "$M/vm1/$id1/sda.img" a1.img || fail "point 1 differs after the disk filled up"
 cmp "$M/vm1/$id2/sda.img" a.img || fail "point 2 differs after the disk filled up"
@@ -52,15 +49,15 @@ vumount "$M"
 # Space freed: ingest works again; gc drops what the failed ingest stored.
 rm "$S/filler"
 expect_status 0 "$VMBAK" jobs "$V" --json
-[ "$(json "d[-1]['kind'] + ' ' + d[-1]['state']")" = "ingest failed" ] ||
-	fail "the failed ingest is not a failed job: $(json "d[-1]")"
+[ "$(json_value "d[-1]['kind'] + ' ' + d[-1]['state']")" = "ingest failed" ] ||
+	fail "the failed ingest is not a failed job: $(json_value "d[-1]")"
 expect_status 0 "$VMBAK" gc "$V" --json
 note "gc: $(tr -d ' \n' <"$OUT")"
-[ "$(json "d['freed'] > 0")" = True ] || fail "gc freed nothing of the failed ingest"
-[ "$(json "d['chunks'] - d['freed'] == d['referenced']")" = True ] || fail "gc left garbage"
+[ "$(json_value "d['freed'] > 0")" = True ] || fail "gc freed nothing of the failed ingest"
+[ "$(json_value "d['chunks'] - d['freed'] == d['referenced']")" = True ] || fail "gc left garbage"
 expect_status 0 "$VMBAK" info "$V" --json
-note "after gc: data.mdb $(json "d['file_bytes']") bytes, $(json "d['free_bytes']") free"
-[ "$(json "d['free_bytes'] >= 16 << 20")" = True ] || fail "info does not show the freed space"
+note "after gc: data.mdb $(json_value "d['file_bytes']") bytes, $(json_value "d['free_bytes']") free"
+[ "$(json_value "d['free_bytes'] >= 16 << 20")" = True ] || fail "info does not show the freed space"
 size_before=$(stat -c %s "$V/data.mdb")
 head -c 8M /dev/urandom >c.img
 expect_status 0 "$VMBAK" ingest "$V" vm3 --disk sda=c.img

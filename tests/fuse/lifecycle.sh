@@ -19,16 +19,8 @@ use_test_build
 need_root
 need_fuse
 need_cmd python3
-unset VMBAK_PASSPHRASE VMBAK_PASSPHRASE_FILE
 
-T=$TESTTMP
-V=$T/vault
-M=$T/mnt
-cd "$T"
-json() {
-	python3 -c "import json,sys; d=json.load(open('$OUT')); print($1)"
-}
-expect_status 0 "$VMBAK" init "$V" --encryption none --chunk-size 16384
+plain_vault
 
 # ---- 1: deletes under a live mount ----
 head -c $((1024 * 1024)) /dev/urandom >disk.img
@@ -36,12 +28,7 @@ ids=()
 for i in 0 1 2 3 4; do
 	args=()
 	if [ "$i" -gt 0 ]; then
-		for k in 1 2 3; do
-			off=$(((RANDOM % 64) * 16384))
-			dd if=/dev/urandom of=disk.img bs=16384 count=1 seek=$((off / 16384)) \
-				conv=notrunc status=none
-			echo "$off 16384" >>"changed$i.txt"
-		done
+		scribble disk.img 3 "changed$i.txt"
 		[ $((i % 2)) -eq 0 ] && args=(--changed "sda=changed$i.txt")
 	fi
 	cp disk.img "src$i.img"
@@ -61,7 +48,7 @@ check_points 0 1 3 4
 expect_status 0 "$VMBAK" delete "$V" "vm1/${ids[0]}"
 expect_status 0 "$VMBAK" gc "$V" --json
 note "gc after two deletes: $(cat "$OUT" | tr -d ' \n')"
-[ "$(json "d['freed'] > 0")" = True ] || fail "gc freed nothing after deletes"
+[ "$(json_value "d['freed'] > 0")" = True ] || fail "gc freed nothing after deletes"
 check_points 1 3 4
 [ -e "$M/vm1/${ids[0]}" ] && fail "a deleted point is still visible"
 expect_status 0 "$VMBAK" delete "$V" "vm1/${ids[4]}" --force
@@ -86,8 +73,8 @@ done
 [ -e "$T/go.reached" ] || fail "ingest b did not reach its commit"
 expect_status 0 "$VMBAK" gc "$V" --json
 note "gc during ingest b: $(tr -d ' \n' <"$OUT")"
-[ "$(json "d['pinned']")" = 32 ] || fail "gc did not keep the 32 pinned chunks of ingest b"
-[ "$(json "d['freed']")" = 0 ] || fail "gc freed chunks an ingest in progress uses"
+[ "$(json_value "d['pinned']")" = 32 ] || fail "gc did not keep the 32 pinned chunks of ingest b"
+[ "$(json_value "d['freed']")" = 0 ] || fail "gc freed chunks an ingest in progress uses"
 touch "$T/go"
 wait "$pid" || { cat "$T/b.out"; fail "ingest b failed"; }
 vmount "$V" "$M"
@@ -112,14 +99,14 @@ touch "$T/sweep"
 wait "$pid" || { cat "$T/gc.out"; fail "gc failed"; }
 cp "$T/gc.out" "$OUT"
 note "gc around ingest d: $(tr -d ' \n' <"$OUT")"
-[ "$(json "d['pinned']")" = 32 ] || fail "gc did not keep the 32 chunks of the committed ingest"
-[ "$(json "d['freed']")" = 0 ] || fail "gc freed chunks of a point committed after its mark"
+[ "$(json_value "d['pinned']")" = 32 ] || fail "gc did not keep the 32 chunks of the committed ingest"
+[ "$(json_value "d['freed']")" = 0 ] || fail "gc freed chunks of a point committed after its mark"
 vmount "$V" "$M"
 cmp "$M/d/latest/sda.img" y.img || fail "point of d differs"
 vumount "$M"
 expect_status 0 "$VMBAK" gc "$V" --json
-[ "$(json "d['pinned']")" = 0 ] || fail "pins of an ended ingest survived the next gc"
-[ "$(json "d['freed']")" = 0 ] || fail "the next gc freed referenced chunks"
+[ "$(json_value "d['pinned']")" = 0 ] || fail "pins of an ended ingest survived the next gc"
+[ "$(json_value "d['freed']")" = 0 ] || fail "the next gc freed referenced chunks"
 vmount "$V" "$M"
 cmp "$M/d/latest/sda.img" y.img || fail "point of d differs after the next gc"
 cmp "$M/b/latest/sda.img" x.img || fail "point of b differs after the next gc"
@@ -141,13 +128,13 @@ for ((i = 0; i < 1000; i++)); do
 done
 [ -e "$T/batch.reached" ] || fail "ingest f did not reach its batch"
 expect_status 0 "$VMBAK" gc "$V" --json
-[ "$(json "d['freed']")" = 32 ] || fail "gc did not free the 32 unpinned chunks"
+[ "$(json_value "d['freed']")" = 32 ] || fail "gc did not free the 32 unpinned chunks"
 touch "$T/batch"
 wait "$pid" || { cat "$T/f.out"; fail "ingest f failed"; }
 grep -q '32 new chunks' "$T/f.out" || { cat "$T/f.out"; fail "ingest f did not store again"; }
 vmount "$V" "$M"
 cmp "$M/f/latest/sda.img" z.img || fail "point of f differs"
 expect_status 0 "$VMBAK" gc "$V" --json
-[ "$(json "d['chunks'] == d['referenced']")" = True ] || fail "garbage left after ingest f"
+[ "$(json_value "d['chunks'] == d['referenced']")" = True ] || fail "garbage left after ingest f"
 cmp "$M/f/latest/sda.img" z.img || fail "point of f differs after gc"
 echo "ok"

@@ -35,7 +35,7 @@
 # Needs qemu-system-x86_64, busybox-static, cpio, mkfs.ext4, python3, and the kernel of
 # linux-image-cloud-amd64, which is fetched with `apt-get download` and unpacked (dpkg -x)
 # into POWERCUT_CACHE (default /var/tmp/vmbak-powercut); nothing is installed on the host.
-# POWERCUT_KERNEL_DIR may name an unpacked kernel package instead.
+# POWERCUT_KERNEL_DIR may name an unpacked kernel package instead (tests/guest.sh).
 #
 # Exit status: 0 pass, 1 fail, 77 cannot run here (under CI=true that is a failure, 1).
 set -uo pipefail
@@ -45,7 +45,6 @@ set -uo pipefail
 SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VMBAK=${VMBAK:-$SRCDIR/build/vmbak}
 VMBAKFS=${VMBAKFS:-$SRCDIR/build/vmbakfs}
-CACHE=${POWERCUT_CACHE:-/var/tmp/vmbak-powercut}
 BOOT_TIMEOUT=${POWERCUT_BOOT_TIMEOUT:-400}
 
 cuts=50 seed='' window=20000 dir='' keep=0 enc=1 check_image=''
@@ -81,49 +80,16 @@ cannot_run() {
 	exit 77
 }
 
-for c in qemu-system-x86_64 cpio gzip mkfs.ext4 python3 timeout; do
+for c in mkfs.ext4 python3; do
 	command -v "$c" >/dev/null 2>&1 || cannot_run "needs '$c', which is not installed"
 done
-BUSYBOX=
-for b in /bin/busybox /usr/bin/busybox; do
-	if [ -x "$b" ] && { ldd "$b" 2>&1 || true; } | grep -q 'not a dynamic executable'; then
-		BUSYBOX=$b
-		break
-	fi
-done
-[ -n "$BUSYBOX" ] || cannot_run "needs a static busybox (Debian package busybox-static)"
+# shellcheck source=../guest.sh
+. "$SRCDIR/tests/guest.sh"
+guest_tools || cannot_run "$GUEST_WHY"
 for p in "$VMBAK" "$VMBAKFS"; do
 	[ -x "$p" ] || { echo "powercut: '$p' is not built"; exit 1; }
 done
-
-# The kernel: vmlinuz and the modules of the unpacked linux-image-*-cloud-amd64 package.
-fetch_kernel() {
-	local pkg tmp
-	mkdir -p "$CACHE" || return 1
-	(
-		flock 9
-		[ -d "$CACHE/kernel/boot" ] && exit 0
-		command -v apt-get >/dev/null 2>&1 || exit 1
-		pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-			awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
-		[ -n "$pkg" ] || exit 1
-		tmp=$(mktemp -d "$CACHE/dl.XXXXXX") || exit 1
-		(cd "$tmp" && apt-get download -q "$pkg" >/dev/null 2>&1) &&
-			dpkg -x "$tmp"/"$pkg"_*.deb "$tmp/kernel" &&
-			mv "$tmp/kernel" "$CACHE/kernel"
-		st=$?
-		rm -rf "$tmp"
-		exit $st
-	) 9>"$CACHE/.lock"
-}
-KDIR=${POWERCUT_KERNEL_DIR:-$CACHE/kernel}
-if [ -z "${POWERCUT_KERNEL_DIR:-}" ] && [ ! -d "$KDIR/boot" ]; then
-	log "fetching the kernel of linux-image-cloud-amd64 into $CACHE"
-	fetch_kernel || cannot_run "cannot fetch linux-image-cloud-amd64 (apt-get download)"
-fi
-VMLINUZ=$(ls "$KDIR"/boot/vmlinuz-* 2>/dev/null | head -n 1)
-MODDIR=$(ls -d "$KDIR"/lib/modules/*/kernel 2>/dev/null | head -n 1)
-[ -n "$VMLINUZ" ] && [ -n "$MODDIR" ] || cannot_run "no kernel and modules under $KDIR"
+guest_kernel || cannot_run "$GUEST_WHY"
 
 own_dir=0
 if [ -z "$dir" ]; then
@@ -149,34 +115,10 @@ trap 'exit 143' TERM INT
 
 # The initramfs: busybox, the programs and the libraries they load, the modules, /init.
 build_initramfs() {
-	local r=$dir/root f m lib
-	rm -rf "$r"
-	mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,tmp,etc,vault,mnt} || return 1
-	cp "$BUSYBOX" "$r/bin/busybox" || return 1
-	for f in $("$BUSYBOX" --list); do
-		[ -e "$r/bin/$f" ] || ln -s busybox "$r/bin/$f"
-	done
-	cp "$VMBAK" "$r/usr/bin/vmbak" && cp "$VMBAKFS" "$r/usr/bin/vmbakfs" || return 1
-	f=$(command -v fusermount3 || true)
-	[ -n "$f" ] && cp "$f" "$r/usr/bin/fusermount3"
-	for lib in $(ldd "$VMBAK" "$VMBAKFS" ${f:+"$f"} | awk '$2 == "=>" && $3 ~ /^\// { print $3 }
-		$1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
-		mkdir -p "$r$(dirname "$lib")" && cp -L "$lib" "$r$lib" || return 1
-	done
-	# Paths the dynamic loader looks in, whichever of /lib and /usr/lib the host uses.
-	[ -e "$r/usr/lib" ] || ln -s ../lib "$r/usr/lib"
-	[ -e "$r/lib64" ] || ln -s lib "$r/lib64"
-	for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_modern_dev \
-		virtio/virtio_pci_legacy_dev virtio/virtio_pci; do
-		cp "$MODDIR/drivers/$m.ko" "$r/lib/modules/" || return 1
-	done
-	cp "$MODDIR/drivers/block/virtio_blk.ko" "$MODDIR/fs/fuse/fuse.ko" "$r/lib/modules/" ||
-		return 1
-	ln -s /proc/self/mounts "$r/etc/mtab"
-	echo "root:x:0:0:root:/:/bin/sh" >"$r/etc/passwd"
-	echo "root:x:0:" >"$r/etc/group"
-	cp "$SRCDIR/tests/powercut/init.sh" "$r/init" && chmod 755 "$r/init" || return 1
-	(cd "$r" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir/initrd.gz"
+	local fm
+	fm=$(command -v fusermount3 || true)
+	guest_initramfs "$dir/root" "$SRCDIR/tests/powercut/init.sh" "$dir/initrd.gz" fs/fuse/fuse \
+		-- "$VMBAK" "$VMBAKFS" ${fm:+"$fm"}
 }
 
 # The pool the guest cuts source disks from: 8 MiB random, 8 MiB compressible text.
