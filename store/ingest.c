@@ -211,7 +211,8 @@ static int base_value(struct ingest *g, struct disk_state *d, uint64_t n, uint8_
 		return 0;
 	if (!d->ext) {
 		const struct base_entry *b =
-			bsearch(&n, d->base, d->nbase, sizeof(*d->base), cmp_base);
+			d->nbase ? bsearch(&n, d->base, d->nbase, sizeof(*d->base), cmp_base)
+				 : NULL;
 		if (b) {
 			memcpy(id, b->id, VBS_ID_LEN);
 			*data = 1;
@@ -917,7 +918,8 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 			return r;
 		}
 		/* In chunk order (batches and holes interleave), as commit_map applies them. */
-		qsort(d->ch, d->nch, sizeof(*d->ch), cmp_change);
+		if (d->nch) /* d->ch is NULL when nothing changed: qsort must not see it */
+			qsort(d->ch, d->nch, sizeof(*d->ch), cmp_change);
 		if (!d->cont && (r = lineage_empty(v, txn, dk->lineage)) < 0)
 			return r;
 		for (size_t k = 0; k < d->nch; k++) {
