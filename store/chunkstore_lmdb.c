@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "chunkstore.h"
+#include "file.h"
 #include "util.h"
 
 struct lmdb_cs {
