@@ -33,7 +33,7 @@ void vbs_cs_detach(vbs_vault *v)
 	if (!v || !v->cs)
 		return;
 	v->cs->close(v->cs_state);
-	v->cs = NULL;
+	/* v->cs stays: readers opened before (an image's) are still closed by their store. */
 	v->cs_state = NULL;
 }
 

@@ -122,7 +122,8 @@ int vbs_cs_stats_get(vbs_vault *v, MDB_txn *txn, vbs_cs_stats *ret);
 /* Opens the vault's chunk store inside the transaction that opens its environment (create: a
  * new vault; the store creates what it keeps). Sets v->cs and v->cs_state. */
 int vbs_cs_attach(vbs_vault *v, MDB_txn *txn, int create);
-/* Before the environment closes; NULL-safe, idempotent. */
+/* Before the environment closes; NULL-safe, idempotent. v->cs stays set, so readers can
+ * still be closed. */
 void vbs_cs_detach(vbs_vault *v);
 
 /* ---- for implementations ---- */
