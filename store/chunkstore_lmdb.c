@@ -1,4 +1,14 @@
-/* chunkstore_lmdb.c: chunk frames as values of the LMDB database "chunks". */
+/* chunkstore_lmdb.c: chunk frames as values of LMDB databases in the vault's data.mdb (the
+ * chunk store of chunkstore.h). This file alone names, opens, reads and writes them:
+ *
+ *   chunks  32-byte chunk id -> chunk frame (chunk.h), or its first part (below)
+ *   tails   32-byte chunk id -> the last bytes of a frame stored raw (chunk data: below)
+ *   meta    "chunks" -> u64 count, u64 stored bytes, u64 plaintext bytes (vbs_cs_stats)
+ *
+ * Every write goes through vbs_write (or vbs_write_lazy), so LMDB gives the contract of
+ * chunkstore.h: one commit per put, a read transaction's snapshot for readers, pages of a live
+ * reader kept until it ends.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,6 +20,20 @@
 #include "chunkstore.h"
 #include "file.h"
 #include "util.h"
+
+struct lmdb_cs {
+	MDB_dbi chunks;
+	MDB_dbi tails; /* 0 in a vault opened read-only that has none yet */
+};
+
+struct vbs_cs_reader {
+	int fd; /* data.mdb, opened again: the kernel's read-ahead follows this reader alone */
+};
+
+static struct lmdb_cs *cs_of(const vbs_vault *v)
+{
+	return v->cs_state;
+}
 
 static const char stats_key[] = "chunks";
 
@@ -26,7 +50,7 @@ static size_t tail_len(const vbs_vault *v, const uint8_t *frame, size_t flen)
 {
 	size_t over;
 
-	if (!v->dbi_tails || vbs_frame_raw_len(frame, flen) != flen ||
+	if (!cs_of(v)->tails || vbs_frame_raw_len(frame, flen) != flen ||
 	    flen + OVERFLOW_HDR <= v->psize)
 		return 0;
 	over = (flen + OVERFLOW_HDR) % v->psize;
@@ -43,8 +67,8 @@ static int add_tail(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], ui
 
 	if (want <= *len)
 		return 0; /* compressed, whole, or too long or malformed: decoding reports it */
-	if (want - *len > TAIL_MAX || !v->dbi_tails ||
-	    mdb_get(txn, v->dbi_tails, &k, &d) != 0 || d.mv_size != want - *len)
+	if (want - *len > TAIL_MAX || !cs_of(v)->tails ||
+	    mdb_get(txn, cs_of(v)->tails, &k, &d) != 0 || d.mv_size != want - *len)
 		return -EBADMSG;
 	memcpy(buf + *len, d.mv_data, d.mv_size);
 	*len = want;
@@ -55,20 +79,15 @@ static int add_tail(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], ui
  * place in the file (valid for the caller's transaction). Touching a 64 KiB frame through the
  * map costs page-table work for each of its pages, which in a VM was a quarter of the mount's
  * CPU on random reads, and kept pages mapped that the map trim then had to drop. */
-int vbs_cs_get(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], vbs_frame_fn fn,
-	       void *arg)
-{
-	return vbs_cs_get_at(v, txn, -1, id, fn, arg);
-}
-
-int vbs_cs_get_at(vbs_vault *v, MDB_txn *txn, int fd, const uint8_t id[VBS_ID_LEN],
-		  vbs_frame_fn fn, void *arg)
+static int lmdb_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_t id[VBS_ID_LEN],
+		    vbs_frame_fn fn, void *arg)
 {
 	MDB_val k = {VBS_ID_LEN, (void *)id}, d;
 	uint64_t off;
 	uint8_t *buf;
 	size_t got;
-	int rc = mdb_get(txn, v->dbi_chunks, &k, &d);
+	int fd = rd ? rd->fd : -1;
+	int rc = mdb_get(txn, cs_of(v)->chunks, &k, &d);
 
 	if (rc)
 		return vbs_mdb_err(rc);
@@ -92,10 +111,11 @@ int vbs_cs_get_at(vbs_vault *v, MDB_txn *txn, int fd, const uint8_t id[VBS_ID_LE
 	return rc;
 }
 
-int vbs_cs_open_fd(vbs_vault *v)
+static int lmdb_reader_open(vbs_vault *v, vbs_cs_reader **ret)
 {
 	struct stat a, b;
 	mdb_filehandle_t efd;
+	vbs_cs_reader *rd;
 	char *path;
 	int fd;
 
@@ -112,29 +132,37 @@ int vbs_cs_open_fd(vbs_vault *v)
 		close(fd);
 		return -ESTALE;
 	}
-	return fd;
+	rd = malloc(sizeof(*rd));
+	if (!rd) {
+		close(fd);
+		return -ENOMEM;
+	}
+	rd->fd = fd;
+	*ret = rd;
+	return 0;
 }
 
-int vbs_cs_exists(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN], uint8_t *present)
+static void lmdb_reader_close(vbs_cs_reader *rd)
 {
-	MDB_txn *txn;
-	int r = vbs_read_begin(v, &txn);
+	if (!rd)
+		return;
+	close(rd->fd);
+	free(rd);
+}
 
-	if (r < 0)
-		return r;
+static int lmdb_exists(vbs_vault *v, MDB_txn *txn, size_t n, const uint8_t (*ids)[VBS_ID_LEN],
+		       uint8_t *present)
+{
 	for (size_t i = 0; i < n; i++) {
 		MDB_val k = {VBS_ID_LEN, (void *)ids[i]}, d;
-		int rc = mdb_get(txn, v->dbi_chunks, &k, &d);
+		int rc = mdb_get(txn, cs_of(v)->chunks, &k, &d);
 
-		if (rc && rc != MDB_NOTFOUND) {
-			r = vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
-				     mdb_strerror(rc));
-			break;
-		}
+		if (rc && rc != MDB_NOTFOUND)
+			return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
+					mdb_strerror(rc));
 		present[i] = rc == 0;
 	}
-	vbs_read_end(v, txn);
-	return r;
+	return 0;
 }
 
 static int stats_add(vbs_vault *v, MDB_txn *txn, int64_t count, int64_t bytes, int64_t raw)
@@ -159,39 +187,14 @@ struct put_ctx {
 	const vbs_cs_item *items;
 	size_t n;
 	uint64_t added, added_bytes;
-	const uint8_t (*check)[VBS_ID_LEN];
-	size_t ncheck;
-	uint64_t job;
+	vbs_cs_hook_fn hook;
+	void *hook_arg;
 };
-
-/* Pinned puts (gc.h): the reused chunks must still be there, and everything gets a pin. */
-static int pin_fn(vbs_vault *v, MDB_txn *txn, struct put_ctx *c)
-{
-	int rc, r;
-
-	for (size_t i = 0; i < c->ncheck; i++) {
-		MDB_val k = {VBS_ID_LEN, (void *)c->check[i]}, d;
-
-		rc = mdb_get(txn, v->dbi_chunks, &k, &d);
-		if (rc == MDB_NOTFOUND)
-			return -ESTALE;
-		if (rc)
-			return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
-					mdb_strerror(rc));
-		if ((r = vbs_pin_add(v, txn, c->job, c->check[i])) < 0)
-			return vbs_fail(r, "cannot pin chunk in vault '%s': %s", v->path,
-					vbu_strerror(-r));
-	}
-	for (size_t i = 0; i < c->n; i++)
-		if ((r = vbs_pin_add(v, txn, c->job, c->items[i].id)) < 0)
-			return vbs_fail(r, "cannot pin chunk in vault '%s': %s", v->path,
-					vbu_strerror(-r));
-	return 0;
-}
 
 static int put_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 {
 	struct put_ctx *c = arg;
+	struct lmdb_cs *cs = cs_of(v);
 	uint64_t raw = 0;
 	int rc;
 
@@ -204,11 +207,11 @@ static int put_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 		MDB_val t = {tail, (void *)(frame + c->items[i].len - tail)};
 
 		/* MDB_RESERVE: LMDB hands out the space and we copy once. */
-		rc = mdb_put(txn, v->dbi_chunks, &k, &d, MDB_NOOVERWRITE | MDB_RESERVE);
+		rc = mdb_put(txn, cs->chunks, &k, &d, MDB_NOOVERWRITE | MDB_RESERVE);
 		if (rc == MDB_KEYEXIST)
 			continue;
 		if (rc == 0 && tail)
-			rc = mdb_put(txn, v->dbi_tails, &k, &t, 0);
+			rc = mdb_put(txn, cs->tails, &k, &t, 0);
 		if (rc)
 			return vbs_fail(vbs_mdb_err(rc), "cannot store chunk in vault '%s': %s",
 					v->path, mdb_strerror(rc));
@@ -220,20 +223,18 @@ static int put_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	rc = stats_add(v, txn, (int64_t)c->added, (int64_t)c->added_bytes, (int64_t)raw);
 	if (rc < 0)
 		return vbs_fail(rc, "cannot update chunk statistics of vault '%s'", v->path);
-	return c->job ? pin_fn(v, txn, c) : 0;
+	return c->hook ? c->hook(v, txn, c->hook_arg) : 0;
 }
 
-int vbs_cs_put_batch(vbs_vault *v, const vbs_cs_item *items, size_t n, uint64_t *ret_added,
-		     uint64_t *ret_added_bytes)
+static int lmdb_put(vbs_vault *v, const vbs_cs_item *items, size_t n, int mode,
+		    vbs_cs_hook_fn hook, void *hook_arg, uint64_t *ret_added,
+		    uint64_t *ret_added_bytes)
 {
-	struct put_ctx c = {items, n, 0, 0, NULL, 0, 0};
+	struct put_ctx c = {items, n, 0, 0, hook, hook_arg};
 	int r;
 
-	if (n == 0) {
-		*ret_added = *ret_added_bytes = 0;
-		return 0;
-	}
-	r = vbs_write(v, put_fn, &c);
+	/* Lazy: the point's commit syncs them (chunkstore.h). */
+	r = mode == VBS_CS_LAZY ? vbs_write_lazy(v, put_fn, &c) : vbs_write(v, put_fn, &c);
 	if (r < 0)
 		return r;
 	*ret_added = c.added;
@@ -241,46 +242,120 @@ int vbs_cs_put_batch(vbs_vault *v, const vbs_cs_item *items, size_t n, uint64_t 
 	return 0;
 }
 
-int vbs_cs_put_pinned(vbs_vault *v, const vbs_cs_item *items, size_t n,
-		      const uint8_t (*check)[VBS_ID_LEN], size_t ncheck, uint64_t job,
-		      uint64_t *ret_added, uint64_t *ret_added_bytes)
+static int lmdb_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], uint64_t *ret_len)
 {
-	struct put_ctx c = {items, n, 0, 0, check, ncheck, job};
-	int r;
-
-	if (n == 0 && ncheck == 0) {
-		*ret_added = *ret_added_bytes = 0;
-		return 0;
-	}
-	if (!job || !v->dbi_pins)
-		return vbs_fail(-EINVAL, "pinned chunk put without a job");
-	r = vbs_write_lazy(v, put_fn, &c); /* the point's commit syncs them */
-	if (r < 0)
-		return r;
-	*ret_added = c.added;
-	*ret_added_bytes = c.added_bytes;
-	return 0;
-}
-
-int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], size_t *ret_len)
-{
+	struct lmdb_cs *cs = cs_of(v);
 	MDB_val k = {VBS_ID_LEN, (void *)id}, d;
 	uint32_t plain = 0;
-	size_t len;
-	int rc = mdb_get(txn, v->dbi_chunks, &k, &d);
+	uint64_t len;
+	int rc = mdb_get(txn, cs->chunks, &k, &d);
 
 	if (rc)
 		return vbs_mdb_err(rc);
 	len = d.mv_size;
 	vbs_frame_plain_len(d.mv_data, d.mv_size, &plain);
-	rc = mdb_del(txn, v->dbi_chunks, &k, NULL);
+	rc = mdb_del(txn, cs->chunks, &k, NULL);
 	if (rc)
 		return vbs_mdb_err(rc);
-	if (v->dbi_tails && mdb_get(txn, v->dbi_tails, &k, &d) == 0) {
+	if (cs->tails && mdb_get(txn, cs->tails, &k, &d) == 0) {
 		len += d.mv_size;
-		if ((rc = mdb_del(txn, v->dbi_tails, &k, NULL)) != 0)
+		if ((rc = mdb_del(txn, cs->tails, &k, NULL)) != 0)
 			return vbs_mdb_err(rc);
 	}
 	*ret_len = len;
 	return stats_add(v, txn, -1, -(int64_t)len, -(int64_t)plain);
 }
+
+/* In id order (LMDB's); the stored size counts the frame's first part only, as gc always
+ * reported it. */
+static int lmdb_iterate(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *arg)
+{
+	MDB_cursor *c;
+	MDB_val k, d;
+	int rc, r = 0;
+
+	rc = mdb_cursor_open(txn, cs_of(v)->chunks, &c);
+	if (rc)
+		return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
+				mdb_strerror(rc));
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		if (k.mv_size != VBS_ID_LEN)
+			continue;
+		if ((r = fn(arg, k.mv_data, d.mv_size)) != 0)
+			break;
+	}
+	mdb_cursor_close(c);
+	if (r)
+		return r;
+	if (rc != MDB_NOTFOUND)
+		return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
+				mdb_strerror(rc));
+	return 0;
+}
+
+static int lmdb_stats(vbs_vault *v, MDB_txn *txn, vbs_cs_stats *ret)
+{
+	MDB_val k = {sizeof(stats_key) - 1, (void *)stats_key}, d;
+	vbs_cs_stats s = {0};
+	int rc = mdb_get(txn, v->dbi_meta, &k, &d);
+
+	/* As vmbak info always showed them: a missing or malformed record reads as zeros. */
+	if (rc == 0 && d.mv_size == 24) {
+		s.chunks = vbs_get64(d.mv_data);
+		s.bytes = vbs_get64((const uint8_t *)d.mv_data + 8);
+		s.plain_bytes = vbs_get64((const uint8_t *)d.mv_data + 16);
+	} else if (rc && rc != MDB_NOTFOUND) {
+		return vbs_mdb_err(rc);
+	}
+	*ret = s;
+	return 0;
+}
+
+static int lmdb_open(vbs_vault *v, MDB_txn *txn, int create, void **ret_state)
+{
+	struct lmdb_cs *cs = calloc(1, sizeof(*cs));
+	int rc;
+
+	if (!cs)
+		return vbs_fail(-ENOMEM, "out of memory");
+	rc = mdb_dbi_open(txn, "chunks", create ? MDB_CREATE : 0, &cs->chunks);
+	/* tails came after chunks: a writer creates it in vaults made before; a read-only
+	 * opener goes without. */
+	if (rc == 0) {
+		rc = mdb_dbi_open(txn, "tails", v->readonly ? 0 : MDB_CREATE, &cs->tails);
+		if (rc == MDB_NOTFOUND && v->readonly) {
+			cs->tails = 0;
+			rc = 0;
+		}
+	}
+	if (rc) {
+		free(cs);
+		if (rc == MDB_NOTFOUND)
+			return vbs_fail(-EBADMSG, "vault '%s': the database is damaged (its tables "
+					"are missing)", v->path);
+		return vbs_fail(vbs_mdb_err(rc), "cannot open database of vault '%s': %s",
+				v->path, rc > 0 && rc < 1000 ? vbu_strerror(rc) : mdb_strerror(rc));
+	}
+	*ret_state = cs;
+	return 0;
+}
+
+static void lmdb_close(void *state)
+{
+	free(state);
+}
+
+const vbs_cs_ops vbs_cs_lmdb = {
+	.name = "lmdb",
+	.open = lmdb_open,
+	.close = lmdb_close,
+	.get = lmdb_get,
+	.reader_open = lmdb_reader_open,
+	.reader_close = lmdb_reader_close,
+	.exists = lmdb_exists,
+	.put = lmdb_put,
+	.del = lmdb_del,
+	.iterate = lmdb_iterate,
+	.stats = lmdb_stats,
+};

@@ -148,11 +148,11 @@ static int move_entries(vbs_vault *v, MDB_txn *txn, uint64_t l, uint64_t s, uint
 	k = (MDB_val){sizeof(key), key};
 	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
 	while (rc == 0) {
-		const uint8_t *kb = k.mv_data;
+		uint64_t kl, kn, ks;
 
-		if (k.mv_size != VBS_IDX_KEY_LEN || vbs_get64(kb) != l)
+		if (vbs_idx_key_decode(k.mv_data, k.mv_size, &kl, &kn, &ks) < 0 || kl != l)
 			break;
-		if (~vbs_get64(kb + 16) != s) {
+		if (ks != s) {
 			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
 			continue;
 		}
@@ -171,7 +171,7 @@ static int move_entries(vbs_vault *v, MDB_txn *txn, uint64_t l, uint64_t s, uint
 				es = p;
 				cap = nc;
 			}
-			es[ne].n = vbs_get64(kb + 8);
+			es[ne].n = kn;
 			es[ne].data = d.mv_size != 0;
 			if (d.mv_size)
 				memcpy(es[ne].id, d.mv_data, VBS_ID_LEN);
@@ -186,13 +186,14 @@ static int move_entries(vbs_vault *v, MDB_txn *txn, uint64_t l, uint64_t s, uint
 	if (r == 0 && rc && rc != MDB_NOTFOUND)
 		r = vbs_mdb_err(rc);
 	for (size_t i = 0; r == 0 && i < ne; i++) {
+		uint64_t kl, kn, ks;
+
 		/* The first entry at or after (l, n, ~s2) is the newest with serial <= s2. */
 		vbs_idx_key(key, l, es[i].n, s2);
 		k = (MDB_val){sizeof(key), key};
 		rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-		if (rc == 0 && k.mv_size == VBS_IDX_KEY_LEN && vbs_get64(k.mv_data) == l &&
-		    vbs_get64((uint8_t *)k.mv_data + 8) == es[i].n &&
-		    ~vbs_get64((uint8_t *)k.mv_data + 16) > s)
+		if (rc == 0 && vbs_idx_key_decode(k.mv_data, k.mv_size, &kl, &kn, &ks) == 0 &&
+		    kl == l && kn == es[i].n && ks > s)
 			continue; /* s2 (or a point between) has its own */
 		if (rc && rc != MDB_NOTFOUND) {
 			r = vbs_mdb_err(rc);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingest.h"
+#include "extents.h"
 
 /* A number: decimal, or hex with 0x. No sign, no octal surprise from a leading zero. */
 static int parse_num(const char **pp, const char *end, uint64_t *ret)

@@ -40,16 +40,39 @@ void vbs_test_pause(const char *name)
 }
 #endif
 
-int vbs_pin_add(vbs_vault *v, MDB_txn *txn, uint64_t job, const uint8_t *id)
+static int pin_add(vbs_vault *v, MDB_txn *txn, uint64_t job, const uint8_t *id)
 {
 	uint8_t key[PIN_KEY_LEN];
 	MDB_val k = {sizeof(key), key}, d = {0, NULL};
 
-	if (!v->dbi_pins)
-		return -EROFS;
 	vbs_put64(key, job);
 	memcpy(key + 8, id, VBS_ID_LEN);
 	return vbs_mdb_err(mdb_put(txn, v->dbi_pins, &k, &d, 0));
+}
+
+int vbs_pins_take(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	const vbs_pin_batch *b = arg;
+	int r;
+
+	if (!b->job || !v->dbi_pins)
+		return vbs_fail(-EINVAL, "pinned chunk put without a job");
+	for (size_t i = 0; i < b->ncheck; i++) {
+		uint8_t present;
+
+		if ((r = vbs_cs_exists(v, txn, 1, &b->check[i], &present)) < 0)
+			return r;
+		if (!present)
+			return -ESTALE;
+		if ((r = pin_add(v, txn, b->job, b->check[i])) < 0)
+			return vbs_fail(r, "cannot pin chunk in vault '%s': %s", v->path,
+					vbu_strerror(-r));
+	}
+	for (size_t i = 0; i < b->n; i++)
+		if ((r = pin_add(v, txn, b->job, b->items[i].id)) < 0)
+			return vbs_fail(r, "cannot pin chunk in vault '%s': %s", v->path,
+					vbu_strerror(-r));
+	return 0;
 }
 
 /* The job of a live registered gc, or 0. */
@@ -244,6 +267,26 @@ struct mark {
 	uint64_t chunks;
 };
 
+static int mark_chunk(void *arg, const uint8_t id[VBS_ID_LEN], uint64_t stored_len)
+{
+	struct mark *m = arg;
+
+	m->chunks++;
+	if (m->nids && bsearch(id, m->ids, m->nids, VBS_ID_LEN, cmp_id))
+		return 0;
+	if (m->ncands == m->capcands) {
+		size_t nc = m->capcands ? m->capcands * 2 : 4096;
+		struct cand *p = realloc(m->cands, nc * sizeof(*p));
+		if (!p)
+			return vbs_fail(-ENOMEM, "out of memory");
+		m->cands = p;
+		m->capcands = nc;
+	}
+	memcpy(m->cands[m->ncands].id, id, VBS_ID_LEN);
+	m->cands[m->ncands++].len = stored_len;
+	return 0;
+}
+
 static int mark_phase(vbs_vault *v, struct mark *m)
 {
 	MDB_txn *txn = NULL;
@@ -286,34 +329,9 @@ static int mark_phase(vbs_vault *v, struct mark *m)
 			memmove(m->ids[w++], m->ids[i], VBS_ID_LEN);
 	m->nids = w;
 
-	/* Both sorted by bytes: a merge. */
-	rc = mdb_cursor_open(txn, v->dbi_chunks, &c);
-	w = 0;
-	for (rc = rc ? rc : mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		if (k.mv_size != VBS_ID_LEN)
-			continue;
-		m->chunks++;
-		while (w < m->nids && memcmp(m->ids[w], k.mv_data, VBS_ID_LEN) < 0)
-			w++;
-		if (w < m->nids && memcmp(m->ids[w], k.mv_data, VBS_ID_LEN) == 0)
-			continue;
-		if (m->ncands == m->capcands) {
-			size_t nc = m->capcands ? m->capcands * 2 : 4096;
-			struct cand *p = realloc(m->cands, nc * sizeof(*p));
-			if (!p) {
-				r = vbs_fail(-ENOMEM, "out of memory");
-				goto out;
-			}
-			m->cands = p;
-			m->capcands = nc;
-		}
-		memcpy(m->cands[m->ncands].id, k.mv_data, VBS_ID_LEN);
-		m->cands[m->ncands++].len = d.mv_size;
-	}
-	if (rc != MDB_NOTFOUND)
-		goto mdb_fail;
-	r = 0;
+	/* Every stored chunk, in whatever order the store lists them: the unmarked ones are
+	 * candidates. A store may list chunks put after txn began: they are pinned (gc.h). */
+	r = vbs_cs_iterate(v, txn, mark_chunk, m);
 	goto out;
 mdb_fail:
 	r = vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path, mdb_strerror(rc));
@@ -390,7 +408,7 @@ static int sweep_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 		uint8_t key[PIN_KEY_LEN];
 		MDB_val k = {sizeof(key), key}, d;
 		int pinned = 0;
-		size_t len = 0;
+		uint64_t len = 0;
 
 		memcpy(key + 8, c->cands[i].id, VBS_ID_LEN);
 		for (size_t j = 0; j < njobs && !pinned; j++) {

@@ -13,7 +13,8 @@
  *   1. a write transaction registers the gc in meta "gc" and drops the pins of every job that
  *      has ended or whose process died;
  *   2. mark: one read transaction, begun after 1 committed, lists every id in idx and every
- *      stored chunk;
+ *      stored chunk (vbs_cs_iterate: a chunk store may also list chunks put since, which are
+ *      pinned, see below);
  *   3. sweep: the stored chunks that are not marked are deleted in short write transactions
  *      (VBS_GC_BATCH chunks each) that skip any chunk pinned at that moment;
  *   4. a write transaction unregisters the gc and again drops the pins of jobs that ended.
@@ -25,7 +26,8 @@
  * before the mark snapshot is in the mark. A point committed after it was committed after
  * step 1 (the snapshot follows step 1), so its ingest saw the gc registered and kept its pins
  * until step 4, which follows every delete: each chunk it refers to was pinned, in the same
- * transaction that checked the chunk exists, before that commit; a delete transaction
+ * transaction that checked the chunk exists (the hook of vbs_cs_put, vbs_pins_take), before
+ * that commit; a delete transaction
  * serialised before that pin made the ingest see the chunk missing and store it again.
  * Chunks inherited by an incremental ingest from its base are referenced by the base, the
  * lineage's head; if the base is deleted before the ingest commits, the commit fails with

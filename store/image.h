@@ -8,10 +8,10 @@
  * (vbs_vault_set_cache_size), so two handles, two points or two disks sharing a chunk decode it
  * once.
  *
- * An open image holds, from its first read, a read-only descriptor of the vault's chunk file:
- * frames are read with pread through it, so the kernel's read-ahead follows this image's
- * reads alone. Small reads
- * in a row make the vault's two prefetch threads decode the next 2 MiB into the cache.
+ * An open image holds, from its first read, a reader of its own of the chunk store
+ * (chunkstore.h; with LMDB, a read-only descriptor of data.mdb read with pread), so the
+ * kernel's read-ahead follows this image's reads alone. Small reads in a row make the vault's
+ * prefetch workers (prefetch.h) decode the next 2 MiB into the cache.
  *
  * Each call runs its own short LMDB read transaction: an open image pins nothing, and a point
  * that is deleted while open reads as -ENOENT afterwards (never as other data).

@@ -12,6 +12,30 @@ void vbs_idx_key(uint8_t k[VBS_IDX_KEY_LEN], uint64_t lineage, uint64_t n, uint6
 	vbs_put64(k + 16, ~serial);
 }
 
+int vbs_idx_key_decode(const void *key, size_t klen, uint64_t *ret_lineage, uint64_t *ret_n,
+		       uint64_t *ret_serial)
+{
+	const uint8_t *k = key;
+
+	if (klen != VBS_IDX_KEY_LEN)
+		return -EBADMSG;
+	if (ret_lineage)
+		*ret_lineage = vbs_get64(k);
+	if (ret_n)
+		*ret_n = vbs_get64(k + 8);
+	if (ret_serial)
+		*ret_serial = ~vbs_get64(k + 16);
+	return 0;
+}
+
+int vbs_idx_key_lineage(const void *key, size_t klen, uint64_t *ret)
+{
+	if (klen < 8)
+		return -EBADMSG;
+	*ret = vbs_get64(key);
+	return 0;
+}
+
 /* Seeks to the first entry at or after (lineage, n, ~serial). Returns 1 and the entry's chunk
  * number and serial when it is in the lineage, 0 when the lineage has nothing at or after. */
 int vbs_idx_seek(MDB_cursor *c, uint64_t lineage, uint64_t n, uint64_t serial, uint64_t *ret_n,
@@ -19,6 +43,7 @@ int vbs_idx_seek(MDB_cursor *c, uint64_t lineage, uint64_t n, uint64_t serial, u
 {
 	uint8_t key[VBS_IDX_KEY_LEN];
 	MDB_val k = {sizeof(key), key};
+	uint64_t kl, kn, ks;
 	int rc;
 
 	vbs_idx_key(key, lineage, n, serial);
@@ -27,12 +52,12 @@ int vbs_idx_seek(MDB_cursor *c, uint64_t lineage, uint64_t n, uint64_t serial, u
 		return 0;
 	if (rc)
 		return vbs_mdb_err(rc);
-	if (k.mv_size != VBS_IDX_KEY_LEN)
+	if (vbs_idx_key_decode(k.mv_data, k.mv_size, &kl, &kn, &ks) < 0)
 		return -EBADMSG;
-	if (vbs_get64(k.mv_data) != lineage)
+	if (kl != lineage)
 		return 0;
-	*ret_n = vbs_get64((uint8_t *)k.mv_data + 8);
-	*ret_serial = ~vbs_get64((uint8_t *)k.mv_data + 16);
+	*ret_n = kn;
+	*ret_serial = ks;
 	return 1;
 }
 

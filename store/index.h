@@ -24,6 +24,7 @@
 #ifndef VMBAK_INDEX_H
 #define VMBAK_INDEX_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "chunk.h"
@@ -31,7 +32,16 @@
 
 #define VBS_IDX_KEY_LEN 24
 
+/* The key of (lineage, chunk n, point serial). The only encoder and decoders of idx keys: no
+ * other file reads their bytes. */
 void vbs_idx_key(uint8_t k[VBS_IDX_KEY_LEN], uint64_t lineage, uint64_t n, uint64_t serial);
+/* Decodes a key read from idx (klen bytes): -EBADMSG unless it has VBS_IDX_KEY_LEN bytes. Any
+ * ret_* may be NULL; they are written only on success. */
+int vbs_idx_key_decode(const void *key, size_t klen, uint64_t *ret_lineage, uint64_t *ret_n,
+		       uint64_t *ret_serial);
+/* The lineage a key belongs to, from its first 8 bytes, so that a walk through one lineage
+ * stays in it even across a malformed key: -EBADMSG when shorter than 8 bytes. */
+int vbs_idx_key_lineage(const void *key, size_t klen, uint64_t *ret);
 
 /* Seeks to the first entry at or after (lineage, n, ~serial): 1 with the entry's chunk number,
  * serial and value when it is in the lineage, 0 when the lineage has nothing at or after. */

@@ -20,116 +20,19 @@
 #include <unistd.h>
 
 #include "chunkstore.h"
+#include "extents.h"
+#include "file.h"
 #include "imap.h"
 #include "index.h"
 #include "ingest.h"
 #include "jobs.h"
-#include "file.h"
+#include "pool.h"
 #include "util.h"
 
 #define BATCH_BYTES (16u << 20)
 #define ZSTD_LEVEL 1
 #define EXTENTS_MAX (256u << 20)
 #define PREFETCH (64u << 20) /* bytes of changed extents read ahead (vbs_ingest_prefetch) */
-
-/* ---- a small fork-join pool: every worker runs fn(arg, k, nthreads) for one generation ---- */
-
-struct pool {
-	pthread_mutex_t lock;
-	pthread_cond_t go, done;
-	pthread_t *threads;
-	unsigned n;	  /* workers besides the caller */
-	unsigned gen;	  /* generation counter */
-	unsigned pending; /* workers still running this generation */
-	int quit;
-	void (*fn)(void *arg, unsigned k, unsigned nthreads);
-	void *arg;
-};
-
-struct worker_arg {
-	struct pool *p;
-	unsigned k;
-};
-
-static void *worker(void *a)
-{
-	struct worker_arg *wa = a;
-	struct pool *p = wa->p;
-	unsigned k = wa->k, seen = 0;
-
-	free(wa);
-	pthread_mutex_lock(&p->lock);
-	for (;;) {
-		while (p->gen == seen && !p->quit)
-			pthread_cond_wait(&p->go, &p->lock);
-		if (p->quit)
-			break;
-		seen = p->gen;
-		pthread_mutex_unlock(&p->lock);
-		p->fn(p->arg, k, p->n + 1);
-		pthread_mutex_lock(&p->lock);
-		if (--p->pending == 0)
-			pthread_cond_signal(&p->done);
-	}
-	pthread_mutex_unlock(&p->lock);
-	return NULL;
-}
-
-static int pool_start(struct pool *p, unsigned nthreads)
-{
-	memset(p, 0, sizeof(*p));
-	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->go, NULL);
-	pthread_cond_init(&p->done, NULL);
-	if (nthreads <= 1)
-		return 0;
-	p->threads = calloc(nthreads - 1, sizeof(*p->threads));
-	if (!p->threads)
-		return -ENOMEM;
-	for (unsigned i = 0; i < nthreads - 1; i++) {
-		struct worker_arg *wa = malloc(sizeof(*wa));
-		if (!wa)
-			return -ENOMEM;
-		wa->p = p;
-		wa->k = i + 1;
-		if (pthread_create(&p->threads[i], NULL, worker, wa) != 0) {
-			free(wa);
-			return -EAGAIN;
-		}
-		p->n++;
-	}
-	return 0;
-}
-
-static void pool_run(struct pool *p, void (*fn)(void *, unsigned, unsigned), void *arg)
-{
-	pthread_mutex_lock(&p->lock);
-	p->fn = fn;
-	p->arg = arg;
-	p->pending = p->n;
-	p->gen++;
-	pthread_cond_broadcast(&p->go);
-	pthread_mutex_unlock(&p->lock);
-	fn(arg, 0, p->n + 1);
-	pthread_mutex_lock(&p->lock);
-	while (p->pending)
-		pthread_cond_wait(&p->done, &p->lock);
-	pthread_mutex_unlock(&p->lock);
-}
-
-static void pool_stop(struct pool *p)
-{
-	pthread_mutex_lock(&p->lock);
-	p->quit = 1;
-	pthread_cond_broadcast(&p->go);
-	pthread_mutex_unlock(&p->lock);
-	for (unsigned i = 0; i < p->n; i++)
-		pthread_join(p->threads[i], NULL);
-	free(p->threads);
-	pthread_mutex_destroy(&p->lock);
-	pthread_cond_destroy(&p->go);
-	pthread_cond_destroy(&p->done);
-}
 
 /* ---- state ---- */
 
@@ -205,7 +108,7 @@ struct committer {
 struct ingest {
 	vbs_vault *v;
 	const vbs_ingest_opts *o;
-	struct pool pool;
+	vbs_pool *pool; /* the workers: hashing and encoding a batch with the caller */
 	struct committer com;
 	uint32_t cs;
 	size_t batch_max;
@@ -309,7 +212,8 @@ static int base_value(struct ingest *g, struct disk_state *d, uint64_t n, uint8_
 		return 0;
 	if (!d->ext) {
 		const struct base_entry *b =
-			bsearch(&n, d->base, d->nbase, sizeof(*d->base), cmp_base);
+			d->nbase ? bsearch(&n, d->base, d->nbase, sizeof(*d->base), cmp_base)
+				 : NULL;
 		if (b) {
 			memcpy(id, b->id, VBS_ID_LEN);
 			*data = 1;
@@ -400,7 +304,7 @@ static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *
 
 	g->work = b;
 	if (!b->hashed) {
-		pool_run(&g->pool, hash_work, g);
+		vbs_pool_run(g->pool, hash_work, g);
 		for (size_t i = 0; i < b->njobs; i++)
 			if (b->jobs[i].err < 0)
 				return vbs_fail(b->jobs[i].err, "cannot hash chunk: %s",
@@ -412,7 +316,7 @@ static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *
 		if (!b->jobs[i].zero)
 			memcpy(b->ids[nq++], b->jobs[i].id, VBS_ID_LEN);
 	}
-	r = vbs_cs_exists(g->v, nq, (const uint8_t(*)[VBS_ID_LEN])b->ids, b->present);
+	r = vbs_cs_exists(g->v, NULL, nq, (const uint8_t(*)[VBS_ID_LEN])b->ids, b->present);
 	if (r < 0)
 		return r;
 	vbs_test_pause("VMBAK_TEST_PAUSE_INGEST_BATCH");
@@ -433,7 +337,7 @@ static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *
 			skip = memcmp(other->items[k].id, j->id, VBS_ID_LEN) == 0;
 		j->store = !skip;
 	}
-	pool_run(&g->pool, encode_work, g);
+	vbs_pool_run(g->pool, encode_work, g);
 	for (size_t i = 0; i < b->njobs; i++) {
 		struct job *j = &b->jobs[i];
 		if (!j->store)
@@ -450,10 +354,18 @@ static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *
  * committer thread; store messages are per thread, so the message travels in b->err. */
 static void commit_batch(struct ingest *g, struct batch *b)
 {
+	vbs_pin_batch pins = {g->job, b->items, b->nitems,
+			      (const uint8_t(*)[VBS_ID_LEN])b->check, b->ncheck};
+
 	vbs_clear_err();
-	b->r = vbs_cs_put_pinned(g->v, b->items, b->nitems,
-				 (const uint8_t(*)[VBS_ID_LEN])b->check, b->ncheck, g->job,
-				 &b->added, &b->added_bytes);
+	if (b->nitems == 0 && b->ncheck == 0) {
+		b->r = 0;
+		b->added = b->added_bytes = 0;
+		return;
+	}
+	/* Lazy: nothing refers to these chunks before the point's own commit, which syncs. */
+	b->r = vbs_cs_put(g->v, b->items, b->nitems, VBS_CS_LAZY, vbs_pins_take, &pins,
+			  &b->added, &b->added_bytes);
 	if (b->r < 0)
 		snprintf(b->err, sizeof(b->err), "%s", vbs_errmsg());
 }
@@ -1140,7 +1052,7 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 	struct commit c = {&g, NULL};
 	uint64_t own_job = 0;
 	unsigned nt = o->threads;
-	int r, pool_up = 0;
+	int r;
 
 	vbs_clear_err();
 	if ((r = check_opts(o)) < 0)
@@ -1206,8 +1118,7 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 	}
 	if (nt > 64)
 		nt = 64;
-	r = pool_start(&g.pool, nt);
-	pool_up = 1;
+	r = vbs_pool_new(nt - 1, &g.pool);
 	if (r < 0) {
 		vbs_fail(r, "cannot start worker threads");
 		goto out;
@@ -1262,8 +1173,7 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 out:
 	committer_wait(&g); /* a failure can leave a batch with the committer */
 	committer_stop(&g);
-	if (pool_up)
-		pool_stop(&g.pool);
+	vbs_pool_free(g.pool);
 	if (g.job) {
 		/* Kept on failure too: vbs_errmsg() of the failure must survive these calls. */
 		char msg[VBS_JOB_ERROR_MAX];

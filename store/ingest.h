@@ -66,15 +66,4 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *opts, vbs_rp **ret);
  * so a cold disk's reads overlap the key derivation. */
 void vbs_ingest_prefetch(const vbs_ingest_disk *disks, size_t n);
 
-/* Changed-extents files: text lines "OFFSET LENGTH [TYPE [DESCRIPTION]]" in decimal (or 0x
- * hex), as `nbdinfo --map` prints them; with a TYPE, only lines whose type has bit 0 set
- * (dirty) count; blank lines and lines starting with '#' are ignored. The result is sorted,
- * merged, clipped to size, and aligned outwards to align bytes. */
-typedef struct vbs_extent {
-	uint64_t off, len;
-} vbs_extent;
-/* Parses text of len bytes. On error *ret_line is the 1-based line at fault. free() *ret. */
-int vbs_extents_parse(const char *text, size_t len, uint64_t size, uint64_t align,
-		      vbs_extent **ret, size_t *ret_n, size_t *ret_line);
-
 #endif

@@ -4,7 +4,6 @@
  * big-endian, so keys sort numerically. The full byte layout is in man/vmbak-vault.5.
  *
  *   meta      "seq"     -> u64: last number handed out (VM numbers, lineages, point serials)
- *             "chunks"  -> u64 count, u64 stored bytes, u64 plaintext bytes
  *             "config"  -> sealed: the config's bound fields (vault.c), checked at open
  *   vms2      H(VM name) -> sealed: u64 VM number, i64 created (ns), the name
  *   rps2      u64 serial -> sealed: recovery point record (JSON, see rp.c)
@@ -12,11 +11,12 @@
  *   lineages2 u64 lineage -> sealed: u64 head serial, u64 disk size
  *   idx       u64 lineage, u64 chunk number, u64 ~serial -> 32-byte chunk id, or empty (hole)
  *   dmaps     u64 serial | u16 disk -> sealed: the disk's group MACs (imap.h)
- *   chunks    32-byte chunk id -> chunk frame (chunk.h)
  *   jobs2     u64 job id -> sealed: job record (JSON, see jobs.h)
  *   pins      u64 job id | 32-byte chunk id -> empty: chunks an ingest uses (see gc.h)
  *   protect2  u64 point serial -> sealed: i64 time protected (s) (see lifecycle.h)
  *   meta      "gc"      -> u64 job id of the gc running now (see gc.h)
+ * Chunk frames, and their statistics, belong to the chunk store (chunkstore.h), which alone
+ * names where it keeps them (chunkstore_lmdb.c: two databases and a meta key).
  * Sealed values and keyed name hashes: seal.h. Format 1 (before sealing) used the names
  * vms, rps, rpnames, lineages, jobs, protect with plain values; only upgrade.c reads them.
  *
@@ -43,7 +43,6 @@ typedef struct vbs_key_slot {
 	char created[24]; /* "YYYY-MM-DDTHH:MM:SSZ" */
 	vbk_wrapped_vaultkeys wrapped;
 } vbs_key_slot;
-typedef struct vbs_prefetch vbs_prefetch;
 
 struct vbs_vault {
 	char *path;
@@ -72,11 +71,12 @@ struct vbs_vault {
 	int dedup_vm;	     /* dedup scope "vm": chunk ids keyed per VM (vbs_vm_id_mac) */
 
 	MDB_env *env;
-	MDB_dbi dbi_meta, dbi_vms, dbi_rps, dbi_rpnames, dbi_lineages, dbi_idx, dbi_chunks;
+	MDB_dbi dbi_meta, dbi_vms, dbi_rps, dbi_rpnames, dbi_lineages, dbi_idx;
 	/* jobs, pins, protect: 0 when absent (a vault opened read-only that has none yet). */
 	MDB_dbi dbi_jobs, dbi_pins, dbi_protect;
-	/* tails (chunkstore_lmdb.c): 0 in a vault opened read-only that has none yet. */
-	MDB_dbi dbi_tails;
+	/* The chunk store (chunkstore.h), opened with the environment: its calls and its state. */
+	const struct vbs_cs_ops *cs;
+	void *cs_state;
 	MDB_dbi dbi_dmaps; /* group MACs of each disk of each point (imap.h) */
 	size_t psize; /* LMDB's page size */
 	/* Held shared by every transaction, exclusively to change the map size. */
@@ -85,7 +85,7 @@ struct vbs_vault {
 	vbs_cache *cache;
 	size_t cache_bytes;
 	struct vbs_gcache *gcache; /* imap.c: checked index groups, made on first use */
-	vbs_prefetch *prefetch; /* image.c: decoding ahead of sequential readers */
+	struct vbs_pool *prefetch; /* prefetch.h: the workers decoding ahead of readers */
 	/* Bytes of chunk frames read through the map since it was last trimmed. */
 	uint64_t map_touched;
 	/* Where the map is, for vbs_map_offset: [lo, hi) maps the file from offset off. Reset
@@ -110,9 +110,6 @@ int vbs_config_upgrade(vbs_vault *v, const char *pass);
 /* Frees imap.c's cache of checked index groups (NULL is fine). */
 struct vbs_gcache;
 void vbs_gcache_free(struct vbs_gcache *c);
-
-/* Stops image.c's read-ahead threads (before the environment closes). */
-void vbs_prefetch_stop(vbs_vault *v);
 
 /* Sets the thread's message for vbs_errmsg(). Returns err, so `return vbs_fail(-EIO, ...)`.
  * The one message buffer of base/util.h. */
@@ -222,8 +219,19 @@ int vbs_job_decode_raw(uint64_t id, const void *data, size_t len, struct vbs_job
 int vbs_job_unseal(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
 		   struct vbs_job *ret);
 int vbs_job_load(vbs_vault *v, MDB_txn *txn, uint64_t id, struct vbs_job *ret);
-/* Pins chunk id for job inside the caller's write transaction (gc.h). */
-int vbs_pin_add(vbs_vault *v, MDB_txn *txn, uint64_t job, const uint8_t *id);
+/* The chunks of one batch of an ingest (gc.h): stored ones (ids of the put) and reused ones
+ * (check), all pinned for job. */
+typedef struct vbs_pin_batch {
+	uint64_t job;
+	const struct vbs_cs_item *items;
+	size_t n;
+	const uint8_t (*check)[VBK_HASH_LEN];
+	size_t ncheck;
+} vbs_pin_batch;
+/* The hook of a pinned put (chunkstore.h's vbs_cs_hook_fn; arg: a vbs_pin_batch), in the write
+ * transaction that stores the batch: checks that each reused chunk is still stored (-ESTALE
+ * when one is gone: the caller looks again and stores it) and pins every chunk of the batch. */
+int vbs_pins_take(vbs_vault *v, MDB_txn *txn, void *arg);
 /* Drops job's pins in short transactions, unless a live gc is registered (then they stay for
  * that gc to drop). */
 int vbs_pins_release(vbs_vault *v, uint64_t job);

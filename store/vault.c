@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "chunkstore.h"
+#include "prefetch.h"
 #include "dbguard.h"
 #include "file.h"
 #include "internal.h"
@@ -499,8 +501,7 @@ static int env_open(vbs_vault *v, int create)
 				       &v->dbi_rpnames)) ||
 		    (rc = mdb_dbi_open(txn, f1 ? "lineages" : VBS_DB_LINEAGES, dflags,
 				       &v->dbi_lineages)) ||
-		    (rc = mdb_dbi_open(txn, "idx", dflags, &v->dbi_idx)) ||
-		    (rc = mdb_dbi_open(txn, "chunks", dflags, &v->dbi_chunks)))
+		    (rc = mdb_dbi_open(txn, "idx", dflags, &v->dbi_idx)))
 			goto fail;
 		if (!f1 && (rc = mdb_dbi_open(txn, VBS_DB_DMAPS, dflags, &v->dbi_dmaps)))
 			goto fail;
@@ -509,18 +510,20 @@ static int env_open(vbs_vault *v, int create)
 		 * (dbi 0). */
 		if ((rc = open_optional(v, txn, f1 ? "jobs" : VBS_DB_JOBS, &v->dbi_jobs)) ||
 		    (rc = open_optional(v, txn, "pins", &v->dbi_pins)) ||
-		    (rc = open_optional(v, txn, f1 ? "protect" : VBS_DB_PROTECT, &v->dbi_protect)) ||
-		    (rc = open_optional(v, txn, "tails", &v->dbi_tails)))
+		    (rc = open_optional(v, txn, f1 ? "protect" : VBS_DB_PROTECT, &v->dbi_protect)))
 			goto fail;
 	}
 	{
 		MDB_stat ms;
 		v->psize = mdb_env_stat(v->env, &ms) == 0 ? ms.ms_psize : 4096;
 	}
-	if (v->format >= 2 && v->unlocked) {
-		int r = vbs_config_check(v, txn, create);
+	{
+		int r = vbs_cs_attach(v, txn, create);
+		if (r == 0 && v->format >= 2 && v->unlocked)
+			r = vbs_config_check(v, txn, create);
 		if (r < 0) {
 			mdb_txn_abort(txn);
+			vbs_cs_detach(v);
 			vbs_guard_remove(v->env);
 			mdb_env_close(v->env);
 			v->env = NULL;
@@ -538,6 +541,7 @@ static int env_open(vbs_vault *v, int create)
 fail:
 	if (txn)
 		mdb_txn_abort(txn);
+	vbs_cs_detach(v);
 	if (v->env) {
 		vbs_guard_remove(v->env);
 		mdb_env_close(v->env);
@@ -616,6 +620,7 @@ void vbs_vault_close_env(vbs_vault *v)
 {
 	if (!v || !v->env)
 		return;
+	vbs_cs_detach(v);
 	vbs_guard_remove(v->env);
 	mdb_env_close(v->env);
 	v->env = NULL;
@@ -1135,63 +1140,4 @@ int vbs_vault_encrypted(const vbs_vault *v)
 void vbs_vault_set_cache_size(vbs_vault *v, size_t bytes)
 {
 	v->cache_bytes = bytes;
-}
-
-static uint64_t free_pages(MDB_txn *txn)
-{
-	MDB_cursor *c;
-	MDB_val k, d;
-	uint64_t n = 0;
-
-	/* The free list is database 0: values are arrays of page numbers, count first. */
-	if (mdb_cursor_open(txn, 0, &c))
-		return 0;
-	while (mdb_cursor_get(c, &k, &d, MDB_NEXT) == 0)
-		if (d.mv_size >= sizeof(size_t))
-			n += *(const size_t *)d.mv_data;
-	mdb_cursor_close(c);
-	return n;
-}
-
-int vbs_vault_stats_get(vbs_vault *v, vbs_vault_stats *ret)
-{
-	vbs_vault_stats s = {0};
-	MDB_txn *txn;
-	MDB_stat ms;
-	MDB_envinfo info;
-	MDB_val k = {6, (void *)"chunks"}, d;
-	struct stat st;
-	char file[4200];
-	int r;
-
-	vbs_clear_err();
-	r = vbs_read_begin(v, &txn);
-	if (r < 0)
-		return r;
-	if (mdb_get(txn, v->dbi_meta, &k, &d) == 0 && d.mv_size == 24) {
-		s.chunks = vbs_get64(d.mv_data);
-		s.chunk_bytes = vbs_get64((uint8_t *)d.mv_data + 8);
-		s.chunk_raw_bytes = vbs_get64((uint8_t *)d.mv_data + 16);
-	}
-	if (mdb_stat(txn, v->dbi_vms, &ms) == 0)
-		s.vms = ms.ms_entries;
-	if (mdb_stat(txn, v->dbi_rps, &ms) == 0)
-		s.rps = ms.ms_entries;
-	mdb_env_info(v->env, &info);
-	s.map_bytes = info.me_mapsize;
-	mdb_env_stat(v->env, &ms);
-	s.free_bytes = free_pages(txn) * ms.ms_psize;
-	vbs_read_end(v, txn);
-
-	r = vbs_rp_sum_sizes(v, &s.logical_bytes, &s.data_bytes);
-	if (r < 0)
-		return r;
-	snprintf(file, sizeof(file), "%s/data.mdb", v->path);
-	if (stat(file, &st) == 0) {
-		s.file_bytes = (uint64_t)st.st_size;
-		if (s.file_bytes > (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize)
-			s.free_bytes += s.file_bytes - (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
-	}
-	*ret = s;
-	return 0;
 }

@@ -94,16 +94,9 @@ int vbs_verify_idx_entry(const void *key, size_t klen, const void *val, size_t v
 			 uint64_t *ret_lineage, uint64_t *ret_n, uint64_t *ret_serial,
 			 int *ret_data)
 {
-	const uint8_t *k = key;
-
-	if (klen != VBS_IDX_KEY_LEN || (vlen != 0 && vlen != VBS_ID_LEN) || (vlen && !val))
+	if ((vlen != 0 && vlen != VBS_ID_LEN) || (vlen && !val) ||
+	    vbs_idx_key_decode(key, klen, ret_lineage, ret_n, ret_serial) < 0)
 		return -EBADMSG;
-	if (ret_lineage)
-		*ret_lineage = vbs_get64(k);
-	if (ret_n)
-		*ret_n = vbs_get64(k + 8);
-	if (ret_serial)
-		*ret_serial = ~vbs_get64(k + 16);
 	if (ret_data)
 		*ret_data = vlen == VBS_ID_LEN;
 	return 0;
@@ -744,17 +737,15 @@ static int scan_index(struct ctx *c, uint64_t only_lineage, int all)
 		for (; rc == 0; rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
 			uint64_t lin, n, serial;
 
-			if (k.mv_size != VBS_IDX_KEY_LEN) {
-				if (!all && (k.mv_size < 8 || vbs_get64(k.mv_data) != only_lineage))
+			if (vbs_idx_key_decode(k.mv_data, k.mv_size, &lin, &n, &serial) < 0) {
+				if (!all && (vbs_idx_key_lineage(k.mv_data, k.mv_size, &lin) < 0 ||
+					     lin != only_lineage))
 					break; /* not a key of this lineage, whatever it is */
 				c->res->index_entries++;
 				report(c, VBS_VERIFY_INDEX, NULL, NULL, NULL, 0, 0, 0,
 				       "an index entry has a key of %zu bytes", k.mv_size);
 				continue;
 			}
-			lin = vbs_get64(k.mv_data);
-			n = vbs_get64((uint8_t *)k.mv_data + 8);
-			serial = ~vbs_get64((uint8_t *)k.mv_data + 16);
 			if (!all && lin != only_lineage)
 				break;
 			c->res->index_entries++;
@@ -920,7 +911,7 @@ static int walk_disk(struct ctx *c, size_t pt, size_t di, walk_fn fn)
 	while (n < end) {
 		uint8_t key[VBS_IDX_KEY_LEN];
 		MDB_val k = {sizeof(key), key}, d;
-		uint64_t en;
+		uint64_t en, kl;
 		int malformed;
 
 		if (!cur) {
@@ -936,12 +927,13 @@ static int walk_disk(struct ctx *c, size_t pt, size_t di, walk_fn fn)
 			r = db_fail(c, vbs_mdb_err(rc), "idx");
 			break;
 		}
-		if (k.mv_size < 8 || vbs_get64(k.mv_data) != dk->lineage)
+		if (vbs_idx_key_lineage(k.mv_data, k.mv_size, &kl) < 0 || kl != dk->lineage)
 			break;
 		/* A malformed key in the lineage: every lookup landing on it fails, so chunk n is
 		 * unreadable; the walk goes on with the next. */
-		malformed = k.mv_size != VBS_IDX_KEY_LEN;
-		en = malformed ? n : vbs_get64((uint8_t *)k.mv_data + 8);
+		malformed = vbs_idx_key_decode(k.mv_data, k.mv_size, NULL, &en, NULL) < 0;
+		if (malformed)
+			en = n;
 		if (en > n) {
 			n = en; /* the entries at en may all be newer than the point: seek again */
 			continue;
@@ -1082,7 +1074,7 @@ static int decode_cb(void *arg, const void *frame, size_t flen)
 static int check_chunk(struct ctx *c, const struct ref *ref, size_t *ret_len)
 {
 	struct decode d = {c->v, ref->id, c->buf, 0};
-	int r = vbs_cs_get(c->v, c->txn, ref->id, decode_cb, &d);
+	int r = vbs_cs_get(c->v, c->txn, NULL, ref->id, decode_cb, &d);
 
 	if (r == -ENOENT)
 		return VBS_VERIFY_CHUNK_MISSING;

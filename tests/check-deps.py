@@ -33,10 +33,8 @@ STORE_PUBLIC = {"vault.h", "rp.h", "image.h", "ingest.h", "jobs.h", "lifecycle.h
 KEYVAULT_INTERNAL = {"kv_internal.h"}
 CHUNKSTORE_IMPL = {"store/chunkstore_lmdb.c"}
 
-# Known exceptions: (rule, subject). The seam branch (issue 11, "A chunk-store seam that holds")
-# moves gc.c and vault.c off the chunks database and breaks the chunkstore_lmdb.c <-> gc.c call
-# loop; it deletes this line. (vault.c -> image.c -> rp.c -> vault.c went with vbu_name_valid.)
-KNOWN = {("chunks", "store/gc.c"), ("chunks", "store/vault.c"), ("loop", "store/chunkstore_lmdb.c store/gc.c")}  # seam: remove this line
+# Known exceptions: (rule, subject), each with the branch that removes it. None today.
+KNOWN = set()
 
 
 def rel(p):

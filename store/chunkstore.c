@@ -1,0 +1,97 @@
+/* chunkstore.c: the vault's chunk store (see chunkstore.h): which store a vault uses, and the
+ * calls that go to it. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "chunkstore.h"
+
+/* Every vault keeps its chunks in LMDB today. A second store (issue 15: RADOS) is chosen here
+ * from the vault's config. */
+static const vbs_cs_ops *store_of(const vbs_vault *v)
+{
+	(void)v;
+	return &vbs_cs_lmdb;
+}
+
+int vbs_cs_attach(vbs_vault *v, MDB_txn *txn, int create)
+{
+	const vbs_cs_ops *ops = store_of(v);
+	void *state = NULL;
+	int r;
+
+	vbs_cs_detach(v);
+	r = ops->open(v, txn, create, &state);
+	if (r < 0)
+		return r;
+	v->cs = ops;
+	v->cs_state = state;
+	return 0;
+}
+
+void vbs_cs_detach(vbs_vault *v)
+{
+	if (!v || !v->cs)
+		return;
+	v->cs->close(v->cs_state);
+	/* v->cs stays: readers opened before (an image's) are still closed by their store. */
+	v->cs_state = NULL;
+}
+
+int vbs_cs_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_t id[VBS_ID_LEN],
+	       vbs_frame_fn fn, void *arg)
+{
+	return v->cs->get(v, txn, rd, id, fn, arg);
+}
+
+int vbs_cs_reader_open(vbs_vault *v, vbs_cs_reader **ret)
+{
+	return v->cs->reader_open(v, ret);
+}
+
+void vbs_cs_reader_close(vbs_vault *v, vbs_cs_reader *rd)
+{
+	if (rd)
+		v->cs->reader_close(rd);
+}
+
+int vbs_cs_exists(vbs_vault *v, MDB_txn *txn, size_t n, const uint8_t (*ids)[VBS_ID_LEN],
+		  uint8_t *present)
+{
+	MDB_txn *own = NULL;
+	int r;
+
+	if (!txn) {
+		if ((r = vbs_read_begin(v, &own)) < 0)
+			return r;
+		txn = own;
+	}
+	r = v->cs->exists(v, txn, n, ids, present);
+	if (own)
+		vbs_read_end(v, own);
+	return r;
+}
+
+int vbs_cs_put(vbs_vault *v, const vbs_cs_item *items, size_t n, int mode, vbs_cs_hook_fn hook,
+	       void *hook_arg, uint64_t *ret_added, uint64_t *ret_added_bytes)
+{
+	if (n == 0 && !hook) {
+		*ret_added = *ret_added_bytes = 0;
+		return 0;
+	}
+	return v->cs->put(v, items, n, mode, hook, hook_arg, ret_added, ret_added_bytes);
+}
+
+int vbs_cs_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], uint64_t *ret_len)
+{
+	return v->cs->del(v, txn, id, ret_len);
+}
+
+int vbs_cs_iterate(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *arg)
+{
+	return v->cs->iterate(v, txn, fn, arg);
+}
+
+int vbs_cs_stats_get(vbs_vault *v, MDB_txn *txn, vbs_cs_stats *ret)
+{
+	return v->cs->stats(v, txn, ret);
+}
