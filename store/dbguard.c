@@ -89,20 +89,29 @@ static void chain(struct sigaction *old, int sig, siginfo_t *si, void *uc)
 		raise(sig);
 }
 
+static int in_lmdb(uintptr_t pc)
+{
+	return pc && pc >= text_lo && pc < text_hi;
+}
+
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
-	uintptr_t ip = 0;
+	uintptr_t ip = 0, ret = 0;
 
 #if defined(__x86_64__)
 	ip = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
+	/* A leaf function of libc that LMDB called (memcpy from a page a damaged pointer names)
+	 * has pushed nothing: its return address is at the top of the stack. */
+	ret = *(const uintptr_t *)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RSP];
 #elif defined(__aarch64__)
 	ip = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.pc;
+	ret = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.regs[30]; /* the link register */
 #endif
 	if (registered()) {
 		/* SIGBUS: a read of the map past the end of data.mdb, the only file we map. */
 		if (sig == SIGBUS)
 			die_damaged();
-		if (ip && ip >= text_lo && ip < text_hi)
+		if (in_lmdb(ip) || in_lmdb(ret))
 			die_damaged();
 	}
 	chain(sig == SIGBUS ? &old_bus : &old_segv, sig, si, uc);
