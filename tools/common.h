@@ -48,6 +48,7 @@ typedef struct vmbak_cmd {
 extern const vmbak_cmd cmd_init_def, cmd_ingest_def, cmd_list_def, cmd_info_def;
 extern const vmbak_cmd cmd_verify_def, cmd_upgrade_def, cmd_restore_def;
 extern const vmbak_cmd cmd_keyvault_def, cmd_key_def;
+extern const vmbak_cmd cmd_files_def;
 
 /* A user-supplied string made safe for a one-line message: control characters and bytes that
  * are not printable ASCII become \xNN, and more than about 200 characters are cut with "...".
