@@ -50,7 +50,7 @@
 #include "vault.h"
 
 #define FILES_USAGE                                                                                \
-	"vmbak files VAULT VM/RP DISK MOUNTPOINT [--keyvault KV] [--partition N]\n"               \
+	"vmbak files VAULT VM/RP DISK MOUNTPOINT [--keyvault KV] [--partition N] [--raw]\n"               \
 	"       vmbak files -u MOUNTPOINT"
 
 static const char files_help[] =
@@ -75,6 +75,9 @@ static const char files_help[] =
     "                          the terminal)\n"
     "  --partition N           the file system (or LUKS or BitLocker volume) is partition N\n"
     "                          of the disk (MBR 1-4, or GPT)\n"
+    "  --raw                   mount no file system: MOUNTPOINT shows the decrypted volume as\n"
+    "                          one read-only file (disk; dislocker-file for BitLocker), for\n"
+    "                          tools of your own (LVM inside LUKS, say)\n"
     "  -u, --unmount           unmount MOUNTPOINT and undo the layers below it\n"
     "  --passphrase-file F     read the vault passphrase from the first line of F\n"
     "  -h, --help              show this help\n"
@@ -93,12 +96,13 @@ enum {
 	OPT_KV_PASSFILE,
 	OPT_PARTITION,
 	OPT_PASSFILE,
+	OPT_RAW,
 };
 
 typedef struct fopts {
 	const char *vault, *point, *disk, *mnt, *kv, *kv_passfile, *passphrase_file;
 	unsigned partition; /* 0: none */
-	int unmount;
+	int unmount, raw;
 } fopts;
 
 /* What a mount is made of, and what -u undoes. */
@@ -120,6 +124,7 @@ static int parse(int argc, char **argv, vmbak_globals *g, fopts *o)
 	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
 	    {"partition", required_argument, NULL, OPT_PARTITION},
 	    {"unmount", no_argument, NULL, 'u'},
+	    {"raw", no_argument, NULL, OPT_RAW},
 	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
 	    {"help", no_argument, NULL, 'h'},
@@ -136,6 +141,9 @@ static int parse(int argc, char **argv, vmbak_globals *g, fopts *o)
 			return -1;
 		case 'u':
 			o->unmount = 1;
+			break;
+		case OPT_RAW:
+			o->raw = 1;
 			break;
 		case OPT_KEYVAULT:
 			if (!*optarg)
@@ -176,7 +184,7 @@ static int parse(int argc, char **argv, vmbak_globals *g, fopts *o)
 				     argv + optind);
 		if (status != 0)
 			return status;
-		if (o->kv || o->kv_passfile || o->partition || o->passphrase_file)
+		if (o->kv || o->kv_passfile || o->partition || o->passphrase_file || o->raw)
 			return usage_err("-u takes only the mount point");
 		o->mnt = argv[optind];
 		return 0;
@@ -319,9 +327,27 @@ static int unmount_one(const char *path, int lazy)
 	return umount2(path, MNT_DETACH) == 0 ? 0 : -errno;
 }
 
+/* 1 when process pid runs (not a zombie) and is a vmbak: the view is a fork of vmbak. */
 static int pid_alive(pid_t pid)
 {
-	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+	char path[64], buf[512], *p;
+	int fd;
+	ssize_t n;
+
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* "PID (COMM) S ...": the state follows the last ')'. */
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X' && strstr(buf, "(vmbak)") != NULL;
 }
 
 /* Undoes every layer of l from the top: the file system at l->mnt, dislocker, the view (and
@@ -396,7 +422,7 @@ static int run_helper(const char *name, char *const args[], int in_fd, int fd3, 
 			if (ioctl(pty_slave, TIOCSCTTY, 0) != 0)
 				_exit(126);
 		}
-		if (fd3 >= 0 && dup2(fd3, 3) < 0)
+		if (fd3 >= 0 && (fd3 == 3 ? fcntl(3, F_SETFD, 0) : dup2(fd3, 3)) < 0)
 			_exit(126);
 		if (dup2(in_fd >= 0 ? in_fd : nul, STDIN_FILENO) < 0 ||
 		    dup2(fds[1], STDOUT_FILENO) < 0 || dup2(fds[1], STDERR_FILENO) < 0)
@@ -430,12 +456,20 @@ static int run_helper(const char *name, char *const args[], int in_fd, int fd3, 
 	if (WIFEXITED(wst) && WEXITSTATUS(wst) == 0)
 		return 0;
 	{
-		/* The last non-empty line, without dislocker's date and level. */
-		char *line = NULL, *save = NULL, *tok;
+		/* The first line that says it failed, else the last one (helpers print banners
+		 * and help around the reason), without dislocker's date and level. */
+		char *line = NULL, *fail = NULL, *save = NULL, *tok;
 
-		for (tok = strtok_r(buf, "\r\n", &save); tok; tok = strtok_r(NULL, "\r\n", &save))
-			if (strspn(tok, " \t") != strlen(tok))
-				line = tok;
+		for (tok = strtok_r(buf, "\r\n", &save); tok; tok = strtok_r(NULL, "\r\n", &save)) {
+			if (strspn(tok, " \t") == strlen(tok))
+				continue;
+			line = tok;
+			if (!fail && (strcasestr(tok, "fail") || strcasestr(tok, "error") ||
+				      strcasestr(tok, "unable") || strcasestr(tok, "cannot")))
+				fail = tok;
+		}
+		if (fail)
+			line = fail;
 		if (line && strstr(line, "] "))
 			line = strstr(line, "] ") + 2;
 		if (line)
@@ -848,9 +882,13 @@ static int mount_fs(const layers *l, const char *disk, const char *src)
 	}
 	close(fd);
 	if (got == (ssize_t)sizeof(sb) && memcmp(sb + 3, "NTFS    ", 8) == 0) {
+		/* ntfs-3g takes no "--"; both paths are absolute. */
 		helper = how = "ntfs-3g";
 		args[n++] = "-o";
 		args[n++] = "ro";
+		args[n++] = (char *)src;
+		args[n++] = (char *)l->mnt;
+		args[n] = NULL;
 	} else {
 		/* ext2/3/4 whose journal needs replaying: a read-only device cannot replay it. */
 		if (got == (ssize_t)sizeof(sb) && sb[1024 + 56] == 0x53 && sb[1024 + 57] == 0xef &&
@@ -858,11 +896,11 @@ static int mount_fs(const layers *l, const char *disk, const char *src)
 			snprintf(opts, sizeof(opts), "ro,loop,noload");
 		args[n++] = "-o";
 		args[n++] = opts;
+		args[n++] = "--";
+		args[n++] = (char *)src;
+		args[n++] = (char *)l->mnt;
+		args[n] = NULL;
 	}
-	args[n++] = "--";
-	args[n++] = (char *)src;
-	args[n++] = (char *)l->mnt;
-	args[n] = NULL;
 	if (run_helper(helper, args, -1, -1, -1, msg, sizeof(msg)) != 0) {
 		vbu_err("cannot mount the file system of disk '%s': %s: %s", disk, how, q(msg));
 		return VMBAK_EXIT_FAIL;
@@ -1111,8 +1149,21 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		vbk_secret_free(secret, secret_len);
 		secret = NULL;
 	}
-	if ((status = mount_fs(&l, d->name, src)) != 0)
+	if (o.raw) {
+		/* The directory of the top file, bound read-only at the mount point. */
+		*strrchr(src, '/') = '\0';
+		if (mount(src, abs, NULL, MS_BIND, NULL) != 0 ||
+		    mount(NULL, abs, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0) {
+			vbu_errno(-errno, "cannot show the volume of disk '%s' at '%s'", d->name,
+				  q(o.mnt));
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+		snprintf(desc + strlen(desc), sizeof(desc) - strlen(desc), "; the volume as %s",
+			 luks || !o.kv ? FILES_VIEW_NAME : "dislocker-file");
+	} else if ((status = mount_fs(&l, d->name, src)) != 0) {
 		goto out;
+	}
 	made = 0;
 	if (o.partition)
 		printf("mounted partition %u of disk '%s' of %s/%s read-only at %s (%s)\n",
