@@ -594,7 +594,8 @@ static void cs_quiet(int level, const char *msg, void *usrptr)
  * libcryptsetup loads it from there. Prints the error. */
 static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t len,
 		    const uint8_t *secret, size_t secret_len, uint8_t *key, size_t *ret_key_len,
-		    uint32_t *ret_sector, uint64_t *ret_off, char *desc, size_t desc_cap)
+		    uint32_t *ret_sector, int *ret_large, uint64_t *ret_off, char *desc,
+		    size_t desc_cap)
 {
 	struct crypt_device *cd = NULL;
 	struct crypt_params_integrity integ = {0};
@@ -603,6 +604,7 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 	char path[64];
 	const char *cipher, *mode, *type;
 	size_t klen = 0;
+	uint32_t flags = 0;
 	int fd = -1, r, status = VMBAK_EXIT_FAIL, sector;
 
 	fd = memfd_create("vmbak-luks-header", MFD_CLOEXEC);
@@ -687,10 +689,12 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 			vbu_errno(r, "cannot get the volume key of disk '%s'", disk);
 		goto out;
 	}
-	snprintf(desc, desc_cap, "%s, aes-xts-plain64, %zu-bit key, %d-byte sectors",
+	snprintf(desc, desc_cap, "%s, aes-xts-plain64, AES-%zu, %d-byte sectors",
 		 type ? type : "LUKS", klen * 4, sector);
 	*ret_key_len = klen;
 	*ret_sector = (uint32_t)sector;
+	*ret_large = crypt_persistent_flags_get(cd, CRYPT_FLAGS_ACTIVATION, &flags) == 0 &&
+		     (flags & CRYPT_ACTIVATE_IV_LARGE_SECTORS);
 	*ret_off = off;
 	status = 0;
 out:
@@ -975,7 +979,7 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 	uint64_t base = 0, len, off = 0, serial = 0;
 	uint32_t sector = 512;
 	unsigned idx = 0;
-	int r, status, made = 0, luks, bitlk;
+	int r, status, made = 0, luks, bitlk, large = 0;
 
 	status = parse(argc, argv, g, &o);
 	if (status != 0)
@@ -1086,7 +1090,7 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 	}
 	if (luks) {
 		status = luks_key(img, d->name, base, len, secret, secret_len, key, &key_len,
-				  &sector, &off, desc, sizeof(desc));
+				  &sector, &large, &off, desc, sizeof(desc));
 		if (status != 0)
 			goto out;
 		base += off;
@@ -1123,6 +1127,7 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		    .key = luks ? key : NULL,
 		    .key_len = key_len,
 		    .sector = sector,
+		    .iv_large_sectors = large,
 		    .dir = l.view,
 		};
 		char msg[400];

@@ -36,7 +36,7 @@ typedef struct view {
 	vbs_vault *v;
 	vbs_image *img;
 	uint64_t base, size;
-	uint32_t sector;
+	uint32_t sector, iv_unit;
 	EVP_CIPHER_CTX *ctx; /* NULL: no decryption */
 	uint8_t *in, *out;   /* VIEW_READ_MAX + 2 sectors each */
 	time_t t;
@@ -122,7 +122,7 @@ static int view_read(view *w, size_t len, uint64_t off)
 	if (got != n)
 		return -EIO;
 	for (size_t i = 0; i < n; i += w->sector) {
-		uint64_t sec = (a + i) / w->sector;
+		uint64_t sec = (a + i) / w->iv_unit;
 		uint8_t iv[16] = {0};
 
 		for (int b = 0; b < 8; b++)
@@ -211,7 +211,8 @@ static int view_main(const files_view_cfg *c, int report)
 	char *fargv[] = {"vmbak-files", "-o", "ro,fsname=vmbak-files,subtype=vmbak-files", NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
 	struct fuse_session *se = NULL;
-	view w = {.base = c->base, .size = c->size, .sector = c->sector, .t = time(NULL)};
+	view w = {.base = c->base, .size = c->size, .sector = c->sector,
+		 .iv_unit = c->iv_large_sectors ? c->sector : 512, .t = time(NULL)};
 	char msg[300] = "";
 	int r, nul;
 

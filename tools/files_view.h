@@ -4,7 +4,8 @@
  * a byte range of a disk image of a recovery point (a partition, or the payload of a LUKS
  * volume), read through the store (vbs_image_read, so every chunk is authenticated) and, for
  * LUKS, decrypted on the way with the volume key (AES-XTS, IV plain64: the sector number,
- * counted in units of the encryption sector, little-endian). The kernel's loop driver, or
+ * little-endian, counted in 512-byte units as dm-crypt does for LUKS also with larger encryption
+ * sectors, unless the header asks for iv_large_sectors). The kernel's loop driver, or
  * dislocker, then reads that file.
  *
  * The view process opens the vault itself after the fork (LMDB must not cross a fork): it gets
@@ -30,6 +31,7 @@ typedef struct files_view_cfg {
 	const uint8_t *key;   /* the AES-XTS key (32 or 64 bytes), or NULL: the bytes as stored */
 	size_t key_len;
 	uint32_t sector;      /* the encryption sector size: 512 to 4096, a power of two */
+	int iv_large_sectors; /* the IV counts sectors of that size, not of 512 bytes */
 	const char *dir;      /* the view's mount point, an empty directory */
 } files_view_cfg;
 
