@@ -271,7 +271,7 @@ expect_status 0 "$VMBAK" files -u m
 note "help and the manual"
 expect_status 0 "$VMBAK" files --help
 expect_stdout "vmbak files -u MOUNTPOINT"
-man -l "$SRCDIR/man/vmbak.1" 2>/dev/null | grep -q 'files VAULT' || fail "vmbak(1) has no files"
+man -l "$SRCDIR/man/vmbak.1" 2>/dev/null | grep -q 'files -u mountpoint' || fail "vmbak(1) has no files"
 
 fx=$SRCDIR/../shared/fixtures/bitlocker
 if [ ! -f "$fx/bitlk-images.tar.xz" ] || ! command -v dislocker >/dev/null; then
