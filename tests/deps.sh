@@ -10,12 +10,13 @@ set -euo pipefail
 
 pkgs=(
 	build-essential pkg-config
-	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev
+	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev libcryptsetup-dev
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
 	lmdb-utils
 	qemu-system-x86 busybox-static cpio
 	python3-lmdb
+	dislocker ntfs-3g
 )
 
 missing=()

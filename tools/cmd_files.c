@@ -508,7 +508,7 @@ static int find_partition(vbs_image *img, const char *disk, unsigned n, uint64_t
 			  uint64_t *ret_len)
 {
 	uint64_t size = vbs_image_size(img), first, last;
-	uint8_t mbr[512], gpt[512], ent[GPT_ENTRIES_MAX > 0 ? 4096 : 1];
+	uint8_t mbr[512], gpt[512], ent[4096];
 	int r;
 
 	if (size < 1024 || (r = read_at(img, mbr, 512, 0)) < 0 || mbr[510] != 0x55 ||
