@@ -16,6 +16,7 @@ pkgs=(
 	lmdb-utils
 	qemu-system-x86 busybox-static cpio
 	python3-lmdb
+	libnbd-bin openssl
 	dislocker ntfs-3g
 )
 
