@@ -50,7 +50,7 @@
 #include "vault.h"
 
 #define FILES_USAGE                                                                                \
-	"vmbak files VAULT VM/RP DISK MOUNTPOINT [--keyvault KV] [--partition N] [--raw]\n"               \
+	"vmbak files VAULT VM/RP DISK MOUNTPOINT [--keyvault KV] [--partition N] [--raw]\n"        \
 	"       vmbak files -u MOUNTPOINT"
 
 static const char files_help[] =
@@ -163,8 +163,9 @@ static int parse(int argc, char **argv, vmbak_globals *g, fopts *o)
 			n = strtoul(optarg, &end, 10);
 			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || n < 1 ||
 			    n > GPT_ENTRIES_MAX)
-				return usage_err("invalid --partition '%s': give a number from 1 to %d",
-						 q(optarg), GPT_ENTRIES_MAX);
+				return usage_err(
+				    "invalid --partition '%s': give a number from 1 to %d",
+				    q(optarg), GPT_ENTRIES_MAX);
 			o->partition = (unsigned)n;
 			break;
 		}
@@ -296,8 +297,8 @@ static int is_mounted(const char *path)
 		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
 			continue;
 		while (*s) {
-			if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-			    s[3] >= '0' && s[3] <= '7') {
+			if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+			    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
 				*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
 				s += 4;
 			} else {
@@ -618,7 +619,8 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 	crypt_set_log_callback(NULL, cs_quiet, NULL);
 	for (int pass = 0; pass < 2; pass++) {
 		while (copied < want) {
-			size_t n = want - copied < (1u << 20) ? (size_t)(want - copied) : (1u << 20);
+			size_t n =
+			    want - copied < (1u << 20) ? (size_t)(want - copied) : (1u << 20);
 
 			r = read_at(img, buf, n, base + copied);
 			if (r < 0 || vbu_write_all(fd, buf, n) < 0) {
@@ -673,8 +675,8 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 			disk, cipher ? q(cipher) : "?", mode ? q(mode) : "?", klen);
 		goto out;
 	}
-	if (sector < 512 || sector > 4096 || (sector & (sector - 1)) || off % 512 ||
-	    off >= len || crypt_get_iv_offset(cd) != 0) {
+	if (sector < 512 || sector > 4096 || (sector & (sector - 1)) || off % 512 || off >= len ||
+	    crypt_get_iv_offset(cd) != 0) {
 		vbu_err("the LUKS header of disk '%s' has a layout vmbak files does not read "
 			"(sector size %d)",
 			disk, sector);
@@ -684,7 +686,8 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 				 secret_len);
 	if (r < 0) {
 		if (r == -EPERM)
-			vbu_err("the escrowed key of disk '%s' does not open its LUKS header", disk);
+			vbu_err("the escrowed key of disk '%s' does not open its LUKS header",
+				disk);
 		else
 			vbu_errno(r, "cannot get the volume key of disk '%s'", disk);
 		goto out;
@@ -778,8 +781,7 @@ out:
 /* ---- BitLocker ---- */
 
 /* dislocker -r -V VIEW/disk with the secret, its FUSE file system at l->bl. */
-static int dislocker(layers *l, const char *disk, vbk_kind kind, const uint8_t *secret,
-		     size_t len)
+static int dislocker(layers *l, const char *disk, vbk_kind kind, const uint8_t *secret, size_t len)
 {
 	char vol[PATH_MAX + 16], msg[400];
 	char *args[10];
@@ -799,7 +801,8 @@ static int dislocker(layers *l, const char *disk, vbk_kind kind, const uint8_t *
 		/* The .BEK in memory, as the helper's fd 3. */
 		what = "startup key";
 		mfd = memfd_create("vmbak-bek", MFD_CLOEXEC);
-		if (mfd < 0 || vbu_write_all(mfd, secret, len) < 0 || lseek(mfd, 0, SEEK_SET) != 0) {
+		if (mfd < 0 || vbu_write_all(mfd, secret, len) < 0 ||
+		    lseek(mfd, 0, SEEK_SET) != 0) {
 			vbu_errno(-errno, "cannot hand the startup key to dislocker");
 			status = VMBAK_EXIT_FAIL;
 			goto out;
@@ -848,9 +851,10 @@ static int dislocker(layers *l, const char *disk, vbk_kind kind, const uint8_t *
 		status = VMBAK_EXIT_FAIL;
 	}
 	if (status != 0)
-		vbu_err("dislocker cannot open the BitLocker volume of disk '%s' with its escrowed %s: "
-			"%s",
-			disk, what, q(msg));
+		vbu_err(
+		    "dislocker cannot open the BitLocker volume of disk '%s' with its escrowed %s: "
+		    "%s",
+		    disk, what, q(msg));
 out:
 	if (in[0] >= 0)
 		close(in[0]);
@@ -955,7 +959,8 @@ static int files_unmount(const fopts *o)
 		return VMBAK_EXIT_FAIL;
 	}
 	if (crashed) {
-		vbu_err("the view of '%s' had stopped (its reads failed); every layer is undone now",
+		vbu_err("the view under '%s' had stopped (its process was gone, reads failed); "
+			"every layer is undone now",
 			q(o->mnt));
 		return VMBAK_EXIT_FAIL;
 	}
@@ -1049,13 +1054,12 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		goto out;
 	}
 	if ((r = vbs_image_open(v, serial, idx, &img)) < 0) {
-		status = store_err(r, "cannot open disk '%s' of point %s/%s", d->name, rp->vm,
-				   rp->id);
+		status =
+		    store_err(r, "cannot open disk '%s' of point %s/%s", d->name, rp->vm, rp->id);
 		goto out;
 	}
 	len = vbs_image_size(img);
-	if (o.partition &&
-	    (status = find_partition(img, d->name, o.partition, &base, &len)) != 0)
+	if (o.partition && (status = find_partition(img, d->name, o.partition, &base, &len)) != 0)
 		goto out;
 	if (len < sizeof(hdr) || (r = read_at(img, hdr, sizeof(hdr), base)) < 0) {
 		vbu_err("disk '%s' of point %s/%s is too small to hold a file system", d->name,
@@ -1067,8 +1071,9 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 	bitlk = memcmp(hdr + 3, "-FVE-FS-", 8) == 0 ||
 		(memcmp(hdr + 3, "MSWIN4.1", 8) == 0 && d->escrow);
 	if ((luks || bitlk) && !o.kv) {
-		vbu_err("disk '%s' is %s encrypted: give --keyvault to open it with its escrowed key",
-			d->name, luks ? "LUKS" : "BitLocker");
+		vbu_err(
+		    "disk '%s' is %s encrypted: give --keyvault to open it with its escrowed key",
+		    d->name, luks ? "LUKS" : "BitLocker");
 		status = VMBAK_EXIT_FAIL;
 		goto out;
 	}
@@ -1174,8 +1179,8 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		printf("mounted partition %u of disk '%s' of %s/%s read-only at %s (%s)\n",
 		       o.partition, d->name, rp->vm, rp->id, abs, desc);
 	else
-		printf("mounted disk '%s' of %s/%s read-only at %s (%s)\n", d->name, rp->vm,
-		       rp->id, abs, desc);
+		printf("mounted disk '%s' of %s/%s read-only at %s (%s)\n", d->name, rp->vm, rp->id,
+		       abs, desc);
 	status = finish_stdout(VMBAK_EXIT_OK);
 out:
 	if (made)

@@ -211,8 +211,11 @@ static int view_main(const files_view_cfg *c, int report)
 	char *fargv[] = {"vmbak-files", "-o", "ro,fsname=vmbak-files,subtype=vmbak-files", NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
 	struct fuse_session *se = NULL;
-	view w = {.base = c->base, .size = c->size, .sector = c->sector,
-		 .iv_unit = c->iv_large_sectors ? c->sector : 512, .t = time(NULL)};
+	view w = {.base = c->base,
+		  .size = c->size,
+		  .sector = c->sector,
+		  .iv_unit = c->iv_large_sectors ? c->sector : 512,
+		  .t = time(NULL)};
 	char msg[300] = "";
 	int r, nul;
 

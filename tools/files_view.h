@@ -22,13 +22,13 @@
 #define FILES_VIEW_NAME "disk" /* the one file of a view */
 
 typedef struct files_view_cfg {
-	const char *vault;    /* the vault's path */
-	const char *pass;     /* its passphrase, or NULL when it needs none */
-	uint64_t serial;      /* the point */
-	unsigned disk_idx;    /* the disk's number in the point */
-	uint64_t base;	      /* the image offset of the view's first byte */
-	uint64_t size;	      /* the view's size (a multiple of sector when key is set) */
-	const uint8_t *key;   /* the AES-XTS key (32 or 64 bytes), or NULL: the bytes as stored */
+	const char *vault;  /* the vault's path */
+	const char *pass;   /* its passphrase, or NULL when it needs none */
+	uint64_t serial;    /* the point */
+	unsigned disk_idx;  /* the disk's number in the point */
+	uint64_t base;	    /* the image offset of the view's first byte */
+	uint64_t size;	    /* the view's size (a multiple of sector when key is set) */
+	const uint8_t *key; /* the AES-XTS key (32 or 64 bytes), or NULL: the bytes as stored */
 	size_t key_len;
 	uint32_t sector;      /* the encryption sector size: 512 to 4096, a power of two */
 	int iv_large_sectors; /* the IV counts sectors of that size, not of 512 bytes */

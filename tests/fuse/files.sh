@@ -193,7 +193,7 @@ kill -9 "$pid"
 for i in $(seq 50); do [ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" || break; sleep 0.1; done
 ls m >/dev/null 2>&1 || true
 expect_status 1 "$VMBAK" files -u m
-expect_stderr "^vmbak: the view of 'm' had stopped \(its reads failed\); every layer is undone now$"
+expect_stderr "^vmbak: the view under 'm' had stopped \(its process was gone, reads failed\); every layer is undone now$"
 [ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one line: $(cat "$ERR")"
 [ "$(mounts)" = "$before" ] || fail "-u after a crash left: $(mounts)"
 
@@ -249,6 +249,27 @@ refused 1 "disk 'gpt' has an escrowed key|no escrowed key" v "vm/$rp1" gpt bad -
 refused 1 "cannot mount the file system of disk 'gpt'" v "vm/$rp1" gpt bad --partition 1
 refused 1 "disk 'mbr' is LUKS encrypted: give --keyvault" v "vm/$rp1" mbr bad --partition 2
 refused 2 "--passphrase" v "vm/$rp1" gpt bad --passphrase x
+# An escrowed key that does not open the disk; ciphers the view does not decrypt.
+printf 'not the passphrase' >wrongp
+expect_status 0 "$VMBAK" keyvault secret set kv wrong --value-file wrongp --kek kek \
+	--passphrase-file kvpass
+# (cryptsetup luksFormat checks a cipher through device-mapper: qemu-img makes these.)
+truncate -s 8M zero.img
+qemu-img convert -f raw -O luks --object secret,id=s0,file=p1 \
+	-o key-secret=s0,iter-time=10,cipher-alg=serpent-256 zero.img serpent.img ||
+	fail "qemu-img convert -O luks (serpent) failed"
+qemu-img convert -f raw -O luks --object secret,id=s0,file=p1 \
+	-o key-secret=s0,iter-time=10,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha256 \
+	zero.img cbc.img || fail "qemu-img convert -O luks (cbc-essiv) failed"
+expect_status 0 "$VMBAK" ingest v odd --disk luks1=luks1.img --disk serpent=serpent.img \
+	--disk cbc=cbc.img "${kvopt[@]}" --escrow luks1=wrong --escrow serpent=os --escrow cbc=os \
+	--escrow-kind luks1=luks
+refused 1 "^vmbak: the escrowed key of disk 'luks1' does not open its LUKS header$" \
+	v odd/latest luks1 bad "${kvopt[@]}"
+refused 1 "^vmbak: disk 'serpent' is encrypted with serpent-xts-plain64 \(64-byte key\): vmbak files decrypts only aes-xts-plain64$" \
+	v odd/latest serpent bad "${kvopt[@]}"
+refused 1 "^vmbak: disk 'cbc' is encrypted with aes-cbc-essiv:sha256 \(32-byte key\): vmbak files decrypts only aes-xts-plain64$" \
+	v odd/latest cbc bad "${kvopt[@]}"
 refused 2 "unknown option|unrecognized option" v "vm/$rp1" gpt bad --bogus
 refused 1 "nothing is mounted by vmbak files at 'bad'" -u bad
 refused 1 "nothing is mounted by vmbak files at 'nomnt'" -u nomnt
