@@ -1,8 +1,10 @@
 /* files_view.c: the view process of `vmbak files` (see files_view.h).
  *
- * A single-threaded low-level FUSE session with two inodes: the root directory and "disk". One
- * OpenSSL context decrypts: the key is set once, each sector only sets its IV. Reads are
- * widened to whole sectors, read from the image in one call, decrypted into a second buffer.
+ * A multithreaded low-level FUSE session with two inodes: the root directory and "disk" (the
+ * loop driver reads ahead in parallel). Each worker thread has its own OpenSSL context and
+ * buffers (a thread-specific value, freed and wiped when the thread ends): the key is set once
+ * per thread, each sector only sets its IV. Reads are widened to whole sectors, read from the
+ * image in one call (vbs_image_read is thread-safe), decrypted into a second buffer.
  */
 #ifndef FUSE_USE_VERSION
 #define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 14)
@@ -11,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,16 +34,70 @@
 
 #define INO_DISK 2
 #define VIEW_READ_MAX (1u << 20)
+#define VIEW_BUF (VIEW_READ_MAX + 2 * 4096) /* a read widened to whole sectors */
+#define VIEW_THREADS 4
 
 typedef struct view {
 	vbs_vault *v;
 	vbs_image *img;
 	uint64_t base, size;
 	uint32_t sector, iv_unit;
-	EVP_CIPHER_CTX *ctx; /* NULL: no decryption */
-	uint8_t *in, *out;   /* VIEW_READ_MAX + 2 sectors each */
+	uint8_t key[64]; /* the AES-XTS key, wiped at the end */
+	size_t key_len;	 /* 0: no decryption */
 	time_t t;
 } view;
+
+/* One worker thread's context and buffers. */
+typedef struct worker {
+	EVP_CIPHER_CTX *ctx; /* NULL: no decryption */
+	uint8_t *in, *out;   /* VIEW_BUF bytes each */
+} worker;
+
+static pthread_key_t worker_key;
+
+static void worker_free(void *p)
+{
+	worker *k = p;
+
+	if (!k)
+		return;
+	EVP_CIPHER_CTX_free(k->ctx);
+	if (k->out)
+		OPENSSL_cleanse(k->out, VIEW_BUF);
+	free(k->in);
+	free(k->out);
+	free(k);
+}
+
+/* This thread's worker, made on its first read: NULL when memory or OpenSSL fails. */
+static worker *worker_get(const view *w)
+{
+	worker *k = pthread_getspecific(worker_key);
+
+	if (k)
+		return k;
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return NULL;
+	k->in = malloc(VIEW_BUF);
+	k->out = malloc(VIEW_BUF);
+	if (!k->in || !k->out)
+		goto fail;
+	if (w->key_len) {
+		const EVP_CIPHER *c = w->key_len == 64 ? EVP_aes_256_xts() : EVP_aes_128_xts();
+
+		k->ctx = EVP_CIPHER_CTX_new();
+		if (!k->ctx || EVP_DecryptInit_ex(k->ctx, c, NULL, w->key, NULL) != 1 ||
+		    EVP_CIPHER_CTX_set_padding(k->ctx, 0) != 1)
+			goto fail;
+	}
+	if (pthread_setspecific(worker_key, k) != 0)
+		goto fail;
+	return k;
+fail:
+	worker_free(k);
+	return NULL;
+}
 
 static void fill_attr(const view *w, fuse_ino_t ino, struct stat *st)
 {
@@ -100,15 +157,15 @@ static void v_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-/* Reads len bytes at off of the view (within its size) into w->out; returns 0 or -errno. */
-static int view_read(view *w, size_t len, uint64_t off)
+/* Reads len bytes at off of the view (within its size) into k->out; returns 0 or -errno. */
+static int view_read(const view *w, worker *k, size_t len, uint64_t off)
 {
 	uint64_t a, e;
 	size_t got, n;
 	int r, outl;
 
-	if (!w->ctx) {
-		r = vbs_image_read(w->img, w->out, len, w->base + off, &got);
+	if (!k->ctx) {
+		r = vbs_image_read(w->img, k->out, len, w->base + off, &got);
 		return r < 0 ? r : got == len ? 0 : -EIO;
 	}
 	a = off - off % w->sector;
@@ -116,7 +173,7 @@ static int view_read(view *w, size_t len, uint64_t off)
 	if (e % w->sector)
 		e += w->sector - e % w->sector;
 	n = (size_t)(e - a);
-	r = vbs_image_read(w->img, w->in, n, w->base + a, &got);
+	r = vbs_image_read(w->img, k->in, n, w->base + a, &got);
 	if (r < 0)
 		return r;
 	if (got != n)
@@ -127,13 +184,13 @@ static int view_read(view *w, size_t len, uint64_t off)
 
 		for (int b = 0; b < 8; b++)
 			iv[b] = (uint8_t)(sec >> (8 * b));
-		if (EVP_DecryptInit_ex(w->ctx, NULL, NULL, NULL, iv) != 1 ||
-		    EVP_DecryptUpdate(w->ctx, w->out + i, &outl, w->in + i, (int)w->sector) != 1 ||
+		if (EVP_DecryptInit_ex(k->ctx, NULL, NULL, NULL, iv) != 1 ||
+		    EVP_DecryptUpdate(k->ctx, k->out + i, &outl, k->in + i, (int)w->sector) != 1 ||
 		    outl != (int)w->sector)
 			return -EIO;
 	}
 	if (off != a)
-		memmove(w->out, w->out + (off - a), len);
+		memmove(k->out, k->out + (off - a), len);
 	return 0;
 }
 
@@ -141,6 +198,7 @@ static void v_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
 	view *w = fuse_req_userdata(req);
+	worker *k;
 	int r;
 
 	if (off < 0 || (uint64_t)off >= w->size) {
@@ -151,13 +209,18 @@ static void v_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		size = VIEW_READ_MAX;
 	if (size > w->size - (uint64_t)off)
 		size = (size_t)(w->size - (uint64_t)off);
-	r = view_read(w, size, (uint64_t)off);
+	k = worker_get(w);
+	if (!k) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = view_read(w, k, size, (uint64_t)off);
 	if (r < 0) {
 		/* A damaged chunk, a point gone, a failed read: all an I/O error to the reader. */
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	fuse_reply_buf(req, (const char *)w->out, size);
+	fuse_reply_buf(req, (const char *)k->out, size);
 }
 
 static void v_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -197,11 +260,7 @@ static void view_free(view *w)
 {
 	vbs_image_close(w->img);
 	vbs_vault_close(w->v);
-	EVP_CIPHER_CTX_free(w->ctx);
-	if (w->out)
-		OPENSSL_cleanse(w->out, VIEW_READ_MAX + 2 * 4096);
-	free(w->in);
-	free(w->out);
+	OPENSSL_cleanse(w->key, sizeof(w->key));
 }
 
 /* The view process, after the fork: sets everything up, says "" (mounted) or why not on fd
@@ -211,13 +270,14 @@ static int view_main(const files_view_cfg *c, int report)
 	char *fargv[] = {"vmbak-files", "-o", "ro,fsname=vmbak-files,subtype=vmbak-files", NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
 	struct fuse_session *se = NULL;
+	struct fuse_loop_config *cfg;
 	view w = {.base = c->base,
 		  .size = c->size,
 		  .sector = c->sector,
 		  .iv_unit = c->iv_large_sectors ? c->sector : 512,
 		  .t = time(NULL)};
 	char msg[300] = "";
-	int r, nul;
+	int r, nul, have_key = 0;
 
 	r = vbs_vault_open(c->vault, 1, &w.v);
 	if (r >= 0 && c->pass)
@@ -238,24 +298,25 @@ static int view_main(const files_view_cfg *c, int report)
 		snprintf(msg, sizeof(msg), "the view ends past the end of the disk");
 		goto fail;
 	}
-	w.in = malloc(VIEW_READ_MAX + 2 * 4096);
-	w.out = malloc(VIEW_READ_MAX + 2 * 4096);
-	if (!w.in || !w.out) {
-		snprintf(msg, sizeof(msg), "%s", vbu_strerror(ENOMEM));
-		goto fail;
-	}
 	if (c->key) {
-		const EVP_CIPHER *ciph = c->key_len == 64 ? EVP_aes_256_xts() : EVP_aes_128_xts();
-
-		w.ctx = EVP_CIPHER_CTX_new();
-		if (!w.ctx || EVP_DecryptInit_ex(w.ctx, ciph, NULL, c->key, NULL) != 1 ||
-		    EVP_CIPHER_CTX_set_padding(w.ctx, 0) != 1) {
-			snprintf(msg, sizeof(msg), "OpenSSL refuses the volume key for AES-XTS");
+		if (c->key_len != 32 && c->key_len != 64) {
+			snprintf(msg, sizeof(msg), "a volume key of %zu bytes", c->key_len);
 			goto fail;
 		}
-	}
-	if (c->key)
+		memcpy(w.key, c->key, c->key_len);
+		w.key_len = c->key_len;
 		OPENSSL_cleanse((uint8_t *)c->key, c->key_len);
+	}
+	/* This thread's worker now, so that a key OpenSSL refuses is said before mounting. */
+	if (pthread_key_create(&worker_key, worker_free) != 0) {
+		snprintf(msg, sizeof(msg), "%s", vbu_strerror(EAGAIN));
+		goto fail;
+	}
+	have_key = 1;
+	if (!worker_get(&w)) {
+		snprintf(msg, sizeof(msg), "OpenSSL refuses the volume key for AES-XTS");
+		goto fail;
+	}
 	se = fuse_session_new(&args, &view_ops, sizeof(view_ops), &w);
 	if (!se || fuse_session_mount(se, c->dir) != 0) {
 		snprintf(msg, sizeof(msg), "cannot mount the view at '%s'", q(c->dir));
@@ -273,7 +334,16 @@ static int view_main(const files_view_cfg *c, int report)
 		close(nul);
 	}
 	fuse_set_signal_handlers(se);
-	fuse_session_loop(se);
+	cfg = fuse_loop_cfg_create();
+	if (cfg) {
+		fuse_loop_cfg_set_clone_fd(cfg, 0);
+		fuse_loop_cfg_set_max_threads(cfg, VIEW_THREADS);
+		fuse_loop_cfg_set_idle_threads(cfg, 1);
+		fuse_session_loop_mt(se, cfg);
+		fuse_loop_cfg_destroy(cfg);
+	} else {
+		fuse_session_loop(se);
+	}
 	fuse_remove_signal_handlers(se);
 	fuse_session_unmount(se);
 	goto out;
@@ -284,6 +354,10 @@ out:
 	if (se)
 		fuse_session_destroy(se);
 	fuse_opt_free_args(&args);
+	if (have_key) {
+		worker_free(pthread_getspecific(worker_key));
+		pthread_setspecific(worker_key, NULL);
+	}
 	view_free(&w);
 	return report >= 0 ? 1 : 0;
 }
