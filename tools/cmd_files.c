@@ -113,6 +113,7 @@ typedef struct layers {
 	char bl[PATH_MAX];   /* dir/bitlocker */
 	pid_t view_pid;
 	int bitlocker;
+	int top; /* the file system at mnt is ours to unmount (the state says so) */
 } layers;
 
 /* ---- arguments ---- */
@@ -359,7 +360,7 @@ static int layers_undo(layers *l)
 	char path[PATH_MAX + 8];
 	int r;
 
-	r = unmount_one(l->mnt, 0);
+	r = l->top ? unmount_one(l->mnt, 0) : 0;
 	if (r < 0)
 		return r;
 	unmount_one(l->bl, 1);
@@ -918,6 +919,22 @@ static int mount_fs(const layers *l, const char *disk, const char *src)
 
 /* ---- the verb ---- */
 
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+/* After a step of setting up: 1 (and the line) when a signal asked to stop. */
+static int interrupted(void)
+{
+	if (!stop_signal)
+		return 0;
+	vbu_err("interrupted by signal %d; nothing is left mounted", (int)stop_signal);
+	return 1;
+}
+
 static int check_mountpoint(const fopts *o, char *abs)
 {
 	struct stat st;
@@ -948,10 +965,20 @@ static int files_unmount(const fopts *o)
 		return VMBAK_EXIT_FAIL;
 	}
 	r = layers_load(&l);
+	if (r == -ENOENT) {
+		/* Stopped before the view was recorded, so before anything was mounted at the
+		 * mount point: undo what is under the state directory, leave the mount point. */
+		layers_undo(&l);
+		vbu_err("vmbak files had stopped while setting up '%s'; what it had set up is "
+			"undone now",
+			q(o->mnt));
+		return VMBAK_EXIT_FAIL;
+	}
 	if (r < 0) {
 		vbu_errno(r, "cannot read the state of '%s' in %s", q(o->mnt), l.dir);
 		return VMBAK_EXIT_FAIL;
 	}
+	l.top = 1;
 	crashed = !pid_alive(l.view_pid);
 	r = layers_undo(&l);
 	if (r < 0) {
@@ -984,7 +1011,9 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 	uint64_t base = 0, len, off = 0, serial = 0;
 	uint32_t sector = 512;
 	unsigned idx = 0;
-	int r, status, made = 0, luks, bitlk, large = 0;
+	struct sigaction sa = {0}, old[3];
+	static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+	int r, status, made = 0, luks, bitlk, large = 0, handlers = 0;
 
 	status = parse(argc, argv, g, &o);
 	if (status != 0)
@@ -1121,6 +1150,12 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		goto out;
 	}
 	made = 1;
+	/* From here a signal stops the set-up between two steps, and everything is undone. */
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (int i = 0; i < 3; i++)
+		sigaction(sigs[i], &sa, &old[i]);
+	handlers = 1;
 	{
 		files_view_cfg c = {
 		    .vault = vault_abs,
@@ -1144,6 +1179,10 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		}
 	}
 	OPENSSL_cleanse(key, sizeof(key));
+	if (interrupted()) {
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
 	if ((r = layers_save(&l)) < 0) {
 		vbu_errno(r, "cannot write the state of '%s' in %s", q(o.mnt), l.dir);
 		status = VMBAK_EXIT_FAIL;
@@ -1159,12 +1198,19 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		vbk_secret_free(secret, secret_len);
 		secret = NULL;
 	}
+	if (interrupted()) {
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
 	if (o.raw) {
 		/* The directory of the top file, bound read-only at the mount point. */
 		*strrchr(src, '/') = '\0';
 		if (mount(src, abs, NULL, MS_BIND, NULL) != 0 ||
 		    mount(NULL, abs, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0) {
-			vbu_errno(-errno, "cannot show the volume of disk '%s' at '%s'", d->name,
+			r = -errno;
+			if (is_mounted(abs))
+				umount2(abs, MNT_DETACH);
+			vbu_errno(r, "cannot show the volume of disk '%s' at '%s'", d->name,
 				  q(o.mnt));
 			status = VMBAK_EXIT_FAIL;
 			goto out;
@@ -1185,6 +1231,9 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 out:
 	if (made)
 		layers_undo(&l);
+	if (handlers)
+		for (int i = 0; i < 3; i++)
+			sigaction(sigs[i], &old[i], NULL);
 	OPENSSL_cleanse(key, sizeof(key));
 	if (secret)
 		vbk_secret_free(secret, secret_len);

@@ -389,6 +389,7 @@ int files_view_start(const files_view_cfg *c, pid_t *ret_pid, char *msg, size_t 
 		if (chdir("/") != 0)
 			_exit(1);
 		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
 		signal(SIGHUP, SIG_IGN);
 		_exit(view_main(c, fds[1]));
 	}

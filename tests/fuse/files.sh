@@ -197,6 +197,16 @@ expect_stderr "^vmbak: the view under 'm' had stopped \(its process was gone, re
 [ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one line: $(cat "$ERR")"
 [ "$(mounts)" = "$before" ] || fail "-u after a crash left: $(mounts)"
 
+note "a set-up that stopped before it recorded its view: refused, then undone by -u"
+h=$(printf '%s' "$TESTTMP/m" | sha256sum | cut -c1-32)
+mkdir -p "/run/vmbak-files/$h/view"
+expect_status 1 "$VMBAK" files v "vm/$rp1" gpt m --partition 2
+expect_stderr "^vmbak: 'm' is still set up by vmbak files: undo it first with vmbak files -u$"
+expect_status 1 "$VMBAK" files -u m
+expect_stderr "^vmbak: vmbak files had stopped while setting up 'm'; what it had set up is undone now$"
+[ ! -e "/run/vmbak-files/$h" ] || fail "-u left /run/vmbak-files/$h"
+[ "$(mounts)" = "$before" ] || fail "left: $(mounts)"
+
 note "bad input: one line, the exit status, nothing left mounted"
 touch afile
 printf 'wrong\n' >wrongkv
