@@ -513,8 +513,12 @@ static int find_partition(vbs_image *img, const char *disk, unsigned n, uint64_t
 	uint8_t mbr[512], gpt[512], ent[4096];
 	int r;
 
-	if (size < 1024 || (r = read_at(img, mbr, 512, 0)) < 0 || mbr[510] != 0x55 ||
-	    mbr[511] != 0xaa) {
+	if (size >= 1024 &&
+	    ((r = read_at(img, mbr, 512, 0)) < 0 || (r = read_at(img, gpt, 512, 512)) < 0)) {
+		vbu_errno(r, "cannot read the partition table of disk '%s'", disk);
+		return VMBAK_EXIT_FAIL;
+	}
+	if (size < 1024 || mbr[510] != 0x55 || mbr[511] != 0xaa) {
 		vbu_err("disk '%s' has no partition table (no MBR)", disk);
 		return VMBAK_EXIT_FAIL;
 	}
@@ -522,7 +526,7 @@ static int find_partition(vbs_image *img, const char *disk, unsigned n, uint64_t
 		uint64_t ents;
 		uint32_t count, esize;
 
-		if ((r = read_at(img, gpt, 512, 512)) < 0 || memcmp(gpt, "EFI PART", 8) != 0) {
+		if (memcmp(gpt, "EFI PART", 8) != 0) {
 			vbu_err("disk '%s' has a protective MBR but no GPT header", disk);
 			return VMBAK_EXIT_FAIL;
 		}
@@ -1090,10 +1094,15 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 	len = vbs_image_size(img);
 	if (o.partition && (status = find_partition(img, d->name, o.partition, &base, &len)) != 0)
 		goto out;
-	if (len < sizeof(hdr) || (r = read_at(img, hdr, sizeof(hdr), base)) < 0) {
+	if (len < sizeof(hdr)) {
 		vbu_err("disk '%s' of point %s/%s is too small to hold a file system", d->name,
 			rp->vm, rp->id);
 		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	if ((r = read_at(img, hdr, sizeof(hdr), base)) < 0) {
+		status =
+		    store_err(r, "cannot read disk '%s' of point %s/%s", d->name, rp->vm, rp->id);
 		goto out;
 	}
 	luks = memcmp(hdr, "LUKS\xba\xbe", 6) == 0;
