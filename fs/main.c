@@ -17,29 +17,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "file.h"
+#include "front.h"
 #include "ops.h"
-#include "passphrase.h"
 #include "util.h"
 #include "vault.h"
 
-#ifndef VMBAK_VERSION
-#define VMBAK_VERSION "0.1.0"
-#endif
-
 enum {
-	EXIT_OK = 0,
-	EXIT_FAIL = 1,
-	EXIT_USAGE = 2,
-	CONTINUE = -1, /* parse_args: go on and mount */
+	CONTINUE = -1, /* parse_args: go on and mount (else an exit status of front.h) */
 };
 
-/* With fsname=VAULT (the vault's absolute path, see fsname_option), so that the mount table
+/* With fsname=VAULT (the vault's absolute path, see new_session), so that the mount table
  * says which vault a mount serves (findmnt, vmbak restore --instant). */
 #define FORCED_OPTS "ro,default_permissions,subtype=vmbakfs"
 #define MAX_IDLE_THREADS 10
@@ -175,43 +168,10 @@ static const char *log_capture_end(void)
 #define TRY_HELP " (try 'vmbakfs --help')"
 #define USAGE_LINE " (usage: vmbakfs VAULT MOUNTPOINT [-f] [-o OPTION[,OPTION...]])"
 
-/* A usage error: one line, with a hint where to look. Returns EXIT_USAGE. */
-static int usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_err(const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	vbu_err("%s" TRY_HELP, msg);
-	return EXIT_USAGE;
-}
-
 static int usage_missing(const char *what)
 {
 	vbu_err("missing %s" USAGE_LINE, what);
-	return EXIT_USAGE;
-}
-
-/* A store/ failure: its own message when it left one, else CONTEXT: strerror. */
-static int store_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int store_err(int err, const char *fmt, ...)
-{
-	const char *msg = vbs_errmsg();
-	char context[PATH_MAX + 128];
-	va_list ap;
-
-	if (msg[0] != '\0') {
-		vbu_err("%s", msg);
-		return EXIT_FAIL;
-	}
-	va_start(ap, fmt);
-	vsnprintf(context, sizeof(context), fmt, ap);
-	va_end(ap);
-	vbu_errno(err, "%s", context);
-	return EXIT_FAIL;
+	return VMBAK_EXIT_USAGE;
 }
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -227,7 +187,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		else if (a->mountpoint == NULL)
 			slot = &a->mountpoint;
 		if (slot == NULL) {
-			usage_err("too many arguments: '%s'", arg);
+			usage_err("too many arguments: '%s'" TRY_HELP, q(arg));
 			return -1;
 		}
 		*slot = strdup(arg);
@@ -256,7 +216,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		return 0;
 	default:
 		if (arg[0] == '-') {
-			usage_err("unknown option '%s'", arg);
+			usage_err("unknown option '%s'" TRY_HELP, q(arg));
 			return -1;
 		}
 		/* A mount option: fuse_session_new() checks it. */
@@ -315,36 +275,37 @@ static int parse_args(struct fuse_args *fargs, vbf_args *a, size_t *ret_cache)
 	if (r != 0) {
 		/* opt_proc has said what is wrong, or libfuse has (captured). */
 		if (msg[0] != '\0')
-			usage_err("%s", msg);
-		return EXIT_USAGE;
+			usage_err("%s" TRY_HELP, q(msg));
+		return VMBAK_EXIT_USAGE;
 	}
 	if (a->help) {
 		fputs(help_text, stdout);
-		return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+		return fflush(stdout) == 0 ? VMBAK_EXIT_OK : VMBAK_EXIT_FAIL;
 	}
 	if (a->version) {
 		printf("vmbakfs %s (libfuse %s)\n", VMBAK_VERSION, fuse_pkgversion());
-		return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+		return fflush(stdout) == 0 ? VMBAK_EXIT_OK : VMBAK_EXIT_FAIL;
 	}
 	if (a->vault == NULL)
 		return usage_missing("VAULT and MOUNTPOINT");
 	if (a->mountpoint == NULL)
 		return usage_missing("MOUNTPOINT");
 	if (a->vault[0] == '\0')
-		return usage_err("empty VAULT");
+		return usage_err("empty VAULT" TRY_HELP);
 	if (a->mountpoint[0] == '\0')
-		return usage_err("empty MOUNTPOINT");
+		return usage_err("empty MOUNTPOINT" TRY_HELP);
 	if (a->passphrase_file != NULL && a->passphrase_file[0] == '\0')
-		return usage_err("empty passphrase_file");
+		return usage_err("empty passphrase_file" TRY_HELP);
 	*ret_cache = 0;
 	if (a->cache_size != NULL && (r = parse_cache_size(a->cache_size, ret_cache)) < 0) {
 		if (r == -ERANGE)
 			return usage_err("invalid cache_size '%s': at most %llu MiB (half of the "
-					 "memory, and 64 GiB)",
-					 a->cache_size,
+					 "memory, and 64 GiB)" TRY_HELP,
+					 q(a->cache_size),
 					 (unsigned long long)(cache_size_max() >> 20));
-		return usage_err("invalid cache_size '%s': give MiB, or a size such as 512M or 2G",
-				 a->cache_size);
+		return usage_err(
+		    "invalid cache_size '%s': give MiB, or a size such as 512M or 2G" TRY_HELP,
+		    q(a->cache_size));
 	}
 	return CONTINUE;
 }
@@ -388,30 +349,31 @@ static int check_not_vault(const vbf_args *a, const char *vault, const char *mnt
 	int r;
 
 	if (stat(vault, &vst) != 0) {
-		vbu_errno(-errno, "cannot open vault '%s'", a->vault);
-		return EXIT_FAIL;
+		vbu_errno(-errno, "cannot open vault '%s'", q(a->vault));
+		return VMBAK_EXIT_FAIL;
 	}
 	r = is_at_or_above(mnt_st, vault);
 	if (r == 1) {
 		if (mnt_st->st_dev == vst.st_dev && mnt_st->st_ino == vst.st_ino)
-			vbu_err("cannot mount on '%s': it is the vault directory", a->mountpoint);
+			vbu_err("cannot mount on '%s': it is the vault directory",
+				q(a->mountpoint));
 		else
-			vbu_err("cannot mount on '%s': it holds the vault '%s'", a->mountpoint,
-				a->vault);
-		return EXIT_FAIL;
+			vbu_err("cannot mount on '%s': it holds the vault '%s'", q(a->mountpoint),
+				q(a->vault));
+		return VMBAK_EXIT_FAIL;
 	}
 	if (r == 0)
 		r = is_at_or_above(&vst, mnt);
 	if (r == 1) {
-		vbu_err("cannot mount on '%s': it is inside the vault '%s'", a->mountpoint,
-			a->vault);
-		return EXIT_FAIL;
+		vbu_err("cannot mount on '%s': it is inside the vault '%s'", q(a->mountpoint),
+			q(a->vault));
+		return VMBAK_EXIT_FAIL;
 	}
 	if (r < 0) {
-		vbu_errno(r, "cannot mount on '%s'", a->mountpoint);
-		return EXIT_FAIL;
+		vbu_errno(r, "cannot mount on '%s'", q(a->mountpoint));
+		return VMBAK_EXIT_FAIL;
 	}
-	return EXIT_OK;
+	return VMBAK_EXIT_OK;
 }
 
 /* A mount point that cannot be used. ENOTCONN is the mount of a daemon that died: say how
@@ -421,9 +383,9 @@ static void mount_point_err(const char *mountpoint, int err)
 	if (err == -ENOTCONN)
 		vbu_err("cannot mount on '%s': %s (the mount of a daemon that died: clear it "
 			"with 'fusermount3 -u %s')",
-			mountpoint, vbu_strerror(ENOTCONN), mountpoint);
+			q(mountpoint), vbu_strerror(ENOTCONN), q(mountpoint));
 	else
-		vbu_errno(err, "cannot mount on '%s'", mountpoint);
+		vbu_errno(err, "cannot mount on '%s'", q(mountpoint));
 }
 
 /* Absolute paths, because the daemon works from "/". */
@@ -431,11 +393,11 @@ static int resolve_paths(const vbf_args *a, char **ret_vault, char **ret_mnt)
 {
 	char *vault = NULL, *mnt = NULL;
 	struct stat st;
-	int status = EXIT_FAIL;
+	int status = VMBAK_EXIT_FAIL;
 
 	vault = realpath(a->vault, NULL);
 	if (vault == NULL) {
-		vbu_errno(-errno, "cannot open vault '%s'", a->vault);
+		vbu_errno(-errno, "cannot open vault '%s'", q(a->vault));
 		goto out;
 	}
 	mnt = realpath(a->mountpoint, NULL);
@@ -444,132 +406,48 @@ static int resolve_paths(const vbf_args *a, char **ret_vault, char **ret_mnt)
 		goto out;
 	}
 	if (!S_ISDIR(st.st_mode)) {
-		vbu_errno(-ENOTDIR, "cannot mount on '%s'", a->mountpoint);
+		vbu_errno(-ENOTDIR, "cannot mount on '%s'", q(a->mountpoint));
 		goto out;
 	}
-	if (check_not_vault(a, vault, mnt, &st) != EXIT_OK)
+	if (check_not_vault(a, vault, mnt, &st) != VMBAK_EXIT_OK)
 		goto out;
 	*ret_vault = vault;
 	*ret_mnt = mnt;
 	vault = mnt = NULL;
-	status = EXIT_OK;
+	status = VMBAK_EXIT_OK;
 out:
 	free(vault);
 	free(mnt);
 	return status;
 }
 
-static int unlock_vault(vbs_vault *v, const vbf_args *a)
-{
-	vbk_passphrase_source src = {
-	    .file = a->passphrase_file,
-	    .env_file = "VMBAK_PASSPHRASE_FILE",
-	    .env_value = "VMBAK_PASSPHRASE",
-	    .prompt = "vault passphrase: ",
-	};
-	const char *from = NULL;
-	char *pass = NULL;
-	int r;
-
-	r = vbk_passphrase_get(&src, &pass, &from);
-	if (from == NULL)
-		from = "its source";
-	switch (r) {
-	case 0:
-		break;
-	case -ENOKEY:
-		vbu_err("no passphrase for vault '%s': give -o passphrase_file=F, "
-			"VMBAK_PASSPHRASE_FILE or VMBAK_PASSPHRASE",
-			a->vault);
-		return EXIT_FAIL;
-	case -EINVAL:
-		vbu_err("empty passphrase from %s", from);
-		return EXIT_FAIL;
-	case -EILSEQ:
-		vbu_err("passphrase from %s contains a NUL byte", from);
-		return EXIT_FAIL;
-	case -EFBIG:
-		vbu_err("passphrase from %s is longer than %d bytes", from, VBK_PASSPHRASE_MAX);
-		return EXIT_FAIL;
-	default:
-		vbu_errno(r, "cannot read the passphrase from %s", from);
-		return EXIT_FAIL;
-	}
-	r = vbs_vault_unlock(v, pass);
-	vbk_passphrase_free(pass);
-	if (r == -ENOKEY) {
-		vbu_err("wrong passphrase for vault '%s'", a->vault);
-		return EXIT_FAIL;
-	}
-	if (r < 0)
-		return store_err(r, "cannot unlock vault '%s'", a->vault);
-	return EXIT_OK;
-}
-
-/* Opens and unlocks the vault and checks that its environment opens; leaves it closed. */
+/* Opens and unlocks the vault and checks that its environment opens; leaves it closed (LMDB
+ * must not cross the fork of daemon_start()). */
 static int open_vault(const char *path, const vbf_args *a, size_t cache_bytes, vbs_vault **ret)
 {
 	vbs_vault *v = NULL;
-	int r, status = EXIT_FAIL;
+	int status;
 
-	r = vbs_vault_open(path, 1, &v);
-	if (r < 0) {
-		store_err(r, "cannot open vault '%s'", a->vault);
-		goto out;
-	}
+	status = vault_open(path, 1, 0, a->passphrase_file, &v);
+	if (status != VMBAK_EXIT_OK)
+		return status;
+	vbs_vault_close_env(v);
 	if (cache_bytes > 0)
 		vbs_vault_set_cache_size(v, cache_bytes);
-	if (vbs_vault_needs_passphrase(v)) {
-		status = unlock_vault(v, a);
-		if (status != EXIT_OK)
-			goto out;
-		status = EXIT_FAIL;
-	}
-	r = vbs_vault_open_env(v);
-	if (r < 0) {
-		store_err(r, "cannot open vault '%s'", a->vault);
-		goto out;
-	}
-	vbs_vault_close_env(v);
 	*ret = v;
-	v = NULL;
-	status = EXIT_OK;
-out:
-	vbs_vault_close(v);
-	return status;
-}
-
-/* "-ofsname=PATH" with PATH's commas and backslashes escaped for libfuse's option parser; a
- * path too long for the mount's option page gives plain "vmbakfs". NULL when out of memory. */
-static char *fsname_option(const char *vault_path)
-{
-	size_t n = strlen(vault_path);
-	char *s, *w;
-
-	if (n > 1024)
-		return strdup("-ofsname=vmbakfs");
-	s = malloc(sizeof("-ofsname=") + 2 * n);
-	if (!s)
-		return NULL;
-	w = stpcpy(s, "-ofsname=");
-	for (; *vault_path; vault_path++) {
-		if (*vault_path == ',' || *vault_path == '\\')
-			*w++ = '\\';
-		*w++ = *vault_path;
-	}
-	*w = '\0';
-	return s;
+	return VMBAK_EXIT_OK;
 }
 
 static struct fuse_session *new_session(struct fuse_args *fargs, vbf_fs *fs,
 					const char *vault_path)
 {
-	char *fsname = fsname_option(vault_path);
+	/* A path too long for the mount's option page gives the plain name. */
+	char *fsname = front_fuse_opt("fsname", strlen(vault_path) > 1024 ? "vmbakfs" : vault_path);
 	struct fuse_session *se;
 	const char *msg;
 
 	if (!fsname || fuse_opt_add_arg(fargs, "-o" FORCED_OPTS) != 0 ||
-	    fuse_opt_add_arg(fargs, fsname) != 0) {
+	    fuse_opt_add_arg(fargs, "-o") != 0 || fuse_opt_add_arg(fargs, fsname) != 0) {
 		free(fsname);
 		vbu_errno(-ENOMEM, "cannot start");
 		return NULL;
@@ -579,7 +457,7 @@ static struct fuse_session *new_session(struct fuse_args *fargs, vbf_fs *fs,
 	se = fuse_session_new(fargs, &vbf_ops, sizeof(vbf_ops), fs);
 	msg = log_capture_end();
 	if (se == NULL)
-		usage_err("%s", msg[0] != '\0' ? msg : "invalid mount options");
+		usage_err("%s" TRY_HELP, msg[0] != '\0' ? q(msg) : "invalid mount options");
 	return se;
 }
 
@@ -678,14 +556,14 @@ static int daemon_start(int *ret_fd)
 		return err;
 	}
 	if (pid > 0) {
-		unsigned char status = EXIT_FAIL;
+		unsigned char status = VMBAK_EXIT_FAIL;
 		ssize_t n;
 
 		close(p[1]);
 		do
 			n = read(p[0], &status, 1);
 		while (n < 0 && errno == EINTR);
-		_exit(n == 1 ? status : EXIT_FAIL);
+		_exit(n == 1 ? status : VMBAK_EXIT_FAIL);
 	}
 	close(p[0]);
 	if (setsid() < 0) {
@@ -705,7 +583,7 @@ static void daemon_report(int fd, int status)
 	unsigned char byte = (unsigned char)status;
 	int null;
 
-	if (status == EXIT_OK) {
+	if (status == VMBAK_EXIT_OK) {
 		null = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (null >= 0) {
 			dup2(null, STDIN_FILENO);
@@ -753,6 +631,12 @@ static void raise_nofile(void)
 
 int main(int argc, char **argv)
 {
+	/* vmbakfs(1): a missing passphrase is a failure (1), like a wrong one. */
+	static const front_program prog = {
+	    .name = "vmbakfs",
+	    .passphrase_option = "-o passphrase_file=F",
+	    .no_passphrase_status = VMBAK_EXIT_FAIL,
+	};
 	struct fuse_args fargs = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_session *se = NULL;
 	char *vault_path = NULL, *mnt = NULL;
@@ -762,14 +646,9 @@ int main(int argc, char **argv)
 	int status, r, mounted = 0, report_fd = -1;
 	const char *msg;
 
-	vbu_set_progname("vmbakfs");
-	vbu_json_seed();
-	/* The daemon holds the vault's keys for as long as it runs: no core dump may carry them
-	 * (also keeps other processes of the user from ptrace and /proc/PID/mem). */
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
-		vbu_errno(-errno, "cannot turn core dumps off");
-		return EXIT_FAIL;
-	}
+	status = front_init(&prog);
+	if (status != VMBAK_EXIT_OK)
+		return status;
 	/* Frames and decoded chunks (64 KiB) are allocated and freed on every request by many
 	 * threads: a fixed mmap threshold keeps glibc's moving threshold from serving larger
 	 * buffers from per-thread arenas that never shrink, and few arenas keep the rest
@@ -783,27 +662,28 @@ int main(int argc, char **argv)
 	if (status != CONTINUE)
 		goto out;
 	status = resolve_paths(&a, &vault_path, &mnt);
-	if (status != EXIT_OK)
+	if (status != VMBAK_EXIT_OK)
 		goto out;
 	{
 		unsigned maj, min;
 
 		/* A second mount would hide the first one and keep serving under it unseen. */
 		if (mount_dev(mnt, &maj, &min) == 0) {
-			vbu_err("cannot mount on '%s': it is already a mount point", a.mountpoint);
-			status = EXIT_FAIL;
+			vbu_err("cannot mount on '%s': it is already a mount point",
+				q(a.mountpoint));
+			status = VMBAK_EXIT_FAIL;
 			goto out;
 		}
 	}
 	se = new_session(&fargs, &fs, vault_path);
 	if (se == NULL) {
-		status = EXIT_USAGE;
+		status = VMBAK_EXIT_USAGE;
 		goto out;
 	}
 	status = open_vault(vault_path, &a, cache_bytes, &fs.vault);
-	if (status != EXIT_OK)
+	if (status != VMBAK_EXIT_OK)
 		goto out;
-	status = EXIT_FAIL;
+	status = VMBAK_EXIT_FAIL;
 	fs.uid = getuid();
 	fs.gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &fs.started);
@@ -812,7 +692,8 @@ int main(int argc, char **argv)
 	r = fuse_session_mount(se, mnt);
 	msg = log_capture_end();
 	if (r != 0) {
-		vbu_err("cannot mount on '%s'%s%s", a.mountpoint, msg[0] != '\0' ? ": " : "", msg);
+		vbu_err("cannot mount on '%s'%s%s", q(a.mountpoint), msg[0] != '\0' ? ": " : "",
+			q(msg));
 		goto out;
 	}
 	mounted = 1;
@@ -829,7 +710,7 @@ int main(int argc, char **argv)
 	}
 	r = vbs_vault_open_env(fs.vault);
 	if (r < 0) {
-		store_err(r, "cannot open vault '%s'", a.vault);
+		store_err(r, "cannot open vault '%s'", q(a.vault));
 		goto out;
 	}
 	if (fuse_set_signal_handlers(se) != 0) {
@@ -837,7 +718,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (report_fd >= 0) {
-		daemon_report(report_fd, EXIT_OK);
+		daemon_report(report_fd, VMBAK_EXIT_OK);
 		report_fd = -1;
 	}
 	/* libfuse's own complaint about a failing session ("reading device: ...") is kept
@@ -848,13 +729,13 @@ int main(int argc, char **argv)
 	fuse_remove_signal_handlers(se);
 	if (r < 0) {
 		if (msg[0])
-			vbu_err("the session on '%s' failed: %s (%s)", a.mountpoint,
-				vbu_strerror(-r), msg);
+			vbu_err("the session on '%s' failed: %s (%s)", q(a.mountpoint),
+				vbu_strerror(-r), q(msg));
 		else
-			vbu_errno(r, "the session on '%s' failed", a.mountpoint);
+			vbu_errno(r, "the session on '%s' failed", q(a.mountpoint));
 		goto out;
 	}
-	status = EXIT_OK;
+	status = VMBAK_EXIT_OK;
 out:
 	if (mounted)
 		fuse_session_unmount(se);

@@ -341,7 +341,7 @@ static int lookup_root(vbf_fs *fs, const char *name, struct fuse_entry_param *e)
 	uint64_t vm;
 	int r;
 
-	if (!vbs_name_valid(name))
+	if (!vbu_name_valid(name))
 		return -ENOENT;
 	r = vbs_vm_get(fs->vault, name, &vm);
 	if (r == -EINVAL)

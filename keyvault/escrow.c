@@ -8,6 +8,7 @@
 
 #include "crypto.h"
 #include "escrow.h"
+#include "json.h"
 #include "kv.h"
 #include "kv_internal.h"
 #include "seckind.h"
@@ -160,15 +161,6 @@ void vbk_escrow_describe(const vbk_escrow *e, vbk_escrow_info *ret)
 	snprintf(ret->algorithm, sizeof(ret->algorithm), "%s", kv_alg_for(&e->kek));
 }
 
-static int jadd(json_object *o, const char *key, json_object *v)
-{
-	if (!v || json_object_object_add(o, key, v) < 0) {
-		json_object_put(v);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
 int vbk_escrow_make(const vbk_escrow *e, const char *vm, const char *disk, const char *rp,
 		    char **ret, size_t *ret_len)
 {
@@ -182,7 +174,7 @@ int vbk_escrow_make(const vbk_escrow *e, const char *vm, const char *disk, const
 	int r;
 
 	kv_clear_err();
-	if (!vbk_kv_name_valid(vm) || !vbk_kv_name_valid(disk) || !rp || !*rp ||
+	if (!vbu_name_valid(vm) || !vbu_name_valid(disk) || !rp || !*rp ||
 	    strlen(rp) >= VBK_ESCROW_RP_MAX)
 		return kv_fail(-EINVAL, "cannot make an escrow blob: bad VM, disk or point name");
 	vbk_escrow_describe(e, &info);
@@ -194,25 +186,27 @@ int vbk_escrow_make(const vbk_escrow *e, const char *vm, const char *disk, const
 		goto out;
 	r = -ENOMEM;
 	o = json_object_new_object();
-	if (!o || jadd(o, "format", json_object_new_string(VBK_ESCROW_FORMAT_NAME)) < 0 ||
-	    jadd(o, "version", json_object_new_int(info.kind[0] ? VBK_ESCROW_FORMAT_VERSION : 1)) <
-		0 ||
-	    (info.kind[0] && jadd(o, "kind", json_object_new_string(info.kind)) < 0) ||
-	    jadd(o, "vm", json_object_new_string(vm)) < 0 ||
-	    jadd(o, "disk", json_object_new_string(disk)) < 0 ||
-	    jadd(o, "rp", json_object_new_string(rp)) < 0 ||
-	    jadd(o, "keyvault", json_object_new_string(info.keyvault)) < 0)
+	if (!o || vbu_json_add(o, "format", json_object_new_string(VBK_ESCROW_FORMAT_NAME)) < 0 ||
+	    vbu_json_add(o, "version",
+			 json_object_new_int(info.kind[0] ? VBK_ESCROW_FORMAT_VERSION : 1)) < 0 ||
+	    (info.kind[0] && vbu_json_add(o, "kind", json_object_new_string(info.kind)) < 0) ||
+	    vbu_json_add(o, "vm", json_object_new_string(vm)) < 0 ||
+	    vbu_json_add(o, "disk", json_object_new_string(disk)) < 0 ||
+	    vbu_json_add(o, "rp", json_object_new_string(rp)) < 0 ||
+	    vbu_json_add(o, "keyvault", json_object_new_string(info.keyvault)) < 0)
 		goto out;
 	s = json_object_new_object();
-	if (jadd(o, "secret", s) < 0 || jadd(s, "name", json_object_new_string(info.secret)) < 0 ||
-	    jadd(s, "version", json_object_new_int64(info.secret_version)) < 0)
+	if (vbu_json_add(o, "secret", s) < 0 ||
+	    vbu_json_add(s, "name", json_object_new_string(info.secret)) < 0 ||
+	    vbu_json_add(s, "version", json_object_new_int64(info.secret_version)) < 0)
 		goto out;
 	if (info.kek[0]) {
 		k = json_object_new_object();
-		if (!k || jadd(k, "name", json_object_new_string(info.kek)) < 0 ||
-		    jadd(k, "version", json_object_new_int64(info.kek_version)) < 0 ||
-		    jadd(k, "type", json_object_new_string(info.kek_type)) < 0 ||
-		    jadd(k, "fingerprint", json_object_new_string(info.kek_fingerprint)) < 0) {
+		if (!k || vbu_json_add(k, "name", json_object_new_string(info.kek)) < 0 ||
+		    vbu_json_add(k, "version", json_object_new_int64(info.kek_version)) < 0 ||
+		    vbu_json_add(k, "type", json_object_new_string(info.kek_type)) < 0 ||
+		    vbu_json_add(k, "fingerprint", json_object_new_string(info.kek_fingerprint)) <
+			0) {
 			json_object_put(k);
 			goto out;
 		}
@@ -221,7 +215,7 @@ int vbk_escrow_make(const vbk_escrow *e, const char *vm, const char *disk, const
 		json_object_put(k);
 		goto out;
 	}
-	if (jadd(o, "algorithm", json_object_new_string(info.algorithm)) < 0 ||
+	if (vbu_json_add(o, "algorithm", json_object_new_string(info.algorithm)) < 0 ||
 	    kv_env_to_json(&env, o) < 0)
 		goto out;
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -249,38 +243,28 @@ out:
 
 /* ---- reading ---- */
 
+/* A printable string field; a name when name is set. */
 static int copy_str(json_object *o, const char *key, char *out, size_t cap, int name)
 {
-	json_object *j;
-	const char *s;
+	const char *s = vbu_json_str(o, key);
 
-	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, json_type_string))
-		return -EPROTO;
-	s = json_object_get_string(j);
-	if ((size_t)json_object_get_string_len(j) != strlen(s) || strlen(s) >= cap)
-		return -EPROTO;
-	if (name && !vbk_kv_name_valid(s))
+	if (!s || (name && !vbu_name_valid(s)))
 		return -EPROTO;
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
 			return -EPROTO;
-	memcpy(out, s, strlen(s) + 1);
-	return 0;
+	return vbu_json_copy_str(o, key, out, cap);
 }
 
+/* A version number: 1 to UINT32_MAX. */
 static int get_u32(json_object *o, const char *key, uint32_t *ret)
 {
-	json_object *j;
 	int64_t v;
+	int r = vbu_json_int(o, key, 1, UINT32_MAX, &v);
 
-	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, json_type_int))
-		return -EPROTO;
-	errno = 0;
-	v = json_object_get_int64(j);
-	if (errno || v < 1 || v > UINT32_MAX)
-		return -EPROTO;
-	*ret = (uint32_t)v;
-	return 0;
+	if (r == 0)
+		*ret = (uint32_t)v;
+	return r;
 }
 
 /* Only the fields named may be present. */

@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 
 #include "hdrcheck.h"
+#include "file.h"
 #include "util.h"
 
 #define SECTOR 512u

@@ -14,6 +14,8 @@
 #include <openssl/crypto.h>
 
 #include "crypto.h"
+#include "file.h"
+#include "json.h"
 #include "kv.h"
 #include "kv_internal.h"
 #include "util.h"
@@ -24,48 +26,12 @@
 
 /* ---- messages ---- */
 
-static __thread char errbuf[1024];
-
 const char *vbk_kv_errmsg(void)
 {
-	return errbuf;
-}
-
-void kv_clear_err(void)
-{
-	errbuf[0] = '\0';
-}
-
-int kv_fail(int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (vsnprintf(errbuf, sizeof(errbuf), fmt, ap) < 0)
-		errbuf[0] = '\0';
-	va_end(ap);
-	return err;
+	return vbu_errmsg();
 }
 
 /* ---- names and types ---- */
-
-int vbk_kv_name_valid(const char *name)
-{
-	size_t i, n;
-
-	if (!name)
-		return 0;
-	n = strlen(name);
-	if (n == 0 || n > VBK_KV_NAME_MAX || name[0] == '.')
-		return 0;
-	for (i = 0; i < n; i++) {
-		char c = name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
-}
 
 static const struct {
 	vbk_key_type type;
@@ -127,69 +93,13 @@ const char *kv_alg_for(const kv_kek *k)
 
 /* ---- JSON helpers ---- */
 
-static const char *jstr(json_object *o, const char *key)
-{
-	json_object *j;
-
-	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, json_type_string))
-		return NULL;
-	return json_object_get_string(j);
-}
-
-static int jint(json_object *o, const char *key, int64_t min, int64_t max, int64_t *ret)
-{
-	json_object *j;
-	int64_t v;
-
-	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, json_type_int))
-		return -EPROTO;
-	errno = 0;
-	v = json_object_get_int64(j);
-	if (errno || v < min || v > max)
-		return -EPROTO;
-	*ret = v;
-	return 0;
-}
-
-static json_object *jobj(json_object *o, const char *key, json_type t)
-{
-	json_object *j;
-
-	if (!json_object_object_get_ex(o, key, &j) || !json_object_is_type(j, t))
-		return NULL;
-	return j;
-}
-
-static int jadd(json_object *o, const char *key, json_object *v)
-{
-	if (!v || json_object_object_add(o, key, v) < 0) {
-		json_object_put(v);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-static int jadd_b64(json_object *o, const char *key, const uint8_t *p, size_t n)
-{
-	char *s = vbu_base64_encode(p, n);
-	int r;
-
-	if (!s)
-		return -ENOMEM;
-	r = jadd(o, key, json_object_new_string(s));
-	free(s);
-	return r;
-}
-
-static int jget_b64(json_object *o, const char *key, uint8_t *out, size_t want)
-{
-	const char *s = jstr(o, key);
-	size_t n = 0;
-
-	if (!s || vbu_base64_decode(s, out, want, &n) < 0 || n != want)
-		return -EPROTO;
-	return 0;
-}
+/* Short names for base/json.h's getters, which this file calls on almost every line. */
+#define jstr vbu_json_str
+#define jint vbu_json_int
+#define jobj vbu_json_obj
+#define jadd vbu_json_add
+#define jadd_b64 vbu_json_add_b64
+#define jget_b64 vbu_json_b64
 
 static int type_from_json(json_object *o, vbk_key_type *ret)
 {
@@ -238,7 +148,7 @@ static int check_key(const char *name, json_object *k, const char **what)
 	size_t n, i, der_len;
 
 	*what = "type";
-	if (!vbk_kv_name_valid(name) || !json_object_is_type(k, json_type_object) ||
+	if (!vbu_name_valid(name) || !json_object_is_type(k, json_type_object) ||
 	    type_from_json(k, &t) < 0)
 		return -EPROTO;
 	*what = "created";
@@ -280,7 +190,7 @@ static int kek_from_json(json_object *o, kv_kek *ret)
 	int64_t x;
 
 	memset(ret, 0, sizeof(*ret));
-	if (!vbk_kv_name_valid(name) || jint(o, "version", 1, VERSIONS_MAX, &x) < 0 ||
+	if (!vbu_name_valid(name) || jint(o, "version", 1, VERSIONS_MAX, &x) < 0 ||
 	    type_from_json(o, &ret->type) < 0 || !kv_fpr_valid(fpr, ret->type))
 		return -EPROTO;
 	snprintf(ret->name, sizeof(ret->name), "%s", name);
@@ -299,7 +209,7 @@ static int check_secret(const char *name, json_object *s, const char **what)
 	const char *alg;
 
 	*what = "versions";
-	if (!vbk_kv_name_valid(name) || !json_object_is_type(s, json_type_object))
+	if (!vbu_name_valid(name) || !json_object_is_type(s, json_type_object))
 		return -EPROTO;
 	vs = jobj(s, "versions", json_type_array);
 	n = vs ? json_object_array_length(vs) : 0;
@@ -429,7 +339,7 @@ static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN +
 		if (check_key(kname, kval, &what) < 0)
 			return kv_fail(-EPROTO, "key vault file '%s': bad field '%s' of key '%s'",
 				       file, what,
-				       vbk_kv_name_valid(kname) ? kname : "(an invalid name)");
+				       vbu_name_valid(kname) ? kname : "(an invalid name)");
 	}
 	o = jobj(root, "secrets", json_type_object);
 	if (!o)
@@ -439,7 +349,7 @@ static int kv_check(json_object *root, const char *file, char id[VBK_KV_ID_LEN +
 		if (check_secret(sname, sval, &what) < 0)
 			return kv_fail(
 			    -EPROTO, "key vault file '%s': bad field '%s' of secret '%s'", file,
-			    what, vbk_kv_name_valid(sname) ? sname : "(an invalid name)");
+			    what, vbu_name_valid(sname) ? sname : "(an invalid name)");
 	}
 	return check_signature(root, file, sig);
 }
@@ -747,36 +657,6 @@ static char *join_path(const char *dir, const char *name)
 	return p;
 }
 
-static void uuid_format(const uint8_t b[16], char out[VBK_KV_ID_LEN + 1])
-{
-	char hex[33];
-
-	vbu_hex_encode(b, 16, hex);
-	snprintf(out, VBK_KV_ID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12,
-		 hex + 16, hex + 20);
-}
-
-static int dir_is_empty(const char *path)
-{
-	int fd, empty = 1;
-	DIR *d;
-	struct dirent *e;
-
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	while ((e = readdir(d)) != NULL)
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			empty = 0;
-	closedir(d);
-	return empty;
-}
-
 int vbk_kv_init(const char *path, const char *pass)
 {
 	vbk_kv kv = {0};
@@ -796,7 +676,7 @@ int vbk_kv_init(const char *path, const char *pass)
 		return kv_fail(-errno, "cannot create key vault '%s': %s", path,
 			       vbu_strerror(errno));
 	} else {
-		r = dir_is_empty(path);
+		r = vbu_dir_is_empty(path);
 		if (r < 0)
 			return kv_fail(r, "cannot create key vault '%s': %s", path,
 				       vbu_strerror(-r));
@@ -822,7 +702,7 @@ int vbk_kv_init(const char *path, const char *pass)
 	}
 	u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* a random (version 4) UUID */
 	u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
-	uuid_format(u, kv.id);
+	vbu_uuid_format(u, kv.id);
 	memcpy(kv.keys.data_key, keys.data_key, VBK_KEY_LEN);
 	memcpy(kv.keys.id_key, keys.id_key, VBK_KEY_LEN);
 	if ((r = kv_ed25519_generate(kv.sign_seed, kv.sign_pub)) < 0) {
@@ -1387,7 +1267,7 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 	int r, tries;
 
 	kv_clear_err();
-	if (!vbk_kv_name_valid(name))
+	if (!vbu_name_valid(name))
 		return kv_fail(-EINVAL, "invalid key name '%s': use " VBK_KV_NAME_RULE, name);
 	if (!kv->unlocked)
 		return kv_fail(-ENOKEY, "key vault '%s' is locked", kv->path);
@@ -1709,7 +1589,7 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 	int r, tries;
 
 	kv_clear_err();
-	if (!vbk_kv_name_valid(name))
+	if (!vbu_name_valid(name))
 		return kv_fail(-EINVAL, "invalid secret name '%s': use " VBK_KV_NAME_RULE, name);
 	if (len == 0)
 		return kv_fail(-EINVAL, "secret '%s' is empty", name);

@@ -48,18 +48,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 #define VBK_KV_FORMAT_NAME "vmbak-keyvault"
 #define VBK_KV_FORMAT_VERSION 1
 #define VBK_KV_FILE "keyvault.json"
 #define VBK_KV_LOCK_FILE "lock"
-#define VBK_KV_ID_LEN 36	    /* a UUID in text, without the NUL */
-#define VBK_KV_NAME_MAX 64	    /* names of keys and secrets, without the NUL */
+#define VBK_KV_ID_LEN VBU_UUID_LEN /* a UUID in text, without the NUL */
+#define VBK_KV_NAME_MAX VBU_NAME_MAX /* names of keys and secrets, without the NUL */
 #define VBK_SECRET_MAX (64u * 1024) /* largest secret value */
 #define VBK_FPR_MAX 80		    /* a fingerprint in text, with the NUL */
 
-/* Names of keys and secrets: 1-64 characters of [A-Za-z0-9._-], not starting with a dot. */
-int vbk_kv_name_valid(const char *name);
-#define VBK_KV_NAME_RULE "1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
+/* Names of keys and secrets follow vbu_name_valid() (base/util.h). */
+#define VBK_KV_NAME_RULE VBU_NAME_RULE
 
 typedef enum vbk_key_type {
 	VBK_KEY_RSA3072 = 1,

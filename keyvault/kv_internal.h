@@ -24,6 +24,7 @@
 
 #include "crypto.h"
 #include "kv.h"
+#include "util.h"
 #include "vaultkey.h"
 
 struct vbk_kv {
@@ -43,9 +44,10 @@ struct vbk_kv {
 	uint8_t sign_seed[32];
 };
 
-/* Sets the thread's message for vbk_kv_errmsg(); returns err. */
-int kv_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void kv_clear_err(void);
+/* Sets the thread's message for vbk_kv_errmsg(); returns err. The one message buffer of
+ * base/util.h. */
+#define kv_fail vbu_fail
+#define kv_clear_err vbu_clear_err
 
 #define KV_ALG_RSA "rsa-oaep-sha256+aes-256-gcm"
 #define KV_ALG_AES "aes-256-kwp+aes-256-gcm"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "chunkstore.h"
+#include "file.h"
 #include "util.h"
 
 static const char stats_key[] = "chunks";

@@ -11,26 +11,9 @@
 #include "internal.h"
 #include "util.h"
 
-static __thread char errmsg[512];
-
-int vbs_fail(int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(errmsg, sizeof(errmsg), fmt, ap);
-	va_end(ap);
-	return err;
-}
-
-void vbs_clear_err(void)
-{
-	errmsg[0] = '\0';
-}
-
 const char *vbs_errmsg(void)
 {
-	return errmsg;
+	return vbu_errmsg();
 }
 
 int vbs_mdb_err(int rc)

@@ -20,7 +20,6 @@
 /* Registers env (of the vault at path) and installs the handlers; sets LMDB's assert hook. */
 void vbs_guard_add(MDB_env *env, const char *path);
 void vbs_guard_remove(MDB_env *env);
-/* The exit status after a damaged database was met (default 1). */
-void vbs_guard_exit_status(int status);
+/* vbs_guard_exit_status(), the one call from outside store/, is declared in vault.h. */
 
 #endif

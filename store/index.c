@@ -50,66 +50,6 @@ int vbs_idx_value(const MDB_val *d, uint8_t *id, int *ret_data)
 	return 0;
 }
 
-int vbs_idx_lookup(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
-		   uint8_t id[VBS_ID_LEN], int *ret_data)
-{
-	uint64_t en, es;
-	MDB_val d;
-	int r = vbs_idx_seek(c, lineage, n, serial, &en, &es, &d);
-
-	if (r < 0)
-		return r;
-	if (r == 0 || en != n) {
-		*ret_data = 0;
-		return 0;
-	}
-	return vbs_idx_value(&d, id, ret_data);
-}
-
-int vbs_idx_next_data(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
-		      uint64_t end, uint64_t *ret_n)
-{
-	while (n < end) {
-		uint64_t en, es;
-		MDB_val d;
-		int data, r = vbs_idx_seek(c, lineage, n, serial, &en, &es, &d);
-
-		if (r < 0)
-			return r;
-		if (r == 0 || en >= end)
-			return -ENXIO;
-		if (en > n) {
-			/* The first entries of en may be newer than serial: seek again there. */
-			n = en;
-			continue;
-		}
-		r = vbs_idx_value(&d, NULL, &data);
-		if (r < 0)
-			return r;
-		if (data) {
-			*ret_n = n;
-			return 0;
-		}
-		n++;
-	}
-	return -ENXIO;
-}
-
-int vbs_idx_next_hole(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
-		      uint64_t end, uint64_t *ret_n)
-{
-	for (; n < end; n++) {
-		int data, r = vbs_idx_lookup(v, c, lineage, serial, n, NULL, &data);
-
-		if (r < 0)
-			return r;
-		if (!data)
-			break;
-	}
-	*ret_n = n;
-	return 0;
-}
-
 int vbs_idx_walk(vbs_vault *v, MDB_txn *txn, uint64_t lineage, uint64_t serial, vbs_idx_fn fn,
 		 void *arg)
 {

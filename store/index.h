@@ -18,7 +18,8 @@
  * what the head shows.
  *
  * All functions run inside the caller's transaction. Errors: -EBADMSG for a malformed entry,
- * -ENXIO (next_data) when no data follows, else from LMDB (vbs_mdb_err).
+ * else from LMDB (vbs_mdb_err). Readers go through imap.h's checked groups, never the entries
+ * alone.
  */
 #ifndef VMBAK_INDEX_H
 #define VMBAK_INDEX_H
@@ -38,18 +39,6 @@ int vbs_idx_seek(MDB_cursor *c, uint64_t lineage, uint64_t n, uint64_t serial, u
 		 uint64_t *ret_serial, MDB_val *ret_val);
 /* An entry's value: *ret_data 1 and id (when not NULL) filled, or 0 for a hole; -EBADMSG. */
 int vbs_idx_value(const MDB_val *d, uint8_t *id, int *ret_data);
-
-/* Chunk n of (lineage, serial): *ret_data = 1 and id filled, or *ret_data = 0 for a hole. */
-int vbs_idx_lookup(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
-		   uint8_t id[VBS_ID_LEN], int *ret_data);
-
-/* The first chunk in [n, end) holding data; -ENXIO if none. */
-int vbs_idx_next_data(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
-		      uint64_t end, uint64_t *ret_n);
-
-/* The first chunk in [n, end) that is a hole, or end if none. */
-int vbs_idx_next_hole(vbs_vault *v, MDB_cursor *c, uint64_t lineage, uint64_t serial, uint64_t n,
-		      uint64_t end, uint64_t *ret_n);
 
 /* Calls fn for every chunk of (lineage, serial) that holds data, in chunk order. A non-zero
  * return of fn stops the walk and is returned. */

@@ -24,6 +24,7 @@
 #include "index.h"
 #include "ingest.h"
 #include "jobs.h"
+#include "file.h"
 #include "util.h"
 
 #define BATCH_BYTES (16u << 20)
@@ -1106,12 +1107,12 @@ static void committer_stop(struct ingest *g)
 
 static int check_opts(const vbs_ingest_opts *o)
 {
-	if (!vbs_name_valid(o->vm))
+	if (!vbu_name_valid(o->vm))
 		return vbs_fail(-EINVAL, "invalid VM name '%s': use %s", o->vm, VBS_NAME_RULE);
 	if (o->n_disks == 0 || o->n_disks > VBS_DISKS_MAX)
 		return vbs_fail(-EINVAL, "a recovery point needs 1 to %d disks", VBS_DISKS_MAX);
 	for (size_t i = 0; i < o->n_disks; i++) {
-		if (!vbs_name_valid(o->disks[i].name))
+		if (!vbu_name_valid(o->disks[i].name))
 			return vbs_fail(-EINVAL, "invalid disk name '%s': use %s", o->disks[i].name,
 					VBS_NAME_RULE);
 		for (size_t k = 0; k < i; k++)

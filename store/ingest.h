@@ -25,7 +25,7 @@
 #include "vault.h"
 
 typedef struct vbs_ingest_disk {
-	const char *name;    /* disk name (vbs_name_valid) */
+	const char *name;    /* disk name (vbu_name_valid) */
 	const char *path;    /* source: a regular file or a block device */
 	const char *changed; /* changed-extents file, or NULL */
 } vbs_ingest_disk;

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "crypto.h"
+#include "util.h"
 #include "vault.h"
 #include "vaultkey.h"
 
@@ -113,9 +114,10 @@ void vbs_gcache_free(struct vbs_gcache *c);
 /* Stops image.c's read-ahead threads (before the environment closes). */
 void vbs_prefetch_stop(vbs_vault *v);
 
-/* Sets the thread's message for vbs_errmsg(). Returns err, so `return vbs_fail(-EIO, ...)`. */
-int vbs_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void vbs_clear_err(void);
+/* Sets the thread's message for vbs_errmsg(). Returns err, so `return vbs_fail(-EIO, ...)`.
+ * The one message buffer of base/util.h. */
+#define vbs_fail vbu_fail
+#define vbs_clear_err vbu_clear_err
 
 /* LMDB return code to negative errno (MDB_NOTFOUND -> -ENOENT, MDB_MAP_FULL -> -ENOSPC,
  * MDB_CORRUPTED/MDB_PAGE_NOTFOUND -> -EBADMSG, ...). */

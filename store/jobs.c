@@ -7,8 +7,9 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "seal.h"
 #include "jobs.h"
+#include "json.h"
+#include "seal.h"
 #include "util.h"
 
 #define RECORD_MAX (64u << 10)
@@ -114,37 +115,13 @@ static int job_encode(const vbs_job *j, char **ret, size_t *ret_len)
 	return r;
 }
 
-static int jstr(json_object *o, const char *key, char *buf, size_t cap)
-{
-	json_object *x;
-	const char *s;
-
-	if (!json_object_object_get_ex(o, key, &x) || !json_object_is_type(x, json_type_string))
-		return -EBADMSG;
-	s = json_object_get_string(x);
-	if (strlen(s) >= cap)
-		return -EBADMSG;
-	memcpy(buf, s, strlen(s) + 1);
-	return 0;
-}
-
-static int jint(json_object *o, const char *key, int64_t *ret)
-{
-	json_object *x;
-
-	if (!json_object_object_get_ex(o, key, &x) || !json_object_is_type(x, json_type_int))
-		return -EBADMSG;
-	*ret = json_object_get_int64(x);
-	return 0;
-}
-
 int vbs_job_decode_raw(uint64_t id, const void *data, size_t len, vbs_job *ret)
 {
 	json_tokener *tok;
 	json_object *o;
 	vbs_job j = {.id = id};
 	char state[16];
-	int64_t x[6];
+	int64_t pid;
 	int r = -EBADMSG;
 
 	if (len == 0 || len > RECORD_MAX)
@@ -155,20 +132,19 @@ int vbs_job_decode_raw(uint64_t id, const void *data, size_t len, vbs_job *ret)
 	o = json_tokener_parse_ex(tok, data, (int)len);
 	if (!o || !json_object_is_type(o, json_type_object))
 		goto out;
-	if (jstr(o, "kind", j.kind, sizeof(j.kind)) ||
-	    jstr(o, "target", j.target, sizeof(j.target)) ||
-	    jstr(o, "state", state, sizeof(state)) || state_parse(state, &j.state) ||
-	    jstr(o, "boot_id", j.boot_id, sizeof(j.boot_id)) ||
-	    jstr(o, "error", j.error, sizeof(j.error)) || jint(o, "start", &j.start_ns) ||
-	    jint(o, "end", &j.end_ns) || jint(o, "pid", &x[0]) || jint(o, "pid_start", &x[1]) ||
-	    jint(o, "bytes_read", &x[2]) || jint(o, "bytes_stored", &x[3]))
+	if (vbu_json_copy_str(o, "kind", j.kind, sizeof(j.kind)) ||
+	    vbu_json_copy_str(o, "target", j.target, sizeof(j.target)) ||
+	    vbu_json_copy_str(o, "state", state, sizeof(state)) || state_parse(state, &j.state) ||
+	    vbu_json_copy_str(o, "boot_id", j.boot_id, sizeof(j.boot_id)) ||
+	    vbu_json_copy_str(o, "error", j.error, sizeof(j.error)) ||
+	    vbu_json_int(o, "start", INT64_MIN, INT64_MAX, &j.start_ns) ||
+	    vbu_json_int(o, "end", INT64_MIN, INT64_MAX, &j.end_ns) ||
+	    vbu_json_int(o, "pid", 0, INT32_MAX, &pid) ||
+	    vbu_json_u64(o, "pid_start", &j.pid_start) ||
+	    vbu_json_u64(o, "bytes_read", &j.bytes_read) ||
+	    vbu_json_u64(o, "bytes_stored", &j.bytes_stored))
 		goto out;
-	if (x[0] < 0 || x[0] > INT32_MAX || x[1] < 0 || x[2] < 0 || x[3] < 0)
-		goto out;
-	j.pid = (int32_t)x[0];
-	j.pid_start = (uint64_t)x[1];
-	j.bytes_read = (uint64_t)x[2];
-	j.bytes_stored = (uint64_t)x[3];
+	j.pid = (int32_t)pid;
 	*ret = j;
 	r = 0;
 out:

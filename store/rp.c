@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "json.h"
 #include "rp.h"
 #include "seal.h"
 #include "util.h"
@@ -88,36 +89,6 @@ int vbs_rp_encode(const vbs_rp *rp, char **ret, size_t *ret_len)
 	return r;
 }
 
-static int get_u64(json_object *o, const char *key, uint64_t *ret)
-{
-	json_object *f;
-	int64_t x;
-
-	if (!json_object_object_get_ex(o, key, &f) || !json_object_is_type(f, json_type_int))
-		return -EBADMSG;
-	x = json_object_get_int64(f);
-	if (x < 0)
-		return -EBADMSG;
-	*ret = (uint64_t)x;
-	return 0;
-}
-
-static int get_str(json_object *o, const char *key, char *buf, size_t cap)
-{
-	json_object *f;
-	const char *s;
-	size_t len;
-
-	if (!json_object_object_get_ex(o, key, &f) || !json_object_is_type(f, json_type_string))
-		return -EBADMSG;
-	s = json_object_get_string(f);
-	len = (size_t)json_object_get_string_len(f);
-	if (len >= cap || memchr(s, '\0', len))
-		return -EBADMSG;
-	memcpy(buf, s, len + 1);
-	return 0;
-}
-
 int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 {
 	json_tokener *tok = NULL;
@@ -139,18 +110,18 @@ int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 	if (!o || json_tokener_get_error(tok) != json_tokener_success ||
 	    !json_object_is_type(o, json_type_object))
 		goto out;
-	if (get_str(o, "vm", rp->vm, sizeof(rp->vm)) || !vbs_name_valid(rp->vm) ||
-	    get_str(o, "id", rp->id, sizeof(rp->id)) || !vbs_rp_id_valid(rp->id) ||
-	    get_str(o, "parent", rp->parent, sizeof(rp->parent)) ||
+	if (vbu_json_copy_str(o, "vm", rp->vm, sizeof(rp->vm)) || !vbu_name_valid(rp->vm) ||
+	    vbu_json_copy_str(o, "id", rp->id, sizeof(rp->id)) || !vbs_rp_id_valid(rp->id) ||
+	    vbu_json_copy_str(o, "parent", rp->parent, sizeof(rp->parent)) ||
 	    (rp->parent[0] && !vbs_rp_id_valid(rp->parent)) ||
-	    get_u64(o, "serial", &rp->serial) || get_u64(o, "vm_serial", &rp->vm_serial) ||
-	    get_u64(o, "created_ns", &x))
+	    vbu_json_u64(o, "serial", &rp->serial) ||
+	    vbu_json_u64(o, "vm_serial", &rp->vm_serial) || vbu_json_u64(o, "created_ns", &x))
 		goto out;
 	rp->created_ns = (int64_t)x;
-	if (get_u64(o, "retain_until", &x))
+	if (vbu_json_u64(o, "retain_until", &x))
 		goto out;
 	rp->retain_until = (int64_t)x;
-	if (get_u64(o, "chunk_size", &x) || x < VBS_CHUNK_SIZE_MIN || x > VBS_CHUNK_SIZE_MAX)
+	if (vbu_json_u64(o, "chunk_size", &x) || x < VBS_CHUNK_SIZE_MIN || x > VBS_CHUNK_SIZE_MAX)
 		goto out;
 	rp->chunk_size = (uint32_t)x;
 	if (!json_object_object_get_ex(o, "disks", &disks) ||
@@ -170,12 +141,13 @@ int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 
 		rp->n_disks = i + 1;
 		if (!json_object_is_type(j, json_type_object) ||
-		    get_str(j, "name", d->name, sizeof(d->name)) || !vbs_name_valid(d->name) ||
-		    get_u64(j, "size", &d->size) || get_u64(j, "lineage", &d->lineage) ||
-		    get_u64(j, "data_chunks", &d->data_chunks) ||
-		    get_u64(j, "read_bytes", &d->read_bytes) ||
-		    get_u64(j, "new_chunks", &d->new_chunks) ||
-		    get_u64(j, "new_bytes", &d->new_bytes))
+		    vbu_json_copy_str(j, "name", d->name, sizeof(d->name)) ||
+		    !vbu_name_valid(d->name) || vbu_json_u64(j, "size", &d->size) ||
+		    vbu_json_u64(j, "lineage", &d->lineage) ||
+		    vbu_json_u64(j, "data_chunks", &d->data_chunks) ||
+		    vbu_json_u64(j, "read_bytes", &d->read_bytes) ||
+		    vbu_json_u64(j, "new_chunks", &d->new_chunks) ||
+		    vbu_json_u64(j, "new_bytes", &d->new_bytes))
 			goto out;
 		if (d->data_chunks > d->size / rp->chunk_size + 1)
 			goto out;
@@ -318,7 +290,7 @@ int vbs_name_find(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, ui
 	size_t len = 0;
 	int r;
 
-	if (!vbs_name_valid(vm) || !vbs_rp_id_valid(id))
+	if (!vbu_name_valid(vm) || !vbs_rp_id_valid(id))
 		return -ENOENT;
 	if ((r = name_key(v, vm, id, k)) < 0)
 		return r;
@@ -417,7 +389,7 @@ int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, vbs_name_entry **re
 	uint8_t vk[VBS_NAME_HASH_LEN];
 	int r;
 
-	if (!vbs_name_valid(vm)) {
+	if (!vbu_name_valid(vm)) {
 		*ret = NULL;
 		*ret_n = 0;
 		return 0;
@@ -457,7 +429,7 @@ static int vm_decode(vbs_vault *v, const uint8_t *key, size_t klen, const uint8_
 		return -EBADMSG;
 	memcpy(name, p + 16, len - 16);
 	name[len - 16] = '\0';
-	if (!vbs_name_valid(name))
+	if (!vbu_name_valid(name))
 		return -EBADMSG;
 	if ((r = vm_key(v, name, k)) < 0)
 		return r;
@@ -526,7 +498,7 @@ int vbs_vm_find(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret)
 	size_t len = 0;
 	int r;
 
-	if (!vbs_name_valid(vm))
+	if (!vbu_name_valid(vm))
 		return -ENOENT;
 	if ((r = vm_key(v, vm, k)) < 0)
 		return r;
@@ -554,7 +526,7 @@ int vbs_vm_put(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t num, int64_t
 	size_t a = strlen(vm);
 	int r;
 
-	if (!vbs_name_valid(vm))
+	if (!vbu_name_valid(vm))
 		return -EINVAL;
 	if ((r = vm_key(v, vm, k)) < 0)
 		return r;

@@ -12,27 +12,14 @@
 
 #include "cache.h"
 #include "dbguard.h"
+#include "file.h"
 #include "internal.h"
+#include "json.h"
 #include "seal.h"
 #include "util.h"
 
 #define CONFIG_MAX (64 * 1024)
 #define MAP_MIN ((size_t)64 << 30) /* virtual only: the file grows as data comes */
-
-int vbs_name_valid(const char *name)
-{
-	size_t n = 0;
-
-	if (!name || !*name || name[0] == '.')
-		return 0;
-	for (const char *p = name; *p; p++, n++) {
-		char c = *p;
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return n <= VBS_NAME_MAX;
-}
 
 static int config_path(const char *dir, char *buf, size_t len)
 {
@@ -216,31 +203,6 @@ static json_object *config_json(const vbs_vault *v)
 	return o;
 }
 
-static const char *jstr(json_object *o, const char *key)
-{
-	json_object *f;
-	if (!json_object_object_get_ex(o, key, &f) || !json_object_is_type(f, json_type_string))
-		return NULL;
-	return json_object_get_string(f);
-}
-
-static int jint(json_object *o, const char *key, int64_t *ret)
-{
-	json_object *f;
-	if (!json_object_object_get_ex(o, key, &f) || !json_object_is_type(f, json_type_int))
-		return -EPROTO;
-	*ret = json_object_get_int64(f);
-	return 0;
-}
-
-static int b64_exact(const char *s, uint8_t *out, size_t len)
-{
-	size_t got;
-	if (!s || vbu_base64_decode(s, out, len, &got) < 0 || got != len)
-		return -EPROTO;
-	return 0;
-}
-
 /* A value from the config as a message may show it: one short line of printable ASCII (a
  * damaged config can hold anything, newlines included). */
 static const char *shown(const char *s)
@@ -260,19 +222,19 @@ static int parse_slot(const char *file, json_object *k, int legacy, vbs_key_slot
 {
 	int64_t nn, rr, pp;
 	uint8_t blob[sizeof(ret->wrapped.ct) + VBK_TAG_LEN];
-	const char *name = jstr(k, "name"), *created = jstr(k, "created");
+	const char *name = vbu_json_str(k, "name"), *created = vbu_json_str(k, "created");
 
-	if (!json_object_is_type(k, json_type_object) || !jstr(k, "kdf") ||
-	    strcmp(jstr(k, "kdf"), "scrypt") != 0 || jint(k, "n", &nn) < 0 ||
-	    jint(k, "r", &rr) < 0 || jint(k, "p", &pp) < 0 || nn < 0 || rr < 0 || pp < 0 ||
-	    rr > 1024 || pp > 1024 ||
-	    b64_exact(jstr(k, "salt"), ret->wrapped.kdf.salt, sizeof(ret->wrapped.kdf.salt)) ||
-	    b64_exact(jstr(k, "nonce"), ret->wrapped.nonce, sizeof(ret->wrapped.nonce)) ||
-	    b64_exact(jstr(k, "wrapped"), blob, sizeof(blob)))
+	if (!json_object_is_type(k, json_type_object) || !vbu_json_str(k, "kdf") ||
+	    strcmp(vbu_json_str(k, "kdf"), "scrypt") != 0 ||
+	    vbu_json_int(k, "n", 0, INT64_MAX, &nn) < 0 || vbu_json_int(k, "r", 0, 1024, &rr) < 0 ||
+	    vbu_json_int(k, "p", 0, 1024, &pp) < 0 ||
+	    vbu_json_b64(k, "salt", ret->wrapped.kdf.salt, sizeof(ret->wrapped.kdf.salt)) ||
+	    vbu_json_b64(k, "nonce", ret->wrapped.nonce, sizeof(ret->wrapped.nonce)) ||
+	    vbu_json_b64(k, "wrapped", blob, sizeof(blob)))
 		return vbs_fail(-EPROTO, "config '%s': missing or bad field 'keys'", file);
-	if (!legacy && (!vbs_name_valid(name) || !time_valid(created)))
+	if (!legacy && (!vbu_name_valid(name) || !time_valid(created)))
 		return vbs_fail(-EPROTO, "config '%s': a key slot with a missing or bad %s", file,
-				vbs_name_valid(name) ? "'created'" : "'name'");
+				vbu_name_valid(name) ? "'created'" : "'name'");
 	ret->wrapped.kdf.n = (uint64_t)nn;
 	ret->wrapped.kdf.r = (uint32_t)rr;
 	ret->wrapped.kdf.p = (uint32_t)pp;
@@ -343,12 +305,12 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		r = vbs_fail(-EPROTO, "config '%s' is not valid JSON: not a vault?", file);
 		goto out;
 	}
-	s = jstr(o, "format");
+	s = vbu_json_str(o, "format");
 	if (!s || strcmp(s, VBS_FORMAT_NAME) != 0) {
 		r = vbs_fail(-EPROTO, "config '%s' is not a vmbak vault config", file);
 		goto out;
 	}
-	if (jint(o, "version", &n) < 0) {
+	if (vbu_json_int(o, "version", INT64_MIN, INT64_MAX, &n) < 0) {
 		r = vbs_fail(-EPROTO, "config '%s': missing field 'version'", file);
 		goto out;
 	}
@@ -359,40 +321,40 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		goto out;
 	}
 	v->format = (int)n;
-	s = jstr(o, "dedup_scope");
+	s = vbu_json_str(o, "dedup_scope");
 	if (v->format >= 2 && s && strcmp(s, "vm") == 0) {
 		v->dedup_vm = 1;
 	} else if (v->format >= 2 && (!s || strcmp(s, "vault") != 0)) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'dedup_scope'", file);
 		goto out;
 	}
-	s = jstr(o, "encryption");
+	s = vbu_json_str(o, "encryption");
 	if (v->dedup_vm && (!s || strcmp(s, "none") == 0)) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'dedup_scope'", file);
 		goto out;
 	}
-	s = jstr(o, "uuid");
+	s = vbu_json_str(o, "uuid");
 	if (!s || strlen(s) != 36) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'uuid'", file);
 		goto out;
 	}
 	memcpy(v->uuid, s, 37);
-	s = jstr(o, "created");
+	s = vbu_json_str(o, "created");
 	if (time_valid(s))
 		memcpy(v->created, s, 21);
-	if (jint(o, "chunk_size", &n) < 0 || n < VBS_CHUNK_SIZE_MIN || n > VBS_CHUNK_SIZE_MAX ||
-	    (n & (n - 1))) {
+	if (vbu_json_int(o, "chunk_size", INT64_MIN, INT64_MAX, &n) < 0 || n < VBS_CHUNK_SIZE_MIN ||
+	    n > VBS_CHUNK_SIZE_MAX || (n & (n - 1))) {
 		r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'chunk_size'", file);
 		goto out;
 	}
 	v->chunk_size = (uint32_t)n;
-	s = jstr(o, "chunk_id");
+	s = vbu_json_str(o, "chunk_id");
 	if (!s || strcmp(s, "hmac-sha256") != 0) {
 		r = vbs_fail(-EPROTONOSUPPORT, "config '%s': unknown chunk id '%s'", file,
 			     shown(s));
 		goto out;
 	}
-	s = jstr(o, "encryption");
+	s = vbu_json_str(o, "encryption");
 	if (s && strcmp(s, "aes-256-gcm") == 0) {
 		v->encrypted = 1;
 		if (!json_object_object_get_ex(o, "keys", &k)) {
@@ -404,8 +366,8 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 			goto out;
 	} else if (s && strcmp(s, "none") == 0) {
 		v->encrypted = 0;
-		if (!jstr(o, "id_key") || vbu_hex_decode(jstr(o, "id_key"), v->keys.id_key,
-							 VBK_KEY_LEN) < 0) {
+		if (!vbu_json_str(o, "id_key") ||
+		    vbu_hex_decode(vbu_json_str(o, "id_key"), v->keys.id_key, VBK_KEY_LEN) < 0) {
 			r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'id_key'", file);
 			goto out;
 		}
@@ -658,36 +620,6 @@ void vbs_vault_close_env(vbs_vault *v)
 	v->env = NULL;
 }
 
-static int dir_is_empty(const char *path)
-{
-	DIR *d = opendir(path);
-	struct dirent *e;
-	int empty = 1;
-
-	if (!d)
-		return -errno;
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			empty = 0;
-			break;
-		}
-	closedir(d);
-	return empty;
-}
-
-static void uuid_format(const uint8_t b[16], char out[37])
-{
-	static const char hex[] = "0123456789abcdef";
-	int j = 0;
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[j++] = '-';
-		out[j++] = hex[b[i] >> 4];
-		out[j++] = hex[b[i] & 15];
-	}
-	out[j] = '\0';
-}
-
 int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass)
 {
 	vbs_vault *v = NULL;
@@ -712,12 +644,17 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 	if (stat(path, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
 			return vbs_fail(-ENOTDIR, "cannot create vault '%s': not a directory", path);
-		r = dir_is_empty(path);
+		r = vbu_dir_is_empty(path);
 		if (r < 0)
 			return vbs_fail(r, "cannot create vault '%s': %s", path, vbu_strerror(-r));
 		if (!r)
 			return vbs_fail(-EEXIST, "cannot create vault '%s': directory is not empty",
 					path);
+		/* An existing empty directory may be open to all, and anyone who can write it
+		 * can rename files over the vault's: make it what mkdir makes. */
+		if (chmod(path, 0700) < 0)
+			return vbs_fail(-errno, "cannot create vault '%s': %s", path,
+					vbu_strerror(errno));
 	} else if (errno != ENOENT) {
 		return vbs_fail(-errno, "cannot create vault '%s': %s", path, vbu_strerror(errno));
 	} else {
@@ -740,7 +677,7 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		goto crypto_fail;
 	u[6] = (u[6] & 0x0f) | 0x40;
 	u[8] = (u[8] & 0x3f) | 0x80;
-	uuid_format(u, v->uuid);
+	vbu_uuid_format(u, v->uuid);
 	if ((r = vbk_vaultkeys_generate(&v->keys)) < 0)
 		goto crypto_fail;
 	vbu_format_time(vbu_now_ns() / 1000000000, v->created);
@@ -1036,7 +973,7 @@ int vbs_vault_key_change(const char *path, vbs_key_op op, const char *pass, cons
 	if (!pass || !new_pass || (op != VBS_KEY_REMOVE && !*new_pass) ||
 	    (op == VBS_KEY_REMOVE && !name))
 		return vbs_fail(-EINVAL, "a key change needs a passphrase, a new one and a name");
-	if (name && !vbs_name_valid(name))
+	if (name && !vbu_name_valid(name))
 		return vbs_fail(-EINVAL, "invalid key slot name '%s': use " VBS_NAME_RULE,
 				shown(name));
 	if (config_path(path, file, sizeof(file)) < 0)

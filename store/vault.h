@@ -32,6 +32,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 typedef struct vbs_vault vbs_vault;
 
 #define VBS_FORMAT_NAME "vmbak-vault"
@@ -42,11 +44,10 @@ typedef struct vbs_vault vbs_vault;
 #define VBS_CHUNK_SIZE_MIN (4u * 1024)
 #define VBS_CHUNK_SIZE_MAX (4u * 1024 * 1024)
 
-/* Names of VMs and disks: 1-64 characters of [A-Za-z0-9._-], not starting with a dot. */
-#define VBS_NAME_MAX 64
-int vbs_name_valid(const char *name);
+/* Names of VMs, disks and key slots follow vbu_name_valid() (base/util.h). */
+#define VBS_NAME_MAX VBU_NAME_MAX
 /* Text for messages: what a name may contain. */
-#define VBS_NAME_RULE "1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
+#define VBS_NAME_RULE VBU_NAME_RULE
 
 typedef struct vbs_init_opts {
 	int encrypt;	     /* 1: aes-256-gcm (needs pass), 0: none */
@@ -71,7 +72,7 @@ void vbs_vault_close(vbs_vault *v);
 
 /* Key slots: an encrypted vault has 1 to VBS_KEY_SLOTS_MAX passphrases, each a named slot
  * holding the vault's keys wrapped under it (man/vmbak-vault.5). Unlocking tries the slots in
- * order: one scrypt per slot tried. Slot names follow vbs_name_valid(). */
+ * order: one scrypt per slot tried. Slot names follow vbu_name_valid(). */
 #define VBS_KEY_SLOTS_MAX 32
 #define VBS_KEY_SLOT_DEFAULT "default"
 #define VBS_KEY_LOCK_FILE "vmbak-vault.lock"
@@ -116,6 +117,11 @@ uint32_t vbs_vault_chunk_size(const vbs_vault *v);
 int vbs_vault_encrypted(const vbs_vault *v);
 /* 1 when chunks are deduplicated within each VM only (init --dedup-scope vm). */
 int vbs_vault_dedup_vm(const vbs_vault *v);
+
+/* The exit status of a process that meets a damaged data.mdb while an environment is open: the
+ * guard (store/dbguard.c) prints one line and _exit()s with it (default 1; `vmbak verify` sets
+ * 3). Call before opening the environment. Thread-safe. */
+void vbs_guard_exit_status(int status);
 
 /* Bytes of decoded chunks the shared read cache may hold (default 64 MiB). Call before the
  * first read. */

@@ -473,7 +473,7 @@ static int load_vm_points(struct ctx *c, const char *vm, const char *id)
 	vbs_rp *rp;
 	int r = 0;
 
-	if (!vbs_name_valid(vm))
+	if (!vbu_name_valid(vm))
 		return vbs_fail(-EINVAL, "invalid VM name '%s'", vm);
 	if (id && strcmp(id, "latest") == 0) {
 		r = vbs_rp_latest_serial(c->v, c->txn, vm, &serial);

@@ -444,7 +444,7 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 					   escrow[i].name);
 			goto out;
 		}
-		if (!vbk_kv_name_valid(escrow[i].path)) {
+		if (!vbu_name_valid(escrow[i].path)) {
 			status = usage_err("invalid secret name '%s' in --escrow: use %s",
 					   q(escrow[i].path), VBK_KV_NAME_RULE);
 			goto out;
@@ -549,7 +549,7 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 
 	/* The changed extents start coming in from disk while the passphrase is stretched. */
 	vbs_ingest_prefetch(idisks, n_disks);
-	status = vault_open(path, 0, VAULT_UNLOCK, passphrase_file, g, &v);
+	status = vault_open(path, 0, VAULT_UNLOCK, verb_passphrase_file(passphrase_file, g), &v);
 	if (status != 0)
 		goto out;
 	if (esc && (status = escrow_pin(esc, v, path)) != 0)

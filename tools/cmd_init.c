@@ -195,7 +195,7 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 	if (status != 0)
 		goto out;
 	if (opts.encrypt) {
-		status = passphrase_for(path, passphrase_file, g, 1, &pass);
+		status = passphrase_for(path, verb_passphrase_file(passphrase_file, g), 1, &pass);
 		if (status != 0)
 			goto out;
 	}

@@ -187,7 +187,7 @@ static int cmd_jobs(int argc, char **argv, vmbak_globals *g)
 	status = check_vault_arg(argv[optind]);
 	if (status != 0)
 		return status;
-	status = vault_open(argv[optind], 1, 0, NULL, g, &v);
+	status = vault_open(argv[optind], 1, 0, g->passphrase_file, &v);
 	if (status != 0)
 		return status;
 	r = vbs_job_list(v, last, &jobs, &n);

@@ -77,7 +77,7 @@ static int key_list(const char *path, const keyargs *a, vmbak_globals *g)
 	size_t n, w = 4;
 	int status;
 
-	status = vault_open(path, 1, 0, a->passfile, g, &v);
+	status = vault_open(path, 1, 0, verb_passphrase_file(a->passfile, g), &v);
 	if (status != 0)
 		return status;
 	n = vbs_vault_key_count(v);
@@ -139,7 +139,7 @@ static int key_change(vbs_key_op op, const char *path, const keyargs *a, vmbak_g
 	vbs_vault_close(v);
 	if (op != VBS_KEY_REMOVE && (status = new_passphrase(a, path, usage, &newpass)) != 0)
 		goto out;
-	if ((status = passphrase_for(path, a->passfile, g, 0, &pass)) != 0)
+	if ((status = passphrase_for(path, verb_passphrase_file(a->passfile, g), 0, &pass)) != 0)
 		goto out;
 	r = vbs_vault_key_change(path, op, pass, a->name, newpass, done);
 	if (r < 0) {

@@ -21,6 +21,7 @@
 #include "kv.h"
 #include "passphrase.h"
 #include "seckind.h"
+#include "file.h"
 #include "util.h"
 
 #define KV_SYNOPSIS                                                                                \
@@ -157,7 +158,7 @@ static int check_kv_name(const char *what, const char *name)
 {
 	if (!*name)
 		return usage_err("empty %s name: use " VBK_KV_NAME_RULE, what);
-	if (!vbk_kv_name_valid(name))
+	if (!vbu_name_valid(name))
 		return usage_err("invalid %s name '%s': use " VBK_KV_NAME_RULE, what, q(name));
 	return 0;
 }

@@ -149,7 +149,7 @@ static int protect_common(int argc, char **argv, vmbak_globals *g, int on)
 	    (status = check_vault_arg(argv[optind])) != 0 ||
 	    (status = check_point_arg(argv[optind + 1], 1, usage, vm, id)) != 0)
 		return status;
-	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
+	status = vault_open(argv[optind], 0, 0, g->passphrase_file, &v);
 	if (status != 0)
 		return status;
 	if ((status = resolve_latest(v, vm, id)) != 0) {
@@ -190,7 +190,7 @@ static int cmd_delete(int argc, char **argv, vmbak_globals *g)
 	    (status = check_vault_arg(argv[optind])) != 0 ||
 	    (status = check_point_arg(argv[optind + 1], 1, DELETE_USAGE, vm, id)) != 0)
 		return status;
-	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
+	status = vault_open(argv[optind], 0, 0, g->passphrase_file, &v);
 	if (status != 0)
 		return status;
 	if ((status = resolve_latest(v, vm, id)) != 0)
@@ -280,7 +280,7 @@ static int cmd_prune(int argc, char **argv, vmbak_globals *g)
 				 "--keep-daily, --keep-weekly, --keep-monthly or --keep-yearly N "
 				 "(N > 0)");
 	vm = argv[optind + 1];
-	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
+	status = vault_open(argv[optind], 0, 0, g->passphrase_file, &v);
 	if (status != 0)
 		return status;
 	if (!dry && (status = cli_job_start(v, "prune", vm, &job)) != 0)
@@ -357,7 +357,7 @@ static int cmd_gc(int argc, char **argv, vmbak_globals *g)
 	if ((status = check_nargs(GC_USAGE, names, 1, 1, argc - optind, argv + optind)) != 0 ||
 	    (status = check_vault_arg(argv[optind])) != 0)
 		return status;
-	status = vault_open(argv[optind], 0, 0, NULL, g, &v);
+	status = vault_open(argv[optind], 0, 0, g->passphrase_file, &v);
 	if (status != 0)
 		return status;
 	status = cli_job_start(v, "gc", "", &job);

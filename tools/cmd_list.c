@@ -211,7 +211,7 @@ static int cmd_list(int argc, char **argv, vmbak_globals *g)
 			return status;
 	}
 
-	status = vault_open(path, 1, 0, NULL, g, &v);
+	status = vault_open(path, 1, 0, g->passphrase_file, &v);
 	if (status != 0)
 		goto out;
 	list_vault = v;
@@ -415,7 +415,7 @@ static int cmd_info(int argc, char **argv, vmbak_globals *g)
 		has_vm = 1;
 	}
 
-	status = vault_open(path, 1, 0, NULL, g, &v);
+	status = vault_open(path, 1, 0, g->passphrase_file, &v);
 	if (status != 0)
 		goto out;
 	list_vault = v;

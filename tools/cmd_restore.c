@@ -32,6 +32,7 @@
 
 #include "common.h"
 #include "escrow.h"
+#include "file.h"
 #include "hdrcheck.h"
 #include "image.h"
 #include "kv.h"
@@ -896,30 +897,12 @@ static int find_vmbakfs(char *out, size_t cap)
 	return vbk_helper_find("vmbakfs", out, cap);
 }
 
-/* "passphrase_file=F" with F's commas and backslashes escaped for libfuse's option parser. */
-static char *passfile_option(const char *file)
-{
-	size_t n = strlen(file);
-	char *s = malloc(sizeof("passphrase_file=") + 2 * n), *w;
-
-	if (!s)
-		return NULL;
-	w = stpcpy(s, "passphrase_file=");
-	for (; *file; file++) {
-		if (*file == ',' || *file == '\\')
-			*w++ = '\\';
-		*w++ = *file;
-	}
-	*w = '\0';
-	return s;
-}
-
 /* Starts vmbakfs VAULT MNT (it returns once the mount is up), with this process's environment
  * and terminal, so it takes the passphrase as vmbak did; it prints its own line on failure. */
 static int start_mount(const ropts *o, const vmbak_globals *g, const char *mnt)
 {
 	extern char **environ;
-	const char *pf = o->passphrase_file ? o->passphrase_file : g->passphrase_file;
+	const char *pf = verb_passphrase_file(o->passphrase_file, g);
 	char prog[PATH_MAX], *opt = NULL;
 	char *argv[] = {prog, (char *)o->vault, (char *)mnt, NULL, NULL, NULL};
 	pid_t pid;
@@ -930,7 +913,7 @@ static int start_mount(const ropts *o, const vmbak_globals *g, const char *mnt)
 		return VMBAK_EXIT_FAIL;
 	}
 	if (pf) {
-		opt = passfile_option(pf);
+		opt = front_fuse_opt("passphrase_file", pf);
 		if (!opt) {
 			vbu_errno(-ENOMEM, "cannot mount vault '%s'", q(o->vault));
 			return VMBAK_EXIT_FAIL;
@@ -1241,7 +1224,8 @@ static int cmd_restore(int argc, char **argv, vmbak_globals *g)
 	status = check_point_arg(o.point, 0, NULL, vm, id);
 	if (status != 0)
 		return status;
-	status = vault_open(o.vault, 1, VAULT_UNLOCK, o.passphrase_file, g, &v);
+	status = vault_open(o.vault, 1, VAULT_UNLOCK, verb_passphrase_file(o.passphrase_file, g),
+			    &v);
 	if (status != 0)
 		goto out;
 	r = id[0] ? vbs_rp_get(v, vm, id, &rp) : vbs_rp_latest(v, vm, &rp);

@@ -53,7 +53,7 @@ static int cmd_upgrade(int argc, char **argv, vmbak_globals *g)
 	r = vbs_vault_open(path, 0, &v);
 	if (r < 0)
 		return store_err(r, "cannot open vault '%s'", q(path));
-	status = vault_unlock(v, path, NULL, g, &pass);
+	status = vault_unlock(v, path, g->passphrase_file, &pass);
 	if (status != 0)
 		goto out;
 	r = vbs_vault_upgrade(v, pass, &st);

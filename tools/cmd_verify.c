@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "dbguard.h"
 #include "jobs.h"
 #include "rp.h"
 #include "util.h"
@@ -321,10 +320,11 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 			 vo.rp ? vo.rp : "");
 	}
 
-	/* LMDB meeting a page of garbage is damage too (see dbguard.h). */
+	/* LMDB meeting a page of garbage is damage too (see vbs_guard_exit_status in vault.h). */
 	vbs_guard_exit_status(VMBAK_EXIT_DAMAGE);
 	/* A database that LMDB finds damaged is damage (exit 3), not a failure to run. */
-	status = vault_open(path, 0, VAULT_UNLOCK | VAULT_DAMAGE_EXIT, passphrase_file, g, &v);
+	status = vault_open(path, 0, VAULT_UNLOCK | VAULT_DAMAGE_EXIT,
+			    verb_passphrase_file(passphrase_file, g), &v);
 	if (status != 0)
 		goto out;
 

@@ -1,4 +1,4 @@
-/* common.c: messages, argument checks, vault opening, sizes and JSON for the vmbak verbs. */
+/* common.c: options, argument checks, sizes and JSON for the vmbak verbs. */
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -11,73 +11,6 @@
 #include "rp.h"
 #include "util.h"
 #include "vault.h"
-
-/* Longest piece of a user string shown in a message; the rest becomes "...". */
-#define Q_SHOW 400
-#define Q_BUFS 4
-
-const char *q(const char *s)
-{
-	static __thread char bufs[Q_BUFS][Q_SHOW + 8];
-	static __thread unsigned next;
-	char *out = bufs[next++ % Q_BUFS];
-	size_t o = 0;
-
-	if (!s)
-		s = "(null)";
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		size_t need = (c < 0x20 || c >= 0x7f) ? 4 : 1;
-
-		if (o + need > Q_SHOW) {
-			memcpy(out + o, "...", 3);
-			o += 3;
-			break;
-		}
-		if (need == 4) {
-			/* Always fits: o + 4 <= Q_SHOW and the buffer has Q_SHOW + 8 bytes. */
-			static const char hex[] = "0123456789abcdef";
-			out[o++] = '\\';
-			out[o++] = 'x';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 15];
-		} else {
-			out[o++] = (char)c;
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
-int usage_err(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vbu_verr(fmt, ap);
-	va_end(ap);
-	return VMBAK_EXIT_USAGE;
-}
-
-int store_err(int err, const char *fmt, ...)
-{
-	const char *msg = vbs_errmsg();
-	char ctx[1024];
-	va_list ap;
-	int n;
-
-	if (msg && *msg) {
-		vbu_err("%s", q(msg));
-		return VMBAK_EXIT_FAIL;
-	}
-	va_start(ap, fmt);
-	n = vsnprintf(ctx, sizeof(ctx), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		ctx[0] = '\0';
-	vbu_errno(err < 0 ? err : -EIO, "%s", ctx);
-	return VMBAK_EXIT_FAIL;
-}
 
 void getopt_error(char **argv, const struct option *longopts, int c, const char *verb)
 {
@@ -156,7 +89,7 @@ int check_name_arg(const char *what, const char *name)
 {
 	if (!*name)
 		return usage_err("empty %s name: use " VBS_NAME_RULE, what);
-	if (!vbs_name_valid(name))
+	if (!vbu_name_valid(name))
 		return usage_err("invalid %s name '%s': use " VBS_NAME_RULE, what, q(name));
 	return 0;
 }
@@ -196,120 +129,17 @@ int check_nargs(const char *usage, const char *const *names, int nmin, int nmax,
 	return 0;
 }
 
+const char *verb_passphrase_file(const char *opt, const vmbak_globals *g)
+{
+	return opt ? opt : g->passphrase_file;
+}
+
 int passphrase_file_arg(const char *arg, const char **ret)
 {
 	if (!*arg)
 		return usage_err("empty file name for --passphrase-file");
 	*ret = arg;
 	return 0;
-}
-
-int passphrase_get(const vbk_passphrase_source *src, const char *what, const char *path,
-		   char **ret)
-{
-	const char *from = NULL;
-	char *pass = NULL;
-	int r;
-
-	r = vbk_passphrase_get(src, &pass, &from);
-	if (r >= 0) {
-		*ret = pass;
-		return 0;
-	}
-	if (!from)
-		from = "passphrase source";
-	switch (r) {
-	case -ENOKEY:
-		vbu_err("no passphrase for %s '%s': use --passphrase-file, %s or %s, or run on a "
-			"terminal",
-			what, q(path), src->env_file, src->env_value);
-		return VMBAK_EXIT_USAGE;
-	case -EINVAL:
-		vbu_err("empty passphrase from %s", q(from));
-		break;
-	case -EILSEQ:
-		vbu_err("passphrase from %s contains a NUL byte", q(from));
-		break;
-	case -EKEYREJECTED:
-		vbu_err("the two passphrases typed do not match");
-		break;
-	case -EFBIG:
-		vbu_err("passphrase from %s is longer than %d bytes", q(from), VBK_PASSPHRASE_MAX);
-		break;
-	default:
-		vbu_errno(r, "cannot read passphrase from %s", q(from));
-		break;
-	}
-	return VMBAK_EXIT_FAIL;
-}
-
-int passphrase_for(const char *path, const char *passphrase_file, const vmbak_globals *g,
-		   int confirm, char **ret)
-{
-	vbk_passphrase_source src = {
-	    .file = passphrase_file ? passphrase_file : g->passphrase_file,
-	    .env_file = "VMBAK_PASSPHRASE_FILE",
-	    .env_value = "VMBAK_PASSPHRASE",
-	    .prompt = confirm ? "new vault passphrase: " : "vault passphrase: ",
-	    .confirm = confirm,
-	};
-
-	return passphrase_get(&src, "vault", path, ret);
-}
-
-int vault_unlock(vbs_vault *v, const char *path, const char *passphrase_file,
-		 const vmbak_globals *g, char **ret_pass)
-{
-	char *pass = NULL;
-	int r, status;
-
-	if (!vbs_vault_needs_passphrase(v))
-		return 0;
-	status = passphrase_for(path, passphrase_file, g, 0, &pass);
-	if (status != 0)
-		return status;
-	r = vbs_vault_unlock(v, pass);
-	if (r == -ENOKEY) {
-		vbu_err("wrong passphrase for vault '%s'", q(path));
-		status = VMBAK_EXIT_FAIL;
-	} else if (r < 0) {
-		status = store_err(r, "cannot unlock vault '%s'", q(path));
-	}
-	if (status == 0 && ret_pass)
-		*ret_pass = pass;
-	else
-		vbk_passphrase_free(pass);
-	return status;
-}
-
-int vault_open(const char *path, int readonly, int flags, const char *passphrase_file,
-	       const vmbak_globals *g, vbs_vault **ret)
-{
-	vbs_vault *v = NULL;
-	int r, status;
-
-	r = vbs_vault_open(path, readonly, &v);
-	if (r < 0) {
-		status = store_err(r, "cannot open vault '%s'", q(path));
-		goto out;
-	}
-	/* Format 2 seals every record: every verb unlocks. */
-	status = vault_unlock(v, path, passphrase_file, g, NULL);
-	if (status != 0)
-		goto out;
-	r = vbs_vault_open_env(v);
-	if (r < 0) {
-		status = store_err(r, "cannot open vault '%s'", q(path));
-		if (r == -EBADMSG && (flags & VAULT_DAMAGE_EXIT))
-			status = VMBAK_EXIT_DAMAGE;
-		goto out;
-	}
-	*ret = v;
-	v = NULL;
-	status = 0;
-out:
-	vbs_vault_close(v);
-	return status;
 }
 
 const char *human_size(uint64_t bytes, char buf[HUMAN_SIZE_LEN])

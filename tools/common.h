@@ -1,5 +1,6 @@
-/* common.h: what the vmbak verbs share: exit statuses, the verb table entry, messages, opening
- * a vault with its passphrase, sizes and times for people, JSON output.
+/* common.h: what the vmbak verbs share: the verb table entry, argument checks, sizes and times
+ * for people, JSON output. Exit statuses, messages and opening a vault with its passphrase are
+ * front/front.h's, shared with vmbakfs.
  *
  * Conventions of tools/: a verb's entry point returns the process exit status. Helpers that
  * print the one line of an error themselves also return an exit status (0 when all is well),
@@ -14,22 +15,11 @@
 
 #include <json-c/json.h>
 
+#include "front.h"
 #include "passphrase.h"
 #include "seckind.h"
 #include "util.h"
 #include "vault.h"
-
-#ifndef VMBAK_VERSION
-#define VMBAK_VERSION "0.1.0"
-#endif
-
-/* Exit statuses: a contract, written down in vmbak(1). */
-enum {
-	VMBAK_EXIT_OK = 0,
-	VMBAK_EXIT_FAIL = 1,   /* something failed; one line on stderr says what and where */
-	VMBAK_EXIT_USAGE = 2,  /* the command line is wrong */
-	VMBAK_EXIT_DAMAGE = 3, /* verify found damage */
-};
 
 /* Options given before the verb. */
 typedef struct vmbak_globals {
@@ -49,18 +39,6 @@ extern const vmbak_cmd cmd_init_def, cmd_ingest_def, cmd_list_def, cmd_info_def;
 extern const vmbak_cmd cmd_verify_def, cmd_upgrade_def, cmd_restore_def;
 extern const vmbak_cmd cmd_keyvault_def, cmd_key_def;
 extern const vmbak_cmd cmd_files_def;
-
-/* A user-supplied string made safe for a one-line message: control characters and bytes that
- * are not printable ASCII become \xNN, and more than about 200 characters are cut with "...".
- * Returns one of a few rotating thread-local buffers: valid for the next three calls. */
-const char *q(const char *s);
-
-/* Usage error: prints "vmbak: MESSAGE" and returns VMBAK_EXIT_USAGE. */
-int usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* A store/ failure: prints vbs_errmsg() when it has one, else "vmbak: CONTEXT: strerror(-err)".
- * Returns VMBAK_EXIT_FAIL. */
-int store_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* getopt_long for a verb: returns the option, or -1 at the end. Unknown options and missing
  * arguments print one line and make it return '?' (the caller returns VMBAK_EXIT_USAGE).
@@ -90,31 +68,12 @@ int check_point_arg(const char *target, int need_id, const char *usage, char *vm
 int check_nargs(const char *usage, const char *const *names, int nmin, int nmax, int nargs,
 		char **args);
 
-/* Opens the vault at path for a verb: config, then the passphrase from passphrase_file (verb
- * option), g->passphrase_file, the environment or the terminal (every verb: the records are
- * sealed; VAULT_UNLOCK is kept for the callers that say so), then the LMDB environment. Prints the error. readonly: open the environment read-only. With
- * VAULT_DAMAGE_EXIT a database LMDB finds damaged gives VMBAK_EXIT_DAMAGE (verify), not
- * VMBAK_EXIT_FAIL. */
-/* Unlocks v (opened from path) when it needs a passphrase, taken as vault_open does; prints
- * the error. ret_pass (may be NULL): the passphrase, for a caller that needs it again (free it
- * with vbk_passphrase_free); left untouched when none was needed or on failure. */
-int vault_unlock(vbs_vault *v, const char *path, const char *passphrase_file,
-		 const vmbak_globals *g, char **ret_pass);
-#define VAULT_UNLOCK 0x1
-#define VAULT_DAMAGE_EXIT 0x2
-int vault_open(const char *path, int readonly, int flags, const char *passphrase_file,
-	       const vmbak_globals *g, vbs_vault **ret);
+/* The passphrase file a verb uses: its own --passphrase-file (opt, may be NULL), else the
+ * global one, else NULL (then the environment or the terminal: front.h's passphrase_for()). */
+const char *verb_passphrase_file(const char *opt, const vmbak_globals *g);
 
-/* Gets a passphrase for the vault at path (prompt with confirm for init). Prints the error and
- * returns an exit status; on success *ret is freed with vbk_passphrase_free(). */
 /* The argument of --passphrase-file: 0 and *ret = arg, or the usage status for an empty one. */
 int passphrase_file_arg(const char *arg, const char **ret);
-/* Reads a passphrase from src; on failure prints one line naming what ("vault", "key vault")
- * and path, and returns the exit status (VMBAK_EXIT_USAGE when there is no source at all). */
-int passphrase_get(const vbk_passphrase_source *src, const char *what, const char *path,
-		   char **ret);
-int passphrase_for(const char *path, const char *passphrase_file, const vmbak_globals *g,
-		   int confirm, char **ret);
 
 /* "512 B", "64.0 KiB", "3.0 GiB", "800 MiB": into buf, which it returns. */
 #define HUMAN_SIZE_LEN 24

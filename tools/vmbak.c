@@ -5,9 +5,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/prctl.h>
 
 #include "common.h"
+#include "front.h"
 #include "jobs_cli.h"
 #include "util.h"
 #include "vault.h"
@@ -115,17 +115,18 @@ int main(int argc, char **argv)
 	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
 	    {NULL, 0, NULL, 0},
 	};
+	static const front_program prog = {
+	    .name = "vmbak",
+	    .passphrase_option = "--passphrase-file",
+	    .no_passphrase_status = VMBAK_EXIT_USAGE,
+	};
 	vmbak_globals g = {0};
 	const vmbak_cmd *c;
 	int opt, status;
 
-	vbu_json_seed();
-	vbu_set_progname("vmbak");
-	/* Most verbs unwrap the vault's or the key vault's keys: no core dump may carry them. */
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
-		vbu_errno(-errno, "cannot turn core dumps off");
-		return VMBAK_EXIT_FAIL;
-	}
+	status = front_init(&prog);
+	if (status != VMBAK_EXIT_OK)
+		return status;
 	opterr = 0;
 	/* "+": stop at the verb; the verb parses the rest with its own options. */
 	while ((opt = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {

@@ -193,8 +193,9 @@ expect_ok env VMBAK_PASSPHRASE='another one' "$VMBAK" ingest "$T/enc2" vm1 --dis
 expect_status 1 "$VMBAK" ingest "$T/enc2" vm1 --disk sda="$T/sdb.img" --passphrase-file "$T/pass"
 grep -q 'wrong passphrase' "$ERR" || fail "wrong passphrase message (enc2)"
 # An existing empty directory becomes a vault.
-mkdir "$T/emptydir"
+mkdir -m 0777 "$T/emptydir"
 expect_ok "$VMBAK" init "$T/emptydir" --encryption none --chunk-size 1M
+[ "$(stat -c %a "$T/emptydir")" = 700 ] || fail "init left an empty 0777 directory open to all"
 expect_ok "$VMBAK" info "$T/emptydir" --json
 expect_json 'assert d["chunk_size"] == 1048576, d'
 

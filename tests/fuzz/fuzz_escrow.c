@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    !TERMINATED(info.kek_type) || !TERMINATED(info.kek_fingerprint) ||
 	    !TERMINATED(info.algorithm))
 		abort();
-	if (!vbk_kv_name_valid(info.secret) || (info.kek[0] && !vbk_kv_name_valid(info.kek)))
+	if (!vbu_name_valid(info.secret) || (info.kek[0] && !vbu_name_valid(info.kek)))
 		abort();
 	return 0;
 }

@@ -59,13 +59,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (vbk_kv_keys(kv, &keys, &nk) == 0) {
 		for (size_t i = 0; i < nk; i++)
-			if (!vbk_kv_name_valid(keys[i].name) || keys[i].n_versions == 0)
+			if (!vbu_name_valid(keys[i].name) || keys[i].n_versions == 0)
 				abort();
 		vbk_key_list_free(keys, nk);
 	}
 	if (vbk_kv_secrets(kv, &secrets, &ns) == 0) {
 		for (size_t i = 0; i < ns; i++)
-			if (!vbk_kv_name_valid(secrets[i].name))
+			if (!vbu_name_valid(secrets[i].name))
 				abort();
 		vbk_secret_list_free(secrets, ns);
 	}

@@ -42,12 +42,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (vbs_rp_decode(data, size, &rp) < 0)
 		return 0;
-	if (!vbs_name_valid(rp->vm) || !rp->id[0] || rp->n_disks == 0 ||
+	if (!vbu_name_valid(rp->vm) || !rp->id[0] || rp->n_disks == 0 ||
 	    rp->n_disks > VBS_DISKS_MAX || rp->chunk_size < VBS_CHUNK_SIZE_MIN ||
 	    rp->chunk_size > VBS_CHUNK_SIZE_MAX)
 		abort();
 	for (size_t i = 0; i < rp->n_disks; i++) {
-		if (!vbs_name_valid(rp->disks[i].name) ||
+		if (!vbu_name_valid(rp->disks[i].name) ||
 		    rp->disks[i].data_chunks > rp->disks[i].size / rp->chunk_size + 1 ||
 		    vbs_disk_data_bytes(rp, &rp->disks[i]) > rp->disks[i].size)
 			abort();

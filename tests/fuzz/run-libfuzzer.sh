@@ -37,7 +37,7 @@ make -s B=$B CC=clang EXTRA_CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=fu
 	${FUZZ_MAKEFLAGS:-} "$B/libvmbak.a"
 libs=$(pkg-config --libs fuse3 lmdb libzstd libcrypto json-c)
 cflags="-std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -O1 -g -fno-omit-frame-pointer -pthread
-	-Ikeyvault -Istore $(pkg-config --cflags json-c)"
+	-Ibase -Ikeyvault -Istore $(pkg-config --cflags json-c)"
 
 if [ $# -eq 0 ]; then
 	set --

@@ -11,6 +11,7 @@
 
 #include "crypto.h"
 #include "passphrase.h"
+#include "file.h"
 #include "util.h"
 #include "vaultkey.h"
 #include "unit.h"

@@ -14,6 +14,7 @@
 #include "hdrcheck.h"
 #include "kv.h"
 #include "seckind.h"
+#include "file.h"
 #include "util.h"
 #include "vaultkey.h"
 #include "unit.h"
@@ -41,10 +42,10 @@ static void test_types(void)
 	CHECK_EQ_INT(vbk_key_type_parse("dsa-3072", &t), -EINVAL);
 	CHECK_EQ_INT(vbk_key_type_parse("", &t), -EINVAL);
 	CHECK_EQ_STR(vbk_key_type_name(VBK_KEY_RSA4096), "rsa-4096");
-	CHECK(vbk_kv_name_valid("kek-1.a_b"));
-	CHECK(!vbk_kv_name_valid(".x"));
-	CHECK(!vbk_kv_name_valid("a/b"));
-	CHECK(!vbk_kv_name_valid(""));
+	CHECK(vbu_name_valid("kek-1.a_b"));
+	CHECK(!vbu_name_valid(".x"));
+	CHECK(!vbu_name_valid("a/b"));
+	CHECK(!vbu_name_valid(""));
 }
 
 static void test_init_unlock(void)

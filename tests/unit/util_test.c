@@ -1,4 +1,4 @@
-/* util_test.c: keyvault/util.c (messages, hex, base64, time, sizes, files). */
+/* util_test.c: base/ (messages, hex, base64, time, sizes, uuids, names, files, JSON). */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file.h"
+#include "json.h"
 #include "util.h"
 #include "unit.h"
 
@@ -495,6 +497,101 @@ static void test_io(void)
 	unlink(path);
 }
 
+/* The one thread-local message: set, read, cleared, and a message wrapping the one before. */
+static void test_fail_message(void)
+{
+	vbu_clear_err();
+	CHECK_EQ_STR(vbu_errmsg(), "");
+	CHECK_EQ_INT(vbu_fail(-EIO, "cannot read '%s'", "x"), -EIO);
+	CHECK_EQ_STR(vbu_errmsg(), "cannot read 'x'");
+	CHECK_EQ_INT(vbu_fail(-EBADMSG, "vault 'v': %s (%d)", vbu_errmsg(), 7), -EBADMSG);
+	CHECK_EQ_STR(vbu_errmsg(), "vault 'v': cannot read 'x' (7)");
+	vbu_clear_err();
+	CHECK_EQ_STR(vbu_errmsg(), "");
+}
+
+static void test_uuid_and_names(void)
+{
+	const uint8_t b[16] = {0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+			       0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10};
+	char u[VBU_UUID_LEN + 1], name[VBU_NAME_MAX + 2];
+
+	vbu_uuid_format(b, u);
+	CHECK_EQ_STR(u, "01234567-89ab-cdef-fedc-ba9876543210");
+	CHECK(vbu_name_valid("vm-1.disk_A"));
+	CHECK(!vbu_name_valid(NULL) && !vbu_name_valid("") && !vbu_name_valid(".hidden"));
+	CHECK(!vbu_name_valid("a/b") && !vbu_name_valid("a b") && !vbu_name_valid("\xc3\xa9"));
+	memset(name, 'n', VBU_NAME_MAX);
+	name[VBU_NAME_MAX] = '\0';
+	CHECK(vbu_name_valid(name));
+	name[VBU_NAME_MAX] = 'n';
+	name[VBU_NAME_MAX + 1] = '\0';
+	CHECK(!vbu_name_valid(name));
+}
+
+static void test_dir_is_empty(void)
+{
+	char d[PATH_MAX], f[PATH_MAX];
+
+	path_in_tmp(d, sizeof(d), "emptydir");
+	CHECK(mkdir(d, 0700) == 0);
+	CHECK_EQ_INT(vbu_dir_is_empty(d), 1);
+	path_in_tmp(f, sizeof(f), "emptydir/f");
+	CHECK_EQ_INT(vbu_write_file_atomic(f, "x", 1, 0600), 0);
+	CHECK_EQ_INT(vbu_dir_is_empty(d), 0);
+	CHECK_EQ_INT(vbu_dir_is_empty(f), -ENOTDIR);
+	path_in_tmp(f, sizeof(f), "no-such-dir");
+	CHECK_EQ_INT(vbu_dir_is_empty(f), -ENOENT);
+}
+
+static void test_json_getters(void)
+{
+	json_object *o = json_tokener_parse(
+	    "{\"s\": \"abc\", \"nul\": \"a\\u0000b\", \"i\": -5, \"big\": 9223372036854775807,"
+	    " \"o\": {}, \"a\": [1], \"f\": 1.5}");
+	char buf[4] = "zz";
+	int64_t x = 42;
+	uint64_t u = 42;
+
+	CHECK(o != NULL);
+	CHECK_EQ_STR(vbu_json_str(o, "s"), "abc");
+	CHECK(vbu_json_str(o, "i") == NULL && vbu_json_str(o, "none") == NULL);
+	CHECK_EQ_INT(vbu_json_copy_str(o, "s", buf, sizeof(buf)), 0);
+	CHECK_EQ_STR(buf, "abc");
+	CHECK_EQ_INT(vbu_json_copy_str(o, "s", buf, 3), -EPROTO); /* no room for the NUL */
+	CHECK_EQ_INT(vbu_json_copy_str(o, "nul", buf, sizeof(buf)), -EPROTO);
+	CHECK_EQ_INT(vbu_json_copy_str(o, "i", buf, sizeof(buf)), -EPROTO);
+	CHECK_EQ_STR(buf, "abc"); /* written only on success */
+	CHECK_EQ_INT(vbu_json_int(o, "i", -5, 5, &x), 0);
+	CHECK_EQ_INT(x, -5);
+	CHECK_EQ_INT(vbu_json_int(o, "i", -4, 5, &x), -EPROTO);
+	CHECK_EQ_INT(vbu_json_int(o, "f", INT64_MIN, INT64_MAX, &x), -EPROTO);
+	CHECK_EQ_INT(vbu_json_int(o, "s", INT64_MIN, INT64_MAX, &x), -EPROTO);
+	CHECK_EQ_INT(x, -5);
+	CHECK_EQ_INT(vbu_json_u64(o, "big", &u), 0);
+	CHECK(u == INT64_MAX);
+	CHECK_EQ_INT(vbu_json_u64(o, "i", &u), -EPROTO);
+	CHECK(vbu_json_obj(o, "o", json_type_object) != NULL);
+	CHECK(vbu_json_obj(o, "a", json_type_object) == NULL);
+	CHECK(vbu_json_obj(o, "a", json_type_array) != NULL);
+	CHECK_EQ_INT(vbu_json_add(o, "new", json_object_new_int(3)), 0);
+	CHECK_EQ_INT(vbu_json_int(o, "new", 3, 3, &x), 0);
+	CHECK_EQ_INT(vbu_json_add(o, "null", NULL), -ENOMEM);
+	{
+		const uint8_t bytes[5] = {0, 1, 2, 0xfe, 0xff};
+		uint8_t back[5] = {0}, small[4];
+
+		CHECK_EQ_INT(vbu_json_add_b64(o, "b", bytes, sizeof(bytes)), 0);
+		CHECK_EQ_STR(vbu_json_str(o, "b"), "AAEC/v8=");
+		CHECK_EQ_INT(vbu_json_b64(o, "b", back, sizeof(back)), 0);
+		CHECK(memcmp(back, bytes, sizeof(bytes)) == 0);
+		CHECK_EQ_INT(vbu_json_b64(o, "b", small, sizeof(small)), -EPROTO);
+		CHECK_EQ_INT(vbu_json_b64(o, "s", back, 2), -EPROTO); /* "abc" is no base64 */
+		CHECK_EQ_INT(vbu_json_b64(o, "i", back, sizeof(back)), -EPROTO);
+	}
+	json_object_put(o);
+}
+
 int main(void)
 {
 	const char *base = getenv("TMPDIR");
@@ -515,6 +612,10 @@ int main(void)
 	RUN(test_write_atomic);
 	RUN(test_read_file);
 	RUN(test_io);
+	RUN(test_fail_message);
+	RUN(test_uuid_and_names);
+	RUN(test_dir_is_empty);
+	RUN(test_json_getters);
 	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	return unit_finish();
 }

@@ -1,7 +1,8 @@
-/* util.h: the few helpers every layer uses (messages, hex, base64, time, files).
+/* util.h: the few helpers every layer uses (messages, hex, base64, time, sizes, uuids, names).
  *
- * This pair sits at the bottom of the dependency graph: it includes nothing of ours, and
- * keyvault/, store/, fs/ and tools/ may all include it. Keep it small.
+ * base/ sits at the bottom of the dependency graph: it includes nothing of ours outside base/,
+ * and keyvault/, store/, fs/ and tools/ may all include it. Files are in file.h, JSON in json.h.
+ * Keep it small.
  *
  * Thread safety: every function here is thread-safe except vbu_set_progname(), which is called
  * once from main() before any thread starts.
@@ -29,6 +30,17 @@ void vbu_verr(const char *fmt, va_list ap);
 /* Like vbu_err() with ": strerror(-neg_errno)" appended. */
 void vbu_errno(int neg_errno, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The thread's message of the last failure in keyvault/ or store/: one line, no program
+ * prefix, never a secret. vbu_fail() sets it and returns err, so `return vbu_fail(-EIO, ...)`;
+ * its arguments may include vbu_errmsg() itself. vbu_errmsg() returns "" when none was set since
+ * vbu_clear_err(); the string stays valid until the next vbu_fail() or vbu_clear_err() of this
+ * thread. store/ and keyvault/ call these vbs_fail() and kv_fail(), and their callers read it as
+ * vbs_errmsg() and vbk_kv_errmsg(). */
+#define VBU_ERRMSG_MAX 1024
+int vbu_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *vbu_errmsg(void);
+void vbu_clear_err(void);
+
 /* strerror() that is thread-safe and never returns NULL. Returns a static string. */
 const char *vbu_strerror(int errnum);
 
@@ -44,6 +56,17 @@ int vbu_hex_decode(const char *in, uint8_t *out, size_t len);
 char *vbu_base64_encode(const uint8_t *in, size_t len);
 int vbu_base64_decode(const char *in, uint8_t *out, size_t cap, size_t *ret_len);
 
+/* A UUID's 16 bytes in its text form, lowercase ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"). */
+#define VBU_UUID_LEN 36
+void vbu_uuid_format(const uint8_t b[16], char out[VBU_UUID_LEN + 1]);
+
+/* Names of VMs, disks, key slots, keys and secrets: 1-64 characters of [A-Za-z0-9._-], not
+ * starting with a dot (so never "." or "..", never a path). Returns 1 when valid, else 0
+ * (also for NULL). VBU_NAME_RULE says so in words for messages. */
+#define VBU_NAME_MAX 64
+#define VBU_NAME_RULE "1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
+int vbu_name_valid(const char *name);
+
 /* Wall clock in nanoseconds since the epoch (CLOCK_REALTIME). */
 int64_t vbu_now_ns(void);
 /* Monotonic clock in nanoseconds, for rates and timeouts. */
@@ -57,33 +80,5 @@ int vbu_parse_date(const char *s, int64_t *ret_unix_s);
 /* Parses a byte count: decimal digits with an optional suffix K, M, G, T (powers of 1024,
  * optionally followed by "iB" or "B"). Returns 0, -EINVAL or -ERANGE. */
 int vbu_parse_size(const char *s, uint64_t *ret);
-
-/* Reads a whole regular file (at most max bytes) into a malloc'ed buffer with one extra NUL
- * byte after the data. Returns 0 or -errno (-EFBIG when larger than max). The caller owns
- * *ret_buf. */
-int vbu_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len);
-
-/* Writes a file atomically: PATH.tmp.PID with the given mode and O_EXCL, write, fsync, rename,
- * fsync of the directory. Returns 0 or -errno; on failure nothing is left at path that was not
- * there before. -EEXIST when path exists and is not a regular file (a device such as /dev/null
- * or /dev/tty, a FIFO, a directory, a symlink): the rename would replace it. */
-/* 0 when path does not exist or is a regular file (not following a symlink), -EEXIST when it
- * is anything else, else -errno of lstat. What vbu_write_file_atomic checks first. */
-int vbu_target_regular(const char *path);
-int vbu_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode);
-
-/* The same, but never replaces a file: the complete file is linked to path, which fails with
- * -EEXIST when path exists. Of several writers of one path exactly one succeeds. */
-int vbu_write_file_new(const char *path, const void *buf, size_t len, unsigned mode);
-
-/* write() all of buf, retrying on EINTR and short writes. Returns 0 or -errno. */
-int vbu_write_all(int fd, const void *buf, size_t len);
-/* pread() exactly len bytes unless EOF comes first; *ret_got is the number read.
- * Returns 0 or -errno. */
-int vbu_pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *ret_got);
-
-/* Seeds json-c's string hash once, at program start (single-threaded): json-c would print a
- * line of its own on stderr if getrandom() failed at its first use. */
-void vbu_json_seed(void);
 
 #endif
