@@ -41,6 +41,7 @@
 #include "common.h"
 #include "crypto.h"
 #include "escrow.h"
+#include "file.h"
 #include "files_view.h"
 #include "hdrcheck.h"
 #include "image.h"
@@ -1051,7 +1052,8 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		status = store_err(r, "cannot open vault '%s'", q(o.vault));
 		goto out;
 	}
-	if ((status = vault_unlock(v, o.vault, o.passphrase_file, g, &pass)) != 0)
+	if ((status =
+		 vault_unlock(v, o.vault, verb_passphrase_file(o.passphrase_file, g), &pass)) != 0)
 		goto out;
 	if ((r = vbs_vault_open_env(v)) < 0) {
 		status = store_err(r, "cannot open vault '%s'", q(o.vault));

@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 
 #include "common.h"
+#include "file.h"
 #include "files_view.h"
 #include "image.h"
 #include "util.h"
