@@ -11,7 +11,7 @@
 #                     runs 6, tests/fuse/powercut.sh); POWERCUT_ARGS adds options of
 #                     tests/powercut/run.sh (--seed S, --window MS, --plain, --keep); then the
 #                     mutation, page damage and library fault suites at full length
-#   make bench        the benchmark (not part of check)
+#   make bench        the benchmark (not part of check; tests/bench/rewrap.sh: vmbak rewrap)
 #   make format       clang-format every source file
 # A user's CFLAGS add to the project's flags; they never replace the warnings.
 
@@ -23,7 +23,7 @@ CC ?= cc
 PKG_CONFIG ?= pkg-config
 B ?= build
 
-PKGS := fuse3 lmdb libzstd libcrypto json-c
+PKGS := fuse3 lmdb libzstd libcrypto json-c p11-kit-1
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 

@@ -167,8 +167,12 @@ static int write_file(const char *path, const void *buf, size_t len, unsigned mo
 	r = vbu_target_regular(path);
 	if (r < 0)
 		goto out;
-	/* O_EXCL: never follow or reuse what someone else put there. */
+	/* O_EXCL: never follow or reuse what someone else put there. A file of this name is
+	 * what an earlier process of the same pid left when it was killed mid-write: removed
+	 * (unlink follows no link) and made anew, once. */
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
+	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
 	if (fd < 0) {
 		r = -errno;
 		goto out;

@@ -242,7 +242,9 @@ static int entry_in_rp(vbf_fs *fs, const vbs_rp *rp, enum vbf_kind kind, unsigne
 			r = -ENOENT;
 			goto out;
 		}
-		fill_entry(fs, e, ino, KEY_MODE, 1, t, VBF_TTL_LONG);
+		/* The one thing in a point that may change: `vmbak rewrap` replaces escrow blobs
+		 * (store/rewrap.h). No caching of its size or content. */
+		fill_entry(fs, e, ino, KEY_MODE, 1, t, 0);
 		set_size(&e->attr, rp->disks[sub].escrow_len, rp->disks[sub].escrow_len);
 		break;
 	default:
@@ -789,8 +791,14 @@ out:
 		reply_err(req, r);
 		return;
 	}
-	/* Points never change: what the page cache holds stays valid. */
-	fi->keep_cache = 1;
+	/* Points never change, so what the page cache holds stays valid; but for escrow blobs,
+	 * which a rewrap replaces: those are read through (direct_io, no page cache). */
+	if (n.kind == VBF_KEY) {
+		fi->direct_io = 1;
+		fi->keep_cache = 0;
+	} else {
+		fi->keep_cache = 1;
+	}
 	fi->fh = (uintptr_t)f;
 	if (fuse_reply_open(req, fi) != 0)
 		file_free(f);

@@ -70,7 +70,8 @@ int vbk_escrow_needs_unlock(const vbk_kv *kv, const char *secret)
 	r = kv_secret_find(kv, secret, 0, &kek, NULL, &v);
 	if (r < 0)
 		return r;
-	return !kek.name[0] || kek.type == VBK_KEY_AES256;
+	/* A key in a PKCS#11 token needs its PIN (AES), not the key vault's passphrase. */
+	return !kek.name[0] || (kek.type == VBK_KEY_AES256 && !kek.p11);
 }
 
 void vbk_escrow_free(vbk_escrow *e)
@@ -99,6 +100,18 @@ int vbk_escrow_prepare(vbk_kv *kv, const char *secret, vbk_escrow **ret)
 	r = kv_secret_find(kv, secret, 0, &e->kek, &env, &e->secret_version);
 	if (r < 0)
 		goto out;
+	if (e->kek.name[0] && (r = vbk_kv_key_usable(kv, e->kek.name, e->kek.version, 1)) < 0) {
+		if (r == -EKEYREVOKED)
+			r = kv_fail(
+			    r,
+			    "secret '%s' version %u is wrapped by key '%s' version %u, which "
+			    "is %s in key vault '%s': no new escrow blob is wrapped by it (set "
+			    "the secret again with an enabled version)",
+			    secret, e->secret_version, e->kek.name, e->kek.version,
+			    strstr(vbk_kv_errmsg(), "retired") ? "retired" : "disabled",
+			    vbk_kv_path(kv));
+		goto out;
+	}
 	snprintf(e->keyvault, sizeof(e->keyvault), "%s", vbk_kv_id(kv));
 	snprintf(e->secret, sizeof(e->secret), "%s", secret);
 	r = kv_wrapper_get(kv, &e->kek, 0, &e->w);
@@ -110,13 +123,15 @@ int vbk_escrow_prepare(vbk_kv *kv, const char *secret, vbk_escrow **ret)
 			    e->kek.name[0] ? "wrapped by an AES key" : "stored without a KEK");
 	if (r < 0)
 		goto out;
-	if (vbk_kv_unlocked(kv)) {
+	/* An RSA key in a token would need its PIN to open: wrapping at ingest needs none. */
+	if (vbk_kv_unlocked(kv) && !(e->kek.p11 && e->kek.type != VBK_KEY_AES256)) {
 		/* Everything needed to open the version later is at hand: check it now, so a
-		 * damaged secret is found before a point is made, not years later. */
-		if ((r = kv_wrapper_get(kv, &e->kek, 1, &priv)) < 0 ||
+		 * damaged secret is found before a point is made, not years later. An AES key in
+		 * a token is open already (one login). */
+		if ((!e->kek.p11 && (r = kv_wrapper_get(kv, &e->kek, 1, &priv)) < 0) ||
 		    (r = kv_secret_label(kv, secret, e->secret_version, &e->kek, &l)) < 0)
 			goto out;
-		r = kv_env_open(&priv, &l, &env, &pt, &pt_len);
+		r = kv_env_open(e->kek.p11 ? &e->w : &priv, &l, &env, &pt, &pt_len);
 		if (r < 0) {
 			r = kv_fail(r,
 				    "secret '%s' version %u in key vault '%s' does not unwrap: %s",
@@ -431,6 +446,9 @@ int vbk_escrow_unwrap(vbk_kv *kv, const char *blob, size_t len, vbk_escrow_info 
 		k.version = i.kek_version;
 		k.type = t;
 		snprintf(k.fingerprint, sizeof(k.fingerprint), "%s", i.kek_fingerprint);
+		r = vbk_kv_key_usable(kv, k.name, k.version, 0);
+		if (r < 0 && r != -ENOENT) /* a missing version: kv_wrapper_get says so */
+			goto out;
 	}
 	r = kv_wrapper_get(kv, &k, 1, &w);
 	if (r == -EKEYREJECTED)
@@ -469,6 +487,85 @@ out:
 	kv_env_clear(&outer);
 	kv_env_clear(&inner);
 	kv_wrapper_clear(&w);
+	kv_label_free(&l);
+	return r;
+}
+
+/* ---- rewrapping ---- */
+
+int vbk_escrow_rewrap(vbk_kv *kv, const char *blob, size_t len, const char *to,
+		      vbk_escrow_info *ret_old, vbk_escrow_info *ret_new, char **ret,
+		      size_t *ret_len)
+{
+	vbk_escrow_info i, n;
+	vbk_escrow e = {0};
+	kv_envelope env = {0};
+	kv_label l = {0};
+	uint8_t *secret = NULL;
+	size_t secret_len = 0;
+	const char *target;
+	int r;
+
+	kv_clear_err();
+	r = vbk_escrow_unwrap(kv, blob, len, &i, &secret, &secret_len);
+	if (r < 0)
+		return r;
+	target = to ? to : i.kek;
+	if (!*target) {
+		r = kv_fail(
+		    -EINVAL,
+		    "escrow blob of secret '%s' has no KEK (it is under the key vault's own "
+		    "key): name one to wrap it with",
+		    i.secret);
+		goto out;
+	}
+	r = kv_kek_find(kv, target, 0, &e.kek);
+	if (r == 0)
+		r = vbk_kv_key_usable(kv, target, e.kek.version, 1);
+	if (r < 0)
+		goto out;
+	if (strcmp(e.kek.name, i.kek) == 0 && e.kek.version == i.kek_version) {
+		r = -EALREADY;
+		goto out;
+	}
+	snprintf(e.keyvault, sizeof(e.keyvault), "%s", vbk_kv_id(kv));
+	snprintf(e.secret, sizeof(e.secret), "%s", i.secret);
+	e.secret_version = i.secret_version;
+	if (i.kind[0] && vbk_kind_parse(i.kind, &e.kind) < 0) {
+		r = kv_fail(-EPROTO, "escrow blob has an unknown kind '%s'", i.kind);
+		goto out;
+	}
+	/* The inner envelope again, as the key vault would store the same secret version under
+	 * the new KEK version (its label binds the secret's name and version and the KEK), then
+	 * the blob around it: same VM, disk, point, kind and secret; only the KEK differs. */
+	if ((r = kv_wrapper_get(kv, &e.kek, 0, &e.w)) < 0 ||
+	    (r = kv_secret_label(kv, i.secret, i.secret_version, &e.kek, &l)) < 0)
+		goto out;
+	r = kv_env_seal(&e.w, &l, secret, secret_len, &env);
+	if (r == 0)
+		r = kv_env_pack(&env, &e.payload, &e.payload_len);
+	if (r < 0) {
+		r = kv_fail(r, "cannot wrap secret '%s': %s", i.secret, vbu_strerror(-r));
+		goto out;
+	}
+	r = vbk_escrow_make(&e, i.vm, i.disk, i.rp, ret, ret_len);
+	if (r < 0)
+		goto out;
+	vbk_escrow_describe(&e, &n);
+	snprintf(n.vm, sizeof(n.vm), "%s", i.vm);
+	snprintf(n.disk, sizeof(n.disk), "%s", i.disk);
+	snprintf(n.rp, sizeof(n.rp), "%s", i.rp);
+	if (ret_old)
+		*ret_old = i;
+	if (ret_new)
+		*ret_new = n;
+out:
+	if (r == -EALREADY && ret_old)
+		*ret_old = i;
+	vbk_secret_free(secret, secret_len);
+	kv_wrapper_clear(&e.w);
+	free(e.payload); /* ciphertext: nothing to wipe */
+	kv_env_clear(&env);
 	kv_label_free(&l);
 	return r;
 }

@@ -99,4 +99,16 @@ int vbk_escrow_parse(const char *blob, size_t len, vbk_escrow_info *ret);
 int vbk_escrow_unwrap(vbk_kv *kv, const char *blob, size_t len, vbk_escrow_info *ret_info,
 		      uint8_t **ret, size_t *ret_len);
 
+/* Re-wraps a blob (the key vault unlocked) under the current version of KEK to (NULL: of the
+ * blob's own KEK), which must be enabled. The new blob names the same VM, disk, point, kind and
+ * secret name and version (the secret as it was escrowed; the key vault's own copy of that
+ * version is not changed); only the KEK differs. *ret is malloc'ed, NUL-terminated, *ret_len
+ * bytes without the NUL; *ret_old and *ret_new (may be NULL) describe both blobs. -EALREADY
+ * (nothing made, *ret_old set) when the blob is already wrapped by that version, -EINVAL for a
+ * blob without a KEK and no to, -EKEYREVOKED a target version that may not wrap or a blob under
+ * a retired version, else as vbk_escrow_unwrap. */
+int vbk_escrow_rewrap(vbk_kv *kv, const char *blob, size_t len, const char *to,
+		      vbk_escrow_info *ret_old, vbk_escrow_info *ret_new, char **ret,
+		      size_t *ret_len);
+
 #endif

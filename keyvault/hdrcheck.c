@@ -87,6 +87,20 @@ static uint64_t be64(const uint8_t *p)
 }
 
 /* A decimal string of the LUKS2 JSON ("32768"). */
+/* Where the header is read from: a descriptor, or a reader (a stored image). */
+typedef struct hsrc {
+	int fd;
+	vbk_hdr_reader fn;
+	void *arg;
+} hsrc;
+
+static int src_pread(const hsrc *s, void *buf, size_t len, uint64_t off, size_t *ret_got)
+{
+	if (s->fn)
+		return s->fn(s->arg, buf, len, off, ret_got);
+	return vbu_pread_full(s->fd, buf, len, off, ret_got);
+}
+
 static int json_u64str(json_object *o, const char *key, uint64_t *ret)
 {
 	json_object *j;
@@ -109,7 +123,7 @@ static int json_u64str(json_object *o, const char *key, uint64_t *ret)
 
 /* The key slot areas named by the JSON area of a LUKS2 header at off (hdr_size bytes). 0 when
  * it parses (ranges added), -EPROTO when not. */
-static int luks2_areas(int fd, uint64_t off, uint64_t hdr_size, ranges *rs)
+static int luks2_areas(const hsrc *fd, uint64_t off, uint64_t hdr_size, ranges *rs)
 {
 	json_object *root = NULL, *slots;
 	char *buf = NULL;
@@ -119,7 +133,7 @@ static int luks2_areas(int fd, uint64_t off, uint64_t hdr_size, ranges *rs)
 	buf = malloc(n + 1);
 	if (!buf)
 		return -ENOMEM;
-	r = vbu_pread_full(fd, buf, n, off + 4096, &got);
+	r = src_pread(fd, buf, n, off + 4096, &got);
 	if (r < 0)
 		goto out;
 	buf[got] = '\0';
@@ -187,7 +201,7 @@ static uint64_t min3(uint64_t a, uint64_t b, uint64_t c)
  * of entries: the protectors, VMKs and FVEK) of the first block, and of the others where it
  * falls back to them; also copied, the encrypted NTFS boot sector (the "volume header" the
  * metadata names), which opening reads. */
-static int bitlk_ranges(int fd, const uint8_t *h, size_t got, uint64_t size, ranges *rs)
+static int bitlk_ranges(const hsrc *fd, const uint8_t *h, size_t got, uint64_t size, ranges *rs)
 {
 	uint8_t b[BITLK_FVE_HEADERS];
 	uint64_t off[3];
@@ -213,7 +227,7 @@ static int bitlk_ranges(int fd, const uint8_t *h, size_t got, uint64_t size, ran
 
 		if (off[i] == 0 || off[i] >= size || size - off[i] < BITLK_FVE_HEADERS)
 			continue;
-		r = vbu_pread_full(fd, b, sizeof(b), off[i], &n);
+		r = src_pread(fd, b, sizeof(b), off[i], &n);
 		if (r < 0)
 			return r;
 		if (n == sizeof(b) && memcmp(b, "-FVE-FS-", 8) == 0) {
@@ -240,7 +254,7 @@ static int bitlk_ranges(int fd, const uint8_t *h, size_t got, uint64_t size, ran
 }
 
 /* The header area of the LUKS or BitLocker device at fd (size bytes), and which it is. */
-static int header_ranges(int fd, uint64_t size, ranges *rs, vbk_hdr_type *ret_type)
+static int header_ranges(const hsrc *fd, uint64_t size, ranges *rs, vbk_hdr_type *ret_type)
 {
 	static const uint64_t offs[] = {0,	16384,	32768,	 65536,	  131072,
 					262144, 524288, 1048576, 2097152, 4194304};
@@ -250,7 +264,7 @@ static int header_ranges(int fd, uint64_t size, ranges *rs, vbk_hdr_type *ret_ty
 
 	rs->n = 0;
 	*ret_type = VBK_HDR_OTHER;
-	r = vbu_pread_full(fd, h, sizeof(h), 0, &got);
+	r = src_pread(fd, h, sizeof(h), 0, &got);
 	if (r < 0)
 		return r;
 	r = bitlk_ranges(fd, h, got, size, rs);
@@ -288,7 +302,7 @@ static int header_ranges(int fd, uint64_t size, ranges *rs, vbk_hdr_type *ret_ty
 
 		if (offs[i] + 4096 > size)
 			break;
-		if (i > 0 && (r = vbu_pread_full(fd, h, sizeof(h), offs[i], &got)) < 0)
+		if (i > 0 && (r = src_pread(fd, h, sizeof(h), offs[i], &got)) < 0)
 			return r;
 		if (got < 4096 || h[6] != 0 || h[7] != 2 ||
 		    (memcmp(h, "LUKS\xba\xbe", 6) != 0 && memcmp(h, "SKUL\xba\xbe", 6) != 0))
@@ -313,7 +327,7 @@ static int header_ranges(int fd, uint64_t size, ranges *rs, vbk_hdr_type *ret_ty
 
 /* ---- the private copy ---- */
 
-static int copy_ranges(int src, int dst, uint64_t size, const ranges *rs)
+static int copy_ranges(const hsrc *src, int dst, uint64_t size, const ranges *rs)
 {
 	uint8_t *buf;
 	size_t chunk = 1u << 20;
@@ -330,7 +344,7 @@ static int copy_ranges(int src, int dst, uint64_t size, const ranges *rs)
 		while (off < end && r == 0) {
 			size_t want = (size_t)(end - off < chunk ? end - off : chunk), got = 0;
 
-			r = vbu_pread_full(src, buf, want, off, &got);
+			r = src_pread(src, buf, want, off, &got);
 			if (r == 0 && got == 0)
 				break;
 			if (r == 0 && pwrite(dst, buf, got, (off_t)off) != (ssize_t)got)
@@ -448,7 +462,7 @@ static int open_source(const char *source, int *ret_fd, uint64_t *ret_size, rang
 		r = -EINVAL;
 		goto out;
 	}
-	r = header_ranges(src, size, rs, ret_type);
+	r = header_ranges(&(hsrc){.fd = src}, size, rs, ret_type);
 	if (r < 0)
 		goto out;
 	*ret_fd = src;
@@ -473,22 +487,16 @@ int vbk_hdr_probe(const char *source, vbk_hdr_type *ret)
 	return r;
 }
 
-int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *secret, size_t len)
+/* Copies the header area of src into a private file and runs cryptsetup on it. */
+static int check_src(const char *helper, const hsrc *src, uint64_t size, const ranges *rs,
+		     vbk_hdr_type type, const uint8_t *secret, size_t len)
 {
 	char dir[256], file[300];
-	vbk_hdr_type type;
-	ranges rs;
-	uint64_t size;
-	int src = -1, dst = -1, made_dir = 0, r;
+	int dst = -1, made_dir = 0, r;
 
-	r = open_source(source, &src, &size, &rs, &type);
-	if (r < 0)
-		return r;
 	snprintf(dir, sizeof(dir), "%s/vmbak-hdrcheck.XXXXXX", tmp_base());
-	if (!mkdtemp(dir)) {
-		r = -errno;
-		goto out;
-	}
+	if (!mkdtemp(dir))
+		return -errno;
 	made_dir = 1;
 	snprintf(file, sizeof(file), "%s/header", dir);
 	dst = open(file, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -496,25 +504,21 @@ int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *se
 		r = -errno;
 		goto out;
 	}
-	r = copy_ranges(src, dst, size, &rs);
+	r = copy_ranges(src, dst, size, rs);
 	if (r == -EFBIG || r == -EINVAL) {
 		/* A file system that cannot hold a sparse file that long: the header area will do.
 		 */
 		uint64_t end = 0;
 
-		for (size_t i = 0; i < rs.n; i++)
-			if (rs.r[i].off + rs.r[i].len > end)
-				end = rs.r[i].off + rs.r[i].len;
+		for (size_t i = 0; i < rs->n; i++)
+			if (rs->r[i].off + rs->r[i].len > end)
+				end = rs->r[i].off + rs->r[i].len;
 		r = ftruncate(dst, (off_t)(end < size ? end : size)) < 0 ? -errno : 0;
 	}
 	if (r < 0)
 		goto out;
-	close(src);
-	src = -1;
 	r = run_cryptsetup(helper, type, file, secret, len);
 out:
-	if (src >= 0)
-		close(src);
 	if (dst >= 0)
 		close(dst);
 	if (made_dir) {
@@ -522,6 +526,41 @@ out:
 		rmdir(dir);
 	}
 	return r;
+}
+
+int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *secret, size_t len)
+{
+	vbk_hdr_type type;
+	ranges rs;
+	uint64_t size;
+	int src = -1, r;
+
+	r = open_source(source, &src, &size, &rs, &type);
+	if (r < 0)
+		return r;
+	r = check_src(helper, &(hsrc){.fd = src}, size, &rs, type, secret, len);
+	close(src);
+	return r;
+}
+
+int vbk_hdr_check_reader(vbk_hdr_reader fn, void *arg, uint64_t size, const uint8_t *secret,
+			 size_t len, vbk_hdr_type *ret_type)
+{
+	char helper[PATH_MAX];
+	hsrc src = {.fd = -1, .fn = fn, .arg = arg};
+	vbk_hdr_type type;
+	ranges rs;
+	int r;
+
+	r = header_ranges(&src, size, &rs, &type);
+	if (r < 0)
+		return r;
+	if (ret_type)
+		*ret_type = type;
+	r = vbk_helper_find("cryptsetup", helper, sizeof(helper));
+	if (r < 0)
+		return r;
+	return check_src(helper, &src, size, &rs, type, secret, len);
 }
 
 int vbk_hdr_check(const char *source, const uint8_t *secret, size_t len)

@@ -57,4 +57,11 @@ int vbk_hdr_check(const char *source, const uint8_t *secret, size_t len);
 /* The same with the helper given by absolute path (tests). */
 int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *secret, size_t len);
 
+/* The same for a source read through fn (e.g. a disk image stored in a vault): fn reads len
+ * bytes at off into buf, *ret_got fewer only at the end of the source; 0 or -errno. size is the
+ * source's size; *ret_type (may be NULL) the header type found. */
+typedef int (*vbk_hdr_reader)(void *arg, void *buf, size_t len, uint64_t off, size_t *ret_got);
+int vbk_hdr_check_reader(vbk_hdr_reader fn, void *arg, uint64_t size, const uint8_t *secret,
+			 size_t len, vbk_hdr_type *ret_type);
+
 #endif

@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 #include <openssl/crypto.h>
 
+#include "audit.h"
 #include "crypto.h"
 #include "file.h"
 #include "json.h"
@@ -128,11 +129,51 @@ size_t kv_wrapped_len(const kv_kek *k)
 int kv_fpr_valid(const char *s, vbk_key_type t)
 {
 	const char *prefix = t == VBK_KEY_AES256 ? "hmac-sha256:" : "sha256:";
-	size_t pl = strlen(prefix);
+	size_t pl;
+
+	if (s && t == VBK_KEY_AES256 && strncmp(s, KV_FPR_P11_AES, strlen(KV_FPR_P11_AES)) == 0)
+		prefix = KV_FPR_P11_AES;
+	pl = strlen(prefix);
 	uint8_t md[VBK_HASH_LEN];
 
 	return s && strncmp(s, prefix, pl) == 0 && strlen(s + pl) == 2 * VBK_HASH_LEN &&
 	       vbu_hex_decode(s + pl, md, sizeof(md)) == 0;
+}
+
+/* ---- key states ---- */
+
+static const char *const state_names[] = {"enabled", "disabled", "retired"};
+
+const char *vbk_key_state_name(vbk_key_state st)
+{
+	return (unsigned)st < VBU_ARRAY_SIZE(state_names) ? state_names[st] : "unknown";
+}
+
+int vbk_key_state_parse(const char *s, vbk_key_state *ret)
+{
+	for (size_t i = 0; s && i < VBU_ARRAY_SIZE(state_names); i++) {
+		if (strcmp(s, state_names[i]) == 0) {
+			*ret = (vbk_key_state)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* A version's "state": absent is enabled (files made before states); anything but a known name
+ * is -EPROTO. */
+static int version_state(json_object *v, vbk_key_state *ret)
+{
+	json_object *j;
+	vbk_key_state st = VBK_KEY_ENABLED;
+
+	if (json_object_object_get_ex(v, "state", &j) &&
+	    (!json_object_is_type(j, json_type_string) ||
+	     vbk_key_state_parse(json_object_get_string(j), &st) < 0))
+		return -EPROTO;
+	if (ret)
+		*ret = st;
+	return 0;
 }
 
 /* ---- the file: checks ---- */
@@ -141,16 +182,26 @@ int kv_fpr_valid(const char *s, vbk_key_type t)
  * shape. what: where the first bad field is, for the message. */
 static int check_key(const char *name, json_object *k, const char **what)
 {
-	json_object *vs, *v, *p;
+	json_object *vs, *v, *p, *kp;
 	vbk_key_type t;
 	int64_t x;
 	uint8_t der[KV_PUBLIC_MAX];
 	size_t n, i, der_len;
+	const char *fpr;
+	int p11 = 0;
 
 	*what = "type";
 	if (!vbu_name_valid(name) || !json_object_is_type(k, json_type_object) ||
 	    type_from_json(k, &t) < 0)
 		return -EPROTO;
+	/* A key in a PKCS#11 token: the URI given at create, checked as strictly as any. */
+	*what = "pkcs11";
+	if (json_object_object_get_ex(k, "pkcs11", &kp)) {
+		if (!json_object_is_type(kp, json_type_string) ||
+		    vbk_p11_uri_check(json_object_get_string(kp), 0) < 0)
+			return -EPROTO;
+		p11 = 1;
+	}
 	*what = "created";
 	if (jint(k, "created", 0, INT64_MAX, &x) < 0)
 		return -EPROTO;
@@ -167,7 +218,10 @@ static int check_key(const char *name, json_object *k, const char **what)
 		    jint(v, "created", 0, INT64_MAX, &x) < 0)
 			return -EPROTO;
 		*what = "fingerprint";
-		if (!kv_fpr_valid(jstr(v, "fingerprint"), t))
+		fpr = jstr(v, "fingerprint");
+		if (!kv_fpr_valid(fpr, t) ||
+		    (t == VBK_KEY_AES256 &&
+		     (strncmp(fpr, KV_FPR_P11_AES, strlen(KV_FPR_P11_AES)) == 0) != p11))
 			return -EPROTO;
 		*what = "public";
 		if (t != VBK_KEY_AES256 &&
@@ -175,10 +229,22 @@ static int check_key(const char *name, json_object *k, const char **what)
 		     vbu_base64_decode(jstr(v, "public"), der, sizeof(der), &der_len) < 0 ||
 		     der_len == 0))
 			return -EPROTO;
+		*what = "pkcs11";
+		if (p11) {
+			if (!jstr(v, "pkcs11") || vbk_p11_uri_check(jstr(v, "pkcs11"), 1) < 0 ||
+			    json_object_object_get_ex(v, "private", NULL))
+				return -EPROTO;
+			continue;
+		}
+		if (json_object_object_get_ex(v, "pkcs11", NULL))
+			return -EPROTO;
 		*what = "private";
 		p = jobj(v, "private", json_type_object);
 		if (!p || !jstr(p, "nonce") || !jstr(p, "tag") || !jstr(p, "ciphertext") ||
 		    strlen(jstr(p, "ciphertext")) > (KV_PRIVATE_MAX + 2) / 3 * 4)
+			return -EPROTO;
+		*what = "state";
+		if (version_state(v, NULL) < 0)
 			return -EPROTO;
 	}
 	return 0;
@@ -552,6 +618,16 @@ static int check_keys_match(const vbk_kv *kv, json_object *root)
 	{
 		json_object *vs = jobj(k, "versions", json_type_array);
 		size_t n = json_object_array_length(vs);
+
+		/* Token keys came after signatures: in an unsigned file, one was added by hand. */
+		if (json_object_object_get_ex(k, "pkcs11", NULL)) {
+			r = kv_fail(-EBADMSG,
+				    "key '%s' in key vault '%s' is in a PKCS#11 token, which an "
+				    "unsigned key vault cannot have: the file was changed without "
+				    "its passphrase",
+				    name, kv->path);
+			break;
+		}
 
 		for (size_t i = 0; i < n && r == 0; i++) {
 			json_object *v = json_object_array_get_idx(vs, i);
@@ -961,17 +1037,24 @@ static int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *
 		goto out;
 	}
 	r = fn(kv, root, arg);
+	if (r == 0 && kv->audit_ev)
+		r = kv_audit_record(kv, root, kv->audit_ev);
 	if (r < 0)
 		goto out;
 	gen = sig.generation + 1;
 	r = kv_sign_root(kv, root, gen);
 	if (r < 0) {
 		r = kv_fail(r, "cannot sign key vault '%s': %s", kv->path, vbu_strerror(-r));
+		if (kv->audit_ev)
+			kv_audit_undone(kv, kv->audit_ev, r);
 		goto out;
 	}
 	r = kv_write(kv, root);
-	if (r < 0)
+	if (r < 0) {
+		if (kv->audit_ev)
+			kv_audit_undone(kv, kv->audit_ev, r);
 		goto out;
+	}
 	json_object_put(kv->root);
 	kv->root = root;
 	root = NULL;
@@ -1047,6 +1130,9 @@ int vbk_kv_keys(const vbk_kv *kv, vbk_key_info **ret, size_t *ret_n)
 			list[i].versions[j].created = x;
 			snprintf(list[i].versions[j].fingerprint, VBK_FPR_MAX, "%s",
 				 jstr(v, "fingerprint"));
+			version_state(v, &list[i].versions[j].state);
+			snprintf(list[i].versions[j].pkcs11, sizeof(list[i].versions[j].pkcs11),
+				 "%s", jstr(v, "pkcs11") ? jstr(v, "pkcs11") : "");
 		}
 	}
 	*ret = list;
@@ -1212,10 +1298,60 @@ out:
 	return r;
 }
 
+/* A new version of a key in a PKCS#11 token: made there; the file keeps its URI and, for RSA, its
+ * public key. *ret_key is the token key, for the caller to destroy if the version cannot be
+ * recorded. */
+static int key_version_p11(const char *name, vbk_key_type t, uint32_t version, const char *uri,
+			   json_object **ret, vbk_p11_key **ret_key)
+{
+	vbk_p11_key *key = NULL;
+	uint8_t *pub = NULL, kcv[VBK_HASH_LEN];
+	size_t pub_len = 0;
+	char fpr[VBK_FPR_MAX], hex[2 * VBK_HASH_LEN + 1], *vuri = NULL;
+	json_object *v = NULL;
+	int r;
+
+	r = vbk_p11_generate(uri, t, name, version, &key, &vuri, t == VBK_KEY_AES256 ? NULL : &pub,
+			     &pub_len);
+	if (r < 0)
+		return r;
+	if (t == VBK_KEY_AES256) {
+		if ((r = vbk_p11_aes_kcv(key, kcv)) < 0)
+			goto out;
+		vbu_hex_encode(kcv, sizeof(kcv), hex);
+		snprintf(fpr, sizeof(fpr), KV_FPR_P11_AES "%s", hex);
+	} else if ((r = kv_fingerprint_rsa(pub, pub_len, fpr)) < 0) {
+		goto out;
+	}
+	v = json_object_new_object();
+	if (!v || jadd(v, "version", json_object_new_int64(version)) < 0 ||
+	    jadd(v, "created", json_object_new_int64(vbu_now_ns() / 1000000000)) < 0 ||
+	    jadd(v, "fingerprint", json_object_new_string(fpr)) < 0 ||
+	    (pub && jadd_b64(v, "public", pub, pub_len) < 0) ||
+	    jadd(v, "pkcs11", json_object_new_string(vuri)) < 0) {
+		r = kv_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	*ret = v;
+	v = NULL;
+	*ret_key = key;
+	key = NULL;
+	r = 0;
+out:
+	if (key)
+		vbk_p11_destroy(key);
+	vbk_p11_close(key);
+	json_object_put(v);
+	free(vuri);
+	OPENSSL_free(pub);
+	return r;
+}
+
 struct key_op {
 	const char *name;
 	vbk_key_type type;
 	int create;
+	const char *pkcs11;   /* create: the token's URI, else NULL */
 	json_object *version; /* made before the lock is taken: RSA keys take a while */
 	uint32_t ret_version;
 };
@@ -1239,6 +1375,7 @@ static int key_op_fn(vbk_kv *kv, json_object *root, void *arg)
 		if (!k || jadd(keys, op->name, k) < 0 ||
 		    jadd(k, "type", json_object_new_string(vbk_key_type_name(op->type))) < 0 ||
 		    jadd(k, "created", json_object_new_int64(vbu_now_ns() / 1000000000)) < 0 ||
+		    (op->pkcs11 && jadd(k, "pkcs11", json_object_new_string(op->pkcs11)) < 0) ||
 		    jadd(k, "versions", json_object_new_array()) < 0)
 			return kv_fail(-ENOMEM, "out of memory");
 	}
@@ -1260,10 +1397,13 @@ static int key_op_fn(vbk_kv *kv, json_object *root, void *arg)
 }
 
 static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int create,
-			   uint32_t *ret_version)
+			   const char *pkcs11, uint32_t *ret_version)
 {
 	struct key_op op = {.name = name, .type = type, .create = create};
+	vbk_audit_event ev = {.op = create ? "key-create" : "key-rotate", .key = name};
 	json_object *keys, *k;
+	vbk_p11_key *tk = NULL;
+	char uri[VBK_P11_URI_MAX + 1] = "";
 	int r, tries;
 
 	kv_clear_err();
@@ -1279,6 +1419,9 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 				return kv_fail(-ENOENT, "no key '%s' in key vault '%s'", name,
 					       kv->path);
 			type_from_json(k, &op.type);
+			/* A key in a token rotates in the token its create URI names. */
+			snprintf(uri, sizeof(uri), "%s",
+				 jstr(k, "pkcs11") ? jstr(k, "pkcs11") : "");
 			op.ret_version = (uint32_t)json_object_array_length(
 					     jobj(k, "versions", json_type_array)) +
 					 1;
@@ -1291,12 +1434,24 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 				    name, kv->path);
 			op.ret_version = 1;
 		}
-		r = key_version_new(kv, name, op.type, op.ret_version, &op.version);
+		if (create && pkcs11)
+			snprintf(uri, sizeof(uri), "%s", pkcs11);
+		op.pkcs11 = create && uri[0] ? uri : NULL;
+		r = uri[0] ? key_version_p11(name, op.type, op.ret_version, uri, &op.version, &tk)
+			   : key_version_new(kv, name, op.type, op.ret_version, &op.version);
 		if (r < 0)
 			return r;
+		ev.version = op.ret_version;
+		kv->audit_ev = &ev;
 		r = kv_mutate(kv, key_op_fn, &op);
+		kv->audit_ev = NULL;
 		json_object_put(op.version);
 		op.version = NULL;
+		/* Not recorded: the token must not keep a key nobody knows of. */
+		if (r < 0 && tk)
+			vbk_p11_destroy(tk);
+		vbk_p11_close(tk);
+		tk = NULL;
 		if (r != -EAGAIN)
 			break;
 		/* Another writer changed the key meanwhile: kv->root is not fresh; read it. */
@@ -1319,12 +1474,23 @@ int vbk_kv_key_create(vbk_kv *kv, const char *name, vbk_key_type type, uint32_t 
 {
 	if (key_bits(type) == 0)
 		return kv_fail(-EINVAL, "unknown key type");
-	return key_add_version(kv, name, type, 1, ret_version);
+	return key_add_version(kv, name, type, 1, NULL, ret_version);
+}
+
+int vbk_kv_key_create_p11(vbk_kv *kv, const char *name, vbk_key_type type, const char *uri,
+			  uint32_t *ret_version)
+{
+	kv_clear_err();
+	if (key_bits(type) == 0)
+		return kv_fail(-EINVAL, "unknown key type");
+	if (vbk_p11_uri_check(uri, 0) < 0)
+		return -EINVAL;
+	return key_add_version(kv, name, type, 1, uri, ret_version);
 }
 
 int vbk_kv_key_rotate(vbk_kv *kv, const char *name, uint32_t *ret_version)
 {
-	return key_add_version(kv, name, 0, 0, ret_version);
+	return key_add_version(kv, name, 0, 0, NULL, ret_version);
 }
 
 int kv_kek_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek *ret)
@@ -1348,6 +1514,7 @@ int kv_kek_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek *re
 	kek.version = version;
 	type_from_json(k, &kek.type);
 	snprintf(kek.fingerprint, sizeof(kek.fingerprint), "%s", jstr(v, "fingerprint"));
+	kek.p11 = jstr(v, "pkcs11") != NULL;
 	*ret = kek;
 	return 0;
 }
@@ -1396,6 +1563,42 @@ out:
 	return r;
 }
 
+/* A KEK version in a PKCS#11 token, opened: the token's key must be the one the (signed) key vault
+ * names, by its modulus (RSA) or its key check value (AES). No key vault passphrase: the PIN
+ * guards the token. */
+static int wrapper_p11(const vbk_kv *kv, const kv_kek *k, json_object *v, kv_wrapper *w)
+{
+	uint8_t der[KV_PUBLIC_MAX], kcv[VBK_HASH_LEN];
+	char fpr[VBK_FPR_MAX], hex[2 * VBK_HASH_LEN + 1];
+	size_t n = 0;
+	int r;
+
+	r = vbk_p11_open(jstr(v, "pkcs11"), k->type, &w->p11);
+	if (r < 0)
+		return r;
+	if (k->type == VBK_KEY_AES256) {
+		if ((r = vbk_p11_aes_kcv(w->p11, kcv)) < 0)
+			return r;
+		vbu_hex_encode(kcv, sizeof(kcv), hex);
+		snprintf(fpr, sizeof(fpr), KV_FPR_P11_AES "%s", hex);
+		r = strcmp(fpr, k->fingerprint) == 0 ? 0 : -EKEYREJECTED;
+		w->kind = KV_WRAP_P11_AES;
+	} else {
+		if (vbu_base64_decode(jstr(v, "public"), der, sizeof(der), &n) < 0)
+			return kv_fail(-EPROTO,
+				       "public key of key '%s' version %u in key vault '%s' is "
+				       "damaged",
+				       k->name, k->version, kv->path);
+		r = vbk_p11_rsa_match(w->p11, der, n);
+		w->kind = KV_WRAP_P11_RSA;
+	}
+	if (r == -EKEYREJECTED)
+		return kv_fail(-EUCLEAN, /* -EBADMSG would blame the blob */
+			       "the PKCS#11 token holds another key than key '%s' version %u",
+			       k->name, k->version);
+	return r;
+}
+
 int kv_wrapper_get(const vbk_kv *kv, const kv_kek *k, int priv, kv_wrapper *ret)
 {
 	json_object *key, *v;
@@ -1426,6 +1629,13 @@ int kv_wrapper_get(const vbk_kv *kv, const kv_kek *k, int priv, kv_wrapper *ret)
 			       k->name, k->version, kv->path);
 	key = jobj(jobj(kv->root, "keys", json_type_object), k->name, json_type_object);
 	v = json_object_array_get_idx(jobj(key, "versions", json_type_array), k->version - 1);
+	if (cur.p11 && (priv || k->type == VBK_KEY_AES256)) {
+		r = wrapper_p11(kv, k, v, &w);
+		if (r < 0)
+			goto out;
+		*ret = w;
+		return 0;
+	}
 	if (k->type != VBK_KEY_AES256 && !priv) {
 		if (vbu_base64_decode(jstr(v, "public"), der, sizeof(der), &n) < 0 ||
 		    kv_rsa_load(der, n, 0, key_bits(k->type), &w.pkey) < 0 ||
@@ -1519,8 +1729,14 @@ int kv_secret_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek 
 		return kv_fail(-ENOENT, "no version %u of secret '%s' in key vault '%s'", version,
 			       name, kv->path);
 	v = json_object_array_get_idx(vs, version - 1);
-	if (json_object_object_get_ex(v, "kek", &k) && k)
+	if (json_object_object_get_ex(v, "kek", &k) && k) {
+		kv_kek cur;
+
 		kek_from_json(k, &kek);
+		/* Where the KEK lives is the key's, not the secret's, to say. */
+		kek.p11 = kv_kek_find(kv, kek.name, kek.version, &cur) == 0 && cur.p11;
+		kv_clear_err();
+	}
 	if (ret_env) {
 		r = kv_env_from_json(v, VBK_SECRET_MAX, ret_env);
 		if (r < 0)
@@ -1530,6 +1746,9 @@ int kv_secret_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek 
 	*ret_version = version;
 	return 0;
 }
+
+static int usable_in(const vbk_kv *kv, json_object *root, const char *name, uint32_t version,
+		     int wrap);
 
 struct secret_op {
 	const char *name;
@@ -1553,6 +1772,9 @@ static int secret_op_fn(vbk_kv *kv, json_object *root, void *arg)
 	vs = jobj(s, "versions", json_type_array);
 	if (json_object_array_length(vs) + 1 != op->version)
 		return -EAGAIN;
+	/* The KEK version may have been disabled since the file was opened. */
+	if (op->kek.name[0] && usable_in(kv, root, op->kek.name, op->kek.version, 1) < 0)
+		return -EKEYREVOKED;
 	if (op->kek.name[0]) {
 		k = json_object_new_object();
 		if (!k || jadd(k, "name", json_object_new_string(op->kek.name)) < 0 ||
@@ -1582,6 +1804,7 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 		      uint32_t *ret_version, uint32_t *ret_kek_version)
 {
 	struct secret_op op = {.name = name};
+	vbk_audit_event ev = {.op = "secret-set", .key = kek, .secret = name};
 	kv_wrapper w = {0};
 	kv_envelope env = {0};
 	kv_label l = {0};
@@ -1598,6 +1821,8 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 	for (tries = 0; tries < 5; tries++) {
 		if (kek) {
 			r = kv_kek_find(kv, kek, 0, &op.kek);
+			if (r == 0)
+				r = vbk_kv_key_usable(kv, kek, op.kek.version, 1);
 			if (r < 0)
 				goto out;
 		}
@@ -1620,7 +1845,11 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 			goto out;
 		}
 		op.env = &env;
+		ev.secret_version = op.version;
+		ev.version = op.kek.version;
+		kv->audit_ev = &ev;
 		r = kv_mutate(kv, secret_op_fn, &op);
+		kv->audit_ev = NULL;
 		kv_wrapper_clear(&w);
 		kv_env_clear(&env);
 		kv_label_free(&l);
@@ -1661,7 +1890,8 @@ int vbk_kv_secret_get(vbk_kv *kv, const char *name, uint32_t version, uint8_t **
 	kv_clear_err();
 	if ((r = kv_secret_find(kv, name, version, &kek, &env, &v)) < 0)
 		return r;
-	if ((r = kv_wrapper_get(kv, &kek, 1, &w)) < 0 ||
+	if ((kek.name[0] && (r = vbk_kv_key_usable(kv, kek.name, kek.version, 0)) < 0) ||
+	    (r = kv_wrapper_get(kv, &kek, 1, &w)) < 0 ||
 	    (r = kv_secret_label(kv, name, v, &kek, &l)) < 0)
 		goto out;
 	r = kv_env_open(&w, &l, &env, ret, ret_len);
@@ -1683,4 +1913,126 @@ void vbk_secret_free(uint8_t *secret, size_t len)
 		return;
 	vbk_wipe(secret, len);
 	free(secret);
+}
+
+/* ---- key states ---- */
+
+int vbk_kv_key_usable(const vbk_kv *kv, const char *name, uint32_t version, int wrap)
+{
+	return usable_in(kv, kv->root, name, version, wrap);
+}
+
+/* The same against root (the file as read under the lock, in a kv_mutate). */
+static int usable_in(const vbk_kv *kv, json_object *root, const char *name, uint32_t version,
+		     int wrap)
+{
+	json_object *k = jobj(jobj(root, "keys", json_type_object), name, json_type_object);
+	json_object *vs = k ? jobj(k, "versions", json_type_array) : NULL;
+	vbk_key_state st = VBK_KEY_ENABLED;
+
+	if (!k)
+		return kv_fail(-ENOENT, "no key '%s' in key vault '%s'", name, kv->path);
+	if (!vs || version == 0 || version > json_object_array_length(vs))
+		return kv_fail(-ENOENT, "no version %u of key '%s' in key vault '%s'", version,
+			       name, kv->path);
+	version_state(json_object_array_get_idx(vs, version - 1), &st);
+	if (st == VBK_KEY_RETIRED)
+		return kv_fail(-EKEYREVOKED,
+			       "key '%s' version %u in key vault '%s' is retired: it wraps and "
+			       "unwraps nothing (enable it again to use it)",
+			       name, version, kv->path);
+	if (st == VBK_KEY_DISABLED && wrap)
+		return kv_fail(
+		    -EKEYREVOKED,
+		    "key '%s' version %u in key vault '%s' is disabled: it wraps nothing "
+		    "new (rotate the key, or enable the version)",
+		    name, version, kv->path);
+	return 0;
+}
+
+struct state_op {
+	const char *name;
+	uint32_t version;
+	vbk_key_state state;
+	int changed;
+};
+
+/* The secret whose latest version is wrapped by key name version v, or NULL. */
+static const char *secret_on(json_object *root, const char *name, uint32_t v)
+{
+	json_object_object_foreach(jobj(root, "secrets", json_type_object), sname, s)
+	{
+		json_object *vs = jobj(s, "versions", json_type_array), *k;
+		size_t n = vs ? json_object_array_length(vs) : 0;
+		kv_kek kek;
+
+		if (n == 0 ||
+		    !json_object_object_get_ex(json_object_array_get_idx(vs, n - 1), "kek", &k) ||
+		    !k || kek_from_json(k, &kek) < 0)
+			continue;
+		if (strcmp(kek.name, name) == 0 && kek.version == v)
+			return sname;
+	}
+	return NULL;
+}
+
+static int state_op_fn(vbk_kv *kv, json_object *root, void *arg)
+{
+	struct state_op *op = arg;
+	json_object *k = jobj(jobj(root, "keys", json_type_object), op->name, json_type_object);
+	json_object *vs = k ? jobj(k, "versions", json_type_array) : NULL, *v;
+	vbk_key_state cur = VBK_KEY_ENABLED;
+	const char *sname;
+
+	if (!k)
+		return kv_fail(-ENOENT, "no key '%s' in key vault '%s'", op->name, kv->path);
+	if (op->version == 0 || op->version > json_object_array_length(vs))
+		return kv_fail(-ENOENT, "no version %u of key '%s' in key vault '%s'", op->version,
+			       op->name, kv->path);
+	v = json_object_array_get_idx(vs, op->version - 1);
+	version_state(v, &cur);
+	if (cur == op->state)
+		return -EALREADY;
+	if (op->state == VBK_KEY_RETIRED && (sname = secret_on(root, op->name, op->version)))
+		return kv_fail(-EBUSY,
+			       "cannot retire key '%s' version %u: the latest version of secret "
+			       "'%s' is wrapped by it (set the secret again with --kek %s first)",
+			       op->name, op->version, sname, op->name);
+	if (op->state == VBK_KEY_ENABLED) {
+		json_object_object_del(v, "state");
+	} else if (jadd(v, "state", json_object_new_string(vbk_key_state_name(op->state))) < 0) {
+		return kv_fail(-ENOMEM, "out of memory");
+	}
+	op->changed = 1;
+	return 0;
+}
+
+int vbk_kv_key_set_state(vbk_kv *kv, const char *name, uint32_t version, vbk_key_state state,
+			 int *ret_changed)
+{
+	static const char *const ops[] = {"key-enable", "key-disable", "key-retire"};
+	struct state_op op = {.name = name, .version = version, .state = state};
+	vbk_audit_event ev = {.key = name, .version = version};
+	int r;
+
+	kv_clear_err();
+	if (!vbu_name_valid(name))
+		return kv_fail(-EINVAL, "invalid key name '%s': use " VBK_KV_NAME_RULE, name);
+	if ((unsigned)state >= VBU_ARRAY_SIZE(ops))
+		return kv_fail(-EINVAL, "unknown key state");
+	if (!kv->unlocked)
+		return kv_fail(-ENOKEY, "key vault '%s' is locked", kv->path);
+	ev.op = ops[state];
+	kv->audit_ev = &ev;
+	r = kv_mutate(kv, state_op_fn, &op);
+	kv->audit_ev = NULL;
+	if (r == -EALREADY) {
+		kv_clear_err();
+		r = 0;
+	}
+	if (r < 0)
+		return r;
+	if (ret_changed)
+		*ret_changed = op.changed;
+	return 0;
 }

@@ -10,10 +10,16 @@
  *    "kdf": {"name": "scrypt", "n", "r", "p", "salt": B64},
  *    "master": {"nonce", "ciphertext", "tag"},     64 bytes: secrets key, then private-keys key
  *    "keys": {NAME: {"type", "created", "versions": [{"version", "created", "fingerprint",
- *                    "public": B64 (RSA only), "private": {"nonce", "ciphertext", "tag"}}]}},
+ *                    "public": B64 (RSA only), "private": {"nonce", "ciphertext", "tag"},
+ *                    "state": "disabled" | "retired" (absent: enabled)}]}},
+ *                    (a key in a PKCS#11 token: "pkcs11": URI as given at create on the key,
+ *                    and on each version "pkcs11": the URI of that version's token object
+ *                    instead of "private"; see pkcs11.h)
  *    "secrets": {NAME: {"versions": [{"version", "created", "kek": null | {"name", "version",
  *                    "type", "fingerprint"}, "algorithm", "wrapped_key", "nonce", "ciphertext",
- *                    "tag"}]}}}
+ *                    "tag"}]}},
+ *    "audit": {"lines": N, "chain": HEX}      (audit.h: the log as of the last signed change)
+ *    "generation", "signing", "signature"}   (kv_internal.h)
  *
  * The key vault's passphrase unlocks two random keys (wrapped like a vault's keys: scrypt, then
  * AES-256-GCM with "vmbak-keyvault v1 ID" as associated data). The private-keys key encrypts
@@ -36,7 +42,8 @@
  * file, -EPROTONOSUPPORT a format version this build does not read, -ENOKEY wrong passphrase or
  * the operation needs the key vault unlocked, -EINVAL bad arguments, -EFBIG a secret larger than
  * VBK_SECRET_MAX, -EBADMSG damaged or tampered ciphertext, -EUCLEAN a damaged private part of
- * a key, -EKEYREJECTED (internal) a KEK version that is not the one named, else -errno. Every failure leaves a
+ * a key, -EKEYREJECTED (internal) a KEK version that is not the one named, -EKEYREVOKED a KEK
+ * version whose state forbids the use (disabled: wrapping; retired: any), else -errno. Every failure leaves a
  * one-line description for the user in vbk_kv_errmsg() (thread-local, never a secret).
  *
  * Thread safety: a vbk_kv handle is used by one thread at a time; distinct handles are
@@ -106,10 +113,24 @@ int vbk_kv_signer(const vbk_kv *kv, uint8_t fpr[32], uint64_t *generation);
 
 /* Listings, sorted by name. Owned by the caller: free with vbk_key_list_free() and
  * vbk_secret_list_free(). */
+/* The state of a KEK version (its "state" field; absent means enabled): enabled wraps and
+ * unwraps; disabled unwraps only (no new secret or escrow blob is wrapped by it); retired is not
+ * used at all (its private part stays, so enabling it again brings it back). */
+typedef enum vbk_key_state {
+	VBK_KEY_ENABLED = 0,
+	VBK_KEY_DISABLED = 1,
+	VBK_KEY_RETIRED = 2,
+} vbk_key_state;
+const char *vbk_key_state_name(vbk_key_state s);
+/* "enabled", "disabled", "retired": 0, or -EINVAL. */
+int vbk_key_state_parse(const char *s, vbk_key_state *ret);
+
 typedef struct vbk_key_version {
 	uint32_t version;
 	int64_t created; /* seconds since the epoch */
 	char fingerprint[VBK_FPR_MAX];
+	vbk_key_state state;
+	char pkcs11[1025]; /* the token object's URI, "" for a key kept in the file */
 } vbk_key_version;
 
 typedef struct vbk_key_info {
@@ -141,8 +162,26 @@ void vbk_secret_list_free(vbk_secret_info *list, size_t n);
 
 /* Creates key name (version 1) of the given type. Needs the key vault unlocked. */
 int vbk_kv_key_create(vbk_kv *kv, const char *name, vbk_key_type type, uint32_t *ret_version);
-/* Adds a version to key name; the old ones stay. Needs the key vault unlocked. */
+/* Creates key name (version 1) of the given type inside the PKCS#11 token that uri names
+ * (pkcs11.h: module, token, label; the PIN from VMBAK_PKCS11_PIN_FILE, VMBAK_PKCS11_PIN or the
+ * terminal). The key vault keeps the URI of the token object and, for RSA, the public key. Needs
+ * the key vault unlocked. Errors of pkcs11.h too. */
+int vbk_kv_key_create_p11(vbk_kv *kv, const char *name, vbk_key_type type, const char *uri,
+			  uint32_t *ret_version);
+/* Adds a version to key name; the old ones stay (for a key in a token: a new token object, with
+ * a new id and label). Needs the key vault unlocked. */
 int vbk_kv_key_rotate(vbk_kv *kv, const char *name, uint32_t *ret_version);
+/* Sets the state of version (>= 1) of key name: a signed change (the generation grows), logged
+ * in the audit log. Needs the key vault unlocked. Retiring is refused (-EBUSY) while the latest
+ * version of a secret in the key vault is wrapped by that version (it would be escrowed with
+ * it); whether escrow blobs in vaults still use it is for the caller to check (vmbak keyvault
+ * key retire --vault). Setting the state a version already has is not an error (nothing is
+ * written; *ret_changed 0). */
+int vbk_kv_key_set_state(vbk_kv *kv, const char *name, uint32_t version, vbk_key_state state,
+			 int *ret_changed);
+/* 0 when version of key name may wrap (wrap 1) or unwrap (wrap 0); -EKEYREVOKED (with the
+ * message) when its state forbids it, -ENOENT when there is no such version. */
+int vbk_kv_key_usable(const vbk_kv *kv, const char *name, uint32_t version, int wrap);
 
 /* Adds a version of secret name (created when new) holding len bytes of value (1 to
  * VBK_SECRET_MAX), wrapped by the current version of KEK kek, or without a KEK (kek NULL)

@@ -24,6 +24,7 @@
 
 #include "crypto.h"
 #include "kv.h"
+#include "pkcs11.h"
 #include "util.h"
 #include "vaultkey.h"
 
@@ -42,7 +43,16 @@ struct vbk_kv {
 	/* Once unlocked (and the signing key found to match): its private half. */
 	int can_sign;
 	uint8_t sign_seed[32];
+	/* The event the next kv_mutate logs (audit.h), set by the operation around it. */
+	const struct vbk_audit_event *audit_ev;
 };
+
+/* audit.c, for kv_mutate: appends e (under the key vault's lock, kv unlocked) and records the
+ * log's line count and chain value as root's "audit"; after a write of root that failed,
+ * logs that e did not happen. */
+struct vbk_audit_event;
+int kv_audit_record(vbk_kv *kv, json_object *root, const struct vbk_audit_event *e);
+void kv_audit_undone(vbk_kv *kv, const struct vbk_audit_event *e, int err);
 
 /* Sets the thread's message for vbk_kv_errmsg(); returns err. The one message buffer of
  * base/util.h. */
@@ -69,15 +79,18 @@ void kv_label_u32(kv_label *l, uint32_t v);
 int kv_label_done(const kv_label *l);
 void kv_label_free(kv_label *l);
 
-enum { KV_WRAP_RSA = 1, KV_WRAP_AES, KV_WRAP_KV };
+/* KV_WRAP_P11_RSA opens only (sealing with a token RSA key is KV_WRAP_RSA with its public key);
+ * KV_WRAP_P11_AES seals and opens inside the token. */
+enum { KV_WRAP_RSA = 1, KV_WRAP_AES, KV_WRAP_KV, KV_WRAP_P11_RSA, KV_WRAP_P11_AES };
 
 typedef struct kv_wrapper {
 	int kind;
 	EVP_PKEY *pkey;		  /* RSA: public key (seal) or private key (open) */
 	uint8_t key[VBK_KEY_LEN]; /* AES KEK or key vault key */
+	vbk_p11_key *p11;	  /* P11 kinds: the token key, open */
 } kv_wrapper;
 
-/* Frees the key and wipes the wrapper. */
+/* Frees the key, closes the token session and wipes the wrapper. */
 void kv_wrapper_clear(kv_wrapper *w);
 
 typedef struct kv_envelope {
@@ -113,7 +126,9 @@ int kv_rsa_private_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len); /* OPENSSL
 int kv_rsa_load(const uint8_t *der, size_t len, int priv, unsigned bits, EVP_PKEY **ret);
 
 /* Fingerprints: "sha256:HEX" of the DER public key (RSA), "hmac-sha256:HEX" of a fixed string
- * under the key (AES: a key check value that reveals nothing of the key). */
+ * under the key (AES: a key check value that reveals nothing of the key), "pkcs11-kcv:HEX" for
+ * an AES key in a PKCS#11 token (vbk_p11_aes_kcv: the token's key material cannot be read). */
+#define KV_FPR_P11_AES "pkcs11-kcv:"
 int kv_fingerprint_rsa(const uint8_t *der, size_t len, char out[VBK_FPR_MAX]);
 int kv_fingerprint_aes(const uint8_t key[VBK_KEY_LEN], char out[VBK_FPR_MAX]);
 
@@ -143,6 +158,7 @@ typedef struct kv_kek {
 	uint32_t version;
 	vbk_key_type type;
 	char fingerprint[VBK_FPR_MAX];
+	int p11; /* kv_kek_find: the version is a key in a PKCS#11 token */
 } kv_kek;
 
 const char *kv_alg_for(const kv_kek *k);

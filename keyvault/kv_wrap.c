@@ -262,6 +262,7 @@ void kv_wrapper_clear(kv_wrapper *w)
 	if (!w)
 		return;
 	EVP_PKEY_free(w->pkey);
+	vbk_p11_close(w->p11);
 	vbk_wipe(w, sizeof(*w));
 }
 
@@ -293,6 +294,15 @@ static int wrap_key(const kv_wrapper *w, const kv_label *l, const uint8_t dk[VBK
 		memcpy(buf + VBK_KEY_LEN, lab, VBK_HASH_LEN);
 		r = aes_kwp(w->key, 1, buf, sizeof(buf), e->wrapped_key, sizeof(e->wrapped_key),
 			    &n);
+		break;
+	case KV_WRAP_P11_AES:
+		memcpy(buf, dk, VBK_KEY_LEN);
+		memcpy(buf + VBK_KEY_LEN, lab, VBK_HASH_LEN);
+		r = vbk_p11_aes_kwp(w->p11, 1, buf, sizeof(buf), e->wrapped_key,
+				    sizeof(e->wrapped_key), &n);
+		/* The same RFC 5649 as in software: 64 bytes wrap to 72, else not that. */
+		if (r >= 0 && n != sizeof(buf) + 8)
+			r = kv_fail(-EIO, "the PKCS#11 token's AES key wrap is not RFC 5649");
 		break;
 	case KV_WRAP_KV:
 		r = vbk_random(e->wrapped_key, VBK_NONCE_LEN);
@@ -327,8 +337,19 @@ static int unwrap_key(const kv_wrapper *w, const kv_label *l, const kv_envelope 
 		if (r >= 0 && n != VBK_KEY_LEN)
 			r = -EBADMSG;
 		break;
+	case KV_WRAP_P11_RSA:
+		r = vbk_p11_rsa_decrypt(w->p11, lab, e->wrapped_key, e->wrapped_len, buf, &n);
+		if (r >= 0 && n != VBK_KEY_LEN)
+			r = -EBADMSG;
+		break;
 	case KV_WRAP_AES:
-		r = aes_kwp(w->key, 0, e->wrapped_key, e->wrapped_len, buf, sizeof(buf), &n);
+	case KV_WRAP_P11_AES:
+		if (w->kind == KV_WRAP_AES)
+			r = aes_kwp(w->key, 0, e->wrapped_key, e->wrapped_len, buf, sizeof(buf),
+				    &n);
+		else
+			r = vbk_p11_aes_kwp(w->p11, 0, e->wrapped_key, e->wrapped_len, buf,
+					    sizeof(buf), &n);
 		if (r >= 0 && (n != VBK_KEY_LEN + VBK_HASH_LEN ||
 			       CRYPTO_memcmp(buf + VBK_KEY_LEN, lab, VBK_HASH_LEN) != 0))
 			r = -EBADMSG;

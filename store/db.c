@@ -84,6 +84,28 @@ static void read_untrack(MDB_txn *txn)
 		n_open_reads--;
 }
 
+/* Another process grew the data past our map: map what the file now holds, doubled (never
+ * less than today). Not the meta page's mm_mapsize, which mdb_env_set_mapsize(env, 0) would
+ * adopt as it is: it is a hint no checksum covers, and one flipped bit of it asks for an
+ * exabyte, which no mmap gets. Called with map_lock held for writing. */
+static void adopt_map(vbs_vault *v)
+{
+	char file[4096];
+	struct stat st;
+	MDB_envinfo info;
+	size_t size = 0;
+
+	mdb_env_info(v->env, &info);
+	if (snprintf(file, sizeof(file), "%s/data.mdb", v->path) < (int)sizeof(file) &&
+	    stat(file, &st) == 0 && st.st_size > 0 &&
+	    !__builtin_mul_overflow((size_t)st.st_size, (size_t)2, &size))
+		size = size / v->psize * v->psize + v->psize;
+	if (size < info.me_mapsize)
+		size = info.me_mapsize;
+	mdb_env_set_mapsize(v->env, size);
+	v->mapc_lo = v->mapc_hi = 0;
+}
+
 void vbs_read_abandon(void)
 {
 	while (n_open_reads > 0) {
@@ -116,8 +138,7 @@ int vbs_read_begin(vbs_vault *v, MDB_txn **ret)
 		/* Another process grew the map: adopt its size (no transaction of ours is live
 		 * while we hold the lock exclusively). */
 		pthread_rwlock_wrlock(&v->map_lock);
-		mdb_env_set_mapsize(v->env, 0);
-		v->mapc_lo = v->mapc_hi = 0;
+		adopt_map(v);
 		pthread_rwlock_unlock(&v->map_lock);
 	}
 	return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path, mdb_strerror(rc));
@@ -286,8 +307,7 @@ static int write_txn(vbs_vault *v, vbs_write_fn fn, void *arg, int lazy)
 		if (rc == MDB_MAP_RESIZED) {
 			pthread_rwlock_unlock(&v->map_lock);
 			pthread_rwlock_wrlock(&v->map_lock);
-			mdb_env_set_mapsize(v->env, 0);
-			v->mapc_lo = v->mapc_hi = 0;
+			adopt_map(v);
 			pthread_rwlock_unlock(&v->map_lock);
 			continue;
 		}

@@ -1007,7 +1007,8 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 			return r;
 		}
 		/* In chunk order (batches and holes interleave), as commit_map applies them. */
-		qsort(d->ch, d->nch, sizeof(*d->ch), cmp_change);
+		if (d->nch > 1)
+			qsort(d->ch, d->nch, sizeof(*d->ch), cmp_change);
 		if (!d->cont && (r = lineage_empty(v, txn, dk->lineage)) < 0)
 			return r;
 		for (size_t k = 0; k < d->nch; k++) {

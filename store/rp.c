@@ -353,7 +353,7 @@ static int scan_entries(vbs_vault *v, MDB_txn *txn, MDB_dbi dbi, const uint8_t *
 		return vbs_mdb_err(rc);
 	for (rc = mdb_cursor_get(c, &k, &d, plen ? MDB_SET_RANGE : MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+		if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
 			break;
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 16;

@@ -476,8 +476,9 @@ static int env_open(vbs_vault *v, int create)
 	vbs_guard_add(v->env, v->path); /* a damaged data.mdb: one line, not a crash */
 	mdb_env_set_maxdbs(v->env, 32);
 	mdb_env_set_maxreaders(v->env, 256);
-	if (!v->readonly)
-		mdb_env_set_mapsize(v->env, map);
+	/* Readers too: without a size of its own LMDB maps the meta page's mm_mapsize as it is,
+	 * a hint no checksum covers (one flipped bit of it asks for an exabyte). */
+	mdb_env_set_mapsize(v->env, map);
 	v->mapc_lo = v->mapc_hi = 0;
 	rc = mdb_env_open(v->env, v->path, flags, 0600);
 	if (rc)

@@ -39,8 +39,10 @@
 #include <openssl/crypto.h>
 
 #include "common.h"
+#include "audit.h"
 #include "crypto.h"
 #include "escrow.h"
+#include "escrow_tools.h"
 #include "file.h"
 #include "files_view.h"
 #include "hdrcheck.h"
@@ -716,29 +718,18 @@ out:
 
 /* ---- the escrowed secret ---- */
 
-static int kv_fail(int r, const char *ctx)
-{
-	const char *msg = vbk_kv_errmsg();
-
-	if (msg && *msg)
-		vbu_err("%s", q(msg));
-	else
-		vbu_errno(r, "%s", ctx);
-	return VMBAK_EXIT_FAIL;
-}
-
+/* Unwraps the escrow blob of disk d with the key vault of --keyvault, and records the unwrap
+ * (or its failure) in the key vault's audit log: an unwrap that cannot be recorded does not go
+ * on. Prints the error. */
 static int unwrap(const fopts *o, const vbs_rp *rp, const vbs_disk *d, uint8_t **ret,
 		  size_t *ret_len, vbk_kind *ret_kind)
 {
-	vbk_passphrase_source src = {
-	    .file = o->kv_passfile,
-	    .env_file = "VMBAK_KEYVAULT_PASSPHRASE_FILE",
-	    .env_value = "VMBAK_KEYVAULT_PASSPHRASE",
-	    .prompt = "key vault passphrase: ",
-	};
-	vbk_escrow_info info;
+	vbk_escrow_info info = {0};
 	vbk_kv *kv = NULL;
-	char *pass = NULL;
+	char detail[300];
+	vbk_audit_event ev = {.op = "files", .detail = detail};
+	uint8_t *secret = NULL;
+	size_t len = 0;
 	int r, status;
 
 	r = vbk_escrow_parse(d->escrow, d->escrow_len, &info);
@@ -747,39 +738,48 @@ static int unwrap(const fopts *o, const vbs_rp *rp, const vbs_disk *d, uint8_t *
 			d->name, rp->vm, rp->id);
 		return VMBAK_EXIT_FAIL;
 	}
-	r = vbk_kv_open(o->kv, &kv);
-	if (r < 0)
-		return kv_fail(r, "cannot open key vault");
+	if ((status = escrow_kv_open(o->kv, 0, NULL, &kv)) != 0)
+		return status;
 	if (strcmp(info.keyvault, vbk_kv_id(kv)) != 0) {
 		vbu_err("the escrowed key of disk '%s' belongs to key vault %s, not to '%s' (%s)",
 			d->name, info.keyvault, q(o->kv), vbk_kv_id(kv));
 		status = VMBAK_EXIT_FAIL;
 		goto out;
 	}
-	status = passphrase_get(&src, "key vault", o->kv, &pass);
-	if (status != 0)
+	if ((status = escrow_kv_unlock(kv, o->kv, o->kv_passfile)) != 0)
 		goto out;
-	r = vbk_kv_unlock(kv, pass);
-	vbk_passphrase_free(pass);
-	if (r < 0) {
-		status = kv_fail(r, "cannot unlock key vault");
+	memset(&info, 0, sizeof(info));
+	r = vbk_escrow_unwrap(kv, d->escrow, d->escrow_len, &info, &secret, &len);
+	snprintf(detail, sizeof(detail), "%s/%s disk %s", rp->vm, rp->id, d->name);
+	ev.key = r == 0 && info.kek[0] ? info.kek : NULL;
+	ev.version = info.kek_version;
+	ev.secret = r == 0 ? info.secret : NULL;
+	ev.secret_version = info.secret_version;
+	ev.result = r < 0 ? r : 0;
+	if (vbk_audit_append(kv, &ev) < 0 && r == 0) {
+		kv_err(-EIO, "cannot open the disk");
+		status = VMBAK_EXIT_FAIL;
 		goto out;
 	}
-	r = vbk_escrow_unwrap(kv, d->escrow, d->escrow_len, &info, ret, ret_len);
 	if (r < 0) {
 		if (r == -EBADMSG)
 			vbu_err("the escrowed key of disk '%s' of point %s/%s does not verify: it "
 				"was altered or damaged",
 				d->name, rp->vm, rp->id);
 		else
-			kv_fail(r, "cannot unwrap an escrowed key");
+			kv_err(r, "cannot unwrap an escrowed key");
 		status = VMBAK_EXIT_FAIL;
 		goto out;
 	}
 	if (!info.kind[0] || vbk_kind_parse(info.kind, ret_kind) < 0)
 		*ret_kind = VBK_KIND_NONE;
+	*ret = secret;
+	*ret_len = len;
+	secret = NULL;
 	status = 0;
 out:
+	if (secret)
+		vbk_secret_free(secret, len);
 	vbk_kv_close(kv);
 	return status;
 }

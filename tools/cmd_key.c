@@ -10,7 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "common.h"
+#include "kv.h"
 #include "passphrase.h"
 #include "util.h"
 #include "vault.h"
@@ -19,9 +21,9 @@
 
 static const char key_help[] =
     "usage: vmbak key list VAULT [--json]\n"
-    "       vmbak key add VAULT --new-passphrase-file F [--name NAME]\n"
-    "       vmbak key passwd VAULT --new-passphrase-file F [--name NAME]\n"
-    "       vmbak key remove VAULT NAME\n"
+    "       vmbak key add VAULT --new-passphrase-file F [--name NAME] [--keyvault KV]\n"
+    "       vmbak key passwd VAULT --new-passphrase-file F [--name NAME] [--keyvault KV]\n"
+    "       vmbak key remove VAULT NAME [--keyvault KV]\n"
     "\n"
     "The passphrases of an encrypted vault. Each is a key slot: a name, a creation time and\n"
     "the vault's keys wrapped under that passphrase, kept in the vault's config. Any one of\n"
@@ -43,14 +45,17 @@ static const char key_help[] =
     "  --name NAME             the slot: " VBS_NAME_RULE "\n"
     "  --passphrase-file F     read the current passphrase from the first line of F\n"
     "  --json                  (list) print a JSON array of {name, created, current}\n"
+    "  --keyvault KV           (add, passwd, remove) log the change in key vault KV's audit\n"
+    "                          log (without its passphrase: an unauthenticated line, vouched\n"
+    "                          for by the next line a command with the passphrase writes)\n"
     "  -h, --help              show this help\n";
 
-enum { OPT_JSON = 0x100, OPT_NEWPASS, OPT_NAME, OPT_PASSFILE };
+enum { OPT_JSON = 0x100, OPT_NEWPASS, OPT_NAME, OPT_PASSFILE, OPT_KEYVAULT };
 /* Which of the subcommand options a subcommand takes. */
-enum { K_JSON = 1, K_NEWPASS = 2, K_NAME = 4 };
+enum { K_JSON = 1, K_NEWPASS = 2, K_NAME = 4, K_KEYVAULT = 8 };
 
 typedef struct keyargs {
-	const char *passfile, *newpass_file, *name;
+	const char *passfile, *newpass_file, *name, *keyvault;
 	int json;
 } keyargs;
 
@@ -137,11 +142,40 @@ static int key_change(vbs_key_op op, const char *path, const keyargs *a, vmbak_g
 		return VMBAK_EXIT_FAIL;
 	}
 	vbs_vault_close(v);
+	if (a->keyvault) {
+		/* The audit log's key vault must be one before anything changes. */
+		vbk_kv *kv = NULL;
+
+		r = vbk_kv_open(a->keyvault, &kv);
+		vbk_kv_close(kv);
+		if (r < 0) {
+			vbu_err("%s", q(vbk_kv_errmsg()));
+			return VMBAK_EXIT_FAIL;
+		}
+	}
 	if (op != VBS_KEY_REMOVE && (status = new_passphrase(a, path, usage, &newpass)) != 0)
 		goto out;
 	if ((status = passphrase_for(path, verb_passphrase_file(a->passfile, g), 0, &pass)) != 0)
 		goto out;
 	r = vbs_vault_key_change(path, op, pass, a->name, newpass, done);
+	if (a->keyvault) {
+		static const char *const ops[] = {[VBS_KEY_ADD] = "vault-key-add",
+						  [VBS_KEY_PASSWD] = "vault-key-passwd",
+						  [VBS_KEY_REMOVE] = "vault-key-remove"};
+		char detail[600], err[600];
+		vbk_audit_event ev = {.op = ops[op], .detail = detail, .result = r < 0 ? r : 0};
+
+		snprintf(detail, sizeof(detail), "vault '%s' key slot '%s'", path,
+			 r < 0 ? (a->name ? a->name : "(current)") : done);
+		snprintf(err, sizeof(err), "%s", *vbs_errmsg() ? vbs_errmsg() : vbu_strerror(-r));
+		ev.error = r < 0 ? err : NULL;
+		if (vbk_audit_append_path(a->keyvault, &ev) < 0 && r == 0) {
+			vbu_err("the key slot changed, but the change is not in the audit log: %s",
+				q(vbk_kv_errmsg()));
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+	}
 	if (r < 0) {
 		status = store_err(r, "cannot change the keys of vault '%s'", q(path));
 		goto out;
@@ -170,10 +204,11 @@ static const struct {
 	unsigned opts; /* which of the options below it takes */
 } subs[] = {
     {"list", "vmbak key list VAULT [--json]", 1, K_JSON},
-    {"add", "vmbak key add VAULT --new-passphrase-file F [--name NAME]", 1, K_NEWPASS | K_NAME},
-    {"passwd", "vmbak key passwd VAULT --new-passphrase-file F [--name NAME]", 1,
-     K_NEWPASS | K_NAME},
-    {"remove", "vmbak key remove VAULT NAME", 2, 0},
+    {"add", "vmbak key add VAULT --new-passphrase-file F [--name NAME] [--keyvault KV]", 1,
+     K_NEWPASS | K_NAME | K_KEYVAULT},
+    {"passwd", "vmbak key passwd VAULT --new-passphrase-file F [--name NAME] [--keyvault KV]", 1,
+     K_NEWPASS | K_NAME | K_KEYVAULT},
+    {"remove", "vmbak key remove VAULT NAME [--keyvault KV]", 2, K_KEYVAULT},
 };
 
 static int cmd_key(int argc, char **argv, vmbak_globals *g)
@@ -184,6 +219,7 @@ static int cmd_key(int argc, char **argv, vmbak_globals *g)
 	    {"new-passphrase-file", required_argument, NULL, OPT_NEWPASS},
 	    {"name", required_argument, NULL, OPT_NAME},
 	    {"json", no_argument, NULL, OPT_JSON},
+	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -221,22 +257,31 @@ static int cmd_key(int argc, char **argv, vmbak_globals *g)
 		case OPT_JSON:
 		case OPT_NEWPASS:
 		case OPT_NAME:
+		case OPT_KEYVAULT:
 			break;
 		default:
 			return VMBAK_EXIT_USAGE;
 		}
 		{
-			unsigned f = opt == OPT_JSON ? K_JSON : opt == OPT_NEWPASS ? K_NEWPASS : K_NAME;
+			unsigned f = opt == OPT_JSON	  ? K_JSON
+				     : opt == OPT_NEWPASS ? K_NEWPASS
+				     : opt == OPT_NAME	  ? K_NAME
+							  : K_KEYVAULT;
 
 			if (!(subs[k].opts & f))
 				return usage_err("option '--%s' is not for 'key %s' (usage: %s)",
 						 f == K_JSON	  ? "json"
 						 : f == K_NEWPASS ? "new-passphrase-file"
-								  : "name",
+						 : f == K_NAME	  ? "name"
+								  : "keyvault",
 						 subs[k].name, subs[k].usage);
 		}
 		if (opt == OPT_JSON) {
 			a.json = 1;
+		} else if (opt == OPT_KEYVAULT) {
+			if (!*optarg)
+				return usage_err("empty argument for '--keyvault'");
+			a.keyvault = optarg;
 		} else if (opt == OPT_NEWPASS) {
 			if (!*optarg)
 				return usage_err("empty file name for --new-passphrase-file");

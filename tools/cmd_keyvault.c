@@ -14,12 +14,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "common.h"
 #include "escrow.h"
+#include "escrow_tools.h"
 #include "hdrcheck.h"
 #include "kvpin.h"
 #include "kv.h"
 #include "passphrase.h"
+#include "pkcs11.h"
 #include "seckind.h"
 #include "file.h"
 #include "util.h"
@@ -27,13 +30,16 @@
 #define KV_SYNOPSIS                                                                                \
 	"vmbak keyvault init KV\n"                                                                 \
 	"       vmbak keyvault key create KV NAME [--type rsa-3072|rsa-4096|aes-256]\n"            \
+	"                                 [--pkcs11 URI]\n"                                        \
 	"       vmbak keyvault key rotate KV NAME\n"                                               \
-	"       vmbak keyvault key list KV [--json]\n"                                             \
+	"       vmbak keyvault key list KV [--json] [--vault VAULT ...]\n"                         \
+	"       vmbak keyvault key disable|enable|retire KV NAME/VERSION [--vault VAULT ...]\n"    \
 	"       vmbak keyvault secret set KV NAME --value-file F [--kek KEYNAME]\n"                \
 	"       vmbak keyvault secret list KV [--json]\n"                                          \
 	"       vmbak keyvault unwrap KV BLOB [--output F]\n"                                      \
 	"       vmbak keyvault restore KV BLOB\n"                                                  \
-	"       vmbak keyvault verify KV\n"
+	"       vmbak keyvault verify KV\n"                                                        \
+	"       vmbak keyvault audit KV [--json]\n"
 
 static const char keyvault_help[] =
     "usage: " KV_SYNOPSIS "\n"
@@ -46,8 +52,16 @@ static const char keyvault_help[] =
     "  init KV                 create a key vault (asks for a new passphrase)\n"
     "  key create KV NAME      create a KEK (version 1); --type rsa-3072 (default),\n"
     "                          rsa-4096 or aes-256\n"
-    "  key rotate KV NAME      add a version to a KEK; old versions stay usable\n"
-    "  key list KV             KEKs: versions, type, created, fingerprint, state\n"
+    "                          with --pkcs11 URI, inside a PKCS#11 token (HSM)\n"
+    "  key rotate KV NAME      add a version to a KEK; old versions stay usable (a KEK in\n"
+    "                          a token gets a new key there)\n"
+    "  key list KV             KEKs: versions, type, created, fingerprint, state; with\n"
+    "                          --vault, how many escrow blobs in those vaults use each\n"
+    "  key disable KV NAME/VERSION  the version wraps nothing new (unwrap still works)\n"
+    "  key enable KV NAME/VERSION   the version wraps and unwraps again\n"
+    "  key retire KV NAME/VERSION   the version is used for nothing; refused while an\n"
+    "                          escrow blob in a --vault VAULT, or the latest version of a\n"
+    "                          secret, still uses it (rewrap first: vmbak rewrap)\n"
     "  secret set KV NAME      add a version of a secret, from --value-file F (its bytes\n"
     "                          exactly), wrapped by the current version of --kek KEYNAME,\n"
     "                          else encrypted under the key vault's own key\n"
@@ -57,13 +71,24 @@ static const char keyvault_help[] =
     "  restore KV BLOB         put the secret escrowed in BLOB back into KV as a new version\n"
     "  verify KV               check the key vault's signature under its passphrase, and\n"
     "                          sign a key vault made before signatures\n"
+    "  audit KV                print the audit log and check its chain (needs the\n"
+    "                          passphrase); exit 3 when a line was changed or removed\n"
     "\n"
     "options:\n"
     "  --type TYPE             key type: rsa-3072, rsa-4096, aes-256 (weaker ones refused)\n"
+    "  --pkcs11 URI            key create: make the KEK in the PKCS#11 token that the RFC 7512\n"
+    "                          URI names, e.g. 'pkcs11:token=hsm;object=kek?module-name=M'\n"
+    "                          (module: registered with p11-kit, or allowed by\n"
+    "                          VMBAK_PKCS11_MODULE=PATH); its private key never leaves the\n"
+    "                          token. PIN: VMBAK_PKCS11_PIN_FILE, VMBAK_PKCS11_PIN, terminal\n"
     "  --value-file F          the secret's value: the whole content of F\n"
     "  --kek KEYNAME           wrap the secret with the current version of this KEK\n"
     "  --output F              unwrap: write the secret to F (mode 0600) instead of stdout\n"
-    "  --json                  list: print one JSON array\n"
+    "  --json                  list, audit: print one JSON array\n"
+    "  --vault VAULT           key list, retire: a vault whose escrow blobs to count (may\n"
+    "                          be given several times; each opened with the vault\n"
+    "                          passphrase: vmbak --passphrase-file F, VMBAK_PASSPHRASE_FILE,\n"
+    "                          VMBAK_PASSPHRASE or the terminal)\n"
     "  --passphrase-file F     read the key vault passphrase from the first line of F\n"
     "  -h, --help              show this help\n"
     "\n"
@@ -72,6 +97,8 @@ static const char keyvault_help[] =
     "signature with it; the list commands read the public part only. Sources, in order:\n"
     "--passphrase-file, VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE, the\n"
     "terminal. Names of keys and secrets: " VBK_KV_NAME_RULE ".\n"
+    "A KEK in a PKCS#11 token also needs the token's PIN to unwrap, to be made or rotated,\n"
+    "and, for AES (which wraps inside the token), to wrap: at secret set and at ingest.\n"
     "See vmbak-keyvault(1).\n";
 
 enum {
@@ -81,12 +108,17 @@ enum {
 	O_VALUE = 1 << 3,
 	O_KEK = 1 << 4,
 	O_OUTPUT = 1 << 5,
+	O_VAULT = 1 << 6,
+	O_PKCS11 = 1 << 12, /* apart from the bits other options take */
 };
 
 typedef struct kvargs {
 	const char *kv, *name, *blob;
-	const char *passfile, *type, *value_file, *kek, *output;
+	const char *passfile, *type, *value_file, *kek, *output, *pkcs11;
 	int json;
+	const char **vaults; /* --vault, nvaults of them */
+	size_t nvaults;
+	const vmbak_globals *g;
 } kvargs;
 
 typedef struct kvsub {
@@ -101,7 +133,7 @@ typedef struct kvsub {
 /* ---- shared pieces ---- */
 
 /* A keyvault/ failure: its message, else the context and the errno text. */
-static int kv_err(int r, const char *ctx)
+int kv_err(int r, const char *ctx)
 {
 	const char *msg = vbk_kv_errmsg();
 
@@ -123,35 +155,6 @@ static int kv_passphrase(const char *path, const char *file, int confirm, char *
 	};
 
 	return passphrase_get(&src, "key vault", path, ret);
-}
-
-/* Opens KV; with unlock, asks for the passphrase and unlocks it. */
-static int kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret)
-{
-	vbk_kv *kv = NULL;
-	char *pass = NULL;
-	int r, status;
-
-	r = vbk_kv_open(path, &kv);
-	if (r < 0)
-		return kv_err(r, "cannot open key vault");
-	if (unlock) {
-		status = kv_passphrase(path, passfile, 0, &pass);
-		if (status != 0)
-			goto out;
-		r = vbk_kv_unlock(kv, pass);
-		vbk_passphrase_free(pass);
-		if (r < 0) {
-			status = kv_err(r, "cannot unlock key vault");
-			goto out;
-		}
-	}
-	*ret = kv;
-	kv = NULL;
-	status = 0;
-out:
-	vbk_kv_close(kv);
-	return status;
 }
 
 static int check_kv_name(const char *what, const char *name)
@@ -202,10 +205,14 @@ static void print_key_version(const vbk_kv *kv, const char *name, uint32_t versi
 	if (vbk_kv_keys(kv, &keys, &n) < 0)
 		return;
 	for (size_t i = 0; i < n; i++)
-		if (strcmp(keys[i].name, name) == 0 && version <= keys[i].n_versions)
+		if (strcmp(keys[i].name, name) == 0 && version <= keys[i].n_versions) {
 			printf("key '%s' version %u (%s), fingerprint %s\n", name, version,
 			       vbk_key_type_name(keys[i].type),
 			       keys[i].versions[version - 1].fingerprint);
+			if (keys[i].versions[version - 1].pkcs11[0])
+				printf("in PKCS#11 token: %s\n",
+				       keys[i].versions[version - 1].pkcs11);
+		}
 	vbk_key_list_free(keys, n);
 }
 
@@ -231,9 +238,13 @@ static int run_key_create(const kvargs *a)
 		return status;
 	if ((status = check_kv_name("key", a->name)) != 0)
 		return status;
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	/* A bad URI is refused before any passphrase is asked. */
+	if (a->pkcs11 && vbk_p11_uri_check(a->pkcs11, 0) < 0)
+		return usage_err("%s", vbk_kv_errmsg());
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
-	r = vbk_kv_key_create(kv, a->name, t, &v);
+	r = a->pkcs11 ? vbk_kv_key_create_p11(kv, a->name, t, a->pkcs11, &v)
+		      : vbk_kv_key_create(kv, a->name, t, &v);
 	if (r < 0)
 		status = kv_err(r, "cannot create key");
 	else
@@ -250,7 +261,7 @@ static int run_key_rotate(const kvargs *a)
 
 	if ((status = check_kv_name("key", a->name)) != 0)
 		return status;
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
 	r = vbk_kv_key_rotate(kv, a->name, &v);
 	if (r < 0)
@@ -261,7 +272,24 @@ static int run_key_rotate(const kvargs *a)
 	return status;
 }
 
-static json_object *key_json(const vbk_key_info *k)
+/* "current" for the newest version while enabled (as before states), else its state. */
+static const char *state_text(const vbk_key_info *k, size_t j)
+{
+	if (k->versions[j].state == VBK_KEY_ENABLED && j + 1 == k->n_versions)
+		return "current";
+	return vbk_key_state_name(k->versions[j].state);
+}
+
+/* Blobs counted by --vault that use version v of key name (0 when none). */
+static uint64_t uses_of(const escrow_use *u, size_t n, const char *name, uint32_t v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (u[i].version == v && strcmp(u[i].kek, name) == 0)
+			return u[i].blobs;
+	return 0;
+}
+
+static json_object *key_json(const vbk_key_info *k, const escrow_use *u, size_t nu, int counted)
 {
 	json_object *o = json_object_new_object(), *vs = json_object_new_array();
 
@@ -283,9 +311,13 @@ static json_object *key_json(const vbk_key_info *k)
 		json_object_object_add(v, "created", json_time(k->versions[j].created));
 		json_object_object_add(v, "fingerprint",
 				       json_object_new_string(k->versions[j].fingerprint));
-		json_object_object_add(
-		    v, "state",
-		    json_object_new_string(j + 1 == k->n_versions ? "current" : "enabled"));
+		if (k->versions[j].pkcs11[0])
+			json_object_object_add(v, "pkcs11",
+					       json_object_new_string(k->versions[j].pkcs11));
+		json_object_object_add(v, "state", json_object_new_string(state_text(k, j)));
+		if (counted)
+			json_object_object_add(
+			    v, "blobs", json_u64(uses_of(u, nu, k->name, k->versions[j].version)));
 		json_object_array_add(vs, v);
 	}
 	json_object_object_add(o, "versions", vs);
@@ -295,13 +327,17 @@ static json_object *key_json(const vbk_key_info *k)
 static int run_key_list(const kvargs *a)
 {
 	vbk_key_info *keys = NULL;
+	escrow_use *uses = NULL;
 	vbk_kv *kv = NULL;
-	size_t n = 0, i, j;
+	size_t n = 0, i, j, nu = 0;
 	char t[21];
 	int r, status;
 
-	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 0, NULL, &kv)) != 0)
 		return status;
+	for (i = 0; i < a->nvaults; i++)
+		if ((status = escrow_uses(a->vaults[i], a->g, vbk_kv_id(kv), &uses, &nu)) != 0)
+			goto out;
 	r = vbk_kv_keys(kv, &keys, &n);
 	if (r < 0) {
 		status = kv_err(r, "cannot list keys");
@@ -311,7 +347,7 @@ static int run_key_list(const kvargs *a)
 		json_object *arr = json_object_new_array();
 
 		for (i = 0; arr && i < n; i++)
-			json_object_array_add(arr, key_json(&keys[i]));
+			json_object_array_add(arr, key_json(&keys[i], uses, nu, a->nvaults > 0));
 		if (!arr) {
 			status = kv_err(-ENOMEM, "cannot list keys");
 			goto out;
@@ -320,17 +356,25 @@ static int run_key_list(const kvargs *a)
 		goto out;
 	}
 	if (n > 0)
-		printf("%-20s %-9s %7s  %-20s  %-7s  %s\n", "NAME", "TYPE", "VERSION", "CREATED",
-		       "STATE", "FINGERPRINT");
-	for (i = 0; i < n; i++)
-		for (j = 0; j < keys[i].n_versions; j++)
-			printf("%-20s %-9s %7u  %-20s  %-7s  %s\n", keys[i].name,
+		printf("%-20s %-9s %7s  %-20s  %-8s  %s%s\n", "NAME", "TYPE", "VERSION", "CREATED",
+		       "STATE", a->nvaults ? "BLOBS  " : "", "FINGERPRINT");
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < keys[i].n_versions; j++) {
+			char b[24] = "";
+
+			if (a->nvaults)
+				snprintf(b, sizeof(b), "%5llu  ",
+					 (unsigned long long)uses_of(uses, nu, keys[i].name,
+								     keys[i].versions[j].version));
+			printf("%-20s %-9s %7u  %-20s  %-8s  %s%s\n", keys[i].name,
 			       vbk_key_type_name(keys[i].type), keys[i].versions[j].version,
-			       time_text(keys[i].versions[j].created, t),
-			       j + 1 == keys[i].n_versions ? "current" : "enabled",
-			       keys[i].versions[j].fingerprint);
+			       time_text(keys[i].versions[j].created, t), state_text(&keys[i], j),
+			       b, keys[i].versions[j].fingerprint);
+		}
+	}
 	status = VMBAK_EXIT_OK;
 out:
+	free(uses);
 	vbk_key_list_free(keys, n);
 	vbk_kv_close(kv);
 	return status;
@@ -381,7 +425,7 @@ static int run_secret_set(const kvargs *a)
 		return status;
 	/* Always the passphrase, also for an RSA KEK: every change is signed under it, and only
 	 * with it is the KEK's public key known to be the owner's. */
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
 	status = read_value_file(a->value_file, &val, &len);
 	if (status != 0)
@@ -412,7 +456,7 @@ static int run_secret_list(const kvargs *a)
 	char t[21], kek[VBK_KV_NAME_MAX + 16];
 	int r, status;
 
-	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 0, NULL, &kv)) != 0)
 		return status;
 	r = vbk_kv_secrets(kv, &secrets, &n);
 	if (r < 0) {
@@ -496,7 +540,7 @@ static int run_verify(const kvargs *a)
 
 	/* Unlocking checks the signature and that its key is the owner's (and signs a key vault
 	 * made before signatures). */
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		return status;
 	if (vbk_kv_signer(kv, fpr, &gen) != 1) {
 		vbu_err("key vault '%s' is not signed", q(a->kv));
@@ -514,7 +558,7 @@ static int run_verify(const kvargs *a)
 
 /* Reads and checks BLOB against KV before any passphrase is asked; then unlocks and unwraps. */
 static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_info, uint8_t **ret,
-		       size_t *ret_len)
+		       size_t *ret_len, int *ret_attempted)
 {
 	vbk_escrow_info info;
 	vbk_kv *kv = NULL;
@@ -544,7 +588,7 @@ static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_in
 		status = VMBAK_EXIT_FAIL;
 		goto out;
 	}
-	if ((status = kv_open(a->kv, 0, NULL, &kv)) != 0)
+	if ((status = escrow_kv_open(a->kv, 0, NULL, &kv)) != 0)
 		goto out;
 	if (strcmp(info.keyvault, vbk_kv_id(kv)) != 0) {
 		vbu_err("escrow blob '%s' belongs to key vault %s, not to '%s' (%s)", q(a->blob),
@@ -554,7 +598,9 @@ static int unwrap_blob(const kvargs *a, vbk_kv **ret_kv, vbk_escrow_info *ret_in
 	}
 	vbk_kv_close(kv);
 	kv = NULL;
-	if ((status = kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+	/* From here on it is an attempt to unwrap a blob of this key vault: audited. */
+	*ret_attempted = 1;
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
 		goto out;
 	r = vbk_escrow_unwrap(kv, blob, blen, ret_info, ret, ret_len);
 	if (r < 0) {
@@ -574,6 +620,36 @@ out:
 	vbk_kv_close(kv);
 	free(blob);
 	return status;
+}
+
+/* Logs an unwrap (op "unwrap" or "restore") in the key vault's audit log: kv when it is open,
+ * else by path (a failed unlock: an unauthenticated line). Not when the blob was refused before
+ * any attempt (not an escrow blob, of another key vault): bad input changes nothing. */
+static void audit_unwrap(const kvargs *a, vbk_kv *kv, const char *op, const vbk_escrow_info *info,
+			 int status, int attempted)
+{
+	vbk_audit_event ev = {.op = op, .detail = NULL, .result = status ? -EPERM : 0};
+	char detail[600];
+	int r;
+
+	if (!attempted)
+		return;
+	if (info) {
+		snprintf(detail, sizeof(detail), "blob of %s/%s disk %s", info->vm, info->rp,
+			 info->disk);
+		ev.key = info->kek[0] ? info->kek : NULL;
+		ev.version = info->kek_version;
+		ev.secret = info->secret;
+		ev.secret_version = info->secret_version;
+	} else {
+		snprintf(detail, sizeof(detail), "blob '%s'", a->blob);
+	}
+	ev.detail = detail;
+	if (status)
+		ev.error = "refused or failed (see the command's message)";
+	r = kv ? vbk_audit_append(kv, &ev) : vbk_audit_append_path(a->kv, &ev);
+	if (r < 0 && !status)
+		vbu_err("warning: %s", q(vbk_kv_errmsg()));
 }
 
 /* --output F: refused when F exists and is not a regular file. Prints the line. */
@@ -600,13 +676,14 @@ static int run_unwrap(const kvargs *a)
 	vbk_kv *kv = NULL;
 	uint8_t *val = NULL;
 	size_t len = 0;
-	int r, status;
+	int r, status, attempted = 0;
 
 	/* Before the passphrase is asked: an output that is a device, FIFO, directory or
 	 * symlink would be replaced by a regular file holding the secret. */
 	if (a->output && (status = check_output(a->output)) != 0)
 		return status;
-	status = unwrap_blob(a, &kv, &info, &val, &len);
+	status = unwrap_blob(a, &kv, &info, &val, &len, &attempted);
+	audit_unwrap(a, kv, "unwrap", status ? NULL : &info, status, attempted);
 	if (status != 0)
 		return status;
 	if (a->output) {
@@ -648,9 +725,10 @@ static int run_restore(const kvargs *a)
 	uint8_t *val = NULL;
 	size_t len = 0;
 	uint32_t v = 0, kv_ver = 0;
-	int r, status;
+	int r, status, attempted = 0;
 
-	status = unwrap_blob(a, &kv, &info, &val, &len);
+	status = unwrap_blob(a, &kv, &info, &val, &len, &attempted);
+	audit_unwrap(a, kv, "restore", status ? NULL : &info, status, attempted);
 	if (status != 0)
 		return status;
 	r = vbk_kv_secret_set(kv, info.secret, val, len, info.kek[0] ? info.kek : NULL, &v,
@@ -675,6 +753,239 @@ out:
 	return status;
 }
 
+/* ---- key states ---- */
+
+/* NAME/VERSION into name and *version. Prints the usage error. */
+static int parse_name_version(const char *s, char name[VBK_KV_NAME_MAX + 1], uint32_t *version)
+{
+	const char *slash = strchr(s, '/');
+	unsigned long x;
+	char *end;
+
+	if (!slash || (size_t)(slash - s) > VBK_KV_NAME_MAX)
+		return usage_err("expected NAME/VERSION, got '%s' (e.g. kek/1)", q(s));
+	memcpy(name, s, (size_t)(slash - s));
+	name[slash - s] = '\0';
+	if (!vbu_name_valid(name))
+		return usage_err("invalid key name '%s': use " VBK_KV_NAME_RULE, q(name));
+	errno = 0;
+	x = strtoul(slash + 1, &end, 10);
+	if (!(slash[1] >= '1' && slash[1] <= '9') || *end || errno || x > UINT32_MAX)
+		return usage_err("invalid version in '%s': a number from 1", q(s));
+	*version = (uint32_t)x;
+	return 0;
+}
+
+static int run_key_state(const kvargs *a, vbk_key_state st)
+{
+	char name[VBK_KV_NAME_MAX + 1];
+	escrow_use *uses = NULL;
+	vbk_key_info *keys = NULL;
+	vbk_kv *kv = NULL;
+	size_t nu = 0, nk = 0, i;
+	uint32_t version = 0;
+	int r, status, changed = 0;
+
+	if ((status = parse_name_version(a->name, name, &version)) != 0)
+		return status;
+	if (st == VBK_KEY_RETIRED && a->nvaults == 0)
+		return usage_err(
+		    "retire needs --vault VAULT for every vault that escrows to this key "
+		    "vault, so that no blob there still uses the version");
+	/* The key vault's names before any vault is opened; then the passphrase. */
+	if ((status = escrow_kv_open(a->kv, 0, NULL, &kv)) != 0)
+		return status;
+	r = vbk_kv_keys(kv, &keys, &nk);
+	if (r < 0) {
+		status = kv_err(r, "cannot list keys");
+		goto out;
+	}
+	for (i = 0; i < nk; i++)
+		if (strcmp(keys[i].name, name) == 0)
+			break;
+	if (i == nk || version > keys[i].n_versions) {
+		if (i == nk)
+			vbu_err("no key '%s' in key vault '%s'", name, q(a->kv));
+		else
+			vbu_err("no version %u of key '%s' in key vault '%s'", version, name,
+				q(a->kv));
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	for (size_t k = 0; k < a->nvaults; k++) {
+		uint64_t before = 0, after;
+
+		before = uses_of(uses, nu, name, version);
+		if ((status = escrow_uses(a->vaults[k], a->g, vbk_kv_id(kv), &uses, &nu)) != 0)
+			goto out;
+		after = uses_of(uses, nu, name, version);
+		if (after > before) {
+			vbu_err(
+			    "cannot retire key '%s' version %u: %llu escrow blob%s in vault '%s' "
+			    "still use%s it (run 'vmbak rewrap %s --keyvault %s --from %s/%u' "
+			    "first)",
+			    name, version, (unsigned long long)(after - before),
+			    after - before == 1 ? "" : "s", q(a->vaults[k]),
+			    after - before == 1 ? "s" : "", q(a->vaults[k]), q(a->kv), name,
+			    version);
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+	}
+	vbk_kv_close(kv);
+	kv = NULL;
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+		goto out;
+	r = vbk_kv_key_set_state(kv, name, version, st, &changed);
+	if (r < 0) {
+		status = kv_err(r, "cannot change the state of a key");
+		goto out;
+	}
+	printf("key '%s' version %u %s %s%s\n", name, version, changed ? "is now" : "was already",
+	       vbk_key_state_name(st),
+	       st == VBK_KEY_RETIRED ? " (no escrow blob in the vaults named uses it)" : "");
+	status = VMBAK_EXIT_OK;
+out:
+	free(uses);
+	vbk_key_list_free(keys, nk);
+	vbk_kv_close(kv);
+	return status;
+}
+
+static int run_key_disable(const kvargs *a)
+{
+	return run_key_state(a, VBK_KEY_DISABLED);
+}
+
+static int run_key_enable(const kvargs *a)
+{
+	return run_key_state(a, VBK_KEY_ENABLED);
+}
+
+static int run_key_retire(const kvargs *a)
+{
+	return run_key_state(a, VBK_KEY_RETIRED);
+}
+
+/* ---- audit ---- */
+
+typedef struct audit_out {
+	json_object *lines; /* every line, printed once the chain is known */
+} audit_out;
+
+static void audit_cb(void *arg, uint64_t seq, json_object *line, int hmac)
+{
+	audit_out *o = arg;
+
+	(void)seq;
+	(void)hmac;
+	json_object_array_add(o->lines, json_object_get(line));
+}
+
+static void audit_print_line(json_object *l, int vouched)
+{
+	json_object *j;
+	const char *f[] = {"seq", "time", "user", "host", "op", "result"};
+	char t[1200];
+	size_t n = 0;
+
+	for (size_t i = 0; i < VBU_ARRAY_SIZE(f); i++) {
+		const char *v =
+		    json_object_object_get_ex(l, f[i], &j) ? json_object_get_string(j) : "-";
+		int k = snprintf(t + n, sizeof(t) - n, "%s%s", i ? " " : "", q(v));
+
+		if (k < 0 || (size_t)k >= sizeof(t) - n)
+			break;
+		n += (size_t)k;
+	}
+	printf("%s", t);
+	if (json_object_object_get_ex(l, "key", &j)) {
+		json_object *v;
+
+		printf(" key=%s", q(json_object_get_string(j)));
+		if (json_object_object_get_ex(l, "version", &v))
+			printf("/%s", q(json_object_get_string(v)));
+	}
+	if (json_object_object_get_ex(l, "secret", &j)) {
+		json_object *v;
+
+		printf(" secret=%s", q(json_object_get_string(j)));
+		if (json_object_object_get_ex(l, "secret_version", &v))
+			printf("/%s", q(json_object_get_string(v)));
+	}
+	if (json_object_object_get_ex(l, "detail", &j))
+		printf(" (%s)", q(json_object_get_string(j)));
+	if (json_object_object_get_ex(l, "error", &j))
+		printf(" error: %s", q(json_object_get_string(j)));
+	printf("%s\n", vouched ? "" : " [unauthenticated]");
+}
+
+static int run_audit(const kvargs *a)
+{
+	audit_out o = {0};
+	vbk_audit_result res;
+	vbk_kv *kv = NULL;
+	size_t n;
+	int r, status;
+
+	if ((status = escrow_kv_open(a->kv, 1, a->passfile, &kv)) != 0)
+		return status;
+	o.lines = json_object_new_array();
+	if (!o.lines) {
+		vbk_kv_close(kv);
+		return kv_err(-ENOMEM, "cannot read the audit log");
+	}
+	r = vbk_audit_verify(kv, audit_cb, &o, &res);
+	n = json_object_array_length(o.lines);
+	if (a->json) {
+		json_object *doc = json_object_new_object(), *arr = json_object_new_array();
+
+		for (size_t i = 0; doc && arr && i < n; i++) {
+			json_object *l = json_object_array_get_idx(o.lines, i), *c;
+
+			c = json_object_new_object();
+			if (!c)
+				break;
+			json_object_object_foreach(l, k, v)
+			{
+				if (strcmp(k, "mac") != 0)
+					json_object_object_add(c, k, json_object_get(v));
+			}
+			json_object_object_add(c, "authenticated",
+					       json_object_new_boolean(i + 1 <= res.authenticated));
+			json_object_array_add(arr, c);
+		}
+		if (!doc || !arr) {
+			json_object_put(doc);
+			json_object_put(arr);
+			status = kv_err(-ENOMEM, "cannot read the audit log");
+			goto out;
+		}
+		json_object_object_add(doc, "keyvault", json_object_new_string(vbk_kv_id(kv)));
+		json_object_object_add(doc, "intact", json_object_new_boolean(r == 0));
+		json_object_object_add(doc, "lines", json_u64(res.lines));
+		json_object_object_add(doc, "authenticated", json_u64(res.authenticated));
+		json_object_object_add(doc, "signed_lines", json_u64(res.signed_lines));
+		json_object_object_add(doc, "events", arr);
+		status = json_print(doc);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			audit_print_line(json_object_array_get_idx(o.lines, i),
+					 i + 1 <= res.authenticated);
+		status = finish_stdout(VMBAK_EXIT_OK);
+	}
+	if (r < 0) {
+		vbu_err("%s", q(vbk_kv_errmsg()));
+		status = (r == -EBADMSG || r == -EPROTO || r == -ENODATA || r == -EPIPE)
+			     ? VMBAK_EXIT_DAMAGE
+			     : VMBAK_EXIT_FAIL;
+	}
+out:
+	json_object_put(o.lines);
+	vbk_kv_close(kv);
+	return status;
+}
+
 /* ---- the verb ---- */
 
 static const char *const a_kv[] = {"KV"};
@@ -683,10 +994,18 @@ static const char *const a_kv_blob[] = {"KV", "BLOB"};
 
 static const kvsub subs[] = {
     {"init", "vmbak keyvault init KV", a_kv, 1, O_PASSFILE, run_init},
-    {"key create", "vmbak keyvault key create KV NAME [--type rsa-3072|rsa-4096|aes-256]",
-     a_kv_name, 2, O_PASSFILE | O_TYPE, run_key_create},
+    {"key create",
+     "vmbak keyvault key create KV NAME [--type rsa-3072|rsa-4096|aes-256] [--pkcs11 URI]",
+     a_kv_name, 2, O_PASSFILE | O_TYPE | O_PKCS11, run_key_create},
     {"key rotate", "vmbak keyvault key rotate KV NAME", a_kv_name, 2, O_PASSFILE, run_key_rotate},
-    {"key list", "vmbak keyvault key list KV [--json]", a_kv, 1, O_JSON, run_key_list},
+    {"key list", "vmbak keyvault key list KV [--json] [--vault VAULT ...]", a_kv, 1,
+     O_JSON | O_VAULT, run_key_list},
+    {"key disable", "vmbak keyvault key disable KV NAME/VERSION", a_kv_name, 2, O_PASSFILE,
+     run_key_disable},
+    {"key enable", "vmbak keyvault key enable KV NAME/VERSION", a_kv_name, 2, O_PASSFILE,
+     run_key_enable},
+    {"key retire", "vmbak keyvault key retire KV NAME/VERSION --vault VAULT [--vault VAULT ...]",
+     a_kv_name, 2, O_PASSFILE | O_VAULT, run_key_retire},
     {"secret set", "vmbak keyvault secret set KV NAME --value-file F [--kek KEYNAME]", a_kv_name, 2,
      O_PASSFILE | O_VALUE | O_KEK, run_secret_set},
     {"secret list", "vmbak keyvault secret list KV [--json]", a_kv, 1, O_JSON, run_secret_list},
@@ -694,6 +1013,7 @@ static const kvsub subs[] = {
      run_unwrap},
     {"restore", "vmbak keyvault restore KV BLOB", a_kv_blob, 2, O_PASSFILE, run_restore},
     {"verify", "vmbak keyvault verify KV", a_kv, 1, O_PASSFILE, run_verify},
+    {"audit", "vmbak keyvault audit KV [--json]", a_kv, 1, O_PASSFILE | O_JSON, run_audit},
 };
 
 enum {
@@ -703,6 +1023,9 @@ enum {
 	OPT_VALUE,
 	OPT_KEK,
 	OPT_OUTPUT,
+	OPT_VAULT,
+	OPT_PKCS11,
+	OPT_PIN_REFUSED,
 };
 
 static int option_not_here(const kvsub *s, const char *opt)
@@ -721,6 +1044,9 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 	    {"value-file", required_argument, NULL, OPT_VALUE},
 	    {"kek", required_argument, NULL, OPT_KEK},
 	    {"output", required_argument, NULL, OPT_OUTPUT},
+	    {"vault", required_argument, NULL, OPT_VAULT},
+	    {"pkcs11", required_argument, NULL, OPT_PKCS11},
+	    {"pin", required_argument, NULL, OPT_PIN_REFUSED},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -729,10 +1055,11 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 	char name[32], **av = NULL;
 	int words, ac, opt, state = 0, status = VMBAK_EXIT_USAGE, i;
 
-	(void)g; /* the global --passphrase-file is the vault's, not the key vault's */
+	/* The global --passphrase-file is the vault's (for --vault), not the key vault's. */
+	a.g = g;
 	if (argc < 2)
 		return usage_err("no keyvault command given (usage: %s)",
-				 "vmbak keyvault init|key|secret|unwrap|restore|verify ...");
+				 "vmbak keyvault init|key|secret|unwrap|restore|verify|audit ...");
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		fputs(keyvault_help, stdout);
 		return VMBAK_EXIT_OK;
@@ -740,7 +1067,9 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 	words = (strcmp(argv[1], "key") == 0 || strcmp(argv[1], "secret") == 0) ? 2 : 1;
 	if (words == 2 && argc < 3)
 		return usage_err("missing %s command: use 'keyvault %s %s'", argv[1], argv[1],
-				 strcmp(argv[1], "key") == 0 ? "create|rotate|list" : "set|list");
+				 strcmp(argv[1], "key") == 0
+				     ? "create|rotate|list|disable|enable|retire"
+				     : "set|list");
 	if (words == 2 && (strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0)) {
 		fputs(keyvault_help, stdout);
 		return VMBAK_EXIT_OK;
@@ -766,6 +1095,7 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 		av[i] = argv[i + words];
 	while ((opt = verb_getopt(ac, av, ":h", longopts, &state)) != -1) {
 		unsigned need = 0;
+		const char *optname;
 
 		switch (opt) {
 		case 'h':
@@ -776,6 +1106,10 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 			status = usage_err("there is no --passphrase option: passphrases never go "
 					   "on the command line; use --passphrase-file F or "
 					   "VMBAK_KEYVAULT_PASSPHRASE_FILE");
+			goto out;
+		case OPT_PIN_REFUSED:
+			status = usage_err("there is no --pin option: PINs never go on the command "
+					   "line; use VMBAK_PKCS11_PIN_FILE or VMBAK_PKCS11_PIN");
 			goto out;
 		case OPT_PASSFILE:
 			need = O_PASSFILE;
@@ -801,16 +1135,32 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 			need = O_OUTPUT;
 			a.output = optarg;
 			break;
+		case OPT_VAULT:
+			need = O_VAULT;
+			if (!a.vaults && !(a.vaults = calloc((size_t)ac, sizeof(*a.vaults)))) {
+				vbu_errno(-ENOMEM, "cannot parse the command line");
+				status = VMBAK_EXIT_FAIL;
+				goto out;
+			}
+			a.vaults[a.nvaults++] = optarg;
+			break;
+		case OPT_PKCS11:
+			need = O_PKCS11;
+			a.pkcs11 = optarg;
+			break;
 		default:
 			status = VMBAK_EXIT_USAGE;
 			goto out;
 		}
+		/* The option as given: "--opt=ARG" in one word, or "--opt" before its ARG. */
+		optname = optarg && optind >= 2 && av[optind - 1] == optarg ? av[optind - 2]
+									    : av[optind - 1];
 		if (!(s->opts & need)) {
-			status = option_not_here(s, av[optind - 1]);
+			status = option_not_here(s, optname);
 			goto out;
 		}
 		if (optarg && !*optarg) {
-			status = usage_err("empty argument for '%s'", av[optind - 1]);
+			status = usage_err("empty argument for '%s'", optname);
 			goto out;
 		}
 	}
@@ -828,8 +1178,12 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 		else
 			a.name = av[optind + 1];
 	}
+	for (size_t k = 0; k < a.nvaults; k++)
+		if ((status = check_vault_arg(a.vaults[k])) != 0)
+			goto out;
 	status = s->run(&a);
 out:
+	free(a.vaults);
 	free(av);
 	return status;
 }
@@ -912,16 +1266,15 @@ static int check_one(const vbk_escrow_info *info, const char *disk, const char *
  * luks for a LUKS disk, the form of the value for a BitLocker disk, none for a disk that is
  * neither at offset 0. Prints the error; exit status. */
 static int decide_kind(const vbk_escrow_info *info, const char *disk, const char *source,
-		       vbk_hdr_type t, vbk_kind kind, const uint8_t *val, size_t len,
-		       vbk_kind *ret)
+		       vbk_hdr_type t, vbk_kind kind, const uint8_t *val, size_t len, vbk_kind *ret)
 {
 	const char *why = NULL;
 
 	if (kind != VBK_KIND_NONE) {
 		if ((t == VBK_HDR_LUKS && kind != VBK_KIND_LUKS) ||
 		    (t == VBK_HDR_BITLK && !vbk_kind_is_bitlocker(kind))) {
-			vbu_err("--escrow-kind %s=%s does not fit disk '%s': '%s' is a %s volume", disk,
-				vbk_kind_name(kind), disk, q(source),
+			vbu_err("--escrow-kind %s=%s does not fit disk '%s': '%s' is a %s volume",
+				disk, vbk_kind_name(kind), disk, q(source),
 				t == VBK_HDR_LUKS ? "LUKS" : "BitLocker");
 			return VMBAK_EXIT_FAIL;
 		}
@@ -929,10 +1282,11 @@ static int decide_kind(const vbk_escrow_info *info, const char *disk, const char
 		kind = VBK_KIND_LUKS;
 	} else if (t == VBK_HDR_BITLK) {
 		if (!val) {
-			vbu_err("cannot tell which kind of BitLocker secret '%s' is without the key "
-				"vault passphrase: give --escrow-kind %s=bitlocker-password, "
-				"bitlocker-recovery or bitlocker-startup-key",
-				info->secret, disk);
+			vbu_err(
+			    "cannot tell which kind of BitLocker secret '%s' is without the key "
+			    "vault passphrase: give --escrow-kind %s=bitlocker-password, "
+			    "bitlocker-recovery or bitlocker-startup-key",
+			    info->secret, disk);
 			return VMBAK_EXIT_FAIL;
 		}
 		kind = vbk_kind_classify_bitlocker(val, len);
@@ -993,7 +1347,7 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 		vbu_errno(-ENOMEM, "cannot prepare escrow");
 		return VMBAK_EXIT_FAIL;
 	}
-	status = kv_open(kv_path, 0, NULL, &c->kv);
+	status = escrow_kv_open(kv_path, 0, NULL, &c->kv);
 	if (status != 0)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
@@ -1008,7 +1362,7 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 		/* An AES KEK or a secret without a KEK: wrapping needs the key vault's keys. */
 		vbk_kv_close(c->kv);
 		c->kv = NULL;
-		status = kv_open(kv_path, 1, passfile, &c->kv);
+		status = escrow_kv_open(kv_path, 1, passfile, &c->kv);
 		if (status != 0)
 			goto out;
 	}

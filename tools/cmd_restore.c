@@ -31,7 +31,9 @@
 #include <openssl/crypto.h>
 
 #include "common.h"
+#include "audit.h"
 #include "escrow.h"
+#include "escrow_tools.h"
 #include "file.h"
 #include "hdrcheck.h"
 #include "image.h"
@@ -406,38 +408,19 @@ out:
 
 /* ---- keys ---- */
 
-static int kv_fail(int r, const char *ctx)
-{
-	const char *msg = vbk_kv_errmsg();
-
-	if (msg && *msg)
-		vbu_err("%s", q(msg));
-	else
-		vbu_errno(r, "%s", ctx);
-	return VMBAK_EXIT_FAIL;
-}
-
 /* Unwraps every target's escrow blob with the key vault at path, before anything is written:
  * a wrong passphrase or a blob of another key vault stops the restore here. */
 static int unwrap_all(const ropts *o, const vbs_rp *rp, target *t, size_t n)
 {
-	vbk_passphrase_source src = {
-	    .file = o->kv_passfile,
-	    .env_file = "VMBAK_KEYVAULT_PASSPHRASE_FILE",
-	    .env_value = "VMBAK_KEYVAULT_PASSPHRASE",
-	    .prompt = "key vault passphrase: ",
-	};
 	vbk_kv *kv = NULL;
-	char *pass = NULL;
 	int r, status, any = 0;
 
 	for (size_t i = 0; i < n; i++)
 		any |= t[i].key_path != NULL;
 	if (!any)
 		return 0;
-	r = vbk_kv_open(o->kv, &kv);
-	if (r < 0)
-		return kv_fail(r, "cannot open key vault");
+	if ((status = escrow_kv_open(o->kv, 0, NULL, &kv)) != 0)
+		return status;
 	for (size_t i = 0; i < n; i++) {
 		vbk_escrow_info info;
 
@@ -460,27 +443,37 @@ static int unwrap_all(const ropts *o, const vbs_rp *rp, target *t, size_t n)
 			goto out;
 		}
 	}
-	status = passphrase_get(&src, "key vault", o->kv, &pass);
-	if (status != 0)
+	if ((status = escrow_kv_unlock(kv, o->kv, o->kv_passfile)) != 0)
 		goto out;
-	r = vbk_kv_unlock(kv, pass);
-	vbk_passphrase_free(pass);
-	if (r < 0) {
-		status = kv_fail(r, "cannot unlock key vault");
-		goto out;
-	}
 	for (size_t i = 0; i < n; i++) {
+		vbk_escrow_info info = {0};
+		char detail[300];
+		vbk_audit_event ev = {.op = "restore", .detail = detail};
+
 		if (!t[i].key_path)
 			continue;
-		r = vbk_escrow_unwrap(kv, t[i].disk->escrow, t[i].disk->escrow_len, NULL,
+		r = vbk_escrow_unwrap(kv, t[i].disk->escrow, t[i].disk->escrow_len, &info,
 				      &t[i].secret, &t[i].secret_len);
+		/* Every unwrap is in the key vault's audit log; a restore it cannot record does
+		 * not go on. */
+		snprintf(detail, sizeof(detail), "%s/%s disk %s", rp->vm, rp->id, t[i].disk->name);
+		ev.key = r == 0 && info.kek[0] ? info.kek : NULL;
+		ev.version = info.kek_version;
+		ev.secret = r == 0 ? info.secret : NULL;
+		ev.secret_version = info.secret_version;
+		ev.result = r < 0 ? r : 0;
+		if (vbk_audit_append(kv, &ev) < 0 && r == 0) {
+			kv_err(-EIO, "cannot restore");
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
 		if (r < 0) {
 			if (r == -EBADMSG)
 				vbu_err("the escrowed key of disk '%s' of point %s/%s does not "
 					"verify: it was altered or damaged",
 					t[i].disk->name, rp->vm, rp->id);
 			else
-				kv_fail(r, "cannot unwrap an escrowed key");
+				kv_err(r, "cannot unwrap an escrowed key");
 			status = VMBAK_EXIT_FAIL;
 			goto out;
 		}
@@ -1224,8 +1217,8 @@ static int cmd_restore(int argc, char **argv, vmbak_globals *g)
 	status = check_point_arg(o.point, 0, NULL, vm, id);
 	if (status != 0)
 		return status;
-	status = vault_open(o.vault, 1, VAULT_UNLOCK, verb_passphrase_file(o.passphrase_file, g),
-			    &v);
+	status =
+	    vault_open(o.vault, 1, VAULT_UNLOCK, verb_passphrase_file(o.passphrase_file, g), &v);
 	if (status != 0)
 		goto out;
 	r = id[0] ? vbs_rp_get(v, vm, id, &rp) : vbs_rp_latest(v, vm, &rp);

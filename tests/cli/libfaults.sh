@@ -235,7 +235,15 @@ mount_read() {
 				kill -0 "$pid" 2>/dev/null || break
 				sleep 0.05
 			done
-			! kill -0 "$pid" 2>/dev/null || probs+=("the faulted mount stopped answering")
+			if kill -0 "$pid" 2>/dev/null; then
+				probs+=("the faulted mount stopped answering")
+				# Where the daemon is stuck, for whoever reads the log.
+				if command -v gdb >/dev/null; then
+					timeout 30 gdb -p "$pid" -batch -ex 'thread apply all bt' \
+						2>/dev/null | grep -E '^(Thread|#)' | head -n 60 |
+						sed 's/^/    stuck: /'
+				fi
+			fi
 		fi
 		_lib_fuse_unmount "$M" || probs+=("cannot unmount the faulted mount")
 	fi

@@ -160,6 +160,12 @@ rp_told=$(tail -n 1 "$OUT")
 note "no source image changed"
 sha256sum -c --quiet sums || fail "an ingest changed a source image"
 
+note "verify --keyvault --check-escrow: each secret opens its disk's header as stored in the point"
+expect_status 0 "$VMBAK" verify v --keyvault kv --check-escrow --keyvault-passphrase-file kvpass
+grep -q 'escrow FAILED' "$OUT" && fail "verify --check-escrow failed a blob: $(grep FAILED "$OUT")"
+[ "$(grep -c "escrow ok .*opens the disk's header)$" "$OUT")" -ge 7 ] ||
+	fail "verify --check-escrow did not check every blob"
+
 note "through the mount: every blob says its kind and unwraps to the secret"
 vmount v mnt
 # check VM RP PREFIX KIND [MIN]: every disk's blob of VM/RP is version 2 with kind KIND and

@@ -162,6 +162,19 @@ shows "$rp1" mbr --partition 2 "${kvopt[@]}"
 # The key vault passphrase from the environment, as restore takes it.
 VMBAK_KEYVAULT_PASSPHRASE_FILE=$TESTTMP/kvpass shows latest luks1 --keyvault kv
 
+note "every unwrap of vmbak files is in the key vault's audit log"
+expect_status 0 "$VMBAK" keyvault audit kv --json --passphrase-file kvpass
+python3 - "$OUT" <<'EOF' || fail "the unwraps of vmbak files are not in the audit log"
+import json, sys
+d = json.load(open(sys.argv[1]))
+ev = [e for e in d["events"] if e["op"] == "files"]
+assert d["intact"] and len(ev) == 5, ev
+for e in ev:
+    assert e["result"] == "ok" and e["secret"] == "os" and e["key"] == "kek", e
+got = sorted(e["detail"].split(" disk ")[1] for e in ev)
+assert got == ["luks1", "luks1", "luks2", "luks2k", "mbr"], got
+EOF
+
 note "--raw: the decrypted volume as a file, byte for byte the original file system"
 expect_status 0 "$VMBAK" files v "vm/$rp1" luks1 m --raw "${kvopt[@]}"
 cmp m/disk raw1.img || fail "--raw of luks1 is not the original file system"

@@ -370,12 +370,22 @@ static void test_write_atomic(void)
 	CHECK_EQ_INT(vbu_write_file_atomic(path, "", 0, 0600), 0);
 	CHECK(stat(path, &st) == 0 && st.st_size == 0);
 
-	/* A stale temporary file of the same name is not reused (O_EXCL) and stays as is. */
+	/* A stale temporary file of the same name (an earlier process of this pid was killed
+	 * mid-write) is not reused but removed: the write works, and a symbolic link there is not
+	 * followed (what it points to stays as it is). */
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
 	CHECK(close(open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600)) == 0);
-	CHECK_EQ_INT(vbu_write_file_atomic(path, "x", 1, 0600), -EEXIST);
+	CHECK_EQ_INT(vbu_write_file_atomic(path, "x", 1, 0600), 0);
+	CHECK(stat(path, &st) == 0 && st.st_size == 1);
+	CHECK(access(tmp, F_OK) != 0);
+	path_in_tmp(sub, sizeof(sub), "victim");
+	CHECK_EQ_INT(vbu_write_file_atomic(sub, "keep", 4, 0600), 0);
+	CHECK(symlink(sub, tmp) == 0);
+	CHECK_EQ_INT(vbu_write_file_atomic(path, "", 0, 0600), 0);
 	CHECK(stat(path, &st) == 0 && st.st_size == 0);
-	CHECK(unlink(tmp) == 0);
+	CHECK(stat(sub, &st) == 0 && st.st_size == 4);
+	CHECK(access(tmp, F_OK) != 0 && errno == ENOENT);
+	CHECK(unlink(sub) == 0);
 
 	/* The rename fails (a directory is in the way): the temporary file is removed. */
 	path_in_tmp(sub, sizeof(sub), "adir");

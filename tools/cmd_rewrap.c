@@ -1,0 +1,606 @@
+/* cmd_rewrap.c: vmbak rewrap, re-wrapping the escrow blobs of a vault under another KEK version;
+ * and the walks over a vault's escrow blobs that key retire, key list --vault and verify
+ * --keyvault share (escrow_tools.h).
+ *
+ * A rewrap never touches chunks: each point's blobs are unwrapped with the key vault's
+ * passphrase, wrapped again (keyvault/escrow.h: vbk_escrow_rewrap) and replaced in the point's
+ * record in one commit (store/rewrap.h). Points are done one by one, each committed on its own:
+ * an interrupted rewrap leaves some points rewrapped and the others as they were, and running
+ * it again finishes the job (blobs already under the target version are left alone). Every
+ * point rewrapped, and every failure, is a line in the key vault's audit log.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "common.h"
+#include "escrow.h"
+#include "escrow_tools.h"
+#include "hdrcheck.h"
+#include "image.h"
+#include "kv.h"
+#include "rewrap.h"
+#include "rp.h"
+#include "util.h"
+#include "vault.h"
+
+#define REWRAP_USAGE "vmbak rewrap VAULT --keyvault KV [--from KEK[/VERSION]] [--to KEK] [VM[/RP]]"
+
+static const char rewrap_help[] =
+    "usage: " REWRAP_USAGE "\n"
+    "\n"
+    "Wraps the escrow blobs (DISK.key) of every recovery point of VAULT, or of the VM VM, or\n"
+    "of its point RP (VM/latest: its newest), again: under the current version of KEK --to,\n"
+    "or by default under the current version of the blob's own KEK. Each blob is unwrapped\n"
+    "with the passphrase of key vault KV, so the secret it holds is checked on the way; the\n"
+    "new blob names the same VM, disk, point, kind and secret version. Chunks are not\n"
+    "touched. The blobs of one point are replaced in one commit; a blob already under the\n"
+    "target version is left as it is, so an interrupted rewrap is finished by running it\n"
+    "again. Afterwards the old KEK version can be retired ('vmbak keyvault key retire KV\n"
+    "KEK/VERSION --vault VAULT'), and the old points still restore.\n"
+    "\n"
+    "options:\n"
+    "  --keyvault KV           the key vault the blobs belong to (blobs of other key vaults\n"
+    "                          are left alone)\n"
+    "  --from KEK[/VERSION]    only blobs wrapped by KEK (by that version of it)\n"
+    "  --to KEK                wrap with the current version of KEK (it must be enabled)\n"
+    "  --keyvault-passphrase-file F  read the key vault passphrase from the first line of F\n"
+    "                          (else VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE,\n"
+    "                          the terminal)\n"
+    "  --passphrase-file F     read the vault passphrase from the first line of F\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "Output: one line per blob rewrapped, then a summary line. Every point rewrapped (and\n"
+    "every failure) is logged in the key vault's audit log. exit status: 0 done, 1 failure\n"
+    "(one line on stderr; points rewrapped before it stay rewrapped), 2 usage error.\n";
+
+/* ---- shared walks ---- */
+
+int escrow_kv_unlock(vbk_kv *kv, const char *path, const char *passfile)
+{
+	vbk_passphrase_source src = {
+	    .file = passfile,
+	    .env_file = "VMBAK_KEYVAULT_PASSPHRASE_FILE",
+	    .env_value = "VMBAK_KEYVAULT_PASSPHRASE",
+	    .prompt = "key vault passphrase: ",
+	};
+	char *pass = NULL;
+	int r, status;
+
+	status = passphrase_get(&src, "key vault", path, &pass);
+	if (status != 0)
+		return status;
+	r = vbk_kv_unlock(kv, pass);
+	vbk_passphrase_free(pass);
+	return r < 0 ? kv_err(r, "cannot unlock key vault") : 0;
+}
+
+int escrow_kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret)
+{
+	vbk_kv *kv = NULL;
+	int r, status;
+
+	r = vbk_kv_open(path, &kv);
+	if (r < 0)
+		return kv_err(r, "cannot open key vault");
+	if (unlock && (status = escrow_kv_unlock(kv, path, passfile)) != 0) {
+		vbk_kv_close(kv);
+		return status;
+	}
+	*ret = kv;
+	return 0;
+}
+
+/* The points of v to walk: all, those of vm, or vm's point id ("latest": the newest). */
+static int select_points(vbs_vault *v, const char *path, const char *vm, const char *id,
+			 vbs_rp ***ret, size_t *ret_n)
+{
+	vbs_rp **list = NULL, *rp = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!id) {
+		r = vbs_rp_list(v, vm, &list, &n);
+		if (r < 0)
+			return store_err(r, "cannot list recovery points of vault '%s'", q(path));
+		if (vm && n == 0) {
+			vbs_rp_list_free(list, n);
+			vbu_err("no VM '%s' in vault '%s'", q(vm), q(path));
+			return VMBAK_EXIT_FAIL;
+		}
+		*ret = list;
+		*ret_n = n;
+		return 0;
+	}
+	r = strcmp(id, "latest") == 0 ? vbs_rp_latest(v, vm, &rp) : vbs_rp_get(v, vm, id, &rp);
+	if (r == -ENOENT) {
+		vbu_err("no recovery point '%s/%s' in vault '%s'", q(vm), q(id), q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r < 0)
+		return store_err(r, "cannot read recovery point '%s/%s'", q(vm), q(id));
+	list = calloc(1, sizeof(*list));
+	if (!list) {
+		vbs_rp_free(rp);
+		vbu_errno(-ENOMEM, "cannot read vault '%s'", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	list[0] = rp;
+	*ret = list;
+	*ret_n = 1;
+	return 0;
+}
+
+int escrow_uses(const char *path, const vmbak_globals *g, const char *kv_id, escrow_use **uses,
+		size_t *n)
+{
+	vbs_vault *v = NULL;
+	vbs_rp **list = NULL;
+	size_t np = 0;
+	int status;
+
+	status = vault_open(path, 1, 0, verb_passphrase_file(NULL, g), &v);
+	if (status != 0)
+		return status;
+	status = select_points(v, path, NULL, NULL, &list, &np);
+	for (size_t i = 0; status == 0 && i < np; i++) {
+		for (size_t d = 0; d < list[i]->n_disks; d++) {
+			const vbs_disk *disk = &list[i]->disks[d];
+			vbk_escrow_info info;
+			size_t k;
+
+			/* A blob that does not parse names no version; verify reports it. */
+			if (!disk->escrow ||
+			    vbk_escrow_parse(disk->escrow, disk->escrow_len, &info) < 0 ||
+			    strcmp(info.keyvault, kv_id) != 0 || !info.kek[0])
+				continue;
+			for (k = 0; k < *n; k++)
+				if (strcmp((*uses)[k].kek, info.kek) == 0 &&
+				    (*uses)[k].version == info.kek_version)
+					break;
+			if (k == *n) {
+				escrow_use *p = realloc(*uses, (*n + 1) * sizeof(**uses));
+
+				if (!p) {
+					vbu_errno(-ENOMEM, "cannot read vault '%s'", q(path));
+					status = VMBAK_EXIT_FAIL;
+					break;
+				}
+				*uses = p;
+				memset(&p[k], 0, sizeof(p[k]));
+				snprintf(p[k].kek, sizeof(p[k].kek), "%s", info.kek);
+				p[k].version = info.kek_version;
+				(*n)++;
+			}
+			(*uses)[k].blobs++;
+		}
+	}
+	vbs_rp_list_free(list, np);
+	vbs_vault_close(v);
+	return status;
+}
+
+/* ---- verify --keyvault ---- */
+
+static int image_reader(void *arg, void *buf, size_t len, uint64_t off, size_t *ret_got)
+{
+	return vbs_image_read(arg, buf, len, off, ret_got);
+}
+
+/* Checks the secret against the header of disk d of rp as stored: NULL when it opens, else
+ * why not (a static or thread-local phrase). */
+static const char *check_header(vbs_vault *v, const vbs_rp *rp, unsigned d, const uint8_t *val,
+				size_t len)
+{
+	static __thread char why[160];
+	vbs_image *img = NULL;
+	vbk_hdr_type t = VBK_HDR_OTHER;
+	int r;
+
+	r = vbs_image_open(v, rp->serial, d, &img);
+	if (r == 0)
+		r = vbk_hdr_check_reader(image_reader, img, vbs_image_size(img), val, len, &t);
+	vbs_image_close(img);
+	if (r == 0)
+		return NULL;
+	if (r == -ENOENT)
+		return "cannot check: no cryptsetup in /usr/sbin, /sbin, /usr/bin or /bin";
+	if (r == -EBADMSG)
+		return "cannot check: the disk's header area in the vault is damaged";
+	if (r < 0) {
+		snprintf(why, sizeof(why), "cannot check the header: %s", vbu_strerror(-r));
+		return why;
+	}
+	if (r == 2 || t == VBK_HDR_BITLK) {
+		snprintf(why, sizeof(why), "the secret does not open the disk's %s header",
+			 t == VBK_HDR_BITLK ? "BitLocker" : "LUKS");
+		return why;
+	}
+	snprintf(why, sizeof(why),
+		 "the disk is not a LUKS or BitLocker volume (cryptsetup status %d)", r);
+	return why;
+}
+
+int escrow_verify(vbs_vault *v, vbk_kv *kv, const char *vm, const char *id, int check,
+		  json_object *arr, uint64_t *ret_total, uint64_t *ret_bad)
+{
+	vbs_rp **list = NULL;
+	size_t np = 0;
+	uint64_t total = 0, bad = 0;
+	char detail[128];
+	int status;
+
+	status = select_points(v, vbs_vault_path(v), vm, id, &list, &np);
+	for (size_t i = 0; status == 0 && i < np; i++) {
+		const vbs_rp *rp = list[i];
+
+		for (unsigned d = 0; d < rp->n_disks; d++) {
+			const vbs_disk *disk = &rp->disks[d];
+			vbk_escrow_info info;
+			uint8_t *val = NULL;
+			size_t len = 0;
+			const char *why = NULL;
+			char msg[600];
+			int r;
+
+			if (!disk->escrow)
+				continue;
+			total++;
+			memset(&info, 0, sizeof(info));
+			r = vbk_escrow_unwrap(kv, disk->escrow, disk->escrow_len, &info, &val,
+					      &len);
+			if (r < 0) {
+				snprintf(msg, sizeof(msg), "%s", vbk_kv_errmsg());
+				why = msg;
+			} else if (check) {
+				why = check_header(v, rp, d, val, len);
+			}
+			vbk_secret_free(val, len);
+			if (why)
+				bad++;
+			if (arr) {
+				json_object *o = json_object_new_object();
+
+				if (o) {
+					json_object_object_add(o, "vm",
+							       json_object_new_string(rp->vm));
+					json_object_object_add(o, "id",
+							       json_object_new_string(rp->id));
+					json_object_object_add(o, "disk",
+							       json_object_new_string(disk->name));
+					json_object_object_add(o, "ok",
+							       json_object_new_boolean(!why));
+					json_object_object_add(
+					    o, "checked", json_object_new_boolean(check && !why));
+					json_object_object_add(o, "error", json_str_or_null(why));
+					json_object_array_add(arr, o);
+				}
+			} else if (why) {
+				printf("%s/%s %s: escrow FAILED: %s\n", q(rp->vm), q(rp->id),
+				       q(disk->name), why);
+			} else {
+				printf(
+				    "%s/%s %s: escrow ok (secret '%s' version %u, key '%s' version "
+				    "%u%s)\n",
+				    q(rp->vm), q(rp->id), q(disk->name), info.secret,
+				    info.secret_version, info.kek[0] ? info.kek : "(none)",
+				    info.kek_version, check ? ", opens the disk's header" : "");
+			}
+		}
+	}
+	vbs_rp_list_free(list, np);
+	if (status == 0) {
+		vbk_audit_event ev = {.op = "verify-escrow", .detail = detail};
+
+		snprintf(detail, sizeof(detail), "vault %s: %llu blobs unwrapped, %llu failed%s",
+			 vbs_vault_uuid(v), (unsigned long long)total, (unsigned long long)bad,
+			 check ? " (headers checked)" : "");
+		if (vbk_audit_append(kv, &ev) < 0) {
+			vbu_err("%s", q(vbk_kv_errmsg()));
+			status = VMBAK_EXIT_FAIL;
+		}
+	}
+	*ret_total = total;
+	*ret_bad = bad;
+	return status;
+}
+
+/* ---- rewrap ---- */
+
+typedef struct rewrap_opts {
+	const char *from_kek;  /* NULL: any */
+	uint32_t from_version; /* 0: any */
+	const char *to;	       /* NULL: the blob's own KEK */
+} rewrap_opts;
+
+typedef struct rewrap_count {
+	uint64_t points, blobs, current, skipped;
+} rewrap_count;
+
+/* Logs one blob's rewrap (or a failure). 0, or -errno with vbk_kv_errmsg() set. */
+static int audit_rewrap(vbk_kv *kv, const vbs_rp *rp, const vbk_escrow_info *o,
+			const vbk_escrow_info *n, int err, const char *msg)
+{
+	char detail[512];
+	vbk_audit_event ev = {.op = "rewrap",
+			      .key = n && n->kek[0] ? n->kek : (o ? o->kek : NULL),
+			      .version = n ? n->kek_version : 0,
+			      .secret = o ? o->secret : NULL,
+			      .secret_version = o ? o->secret_version : 0,
+			      .detail = detail,
+			      .result = err,
+			      .error = msg};
+
+	if (o && n)
+		snprintf(detail, sizeof(detail), "%s/%s disk %s: key %s/%u -> %s/%u", rp->vm,
+			 rp->id, o->disk, o->kek[0] ? o->kek : "(none)", o->kek_version, n->kek,
+			 n->kek_version);
+	else
+		snprintf(detail, sizeof(detail), "%s/%s", rp->vm, rp->id);
+	return vbk_audit_append(kv, &ev);
+}
+
+/* Rewraps the blobs of one point; prints a line per blob. Exit status. */
+static int rewrap_point(vbs_vault *v, vbk_kv *kv, const vbs_rp *rp, const rewrap_opts *o,
+			rewrap_count *c)
+{
+	vbs_escrow_change ch[VBS_DISKS_MAX];
+	vbk_escrow_info old[VBS_DISKS_MAX], nw[VBS_DISKS_MAX];
+	size_t n = 0;
+	int r, status = 0;
+
+	for (unsigned d = 0; d < rp->n_disks && d < VBS_DISKS_MAX; d++) {
+		const vbs_disk *disk = &rp->disks[d];
+		vbk_escrow_info info;
+		char *blob = NULL;
+		size_t len = 0;
+
+		if (!disk->escrow)
+			continue;
+		r = vbk_escrow_parse(disk->escrow, disk->escrow_len, &info);
+		if (r < 0) {
+			char msg[600];
+
+			snprintf(msg, sizeof(msg), "%s", vbk_kv_errmsg());
+			vbu_err("escrow blob of %s/%s disk '%s' is not an escrow blob: %s",
+				q(rp->vm), q(rp->id), q(disk->name), q(msg));
+			audit_rewrap(kv, rp, NULL, NULL, r, msg);
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+		if (strcmp(info.keyvault, vbk_kv_id(kv)) != 0 ||
+		    (o->from_kek && strcmp(info.kek, o->from_kek) != 0) ||
+		    (o->from_version && info.kek_version != o->from_version) ||
+		    (!o->to && !info.kek[0])) {
+			c->skipped++;
+			continue;
+		}
+		r = vbk_escrow_rewrap(kv, disk->escrow, disk->escrow_len, o->to, &old[n], &nw[n],
+				      &blob, &len);
+		if (r == -EALREADY) {
+			c->current++;
+			continue;
+		}
+		if (r < 0) {
+			char msg[600];
+
+			snprintf(msg, sizeof(msg), "%s", vbk_kv_errmsg());
+			vbu_err("cannot rewrap the escrow of %s/%s disk '%s': %s", q(rp->vm),
+				q(rp->id), q(disk->name), q(msg));
+			audit_rewrap(kv, rp, &info, NULL, r, msg);
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+		ch[n] = (vbs_escrow_change){.disk = d,
+					    .old = disk->escrow,
+					    .old_len = disk->escrow_len,
+					    .blob = blob,
+					    .blob_len = len};
+		n++;
+	}
+	if (n == 0)
+		goto out;
+	/* Logged before the commit, so that no rewrap happens unlogged; a commit that then fails
+	 * is logged as failed. */
+	for (size_t i = 0; i < n; i++) {
+		if (audit_rewrap(kv, rp, &old[i], &nw[i], 0, NULL) < 0) {
+			vbu_err("cannot rewrap the escrow of %s/%s: %s", q(rp->vm), q(rp->id),
+				q(vbk_kv_errmsg()));
+			status = VMBAK_EXIT_FAIL;
+			goto out;
+		}
+	}
+	r = vbs_rp_rewrap(v, rp->serial, rp->vm, rp->id, ch, n);
+	if (r < 0) {
+		char msg[600];
+
+		status = store_err(r, "cannot rewrap the escrow of %s/%s", q(rp->vm), q(rp->id));
+		snprintf(msg, sizeof(msg), "not committed: %s",
+			 *vbs_errmsg() ? vbs_errmsg() : vbu_strerror(-r));
+		for (size_t i = 0; i < n; i++)
+			audit_rewrap(kv, rp, &old[i], &nw[i], r, msg);
+		goto out;
+	}
+	c->points++;
+	for (size_t i = 0; i < n; i++) {
+		c->blobs++;
+		printf("%s/%s %s: key '%s' version %u -> key '%s' version %u\n", q(rp->vm),
+		       q(rp->id), q(old[i].disk), old[i].kek[0] ? old[i].kek : "(none)",
+		       old[i].kek_version, nw[i].kek, nw[i].kek_version);
+	}
+out:
+	for (size_t i = 0; i < n; i++)
+		free((char *)ch[i].blob);
+	return status;
+}
+
+/* --from KEK[/VERSION] */
+static int parse_from(const char *s, char *name, uint32_t *version)
+{
+	const char *slash = strchr(s, '/');
+	size_t nl = slash ? (size_t)(slash - s) : strlen(s);
+	unsigned long x;
+	char *end;
+
+	if (nl == 0 || nl > VBK_KV_NAME_MAX)
+		return usage_err(
+		    "invalid --from '%s': use KEK or KEK/VERSION, KEK " VBK_KV_NAME_RULE, q(s));
+	memcpy(name, s, nl);
+	name[nl] = '\0';
+	if (!vbu_name_valid(name))
+		return usage_err(
+		    "invalid --from '%s': use KEK or KEK/VERSION, KEK " VBK_KV_NAME_RULE, q(s));
+	*version = 0;
+	if (!slash)
+		return 0;
+	errno = 0;
+	x = strtoul(slash + 1, &end, 10);
+	if (!(slash[1] >= '1' && slash[1] <= '9') || *end || errno || x > UINT32_MAX)
+		return usage_err("invalid --from '%s': the version is a number from 1", q(s));
+	*version = (uint32_t)x;
+	return 0;
+}
+
+enum { OPT_KEYVAULT = 0x100, OPT_FROM, OPT_TO, OPT_KV_PASSFILE, OPT_PASSFILE };
+
+static int cmd_rewrap(int argc, char **argv, vmbak_globals *g)
+{
+	static const struct option longopts[] = {
+	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+	    {"from", required_argument, NULL, OPT_FROM},
+	    {"to", required_argument, NULL, OPT_TO},
+	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const names[] = {"VAULT", "VM"};
+	const char *path, *kv_path = NULL, *kv_passfile = NULL, *passfile = NULL, *from = NULL;
+	char vm[VBS_NAME_MAX + 1] = "", id[VBS_RP_ID_MAX] = "", from_name[VBK_KV_NAME_MAX + 1];
+	const char *sel_vm = NULL, *sel_id = NULL;
+	rewrap_opts o = {0};
+	rewrap_count c = {0};
+	vbk_kv *kv = NULL;
+	vbs_vault *v = NULL;
+	vbs_rp **list = NULL;
+	size_t np = 0;
+	int opt, state = 0, status;
+
+	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(rewrap_help, stdout);
+			return VMBAK_EXIT_OK;
+		case OPT_KEYVAULT:
+			if (!*optarg)
+				return usage_err("empty argument for '--keyvault'");
+			kv_path = optarg;
+			break;
+		case OPT_FROM:
+			from = optarg;
+			break;
+		case OPT_TO:
+			if (!vbu_name_valid(optarg))
+				return usage_err("invalid --to '%s': a KEK name, " VBK_KV_NAME_RULE,
+						 q(optarg));
+			o.to = optarg;
+			break;
+		case OPT_KV_PASSFILE:
+			if (!*optarg)
+				return usage_err("empty file name for --keyvault-passphrase-file");
+			kv_passfile = optarg;
+			break;
+		case OPT_PASSFILE:
+			status = passphrase_file_arg(optarg, &passfile);
+			if (status != 0)
+				return status;
+			break;
+		case OPT_PASSPHRASE_REFUSED:
+			return passphrase_option_refused();
+		default:
+			return VMBAK_EXIT_USAGE;
+		}
+	}
+	status = check_nargs(REWRAP_USAGE, names, 1, 2, argc - optind, argv + optind);
+	if (status != 0)
+		return status;
+	path = argv[optind];
+	if ((status = check_vault_arg(path)) != 0)
+		return status;
+	if (!kv_path)
+		return usage_err("rewrap needs --keyvault KV (usage: %s)", REWRAP_USAGE);
+	if (from) {
+		if ((status = parse_from(from, from_name, &o.from_version)) != 0)
+			return status;
+		o.from_kek = from_name;
+	}
+	if (optind + 1 < argc) {
+		const char *target = argv[optind + 1];
+
+		if ((status = check_point_arg(target, 0, REWRAP_USAGE, vm, id)) != 0)
+			return status;
+		sel_vm = vm;
+		if (strchr(target, '/'))
+			sel_id = id[0] ? id : "latest";
+	}
+
+	/* The key vault first: its names are checked before the vault is touched. */
+	if ((status = escrow_kv_open(kv_path, 1, kv_passfile, &kv)) != 0)
+		goto out;
+	if (o.to) {
+		vbk_key_info *keys = NULL;
+		size_t nk = 0, i;
+		int r = vbk_kv_keys(kv, &keys, &nk);
+
+		for (i = 0; r == 0 && i < nk; i++)
+			if (strcmp(keys[i].name, o.to) == 0)
+				break;
+		if (r == 0 && i == nk) {
+			vbu_err("no key '%s' in key vault '%s'", q(o.to), q(kv_path));
+			status = VMBAK_EXIT_FAIL;
+		} else if (r == 0 &&
+			   vbk_kv_key_usable(kv, o.to, (uint32_t)keys[i].n_versions, 1) < 0) {
+			vbu_err("%s", q(vbk_kv_errmsg()));
+			status = VMBAK_EXIT_FAIL;
+		} else if (r < 0) {
+			vbu_err("%s", q(vbk_kv_errmsg()));
+			status = VMBAK_EXIT_FAIL;
+		}
+		vbk_key_list_free(keys, nk);
+		if (status != 0)
+			goto out;
+	}
+	if (o.from_kek &&
+	    vbk_kv_key_usable(kv, o.from_kek, o.from_version ? o.from_version : 1, 0) == -ENOENT) {
+		vbu_err("%s", q(vbk_kv_errmsg()));
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	if ((status = vault_open(path, 0, 0, verb_passphrase_file(passfile, g), &v)) != 0)
+		goto out;
+	if ((status = select_points(v, path, sel_vm, sel_id, &list, &np)) != 0)
+		goto out;
+	for (size_t i = 0; i < np && status == 0; i++)
+		status = rewrap_point(v, kv, list[i], &o, &c);
+	printf("rewrap: %llu blob%s in %llu point%s rewrapped, %llu already current, %llu left "
+	       "alone (other KEK or key vault)%s\n",
+	       (unsigned long long)c.blobs, c.blobs == 1 ? "" : "s", (unsigned long long)c.points,
+	       c.points == 1 ? "" : "s", (unsigned long long)c.current,
+	       (unsigned long long)c.skipped, status ? " before the failure" : "");
+	status = finish_stdout(status);
+out:
+	vbs_rp_list_free(list, np);
+	vbs_vault_close(v);
+	vbk_kv_close(kv);
+	return status;
+}
+
+const vmbak_cmd cmd_rewrap_def = {
+    .name = "rewrap",
+    .summary = "wrap escrowed keys again under another KEK version",
+    .help = rewrap_help,
+    .run = cmd_rewrap,
+};

@@ -1,0 +1,47 @@
+/* escrow_tools.h: what the verbs that walk a vault's escrow blobs share (cmd_rewrap.c): rewrap,
+ * key retire and key list --vault (cmd_keyvault.c), verify --keyvault (cmd_verify.c).
+ *
+ * Like every helper of tools/, these print the one line of an error themselves and return an
+ * exit status (0 when all is well).
+ */
+#ifndef VMBAK_ESCROW_TOOLS_H
+#define VMBAK_ESCROW_TOOLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "kv.h"
+#include "vault.h"
+
+/* Opens the key vault at path and, with unlock, asks for its passphrase (passfile, else
+ * VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE, the terminal) and unlocks it. */
+int escrow_kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret);
+/* Asks for the passphrase of the key vault kv (opened from path), as escrow_kv_open() does,
+ * and unlocks it. */
+int escrow_kv_unlock(vbk_kv *kv, const char *path, const char *passfile);
+/* A key vault failure: prints vbk_kv_errmsg() when it has one, else "vmbak: CTX: strerror".
+ * Returns VMBAK_EXIT_FAIL. */
+int kv_err(int r, const char *ctx);
+
+/* How many escrow blobs of the key vault with id kv_id use each KEK version. */
+typedef struct escrow_use {
+	char kek[VBK_KV_NAME_MAX + 1];
+	uint32_t version;
+	uint64_t blobs;
+} escrow_use;
+
+/* Adds the blobs of the vault at path (opened read-only, with the vault's passphrase as every
+ * verb takes it) to *uses (*n entries, realloc'ed; free() it). */
+int escrow_uses(const char *path, const vmbak_globals *g, const char *kv_id, escrow_use **uses,
+		size_t *n);
+
+/* verify --keyvault KV [--check-escrow]: unwraps every escrow blob of the points of v (of VM
+ * vm, or of its point id when id is not NULL; "latest" its newest), printing one line per blob
+ * (never the secret), and with check tests each secret against its disk's header in the stored
+ * image. *ret_bad counts the blobs that failed. With json, the results are added to arr
+ * instead of printed. */
+int escrow_verify(vbs_vault *v, vbk_kv *kv, const char *vm, const char *id, int check,
+		  json_object *arr, uint64_t *ret_total, uint64_t *ret_bad);
+
+#endif
