@@ -10,22 +10,16 @@ set -euo pipefail
 
 pkgs=(
 	build-essential pkg-config
-<<<<<<< HEAD
-	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev libcryptsetup-dev
-=======
 	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev libp11-kit-dev
->>>>>>> main
+	libcryptsetup-dev
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
 	lmdb-utils
 	qemu-system-x86 busybox-static cpio
 	python3-lmdb
 	libnbd-bin openssl
-<<<<<<< HEAD
-	dislocker ntfs-3g
-=======
 	softhsm2 opensc
->>>>>>> main
+	dislocker ntfs-3g
 )
 
 missing=()
