@@ -34,6 +34,8 @@ BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -O2 -g -pthread \
 ALL_CFLAGS := $(BASE_CFLAGS) $(EXTRA_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lpthread
+# vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup.
+VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup 2>/dev/null) -lutil
 
 # FAULT=1 (make fault): every call our objects make to these goes through tests/fault/fault.c.
 FAULT_WRAPS := malloc calloc realloc strdup strndup write fsync mdb_put mdb_del mdb_txn_commit
@@ -82,7 +84,7 @@ $(LIBA): $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(B)/vmbak: $(VMBAK_OBJ) $(LIBA) $(FAULT_OBJ)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(VMBAK_OBJ) $(FAULT_OBJ) $(LIBA) $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(VMBAK_OBJ) $(FAULT_OBJ) $(LIBA) $(LIBS) $(VMBAK_LIBS)
 
 $(B)/vmbakfs: $(VMBAKFS_OBJ) $(LIBA) $(FAULT_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(VMBAKFS_OBJ) $(FAULT_OBJ) $(LIBA) $(LIBS)

@@ -11,6 +11,7 @@ set -euo pipefail
 pkgs=(
 	build-essential pkg-config
 	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev libp11-kit-dev
+	libcryptsetup-dev
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
 	lmdb-utils
@@ -18,6 +19,7 @@ pkgs=(
 	python3-lmdb
 	libnbd-bin openssl
 	softhsm2 opensc
+	dislocker ntfs-3g
 )
 
 missing=()

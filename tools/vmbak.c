@@ -19,6 +19,7 @@ static const vmbak_cmd *const cmds[] = {
     &cmd_verify_def,  &cmd_protect_def, &cmd_unprotect_def, &cmd_delete_def,   &cmd_prune_def,
     &cmd_gc_def,      &cmd_jobs_def,	&cmd_key_def,	    &cmd_keyvault_def, &cmd_rewrap_def,
     &cmd_upgrade_def, &cmd_help_def,
+    &cmd_files_def,
 };
 
 static void print_main_help(void)
