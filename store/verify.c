@@ -5,6 +5,10 @@
  * of every point collecting the ids it refers to (a sorted array, deduplicated as it grows),
  * one read of each distinct chunk (or of a sample), and, only when some chunk is bad, a second
  * walk mapping the bad ids back to (point, disk, chunk number), merged into byte ranges.
+ *
+ * This file holds the order; the stages are in verify_records.c (records, index entries, group
+ * MACs) and verify_chunks.c (walks, chunk reads), what they share in verify_report.c
+ * (verify_internal.h).
  */
 #include <errno.h>
 #include <json-c/json.h>
