@@ -1,4 +1,5 @@
-/* kv_internal.h: what kv.c, kv_wrap.c and escrow.c share; not part of the API.
+/* kv_internal.h: what the key vault's files share (kv.c, kv_file.c, kv_keys.c, kv_secrets.c,
+ * kv_sign.c, kv_wrap.c, escrow.c, audit.c); not part of the API.
  *
  * Labels. Everything a ciphertext is bound to is serialised as a label: a sequence of fields,
  * each a 4-byte big-endian length and that many bytes (so no two different field lists give the
@@ -23,6 +24,7 @@
 #include <openssl/evp.h>
 
 #include "crypto.h"
+#include "json.h"
 #include "kv.h"
 #include "pkcs11.h"
 #include "util.h"
@@ -179,5 +181,71 @@ int kv_secret_label(const vbk_kv *kv, const char *name, uint32_t version, const 
 /* The stored envelope and KEK of a version (0: latest) of a secret; *ret_version the version. */
 int kv_secret_find(const vbk_kv *kv, const char *name, uint32_t version, kv_kek *ret_kek,
 		   kv_envelope *ret_env, uint32_t *ret_version);
+
+/* ---- the file (kv_file.c) ---- */
+
+/* Short names for base/json.h's getters, which the key vault's files call on almost every
+ * line. */
+#define jstr vbu_json_str
+#define jint vbu_json_int
+#define jobj vbu_json_obj
+#define jadd vbu_json_add
+#define jadd_b64 vbu_json_add_b64
+#define jget_b64 vbu_json_b64
+
+#define KV_VERSIONS_MAX 100000u /* versions of one key or secret */
+
+/* The signature of a file as checked on reading: is_signed 0 for a file made before signatures
+ * (no "signing"); generation its "generation". */
+typedef struct kv_sig {
+	int is_signed;
+	uint8_t pub[KV_SIGN_PUB_LEN];
+	uint64_t generation;
+} kv_sig;
+
+/* The key size in bits of a type; 0 for an unknown type. */
+unsigned kv_key_bits(vbk_key_type t);
+/* o's "type": -EPROTO when missing or not a known type. */
+int kv_type_from_json(json_object *o, vbk_key_type *ret);
+/* A version's "state": absent is enabled (files made before states); anything but a known name
+ * is -EPROTO. ret may be NULL. */
+int kv_version_state(json_object *v, vbk_key_state *ret);
+/* A KEK as named in a secret version ("name", "version", "type", "fingerprint"); -EPROTO when
+ * a field is bad. */
+int kv_kek_from_json(json_object *o, kv_kek *ret);
+/* Reads and checks path's key vault file (file: path/keyvault.json): *ret the tree, id its id;
+ * ret_w (its wrapped keys) and ret_sig (its signature) may be NULL. A message on failure. */
+int kv_read(const char *path, const char *file, json_object **ret, char id[VBK_KV_ID_LEN + 1],
+	    vbk_wrapped_vaultkeys *ret_w, kv_sig *ret_sig);
+/* Writes root as kv's file, atomically (0600). A message on failure. */
+int kv_write(const vbk_kv *kv, json_object *root);
+/* Changes the file under an exclusive lock: reads it again (another process may have added
+ * versions since it was opened), lets fn change the fresh tree, logs kv->audit_ev, signs the
+ * tree with the next generation and writes it atomically; kv->root is then the new tree. Needs
+ * kv unlocked and able to sign (-ENOKEY). fn returns 0 or -errno (-EAGAIN: the caller starts
+ * again from a fresh read). */
+int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *arg), void *arg);
+/* dir/name, malloc'ed; NULL when out of memory. */
+char *kv_join_path(const char *dir, const char *name);
+/* The names of the members of o, sorted; free() the array only (the names are o's). */
+int kv_sorted_names(json_object *o, const char ***ret, size_t *ret_n);
+
+/* ---- the signing key (kv_sign.c) ---- */
+
+/* Sets root's generation, signing key (when missing) and signature, with kv's signing key. */
+int kv_sign_root(const vbk_kv *kv, json_object *root, uint64_t generation);
+/* Opens the sealed seed of root's "signing" (under kv's private-keys key) and checks it is the
+ * private half of pub; kv can then sign. -EBADMSG when it does not open or match. */
+int kv_signing_open(vbk_kv *kv, json_object *root, const uint8_t pub[KV_SIGN_PUB_LEN]);
+
+/* ---- keys (kv_keys.c) ---- */
+
+/* The private material of KEK version k (v its version object): DER RSAPrivateKey or the AES
+ * key, malloc'ed, to be wiped by the caller. Needs kv unlocked. -EUCLEAN when it does not
+ * open. */
+int kv_kek_private(const vbk_kv *kv, const kv_kek *k, json_object *v, uint8_t **ret,
+		   size_t *ret_len);
+/* vbk_kv_key_usable against root (the file as read under the lock, in a kv_mutate). */
+int kv_usable_in(const vbk_kv *kv, json_object *root, const char *name, uint32_t version, int wrap);
 
 #endif

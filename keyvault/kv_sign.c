@@ -208,3 +208,102 @@ int kv_canon(json_object *root, uint8_t **ret, size_t *ret_len)
 	*ret_len = b.len;
 	return 0;
 }
+
+/* ---- the signing key and the file's signature ---- */
+
+static int signing_label(const char *id, const uint8_t pub[KV_SIGN_PUB_LEN], kv_label *l)
+{
+	char hex[2 * KV_SIGN_PUB_LEN + 1];
+
+	vbu_hex_encode(pub, KV_SIGN_PUB_LEN, hex);
+	kv_label_str(l, "vmbak-keyvault-signing");
+	kv_label_str(l, id);
+	kv_label_str(l, hex);
+	return kv_label_done(l);
+}
+
+/* The "signing" member: the public key, and the seed sealed under the private-keys key. */
+static int signing_json(const vbk_kv *kv, json_object **ret)
+{
+	uint8_t nonce[VBK_NONCE_LEN], ct[KV_SIGN_SEED_LEN], tag[VBK_TAG_LEN];
+	json_object *o = NULL, *p;
+	kv_label l = {0};
+	int r;
+
+	if ((r = signing_label(kv->id, kv->sign_pub, &l)) < 0 ||
+	    (r = vbk_random(nonce, sizeof(nonce))) < 0 ||
+	    (r = vbk_gcm_seal(kv->keys.id_key, nonce, l.buf, l.len, kv->sign_seed, KV_SIGN_SEED_LEN,
+			      ct, tag)) < 0)
+		goto out;
+	r = -ENOMEM;
+	o = json_object_new_object();
+	p = json_object_new_object();
+	if (!o || jadd_b64(o, "public", kv->sign_pub, KV_SIGN_PUB_LEN) < 0 ||
+	    jadd(o, "private", p) < 0 || jadd_b64(p, "nonce", nonce, sizeof(nonce)) < 0 ||
+	    jadd_b64(p, "ciphertext", ct, sizeof(ct)) < 0 ||
+	    jadd_b64(p, "tag", tag, sizeof(tag)) < 0)
+		goto out;
+	*ret = o;
+	o = NULL;
+	r = 0;
+out:
+	json_object_put(o);
+	kv_label_free(&l);
+	vbk_wipe(ct, sizeof(ct));
+	return r;
+}
+
+/* Opens the sealed seed of root's "signing" and checks it is the private half of pub. */
+int kv_signing_open(vbk_kv *kv, json_object *root, const uint8_t pub[KV_SIGN_PUB_LEN])
+{
+	json_object *p = jobj(jobj(root, "signing", json_type_object), "private", json_type_object);
+	uint8_t nonce[VBK_NONCE_LEN], ct[KV_SIGN_SEED_LEN], tag[VBK_TAG_LEN];
+	uint8_t seed[KV_SIGN_SEED_LEN], derived[KV_SIGN_PUB_LEN];
+	kv_label l = {0};
+	int r;
+
+	if (jget_b64(p, "nonce", nonce, sizeof(nonce)) < 0 ||
+	    jget_b64(p, "ciphertext", ct, sizeof(ct)) < 0 ||
+	    jget_b64(p, "tag", tag, sizeof(tag)) < 0)
+		return -EPROTO;
+	if ((r = signing_label(kv->id, pub, &l)) < 0)
+		goto out;
+	r = vbk_gcm_open(kv->keys.id_key, nonce, l.buf, l.len, ct, sizeof(ct), seed, tag);
+	if (r == 0)
+		r = kv_ed25519_public(seed, derived);
+	if (r == 0 && CRYPTO_memcmp(derived, pub, KV_SIGN_PUB_LEN) != 0)
+		r = -EBADMSG;
+	if (r == 0) {
+		memcpy(kv->sign_seed, seed, sizeof(seed));
+		memcpy(kv->sign_pub, pub, KV_SIGN_PUB_LEN);
+		kv->can_sign = 1;
+	}
+out:
+	vbk_wipe(seed, sizeof(seed));
+	kv_label_free(&l);
+	return r;
+}
+
+/* Sets root's generation, signing key (when missing) and signature. */
+int kv_sign_root(const vbk_kv *kv, json_object *root, uint64_t generation)
+{
+	json_object *sg = NULL;
+	uint8_t *msg = NULL, sig[KV_SIGN_SIG_LEN];
+	size_t len = 0;
+	int r;
+
+	if (!jobj(root, "signing", json_type_object)) {
+		if ((r = signing_json(kv, &sg)) < 0 || (r = jadd(root, "signing", sg)) < 0)
+			return r;
+	}
+	if ((r = jadd(root, "generation", json_object_new_int64((int64_t)generation))) < 0)
+		return r;
+	json_object_object_del(root, "signature");
+	if ((r = kv_canon(root, &msg, &len)) < 0)
+		return r;
+	r = kv_ed25519_sign(kv->sign_seed, msg, len, sig);
+	free(msg);
+	if (r < 0)
+		return r;
+	return jadd_b64(root, "signature", sig, sizeof(sig));
+}

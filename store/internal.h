@@ -201,7 +201,7 @@ int vbs_vm_find(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
 int vbs_vm_put(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t num, int64_t created_ns);
 int vbs_vm_del(vbs_vault *v, MDB_txn *txn, const char *vm);
 /* One raw record of vms2, rpnames2 (of VM vm) or rps2, opened and checked against its key
- * (verify.c walks them one by one): -EBADMSG when it does not open or does not match. */
+ * (verify_records.c walks them one by one): -EBADMSG when it does not open or does not match. */
 int vbs_vm_open(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
 		char name[VBS_NAME_MAX + 1], uint64_t *ret_num);
 int vbs_name_open(vbs_vault *v, const char *vm, const void *key, size_t klen, const void *val,

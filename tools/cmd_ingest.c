@@ -1,5 +1,6 @@
 /* cmd_ingest.c: vmbak ingest, a new recovery point of a VM from its disk images.
  *
+ * In three steps: ingest_parse (argv into an ingest_args), ingest_validate and ingest_run.
  * Everything the command line says is checked before the vault is opened: names, duplicates,
  * dates, that every source exists and is a regular file or a block device. Then the vault is
  * opened and unlocked, and vbs_ingest() does the work; it commits the point whole or not at
@@ -268,7 +269,47 @@ static void progress_end(progress *p, int ok)
 enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
 enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
 
-static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
+/* The command line of one ingest: filled by ingest_parse, checked by ingest_validate, carried
+ * out by ingest_run; freed by ingest_args_free. Strings point into argv, except the names of
+ * the name_path lists (malloc'ed). */
+typedef struct ingest_args {
+	int help; /* --help was given and printed: nothing else to do */
+	const char *path, *vm;
+	name_path *disks, *changed;
+	size_t n_disks, n_changed;
+	const char *retain_arg, *passphrase_file;
+	int64_t retain_until; /* from retain_arg, by ingest_validate */
+	unsigned threads;
+	int show_progress;
+	/* --keyvault KV --escrow NAME=SECRET */
+	name_path *escrow, *kinds;
+	size_t n_escrow, n_kinds;
+	const char *kv_path, *kv_passfile;
+	int check_escrow;
+} ingest_args;
+
+static void ingest_args_free(ingest_args *a)
+{
+	size_t i;
+
+	for (i = 0; a->disks && i < a->n_disks; i++)
+		free(a->disks[i].name);
+	for (i = 0; a->changed && i < a->n_changed; i++)
+		free(a->changed[i].name);
+	free(a->disks);
+	free(a->changed);
+	for (i = 0; a->escrow && i < a->n_escrow; i++)
+		free(a->escrow[i].name);
+	free(a->escrow);
+	for (i = 0; a->kinds && i < a->n_kinds; i++)
+		free(a->kinds[i].name);
+	free(a->kinds);
+}
+
+/* argv into *a: the options and the two arguments, each in its form (NAME=PATH, a thread
+ * count, a passphrase file that is not a refused option). An exit status: 0 to go on (a->help
+ * set after --help, which is printed here). */
+static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 {
 	static const struct option longopts[] = {
 	    {"disk", required_argument, NULL, OPT_DISK},
@@ -287,82 +328,61 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	    {NULL, 0, NULL, 0},
 	};
 	static const char *const names[] = {"VAULT", "VM"};
-	name_path *disks = NULL, *changed = NULL;
-	vbs_ingest_disk *idisks = NULL;
-	size_t n_disks = 0, n_changed = 0, i, j;
-	const char *retain_arg = NULL, *passphrase_file = NULL, *path, *vm;
-	int64_t retain_until = 0;
-	unsigned threads = 0;
-	int show_progress = g->progress;
-	progress prog = {0};
-	vbs_ingest_opts opts = {0};
-	vbs_vault *v = NULL;
-	vbs_rp *rp = NULL;
-	int opt, state = 0, r, status = VMBAK_EXIT_USAGE;
-	/* --keyvault KV --escrow NAME=SECRET */
-	name_path *escrow = NULL, *kinds = NULL;
-	size_t n_escrow = 0, n_kinds = 0;
-	vbk_kind *esc_kinds = NULL;
-	const char *kv_path = NULL, *kv_passfile = NULL, **esc_disks = NULL, **esc_secrets = NULL;
-	const char **esc_sources = NULL;
-	escrow_ctx *esc = NULL;
-	int check_escrow = 0;
+	int opt, state = 0, status;
 
+	a->show_progress = g->progress;
 	/* Every --disk or --changed takes at least one element of argv. */
-	disks = calloc((size_t)argc, sizeof(*disks));
-	changed = calloc((size_t)argc, sizeof(*changed));
-	escrow = calloc((size_t)argc, sizeof(*escrow));
-	kinds = calloc((size_t)argc, sizeof(*kinds));
-	if (!disks || !changed || !escrow || !kinds) {
+	a->disks = calloc((size_t)argc, sizeof(*a->disks));
+	a->changed = calloc((size_t)argc, sizeof(*a->changed));
+	a->escrow = calloc((size_t)argc, sizeof(*a->escrow));
+	a->kinds = calloc((size_t)argc, sizeof(*a->kinds));
+	if (!a->disks || !a->changed || !a->escrow || !a->kinds) {
 		vbu_errno(-ENOMEM, "cannot parse the command line");
-		status = VMBAK_EXIT_FAIL;
-		goto out;
+		return VMBAK_EXIT_FAIL;
 	}
 	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
 		switch (opt) {
 		case 'h':
 			fputs(ingest_help, stdout);
-			status = VMBAK_EXIT_OK;
-			goto out;
+			a->help = 1;
+			return VMBAK_EXIT_OK;
 		case OPT_DISK:
-			status = split_name_path("--disk", optarg, &disks[n_disks]);
+			status = split_name_path("--disk", optarg, &a->disks[a->n_disks]);
 			if (status != 0)
-				goto out;
-			n_disks++;
+				return status;
+			a->n_disks++;
 			break;
 		case OPT_CHANGED:
-			status = split_name_path("--changed", optarg, &changed[n_changed]);
+			status = split_name_path("--changed", optarg, &a->changed[a->n_changed]);
 			if (status != 0)
-				goto out;
-			n_changed++;
+				return status;
+			a->n_changed++;
 			break;
 		case OPT_ESCROW:
-			status = split_name_path("--escrow", optarg, &escrow[n_escrow]);
+			status = split_name_path("--escrow", optarg, &a->escrow[a->n_escrow]);
 			if (status != 0)
-				goto out;
-			n_escrow++;
+				return status;
+			a->n_escrow++;
 			break;
 		case OPT_ESCROW_KIND:
-			status = split_name_path("--escrow-kind", optarg, &kinds[n_kinds]);
+			status = split_name_path("--escrow-kind", optarg, &a->kinds[a->n_kinds]);
 			if (status != 0)
-				goto out;
-			n_kinds++;
+				return status;
+			a->n_kinds++;
 			break;
 		case OPT_KEYVAULT:
 		case OPT_KV_PASSFILE:
-			if (!*optarg) {
-				status = usage_err("empty argument for --%s", opt == OPT_KEYVAULT
-									      ? "keyvault"
-									      : "keyvault-passphrase-file");
-				goto out;
-			}
-			*(opt == OPT_KEYVAULT ? &kv_path : &kv_passfile) = optarg;
+			if (!*optarg)
+				return usage_err("empty argument for --%s",
+						 opt == OPT_KEYVAULT ? "keyvault"
+								     : "keyvault-passphrase-file");
+			*(opt == OPT_KEYVAULT ? &a->kv_path : &a->kv_passfile) = optarg;
 			break;
 		case OPT_CHECK_ESCROW:
-			check_escrow = 1;
+			a->check_escrow = 1;
 			break;
 		case OPT_RETAIN:
-			retain_arg = optarg;
+			a->retain_arg = optarg;
 			break;
 		case OPT_THREADS: {
 			char *end;
@@ -371,198 +391,200 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 			errno = 0;
 			t = strtoul(optarg, &end, 10);
 			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || t < 1 ||
-			    t > THREADS_MAX) {
-				status = usage_err("invalid thread count '%s': use 1 to %d",
-						   q(optarg), THREADS_MAX);
-				goto out;
-			}
-			threads = (unsigned)t;
+			    t > THREADS_MAX)
+				return usage_err("invalid thread count '%s': use 1 to %d",
+						 q(optarg), THREADS_MAX);
+			a->threads = (unsigned)t;
 			break;
 		}
 		case OPT_PROGRESS:
-			show_progress = 1;
+			a->show_progress = 1;
 			break;
 		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &passphrase_file);
+			status = passphrase_file_arg(optarg, &a->passphrase_file);
 			if (status != 0)
-				goto out;
+				return status;
 			break;
 		case OPT_PASSPHRASE_REFUSED:
-			status = passphrase_option_refused();
-			goto out;
+			return passphrase_option_refused();
 		default:
-			status = VMBAK_EXIT_USAGE;
-			goto out;
+			return VMBAK_EXIT_USAGE;
 		}
 	}
 	status = check_nargs(INGEST_USAGE, names, 2, 2, argc - optind, argv + optind);
 	if (status != 0)
-		goto out;
-	path = argv[optind];
-	vm = argv[optind + 1];
-	status = check_vault_arg(path);
-	if (status != 0)
-		goto out;
-	status = check_name_arg("VM", vm);
-	if (status != 0)
-		goto out;
+		return status;
+	a->path = argv[optind];
+	a->vm = argv[optind + 1];
+	return 0;
+}
 
-	if (n_disks == 0) {
-		status =
-		    usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s'", vm);
-		goto out;
-	}
-	if (n_disks > VBS_DISKS_MAX) {
-		status = usage_err("too many disks (%zu): at most %d", n_disks, VBS_DISKS_MAX);
-		goto out;
-	}
-	status = check_names(disks, n_disks, "disk");
+/* Everything the command line says, checked before the vault is opened, each with its one-line
+ * message (usage errors): names, duplicates, what refers to what, the date; then the world
+ * outside the command line (runtime errors): every source and changed-extents file. Sets
+ * a->retain_until. An exit status. */
+static int ingest_validate(ingest_args *a)
+{
+	size_t i, j;
+	int status;
+
+	status = check_vault_arg(a->path);
 	if (status != 0)
-		goto out;
-	status = check_names(changed, n_changed, "disk");
+		return status;
+	status = check_name_arg("VM", a->vm);
 	if (status != 0)
-		goto out;
-	for (i = 0; i < n_changed; i++) {
-		for (j = 0; j < n_disks; j++)
-			if (strcmp(changed[i].name, disks[j].name) == 0)
+		return status;
+
+	if (a->n_disks == 0)
+		return usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s'",
+				 a->vm);
+	if (a->n_disks > VBS_DISKS_MAX)
+		return usage_err("too many disks (%zu): at most %d", a->n_disks, VBS_DISKS_MAX);
+	status = check_names(a->disks, a->n_disks, "disk");
+	if (status != 0)
+		return status;
+	status = check_names(a->changed, a->n_changed, "disk");
+	if (status != 0)
+		return status;
+	for (i = 0; i < a->n_changed; i++) {
+		for (j = 0; j < a->n_disks; j++)
+			if (strcmp(a->changed[i].name, a->disks[j].name) == 0)
 				break;
-		if (j == n_disks) {
-			status = usage_err("--changed names disk '%s', which no --disk gives",
-					   changed[i].name);
-			goto out;
-		}
+		if (j == a->n_disks)
+			return usage_err("--changed names disk '%s', which no --disk gives",
+					 a->changed[i].name);
 	}
-	status = check_names(escrow, n_escrow, "disk");
+	status = check_names(a->escrow, a->n_escrow, "disk");
 	if (status != 0)
-		goto out;
-	for (i = 0; i < n_escrow; i++) {
-		for (j = 0; j < n_disks; j++)
-			if (strcmp(escrow[i].name, disks[j].name) == 0)
+		return status;
+	for (i = 0; i < a->n_escrow; i++) {
+		for (j = 0; j < a->n_disks; j++)
+			if (strcmp(a->escrow[i].name, a->disks[j].name) == 0)
 				break;
-		if (j == n_disks) {
-			status = usage_err("--escrow names disk '%s', which no --disk gives",
-					   escrow[i].name);
-			goto out;
-		}
-		if (!vbu_name_valid(escrow[i].path)) {
-			status = usage_err("invalid secret name '%s' in --escrow: use %s",
-					   q(escrow[i].path), VBK_KV_NAME_RULE);
-			goto out;
-		}
+		if (j == a->n_disks)
+			return usage_err("--escrow names disk '%s', which no --disk gives",
+					 a->escrow[i].name);
+		if (!vbu_name_valid(a->escrow[i].path))
+			return usage_err("invalid secret name '%s' in --escrow: use %s",
+					 q(a->escrow[i].path), VBK_KV_NAME_RULE);
 	}
-	status = check_names(kinds, n_kinds, "disk");
+	status = check_names(a->kinds, a->n_kinds, "disk");
 	if (status != 0)
-		goto out;
-	for (i = 0; i < n_kinds; i++) {
+		return status;
+	for (i = 0; i < a->n_kinds; i++) {
 		vbk_kind k;
 
-		for (j = 0; j < n_escrow; j++)
-			if (strcmp(kinds[i].name, escrow[j].name) == 0)
+		for (j = 0; j < a->n_escrow; j++)
+			if (strcmp(a->kinds[i].name, a->escrow[j].name) == 0)
 				break;
-		if (j == n_escrow) {
-			status = usage_err("--escrow-kind names disk '%s', which no --escrow gives",
-					   kinds[i].name);
-			goto out;
-		}
-		if (vbk_kind_parse(kinds[i].path, &k) < 0) {
-			status = usage_err("invalid kind '%s' in --escrow-kind: use one of %s",
-					   q(kinds[i].path), VBK_KIND_NAMES);
-			goto out;
-		}
+		if (j == a->n_escrow)
+			return usage_err("--escrow-kind names disk '%s', which no --escrow gives",
+					 a->kinds[i].name);
+		if (vbk_kind_parse(a->kinds[i].path, &k) < 0)
+			return usage_err("invalid kind '%s' in --escrow-kind: use one of %s",
+					 q(a->kinds[i].path), VBK_KIND_NAMES);
 	}
-	if (n_escrow > 0 && !kv_path) {
-		status = usage_err("--escrow needs --keyvault KV, the key vault of its secrets");
-		goto out;
-	}
-	if (check_escrow && n_escrow == 0) {
-		status = usage_err("--check-escrow needs --escrow NAME=SECRET");
-		goto out;
-	}
-	if (kv_path && n_escrow == 0) {
-		status = usage_err("--keyvault needs --escrow NAME=SECRET for at least one disk");
-		goto out;
-	}
-	if (retain_arg) {
-		if (vbu_parse_date(retain_arg, &retain_until) < 0) {
-			status = usage_err("invalid date '%s' for --retain-until: use YYYY-MM-DD",
-					   q(retain_arg));
-			goto out;
-		}
-		if (retain_until <= vbu_now_ns() / 1000000000) {
-			status =
-			    usage_err("--retain-until date '%s' is not in the future", retain_arg);
-			goto out;
-		}
+	if (a->n_escrow > 0 && !a->kv_path)
+		return usage_err("--escrow needs --keyvault KV, the key vault of its secrets");
+	if (a->check_escrow && a->n_escrow == 0)
+		return usage_err("--check-escrow needs --escrow NAME=SECRET");
+	if (a->kv_path && a->n_escrow == 0)
+		return usage_err("--keyvault needs --escrow NAME=SECRET for at least one disk");
+	if (a->retain_arg) {
+		if (vbu_parse_date(a->retain_arg, &a->retain_until) < 0)
+			return usage_err("invalid date '%s' for --retain-until: use YYYY-MM-DD",
+					 q(a->retain_arg));
+		if (a->retain_until <= vbu_now_ns() / 1000000000)
+			return usage_err("--retain-until date '%s' is not in the future",
+					 a->retain_arg);
 	}
 
 	/* The world outside the command line: failures from here on are runtime errors. */
-	for (i = 0; i < n_disks; i++) {
-		status = check_source(&disks[i]);
+	for (i = 0; i < a->n_disks; i++) {
+		status = check_source(&a->disks[i]);
 		if (status != 0)
-			goto out;
+			return status;
 	}
-	for (i = 0; i < n_changed; i++) {
-		status = check_changed_file(&changed[i]);
+	for (i = 0; i < a->n_changed; i++) {
+		status = check_changed_file(&a->changed[i]);
 		if (status != 0)
-			goto out;
+			return status;
 	}
+	return 0;
+}
 
-	idisks = calloc(n_disks, sizeof(*idisks));
+/* The ingest of a checked command line: the escrowed secrets looked up, the vault opened and
+ * unlocked, vbs_ingest() under a job record, the summary on stdout. An exit status. */
+static int ingest_run(const ingest_args *a, vmbak_globals *g)
+{
+	vbs_ingest_disk *idisks = NULL;
+	size_t i, j;
+	progress prog = {0};
+	vbs_ingest_opts opts = {0};
+	vbs_vault *v = NULL;
+	vbs_rp *rp = NULL;
+	int r, status;
+	vbk_kind *esc_kinds = NULL;
+	const char **esc_disks = NULL, **esc_secrets = NULL, **esc_sources = NULL;
+	escrow_ctx *esc = NULL;
+
+	idisks = calloc(a->n_disks, sizeof(*idisks));
 	if (!idisks) {
-		status = store_err(-ENOMEM, "cannot ingest VM '%s'", vm);
+		status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
 		goto out;
 	}
-	for (i = 0; i < n_disks; i++) {
-		idisks[i].name = disks[i].name;
-		idisks[i].path = disks[i].path;
-		for (j = 0; j < n_changed; j++)
-			if (strcmp(changed[j].name, disks[i].name) == 0)
-				idisks[i].changed = changed[j].path;
+	for (i = 0; i < a->n_disks; i++) {
+		idisks[i].name = a->disks[i].name;
+		idisks[i].path = a->disks[i].path;
+		for (j = 0; j < a->n_changed; j++)
+			if (strcmp(a->changed[j].name, a->disks[i].name) == 0)
+				idisks[i].changed = a->changed[j].path;
 	}
 
-	if (n_escrow > 0) {
-		esc_disks = calloc(n_escrow, sizeof(*esc_disks));
-		esc_secrets = calloc(n_escrow, sizeof(*esc_secrets));
-		esc_sources = calloc(n_escrow, sizeof(*esc_sources));
-		esc_kinds = calloc(n_escrow, sizeof(*esc_kinds));
+	if (a->n_escrow > 0) {
+		esc_disks = calloc(a->n_escrow, sizeof(*esc_disks));
+		esc_secrets = calloc(a->n_escrow, sizeof(*esc_secrets));
+		esc_sources = calloc(a->n_escrow, sizeof(*esc_sources));
+		esc_kinds = calloc(a->n_escrow, sizeof(*esc_kinds));
 		if (!esc_disks || !esc_secrets || !esc_sources || !esc_kinds) {
-			status = store_err(-ENOMEM, "cannot ingest VM '%s'", vm);
+			status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
 			goto out;
 		}
-		for (i = 0; i < n_escrow; i++) {
-			esc_disks[i] = escrow[i].name;
-			esc_secrets[i] = escrow[i].path;
-			for (j = 0; j < n_disks; j++)
-				if (strcmp(disks[j].name, escrow[i].name) == 0)
-					esc_sources[i] = disks[j].path;
-			for (j = 0; j < n_kinds; j++)
-				if (strcmp(kinds[j].name, escrow[i].name) == 0)
-					vbk_kind_parse(kinds[j].path, &esc_kinds[i]);
+		for (i = 0; i < a->n_escrow; i++) {
+			esc_disks[i] = a->escrow[i].name;
+			esc_secrets[i] = a->escrow[i].path;
+			for (j = 0; j < a->n_disks; j++)
+				if (strcmp(a->disks[j].name, a->escrow[i].name) == 0)
+					esc_sources[i] = a->disks[j].path;
+			for (j = 0; j < a->n_kinds; j++)
+				if (strcmp(a->kinds[j].name, a->escrow[i].name) == 0)
+					vbk_kind_parse(a->kinds[j].path, &esc_kinds[i]);
 		}
 		/* Every secret and KEK is looked up now: a missing one stops the ingest before
 		 * anything is read or stored. */
-		status = escrow_setup(kv_path, kv_passfile, esc_disks, esc_secrets, esc_sources,
-				      esc_kinds, n_escrow, check_escrow, &esc);
+		status = escrow_setup(a->kv_path, a->kv_passfile, esc_disks, esc_secrets,
+				      esc_sources, esc_kinds, a->n_escrow, a->check_escrow, &esc);
 		if (status != 0)
 			goto out;
 	}
 
 	/* The changed extents start coming in from disk while the passphrase is stretched. */
-	vbs_ingest_prefetch(idisks, n_disks);
-	status = vault_open(path, 0, VAULT_UNLOCK, verb_passphrase_file(passphrase_file, g), &v);
+	vbs_ingest_prefetch(idisks, a->n_disks);
+	status =
+	    vault_open(a->path, 0, VAULT_UNLOCK, verb_passphrase_file(a->passphrase_file, g), &v);
 	if (status != 0)
 		goto out;
-	if (esc && (status = escrow_pin(esc, v, path)) != 0)
+	if (esc && (status = escrow_pin(esc, v, a->path)) != 0)
 		goto out;
 
-	opts.vm = vm;
+	opts.vm = a->vm;
 	opts.disks = idisks;
-	opts.n_disks = n_disks;
-	opts.retain_until = retain_until;
-	opts.threads = threads;
+	opts.n_disks = a->n_disks;
+	opts.retain_until = a->retain_until;
+	opts.threads = a->threads;
 	if (esc) {
 		opts.escrow_disks = esc_disks;
-		opts.n_escrow = n_escrow;
+		opts.n_escrow = a->n_escrow;
 		opts.escrow = escrow_blob_cb;
 		opts.escrow_arg = esc;
 	}
@@ -571,11 +593,11 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	if (getenv("VMBAK_TEST_NOW"))
 		opts.created_ns = strtoll(getenv("VMBAK_TEST_NOW"), NULL, 10) * 1000000000;
 #endif
-	status = cli_job_start(v, "ingest", vm, &opts.job_id);
+	status = cli_job_start(v, "ingest", a->vm, &opts.job_id);
 	if (status != 0)
 		goto out;
-	if (show_progress || isatty(STDERR_FILENO)) {
-		prog.vm = vm;
+	if (a->show_progress || isatty(STDERR_FILENO)) {
+		prog.vm = a->vm;
 		prog.start_ns = vbu_mono_ns();
 		opts.progress = progress_cb;
 		opts.progress_arg = &prog;
@@ -585,7 +607,8 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	if (r < 0) {
 		status = escrow_report(esc);
 		if (status == 0)
-			status = store_err(r, "cannot ingest VM '%s' into vault '%s'", vm, q(path));
+			status = store_err(r, "cannot ingest VM '%s' into vault '%s'", a->vm,
+					   q(a->path));
 		cli_job_finish(v, opts.job_id, status, 0, 0, NULL);
 		goto out;
 	}
@@ -619,23 +642,25 @@ out:
 	vbs_rp_free(rp);
 	vbs_vault_close(v);
 	free(idisks);
-	for (i = 0; disks && i < n_disks; i++)
-		free(disks[i].name);
-	for (i = 0; changed && i < n_changed; i++)
-		free(changed[i].name);
-	free(disks);
-	free(changed);
 	escrow_ctx_free(esc);
 	free(esc_disks);
 	free(esc_secrets);
 	free(esc_sources);
 	free(esc_kinds);
-	for (i = 0; escrow && i < n_escrow; i++)
-		free(escrow[i].name);
-	free(escrow);
-	for (i = 0; kinds && i < n_kinds; i++)
-		free(kinds[i].name);
-	free(kinds);
+	return status;
+}
+
+static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
+{
+	ingest_args a = {0};
+	int status;
+
+	status = ingest_parse(argc, argv, g, &a);
+	if (status == 0 && !a.help)
+		status = ingest_validate(&a);
+	if (status == 0 && !a.help)
+		status = ingest_run(&a, g);
+	ingest_args_free(&a);
 	return status;
 }
 

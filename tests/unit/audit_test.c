@@ -1,4 +1,4 @@
-/* audit_test.c: keyvault/audit.c, key states (kv.c) and vbk_escrow_rewrap (escrow.c). */
+/* audit_test.c: keyvault/audit.c, key states (kv_keys.c) and vbk_escrow_rewrap (escrow.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

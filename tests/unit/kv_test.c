@@ -1,4 +1,5 @@
-/* kv_test.c: keyvault/kv.c, kv_wrap.c and escrow.c: key vault, keys, secrets, escrow blobs. */
+/* kv_test.c: keyvault/kv.c, kv_file.c, kv_keys.c, kv_secrets.c, kv_wrap.c
+ * and escrow.c: key vault, keys, secrets, escrow blobs. */
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
