@@ -726,8 +726,6 @@ static int unwrap(const fopts *o, const vbs_rp *rp, const vbs_disk *d, uint8_t *
 {
 	vbk_escrow_info info = {0};
 	vbk_kv *kv = NULL;
-	char detail[300];
-	vbk_audit_event ev = {.op = "files", .detail = detail};
 	uint8_t *secret = NULL;
 	size_t len = 0;
 	int r, status;
@@ -749,28 +747,8 @@ static int unwrap(const fopts *o, const vbs_rp *rp, const vbs_disk *d, uint8_t *
 	if ((status = escrow_kv_unlock(kv, o->kv, o->kv_passfile)) != 0)
 		goto out;
 	memset(&info, 0, sizeof(info));
-	r = vbk_escrow_unwrap(kv, d->escrow, d->escrow_len, &info, &secret, &len);
-	snprintf(detail, sizeof(detail), "%s/%s disk %s", rp->vm, rp->id, d->name);
-	ev.key = r == 0 && info.kek[0] ? info.kek : NULL;
-	ev.version = info.kek_version;
-	ev.secret = r == 0 ? info.secret : NULL;
-	ev.secret_version = info.secret_version;
-	ev.result = r < 0 ? r : 0;
-	if (vbk_audit_append(kv, &ev) < 0 && r == 0) {
-		kv_err(-EIO, "cannot open the disk");
-		status = VMBAK_EXIT_FAIL;
+	if ((status = escrow_unwrap_disk(kv, "files", rp, d, &info, &secret, &len)) != 0)
 		goto out;
-	}
-	if (r < 0) {
-		if (r == -EBADMSG)
-			vbu_err("the escrowed key of disk '%s' of point %s/%s does not verify: it "
-				"was altered or damaged",
-				d->name, rp->vm, rp->id);
-		else
-			kv_err(r, "cannot unwrap an escrowed key");
-		status = VMBAK_EXIT_FAIL;
-		goto out;
-	}
 	if (!info.kind[0] || vbk_kind_parse(info.kind, ret_kind) < 0)
 		*ret_kind = VBK_KIND_NONE;
 	*ret = secret;

@@ -445,38 +445,13 @@ static int unwrap_all(const ropts *o, const vbs_rp *rp, target *t, size_t n)
 	}
 	if ((status = escrow_kv_unlock(kv, o->kv, o->kv_passfile)) != 0)
 		goto out;
+	/* Every unwrap is in the key vault's audit log; a restore it cannot record does not go
+	 * on. */
 	for (size_t i = 0; i < n; i++) {
-		vbk_escrow_info info = {0};
-		char detail[300];
-		vbk_audit_event ev = {.op = "restore", .detail = detail};
-
-		if (!t[i].key_path)
-			continue;
-		r = vbk_escrow_unwrap(kv, t[i].disk->escrow, t[i].disk->escrow_len, &info,
-				      &t[i].secret, &t[i].secret_len);
-		/* Every unwrap is in the key vault's audit log; a restore it cannot record does
-		 * not go on. */
-		snprintf(detail, sizeof(detail), "%s/%s disk %s", rp->vm, rp->id, t[i].disk->name);
-		ev.key = r == 0 && info.kek[0] ? info.kek : NULL;
-		ev.version = info.kek_version;
-		ev.secret = r == 0 ? info.secret : NULL;
-		ev.secret_version = info.secret_version;
-		ev.result = r < 0 ? r : 0;
-		if (vbk_audit_append(kv, &ev) < 0 && r == 0) {
-			kv_err(-EIO, "cannot restore");
-			status = VMBAK_EXIT_FAIL;
+		if (t[i].key_path &&
+		    (status = escrow_unwrap_disk(kv, "restore", rp, t[i].disk, NULL, &t[i].secret,
+						 &t[i].secret_len)) != 0)
 			goto out;
-		}
-		if (r < 0) {
-			if (r == -EBADMSG)
-				vbu_err("the escrowed key of disk '%s' of point %s/%s does not "
-					"verify: it was altered or damaged",
-					t[i].disk->name, rp->vm, rp->id);
-			else
-				kv_err(r, "cannot unwrap an escrowed key");
-			status = VMBAK_EXIT_FAIL;
-			goto out;
-		}
 	}
 	status = 0;
 out:

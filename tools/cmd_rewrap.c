@@ -77,6 +77,43 @@ int escrow_kv_unlock(vbk_kv *kv, const char *path, const char *passfile)
 	return r < 0 ? kv_err(r, "cannot unlock key vault") : 0;
 }
 
+int escrow_unwrap_disk(vbk_kv *kv, const char *op, const vbs_rp *rp, const vbs_disk *d,
+		       vbk_escrow_info *ret_info, uint8_t **ret, size_t *ret_len)
+{
+	vbk_escrow_info info = {0};
+	char detail[300];
+	vbk_audit_event ev = {.op = op, .detail = detail};
+	uint8_t *secret = NULL;
+	size_t len = 0;
+	int r;
+
+	r = vbk_escrow_unwrap(kv, d->escrow, d->escrow_len, &info, &secret, &len);
+	snprintf(detail, sizeof(detail), "%s/%s disk %s", rp->vm, rp->id, d->name);
+	ev.key = r == 0 && info.kek[0] ? info.kek : NULL;
+	ev.version = info.kek_version;
+	ev.secret = r == 0 ? info.secret : NULL;
+	ev.secret_version = info.secret_version;
+	ev.result = r < 0 ? r : 0;
+	if (vbk_audit_append(kv, &ev) < 0 && r == 0) {
+		vbk_secret_free(secret, len);
+		return kv_err(-EIO, "cannot write the key vault's audit log");
+	}
+	if (r < 0) {
+		if (r == -EBADMSG)
+			vbu_err("the escrowed key of disk '%s' of point %s/%s does not verify: it "
+				"was altered or damaged",
+				d->name, rp->vm, rp->id);
+		else
+			kv_err(r, "cannot unwrap an escrowed key");
+		return VMBAK_EXIT_FAIL;
+	}
+	if (ret_info)
+		*ret_info = info;
+	*ret = secret;
+	*ret_len = len;
+	return 0;
+}
+
 int escrow_kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret)
 {
 	vbk_kv *kv = NULL;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "escrow.h"
 #include "kv.h"
 #include "vault.h"
 
@@ -20,6 +21,15 @@ int escrow_kv_open(const char *path, int unlock, const char *passfile, vbk_kv **
 /* Asks for the passphrase of the key vault kv (opened from path), as escrow_kv_open() does,
  * and unlocks it. */
 int escrow_kv_unlock(vbk_kv *kv, const char *path, const char *passfile);
+/* Unwraps the escrow blob of disk d of point rp with the unlocked kv, and records the unwrap
+ * (or its failure) in kv's audit log as operation op ("restore", "files"): an unwrap that
+ * cannot be recorded gives no secret. *ret_info (may be NULL) gets the blob's fields; *ret the
+ * secret, released with vbk_secret_free(*ret, *ret_len). Prints the error. */
+struct vbs_rp;
+struct vbs_disk;
+int escrow_unwrap_disk(vbk_kv *kv, const char *op, const struct vbs_rp *rp,
+		       const struct vbs_disk *d, vbk_escrow_info *ret_info, uint8_t **ret,
+		       size_t *ret_len);
 /* A key vault failure: prints vbk_kv_errmsg() when it has one, else "vmbak: CTX: strerror".
  * Returns VMBAK_EXIT_FAIL. */
 int kv_err(int r, const char *ctx);
