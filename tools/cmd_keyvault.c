@@ -133,17 +133,6 @@ typedef struct kvsub {
 /* ---- shared pieces ---- */
 
 /* A keyvault/ failure: its message, else the context and the errno text. */
-int kv_err(int r, const char *ctx)
-{
-	const char *msg = vbk_kv_errmsg();
-
-	if (msg && *msg)
-		vbu_err("%s", q(msg));
-	else
-		vbu_errno(r, "%s", ctx);
-	return VMBAK_EXIT_FAIL;
-}
-
 static int kv_passphrase(const char *path, const char *file, int confirm, char **ret)
 {
 	vbk_passphrase_source src = {

@@ -1,4 +1,4 @@
-/* escrow_tools.h: what the verbs that walk a vault's escrow blobs share (cmd_rewrap.c): rewrap,
+/* escrow_tools.h: what the verbs that walk a vault's escrow blobs share (escrow_tools.c): rewrap,
  * key retire and key list --vault (cmd_keyvault.c), verify --keyvault (cmd_verify.c).
  *
  * Like every helper of tools/, these print the one line of an error themselves and return an
@@ -15,6 +15,11 @@
 #include "kv.h"
 #include "vault.h"
 
+/* The points of v to walk: all (vm NULL), those of vm, or vm's point id ("latest": the newest).
+ * *ret (n of them) is freed with vbs_rp_list_free(). path: the vault's, for messages. */
+struct vbs_rp;
+int escrow_select_points(vbs_vault *v, const char *path, const char *vm, const char *id,
+			 struct vbs_rp ***ret, size_t *ret_n);
 /* Opens the key vault at path and, with unlock, asks for its passphrase (passfile, else
  * VMBAK_KEYVAULT_PASSPHRASE_FILE, VMBAK_KEYVAULT_PASSPHRASE, the terminal) and unlocks it. */
 int escrow_kv_open(const char *path, int unlock, const char *passfile, vbk_kv **ret);
@@ -25,7 +30,6 @@ int escrow_kv_unlock(vbk_kv *kv, const char *path, const char *passfile);
  * (or its failure) in kv's audit log as operation op ("restore", "files"): an unwrap that
  * cannot be recorded gives no secret. *ret_info (may be NULL) gets the blob's fields; *ret the
  * secret, released with vbk_secret_free(*ret, *ret_len). Prints the error. */
-struct vbs_rp;
 struct vbs_disk;
 int escrow_unwrap_disk(vbk_kv *kv, const char *op, const struct vbs_rp *rp,
 		       const struct vbs_disk *d, vbk_escrow_info *ret_info, uint8_t **ret,
