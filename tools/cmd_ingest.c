@@ -594,8 +594,10 @@ static int nbd_disks_open(const ingest_args *a, vbs_ingest_disk *idisks, nbd_dis
 			if (strcmp(a->formats[j].name, a->disks[i].name) == 0)
 				fmt = a->formats[j].path;
 		if (fmt) {
-			if (!signals++)
+			if (!signals++) {
 				src_image_signals();
+				cli_job_on_signal(src_image_kill_all);
+			}
 			r = src_image_start(path, fmt, &nd->img[i]);
 			if (r == 0)
 				r = src_nbd_open_unix(src_image_socket(nd->img[i]), NULL, NULL, path,
@@ -605,8 +607,12 @@ static int nbd_disks_open(const ingest_args *a, vbs_ingest_disk *idisks, nbd_dis
 		} else {
 			continue;
 		}
-		if (r < 0)
-			return store_err(r, "cannot read disk '%s'", a->disks[i].name);
+		if (r < 0) {
+			if (!vbs_errmsg()[0])
+				return store_err(r, "cannot read disk '%s'", a->disks[i].name);
+			vbu_err("disk '%s': %s", a->disks[i].name, q(vbs_errmsg()));
+			return VMBAK_EXIT_FAIL;
+		}
 		idisks[i].path = NULL;
 		idisks[i].src = src_nbd_source(nd->conn[i]);
 	}

@@ -144,6 +144,8 @@ static int nbd_open(const char *uri, const char *sock, const char *export_name,
 	/* Only the transports a backup reads from: no ssh or vsock, no commands run from a URI. */
 	if (nbd_set_uri_allow_transports(s->h, LIBNBD_ALLOW_TRANSPORT_TCP |
 						       LIBNBD_ALLOW_TRANSPORT_UNIX) < 0 ||
+	    /* The operator's own URI may name TLS files (tls-psk-file=...). */
+	    nbd_set_uri_allow_local_file(s->h, true) < 0 ||
 	    nbd_add_meta_context(s->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
 	    (s->bitmap_ctx && nbd_add_meta_context(s->h, s->bitmap_ctx) < 0)) {
 		r = nbd_err("cannot connect to", s->label);
@@ -528,14 +530,14 @@ int src_nbd_dirty(src_nbd *s, vbs_extent **ret, size_t *ret_n)
 struct src_image {
 	pid_t pid;
 	int slot;
-	char dir[PATH_MAX], sock[PATH_MAX], log[PATH_MAX];
+	char dir[PATH_MAX], sock[PATH_MAX], log[PATH_MAX], pid_file[PATH_MAX];
 };
 
 /* What the signal handler undoes: fixed arrays, as it may not allocate. A slot is in use while
  * its pid is not 0; pids are written last on start and first on stop. */
 static struct {
 	volatile sig_atomic_t pid;
-	char dir[PATH_MAX], sock[PATH_MAX], log[PATH_MAX];
+	char dir[PATH_MAX], sock[PATH_MAX], log[PATH_MAX], pid_file[PATH_MAX];
 } running[IMAGES_MAX];
 
 int src_image_format_valid(const char *format)
@@ -548,7 +550,7 @@ int src_image_format_valid(const char *format)
 	return 0;
 }
 
-static void on_signal(int sig)
+void src_image_kill_all(void)
 {
 	int e = errno;
 
@@ -560,10 +562,16 @@ static void on_signal(int sig)
 		kill(pid, SIGTERM);
 		unlink(running[i].sock);
 		unlink(running[i].log);
+		unlink(running[i].pid_file);
 		rmdir(running[i].dir);
 	}
-	signal(sig, SIG_DFL);
 	errno = e;
+}
+
+static void on_signal(int sig)
+{
+	src_image_kill_all();
+	signal(sig, SIG_DFL);
 	raise(sig);
 }
 
@@ -622,21 +630,13 @@ static void server_reason(const src_image *im, char *out, size_t cap)
 	free(text);
 }
 
-/* 1 when the server's socket accepts a connection. */
-static int socket_answers(const char *path)
+/* 1 when the server has opened the image: qemu-nbd listens on its socket before it opens the
+ * image, and writes its pid file after. */
+static int server_ready(const src_image *im)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int fd, ok;
+	struct stat st;
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return 0;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
+	return stat(im->pid_file, &st) == 0 && st.st_size > 0 && stat(im->sock, &st) == 0;
 }
 
 static void image_cleanup(src_image *im)
@@ -645,6 +645,7 @@ static void image_cleanup(src_image *im)
 		running[im->slot].pid = 0;
 	unlink(im->sock);
 	unlink(im->log);
+	unlink(im->pid_file);
 	rmdir(im->dir);
 }
 
@@ -721,6 +722,9 @@ int src_image_start(const char *path, const char *format, src_image **ret)
 	n = snprintf(im->sock, sizeof(im->sock), "%.*s/nbd.sock", PATH_MAX - 64, im->dir);
 	if (n > 0)
 		n = snprintf(im->log, sizeof(im->log), "%.*s/qemu-nbd.log", PATH_MAX - 64, im->dir);
+	if (n > 0)
+		n = snprintf(im->pid_file, sizeof(im->pid_file), "%.*s/qemu-nbd.pid", PATH_MAX - 64,
+			     im->dir);
 	if (n < 0 || strlen(im->dir) > PATH_MAX - 64 ||
 	    strlen(im->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		rmdir(im->dir);
@@ -754,16 +758,19 @@ int src_image_start(const char *path, const char *format, src_image **ret)
 	memcpy(running[im->slot].dir, im->dir, sizeof(im->dir));
 	memcpy(running[im->slot].sock, im->sock, sizeof(im->sock));
 	memcpy(running[im->slot].log, im->log, sizeof(im->log));
+	memcpy(running[im->slot].pid_file, im->pid_file, sizeof(im->pid_file));
 	{
 		pid_t parent = getpid();
-		char sockarg[PATH_MAX + 16];
+		char sockarg[PATH_MAX + 16], pidarg[PATH_MAX + 16];
 
 		snprintf(sockarg, sizeof(sockarg), "--socket=%s", im->sock);
+		snprintf(pidarg, sizeof(pidarg), "--pid-file=%s", im->pid_file);
 		im->pid = fork();
 		if (im->pid == 0) {
 			int devnull = open("/dev/null", O_RDONLY);
 			char *argv[] = {"qemu-nbd", "--read-only", "--persistent", "--shared=8",
-					"--cache=none", "--aio=threads", sockarg, "--image-opts",
+					"--cache=none", "--aio=threads", sockarg, pidarg,
+					"--image-opts",
 					opts, NULL};
 
 			/* Dies with us, however we end. */
@@ -800,7 +807,7 @@ int src_image_start(const char *path, const char *format, src_image **ret)
 			r = vbu_fail(-EIO, "cannot open image '%s' as %s: %s", path, format, why);
 			break;
 		}
-		if (socket_answers(im->sock)) {
+		if (server_ready(im)) {
 			r = 0;
 			break;
 		}

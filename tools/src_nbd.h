@@ -91,4 +91,9 @@ void src_image_stop(src_image *im);
  * program that does not handle these signals itself. */
 void src_image_signals(void);
 
+/* What those handlers do, for a program that handles the signals itself (jobs_cli.h): sends
+ * SIGTERM to every running server and removes its directory, without waiting. Async-signal
+ * safe. */
+void src_image_kill_all(void);
+
 #endif
