@@ -1259,6 +1259,9 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		c.rp->disks[i].new_chunks = d->new_chunks;
 		c.rp->disks[i].new_bytes = d->new_bytes;
 		c.rp->disks[i].incremental = d->ext != NULL;
+		if (d->in->read_note)
+			snprintf(c.rp->disks[i].read_note, sizeof(c.rp->disks[i].read_note), "%s",
+				 d->in->read_note);
 		c.rp->n_disks = i + 1;
 	}
 	progress(&g, 1);

@@ -74,6 +74,10 @@ typedef struct vbs_ingest_disk {
 	 * point; changed must then be NULL. Owned by the caller. */
 	const vbs_extent *changed_ext;
 	size_t n_changed_ext;
+	/* How the source is read, kept in the point (manifest.json "read.note"), or NULL:
+	 * "incremental: dirty bitmap since point P", "full: no dirty bitmap ...". At most 255
+	 * bytes are kept. */
+	const char *read_note;
 } vbs_ingest_disk;
 
 /* Called once per disk named in the escrow list, inside the commit, when the point's id is

@@ -21,6 +21,7 @@
 #include "kv.h"
 #include "rp.h"
 #include "src_nbd.h"
+#include "src_qemu.h"
 #include "util.h"
 #include "vault.h"
 
@@ -281,7 +282,7 @@ static void progress_end(progress *p, int ok)
 }
 
 enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
-enum { OPT_FORMAT = 0x1c0 };
+enum { OPT_FORMAT = 0x1c0, OPT_QEMU };
 enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
 
 /* The command line of one ingest: filled by ingest_parse, checked by ingest_validate, carried
@@ -293,6 +294,7 @@ typedef struct ingest_args {
 	name_path *disks, *changed, *formats;
 	size_t n_disks, n_changed, n_formats;
 	const char *retain_arg, *passphrase_file;
+	const char *qemu; /* --qemu QMP_SOCKET: --disk values name QEMU nodes or devices */
 	int64_t retain_until; /* from retain_arg, by ingest_validate */
 	unsigned threads;
 	int show_progress;
@@ -333,6 +335,7 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 	    {"disk", required_argument, NULL, OPT_DISK},
 	    {"changed", required_argument, NULL, OPT_CHANGED},
 	    {"format", required_argument, NULL, OPT_FORMAT},
+	    {"qemu", required_argument, NULL, OPT_QEMU},
 	    {"retain-until", required_argument, NULL, OPT_RETAIN},
 	    {"threads", required_argument, NULL, OPT_THREADS},
 	    {"progress", no_argument, NULL, OPT_PROGRESS},
@@ -383,6 +386,11 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 			if (status != 0)
 				return status;
 			a->n_formats++;
+			break;
+		case OPT_QEMU:
+			if (!*optarg)
+				return usage_err("empty argument for --qemu");
+			a->qemu = optarg;
 			break;
 		case OPT_ESCROW:
 			status = split_name_path("--escrow", optarg, &a->escrow[a->n_escrow]);
@@ -461,7 +469,11 @@ static int ingest_validate(ingest_args *a)
 	if (status != 0)
 		return status;
 
-	if (a->n_disks == 0)
+	if (a->qemu && (a->n_formats || a->n_changed))
+		return usage_err("--qemu reads the VM's disks itself: no --format or --changed");
+	if (a->qemu && a->check_escrow)
+		return usage_err("--check-escrow needs raw disk paths, not --qemu");
+	if (a->n_disks == 0 && !a->qemu)
 		return usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s'",
 				 a->vm);
 	if (a->n_disks > VBS_DISKS_MAX)
@@ -528,6 +540,14 @@ static int ingest_validate(ingest_args *a)
 			return usage_err("invalid kind '%s' in --escrow-kind: use one of %s",
 					 q(a->kinds[i].path), VBK_KIND_NAMES);
 	}
+	for (i = 0; i < a->n_escrow; i++) {
+		for (j = 0; j < a->n_disks; j++)
+			if (strcmp(a->escrow[i].name, a->disks[j].name) == 0)
+				break;
+		if (a->qemu || src_nbd_is_uri(a->disks[j].path))
+			return usage_err("--escrow for disk '%s': escrow needs a disk read from a "
+					 "path", a->escrow[i].name);
+	}
 	if (a->n_escrow > 0 && !a->kv_path)
 		return usage_err("--escrow needs --keyvault KV, the key vault of its secrets");
 	if (a->check_escrow && a->n_escrow == 0)
@@ -544,7 +564,7 @@ static int ingest_validate(ingest_args *a)
 	}
 
 	/* The world outside the command line: failures from here on are runtime errors. */
-	for (i = 0; i < a->n_disks; i++) {
+	for (i = 0; i < a->n_disks && !a->qemu; i++) {
 		status = check_source(&a->disks[i]);
 		if (status != 0)
 			return status;
@@ -619,6 +639,76 @@ static int nbd_disks_open(const ingest_args *a, vbs_ingest_disk *idisks, nbd_dis
 	return 0;
 }
 
+/* On SIGINT, SIGTERM, SIGHUP (jobs_cli.h): no helper process or private directory stays. */
+static void on_signal_cleanup(void)
+{
+	src_image_kill_all();
+	src_qemu_kill_all();
+}
+
+/* --qemu: the VM's disks frozen at one instant (src_qemu.h), as the ingest's disks. Says on
+ * stderr, one line per disk, why a disk is read in full when the VM has an earlier point. */
+static int qemu_disks(const ingest_args *a, vbs_vault *v, src_qemu **ret_q,
+		      vbs_ingest_disk **ret_disks, size_t *ret_n)
+{
+	const char **names = calloc(a->n_disks + 1, sizeof(*names));
+	const char **nodes = calloc(a->n_disks + 1, sizeof(*nodes));
+	vbs_ingest_disk *d = NULL;
+	vbs_rp *prev = NULL;
+	src_qemu *qm = NULL;
+	int r, status = VMBAK_EXIT_OK;
+
+	if (!names || !nodes) {
+		status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
+		goto out;
+	}
+	for (size_t i = 0; i < a->n_disks; i++) {
+		names[i] = a->disks[i].name;
+		nodes[i] = a->disks[i].path;
+	}
+	r = vbs_rp_latest(v, a->vm, &prev);
+	if (r < 0 && r != -ENOENT) {
+		status = store_err(r, "cannot read vault '%s'", q(a->path));
+		goto out;
+	}
+	cli_job_on_signal(on_signal_cleanup);
+	vbu_clear_err();
+	r = src_qemu_begin(a->qemu, names, nodes, a->n_disks, vbs_vault_uuid(v), prev, &qm);
+	if (r < 0) {
+		status = store_err(r, "cannot take the disks of QEMU at '%s'", q(a->qemu));
+		goto out;
+	}
+	d = calloc(src_qemu_count(qm), sizeof(*d));
+	if (!d) {
+		status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
+		goto out;
+	}
+	for (size_t i = 0; i < src_qemu_count(qm); i++) {
+		src_qemu_disk *qd = src_qemu_get(qm, i);
+
+		d[i].name = qd->name;
+		d[i].src = qd->src;
+		d[i].changed_ext = qd->changed_ext;
+		d[i].n_changed_ext = qd->n_changed_ext;
+		d[i].read_note = qd->note;
+		if (prev && !qd->changed_ext)
+			vbu_err("disk '%s' of VM '%s' is read in full: %s", qd->name, a->vm,
+				qd->note + (strncmp(qd->note, "full: ", 6) == 0 ? 6 : 0));
+	}
+	*ret_q = qm;
+	*ret_disks = d;
+	*ret_n = src_qemu_count(qm);
+	qm = NULL;
+	d = NULL;
+out:
+	src_qemu_end(qm, NULL);
+	free(d);
+	vbs_rp_free(prev);
+	free(names);
+	free(nodes);
+	return status;
+}
+
 /* The ingest of a checked command line: the escrowed secrets looked up, the vault opened and
  * unlocked, vbs_ingest() under a job record, the summary on stdout. An exit status. */
 static int ingest_run(const ingest_args *a, vmbak_globals *g)
@@ -634,6 +724,8 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	const char **esc_disks = NULL, **esc_secrets = NULL, **esc_sources = NULL;
 	escrow_ctx *esc = NULL;
 	nbd_disks nd = {0};
+	src_qemu *qm = NULL;
+	size_t n_idisks = a->n_disks;
 
 	idisks = calloc(a->n_disks, sizeof(*idisks));
 	if (!idisks) {
@@ -675,8 +767,7 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 			goto out;
 	}
 
-	status = nbd_disks_open(a, idisks, &nd);
-	if (status != 0)
+	if (!a->qemu && (status = nbd_disks_open(a, idisks, &nd)) != 0)
 		goto out;
 
 	/* The changed extents start coming in from disk while the passphrase is stretched. */
@@ -687,10 +778,17 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 		goto out;
 	if (esc && (status = escrow_pin(esc, v, a->path)) != 0)
 		goto out;
+	if (a->qemu) {
+		/* The instant is taken as late as it can be: after the vault is unlocked. */
+		free(idisks);
+		idisks = NULL;
+		if ((status = qemu_disks(a, v, &qm, &idisks, &n_idisks)) != 0)
+			goto out;
+	}
 
 	opts.vm = a->vm;
 	opts.disks = idisks;
-	opts.n_disks = a->n_disks;
+	opts.n_disks = n_idisks;
 	opts.retain_until = a->retain_until;
 	opts.threads = a->threads;
 	if (esc) {
@@ -715,6 +813,22 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	r = vbs_ingest(v, &opts, &rp);
 	progress_end(&prog, r >= 0);
+	if (qm) {
+		/* After the commit (or the failure): the bitmaps move on only with a point. */
+		char keep[VBU_ERRMSG_MAX];
+		int qr;
+
+		snprintf(keep, sizeof(keep), "%s", vbs_errmsg());
+		qr = src_qemu_end(qm, r >= 0 ? rp->id : NULL);
+		qm = NULL;
+		if (qr < 0 && r >= 0)
+			vbu_err("warning: %s; the next point of VM '%s' reads its disks in full",
+				q(vbu_errmsg()), a->vm);
+		if (r < 0 && keep[0])
+			vbu_fail(r, "%s", keep);
+		else
+			vbu_clear_err();
+	}
 	if (r < 0) {
 		status = escrow_report(esc);
 		if (status == 0)
@@ -750,6 +864,7 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	status = VMBAK_EXIT_OK;
 out:
+	src_qemu_end(qm, NULL);
 	nbd_disks_close(&nd);
 	vbs_rp_free(rp);
 	vbs_vault_close(v);
