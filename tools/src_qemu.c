@@ -31,6 +31,7 @@ struct qdisk {
 	char overlay[PATH_MAX];
 	uint64_t size;
 	int prev_ok;	     /* the latest point's bitmap is usable: disabled at the instant */
+	int prev_exists;     /* it exists, usable or not: removed once a new point commits */
 	int next_added;	     /* "+next" exists */
 	int fleece_added, job_started, exported;
 	vbs_extent *ext;
@@ -46,6 +47,8 @@ struct src_qemu {
 	char prefix[32]; /* of our node, job and export names */
 	char dir[PATH_MAX], sock[PATH_MAX];
 	int server_started;
+	char qmp_path[PATH_MAX];
+	int began; /* connected once: there may be something to undo */
 	size_t n;
 	struct qdisk *d;
 };
@@ -365,6 +368,7 @@ static int plan_bitmaps(src_qemu *q, struct qdisk *d, json_object *info, json_ob
 	}
 	if ((r = drop_stale(q, d, info, ins)) < 0)
 		return r;
+	d->prev_exists = bp != NULL || d->prev_ok;
 	if (d->prev_ok) {
 		/* recovered above */
 	} else if (!prev) {
@@ -504,6 +508,86 @@ static int find_disks(src_qemu *q, const char *const *names, const char *const *
 	if (r == 0 && q->n == 0)
 		r = vbu_fail(-ENODEV, "QEMU has no writable disk to back up");
 	return r;
+}
+
+static int jobs_gone(src_qemu *q);
+
+/* ---- what a killed ingest of this vault left in QEMU ---- */
+
+/* names of the list that start with our prefix */
+static int mine(src_qemu *q, json_object *o, const char *key)
+{
+	const char *n = vbu_json_str(o, key);
+
+	return n && strncmp(n, q->prefix, strlen(q->prefix)) == 0 && n[strlen(q->prefix)] == '-';
+}
+
+/* Exports, the NBD server that served them, jobs and fleecing nodes of an ingest of this vault
+ * that was killed (their names carry the vault's id): removed, so that this one can start. */
+static int clean_leftovers(src_qemu *q)
+{
+	json_object *l = NULL;
+	int r, had_export = 0, had_job = 0;
+
+	if (qmp_exec(q, "query-block-exports", NULL, &l) == 0 &&
+	    json_object_is_type(l, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(l); i++) {
+			json_object *e = json_object_array_get_idx(l, i), *a;
+
+			if (!mine(q, e, "id"))
+				continue;
+			a = json_object_new_object();
+			json_object_object_add(a, "id", json_object_new_string(vbu_json_str(e, "id")));
+			json_object_object_add(a, "mode", json_object_new_string("hard"));
+			if ((r = qmp_exec(q, "block-export-del", a, NULL)) < 0) {
+				json_object_put(l);
+				return r;
+			}
+			had_export = 1;
+		}
+	}
+	json_object_put(l);
+	l = NULL;
+	/* Our exports were the server's: it was started by the killed ingest. */
+	if (had_export && (r = qmp_exec(q, "nbd-server-stop", NULL, NULL)) < 0)
+		return r;
+	if (qmp_exec(q, "query-block-jobs", NULL, &l) == 0 &&
+	    json_object_is_type(l, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(l); i++) {
+			json_object *j = json_object_array_get_idx(l, i), *a;
+
+			if (!mine(q, j, "device"))
+				continue;
+			a = json_object_new_object();
+			json_object_object_add(a, "device",
+					       json_object_new_string(vbu_json_str(j, "device")));
+			json_object_object_add(a, "force", json_object_new_boolean(1));
+			qmp_exec(q, "block-job-cancel", a, NULL);
+			had_job = 1;
+		}
+	}
+	json_object_put(l);
+	l = NULL;
+	for (int k = 0; had_job && k < 500 && !jobs_gone(q); k++)
+		usleep(20000);
+	if (qmp_exec(q, "query-named-block-nodes", NULL, &l) == 0 &&
+	    json_object_is_type(l, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(l); i++) {
+			json_object *n = json_object_array_get_idx(l, i), *a;
+
+			if (!mine(q, n, "node-name"))
+				continue;
+			a = json_object_new_object();
+			json_object_object_add(a, "node-name",
+					       json_object_new_string(vbu_json_str(n, "node-name")));
+			if ((r = qmp_exec(q, "blockdev-del", a, NULL)) < 0) {
+				json_object_put(l);
+				return r;
+			}
+		}
+	}
+	json_object_put(l);
+	return 0;
 }
 
 /* ---- the instant ---- */
@@ -768,7 +852,7 @@ static int settle_bitmaps(src_qemu *q, const char *committed_id)
 			json_object_array_add(acts,
 					      action("block-dirty-bitmap-merge",
 						     merge_args(d->node, bm_new, q->bm_next)));
-			if (d->prev_ok)
+			if (d->prev_exists)
 				json_object_array_add(acts,
 						      action("block-dirty-bitmap-remove",
 							     bitmap_args(d->node, q->bm_prev)));
@@ -801,6 +885,30 @@ int src_qemu_end(src_qemu *q, const char *committed_id)
 
 	if (!q)
 		return 0;
+	for (size_t i = 0; q->d && i < q->n; i++) {
+		/* Our reads end before QEMU's exports do. */
+		src_nbd_close(q->d[i].pub.conn);
+		q->d[i].pub.conn = NULL;
+	}
+	if (q->fd < 0 && q->began) {
+		int64_t deadline = vbu_mono_ns() / 1000000 + QMP_MS;
+
+		/* The socket may be busy with another client for a moment. */
+		while ((r = qmp_connect(q, q->qmp_path)) < 0 && r != -EPROTO &&
+		       vbu_mono_ns() / 1000000 < deadline) {
+			if (q->fd >= 0)
+				close(q->fd);
+			q->fd = -1;
+			q->blen = 0;
+			usleep(100000);
+		}
+		if (r < 0) {
+			first = r;
+			if (q->fd >= 0)
+				close(q->fd);
+			q->fd = -1;
+		}
+	}
 	if (q->fd >= 0) {
 		teardown(q, &first);
 		r = settle_bitmaps(q, committed_id);
@@ -881,8 +989,10 @@ int src_qemu_begin(const char *qmp_path, const char *const *names, const char *c
 	if (prev)
 		snprintf(q->bm_prev, sizeof(q->bm_prev), "vmbak-%s@%s", uuid, prev->id);
 	snprintf(q->prefix, sizeof(q->prefix), "vmbak-%.8s", uuid);
+	snprintf(q->qmp_path, sizeof(q->qmp_path), "%s", qmp_path);
 	if ((r = qmp_connect(q, qmp_path)) < 0)
 		goto fail;
+	q->began = 1;
 	if (!tmp || tmp[0] != '/')
 		tmp = "/tmp";
 	n = snprintf(q->dir, sizeof(q->dir), "%s/vmbak-qemu.XXXXXX", tmp);
@@ -899,13 +1009,18 @@ int src_qemu_begin(const char *qmp_path, const char *const *names, const char *c
 		r = vbu_fail(-ENAMETOOLONG, "temporary directory '%s' is too long for a socket", tmp);
 		goto fail;
 	}
-	if ((r = find_disks(q, names, nodes, n_want, prev)) < 0)
+	if ((r = clean_leftovers(q)) < 0 || (r = find_disks(q, names, nodes, n_want, prev)) < 0)
 		goto fail;
 	for (size_t i = 0; i < q->n; i++)
 		if ((r = add_fleece(q, &q->d[i], i)) < 0)
 			goto fail;
 	if ((r = freeze(q)) < 0 || (r = export_all(q)) < 0)
 		goto fail;
+	/* QEMU serves one QMP client at a time: others (an operator, a management tool) get the
+	 * socket while the disks are read; src_qemu_end connects again. */
+	close(q->fd);
+	q->fd = -1;
+	q->blen = 0;
 	*ret = q;
 	return 0;
 fail: {
