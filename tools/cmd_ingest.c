@@ -27,7 +27,7 @@
 
 #define INGEST_USAGE                                                                               \
 	"vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...] [--format NAME=FORMAT ...] "   \
-	"[--changed NAME=FILE ...] "                                                               \
+	"[--changed NAME=FILE ...] [--qemu QMP_SOCKET [--disk NAME=NODE ...]] "                     \
 	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                   \
 	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--threads N] [--progress]"
 
@@ -40,6 +40,8 @@ static const char ingest_help[] =
     "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
     "                    [--escrow-kind NAME=KIND ...] [--check-escrow]\n"
     "                    [--threads N] [--progress]\n"
+    "       vmbak ingest VAULT VM --qemu QMP_SOCKET [--disk NAME=NODE ...]\n"
+    "                    [--retain-until YYYY-MM-DD] [--threads N] [--progress]\n"
     "\n"
     "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
     "last line of standard output.\n"
@@ -53,6 +55,12 @@ static const char ingest_help[] =
     "  --format NAME=FORMAT    disk NAME's PATH is an image of FORMAT: qcow2, vmdk, vhdx,\n"
     "                          vpc or raw, read through a private `qemu-nbd --read-only`\n"
     "                          (with its qcow2 backing chain); a format is never guessed\n"
+    "  --qemu QMP_SOCKET       take the disks of a running QEMU VM at one instant through its\n"
+    "                          QMP socket, while the guest runs: every writable disk, or\n"
+    "                          those named with --disk NAME=NODE (a node name, drive id or\n"
+    "                          device id); later points read only what changed since the\n"
+    "                          VM's latest point in this vault (a persistent dirty bitmap),\n"
+    "                          or everything, saying why on stderr\n"
     "  --changed NAME=FILE     read only the extents listed in FILE (lines \"OFFSET LENGTH\n"
     "                          [TYPE [DESCRIPTION]]\", as `nbdinfo --map` prints them) of disk\n"
     "                          NAME and take the rest from the VM's latest point\n"
