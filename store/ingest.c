@@ -1203,6 +1203,11 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 	} else if (r < 0) {
 		goto out;
 	}
+	if (o->expect_base && strcmp(o->expect_base, g.prev ? g.prev->id : "") != 0) {
+		r = vbs_fail(-EBUSY, "another ingest of VM '%s' committed first; run it again",
+			     o->vm);
+		goto out;
+	}
 	for (size_t i = 0; i < o->n_disks; i++) {
 		struct disk_state *d = &g.disks[i];
 		uint64_t bytes;

@@ -105,6 +105,10 @@ typedef struct vbs_ingest_opts {
 	uint64_t job_id;  /* the caller's job (jobs.h; the caller ends it), or 0: the ingest
 			   * records and ends a job of its own */
 	int64_t created_ns; /* creation time of the point; 0: the clock (tests set others) */
+	/* The point the caller's changed extents are relative to (a dirty bitmap's): the ingest
+	 * fails with -EBUSY unless the VM's latest point is this one ("" : the VM has none).
+	 * NULL: no such check. */
+	const char *expect_base;
 } vbs_ingest_opts;
 
 /* On success *ret is the committed point (caller frees with vbs_rp_free). */

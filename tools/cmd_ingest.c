@@ -657,7 +657,7 @@ static void on_signal_cleanup(void)
 /* --qemu: the VM's disks frozen at one instant (src_qemu.h), as the ingest's disks. Says on
  * stderr, one line per disk, why a disk is read in full when the VM has an earlier point. */
 static int qemu_disks(const ingest_args *a, vbs_vault *v, src_qemu **ret_q,
-		      vbs_ingest_disk **ret_disks, size_t *ret_n)
+		      vbs_ingest_disk **ret_disks, size_t *ret_n, char *ret_base)
 {
 	const char **names = calloc(a->n_disks + 1, sizeof(*names));
 	const char **nodes = calloc(a->n_disks + 1, sizeof(*nodes));
@@ -703,6 +703,7 @@ static int qemu_disks(const ingest_args *a, vbs_vault *v, src_qemu **ret_q,
 			vbu_err("disk '%s' of VM '%s' is read in full: %s", qd->name, a->vm,
 				qd->note + (strncmp(qd->note, "full: ", 6) == 0 ? 6 : 0));
 	}
+	snprintf(ret_base, VBS_RP_ID_MAX, "%s", prev ? prev->id : "");
 	*ret_q = qm;
 	*ret_disks = d;
 	*ret_n = src_qemu_count(qm);
@@ -734,6 +735,7 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	nbd_disks nd = {0};
 	src_qemu *qm = NULL;
 	size_t n_idisks = a->n_disks;
+	char qemu_base[VBS_RP_ID_MAX] = "";
 
 	idisks = calloc(a->n_disks, sizeof(*idisks));
 	if (!idisks) {
@@ -790,8 +792,10 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 		/* The instant is taken as late as it can be: after the vault is unlocked. */
 		free(idisks);
 		idisks = NULL;
-		if ((status = qemu_disks(a, v, &qm, &idisks, &n_idisks)) != 0)
+		if ((status = qemu_disks(a, v, &qm, &idisks, &n_idisks, qemu_base)) != 0)
 			goto out;
+		/* The dirty extents are relative to that point: no other may come between. */
+		opts.expect_base = qemu_base;
 	}
 
 	opts.vm = a->vm;
