@@ -32,6 +32,7 @@ struct qdisk {
 	uint64_t size;
 	int prev_ok;	     /* the latest point's bitmap is usable: disabled at the instant */
 	int prev_exists;     /* it exists, usable or not: removed once a new point commits */
+	int persist;	     /* the node's format stores bitmaps (qcow2): ours are persistent */
 	int next_added;	     /* "+next" exists */
 	int fleece_added, job_started, exported;
 	vbs_extent *ext;
@@ -255,9 +256,11 @@ static json_object *merge_args(const char *node, const char *target, const char 
 	return o;
 }
 
-static json_object *persistent(json_object *o)
+/* Persistent where the format stores bitmaps (qcow2); elsewhere (raw) a bitmap lives as long
+ * as the QEMU process, and the first point after a restart is full. */
+static json_object *persistent(json_object *o, int yes)
 {
-	json_object_object_add(o, "persistent", json_object_new_boolean(1));
+	json_object_object_add(o, "persistent", json_object_new_boolean(yes));
 	return o;
 }
 
@@ -499,6 +502,7 @@ static int find_disks(src_qemu *q, const char *const *names, const char *const *
 			continue;
 		snprintf(d->node, sizeof(d->node), "%s", node);
 		d->size = size;
+		d->persist = vbu_json_str(ins, "drv") && strcmp(vbu_json_str(ins, "drv"), "qcow2") == 0;
 		snprintf(d->fleece, sizeof(d->fleece), "%s-f%zu", q->prefix, q->n);
 		snprintf(d->job, sizeof(d->job), "%s-j%zu", q->prefix, q->n);
 		q->n++;
@@ -668,7 +672,7 @@ static int freeze(src_qemu *q)
 		json_object *b = json_object_new_object();
 
 		json_object_array_add(acts, action("block-dirty-bitmap-add",
-						   persistent(bitmap_args(d->node, q->bm_next))));
+						   persistent(bitmap_args(d->node, q->bm_next), d->persist)));
 		if (d->prev_ok)
 			json_object_array_add(acts,
 					      action("block-dirty-bitmap-disable",
@@ -848,7 +852,7 @@ static int settle_bitmaps(src_qemu *q, const char *committed_id)
 		if (committed_id) {
 			json_object_array_add(acts,
 					      action("block-dirty-bitmap-add",
-						     persistent(bitmap_args(d->node, bm_new))));
+						     persistent(bitmap_args(d->node, bm_new), d->persist)));
 			json_object_array_add(acts,
 					      action("block-dirty-bitmap-merge",
 						     merge_args(d->node, bm_new, q->bm_next)));
