@@ -25,15 +25,15 @@
 
 struct qdisk {
 	src_qemu_disk pub;
-	char node[256];	     /* the device's top node */
-	char fleece[64];     /* our overlay node */
-	char job[64];	     /* our fleecing job */
+	char node[256];	 /* the device's top node */
+	char fleece[64]; /* our overlay node */
+	char job[64];	 /* our fleecing job */
 	char overlay[PATH_MAX];
 	uint64_t size;
-	int prev_ok;	     /* the latest point's bitmap is usable: disabled at the instant */
-	int prev_exists;     /* it exists, usable or not: removed once a new point commits */
-	int persist;	     /* the node's format stores bitmaps (qcow2): ours are persistent */
-	int next_added;	     /* "+next" exists */
+	int prev_ok;	 /* the latest point's bitmap is usable: disabled at the instant */
+	int prev_exists; /* it exists, usable or not: removed once a new point commits */
+	int persist;	 /* the node's format stores bitmaps (qcow2): ours are persistent */
+	int next_added;	 /* "+next" exists */
 	int fleece_added, job_started, exported;
 	vbs_extent *ext;
 };
@@ -89,7 +89,8 @@ static int qmp_read(src_qemu *q, json_object **ret)
 			q->blen -= len + 1;
 			if (!o || !json_object_is_type(o, json_type_object)) {
 				json_object_put(o);
-				return vbu_fail(-EPROTO, "not a QMP socket: it sent something that is not "
+				return vbu_fail(-EPROTO,
+						"not a QMP socket: it sent something that is not "
 						"a JSON object");
 			}
 			if (json_object_object_get_ex(o, "event", NULL)) {
@@ -104,7 +105,8 @@ static int qmp_read(src_qemu *q, json_object **ret)
 			char *b;
 
 			if (cap > QMP_LINE_MAX)
-				return vbu_fail(-EPROTO, "not a QMP socket: a message over %u bytes",
+				return vbu_fail(-EPROTO,
+						"not a QMP socket: a message over %u bytes",
 						QMP_LINE_MAX);
 			b = realloc(q->buf, cap);
 			if (!b)
@@ -119,8 +121,10 @@ static int qmp_read(src_qemu *q, json_object **ret)
 			int pr;
 
 			if (left <= 0)
-				return vbu_fail(-ETIMEDOUT, "QEMU did not answer on its QMP socket for "
-						"%d s", QMP_MS / 1000);
+				return vbu_fail(-ETIMEDOUT,
+						"QEMU did not answer on its QMP socket for "
+						"%d s",
+						QMP_MS / 1000);
 			pr = poll(&p, 1, (int)left);
 			if (pr < 0 && errno == EINTR)
 				continue;
@@ -324,7 +328,8 @@ static int drop_stale(src_qemu *q, struct qdisk *d, json_object *info, json_obje
 		if (!lists[k] || !json_object_is_type(lists[k], json_type_array))
 			continue;
 		for (size_t i = 0; i < json_object_array_length(lists[k]); i++) {
-			const char *n = vbu_json_str(json_object_array_get_idx(lists[k], i), "name");
+			const char *n =
+			    vbu_json_str(json_object_array_get_idx(lists[k], i), "name");
 			if (!n || strncmp(n, mine, strlen(mine)) != 0 || strcmp(n, q->bm_prev) == 0)
 				continue;
 			r = qmp_exec(q, "block-dirty-bitmap-remove", bitmap_args(d->node, n), NULL);
@@ -354,10 +359,10 @@ static int plan_bitmaps(src_qemu *q, struct qdisk *d, json_object *info, json_ob
 
 		json_object_array_add(acts, action("block-dirty-bitmap-merge",
 						   merge_args(d->node, q->bm_prev, q->bm_next)));
-		json_object_array_add(acts, action("block-dirty-bitmap-enable",
-						   bitmap_args(d->node, q->bm_prev)));
-		json_object_array_add(acts, action("block-dirty-bitmap-remove",
-						   bitmap_args(d->node, q->bm_next)));
+		json_object_array_add(
+		    acts, action("block-dirty-bitmap-enable", bitmap_args(d->node, q->bm_prev)));
+		json_object_array_add(
+		    acts, action("block-dirty-bitmap-remove", bitmap_args(d->node, q->bm_next)));
 		json_object_object_add(args, "actions", acts);
 		if ((r = qmp_exec(q, "transaction", args, NULL)) < 0)
 			return r;
@@ -385,7 +390,8 @@ static int plan_bitmaps(src_qemu *q, struct qdisk *d, json_object *info, json_ob
 	} else if (!bp) {
 		snprintf(d->pub.note, sizeof(d->pub.note),
 			 "full: no dirty bitmap of point %s (QEMU was restarted or killed, or the "
-			 "disk replaced)", prev->id);
+			 "disk replaced)",
+			 prev->id);
 	} else if (jbool(bp, "inconsistent")) {
 		snprintf(d->pub.note, sizeof(d->pub.note),
 			 "full: the dirty bitmap of point %s is inconsistent", prev->id);
@@ -398,12 +404,14 @@ static int plan_bitmaps(src_qemu *q, struct qdisk *d, json_object *info, json_ob
 	if (d->prev_ok && (!pd || pd->size != d->size)) {
 		/* A bitmap of ours for a disk the point does not have as it is: not usable. */
 		d->prev_ok = 0;
-		snprintf(d->pub.note, sizeof(d->pub.note), "full: point %s has disk '%s' at another "
-			 "size or not at all", prev->id, d->pub.name);
+		snprintf(d->pub.note, sizeof(d->pub.note),
+			 "full: point %s has disk '%s' at another "
+			 "size or not at all",
+			 prev->id, d->pub.name);
 	}
 	if (d->prev_ok)
-		snprintf(d->pub.note, sizeof(d->pub.note), "incremental: dirty bitmap since point %s",
-			 prev->id);
+		snprintf(d->pub.note, sizeof(d->pub.note),
+			 "incremental: dirty bitmap since point %s", prev->id);
 	return 0;
 }
 
@@ -446,9 +454,10 @@ static int find_disks(src_qemu *q, const char *const *names, const char *const *
 			bd = vbu_json_str(b, "device");
 			bq = vbu_json_str(b, "qdev");
 			qdev_short(bq ? bq : "", qs, sizeof(qs));
-			if (n_want && !((bn && strcmp(bn, nodes[w]) == 0) ||
-					(bd && *bd && strcmp(bd, nodes[w]) == 0) ||
-					(bq && strcmp(bq, nodes[w]) == 0) || strcmp(qs, nodes[w]) == 0))
+			if (n_want &&
+			    !((bn && strcmp(bn, nodes[w]) == 0) ||
+			      (bd && *bd && strcmp(bd, nodes[w]) == 0) ||
+			      (bq && strcmp(bq, nodes[w]) == 0) || strcmp(qs, nodes[w]) == 0))
 				continue;
 			info = b;
 			ins = in;
@@ -459,14 +468,17 @@ static int find_disks(src_qemu *q, const char *const *names, const char *const *
 		}
 		if (!info) {
 			if (n_want)
-				r = vbu_fail(-ENOENT, "QEMU has no disk with node, drive or device '%s'",
+				r = vbu_fail(-ENOENT,
+					     "QEMU has no disk with node, drive or device '%s'",
 					     nodes[w]);
 			continue;
 		}
 		if (jbool(ins, "ro")) {
 			if (n_want)
-				r = vbu_fail(-EINVAL, "QEMU disk '%s' is read-only: not a disk to back "
-					     "up", nodes[w]);
+				r = vbu_fail(-EINVAL,
+					     "QEMU disk '%s' is read-only: not a disk to back "
+					     "up",
+					     nodes[w]);
 			continue;
 		}
 		if (!node || !*node || strlen(node) >= sizeof(d->node) ||
@@ -487,8 +499,10 @@ static int find_disks(src_qemu *q, const char *const *names, const char *const *
 			if (strlen(nm) < sizeof(d->pub.name))
 				memcpy(d->pub.name, nm, strlen(nm) + 1);
 			if (!vbu_name_valid(d->pub.name)) {
-				r = vbu_fail(-EINVAL, "cannot name QEMU disk '%s': give it a name "
-					     "with --disk NAME=%s", node, node);
+				r = vbu_fail(-EINVAL,
+					     "cannot name QEMU disk '%s': give it a name "
+					     "with --disk NAME=%s",
+					     node, node);
 				continue;
 			}
 		}
@@ -496,13 +510,16 @@ static int find_disks(src_qemu *q, const char *const *names, const char *const *
 			if (strcmp(q->d[k].node, node) == 0)
 				r = vbu_fail(-EINVAL, "QEMU disk '%s' is named twice", node);
 			else if (strcmp(q->d[k].pub.name, d->pub.name) == 0)
-				r = vbu_fail(-EINVAL, "two QEMU disks would be named '%s': name them "
-					     "with --disk NAME=NODE", d->pub.name);
+				r = vbu_fail(-EINVAL,
+					     "two QEMU disks would be named '%s': name them "
+					     "with --disk NAME=NODE",
+					     d->pub.name);
 		if (r < 0)
 			continue;
 		snprintf(d->node, sizeof(d->node), "%s", node);
 		d->size = size;
-		d->persist = vbu_json_str(ins, "drv") && strcmp(vbu_json_str(ins, "drv"), "qcow2") == 0;
+		d->persist =
+		    vbu_json_str(ins, "drv") && strcmp(vbu_json_str(ins, "drv"), "qcow2") == 0;
 		snprintf(d->fleece, sizeof(d->fleece), "%s-f%zu", q->prefix, q->n);
 		snprintf(d->job, sizeof(d->job), "%s-j%zu", q->prefix, q->n);
 		q->n++;
@@ -541,7 +558,8 @@ static int clean_leftovers(src_qemu *q)
 			if (!mine(q, e, "id"))
 				continue;
 			a = json_object_new_object();
-			json_object_object_add(a, "id", json_object_new_string(vbu_json_str(e, "id")));
+			json_object_object_add(a, "id",
+					       json_object_new_string(vbu_json_str(e, "id")));
 			json_object_object_add(a, "mode", json_object_new_string("hard"));
 			if ((r = qmp_exec(q, "block-export-del", a, NULL)) < 0) {
 				json_object_put(l);
@@ -582,8 +600,8 @@ static int clean_leftovers(src_qemu *q)
 			if (!mine(q, n, "node-name"))
 				continue;
 			a = json_object_new_object();
-			json_object_object_add(a, "node-name",
-					       json_object_new_string(vbu_json_str(n, "node-name")));
+			json_object_object_add(
+			    a, "node-name", json_object_new_string(vbu_json_str(n, "node-name")));
 			if ((r = qmp_exec(q, "blockdev-del", a, NULL)) < 0) {
 				json_object_put(l);
 				return r;
@@ -633,7 +651,8 @@ static int make_overlay(const char *path, uint64_t size)
 		usleep(10000);
 	}
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		return vbu_fail(-EIO, "cannot create the fleecing overlay '%s' with qemu-img", path);
+		return vbu_fail(-EIO, "cannot create the fleecing overlay '%s' with qemu-img",
+				path);
 	return 0;
 }
 
@@ -671,12 +690,12 @@ static int freeze(src_qemu *q)
 		struct qdisk *d = &q->d[i];
 		json_object *b = json_object_new_object();
 
-		json_object_array_add(acts, action("block-dirty-bitmap-add",
-						   persistent(bitmap_args(d->node, q->bm_next), d->persist)));
+		json_object_array_add(
+		    acts, action("block-dirty-bitmap-add",
+				 persistent(bitmap_args(d->node, q->bm_next), d->persist)));
 		if (d->prev_ok)
-			json_object_array_add(acts,
-					      action("block-dirty-bitmap-disable",
-						     bitmap_args(d->node, q->bm_prev)));
+			json_object_array_add(acts, action("block-dirty-bitmap-disable",
+							   bitmap_args(d->node, q->bm_prev)));
 		json_object_object_add(b, "device", json_object_new_string(d->node));
 		json_object_object_add(b, "target", json_object_new_string(d->fleece));
 		json_object_object_add(b, "sync", json_object_new_string("none"));
@@ -756,8 +775,8 @@ static int jobs_gone(src_qemu *q)
 
 	if (qmp_exec(q, "query-block-jobs", NULL, &jobs) < 0)
 		return 1; /* nothing more to learn */
-	for (size_t i = 0; json_object_is_type(jobs, json_type_array) &&
-			   i < json_object_array_length(jobs);
+	for (size_t i = 0;
+	     json_object_is_type(jobs, json_type_array) && i < json_object_array_length(jobs);
 	     i++) {
 		const char *dev = vbu_json_str(json_object_array_get_idx(jobs, i), "device");
 		mine |= dev && strncmp(dev, q->prefix, strlen(q->prefix)) == 0;
@@ -850,9 +869,9 @@ static int settle_bitmaps(src_qemu *q, const char *committed_id)
 			continue;
 		any = 1;
 		if (committed_id) {
-			json_object_array_add(acts,
-					      action("block-dirty-bitmap-add",
-						     persistent(bitmap_args(d->node, bm_new), d->persist)));
+			json_object_array_add(
+			    acts, action("block-dirty-bitmap-add",
+					 persistent(bitmap_args(d->node, bm_new), d->persist)));
 			json_object_array_add(acts,
 					      action("block-dirty-bitmap-merge",
 						     merge_args(d->node, bm_new, q->bm_next)));
@@ -864,12 +883,11 @@ static int settle_bitmaps(src_qemu *q, const char *committed_id)
 			json_object_array_add(acts,
 					      action("block-dirty-bitmap-merge",
 						     merge_args(d->node, q->bm_prev, q->bm_next)));
-			json_object_array_add(acts,
-					      action("block-dirty-bitmap-enable",
-						     bitmap_args(d->node, q->bm_prev)));
+			json_object_array_add(acts, action("block-dirty-bitmap-enable",
+							   bitmap_args(d->node, q->bm_prev)));
 		}
-		json_object_array_add(acts, action("block-dirty-bitmap-remove",
-						   bitmap_args(d->node, q->bm_next)));
+		json_object_array_add(
+		    acts, action("block-dirty-bitmap-remove", bitmap_args(d->node, q->bm_next)));
 	}
 	json_object_object_add(args, "actions", acts);
 	if (!any) {
@@ -1010,7 +1028,8 @@ int src_qemu_begin(const char *qmp_path, const char *const *names, const char *c
 	sig_dir_set = 1;
 	n = snprintf(q->sock, sizeof(q->sock), "%.*s/nbd.sock", PATH_MAX - 64, q->dir);
 	if (n < 0 || (size_t)n >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-		r = vbu_fail(-ENAMETOOLONG, "temporary directory '%s' is too long for a socket", tmp);
+		r = vbu_fail(-ENAMETOOLONG, "temporary directory '%s' is too long for a socket",
+			     tmp);
 		goto fail;
 	}
 	if ((r = clean_leftovers(q)) < 0 || (r = find_disks(q, names, nodes, n_want, prev)) < 0)
@@ -1027,7 +1046,7 @@ int src_qemu_begin(const char *qmp_path, const char *const *names, const char *c
 	q->blen = 0;
 	*ret = q;
 	return 0;
-fail: {
+fail : {
 	char msg[VBU_ERRMSG_MAX];
 
 	/* Undoing must not lose the reason. */

@@ -27,8 +27,8 @@ static void parse_lines(void)
 static void normalize(void)
 {
 	/* Unsorted, overlapping, touching, empty and unaligned, as a bitmap may give them. */
-	const vbs_extent in[] = {{65536, 65536}, {0, 1}, {131072, 100}, {70000, 10}, {500, 0},
-				 {1048576 - 1, 1}};
+	const vbs_extent in[] = {{65536, 65536}, {0, 1},   {131072, 100},
+				 {70000, 10},	 {500, 0}, {1048576 - 1, 1}};
 	vbs_extent *e = NULL;
 	size_t n = 0;
 
