@@ -272,8 +272,7 @@ static int none_in_flight(src_nbd *s)
 static int src_read(void *arg, const vbs_source_io *io, size_t n)
 {
 	src_nbd *s = arg;
-	struct read_cb cbs[INFLIGHT_MAX * 2];
-	size_t i = 0, slot = 0;
+	size_t i = 0;
 	uint64_t at = 0; /* bytes of io[i] issued */
 	int r = 0;
 
@@ -283,17 +282,22 @@ static int src_read(void *arg, const vbs_source_io *io, size_t n)
 	while (i < n || nbd_aio_in_flight(s->h) > 0) {
 		while (i < n && !s->read_err && nbd_aio_in_flight(s->h) < INFLIGHT_MAX) {
 			uint64_t len = io[i].len - at;
-			struct read_cb *c = &cbs[slot++ % (sizeof(cbs) / sizeof(cbs[0]))];
+			/* Each request's own: completions come in any order, and libnbd frees
+			 * it (.free) when the request is retired, even after a timeout. */
+			struct read_cb *c = malloc(sizeof(*c));
 
+			if (!c) {
+				r = vbu_fail(-ENOMEM, "out of memory");
+				goto drain;
+			}
 			if (len > s->max_io)
 				len = s->max_io;
-			/* cbs has twice as many slots as requests in flight: a slot is reused
-			 * only after its request was retired. */
 			*c = (struct read_cb){s, io[i].off + at};
-			if (nbd_aio_pread(
-				s->h, (uint8_t *)io[i].buf + at, (size_t)len, io[i].off + at,
-				(nbd_completion_callback){.callback = read_done, .user_data = c},
-				0) < 0) {
+			if (nbd_aio_pread(s->h, (uint8_t *)io[i].buf + at, (size_t)len, io[i].off + at,
+					  (nbd_completion_callback){.callback = read_done,
+								    .user_data = c,
+								    .free = free},
+					  0) < 0) {
 				r = nbd_err("cannot read", s->label);
 				goto drain;
 			}
