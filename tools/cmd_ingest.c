@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -585,6 +586,36 @@ static int ingest_validate(ingest_args *a)
 	return 0;
 }
 
+/* On SIGINT, SIGTERM, SIGHUP (jobs_cli.h): no helper process or private directory stays. */
+static void on_signal_cleanup(void)
+{
+	src_image_kill_all();
+	src_qemu_kill_all();
+}
+
+/* Before the job's signal thread starts (cli_job_start): the same cleanup, then the signal's
+ * default action. */
+static void on_early_signal(int sig)
+{
+	on_signal_cleanup();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void early_signals(void)
+{
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+	struct sigaction sa = {0};
+
+	sa.sa_handler = on_early_signal;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaddset(&sa.sa_mask, sigs[i]);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	cli_job_on_signal(on_signal_cleanup);
+}
+
 /* The disks read over NBD: a connection per disk, and a qemu-nbd for each disk with --format.
  * Opened before the vault (a source that cannot be read stops the ingest before the
  * passphrase is asked), closed after the ingest, on failure too. */
@@ -622,10 +653,8 @@ static int nbd_disks_open(const ingest_args *a, vbs_ingest_disk *idisks, nbd_dis
 			if (strcmp(a->formats[j].name, a->disks[i].name) == 0)
 				fmt = a->formats[j].path;
 		if (fmt) {
-			if (!signals++) {
-				src_image_signals();
-				cli_job_on_signal(src_image_kill_all);
-			}
+			if (!signals++)
+				early_signals();
 			r = src_image_start(path, fmt, &nd->img[i]);
 			if (r == 0)
 				r = src_nbd_open_unix(src_image_socket(nd->img[i]), NULL, NULL, path,
@@ -645,13 +674,6 @@ static int nbd_disks_open(const ingest_args *a, vbs_ingest_disk *idisks, nbd_dis
 		idisks[i].src = src_nbd_source(nd->conn[i]);
 	}
 	return 0;
-}
-
-/* On SIGINT, SIGTERM, SIGHUP (jobs_cli.h): no helper process or private directory stays. */
-static void on_signal_cleanup(void)
-{
-	src_image_kill_all();
-	src_qemu_kill_all();
 }
 
 /* --qemu: the VM's disks frozen at one instant (src_qemu.h), as the ingest's disks. Says on
@@ -679,7 +701,7 @@ static int qemu_disks(const ingest_args *a, vbs_vault *v, src_qemu **ret_q,
 		status = store_err(r, "cannot read vault '%s'", q(a->path));
 		goto out;
 	}
-	cli_job_on_signal(on_signal_cleanup);
+	early_signals();
 	vbu_clear_err();
 	r = src_qemu_begin(a->qemu, names, nodes, a->n_disks, vbs_vault_uuid(v), prev, &qm);
 	if (r < 0) {
