@@ -145,7 +145,7 @@ expect_ok "$VMBAK" ingest "$V" kit-tcp --disk "sda=nbd://127.0.0.1:$port"
 stop_kit
 
 # qemu-nbd, unix socket with an export name
-timeout 300 qemu-nbd -r -f qcow2 -k "$T/qn.sock" -x disk0 top.qcow2 &
+timeout 300 qemu-nbd -r -t -f qcow2 -k "$T/qn.sock" -x disk0 top.qcow2 &
 kit_pid=$!
 echo "$kit_pid" >>"$T/servers"
 wait_sock "$T/qn.sock"
@@ -155,7 +155,7 @@ stop_kit
 
 # qemu-nbd, TCP
 port=$(free_port)
-timeout 300 qemu-nbd -r -f qcow2 -b 127.0.0.1 -p "$port" top.qcow2 &
+timeout 300 qemu-nbd -r -t -f qcow2 -b 127.0.0.1 -p "$port" top.qcow2 &
 kit_pid=$!
 echo "$kit_pid" >>"$T/servers"
 wait_port "$port"
