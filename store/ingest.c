@@ -1,7 +1,8 @@
 /* ingest.c: a new recovery point from disk images (see ingest.h).
  *
  * Per disk: the ranges to look at (the whole disk, or the changed extents) are walked with
- * SEEK_DATA/SEEK_HOLE; chunks touching data are read into a batch; worker threads check for
+ * SEEK_DATA/SEEK_HOLE (or a source object's map); chunks touching data are read into a batch
+ * (with pread, or for a source object in merged reads handed over when the batch is full); worker threads check for
  * zeros and compute ids; chunks the vault lacks are compressed and encrypted by the workers and
  * stored in one commit per batch. Each chunk's new value is compared with what the base point
  * (the lineage's head) shows, and only differences become index entries, which are written
