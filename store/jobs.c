@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "jobs_db.h"
 #include "jobs.h"
 #include "json.h"
 #include "seal.h"
