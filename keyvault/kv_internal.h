@@ -119,7 +119,7 @@ int kv_env_from_json(json_object *o, size_t ct_max, kv_envelope *ret);
 int kv_env_pack(const kv_envelope *e, uint8_t **ret, size_t *ret_len);
 int kv_env_unpack(const uint8_t *p, size_t len, kv_envelope *ret);
 
-/* RSA keys. */
+/* RSA keys (kv_rsa.c). */
 int kv_rsa_generate(unsigned bits, EVP_PKEY **ret);
 int kv_rsa_public_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len);  /* OPENSSL_free */
 int kv_rsa_private_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len); /* OPENSSL_clear_free */

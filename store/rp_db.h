@@ -45,7 +45,6 @@ int vbs_rp_latest_serial(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *r
 /* The VM's number, creating its record when new. */
 int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
 
-
 /* Sums over every point: virtual sizes of disks, and their data bytes (rp.c). */
 int vbs_rp_sum_sizes(vbs_vault *v, uint64_t *ret_logical, uint64_t *ret_data);
 
