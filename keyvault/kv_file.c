@@ -34,6 +34,33 @@ const char *vbk_kv_errmsg(void)
 
 /* ---- the file: checks ---- */
 
+/* The "versions" of a key or a secret: an array of 1 to KV_VERSIONS_MAX. */
+static int versions_of(json_object *o, json_object **ret, size_t *ret_n)
+{
+	json_object *vs = jobj(o, "versions", json_type_array);
+	size_t n = vs ? json_object_array_length(vs) : 0;
+
+	if (n == 0 || n > KV_VERSIONS_MAX)
+		return -EPROTO;
+	*ret = vs;
+	*ret_n = n;
+	return 0;
+}
+
+/* Version i + 1 of vs: an object numbered i + 1, with a creation time. */
+static int version_at(json_object *vs, size_t i, json_object **ret)
+{
+	json_object *v = json_object_array_get_idx(vs, i);
+	int64_t x;
+
+	if (!json_object_is_type(v, json_type_object) ||
+	    jint(v, "version", 1, KV_VERSIONS_MAX, &x) < 0 || (size_t)x != i + 1 ||
+	    jint(v, "created", 0, INT64_MAX, &x) < 0)
+		return -EPROTO;
+	*ret = v;
+	return 0;
+}
+
 /* Every field of the file is checked once here, so the rest of the module can rely on its
  * shape. what: where the first bad field is, for the message. */
 static int check_key(const char *name, json_object *k, const char **what)
@@ -62,16 +89,11 @@ static int check_key(const char *name, json_object *k, const char **what)
 	if (jint(k, "created", 0, INT64_MAX, &x) < 0)
 		return -EPROTO;
 	*what = "versions";
-	vs = jobj(k, "versions", json_type_array);
-	n = vs ? json_object_array_length(vs) : 0;
-	if (n == 0 || n > KV_VERSIONS_MAX)
+	if (versions_of(k, &vs, &n) < 0)
 		return -EPROTO;
 	for (i = 0; i < n; i++) {
-		v = json_object_array_get_idx(vs, i);
 		*what = "version";
-		if (!json_object_is_type(v, json_type_object) ||
-		    jint(v, "version", 1, KV_VERSIONS_MAX, &x) < 0 || (size_t)x != i + 1 ||
-		    jint(v, "created", 0, INT64_MAX, &x) < 0)
+		if (version_at(vs, i, &v) < 0)
 			return -EPROTO;
 		*what = "fingerprint";
 		fpr = jstr(v, "fingerprint");
@@ -126,23 +148,17 @@ static int check_secret(const char *name, json_object *s, const char **what)
 	json_object *vs, *v, *k;
 	kv_envelope e;
 	kv_kek kek;
-	int64_t x;
 	size_t n, i;
 	const char *alg;
 
 	*what = "versions";
 	if (!vbu_name_valid(name) || !json_object_is_type(s, json_type_object))
 		return -EPROTO;
-	vs = jobj(s, "versions", json_type_array);
-	n = vs ? json_object_array_length(vs) : 0;
-	if (n == 0 || n > KV_VERSIONS_MAX)
+	if (versions_of(s, &vs, &n) < 0)
 		return -EPROTO;
 	for (i = 0; i < n; i++) {
-		v = json_object_array_get_idx(vs, i);
 		*what = "version";
-		if (!json_object_is_type(v, json_type_object) ||
-		    jint(v, "version", 1, KV_VERSIONS_MAX, &x) < 0 || (size_t)x != i + 1 ||
-		    jint(v, "created", 0, INT64_MAX, &x) < 0)
+		if (version_at(vs, i, &v) < 0)
 			return -EPROTO;
 		*what = "kek";
 		if (!json_object_object_get_ex(v, "kek", &k))
@@ -469,4 +485,52 @@ int kv_sorted_names(json_object *o, const char ***ret, size_t *ret_n)
 	*ret = names;
 	*ret_n = n;
 	return 0;
+}
+
+int kv_list(json_object *section, const kv_lister *l, void **ret, size_t *ret_n)
+{
+	json_object *o, *vs;
+	const char **names = NULL;
+	uint8_t *list = NULL;
+	size_t n = 0, nv;
+	int r;
+
+	r = kv_sorted_names(section, &names, &n);
+	if (r < 0)
+		return kv_fail(r, "out of memory");
+	list = calloc(n ? n : 1, l->size);
+	if (!list) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		o = jobj(section, names[i], json_type_object);
+		vs = jobj(o, "versions", json_type_array);
+		nv = json_object_array_length(vs);
+		if ((r = l->entry(list + i * l->size, names[i], o, nv)) < 0)
+			goto out;
+		for (size_t j = 0; j < nv; j++)
+			l->version(list + i * l->size, j, json_object_array_get_idx(vs, j));
+	}
+	*ret = list;
+	*ret_n = n;
+	list = NULL;
+out:
+	kv_list_free(l, list, n);
+	free(names);
+	return r < 0 ? kv_fail(r, "out of memory") : 0;
+}
+
+void kv_list_free(const kv_lister *l, void *list, size_t n)
+{
+	uint8_t *p = list;
+	void *versions;
+
+	if (!p)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(&versions, p + i * l->size + l->versions_off, sizeof(versions));
+		free(versions);
+	}
+	free(p);
 }

@@ -229,6 +229,19 @@ int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *arg), v
 char *kv_join_path(const char *dir, const char *name);
 /* The names of the members of o, sorted; free() the array only (the names are o's). */
 int kv_sorted_names(json_object *o, const char ***ret, size_t *ret_n);
+/* A listing (vbk_kv_keys, vbk_kv_secrets): the members of section, each an object with an array
+ * "versions", in name order, as an array of entries of size bytes (zeroed first), each holding
+ * a malloc'ed array of versions at versions_off. entry fills the entry e of name and makes
+ * room for its n_versions versions, version fills the j-th. An error of entry stops the walk;
+ * kv_list then frees what was made and returns the error ("out of memory" in
+ * vbk_kv_errmsg()). kv_list_free frees a list (NULL is fine). */
+typedef struct kv_lister {
+	size_t size, versions_off;
+	int (*entry)(void *e, const char *name, json_object *o, size_t n_versions);
+	void (*version)(void *e, size_t j, json_object *v);
+} kv_lister;
+int kv_list(json_object *section, const kv_lister *l, void **ret, size_t *ret_n);
+void kv_list_free(const kv_lister *l, void *list, size_t n);
 
 /* ---- the signing key (kv_sign.c) ---- */
 
