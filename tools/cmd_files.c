@@ -22,7 +22,6 @@
 #include <limits.h>
 #include <pty.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +48,7 @@
 #include "image.h"
 #include "kv.h"
 #include "rp.h"
+#include "run.h"
 #include "util.h"
 #include "vault.h"
 
@@ -394,9 +394,10 @@ static int run_helper(const char *name, char *const args[], int in_fd, int fd3, 
 		      char *msg, size_t cap)
 {
 	char helper[PATH_MAX], buf[2048], *argv[16];
-	size_t used = 0, n = 0;
-	int fds[2], wst;
-	pid_t pid;
+	vbu_run_opts o = VBU_RUN_OPTS;
+	vbu_run_result res;
+	size_t n = 0;
+	int r;
 
 	msg[0] = '\0';
 	if (vbk_helper_find(name, helper, sizeof(helper)) < 0) {
@@ -407,58 +408,22 @@ static int run_helper(const char *name, char *const args[], int in_fd, int fd3, 
 	for (size_t i = 0; args[i] && n < 15; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	if (pipe2(fds, O_CLOEXEC) != 0) {
-		snprintf(msg, cap, "%s", vbu_strerror(errno));
+	o.path = helper;
+	o.argv = argv;
+	o.envp = (char *const *)vbk_helper_env();
+	o.in_fd = in_fd;
+	o.fd3 = fd3;
+	o.pty = pty_slave;
+	o.capture = VBU_RUN_OUTPUT;
+	o.out = buf;
+	o.out_cap = sizeof(buf);
+	o.keep_end = 1;
+	r = vbu_run(&o, &res);
+	if (r < 0) {
+		snprintf(msg, cap, "%s", vbu_strerror(-r));
 		return VMBAK_EXIT_FAIL;
 	}
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		snprintf(msg, cap, "%s", vbu_strerror(errno));
-		close(fds[0]);
-		close(fds[1]);
-		return VMBAK_EXIT_FAIL;
-	}
-	if (pid == 0) {
-		int nul = open("/dev/null", O_RDWR);
-
-		if (pty_slave >= 0) {
-			setsid();
-			if (ioctl(pty_slave, TIOCSCTTY, 0) != 0)
-				_exit(126);
-		}
-		if (fd3 >= 0 && (fd3 == 3 ? fcntl(3, F_SETFD, 0) : dup2(fd3, 3)) < 0)
-			_exit(126);
-		if (dup2(in_fd >= 0 ? in_fd : nul, STDIN_FILENO) < 0 ||
-		    dup2(fds[1], STDOUT_FILENO) < 0 || dup2(fds[1], STDERR_FILENO) < 0)
-			_exit(126);
-		execve(helper, argv, (char *const *)vbk_helper_env());
-		_exit(127);
-	}
-	close(fds[1]);
-	for (;;) {
-		ssize_t k = read(fds[0], buf + used, sizeof(buf) - 1 - used);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		used += (size_t)k;
-		if (used == sizeof(buf) - 1) {
-			/* Keep the end: that is where the reason is. */
-			memmove(buf, buf + used / 2, used - used / 2);
-			used -= used / 2;
-		}
-	}
-	close(fds[0]);
-	buf[used] = '\0';
-	while (waitpid(pid, &wst, 0) < 0) {
-		if (errno != EINTR) {
-			snprintf(msg, cap, "%s", vbu_strerror(errno));
-			return VMBAK_EXIT_FAIL;
-		}
-	}
-	if (WIFEXITED(wst) && WEXITSTATUS(wst) == 0)
+	if (res.status == 0)
 		return 0;
 	{
 		/* The first line that says it failed, else the last one (helpers print banners
@@ -479,10 +444,8 @@ static int run_helper(const char *name, char *const args[], int in_fd, int fd3, 
 			line = strstr(line, "] ") + 2;
 		if (line)
 			snprintf(msg, cap, "%s", line);
-		else if (WIFEXITED(wst))
-			snprintf(msg, cap, "exit status %d", WEXITSTATUS(wst));
 		else
-			snprintf(msg, cap, "killed by signal %d", WTERMSIG(wst));
+			vbu_run_how(&res, msg, cap);
 	}
 	return VMBAK_EXIT_FAIL;
 }

@@ -19,13 +19,11 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -39,6 +37,7 @@
 #include "image.h"
 #include "kv.h"
 #include "rp.h"
+#include "run.h"
 #include "util.h"
 #include "vault.h"
 
@@ -576,78 +575,16 @@ static int fsync_dir(const char *dir)
 	return r;
 }
 
-/* Runs argv (argv[0] an absolute path) with envp, stdin and stdout /dev/null, and its stderr
- * captured: returns 0 when it exits 0, else VMBAK_EXIT_FAIL with the first line it wrote (or
- * how it ended) in msg. Prints nothing. */
-static int run_captured(char *const argv[], char *const envp[], char *msg, size_t cap)
-{
-	posix_spawn_file_actions_t fa;
-	char buf[512];
-	size_t used = 0;
-	int fds[2], r, wst;
-	pid_t pid;
-
-	msg[0] = '\0';
-	if (pipe2(fds, O_CLOEXEC) != 0) {
-		snprintf(msg, cap, "%s", vbu_strerror(errno));
-		return VMBAK_EXIT_FAIL;
-	}
-	if ((r = posix_spawn_file_actions_init(&fa)) != 0) {
-		close(fds[0]);
-		close(fds[1]);
-		snprintf(msg, cap, "%s", vbu_strerror(r));
-		return VMBAK_EXIT_FAIL;
-	}
-	if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) ||
-	    (r = posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO)) ||
-	    (r = posix_spawn(&pid, argv[0], &fa, NULL, argv, envp))) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(fds[0]);
-		close(fds[1]);
-		snprintf(msg, cap, "%s", vbu_strerror(r));
-		return VMBAK_EXIT_FAIL;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(fds[1]);
-	for (;;) {
-		ssize_t k = read(fds[0], buf + used, sizeof(buf) - 1 - used);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		if (used + (size_t)k < sizeof(buf) - 1)
-			used += (size_t)k;
-	}
-	close(fds[0]);
-	buf[used] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	while (waitpid(pid, &wst, 0) < 0) {
-		if (errno != EINTR) {
-			snprintf(msg, cap, "%s", vbu_strerror(errno));
-			return VMBAK_EXIT_FAIL;
-		}
-	}
-	if (WIFEXITED(wst) && WEXITSTATUS(wst) == 0)
-		return 0;
-	if (buf[0])
-		snprintf(msg, cap, "%s", buf);
-	else if (WIFEXITED(wst))
-		snprintf(msg, cap, "exit status %d", WEXITSTATUS(wst));
-	else
-		snprintf(msg, cap, "killed by signal %d", WTERMSIG(wst));
-	return VMBAK_EXIT_FAIL;
-}
-
 /* qemu-img ARGS..., by absolute path with the helpers' environment; then path (the image it
  * wrote) is made 0600 and fsync'ed (qemu-img writes with cache=unsafe). what: for the
  * message. */
 static int qemu_img(const char *what, const char *path, char **args, size_t n)
 {
-	char helper[PATH_MAX], msg[600];
+	char helper[PATH_MAX], msg[600], out[512];
 	char *argv[12];
-	int fd;
+	vbu_run_opts o = VBU_RUN_OPTS;
+	vbu_run_result res;
+	int fd, r;
 
 	if (vbk_helper_find("qemu-img", helper, sizeof(helper)) < 0) {
 		vbu_err("cannot %s: qemu-img is not installed (Debian package qemu-utils)", what);
@@ -657,7 +594,21 @@ static int qemu_img(const char *what, const char *path, char **args, size_t n)
 	for (size_t i = 0; i < n && i < 10; i++)
 		argv[i + 1] = args[i];
 	argv[n + 1] = NULL;
-	if (run_captured(argv, (char *const *)vbk_helper_env(), msg, sizeof(msg)) != 0) {
+	o.path = helper;
+	o.argv = argv;
+	o.envp = (char *const *)vbk_helper_env();
+	o.capture = VBU_RUN_STDERR;
+	o.out = out;
+	o.out_cap = sizeof(out);
+	r = vbu_run(&o, &res);
+	if (r < 0 || res.status != 0) {
+		/* Its first line of stderr, else how it ended. */
+		if (r < 0)
+			snprintf(msg, sizeof(msg), "%s", vbu_strerror(-r));
+		else if (*vbu_first_line(out))
+			snprintf(msg, sizeof(msg), "%s", out);
+		else
+			vbu_run_how(&res, msg, sizeof(msg));
 		vbu_err("cannot %s: qemu-img: %s", what, q(msg));
 		return VMBAK_EXIT_FAIL;
 	}
@@ -873,8 +824,9 @@ static int start_mount(const ropts *o, const vmbak_globals *g, const char *mnt)
 	const char *pf = verb_passphrase_file(o->passphrase_file, g);
 	char prog[PATH_MAX], *opt = NULL;
 	char *argv[] = {prog, (char *)o->vault, (char *)mnt, NULL, NULL, NULL};
-	pid_t pid;
-	int r, wst;
+	vbu_run_opts ro = VBU_RUN_OPTS;
+	vbu_run_result res;
+	int r;
 
 	if (find_vmbakfs(prog, sizeof(prog)) < 0) {
 		vbu_err("cannot mount vault '%s': vmbakfs is not installed", q(o->vault));
@@ -890,20 +842,19 @@ static int start_mount(const ropts *o, const vmbak_globals *g, const char *mnt)
 		argv[4] = opt;
 	}
 	fflush(stdout);
-	r = posix_spawn(&pid, prog, NULL, NULL, argv, environ);
+	ro.path = prog;
+	ro.argv = argv;
+	ro.envp = environ;
+	ro.in_fd = STDIN_FILENO;
+	ro.capture = VBU_RUN_INHERIT;
+	r = vbu_run(&ro, &res);
 	free(opt);
-	if (r != 0) {
-		vbu_errno(-r, "cannot run '%s'", q(prog));
+	if (r < 0) {
+		vbu_errno(r, "cannot run '%s'", q(prog));
 		return VMBAK_EXIT_FAIL;
 	}
-	while (waitpid(pid, &wst, 0) < 0) {
-		if (errno != EINTR) {
-			vbu_errno(-errno, "cannot wait for vmbakfs");
-			return VMBAK_EXIT_FAIL;
-		}
-	}
 	/* vmbakfs said why in its own line. */
-	return WIFEXITED(wst) && WEXITSTATUS(wst) == 0 ? 0 : VMBAK_EXIT_FAIL;
+	return res.status == 0 ? 0 : VMBAK_EXIT_FAIL;
 }
 
 /* The mount --instant uses: --mount MNT (mounted here when it is not yet), or the vault's
