@@ -1201,5 +1201,5 @@ const vmbak_cmd cmd_files_def = {
     .name = "files",
     .summary = "mount a guest file system of a point read-only (LUKS, BitLocker too)",
     .help = files_help,
-    .run = cmd_files,
+    .main = cmd_files,
 };

@@ -668,5 +668,5 @@ const vmbak_cmd cmd_ingest_def = {
     .name = "ingest",
     .summary = "take a recovery point of a VM's disks",
     .help = ingest_help,
-    .run = cmd_ingest,
+    .main = cmd_ingest,
 };

@@ -217,5 +217,5 @@ const vmbak_cmd cmd_init_def = {
     .name = "init",
     .summary = "create a vault",
     .help = init_help,
-    .run = cmd_init,
+    .main = cmd_init,
 };

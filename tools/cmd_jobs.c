@@ -227,5 +227,5 @@ const vmbak_cmd cmd_jobs_def = {
     .name = "jobs",
     .summary = "list the job history (ingest, prune, delete, gc, verify)",
     .help = jobs_help,
-    .run = cmd_jobs,
+    .main = cmd_jobs,
 };

@@ -317,5 +317,5 @@ const vmbak_cmd cmd_key_def = {
     .name = "key",
     .summary = "list, add, change or remove the passphrases of a vault",
     .help = key_help,
-    .run = cmd_key,
+    .main = cmd_key,
 };

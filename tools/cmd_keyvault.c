@@ -1181,7 +1181,7 @@ const vmbak_cmd cmd_keyvault_def = {
     .name = "keyvault",
     .summary = "manage a key vault: KEKs, secrets, escrowed keys",
     .help = keyvault_help,
-    .run = cmd_keyvault,
+    .main = cmd_keyvault,
 };
 
 /* ---- escrow at ingest ---- */

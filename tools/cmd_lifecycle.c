@@ -398,33 +398,33 @@ const vmbak_cmd cmd_protect_def = {
     .name = "protect",
     .summary = "protect a recovery point from delete and prune",
     .help = protect_help,
-    .run = cmd_protect,
+    .main = cmd_protect,
 };
 
 const vmbak_cmd cmd_unprotect_def = {
     .name = "unprotect",
     .summary = "remove the protection of a recovery point",
     .help = unprotect_help,
-    .run = cmd_unprotect,
+    .main = cmd_unprotect,
 };
 
 const vmbak_cmd cmd_delete_def = {
     .name = "delete",
     .summary = "delete one recovery point",
     .help = delete_help,
-    .run = cmd_delete,
+    .main = cmd_delete,
 };
 
 const vmbak_cmd cmd_prune_def = {
     .name = "prune",
     .summary = "delete the points of a VM that a retention policy does not keep",
     .help = prune_help,
-    .run = cmd_prune,
+    .main = cmd_prune,
 };
 
 const vmbak_cmd cmd_gc_def = {
     .name = "gc",
     .summary = "free the chunks no recovery point refers to",
     .help = gc_help,
-    .run = cmd_gc,
+    .main = cmd_gc,
 };

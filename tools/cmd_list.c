@@ -236,7 +236,7 @@ const vmbak_cmd cmd_list_def = {
     .name = "list",
     .summary = "list recovery points",
     .help = list_help,
-    .run = cmd_list,
+    .main = cmd_list,
 };
 
 /* "3.75", or NULL when the denominator is 0; into buf. */
@@ -454,5 +454,5 @@ const vmbak_cmd cmd_info_def = {
     .name = "info",
     .summary = "describe a vault or a recovery point",
     .help = info_help,
-    .run = cmd_info,
+    .main = cmd_info,
 };

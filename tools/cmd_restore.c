@@ -1236,5 +1236,5 @@ const vmbak_cmd cmd_restore_def = {
     .name = "restore",
     .summary = "write the disks of a recovery point back out",
     .help = restore_help,
-    .run = cmd_restore,
+    .main = cmd_restore,
 };

@@ -350,5 +350,5 @@ const vmbak_cmd cmd_rewrap_def = {
     .name = "rewrap",
     .summary = "wrap escrowed keys again under another KEK version",
     .help = rewrap_help,
-    .run = cmd_rewrap,
+    .main = cmd_rewrap,
 };

@@ -83,5 +83,5 @@ const vmbak_cmd cmd_upgrade_def = {
     .name = "upgrade",
     .summary = "rewrite a vault of an older format in the current one",
     .help = upgrade_help,
-    .run = cmd_upgrade,
+    .main = cmd_upgrade,
 };

@@ -517,5 +517,5 @@ const vmbak_cmd cmd_verify_def = {
     .name = "verify",
     .summary = "read and authenticate what a vault holds",
     .help = verify_help,
-    .run = cmd_verify,
+    .main = cmd_verify,
 };
