@@ -142,60 +142,53 @@ static void duration(const vbs_job *j, char *buf, size_t len)
 		snprintf(buf, len, "%lldh%02lldm", (long long)(s / 3600), (long long)(s / 60 % 60));
 }
 
-static int cmd_jobs(int argc, char **argv, vmbak_globals *g)
+typedef struct jobs_opts {
+	int json;
+	size_t last;
+} jobs_opts;
+
+static const struct option jobs_options[] = {
+    {"json", no_argument, NULL, 'j'},
+    {"last", required_argument, NULL, 'l'},
+    {NULL, 0, NULL, 0},
+};
+
+static int jobs_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"json", no_argument, NULL, 'j'},
-	    {"last", required_argument, NULL, 'l'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT"};
-	vbs_vault *v = NULL;
-	vbs_job *jobs = NULL;
-	size_t n = 0, last = 0;
-	int opt, state = 0, json = 0, r, status;
+	jobs_opts *o = c->opts;
+	char *end;
+	unsigned long x;
 
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(jobs_help, stdout);
-			return VMBAK_EXIT_OK;
-		case 'j':
-			json = 1;
-			break;
-		case 'l': {
-			char *end;
-			unsigned long x;
-
-			errno = 0;
-			x = strtoul(optarg, &end, 10);
-			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || x < 1 ||
-			    x > 1000000)
-				return usage_err("invalid count '%s' for --last: use 1 to 1000000",
-						 q(optarg));
-			last = x;
-			break;
-		}
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
+	switch (opt) {
+	case 'j':
+		o->json = 1;
+		return 0;
+	case 'l':
+		errno = 0;
+		x = strtoul(arg, &end, 10);
+		if (arg[0] < '0' || arg[0] > '9' || *end || errno || x < 1 || x > 1000000)
+			return usage_err("invalid count '%s' for --last: use 1 to 1000000", q(arg));
+		o->last = x;
+		return 0;
+	default:
+		return VMBAK_EXIT_USAGE;
 	}
-	status = check_nargs(JOBS_USAGE, names, 1, 1, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	status = check_vault_arg(argv[optind]);
-	if (status != 0)
-		return status;
-	status = vault_open(argv[optind], 1, 0, g->passphrase_file, &v);
-	if (status != 0)
-		return status;
-	r = vbs_job_list(v, last, &jobs, &n);
+}
+
+static int cmd_jobs(verb_ctx *c)
+{
+	jobs_opts *o = c->opts;
+	vbs_vault *v = c->v;
+	vbs_job *jobs = NULL;
+	size_t n = 0;
+	int r, status;
+
+	r = vbs_job_list(v, o->last, &jobs, &n);
 	if (r < 0) {
-		status = store_err(r, "cannot list the jobs of vault '%s'", q(argv[optind]));
+		status = store_err(r, "cannot list the jobs of vault '%s'", q(c->args[0]));
 		goto out;
 	}
-	if (json) {
+	if (o->json) {
 		json_object *a = json_object_new_array();
 		for (size_t i = 0; a && i < n; i++)
 			json_object_array_add(a, job_json(&jobs[i]));
@@ -219,13 +212,22 @@ static int cmd_jobs(int argc, char **argv, vmbak_globals *g)
 	status = finish_stdout(VMBAK_EXIT_OK);
 out:
 	free(jobs);
-	vbs_vault_close(v);
 	return status;
 }
+
+static const char *const jobs_args[] = {"VAULT"};
 
 const vmbak_cmd cmd_jobs_def = {
     .name = "jobs",
     .summary = "list the job history (ingest, prune, delete, gc, verify)",
     .help = jobs_help,
-    .main = cmd_jobs,
+    .usage = JOBS_USAGE,
+    .arg_names = jobs_args,
+    .min_args = 1,
+    .max_args = 1,
+    .flags = VERB_OPENS_VAULT,
+    .options = jobs_options,
+    .opts_size = sizeof(jobs_opts),
+    .option = jobs_option,
+    .run = cmd_jobs,
 };
