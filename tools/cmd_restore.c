@@ -109,10 +109,12 @@ typedef struct target {
 typedef struct ropts {
 	const char *vault, *point, *dir, *kv, *kv_passfile, *passphrase_file;
 	int qcow2, force, progress, instant;
-	const char *mount; /* --mount MNT */
-	char *mnt;	   /* --instant: the absolute path of the vmbakfs mount used */
-	char **disks;	   /* --disk arguments */
+	const char *mount;	    /* --mount MNT */
+	char *mnt;		    /* --instant: the absolute path of the vmbakfs mount used */
+	char *disks[VBS_DISKS_MAX]; /* --disk arguments */
 	size_t n_disks;
+	int with_dest, format_given;		      /* --disk NAME=DEST given, --format given */
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX]; /* VM[/RP] */
 } ropts;
 
 static volatile sig_atomic_t stop_signal;
@@ -967,121 +969,109 @@ enum {
 	OPT_INSTANT,
 	OPT_MOUNT,
 	OPT_PROGRESS,
-	OPT_PASSFILE
 };
 
-static int parse(int argc, char **argv, vmbak_globals *g, ropts *o)
+static const struct option restore_options[] = {
+    {"to", required_argument, NULL, OPT_TO},
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+    {"force", no_argument, NULL, OPT_FORCE},
+    {"instant", no_argument, NULL, OPT_INSTANT},
+    {"mount", required_argument, NULL, OPT_MOUNT},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {NULL, 0, NULL, 0},
+};
+
+static int restore_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"to", required_argument, NULL, OPT_TO},
-	    {"disk", required_argument, NULL, OPT_DISK},
-	    {"format", required_argument, NULL, OPT_FORMAT},
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
-	    {"force", no_argument, NULL, OPT_FORCE},
-	    {"instant", no_argument, NULL, OPT_INSTANT},
-	    {"mount", required_argument, NULL, OPT_MOUNT},
-	    {"progress", no_argument, NULL, OPT_PROGRESS},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM[/RP]"};
-	int opt, state = 0, status, with_dest = 0, format_given = 0;
+	ropts *o = c->opts;
+	char *optval = (char *)arg; /* argv's: a --disk NAME=DEST is split in place */
+	int status;
 
-	o->progress = g->progress || isatty(STDERR_FILENO);
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(restore_help, stdout);
-			return -1;
-		case OPT_TO:
-			if (!*optarg)
-				return usage_err("--to needs a directory");
-			o->dir = optarg;
-			break;
-		case OPT_DISK: {
-			char *eq = strchr(optarg, '=');
+	switch (opt) {
+	case OPT_TO:
+		if (!*optval)
+			return usage_err("--to needs a directory");
+		o->dir = optval;
+		break;
+	case OPT_DISK: {
+		char *eq = strchr(optval, '=');
 
-			if (o->n_disks >= VBS_DISKS_MAX)
-				return usage_err("more than %d --disk options", VBS_DISKS_MAX);
-			if (eq) {
-				*eq = '\0';
-				status = check_name_arg("disk", optarg);
-				*eq = '=';
-				if (status != 0)
-					return status;
-				if (!eq[1])
-					return usage_err("--disk %s needs a destination after '='",
-							 q(optarg));
-				with_dest++;
-			} else if ((status = check_name_arg("disk", optarg)) != 0) {
-				return status;
-			}
-			for (size_t i = 0; i < o->n_disks; i++) {
-				size_t la = strcspn(o->disks[i], "="), lb = strcspn(optarg, "=");
-
-				if (la == lb && memcmp(o->disks[i], optarg, la) == 0)
-					return usage_err("disk '%.*s' is given twice", (int)lb,
-							 q(optarg));
-			}
-			o->disks[o->n_disks++] = optarg;
-			break;
-		}
-		case OPT_FORMAT:
-			if (strcmp(optarg, "raw") == 0)
-				o->qcow2 = 0;
-			else if (strcmp(optarg, "qcow2") == 0)
-				o->qcow2 = 1;
-			else
-				return usage_err("invalid --format '%s': use raw or qcow2",
-						 q(optarg));
-			format_given = 1;
-			break;
-		case OPT_KEYVAULT:
-			if (!*optarg)
-				return usage_err("--keyvault needs a key vault path");
-			o->kv = optarg;
-			break;
-		case OPT_KV_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty argument for --keyvault-passphrase-file");
-			o->kv_passfile = optarg;
-			break;
-		case OPT_FORCE:
-			o->force = 1;
-			break;
-		case OPT_INSTANT:
-			o->instant = 1;
-			break;
-		case OPT_MOUNT:
-			if (!*optarg)
-				return usage_err("--mount needs a mount point");
-			o->mount = optarg;
-			break;
-		case OPT_PROGRESS:
-			o->progress = 1;
-			break;
-		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &o->passphrase_file);
+		if (o->n_disks >= VBS_DISKS_MAX)
+			return usage_err("more than %d --disk options", VBS_DISKS_MAX);
+		if (eq) {
+			*eq = '\0';
+			status = check_name_arg("disk", optval);
+			*eq = '=';
 			if (status != 0)
 				return status;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
+			if (!eq[1])
+				return usage_err("--disk %s needs a destination after '='",
+						 q(optval));
+			o->with_dest++;
+		} else if ((status = check_name_arg("disk", optval)) != 0) {
+			return status;
 		}
+		for (size_t i = 0; i < o->n_disks; i++) {
+			size_t la = strcspn(o->disks[i], "="), lb = strcspn(optval, "=");
+
+			if (la == lb && memcmp(o->disks[i], optval, la) == 0)
+				return usage_err("disk '%.*s' is given twice", (int)lb, q(optval));
+		}
+		o->disks[o->n_disks++] = optval;
+		break;
 	}
-	status = check_nargs("vmbak restore VAULT VM[/RP] --to DIR | --disk NAME=DEST ...", names,
-			     2, 2, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	o->vault = argv[optind];
-	o->point = argv[optind + 1];
-	if ((status = check_vault_arg(o->vault)) != 0)
-		return status;
+	case OPT_FORMAT:
+		if (strcmp(optval, "raw") == 0)
+			o->qcow2 = 0;
+		else if (strcmp(optval, "qcow2") == 0)
+			o->qcow2 = 1;
+		else
+			return usage_err("invalid --format '%s': use raw or qcow2", q(optval));
+		o->format_given = 1;
+		break;
+	case OPT_KEYVAULT:
+		if (!*optval)
+			return usage_err("--keyvault needs a key vault path");
+		o->kv = optval;
+		break;
+	case OPT_KV_PASSFILE:
+		if (!*optval)
+			return usage_err("empty argument for --keyvault-passphrase-file");
+		o->kv_passfile = optval;
+		break;
+	case OPT_FORCE:
+		o->force = 1;
+		break;
+	case OPT_INSTANT:
+		o->instant = 1;
+		break;
+	case OPT_MOUNT:
+		if (!*optval)
+			return usage_err("--mount needs a mount point");
+		o->mount = optval;
+		break;
+	case OPT_PROGRESS:
+		o->progress = 1;
+		break;
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* What the options and arguments say together, and the point VM[/RP]. */
+static int restore_check(verb_ctx *c)
+{
+	ropts *o = c->opts;
+	int with_dest = o->with_dest, format_given = o->format_given;
+
+	o->vault = c->args[0];
+	o->point = c->args[1];
+	o->passphrase_file = c->passphrase_file;
+	o->progress |= c->g->progress || isatty(STDERR_FILENO);
 	if (with_dest && (size_t)with_dest != o->n_disks)
 		return usage_err("give every --disk as NAME=DEST, or none (with --to)");
 	if (with_dest) {
@@ -1103,7 +1093,7 @@ static int parse(int argc, char **argv, vmbak_globals *g, ropts *o)
 			return usage_err("--instant writes qcow2 overlays: not with --format raw");
 		o->qcow2 = 1;
 	}
-	return 0;
+	return check_point_arg(o->point, 0, NULL, o->vm, o->id);
 }
 
 /* --to DIR: created (mode 0700) when missing; must be a directory. */
@@ -1122,12 +1112,12 @@ static int make_dir(const char *dir)
 	return 0;
 }
 
-static int cmd_restore(int argc, char **argv, vmbak_globals *g)
+static int cmd_restore(verb_ctx *c)
 {
-	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX];
-	char *disks[VBS_DISKS_MAX];
-	ropts o = {.disks = disks};
-	vbs_vault *v = NULL;
+	ropts *po = c->opts, o = *po;
+	const char *vm = o.vm, *id = o.id;
+	vmbak_globals *g = c->g;
+	vbs_vault *v = c->v;
 	vbs_rp *rp = NULL;
 	target *t = NULL;
 	size_t n = 0;
@@ -1137,16 +1127,6 @@ static int cmd_restore(int argc, char **argv, vmbak_globals *g)
 	static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
 	int r, status, handlers = 0;
 
-	status = parse(argc, argv, g, &o);
-	if (status != 0)
-		return status < 0 ? VMBAK_EXIT_OK : status;
-	status = check_point_arg(o.point, 0, NULL, vm, id);
-	if (status != 0)
-		return status;
-	status =
-	    vault_open(o.vault, 1, VAULT_UNLOCK, verb_passphrase_file(o.passphrase_file, g), &v);
-	if (status != 0)
-		goto out;
 	r = id[0] ? vbs_rp_get(v, vm, id, &rp) : vbs_rp_latest(v, vm, &rp);
 	if (r == -ENOENT) {
 		uint64_t serial;
@@ -1227,14 +1207,24 @@ out:
 	free(buf);
 	free(zeros);
 	vbs_rp_free(rp);
-	vbs_vault_close(v);
 	free(o.mnt);
 	return status;
 }
+
+static const char *const restore_arg_names[] = {"VAULT", "VM[/RP]"};
 
 const vmbak_cmd cmd_restore_def = {
     .name = "restore",
     .summary = "write the disks of a recovery point back out",
     .help = restore_help,
-    .main = cmd_restore,
+    .usage = "vmbak restore VAULT VM[/RP] --to DIR | --disk NAME=DEST ...",
+    .arg_names = restore_arg_names,
+    .min_args = 2,
+    .max_args = 2,
+    .flags = VERB_OPENS_VAULT | VERB_PASSPHRASE_FILE,
+    .options = restore_options,
+    .opts_size = sizeof(ropts),
+    .option = restore_option,
+    .check = restore_check,
+    .run = cmd_restore,
 };
