@@ -98,7 +98,6 @@ enum {
 	OPT_KEYVAULT = 0x100,
 	OPT_KV_PASSFILE,
 	OPT_PARTITION,
-	OPT_PASSFILE,
 	OPT_RAW,
 };
 
@@ -121,87 +120,83 @@ typedef struct layers {
 
 /* ---- arguments ---- */
 
-static int parse(int argc, char **argv, vmbak_globals *g, fopts *o)
+static const struct option files_options[] = {
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+    {"partition", required_argument, NULL, OPT_PARTITION},
+    {"unmount", no_argument, NULL, 'u'},
+    {"raw", no_argument, NULL, OPT_RAW},
+    {NULL, 0, NULL, 0},
+};
+
+static int files_option(verb_ctx *c, int opt, const char *optval)
 {
-	static const struct option longopts[] = {
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
-	    {"partition", required_argument, NULL, OPT_PARTITION},
-	    {"unmount", no_argument, NULL, 'u'},
-	    {"raw", no_argument, NULL, OPT_RAW},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
+	fopts *o = c->opts;
+
+	switch (opt) {
+	case 'u':
+		o->unmount = 1;
+		break;
+	case OPT_RAW:
+		o->raw = 1;
+		break;
+	case OPT_KEYVAULT:
+		if (!*optval)
+			return usage_err("--keyvault needs a key vault path");
+		o->kv = optval;
+		break;
+	case OPT_KV_PASSFILE:
+		if (!*optval)
+			return usage_err("empty argument for --keyvault-passphrase-file");
+		o->kv_passfile = optval;
+		break;
+	case OPT_PARTITION: {
+		char *end;
+		unsigned long n;
+
+		errno = 0;
+		n = strtoul(optval, &end, 10);
+		if (optval[0] < '0' || optval[0] > '9' || *end || errno || n < 1 ||
+		    n > GPT_ENTRIES_MAX)
+			return usage_err("invalid --partition '%s': give a number from 1 to %d",
+					 q(optval), GPT_ENTRIES_MAX);
+		o->partition = (unsigned)n;
+		break;
+	}
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* The arguments: the mount point alone with -u, else VAULT VM/RP DISK MOUNTPOINT (counted
+ * here, as the two forms count differently). */
+static int files_check(verb_ctx *c)
+{
 	static const char *const names[] = {"VAULT", "VM/RP", "DISK", "MOUNTPOINT"};
 	static const char *const unames[] = {"MOUNTPOINT"};
-	int opt, state = 0, status;
+	fopts *o = c->opts;
+	char **args = c->args;
+	int status;
 
-	while ((opt = verb_getopt(argc, argv, ":hu", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(files_help, stdout);
-			return -1;
-		case 'u':
-			o->unmount = 1;
-			break;
-		case OPT_RAW:
-			o->raw = 1;
-			break;
-		case OPT_KEYVAULT:
-			if (!*optarg)
-				return usage_err("--keyvault needs a key vault path");
-			o->kv = optarg;
-			break;
-		case OPT_KV_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty argument for --keyvault-passphrase-file");
-			o->kv_passfile = optarg;
-			break;
-		case OPT_PARTITION: {
-			char *end;
-			unsigned long n;
-
-			errno = 0;
-			n = strtoul(optarg, &end, 10);
-			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || n < 1 ||
-			    n > GPT_ENTRIES_MAX)
-				return usage_err(
-				    "invalid --partition '%s': give a number from 1 to %d",
-				    q(optarg), GPT_ENTRIES_MAX);
-			o->partition = (unsigned)n;
-			break;
-		}
-		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &o->passphrase_file);
-			if (status != 0)
-				return status;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-	}
+	o->passphrase_file = c->passphrase_file;
 	if (o->unmount) {
-		status = check_nargs("vmbak files -u MOUNTPOINT", unames, 1, 1, argc - optind,
-				     argv + optind);
+		status = check_nargs("vmbak files -u MOUNTPOINT", unames, 1, 1, c->nargs, args);
 		if (status != 0)
 			return status;
-		if (o->kv || o->kv_passfile || o->partition || o->passphrase_file || o->raw)
+		if (o->kv || o->kv_passfile || o->partition || c->passphrase_opt || o->raw)
 			return usage_err("-u takes only the mount point");
-		o->mnt = argv[optind];
+		o->mnt = args[0];
 		return 0;
 	}
-	status = check_nargs("vmbak files VAULT VM/RP DISK MOUNTPOINT", names, 4, 4, argc - optind,
-			     argv + optind);
+	status =
+	    check_nargs("vmbak files VAULT VM/RP DISK MOUNTPOINT", names, 4, 4, c->nargs, args);
 	if (status != 0)
 		return status;
-	o->vault = argv[optind];
-	o->point = argv[optind + 1];
-	o->disk = argv[optind + 2];
-	o->mnt = argv[optind + 3];
+	o->vault = args[0];
+	o->point = args[1];
+	o->disk = args[2];
+	o->mnt = args[3];
 	if ((status = check_vault_arg(o->vault)) != 0 ||
 	    (status = check_name_arg("disk", o->disk)) != 0)
 		return status;
@@ -940,11 +935,11 @@ static int files_unmount(const fopts *o)
 	return VMBAK_EXIT_OK;
 }
 
-static int cmd_files(int argc, char **argv, vmbak_globals *g)
+static int cmd_files(verb_ctx *ctx)
 {
 	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX], abs[PATH_MAX], vault_abs[PATH_MAX];
 	char desc[160] = "not encrypted", src[PATH_MAX + 16];
-	fopts o = {0};
+	fopts o = *(fopts *)ctx->opts;
 	layers l = {0};
 	vbs_vault *v = NULL;
 	vbs_rp *rp = NULL;
@@ -961,9 +956,6 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 	static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
 	int r, status, made = 0, luks, bitlk, large = 0, handlers = 0;
 
-	status = parse(argc, argv, g, &o);
-	if (status != 0)
-		return status < 0 ? VMBAK_EXIT_OK : status;
 	if (geteuid() != 0) {
 		vbu_err("vmbak files needs root: it mounts file systems");
 		return VMBAK_EXIT_FAIL;
@@ -993,8 +985,7 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		status = store_err(r, "cannot open vault '%s'", q(o.vault));
 		goto out;
 	}
-	if ((status =
-		 vault_unlock(v, o.vault, verb_passphrase_file(o.passphrase_file, g), &pass)) != 0)
+	if ((status = vault_unlock(v, o.vault, o.passphrase_file, &pass)) != 0)
 		goto out;
 	if ((r = vbs_vault_open_env(v)) < 0) {
 		status = store_err(r, "cannot open vault '%s'", q(o.vault));
@@ -1201,5 +1192,14 @@ const vmbak_cmd cmd_files_def = {
     .name = "files",
     .summary = "mount a guest file system of a point read-only (LUKS, BitLocker too)",
     .help = files_help,
-    .main = cmd_files,
+    .usage = "vmbak files VAULT VM/RP DISK MOUNTPOINT",
+    .min_args = 0,
+    .max_args = INT_MAX, /* counted by files_check: -u takes one */
+    .flags = VERB_PASSPHRASE_FILE,
+    .options = files_options,
+    .shortopts = ":hu",
+    .opts_size = sizeof(fopts),
+    .option = files_option,
+    .check = files_check,
+    .run = cmd_files,
 };
