@@ -171,6 +171,23 @@ int verb_main(const vmbak_cmd *cmd, int argc, char **argv, vmbak_globals *g)
 
 	if (cmd->main)
 		return cmd->main(argc, argv, g);
+	if (cmd->subs) {
+		if (argc < 2)
+			return usage_err("no %s command given (usage: %s)", cmd->name, cmd->usage);
+		if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+			fputs(cmd->help, stdout);
+			return VMBAK_EXIT_OK;
+		}
+		for (size_t i = 0; i < cmd->n_subs; i++) {
+			if (strcmp(cmd->subs[i]->name, argv[1]) == 0) {
+				/* getopt sees the verb's name, then what follows the subcommand. */
+				argv[1] = argv[0];
+				return verb_main(cmd->subs[i], argc - 1, argv + 1, g);
+			}
+		}
+		return usage_err("unknown %s command '%s' (usage: %s)", cmd->name, q(argv[1]),
+				 cmd->usage);
+	}
 	if (flags & VERB_OPENS_VAULT)
 		flags |= VERB_VAULT_ARG;
 	longopts = verb_options(cmd);

@@ -94,9 +94,15 @@ struct vmbak_cmd {
 	int (*check)(verb_ctx *c);	  /* step 4, may be NULL: 0 or an exit status */
 	int (*run)(verb_ctx *c);	  /* step 6: the exit status */
 	void (*done)(verb_ctx *c);	  /* may be NULL */
-	/* A verb that parses its own command line (key and keyvault, whose subcommands have their
-	 * own tables and messages): gets argv with argv[0] the verb's name; nothing above is used
-	 * but name, summary and help. */
+	/* A verb of subcommands (key): the entry of each, which verb_main() runs on what follows
+	 * the subcommand (argv[0] still the verb's name, so messages point to its --help). Of
+	 * this entry only name, summary, help and usage are used. */
+	const vmbak_cmd *const *subs;
+	size_t n_subs;
+	unsigned long tag; /* the verb's own use (key: the options a subcommand takes) */
+	/* A verb that parses its own command line (keyvault, whose two-word subcommands have a
+	 * table and messages of their own): gets argv with argv[0] the verb's name; nothing
+	 * above is used but name, summary and help. */
 	int (*main)(int argc, char **argv, vmbak_globals *g);
 };
 
