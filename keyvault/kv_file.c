@@ -461,6 +461,20 @@ out:
 	return r;
 }
 
+int kv_reread(vbk_kv *kv, const char *what, const char *name)
+{
+	json_object *root = NULL;
+	char id[VBK_KV_ID_LEN + 1];
+	int r = kv_read(kv->path, kv->file, &root, id, NULL, NULL);
+
+	if (r < 0)
+		return r;
+	json_object_put(kv->root);
+	kv->root = root;
+	kv_fail(-EBUSY, "%s '%s' is being changed by another process", what, name);
+	return 0;
+}
+
 /* ---- listings ---- */
 
 static int name_cmp(const void *a, const void *b)

@@ -217,6 +217,11 @@ int kv_kek_from_json(json_object *o, kv_kek *ret);
  * ret_w (its wrapped keys) and ret_sig (its signature) may be NULL. A message on failure. */
 int kv_read(const char *path, const char *file, json_object **ret, char id[VBK_KV_ID_LEN + 1],
 	    vbk_wrapped_vaultkeys *ret_w, kv_sig *ret_sig);
+/* After kv_mutate gave -EAGAIN (another writer changed the file meanwhile): kv->root read
+ * again from the file, and 0 with the message "WHAT 'NAME' is being changed by another process"
+ * (what: "key", "secret") for the caller that tries again and then gives up with -EBUSY; or the
+ * error of the reading. */
+int kv_reread(vbk_kv *kv, const char *what, const char *name);
 /* Writes root as kv's file, atomically (0600). A message on failure. */
 int kv_write(const vbk_kv *kv, json_object *root);
 /* Changes the file under an exclusive lock: reads it again (another process may have added

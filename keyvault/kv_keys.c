@@ -308,13 +308,9 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 		if (r != -EAGAIN)
 			break;
 		/* Another writer changed the key meanwhile: kv->root is not fresh; read it. */
-		json_object *root = NULL;
-		char id[VBK_KV_ID_LEN + 1];
-		if ((r = kv_read(kv->path, kv->file, &root, id, NULL, NULL)) < 0)
+		if ((r = kv_reread(kv, "key", name)) < 0)
 			return r;
-		json_object_put(kv->root);
-		kv->root = root;
-		r = kv_fail(-EBUSY, "key '%s' is being changed by another process", name);
+		r = -EBUSY;
 	}
 	if (r < 0)
 		return r;

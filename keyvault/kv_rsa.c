@@ -22,11 +22,9 @@ int kv_rsa_generate(unsigned bits, EVP_PKEY **ret)
 	return 0;
 }
 
-int kv_rsa_public_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len)
+/* n bytes of DER that i2d_PUBKEY or i2d_PrivateKey made at der (n <= 0: it failed). */
+static int der_result(unsigned char *der, int n, uint8_t **ret, size_t *ret_len)
 {
-	unsigned char *der = NULL;
-	int n = i2d_PUBKEY(pk, &der);
-
 	if (n <= 0)
 		return vbk_ossl_err();
 	*ret = der;
@@ -34,16 +32,20 @@ int kv_rsa_public_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len)
 	return 0;
 }
 
+int kv_rsa_public_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len)
+{
+	unsigned char *der = NULL;
+	int n = i2d_PUBKEY(pk, &der);
+
+	return der_result(der, n, ret, ret_len);
+}
+
 int kv_rsa_private_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len)
 {
 	unsigned char *der = NULL;
 	int n = i2d_PrivateKey(pk, &der);
 
-	if (n <= 0)
-		return vbk_ossl_err();
-	*ret = der;
-	*ret_len = (size_t)n;
-	return 0;
+	return der_result(der, n, ret, ret_len);
 }
 
 int kv_rsa_load(const uint8_t *der, size_t len, int priv, unsigned bits, EVP_PKEY **ret)

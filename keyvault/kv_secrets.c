@@ -242,13 +242,9 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 		if (r != -EAGAIN)
 			break;
 		/* Another writer added a version meanwhile: start again from the fresh file. */
-		json_object *root = NULL;
-		char id[VBK_KV_ID_LEN + 1];
-		if ((r = kv_read(kv->path, kv->file, &root, id, NULL, NULL)) < 0)
+		if ((r = kv_reread(kv, "secret", name)) < 0)
 			goto out;
-		json_object_put(kv->root);
-		kv->root = root;
-		r = kv_fail(-EBUSY, "secret '%s' is being changed by another process", name);
+		r = -EBUSY;
 	}
 	if (r < 0)
 		goto out;
