@@ -391,6 +391,7 @@ static int run_cryptsetup(const char *helper, vbk_hdr_type type, const char *dev
 	o.envp = (char *const *)helper_env;
 	o.input = secret;
 	o.input_len = len;
+	o.timeout_s = VBK_HELPER_TIMEOUT;
 	r = vbu_run(&o, &res);
 	if (r < 0)
 		return r;

@@ -413,7 +413,12 @@ static int run_helper(const char *name, char *const args[], int in_fd, int fd3, 
 	o.out = buf;
 	o.out_cap = sizeof(buf);
 	o.keep_end = 1;
+	o.timeout_s = VBK_HELPER_TIMEOUT;
 	r = vbu_run(&o, &res);
+	if (r == -ETIME) {
+		snprintf(msg, cap, "%s did not finish within %d seconds", name, VBK_HELPER_TIMEOUT);
+		return VMBAK_EXIT_FAIL;
+	}
 	if (r < 0) {
 		snprintf(msg, cap, "%s", vbu_strerror(-r));
 		return VMBAK_EXIT_FAIL;
