@@ -100,9 +100,9 @@ struct vmbak_cmd {
 	const vmbak_cmd *const *subs;
 	size_t n_subs;
 	unsigned long tag; /* the verb's own use (key: the options a subcommand takes) */
-	/* A verb that parses its own command line (keyvault, whose two-word subcommands have a
-	 * table and messages of their own): gets argv with argv[0] the verb's name; nothing
-	 * above is used but name, summary and help. */
+	/* A verb that finds its subcommand itself (keyvault: two words deep, with messages that
+	 * name the key vault), then runs verb_main() on an entry of its own making: gets argv with
+	 * argv[0] the verb's name; nothing above is used but name, summary and help. */
 	int (*main)(int argc, char **argv, vmbak_globals *g);
 };
 
