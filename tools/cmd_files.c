@@ -151,13 +151,9 @@ static int files_option(verb_ctx *c, int opt, const char *optval)
 		o->kv_passfile = optval;
 		break;
 	case OPT_PARTITION: {
-		char *end;
 		unsigned long n;
 
-		errno = 0;
-		n = strtoul(optval, &end, 10);
-		if (optval[0] < '0' || optval[0] > '9' || *end || errno || n < 1 ||
-		    n > GPT_ENTRIES_MAX)
+		if (parse_count(optval, 1, GPT_ENTRIES_MAX, &n) < 0)
 			return usage_err("invalid --partition '%s': give a number from 1 to %d",
 					 q(optval), GPT_ENTRIES_MAX);
 		o->partition = (unsigned)n;

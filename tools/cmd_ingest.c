@@ -377,12 +377,9 @@ static int ingest_option(verb_ctx *c, int opt, const char *optval)
 		a->retain_arg = optval;
 		break;
 	case OPT_THREADS: {
-		char *end;
 		unsigned long t;
 
-		errno = 0;
-		t = strtoul(optval, &end, 10);
-		if (optval[0] < '0' || optval[0] > '9' || *end || errno || t < 1 || t > THREADS_MAX)
+		if (parse_count(optval, 1, THREADS_MAX, &t) < 0)
 			return usage_err("invalid thread count '%s': use 1 to %d", q(optval),
 					 THREADS_MAX);
 		a->threads = (unsigned)t;

@@ -156,7 +156,6 @@ static const struct option jobs_options[] = {
 static int jobs_option(verb_ctx *c, int opt, const char *arg)
 {
 	jobs_opts *o = c->opts;
-	char *end;
 	unsigned long x;
 
 	switch (opt) {
@@ -164,9 +163,7 @@ static int jobs_option(verb_ctx *c, int opt, const char *arg)
 		o->json = 1;
 		return 0;
 	case 'l':
-		errno = 0;
-		x = strtoul(arg, &end, 10);
-		if (arg[0] < '0' || arg[0] > '9' || *end || errno || x < 1 || x > 1000000)
+		if (parse_count(arg, 1, 1000000, &x) < 0)
 			return usage_err("invalid count '%s' for --last: use 1 to 1000000", q(arg));
 		o->last = x;
 		return 0;

@@ -226,12 +226,9 @@ static int prune_option(verb_ctx *c, int opt, const char *arg)
 	case VBS_KEEP_WEEKLY:
 	case VBS_KEEP_MONTHLY:
 	case VBS_KEEP_YEARLY: {
-		char *end;
 		unsigned long x;
 
-		errno = 0;
-		x = strtoul(arg, &end, 10);
-		if (arg[0] < '0' || arg[0] > '9' || *end || errno || x > 1000000)
+		if (parse_count(arg, 0, 1000000, &x) < 0)
 			return usage_err("invalid count '%s' for --%s: use 0 to 1000000", q(arg),
 					 vbs_keep_rule_names[opt]);
 		o->pol.keep[opt] = (unsigned)x;

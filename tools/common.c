@@ -248,6 +248,19 @@ out:
 	return status;
 }
 
+int parse_count(const char *s, unsigned long lo, unsigned long hi, unsigned long *ret)
+{
+	char *end;
+	unsigned long x;
+
+	errno = 0;
+	x = strtoul(s, &end, 10);
+	if (s[0] < '0' || s[0] > '9' || *end || errno || x < lo || x > hi)
+		return -EINVAL;
+	*ret = x;
+	return 0;
+}
+
 const char *verb_passphrase_file(const char *opt, const vmbak_globals *g)
 {
 	return opt ? opt : g->passphrase_file;

@@ -142,6 +142,10 @@ int check_point_arg(const char *target, int need_id, const char *usage, char *vm
 int check_nargs(const char *usage, const char *const *names, int nmin, int nmax, int nargs,
 		char **args);
 
+/* A count given on the command line: decimal digits only (no sign, no space), lo to hi. 0 and
+ * *ret, or -EINVAL (the caller says what the option wants). */
+int parse_count(const char *s, unsigned long lo, unsigned long hi, unsigned long *ret);
+
 /* The passphrase file a verb uses: its own --passphrase-file (opt, may be NULL), else the
  * global one, else NULL (then the environment or the terminal: front.h's passphrase_for()). */
 const char *verb_passphrase_file(const char *opt, const vmbak_globals *g);
