@@ -12,6 +12,7 @@
 #                     tests/powercut/run.sh (--seed S, --window MS, --plain, --keep); then the
 #                     mutation, page damage and library fault suites at full length
 #   make bench        the benchmark (not part of check; tests/bench/rewrap.sh: vmbak rewrap)
+#   make bench-restore  restore, instant recovery and vmbak files timings (tests/bench/restore.sh)
 #   make format       clang-format every source file
 # A user's CFLAGS add to the project's flags; they never replace the warnings.
 
@@ -65,7 +66,7 @@ LIBA := $(B)/libvmbak.a
 
 .SECONDARY:
 
-.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench demo format check-deps
+.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench bench-restore demo format check-deps
 
 all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs
 
@@ -153,6 +154,9 @@ fuzz:
 
 bench: all
 	@tests/bench/run.sh
+
+bench-restore: all
+	@tests/bench/restore.sh
 
 demo:
 	@tests/demo.sh
