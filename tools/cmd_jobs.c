@@ -97,14 +97,16 @@ void cli_job_finish(vbs_vault *v, uint64_t id, int status, uint64_t bytes_read,
 static const char jobs_help[] =
     "usage: " JOBS_USAGE "\n"
     "\n"
-    "Lists the jobs run on VAULT, oldest first: every ingest, prune, delete, gc and verify,\n"
+    "Lists the jobs run on VAULT, oldest first: every ingest, prune, delete, gc, verify and\n"
+    "backup (which runs an ingest, a prune and a verify, each also listed on its own),\n"
     "with its state (running, completed, failed, killed), start, duration, bytes read and\n"
     "stored, and error. A job whose process died without ending it shows as failed with the\n"
     "error 'process died'.\n"
     "\n"
     "options:\n"
     "  --json                  print one JSON array of jobs (id, kind, target, state, start,\n"
-    "                          end, pid, bytes_read, bytes_stored, error)\n"
+    "                          end, pid, bytes_read, bytes_stored, error, steps: which\n"
+    "                          steps a backup ran and how each ended)\n"
     "  --last N                only the N newest jobs\n"
     "  -h, --help              show this help\n";
 
@@ -124,6 +126,7 @@ static json_object *job_json(const vbs_job *j)
 	json_object_object_add(o, "bytes_read", json_u64(j->bytes_read));
 	json_object_object_add(o, "bytes_stored", json_u64(j->bytes_stored));
 	json_object_object_add(o, "error", json_str_or_null(j->error));
+	json_object_object_add(o, "steps", json_str_or_null(j->steps));
 	return o;
 }
 

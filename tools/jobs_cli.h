@@ -15,9 +15,9 @@
 #include "common.h"
 #include "vault.h"
 
-/* The verbs of cmd_jobs.c and cmd_lifecycle.c. */
+/* The verbs of cmd_jobs.c, cmd_lifecycle.c and cmd_backup.c. */
 extern const vmbak_cmd cmd_jobs_def, cmd_protect_def, cmd_unprotect_def, cmd_delete_def,
-    cmd_prune_def, cmd_gc_def;
+    cmd_prune_def, cmd_gc_def, cmd_backup_def;
 
 /* Prints the error line and returns an exit status (0 when recorded). */
 int cli_job_start(vbs_vault *v, const char *kind, const char *target, uint64_t *ret_id);
