@@ -102,6 +102,9 @@ static void job_free(job *j)
 /* One line about line l (NULL: the file as a whole) of the job file; returns status. */
 static int job_err(const job *j, const job_line *l, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The last line job_err printed, for the job record (main thread only). */
+static char last_err[2048];
+
 static int job_err(const job *j, const job_line *l, int status, const char *fmt, ...)
 {
 	char msg[1024];
@@ -112,9 +115,11 @@ static int job_err(const job *j, const job_line *l, int status, const char *fmt,
 		snprintf(msg, sizeof(msg), "(unprintable message)");
 	va_end(ap);
 	if (l)
-		vbu_err("%s:%u: %s: %s", q(j->file), l->no, l->key, msg);
+		snprintf(last_err, sizeof(last_err), "%s:%u: %s: %s", q(j->file), l->no, l->key,
+			 msg);
 	else
-		vbu_err("%s: %s", q(j->file), msg);
+		snprintf(last_err, sizeof(last_err), "%s: %s", q(j->file), msg);
+	vbu_err("%s", last_err);
 	return status;
 }
 
@@ -581,6 +586,43 @@ static int check_step_blame(const job *j, int step, const vmbak_globals *g)
 	return job_err(j, named, status > 0 ? status : VMBAK_EXIT_FAIL, "%s", msg);
 }
 
+struct open_call {
+	const char *path, *passfile;
+	vbs_vault *v;
+};
+
+static int open_call(void *arg)
+{
+	struct open_call *c = arg;
+
+	return vault_open(c->path, 0, 0, c->passfile, &c->v);
+}
+
+/* A job file that is right, but a step whose check failed for a reason outside it (exit status
+ * 1: a source that is gone): the backup is recorded as failed, so that the job history shows
+ * the backup that did not happen. Quiet: the line about the failure is out already, and a
+ * vault that cannot be opened just gets no record. */
+static void record_unstarted(const job *j, const vmbak_globals *g, int failed)
+{
+	vmbak_globals g2 = step_globals(j, g);
+	struct open_call c = {j->vault->value, g2.passphrase_file, NULL};
+	char steps[VBS_JOB_STEPS_MAX] = "", msg[1024];
+	size_t len = 0;
+	uint64_t id;
+
+	if (caught(open_call, &c, msg, sizeof(msg)) != 0)
+		return;
+	for (int s = 0; s < STEP_N; s++)
+		if (j->has_step[s] && len < sizeof(steps))
+			len += (size_t)snprintf(steps + len, sizeof(steps) - len, "%s%s %s",
+						len ? ", " : "", step_names[s],
+						s == failed ? "not started (its check failed)"
+							    : "skipped");
+	if (vbs_job_begin(c.v, "backup", j->vm->value, &id) == 0)
+		vbs_job_end_steps(c.v, id, VBS_JOB_FAILED, 0, 0, last_err, steps);
+	vbs_vault_close(c.v);
+}
+
 /* The command line a step is, for --dry-run: words quoted for a POSIX shell when needed. */
 static void print_step(const job *j, int step)
 {
@@ -725,8 +767,11 @@ static int cmd_backup(int argc, char **argv, vmbak_globals *g)
 	    (status = check_job_keys(&j)) != 0)
 		goto out;
 	for (int s = 0; s < STEP_N; s++)
-		if (j.has_step[s] && (status = check_step_blame(&j, s, g)) != 0)
+		if (j.has_step[s] && (status = check_step_blame(&j, s, g)) != 0) {
+			if (status == VMBAK_EXIT_FAIL && !dry)
+				record_unstarted(&j, g, s);
 			goto out;
+		}
 	if (dry) {
 		for (int s = 0; s < STEP_N; s++)
 			if (j.has_step[s])

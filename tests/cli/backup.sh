@@ -183,11 +183,8 @@ printf 'vault = %s\nvm = web1\ndisk = sda=%s/disk.img\n' "$V" "$T" >bad.job
 chmod 0666 bad.job
 expect_status 2 "$VMBAK" backup bad.job
 expect_stderr '^vmbak: bad\.job: job file may be changed by group or others'
-printf 'vault = %s\nvm = web1\ndisk = sda=%s/gone.img\n' "$V" "$T" >bad.job
-chmod 0600 bad.job
-expect_status 1 "$VMBAK" backup bad.job
-expect_stderr "^vmbak: bad\\.job:3: disk: cannot open disk 'sda' source '$T/gone\\.img'"
 printf 'vault = %s\nvm = web1\ndisk = sda=%s/disk.img\n\0\n' "$V" "$T" >bad.job
+chmod 0600 bad.job
 expect_status 2 "$VMBAK" backup bad.job
 expect_stderr '^vmbak: bad\.job: job file holds a NUL byte'
 expect_status 1 "$VMBAK" backup "$T/none.job"
@@ -199,6 +196,22 @@ expect_ok "$VMBAK" jobs "$V" --json
 expect_json 'assert len(d) == int(sys.argv[2]), len(d)' "$njobs"
 expect_ok "$VMBAK" list "$V" --json
 cmp -s "$OUT" points-before.json || fail "a bad job file changed the points"
+
+# A right job file whose disk is gone: status 1, the line of the disk, and a failed backup in
+# the job history (the backup that did not happen), with nothing else run.
+printf 'vault = %s\nvm = web1\ndisk = sda=%s/gone.img\nkeep-last = 1\n' "$V" "$T" >gone.job
+chmod 0600 gone.job
+expect_status 1 "$VMBAK" backup gone.job
+expect_stderr "^vmbak: gone\\.job:3: disk: cannot open disk 'sda' source '$T/gone\\.img'"
+expect_ok "$VMBAK" jobs "$V" --json
+expect_json '
+assert len(d) == int(sys.argv[2]) + 1, d
+b = d[-1]
+assert b["kind"] == "backup" and b["state"] == "failed", b
+assert b["steps"] == "ingest not started (its check failed), prune skipped", b
+assert b["error"].startswith("gone.job:3: disk: cannot open disk"), b' "$njobs"
+expect_ok "$VMBAK" list "$V" --json
+cmp -s "$OUT" points-before.json || fail "a job whose disk is gone changed the points"
 
 # ---- the systemd units ----
 inst=$T/inst
