@@ -65,8 +65,7 @@ static const char *const step_names[STEP_N] = {"ingest", "prune", "verify"};
 
 /* Options of the verbs that a job file cannot give: they belong to the job (passphrase-file),
  * would print something else than the step does (help, json, dry-run), or are refused anyway. */
-static const char *const excluded[] = {"help", "passphrase", "passphrase-file", "json",
-				       "dry-run"};
+static const char *const excluded[] = {"help", "passphrase", "passphrase-file", "json", "dry-run"};
 
 /* Ingest options that may be given more than once, one line each; any other key given twice is
  * an error. An option missing here can still be given once. */
@@ -99,11 +98,12 @@ static void job_free(job *j)
 	free(j->verify_target);
 }
 
+/* The last line job_err printed, for the job record (main thread only). */
+static char last_err[2048];
+
 /* One line about line l (NULL: the file as a whole) of the job file; returns status. */
 static int job_err(const job *j, const job_line *l, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* The last line job_err printed, for the job record (main thread only). */
-static char last_err[2048];
 
 static int job_err(const job *j, const job_line *l, int status, const char *fmt, ...)
 {
@@ -131,26 +131,24 @@ static int in_list(const char *s, const char *const *list, size_t n)
 	return 0;
 }
 
-/* The getopt table of a verb, from the verb itself. */
-static const struct option *verb_options(int step, vmbak_globals *g)
+static const vmbak_cmd *step_cmd(int step)
 {
-	static const vmbak_cmd *const cmds[STEP_N] = {&cmd_ingest_def, &cmd_prune_def,
-						      &cmd_verify_def};
+	return step == STEP_INGEST  ? &cmd_ingest_def
+	       : step == STEP_PRUNE ? &cmd_prune_def
+				    : &cmd_verify_def;
+}
+
+/* The getopt table of a verb, from the verb itself (NULL if it gives none). */
+static const struct option *verb_options(int step, const vmbak_globals *g)
+{
 	const struct option *opts = NULL;
 	vmbak_globals g2 = *g;
 	char *argv[] = {(char *)step_names[step], NULL};
 
 	g2.ret_longopts = &opts;
 	g2.check_only = 1;
-	cmds[step]->run(1, argv, &g2);
+	step_cmd(step)->run(1, argv, &g2);
 	return opts;
-}
-
-static const vmbak_cmd *step_cmd(int step)
-{
-	return step == STEP_INGEST ? &cmd_ingest_def
-	       : step == STEP_PRUNE ? &cmd_prune_def
-				    : &cmd_verify_def;
 }
 
 /* A file that holds a secret (a passphrase): like ssh's private keys, it must be a regular
@@ -245,7 +243,9 @@ static int split_line(job *j, char *s, job_line *l)
 	while (is_blank(*s))
 		s++;
 	if (e == k || *s != '=') {
-		l->key = "line";
+		/* The key, when the line starts with one, else "line". */
+		*e = '\0';
+		l->key = e == k ? "line" : k;
 		return job_err(j, l, VMBAK_EXIT_USAGE,
 			       "not \"KEY = VALUE\" (keys are lowercase letters, digits and "
 			       "'-'; comments start with '#')");
@@ -335,8 +335,8 @@ static int parse_lines(job *j, vmbak_globals *g)
 		j->n++;
 
 		{
-			const job_line **slot = strcmp(l->key, "vault") == 0  ? &j->vault
-						: strcmp(l->key, "vm") == 0     ? &j->vm
+			const job_line **slot = strcmp(l->key, "vault") == 0	? &j->vault
+						: strcmp(l->key, "vm") == 0	? &j->vm
 						: strcmp(l->key, "verify") == 0 ? &j->verify
 						: strcmp(l->key, "passphrase-file") == 0
 						    ? &j->passfile
@@ -353,10 +353,11 @@ static int parse_lines(job *j, vmbak_globals *g)
 		if (!o)
 			return job_err(j, l, VMBAK_EXIT_USAGE,
 				       "unknown key (see vmbak-job(5) and `vmbak %s --help`)",
-				       strncmp(l->key, "keep-", 5) == 0     ? "prune"
+				       strncmp(l->key, "keep-", 5) == 0	    ? "prune"
 				       : strncmp(l->key, "verify-", 7) == 0 ? "verify"
 									    : "ingest");
-		if (!(l->step == STEP_INGEST && in_list(name, repeatable, VBU_ARRAY_SIZE(repeatable))))
+		if (!(l->step == STEP_INGEST &&
+		      in_list(name, repeatable, VBU_ARRAY_SIZE(repeatable))))
 			for (size_t i = 0; i + 1 < j->n; i++)
 				if (strcmp(j->lines[i].key, l->key) == 0)
 					return job_err(j, l, VMBAK_EXIT_USAGE,
@@ -381,16 +382,55 @@ static int parse_lines(job *j, vmbak_globals *g)
 			return job_err(j, l, VMBAK_EXIT_FAIL, "%s", vbu_strerror(ENOMEM));
 		}
 		j->has_step[l->step] = 1;
-		if (strlen(name) >= 15 && strcmp(name + strlen(name) - 15, "passphrase-file") == 0 &&
+		if (strlen(name) >= 15 &&
+		    strcmp(name + strlen(name) - 15, "passphrase-file") == 0 &&
 		    (status = check_secret_file(j, l)) != 0)
 			return status;
 	}
 	return 0;
 }
 
-static int caught(int (*fn)(void *), void *arg, char *msg, size_t cap);
-static int vault_arg_call(void *arg);
-static int vm_arg_call(void *arg);
+/* Runs fn(arg) with its lines on stderr caught into msg (the first line, without the
+ * "vmbak: " prefix). fn's status; -errno when stderr could not be redirected. */
+static int caught(int (*fn)(void *), void *arg, char *msg, size_t cap)
+{
+	size_t pl = strlen(vbu_progname());
+	int fd, saved = -1, status;
+	ssize_t n;
+
+	msg[0] = '\0';
+	fd = memfd_create("vmbak-job-check", MFD_CLOEXEC);
+	if (fd < 0 || fflush(stderr) != 0 || (saved = dup(STDERR_FILENO)) < 0 ||
+	    dup2(fd, STDERR_FILENO) < 0) {
+		status = -errno;
+		if (saved >= 0)
+			close(saved);
+		if (fd >= 0)
+			close(fd);
+		return status;
+	}
+	status = fn(arg);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	n = pread(fd, msg, cap - 1, 0);
+	close(fd);
+	msg[n > 0 ? n : 0] = '\0';
+	msg[strcspn(msg, "\n")] = '\0';
+	if (strncmp(msg, vbu_progname(), pl) == 0 && strncmp(msg + pl, ": ", 2) == 0)
+		memmove(msg, msg + pl + 2, strlen(msg + pl + 2) + 1);
+	return status;
+}
+
+static int vault_arg_call(void *arg)
+{
+	return check_vault_arg(arg);
+}
+
+static int vm_arg_call(void *arg)
+{
+	return check_name_arg("VM", arg);
+}
 
 /* The job's own keys, and which steps run. */
 static int check_job_keys(job *j)
@@ -432,8 +472,7 @@ static int check_job_keys(job *j)
 
 /* The argv of step (the lines of that step but skip, then "--" and its arguments); *ret_argv
  * is malloc'ed, its strings belong to j. */
-static int step_argv(const job *j, int step, const job_line *skip, char ***ret_argv,
-		     int *ret_argc)
+static int step_argv(const job *j, int step, const job_line *skip, char ***ret_argv, int *ret_argc)
 {
 	char **argv = calloc(j->n + 6, sizeof(*argv));
 	int argc = 0;
@@ -462,38 +501,6 @@ static vmbak_globals step_globals(const job *j, const vmbak_globals *g)
 	g2.ret_longopts = NULL;
 	g2.check_only = 0;
 	return g2;
-}
-
-/* Runs fn(arg) with its lines on stderr caught into msg (the first line, without the
- * "vmbak: " prefix). fn's status; -errno when stderr could not be redirected. */
-static int caught(int (*fn)(void *), void *arg, char *msg, size_t cap)
-{
-	size_t pl = strlen(vbu_progname());
-	int fd, saved = -1, status;
-	ssize_t n;
-
-	msg[0] = '\0';
-	fd = memfd_create("vmbak-job-check", MFD_CLOEXEC);
-	if (fd < 0 || fflush(stderr) != 0 || (saved = dup(STDERR_FILENO)) < 0 ||
-	    dup2(fd, STDERR_FILENO) < 0) {
-		status = -errno;
-		if (saved >= 0)
-			close(saved);
-		if (fd >= 0)
-			close(fd);
-		return status;
-	}
-	status = fn(arg);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	n = pread(fd, msg, cap - 1, 0);
-	close(fd);
-	msg[n > 0 ? n : 0] = '\0';
-	msg[strcspn(msg, "\n")] = '\0';
-	if (strncmp(msg, vbu_progname(), pl) == 0 && strncmp(msg + pl, ": ", 2) == 0)
-		memmove(msg, msg + pl + 2, strlen(msg + pl + 2) + 1);
-	return status;
 }
 
 struct verb_call {
@@ -527,23 +534,15 @@ static int check_step(const job *j, int step, const job_line *skip, const vmbak_
 	return status;
 }
 
-static int vault_arg_call(void *arg)
-{
-	return check_vault_arg(arg);
-}
-
-static int vm_arg_call(void *arg)
-{
-	return check_name_arg("VM", arg);
-}
-
-/* 1 when msg names option "--name" (not merely a longer one that starts so). */
+/* 1 when msg names the option of arg ("--NAME" of "--NAME=VALUE"), not merely a longer one
+ * that starts so. */
 static int names_option(const char *msg, const char *arg)
 {
 	size_t len = strcspn(arg, "=");
 
-	for (const char *p = strstr(msg, arg); p; p = strstr(p + 1, arg)) {
+	for (const char *p = strstr(msg, "--"); p; p = strstr(p + 1, "--")) {
 		char c = p[len];
+
 		if (strncmp(p, arg, len) == 0 &&
 		    !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
 			return 1;
@@ -623,7 +622,26 @@ static void record_unstarted(const job *j, const vmbak_globals *g, int failed)
 	vbs_vault_close(c.v);
 }
 
-/* The command line a step is, for --dry-run: words quoted for a POSIX shell when needed. */
+/* " WORD", quoted for a POSIX shell when it needs it ('...', a "'" in it as '\''). */
+static void print_word(const char *w)
+{
+	static const char plain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				    "0123456789-_=/.:,+@%";
+
+	if (*w && !w[strspn(w, plain)]) {
+		printf(" %s", w);
+		return;
+	}
+	fputs(" '", stdout);
+	for (; *w; w++)
+		if (*w == '\'')
+			fputs("'\\''", stdout);
+		else
+			putchar(*w);
+	putchar('\'');
+}
+
+/* The command line a step is, for --dry-run. */
 static void print_step(const job *j, int step)
 {
 	char **argv = NULL;
@@ -632,17 +650,12 @@ static void print_step(const job *j, int step)
 	if (step_argv(j, step, NULL, &argv, &argc) < 0)
 		return;
 	fputs("vmbak", stdout);
-	if (j->passfile)
-		printf(" --passphrase-file '%s'", j->passfile->value);
-	for (int i = 0; i < argc; i++) {
-		const char *a = argv[i];
-
-		if (a[strspn(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-				"-_=/.:,+@%")])
-			printf(" '%s'", a); /* no "'" can be in a value that needs it quoted */
-		else
-			printf(" %s", a);
+	if (j->passfile) {
+		fputs(" --passphrase-file", stdout);
+		print_word(j->passfile->value);
 	}
+	for (int i = 0; i < argc; i++)
+		print_word(argv[i]);
 	putchar('\n');
 	free(argv);
 }
@@ -715,8 +728,8 @@ static int record_end(const job *j, const vmbak_globals *g, uint64_t id, const i
 			st = sj->bytes_stored;
 		}
 	}
-	r = vbs_job_end_steps(v, id, overall == 0 ? VBS_JOB_COMPLETED : VBS_JOB_FAILED, rd, st,
-			      err, steps);
+	r = vbs_job_end_steps(v, id, overall == 0 ? VBS_JOB_COMPLETED : VBS_JOB_FAILED, rd, st, err,
+			      steps);
 	if (r < 0)
 		rc = store_err(r, "cannot record the end of backup job %llu in vault '%s'",
 			       (unsigned long long)id, q(j->vault->value));

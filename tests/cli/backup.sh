@@ -158,7 +158,7 @@ bad 4 disk "disk = sda=$T/disk.img"
 bad 4 dis "dis = sdb=$T/disk.img"
 bad 4 passphrase 'passphrase = hunter2'
 bad 4 help 'help = yes'
-bad 4 line 'disk sdb'
+bad 4 disk 'disk sdb'
 bad 4 line '[section]'
 bad 4 threads 'threads ='
 bad 4 threads 'threads = 0'
