@@ -224,6 +224,9 @@ units=$inst/lib/systemd/system
 grep -qx "ExecStart=$inst/bin/vmbak backup /etc/vmbak/jobs/%i.job" "$units/vmbak-backup@.service" ||
 	fail "ExecStart does not run the installed vmbak: $(grep ExecStart "$units/vmbak-backup@.service")"
 ! grep -q '@[A-Z]*@' "$units/vmbak-backup@.service" || fail "a placeholder left in the unit"
+# Block devices (the VMs' disks) must stay open to the backup: nothing that sets a device policy.
+! grep -Eq '^(PrivateDevices|ProtectClock|DeviceAllow|DevicePolicy)=' "$units/vmbak-backup@.service" ||
+	fail "the unit restricts devices: $(grep -E '^(PrivateDevices|ProtectClock|Device)' "$units/vmbak-backup@.service")"
 if ! command -v systemd-analyze >/dev/null; then
 	[ "${CI:-}" != true ] || fail "systemd-analyze is missing (tests/deps.sh installs systemd)"
 	note "systemd-analyze is missing: the units are not verified"
