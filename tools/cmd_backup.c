@@ -19,6 +19,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -688,7 +690,7 @@ static int record_end(const job *j, const vmbak_globals *g, uint64_t id, const i
 	vbs_job *jobs = NULL;
 	size_t n = 0, used = 0, len = 0;
 	uint64_t rd = 0, st = 0;
-	int r, rc;
+	int r, rc, killed = 0;
 
 	rc = vault_open(j->vault->value, 0, 0, g2.passphrase_file, &v);
 	if (rc != 0)
@@ -723,13 +725,17 @@ static int record_end(const job *j, const vmbak_globals *g, uint64_t id, const i
 		if (ran[s] && status[s] != 0 && !err[0])
 			snprintf(err, sizeof(err), "%s: %.480s", step_names[s],
 				 sj && sj->error[0] ? sj->error : "failed");
+		killed |= sj && sj->state == VBS_JOB_KILLED;
 		if (s == STEP_INGEST && sj) {
 			rd = sj->bytes_read;
 			st = sj->bytes_stored;
 		}
 	}
-	r = vbs_job_end_steps(v, id, overall == 0 ? VBS_JOB_COMPLETED : VBS_JOB_FAILED, rd, st, err,
-			      steps);
+	r = vbs_job_end_steps(v, id,
+			      killed	     ? VBS_JOB_KILLED
+			      : overall == 0 ? VBS_JOB_COMPLETED
+					     : VBS_JOB_FAILED,
+			      rd, st, err, steps);
 	if (r < 0)
 		rc = store_err(r, "cannot record the end of backup job %llu in vault '%s'",
 			       (unsigned long long)id, q(j->vault->value));
@@ -738,6 +744,20 @@ static int record_end(const job *j, const vmbak_globals *g, uint64_t id, const i
 	free(jobs);
 	vbs_vault_close(v);
 	return rc;
+}
+
+/* SIGINT, SIGTERM and SIGHUP blocked or unblocked in this thread (how: SIG_BLOCK, SIG_UNBLOCK).
+ * Blocked, they go to the thread that cli_job_start started, which ends the running step's job
+ * and the backup's as killed. */
+static void signals(int how)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(how, &set, NULL);
 }
 
 static int cmd_backup(int argc, char **argv, vmbak_globals *g)
@@ -806,16 +826,30 @@ static int cmd_backup(int argc, char **argv, vmbak_globals *g)
 	}
 
 	for (int s = 0; s < STEP_N; s++) {
-		char **sargv = NULL;
+		char **sargv = NULL, done[VBS_JOB_STEPS_MAX] = "";
+		size_t len = 0;
 		int sargc;
 
 		if (!j.has_step[s] || (s != STEP_INGEST && st[STEP_INGEST] != 0))
 			continue;
+		/* A signal that kills this step's job kills the backup's too (jobs_cli.h). */
+		for (int e = 0; e < s; e++)
+			if (j.has_step[e] && len < sizeof(done))
+				len += (size_t)snprintf(done + len, sizeof(done) - len, "%s%s %s",
+							len ? ", " : "", step_names[e],
+							!ran[e]	     ? "skipped"
+							: st[e] == 0 ? "completed"
+								     : "failed");
+		cli_job_parent(id, done);
 		if (step_argv(&j, s, NULL, &sargv, &sargc) < 0) {
 			st[s] = store_err(-ENOMEM, "cannot run the %s step", step_names[s]);
 		} else {
 			g2 = step_globals(&j, g);
+			/* verify stops on a signal by itself, and records its job as killed: the
+			 * signals an earlier step blocked in this thread (jobs_cli.h) go to it. */
+			signals(s == STEP_VERIFY ? SIG_UNBLOCK : SIG_BLOCK);
 			st[s] = step_cmd(s)->run(sargc, sargv, &g2);
+			signals(SIG_BLOCK);
 		}
 		free(sargv);
 		fflush(stdout);
@@ -823,6 +857,7 @@ static int cmd_backup(int argc, char **argv, vmbak_globals *g)
 		if (st[s] == VMBAK_EXIT_DAMAGE || (st[s] != 0 && overall != VMBAK_EXIT_DAMAGE))
 			overall = st[s] == VMBAK_EXIT_DAMAGE ? VMBAK_EXIT_DAMAGE : VMBAK_EXIT_FAIL;
 	}
+	cli_job_parent(0, NULL);
 	status = record_end(&j, g, id, ran, st, overall);
 	if (overall != 0)
 		status = overall;

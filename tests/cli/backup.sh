@@ -4,7 +4,8 @@
 # A job file with retention and a verify run four times (at known times, VMBAK_TEST_NOW): the
 # VM keeps exactly the points its rules say (vmbak list --json), each run leaves a backup job
 # whose steps name the ingest, prune and verify jobs it ran. A failing ingest skips prune and
-# verify and says so in the record. --dry-run prints the commands and runs nothing. An
+# verify and says so in the record; one killed by SIGTERM is recorded as killed, with the step
+# it was in. --dry-run prints the commands and runs nothing. An
 # encrypted vault with the passphrase file named in the job. Bad job files: each gives exactly
 # one line naming the file, the line and the key, exit status 2, and nothing is run or recorded.
 # Then `make install PREFIX=...` and `systemd-analyze verify` of the installed units.
@@ -100,6 +101,31 @@ assert [j["kind"] for j in d if j["id"] > b["id"]] == ["ingest"], d'
 njobs=$(json_value 'len(d)')
 expect_ok "$VMBAK" list "$V" --json
 cp "$OUT" points-before.json
+
+# ---- SIGTERM while the ingest commits: the ingest and the backup are both killed ----
+rm -f "$T/go" "$T/go.reached"
+VMBAK_TEST_PAUSE_INGEST_COMMIT=$T/go "$VMBAK" backup web1.job >/dev/null 2>"$T/sig.err" &
+pid=$!
+for ((i = 0; i < 500; i++)); do
+	[ -e "$T/go.reached" ] && break
+	sleep 0.02
+done
+[ -e "$T/go.reached" ] || { kill -KILL "$pid"; fail "the backup's ingest did not reach its commit"; }
+kill -TERM "$pid"
+st=0
+wait "$pid" || st=$?
+[ "$st" -eq 1 ] || fail "SIGTERM: exit status $st"
+grep -q 'interrupted by SIGTERM' "$T/sig.err" || fail "no message for SIGTERM: $(cat "$T/sig.err")"
+expect_ok "$VMBAK" jobs "$V" --json
+expect_json '
+b = [j for j in d if j["kind"] == "backup"][-1]
+assert b["state"] == "killed" and b["error"] == "interrupted by SIGTERM", b
+i = [j for j in d if j["kind"] == "ingest"][-1]
+assert i["state"] == "killed" and i["id"] > b["id"], i
+assert b["steps"] == "ingest killed (job %d)" % i["id"], b'
+njobs=$(json_value 'len(d)')
+expect_ok "$VMBAK" list "$V" --json
+cmp -s "$OUT" points-before.json || fail "a killed backup changed the points"
 
 # ---- an encrypted vault, its passphrase file named in the job ----
 E=$T/evault
