@@ -217,6 +217,37 @@ expect_status 1 "$VMBAK" backup "$T/none.job"
 expect_status 2 "$VMBAK" backup
 expect_status 2 "$VMBAK" backup a.job b.job
 
+# Job files of random lines (known keys with odd values, garbage, long lines): never a crash,
+# always exactly one line on stderr, and nothing run.
+for seed in $(seq 1 40); do
+	python3 - "$seed" "$V" "$T" >rand.job <<'PY'
+import random, sys
+r = random.Random(int(sys.argv[1]))
+keys = ["vault", "vm", "disk", "changed", "keep-last", "keep-daily", "verify", "verify-sample",
+        "verify-seed", "retain-until", "threads", "escrow", "escrow-kind", "keyvault",
+        "check-escrow", "passphrase-file", "keyvault-passphrase-file", "progress", "x", ""]
+vals = ["", "yes", "no", "0", "-1", "99999999999999999999", "sda=" + sys.argv[3] + "/disk.img",
+        "a=b=c", "latest", "all", "2099-01-01", "\x7f", "=", "#", sys.argv[2], "web1",
+        "x" * r.choice([1, 300, 5000])]
+lines = ["vault = " + sys.argv[2], "vm = web1"] if r.random() < 0.7 else []
+for _ in range(r.randint(0, 8)):
+    k = r.choice(keys)
+    v = r.choice(vals)
+    lines.append(r.choice(["%s = %s", "%s=%s", "  %s\t=  %s  ", "%s %s", "# %s = %s"]) % (k, v))
+r.shuffle(lines)
+sys.stdout.write("\n".join(lines) + r.choice(["", "\n", "\r\n"]))
+PY
+	chmod 0600 rand.job
+	st=0
+	"$VMBAK" backup rand.job --dry-run </dev/null >"$OUT" 2>"$ERR" || st=$?
+	case $st in
+	0) [ ! -s "$ERR" ] || fail "random job $seed: exit 0 with stderr: $(cat "$ERR")" ;;
+	1 | 2) [ "$(wc -l <"$ERR")" -eq 1 ] && grep -q '^vmbak: rand\.job' "$ERR" ||
+		fail "random job $seed: not one line naming the file: $(cat "$ERR")" ;;
+	*) fail "random job $seed: exit status $st: $(cat "$ERR")" ;;
+	esac
+done
+
 # Nothing ran: no new job, no new point.
 expect_ok "$VMBAK" jobs "$V" --json
 expect_json 'assert len(d) == int(sys.argv[2]), len(d)' "$njobs"
