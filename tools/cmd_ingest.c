@@ -330,6 +330,11 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 	static const char *const names[] = {"VAULT", "VM"};
 	int opt, state = 0, status;
 
+	if (g->ret_longopts) {
+		*g->ret_longopts = longopts;
+		a->help = 1;
+		return 0;
+	}
 	a->show_progress = g->progress;
 	/* Every --disk or --changed takes at least one element of argv. */
 	a->disks = calloc((size_t)argc, sizeof(*a->disks));
@@ -658,7 +663,7 @@ static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
 	status = ingest_parse(argc, argv, g, &a);
 	if (status == 0 && !a.help)
 		status = ingest_validate(&a);
-	if (status == 0 && !a.help)
+	if (status == 0 && !a.help && !g->check_only)
 		status = ingest_run(&a, g);
 	ingest_args_free(&a);
 	return status;

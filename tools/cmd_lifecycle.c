@@ -237,6 +237,10 @@ static int cmd_prune(int argc, char **argv, vmbak_globals *g)
 	int opt, state = 0, dry = 0, json = 0, any = 0, status, r;
 	const char *vm;
 
+	if (g->ret_longopts) {
+		*g->ret_longopts = longopts;
+		return VMBAK_EXIT_OK;
+	}
 	while ((opt = verb_getopt(argc, argv, ":hn", longopts, &state)) != -1) {
 		switch (opt) {
 		case 'h':
@@ -280,6 +284,8 @@ static int cmd_prune(int argc, char **argv, vmbak_globals *g)
 				 "--keep-daily, --keep-weekly, --keep-monthly or --keep-yearly N "
 				 "(N > 0)");
 	vm = argv[optind + 1];
+	if (g->check_only)
+		return VMBAK_EXIT_OK;
 	status = vault_open(argv[optind], 0, 0, g->passphrase_file, &v);
 	if (status != 0)
 		return status;

@@ -288,6 +288,10 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 	struct sigaction sa = {0}, old[3];
 	static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
 
+	if (g->ret_longopts) {
+		*g->ret_longopts = longopts;
+		return VMBAK_EXIT_OK;
+	}
 	vm[0] = id[0] = jtarget[0] = '\0';
 	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
 		switch (opt) {
@@ -361,6 +365,8 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 		snprintf(jtarget, sizeof(jtarget), "%s%s%s", vm, vo.rp ? "/" : "",
 			 vo.rp ? vo.rp : "");
 	}
+	if (g->check_only)
+		return VMBAK_EXIT_OK;
 
 	/* The key vault's passphrase before the vault's: a wrong one stops before any reading. */
 	if (kv_path && (status = escrow_kv_open(kv_path, 1, kv_passfile, &kv)) != 0)

@@ -25,6 +25,13 @@
 typedef struct vmbak_globals {
 	const char *passphrase_file; /* --passphrase-file, or NULL */
 	int progress;		     /* --progress */
+	/* For vmbak backup (cmd_backup.c), which hands a job file's lines to the verbs' own
+	 * parsers. ingest, prune and verify honour them; other verbs ignore them. With
+	 * ret_longopts set, the verb stores its getopt_long table there and returns 0 at once.
+	 * With check_only, it parses and checks its arguments as always (same messages, same
+	 * exit status), then returns 0 before it opens or changes anything. */
+	const struct option **ret_longopts;
+	int check_only;
 } vmbak_globals;
 
 /* One verb of the table in vmbak.c. run() gets argv with argv[0] the verb's name. */
