@@ -172,9 +172,9 @@ install: all
 	install -m 0644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
 	install -d $(DESTDIR)$(UNITDIR)
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@JOBDIR@|$(JOBDIR)|g' \
-		'systemd/vmbak-backup@.service.in' >'$(DESTDIR)$(UNITDIR)/vmbak-backup@.service'
+		'tools/systemd/vmbak-backup@.service.in' >'$(DESTDIR)$(UNITDIR)/vmbak-backup@.service'
 	chmod 0644 '$(DESTDIR)$(UNITDIR)/vmbak-backup@.service'
-	install -m 0644 'systemd/vmbak-backup@.timer' '$(DESTDIR)$(UNITDIR)/'
+	install -m 0644 'tools/systemd/vmbak-backup@.timer' '$(DESTDIR)$(UNITDIR)/'
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/vmbak $(DESTDIR)$(BINDIR)/vmbakfs
