@@ -21,7 +21,10 @@ static struct {
 	vbs_vault *v;
 	uint64_t id;
 	int live;
-} cur = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0};
+	char kind[VBS_JOB_KIND_MAX];
+	uint64_t parent; /* cli_job_parent() */
+	char parent_steps[VBS_JOB_STEPS_MAX];
+} cur = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, "", 0, ""};
 
 static void *signal_thread(void *arg)
 {
@@ -36,8 +39,17 @@ static void *signal_thread(void *arg)
 		 : sig == SIGTERM ? "TERM"
 				  : "HUP");
 	pthread_mutex_lock(&cur.lock);
-	if (cur.live)
+	if (cur.live) {
 		vbs_job_end(cur.v, cur.id, VBS_JOB_KILLED, 0, 0, msg);
+		if (cur.parent) {
+			char steps[VBS_JOB_STEPS_MAX];
+
+			snprintf(steps, sizeof(steps), "%.400s%s%s killed (job %llu)",
+				 cur.parent_steps, cur.parent_steps[0] ? ", " : "", cur.kind,
+				 (unsigned long long)cur.id);
+			vbs_job_end_steps(cur.v, cur.parent, VBS_JOB_KILLED, 0, 0, msg, steps);
+		}
+	}
 	cur.live = 0;
 	fprintf(stderr, "vmbak: %s\n", msg);
 	_exit(VMBAK_EXIT_FAIL);
@@ -56,6 +68,7 @@ int cli_job_start(vbs_vault *v, const char *kind, const char *target, uint64_t *
 	cur.v = v;
 	cur.id = id;
 	cur.live = 1;
+	snprintf(cur.kind, sizeof(cur.kind), "%s", kind);
 	pthread_mutex_unlock(&cur.lock);
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
@@ -66,6 +79,14 @@ int cli_job_start(vbs_vault *v, const char *kind, const char *target, uint64_t *
 		pthread_detach(t);
 	*ret_id = id;
 	return VMBAK_EXIT_OK;
+}
+
+void cli_job_parent(uint64_t id, const char *steps_done)
+{
+	pthread_mutex_lock(&cur.lock);
+	cur.parent = id;
+	snprintf(cur.parent_steps, sizeof(cur.parent_steps), "%s", steps_done ? steps_done : "");
+	pthread_mutex_unlock(&cur.lock);
 }
 
 void cli_job_finish(vbs_vault *v, uint64_t id, int status, uint64_t bytes_read,
@@ -97,14 +118,16 @@ void cli_job_finish(vbs_vault *v, uint64_t id, int status, uint64_t bytes_read,
 static const char jobs_help[] =
     "usage: " JOBS_USAGE "\n"
     "\n"
-    "Lists the jobs run on VAULT, oldest first: every ingest, prune, delete, gc and verify,\n"
+    "Lists the jobs run on VAULT, oldest first: every ingest, prune, delete, gc, verify and\n"
+    "backup (which runs an ingest, a prune and a verify, each also listed on its own),\n"
     "with its state (running, completed, failed, killed), start, duration, bytes read and\n"
     "stored, and error. A job whose process died without ending it shows as failed with the\n"
     "error 'process died'.\n"
     "\n"
     "options:\n"
     "  --json                  print one JSON array of jobs (id, kind, target, state, start,\n"
-    "                          end, pid, bytes_read, bytes_stored, error)\n"
+    "                          end, pid, bytes_read, bytes_stored, error, steps: which\n"
+    "                          steps a backup ran and how each ended)\n"
     "  --last N                only the N newest jobs\n"
     "  -h, --help              show this help\n";
 
@@ -124,6 +147,7 @@ static json_object *job_json(const vbs_job *j)
 	json_object_object_add(o, "bytes_read", json_u64(j->bytes_read));
 	json_object_object_add(o, "bytes_stored", json_u64(j->bytes_stored));
 	json_object_object_add(o, "error", json_str_or_null(j->error));
+	json_object_object_add(o, "steps", json_str_or_null(j->steps));
 	return o;
 }
 

@@ -134,9 +134,7 @@ int check_nargs(const char *usage, const char *const *names, int nmin, int nmax,
 
 #define OPT_VERB_PASSPHRASE_FILE 0x1fe
 
-/* The options getopt_long sees for cmd: the verb's own, then --help, and with
- * VERB_PASSPHRASE_FILE --passphrase-file and --passphrase. malloc'ed. */
-static struct option *verb_options(const vmbak_cmd *cmd)
+struct option *verb_option_table(const vmbak_cmd *cmd)
 {
 	static const struct option help = {"help", no_argument, NULL, 'h'};
 	static const struct option pass[] = {
@@ -146,6 +144,8 @@ static struct option *verb_options(const vmbak_cmd *cmd)
 	struct option *all;
 	size_t n = 0, k = 0;
 
+	if (cmd->main || cmd->subs)
+		return NULL;
 	while (cmd->options && cmd->options[n].name)
 		n++;
 	all = calloc(n + 4, sizeof(*all));
@@ -190,7 +190,7 @@ int verb_main(const vmbak_cmd *cmd, int argc, char **argv, vmbak_globals *g)
 	}
 	if (flags & VERB_OPENS_VAULT)
 		flags |= VERB_VAULT_ARG;
-	longopts = verb_options(cmd);
+	longopts = verb_option_table(cmd);
 	c.opts = calloc(1, cmd->opts_size ? cmd->opts_size : 1);
 	if (!longopts || !c.opts) {
 		vbu_errno(-ENOMEM, "cannot parse the command line");
@@ -233,6 +233,10 @@ int verb_main(const vmbak_cmd *cmd, int argc, char **argv, vmbak_globals *g)
 	    ((flags & VERB_VAULT_ARG) && (status = check_vault_arg(c.args[0])) != 0) ||
 	    (cmd->check && (status = cmd->check(&c)) != 0))
 		goto out;
+	if (g->check_only) {
+		status = VMBAK_EXIT_OK;
+		goto out;
+	}
 	/* 5. the vault */
 	if ((flags & VERB_OPENS_VAULT) && (status = vault_open(c.args[0], !(flags & VERB_WRITES), 0,
 							       c.passphrase_file, &c.v)) != 0)

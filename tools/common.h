@@ -25,6 +25,11 @@
 typedef struct vmbak_globals {
 	const char *passphrase_file; /* --passphrase-file, or NULL */
 	int progress;		     /* --progress */
+	/* For vmbak backup (cmd_backup.c), which hands a job file's lines to the verbs' own
+	 * parsers: verb_main() parses and checks the arguments as always (same messages, same
+	 * exit status), then returns 0 before step 5, before anything is opened or changed.
+	 * (Which options a verb has: verb_option_table().) */
+	int check_only;
 } vmbak_globals;
 
 /* ---- the verb table (vmbak.c), in the systemd style ----
@@ -43,8 +48,8 @@ typedef struct vmbak_globals {
  *   4. check(): the verb's other checks of its arguments, before anything is opened;
  *   5. VERB_OPENS_VAULT: vault_open() of args[0] (config, the passphrase from c->passphrase_file
  *      or the usual sources, the environment; read-only unless VERB_WRITES) into c->v;
- *   6. run(), the work; then the vault is closed and done() frees what the verb kept in c->opts
- *      (also when an earlier step failed).
+ *   6. run(), the work (not with g->check_only); then the vault is closed and done() frees
+ *      what the verb kept in c->opts (also when an earlier step failed).
  *
  * Every step that fails has printed its line and ends the verb with its exit status. A verb
  * that writes keeps a job record itself (jobs_cli.h: cli_job_start), as only it knows when its
@@ -108,6 +113,11 @@ struct vmbak_cmd {
 
 /* Runs cmd on argv (argv[0] the verb's name) as described above: the exit status. */
 int verb_main(const vmbak_cmd *cmd, int argc, char **argv, vmbak_globals *g);
+
+/* The getopt_long table verb_main() parses cmd's options with: the verb's own, --help, and with
+ * VERB_PASSPHRASE_FILE --passphrase-file and --passphrase. malloc'ed (free it); NULL when out
+ * of memory or for an entry of subcommands or with its own main. */
+struct option *verb_option_table(const vmbak_cmd *cmd);
 
 extern const vmbak_cmd cmd_init_def, cmd_ingest_def, cmd_list_def, cmd_info_def;
 extern const vmbak_cmd cmd_verify_def, cmd_upgrade_def, cmd_restore_def;
