@@ -39,8 +39,9 @@ BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -O2 -g -pthread \
 ALL_CFLAGS := $(BASE_CFLAGS) $(EXTRA_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lpthread
-# vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup.
-VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup 2>/dev/null) -lutil
+# vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup; ingest reads NBD sources
+# with libnbd (tools/src_nbd.c).
+VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup libnbd 2>/dev/null) -lutil
 
 # FAULT=1 (make fault): every call our objects make to these goes through tests/fault/fault.c.
 FAULT_WRAPS := malloc calloc realloc strdup strndup write fsync mdb_put mdb_del mdb_txn_commit

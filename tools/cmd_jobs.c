@@ -26,6 +26,13 @@ static struct {
 	char parent_steps[VBS_JOB_STEPS_MAX];
 } cur = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, "", 0, ""};
 
+static void (*volatile on_signal_hook)(void);
+
+void cli_job_on_signal(void (*fn)(void))
+{
+	on_signal_hook = fn;
+}
+
 static void *signal_thread(void *arg)
 {
 	sigset_t *set = arg;
@@ -51,6 +58,8 @@ static void *signal_thread(void *arg)
 		}
 	}
 	cur.live = 0;
+	if (on_signal_hook)
+		on_signal_hook();
 	fprintf(stderr, "vmbak: %s\n", msg);
 	_exit(VMBAK_EXIT_FAIL);
 }

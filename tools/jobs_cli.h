@@ -29,4 +29,8 @@ void cli_job_finish(vbs_vault *v, uint64_t id, int status, uint64_t bytes_read,
 		    uint64_t bytes_stored, const char *error);
 void cli_job_parent(uint64_t id, const char *steps_done);
 
+/* fn runs on that signal thread before the process exits (stops helper processes such as
+ * ingest's qemu-nbd, removes their files). One hook; NULL removes it. */
+void cli_job_on_signal(void (*fn)(void));
+
 #endif
