@@ -5,12 +5,10 @@
 
 #include "chunkstore.h"
 
-/* Every vault keeps its chunks in LMDB today. A second store (issue 15: RADOS) is chosen here
- * from the vault's config. */
+/* The vault's config says (vault.c, "chunks"): LMDB unless it names a RADOS pool. */
 static const vbs_cs_ops *store_of(const vbs_vault *v)
 {
-	(void)v;
-	return &vbs_cs_lmdb;
+	return v->chunks.rados ? &vbs_cs_rados : &vbs_cs_lmdb;
 }
 
 int vbs_cs_attach(vbs_vault *v, MDB_txn *txn, int create)

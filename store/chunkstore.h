@@ -22,7 +22,12 @@
  *     every item is stored and the hook's writes are committed; when it fails (the hook's
  *     error included) none of the hook's writes is committed and the items are as if never
  *     put, except that a store writing outside LMDB may keep frames nothing refers to (an
- *     object written before the failure): iterate lists them and gc removes them.
+ *     object written before the failure): iterate lists them and gc removes them. Such a
+ *     store cannot write both at once: it commits the hook first, in a write of its own, and
+ *     then stores the items, so no moment exists where an item is stored and not yet pinned
+ *     (gc.h); a failure after the hook's commit leaves the hook's writes (pins, which are
+ *     dropped when their job ends). Either way put returns 0 only once every item is
+ *     acknowledged by the medium: a point committed after it names only stored chunks.
  *   Durability. A put with VBS_CS_SYNC is on stable storage when it returns. With
  *     VBS_CS_LAZY it survives a crash of the process, and a power loss once the vault's next
  *     synced write (vbs_write) has committed; chunks are put lazily because nothing refers to
@@ -149,5 +154,7 @@ typedef struct vbs_cs_ops {
 
 /* Frames as values of LMDB databases in the vault's data.mdb (chunkstore_lmdb.c). */
 extern const vbs_cs_ops vbs_cs_lmdb;
+/* Frames as objects of a Ceph RADOS pool (chunkstore_rados.c; config "chunks", vault.c). */
+extern const vbs_cs_ops vbs_cs_rados;
 
 #endif

@@ -14,7 +14,9 @@
 #include "vault.h"
 
 #define INIT_USAGE                                                                                 \
-	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]"
+	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]\n" \
+	"                 [--chunks lmdb|rados:POOL [--ceph-conf FILE] [--ceph-id NAME]\n"              \
+	"                 [--ceph-namespace NS]]"
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
@@ -31,6 +33,16 @@ static const char init_help[] =
     "  --dedup-scope vault|vm  deduplicate across the whole vault (default), or only within\n"
     "                          each VM, so that VMs of different owners sharing a vault cannot\n"
     "                          learn whether another VM holds a given chunk (encrypted vaults)\n"
+    "  --chunks lmdb|rados:POOL\n"
+    "                          where chunk frames live: in the vault's LMDB file (default),\n"
+    "                          or as objects of the Ceph RADOS pool POOL (which must exist);\n"
+    "                          indexes and recovery points stay in the vault directory\n"
+    "  --ceph-conf FILE        the ceph config to connect with (default: librados's search,\n"
+    "                          /etc/ceph/ceph.conf); its rados_osd_op_timeout and\n"
+    "                          rados_mon_op_timeout bound every request (10 s when unset)\n"
+    "  --ceph-id NAME          the ceph client to connect as (default: admin)\n"
+    "  --ceph-namespace NS     the RADOS namespace of this vault's objects (default: the\n"
+    "                          vault's uuid), so that vaults can share a pool\n"
     "  --passphrase-file F     read the new passphrase from the first line of F\n"
     "  -h, --help              show this help\n"
     "\n"
@@ -122,7 +134,16 @@ static int parse_chunk_size(const char *s, uint32_t *ret)
 	return 0;
 }
 
-enum { OPT_ENCRYPTION = 0x100, OPT_CHUNK_SIZE, OPT_PASSPHRASE_FILE, OPT_DEDUP_SCOPE };
+enum {
+	OPT_ENCRYPTION = 0x100,
+	OPT_CHUNK_SIZE,
+	OPT_PASSPHRASE_FILE,
+	OPT_DEDUP_SCOPE,
+	OPT_CHUNKS,
+	OPT_CEPH_CONF,
+	OPT_CEPH_ID,
+	OPT_CEPH_NS,
+};
 
 static int cmd_init(int argc, char **argv, vmbak_globals *g)
 {
@@ -130,6 +151,10 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 	    {"encryption", required_argument, NULL, OPT_ENCRYPTION},
 	    {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
 	    {"dedup-scope", required_argument, NULL, OPT_DEDUP_SCOPE},
+	    {"chunks", required_argument, NULL, OPT_CHUNKS},
+	    {"ceph-conf", required_argument, NULL, OPT_CEPH_CONF},
+	    {"ceph-id", required_argument, NULL, OPT_CEPH_ID},
+	    {"ceph-namespace", required_argument, NULL, OPT_CEPH_NS},
 	    {"passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE},
 	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
 	    {"help", no_argument, NULL, 'h'},
@@ -169,6 +194,24 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 			else
 				return usage_err("invalid dedup scope '%s': use vault or vm", q(optarg));
 			break;
+		case OPT_CHUNKS:
+			if (strcmp(optarg, "lmdb") == 0)
+				opts.rados_pool = NULL;
+			else if (strncmp(optarg, "rados:", 6) == 0 && optarg[6])
+				opts.rados_pool = optarg + 6;
+			else
+				return usage_err("invalid chunk store '%s': use lmdb or rados:POOL",
+						 q(optarg));
+			break;
+		case OPT_CEPH_CONF:
+			opts.ceph_conf = optarg;
+			break;
+		case OPT_CEPH_ID:
+			opts.ceph_id = optarg;
+			break;
+		case OPT_CEPH_NS:
+			opts.rados_ns = optarg;
+			break;
 		case OPT_PASSPHRASE_FILE:
 			r = passphrase_file_arg(optarg, &passphrase_file);
 			if (r != 0)
@@ -191,6 +234,10 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 		return usage_err("--dedup-scope vm needs an encrypted vault: without encryption "
 				 "nothing is kept from the other VMs' owners anyway");
 
+	if (!opts.rados_pool && (opts.ceph_conf || opts.ceph_id || opts.rados_ns))
+		return usage_err("--ceph-conf, --ceph-id and --ceph-namespace go with --chunks "
+				 "rados:POOL");
+
 	status = check_target(path);
 	if (status != 0)
 		goto out;
@@ -204,9 +251,10 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 		status = store_err(r, "cannot create vault '%s'", q(path));
 		goto out;
 	}
-	printf("vault created: %s (%s, chunk size %s%s)\n", path,
+	printf("vault created: %s (%s, chunk size %s%s%s%s)\n", path,
 	       opts.encrypt ? "aes-256-gcm" : "none", human_size(opts.chunk_size, hs),
-	       opts.dedup_vm ? ", dedup scope vm" : "");
+	       opts.dedup_vm ? ", dedup scope vm" : "", opts.rados_pool ? ", chunks in ceph pool " : "",
+	       opts.rados_pool ? opts.rados_pool : "");
 	status = VMBAK_EXIT_OK;
 out:
 	vbk_passphrase_free(pass);
