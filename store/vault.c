@@ -595,9 +595,10 @@ static int env_open(vbs_vault *v, int create)
 		v->psize = mdb_env_stat(v->env, &ms) == 0 ? ms.ms_psize : 4096;
 	}
 	{
-		int r = vbs_cs_attach(v, txn, create);
-		if (r == 0 && v->format >= 2 && v->unlocked)
-			r = vbs_config_check(v, txn, create);
+		/* The config first: one edited to another chunk store is refused as edited. */
+		int r = v->format >= 2 && v->unlocked ? vbs_config_check(v, txn, create) : 0;
+		if (r == 0)
+			r = vbs_cs_attach(v, txn, create);
 		if (r < 0) {
 			mdb_txn_abort(txn);
 			vbs_cs_detach(v);

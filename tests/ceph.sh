@@ -118,18 +118,18 @@ _ceph_osd_run() {
 	disown
 }
 
-# Waits (30 s at most) until the pool takes a write.
+# Waits (60 s at most) until the pool takes a write.
 ceph_wait_up() {
-	local i
-	for ((i = 0; i < 300; i++)); do
-		if echo x | timeout 3 rados --conf "$CEPH_CONF" -p "$CEPH_POOL" put .probe - 2>/dev/null; then
-			timeout 3 rados --conf "$CEPH_CONF" -p "$CEPH_POOL" rm .probe 2>/dev/null || true
+	local end=$((SECONDS + 60))
+	while [ "$SECONDS" -lt "$end" ]; do
+		if echo x | timeout 5 rados --conf "$CEPH_CONF" -p "$CEPH_POOL" put .probe - 2>/dev/null; then
+			timeout 5 rados --conf "$CEPH_CONF" -p "$CEPH_POOL" rm .probe 2>/dev/null || true
 			return 0
 		fi
 		sleep 0.1
 	done
 	tail -20 "$CEPH_DIR/log/osd.0.log" >&2 || true
-	fail "ceph: the osd did not come up within 30 s"
+	fail "ceph: the osd does not take writes after 60 s"
 }
 
 # SIGSTOP/SIGCONT of the osd process (memstore keeps its data across the pause).
@@ -174,6 +174,8 @@ ceph_stop() {
 		done
 		rm -f "$dir/$f.pid"
 	done
+	# The logs stay with the test's files (kept when it fails).
+	[ -d "$dir/log" ] && mv "$dir/log" "$dir.log" 2>/dev/null
 	rm -rf "$dir"
 }
 

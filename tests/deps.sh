@@ -20,6 +20,7 @@ pkgs=(
 	libnbd-bin openssl
 	softhsm2 opensc
 	dislocker ntfs-3g
+	librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()

@@ -14,9 +14,8 @@
 #include "vault.h"
 
 #define INIT_USAGE                                                                                 \
-	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]\n" \
-	"                 [--chunks lmdb|rados:POOL [--ceph-conf FILE] [--ceph-id NAME]\n"              \
-	"                 [--ceph-namespace NS]]"
+	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm] " \
+	"[--chunks lmdb|rados:POOL [--ceph-conf FILE] [--ceph-id NAME] [--ceph-namespace NS]]"
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
