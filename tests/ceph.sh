@@ -4,10 +4,10 @@
 #                       sets CEPH_CONF (its config file, also exported for the ceph tools) and
 #                       creates the pool $CEPH_POOL (size 1). Stopped and removed when the test
 #                       exits (at_exit), also when it fails.
-#   ceph_osd_stop       stops the osd (SIGKILL: memstore forgets everything, so only for tests
-#                       that start it again with ceph_osd_restart... see below)
-#   ceph_osd_pause      SIGSTOP / SIGCONT of the osd: the cluster's data stays, requests hang
-#   ceph_osd_resume     (what an osd that is down looks like to a client within its timeouts)
+#   ceph_osd_stop       stops the osd (SIGTERM, as an operator would: memstore saves its
+#                       objects); requests to the pool then wait, and time out in clients
+#   ceph_osd_start      starts it again and waits until the pool takes writes
+#   ceph_rados NS ARGS  rados on the pool, in namespace NS
 #   ceph_stop           stops everything and removes the directory (also done at exit)
 #
 # The config gives clients short timeouts (rados_osd_op_timeout, rados_mon_op_timeout,
@@ -91,6 +91,8 @@ osd objectstore = memstore
 memstore device bytes = 2147483648
 osd class load list = *
 osd heartbeat grace = 5
+# A clean shutdown, so memstore saves its objects for the next start.
+osd fast shutdown = false
 EOF
 	at_exit "bash '$SRCDIR/tests/ceph.sh' stop '$CEPH_DIR'"
 	timeout 30 monmaptool --create --clobber --fsid "$fsid" --addv a "[v2:127.0.0.1:$port]" \
@@ -132,20 +134,25 @@ ceph_wait_up() {
 	fail "ceph: the osd does not take writes after 60 s"
 }
 
-# SIGSTOP/SIGCONT of the osd process (memstore keeps its data across the pause).
-ceph_osd_pause() {
-	local p
-	p=$(pgrep -P "$(_ceph_pid osd)" -x ceph-osd || true)
-	[ -n "$p" ] || fail "ceph: no osd process to pause"
-	kill -STOP "$p"
-	echo "$p" >"$CEPH_DIR/osd.stopped"
+# Stops the osd as an operator does (SIGTERM: it marks itself down, memstore saves its objects
+# into the osd's directory), and waits until it has exited (30 s, then SIGKILL).
+ceph_osd_stop() {
+	local p c i
+	p=$(_ceph_pid osd)
+	c=$(pgrep -P "$p" -x ceph-osd || true)
+	[ -n "$c" ] || fail "ceph: no osd process to stop"
+	kill -TERM "$c"
+	for ((i = 0; i < 600; i++)); do
+		kill -0 "$c" 2>/dev/null || break
+		sleep 0.05
+	done
+	kill -KILL "$c" "$p" 2>/dev/null || true
+	rm -f "$CEPH_DIR/osd.pid"
 }
 
-ceph_osd_resume() {
-	local p
-	p=$(cat "$CEPH_DIR/osd.stopped" 2>/dev/null || true)
-	[ -n "$p" ] && kill -CONT "$p" 2>/dev/null
-	rm -f "$CEPH_DIR/osd.stopped"
+# Starts the osd again (its objects are loaded back) and waits until the pool takes writes.
+ceph_osd_start() {
+	_ceph_osd_run
 	ceph_wait_up
 }
 

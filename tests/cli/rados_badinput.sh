@@ -85,12 +85,12 @@ rm -rf v && cp -a v.bak v
 expect_status 0 "$VMBAK" verify v
 
 note "the cluster goes away: list works, reads fail in time"
-ceph_osd_pause
+ceph_osd_stop
 expect_status 0 "$VMBAK" list v
 t0=$SECONDS
 expect_status 1 timeout 60 "$VMBAK" restore v vm --to r
 expect_stderr "ceph|cluster"
 [ $((SECONDS - t0)) -le 20 ] || fail "restore took $((SECONDS - t0)) s to give up"
-ceph_osd_resume
+ceph_osd_start
 expect_status 0 "$VMBAK" restore v vm --to r2
 cmp d.img r2/d.img || fail "the restored disk differs"

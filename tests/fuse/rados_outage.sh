@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Chunks in Ceph RADOS when the cluster stops answering (tests/ceph.sh; the osd is stopped
-# with SIGSTOP, which is what a client sees of an osd that is gone: nothing answers):
+# with SIGTERM, as an operator stops it, and started again):
 #
 #   - during an ingest (paused by the test hook VMBAK_TEST_PAUSE_INGEST_BATCH just before its
 #     first chunks are stored): the ingest fails within the client's timeouts with one clear
@@ -35,13 +35,13 @@ for ((i = 0; i < 600; i++)); do
 	sleep 0.05
 done
 [ -e go.reached ] || fail "the ingest did not reach its first batch"
-ceph_osd_pause
+ceph_osd_stop
 t0=$(date +%s)
 touch go
 st=0
 wait "$pid" || st=$?
 t1=$(date +%s)
-ceph_osd_resume
+ceph_osd_start
 [ "$st" -ne 0 ] && [ "$st" -lt 124 ] || fail "the ingest exited with $st, not a failure of its own"
 [ "$(wc -l <ingest.err)" -eq 1 ] && grep -q '^vmbak: ' ingest.err ||
 	{ cat ingest.err >&2; fail "the failed ingest must say why in one line"; }
@@ -61,17 +61,17 @@ note "the osd stops while the mount reads"
 vmount v mnt
 img=mnt/vm1/$id/d.img
 dd if="$img" of=/dev/null bs=$CS count=1 iflag=direct status=none || fail "a first read failed"
-ceph_osd_pause
+ceph_osd_stop
 t0=$(date +%s)
 # The last chunk: far from anything read or decoded ahead.
 n=$(($(stat -c %s d.img) / CS - 1))
 if timeout 60 dd if="$img" of=/dev/null bs=$CS skip="$n" count=1 iflag=direct status=none \
 	2>dd.err; then
-	ceph_osd_resume
+	ceph_osd_start
 	fail "a read with the osd stopped succeeded"
 fi
 t1=$(date +%s)
-ceph_osd_resume
+ceph_osd_start
 grep -q "Input/output error" dd.err || fail "the read failed with $(cat dd.err), not EIO"
 note "read failed with EIO after $((t1 - t0)) s"
 [ $((t1 - t0)) -le $((CEPH_TIMEOUT * 4 + 5)) ] || fail "the read took $((t1 - t0)) s to fail"
