@@ -41,6 +41,17 @@ int vbs_cs_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_t id[V
 	return v->cs->get(v, txn, rd, id, fn, arg);
 }
 
+void vbs_cs_hint(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN])
+{
+	if (n && v->cs && v->cs_state && v->cs->hint)
+		v->cs->hint(v, n, ids);
+}
+
+int vbs_cs_takes_hints(const vbs_vault *v)
+{
+	return v->cs && v->cs->hint;
+}
+
 int vbs_cs_reader_open(vbs_vault *v, vbs_cs_reader **ret)
 {
 	return v->cs->reader_open(v, ret);

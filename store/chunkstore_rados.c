@@ -25,7 +25,9 @@
  *            objects that hold a frame header): a process killed between a put's objects and
  *            its count leaves them low by that batch (and lower once gc deletes those). They are
  *            for `vmbak info`; nothing decides on them.
- * A cluster that does not answer is an error after the timeouts of the client's config
+ * Reads are asynchronous: vbs_cs_hint (a read of several chunks, the mount's read-ahead) starts
+ * up to AHEAD_MAX reads at once, and a get of one of them waits for that read instead of
+ * starting another. A cluster that does not answer is an error after the timeouts of the client's config
  * (rados_osd_op_timeout, rados_mon_op_timeout, client_mount_timeout), TIMEOUT_DEFAULT seconds
  * where the config leaves them unlimited: never a hang. The connection is made on first use
  * (listing points needs no cluster), at once for a new vault (init checks pool and cluster).
@@ -45,6 +47,15 @@
 #define WINDOW 128		/* requests in flight per put or exists */
 #define READER_WAIT_S 30	/* del: how long old readers are waited for */
 #define OID_LEN (2 * VBS_ID_LEN + 1)
+#define AHEAD_MAX 64		/* reads started by vbs_cs_hint and not yet claimed by a get */
+
+/* A read started ahead (hint): get of the same id takes it over instead of reading again. */
+struct ahead {
+	int used;
+	uint8_t id[VBS_ID_LEN];
+	rados_completion_t c;
+	uint8_t *buf; /* frame_max + 1 bytes */
+};
 
 struct rados_cs {
 	pthread_mutex_t lock; /* connecting */
@@ -56,6 +67,8 @@ struct rados_cs {
 	 * whether a wait ran out (a reader that old is not waited for again). */
 	size_t waited_txn;
 	int wait_gave_up;
+	pthread_mutex_t ahead_lock;
+	struct ahead ahead[AHEAD_MAX];
 };
 
 static const char stats_key[] = "rados-chunks";
@@ -176,11 +189,26 @@ static int rados_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_
 	struct rados_cs *cs = cs_of(v);
 	rados_completion_t c = NULL;
 	char oid[OID_LEN];
-	uint8_t *buf;
+	uint8_t *buf = NULL;
 	int r;
 
 	if ((r = cs_connect(v)) < 0)
 		return r;
+	pthread_mutex_lock(&cs->ahead_lock);
+	for (size_t i = 0; i < AHEAD_MAX && !c; i++) {
+		struct ahead *a = &cs->ahead[i];
+		if (a->used && memcmp(a->id, id, VBS_ID_LEN) == 0) {
+			c = a->c;
+			buf = a->buf;
+			a->used = 0;
+		}
+	}
+	pthread_mutex_unlock(&cs->ahead_lock);
+	if (c) {
+		rados_aio_wait_for_complete(c);
+		r = rados_aio_get_return_value(c);
+		goto done;
+	}
 	/* One byte more than any frame: an object that fills it is damaged. */
 	buf = malloc(cs->frame_max + 1);
 	if (!buf)
@@ -193,6 +221,7 @@ static int rados_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_
 		rados_aio_wait_for_complete(c);
 		r = rados_aio_get_return_value(c);
 	}
+done:
 	if (c)
 		rados_aio_release(c);
 	if (r == -ENOENT)
@@ -205,6 +234,64 @@ static int rados_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_
 		r = fn(arg, buf, (size_t)r);
 	free(buf);
 	return r;
+}
+
+/* Frees a read started ahead; waits for it first (librados still writes into buf until then). */
+static void ahead_free(struct ahead *a)
+{
+	rados_aio_wait_for_complete(a->c);
+	rados_aio_release(a->c);
+	free(a->buf);
+	a->used = 0;
+}
+
+/* Starts reads of the hinted chunks that are not on their way yet, into free places of the
+ * table; a place whose read has completed but was never claimed is reused. No waiting here:
+ * when every place holds a read still in flight, the rest of the hint is dropped. */
+static void rados_hint(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN])
+{
+	struct rados_cs *cs = cs_of(v);
+
+	if (!__atomic_load_n(&cs->connected, __ATOMIC_ACQUIRE))
+		return; /* the first get connects; a hint never waits for that */
+	pthread_mutex_lock(&cs->ahead_lock);
+	for (size_t k = 0; k < n; k++) {
+		struct ahead *slot = NULL;
+		char oid[OID_LEN];
+		int dup = 0;
+
+		for (size_t i = 0; i < AHEAD_MAX && !dup; i++)
+			dup = cs->ahead[i].used && memcmp(cs->ahead[i].id, ids[k], VBS_ID_LEN) == 0;
+		if (dup)
+			continue;
+		for (size_t i = 0; i < AHEAD_MAX && !slot; i++)
+			if (!cs->ahead[i].used)
+				slot = &cs->ahead[i];
+		for (size_t i = 0; i < AHEAD_MAX && !slot; i++)
+			if (rados_aio_is_complete(cs->ahead[i].c)) {
+				ahead_free(&cs->ahead[i]);
+				slot = &cs->ahead[i];
+			}
+		if (!slot)
+			break;
+		slot->buf = malloc(cs->frame_max + 1);
+		if (!slot->buf)
+			break;
+		if (rados_aio_create_completion2(NULL, NULL, &slot->c) < 0) {
+			free(slot->buf);
+			break;
+		}
+		oid_of(ids[k], oid);
+		if (rados_aio_read(cs->io, oid, slot->c, (char *)slot->buf, cs->frame_max + 1, 0) <
+		    0) {
+			rados_aio_release(slot->c);
+			free(slot->buf);
+			break;
+		}
+		memcpy(slot->id, ids[k], VBS_ID_LEN);
+		slot->used = 1;
+	}
+	pthread_mutex_unlock(&cs->ahead_lock);
 }
 
 /* Objects have no per-reader state worth a handle: every reader shares the store's. */
@@ -532,6 +619,10 @@ static void rados_close(void *state)
 
 	if (!cs)
 		return;
+	for (size_t i = 0; i < AHEAD_MAX; i++)
+		if (cs->ahead[i].used)
+			ahead_free(&cs->ahead[i]);
+	pthread_mutex_destroy(&cs->ahead_lock);
 	if (cs->connected) {
 		rados_ioctx_destroy(cs->io);
 		rados_shutdown(cs->cluster);
@@ -552,6 +643,7 @@ static int rados_open(vbs_vault *v, MDB_txn *txn, int create, void **ret_state)
 		return vbs_fail(-EINVAL, "vault '%s': no ceph pool configured", v->path);
 	}
 	pthread_mutex_init(&cs->lock, NULL);
+	pthread_mutex_init(&cs->ahead_lock, NULL);
 	cs->frame_max = vbs_frame_max(v->chunk_size);
 	v->cs_state = cs; /* cs_connect finds it there; vbs_cs_attach sets it again */
 	if (create && (r = cs_connect(v)) < 0) {
@@ -575,4 +667,5 @@ const vbs_cs_ops vbs_cs_rados = {
     .del = rados_del,
     .iterate = rados_iterate,
     .stats = rados_stats,
+    .hint = rados_hint,
 };

@@ -31,7 +31,7 @@ rate() { awk -v b="$1" -v t0="$2" -v t1="$3" 'BEGIN { printf "%.0f MB/s (%.1f s)
 size=$(stat -c %s "$corpus/base.raw")
 data=$(du -B1 "$corpus/base.raw" | cut -f1)
 
-for store in lmdb rados; do
+for store in ${BENCH_STORES:-lmdb rados}; do
 	opts=()
 	[ "$store" = rados ] && opts=(--chunks "rados:$CEPH_POOL" --ceph-conf "$CEPH_CONF")
 	"$VMBAK" init "v-$store" "${opts[@]}" >/dev/null
@@ -57,9 +57,11 @@ for store in lmdb rados; do
 
 	dd if="v-$store/data.mdb" iflag=nocache count=0 status=none
 	vmount "v-$store" mnt
-	fio --name=rand --filename="mnt/vm/$id/sda.img" --rw=randread --bs=4k --direct=1 \
+	# fio takes ':' as a separator of file names: point ids have colons.
+	f="mnt/vm/$id/sda.img"
+	fio --name=rand --filename="${f//:/\\:}" --rw=randread --bs=4k --direct=1 \
 		--ioengine=psync --numjobs=1 --runtime="$SECS" --time_based --readonly \
-		--output-format=json >fio.json 2>/dev/null
+		--size="$size" --randseed=20261123 --output-format=json >fio.json
 	echo "$store cold random 4 KiB reads: $(python3 -c 'import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]["read"]
 print("%.0f IOPS, mean %.2f ms" % (j["iops"], j["clat_ns"]["mean"] / 1e6))' fio.json)"
