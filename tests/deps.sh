@@ -21,6 +21,7 @@ pkgs=(
 	softhsm2 opensc
 	dislocker ntfs-3g
 	systemd
+	librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()
