@@ -27,6 +27,8 @@
 #include "index.h"
 #include "ingest.h"
 #include "jobs.h"
+#include "rp_db.h"
+#include "pins.h"
 #include "pool.h"
 #include "util.h"
 

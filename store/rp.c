@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "rp_db.h"
 #include "json.h"
 #include "rp.h"
 #include "seal.h"

@@ -20,6 +20,8 @@ pkgs=(
 	libnbd-bin nbdkit openssl
 	softhsm2 opensc
 	dislocker ntfs-3g
+	systemd
+	librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()

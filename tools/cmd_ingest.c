@@ -1,6 +1,7 @@
 /* cmd_ingest.c: vmbak ingest, a new recovery point of a VM from its disk images.
  *
- * In three steps: ingest_parse (argv into an ingest_args), ingest_validate and ingest_run.
+ * In three steps: ingest_option (each option into an ingest_args), ingest_validate and
+ * ingest_run, run in turn by verb_main (common.h).
  * Everything the command line says is checked before the vault is opened: names, duplicates,
  * dates, that every source exists and is a regular file or a block device. Then the vault is
  * opened and unlocked, and vbs_ingest() does the work; it commits the point whole or not at
@@ -105,22 +106,21 @@ static int split_name_path(const char *opt, const char *arg, name_path *ret)
 	const char *eq = strchr(arg, '=');
 	size_t path_len;
 
-	const char *what = strcmp(opt, "--disk") == 0	      ? "PATH"
-			   : strcmp(opt, "--format") == 0    ? "FORMAT"
-			   : strcmp(opt, "--escrow") == 0     ? "SECRET"
+	const char *what = strcmp(opt, "--disk") == 0	       ? "PATH"
+			   : strcmp(opt, "--format") == 0      ? "FORMAT"
+			   : strcmp(opt, "--escrow") == 0      ? "SECRET"
 			   : strcmp(opt, "--escrow-kind") == 0 ? "KIND"
-							      : "FILE";
+							       : "FILE";
 
 	if (!eq)
 		return usage_err("invalid %s '%s': use %s NAME=%s", opt, q(arg), opt, what);
 	path_len = strlen(eq + 1);
 	if (path_len == 0)
 		return usage_err("empty %s in %s '%s'",
-				 strcmp(what, "PATH") == 0 || strcmp(what, "FILE") == 0
-				     ? "path"
-				     : strcmp(what, "KIND") == 0     ? "kind"
-				     : strcmp(what, "FORMAT") == 0 ? "format"
-								     : "secret name",
+				 strcmp(what, "PATH") == 0 || strcmp(what, "FILE") == 0 ? "path"
+				 : strcmp(what, "KIND") == 0				? "kind"
+				 : strcmp(what, "FORMAT") == 0				? "format"
+							     : "secret name",
 				 opt, q(arg));
 	if (path_len >= PATH_MAX)
 		return usage_err("path in %s is too long (%zu bytes, at most %d)", opt, path_len,
@@ -290,15 +290,14 @@ static void progress_end(progress *p, int ok)
 	p->printed = 0;
 }
 
-enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
+enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS };
 enum { OPT_FORMAT = 0x1c0, OPT_QEMU };
 enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
 
-/* The command line of one ingest: filled by ingest_parse, checked by ingest_validate, carried
+/* The command line of one ingest: filled by ingest_option, checked by ingest_validate, carried
  * out by ingest_run; freed by ingest_args_free. Strings point into argv, except the names of
  * the name_path lists (malloc'ed). */
 typedef struct ingest_args {
-	int help; /* --help was given and printed: nothing else to do */
 	const char *path, *vm;
 	name_path *disks, *changed, *formats;
 	size_t n_disks, n_changed, n_formats;
@@ -335,130 +334,105 @@ static void ingest_args_free(ingest_args *a)
 	free(a->kinds);
 }
 
-/* argv into *a: the options and the two arguments, each in its form (NAME=PATH, a thread
- * count, a passphrase file that is not a refused option). An exit status: 0 to go on (a->help
- * set after --help, which is printed here). */
-static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
+static const struct option ingest_options[] = {
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"changed", required_argument, NULL, OPT_CHANGED},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"qemu", required_argument, NULL, OPT_QEMU},
+    {"retain-until", required_argument, NULL, OPT_RETAIN},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {"escrow", required_argument, NULL, OPT_ESCROW},
+    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
+    {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
+    {NULL, 0, NULL, 0},
+};
+
+/* One option into *a, in its form (NAME=PATH, a thread count). An exit status. */
+static int ingest_option(verb_ctx *c, int opt, const char *optval)
 {
-	static const struct option longopts[] = {
-	    {"disk", required_argument, NULL, OPT_DISK},
-	    {"changed", required_argument, NULL, OPT_CHANGED},
-	    {"format", required_argument, NULL, OPT_FORMAT},
-	    {"qemu", required_argument, NULL, OPT_QEMU},
-	    {"retain-until", required_argument, NULL, OPT_RETAIN},
-	    {"threads", required_argument, NULL, OPT_THREADS},
-	    {"progress", no_argument, NULL, OPT_PROGRESS},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"escrow", required_argument, NULL, OPT_ESCROW},
-	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
-	    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
-	    {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM"};
-	int opt, state = 0, status;
+	ingest_args *a = c->opts;
+	int status;
 
-	a->show_progress = g->progress;
-	/* Every --disk or --changed takes at least one element of argv. */
-	a->disks = calloc((size_t)argc, sizeof(*a->disks));
-	a->changed = calloc((size_t)argc, sizeof(*a->changed));
-	a->escrow = calloc((size_t)argc, sizeof(*a->escrow));
-	a->kinds = calloc((size_t)argc, sizeof(*a->kinds));
-	a->formats = calloc((size_t)argc, sizeof(*a->formats));
-	if (!a->disks || !a->changed || !a->escrow || !a->kinds || !a->formats) {
-		vbu_errno(-ENOMEM, "cannot parse the command line");
-		return VMBAK_EXIT_FAIL;
-	}
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(ingest_help, stdout);
-			a->help = 1;
-			return VMBAK_EXIT_OK;
-		case OPT_DISK:
-			status = split_name_path("--disk", optarg, &a->disks[a->n_disks]);
-			if (status != 0)
-				return status;
-			a->n_disks++;
-			break;
-		case OPT_CHANGED:
-			status = split_name_path("--changed", optarg, &a->changed[a->n_changed]);
-			if (status != 0)
-				return status;
-			a->n_changed++;
-			break;
-		case OPT_FORMAT:
-			status = split_name_path("--format", optarg, &a->formats[a->n_formats]);
-			if (status != 0)
-				return status;
-			a->n_formats++;
-			break;
-		case OPT_QEMU:
-			if (!*optarg)
-				return usage_err("empty argument for --qemu");
-			a->qemu = optarg;
-			break;
-		case OPT_ESCROW:
-			status = split_name_path("--escrow", optarg, &a->escrow[a->n_escrow]);
-			if (status != 0)
-				return status;
-			a->n_escrow++;
-			break;
-		case OPT_ESCROW_KIND:
-			status = split_name_path("--escrow-kind", optarg, &a->kinds[a->n_kinds]);
-			if (status != 0)
-				return status;
-			a->n_kinds++;
-			break;
-		case OPT_KEYVAULT:
-		case OPT_KV_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty argument for --%s",
-						 opt == OPT_KEYVAULT ? "keyvault"
-								     : "keyvault-passphrase-file");
-			*(opt == OPT_KEYVAULT ? &a->kv_path : &a->kv_passfile) = optarg;
-			break;
-		case OPT_CHECK_ESCROW:
-			a->check_escrow = 1;
-			break;
-		case OPT_RETAIN:
-			a->retain_arg = optarg;
-			break;
-		case OPT_THREADS: {
-			char *end;
-			unsigned long t;
-
-			errno = 0;
-			t = strtoul(optarg, &end, 10);
-			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || t < 1 ||
-			    t > THREADS_MAX)
-				return usage_err("invalid thread count '%s': use 1 to %d",
-						 q(optarg), THREADS_MAX);
-			a->threads = (unsigned)t;
-			break;
-		}
-		case OPT_PROGRESS:
-			a->show_progress = 1;
-			break;
-		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &a->passphrase_file);
-			if (status != 0)
-				return status;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
+	if (!a->disks) {
+		/* Every --disk or --changed takes at least one element of argv. */
+		a->disks = calloc((size_t)c->argc, sizeof(*a->disks));
+		a->changed = calloc((size_t)c->argc, sizeof(*a->changed));
+		a->escrow = calloc((size_t)c->argc, sizeof(*a->escrow));
+		a->kinds = calloc((size_t)c->argc, sizeof(*a->kinds));
+		a->formats = calloc((size_t)c->argc, sizeof(*a->formats));
+		if (!a->disks || !a->changed || !a->escrow || !a->kinds || !a->formats) {
+			vbu_errno(-ENOMEM, "cannot parse the command line");
+			return VMBAK_EXIT_FAIL;
 		}
 	}
-	status = check_nargs(INGEST_USAGE, names, 2, 2, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	a->path = argv[optind];
-	a->vm = argv[optind + 1];
+	switch (opt) {
+	case OPT_DISK:
+		status = split_name_path("--disk", optval, &a->disks[a->n_disks]);
+		if (status != 0)
+			return status;
+		a->n_disks++;
+		break;
+	case OPT_CHANGED:
+		status = split_name_path("--changed", optval, &a->changed[a->n_changed]);
+		if (status != 0)
+			return status;
+		a->n_changed++;
+		break;
+	case OPT_FORMAT:
+		status = split_name_path("--format", optval, &a->formats[a->n_formats]);
+		if (status != 0)
+			return status;
+		a->n_formats++;
+		break;
+	case OPT_QEMU:
+		if (!*optval)
+			return usage_err("empty argument for --qemu");
+		a->qemu = optval;
+		break;
+	case OPT_ESCROW:
+		status = split_name_path("--escrow", optval, &a->escrow[a->n_escrow]);
+		if (status != 0)
+			return status;
+		a->n_escrow++;
+		break;
+	case OPT_ESCROW_KIND:
+		status = split_name_path("--escrow-kind", optval, &a->kinds[a->n_kinds]);
+		if (status != 0)
+			return status;
+		a->n_kinds++;
+		break;
+	case OPT_KEYVAULT:
+	case OPT_KV_PASSFILE:
+		if (!*optval)
+			return usage_err("empty argument for --%s",
+					 opt == OPT_KEYVAULT ? "keyvault"
+							     : "keyvault-passphrase-file");
+		*(opt == OPT_KEYVAULT ? &a->kv_path : &a->kv_passfile) = optval;
+		break;
+	case OPT_CHECK_ESCROW:
+		a->check_escrow = 1;
+		break;
+	case OPT_RETAIN:
+		a->retain_arg = optval;
+		break;
+	case OPT_THREADS: {
+		unsigned long t;
+
+		if (parse_count(optval, 1, THREADS_MAX, &t) < 0)
+			return usage_err("invalid thread count '%s': use 1 to %d", q(optval),
+					 THREADS_MAX);
+		a->threads = (unsigned)t;
+		break;
+	}
+	case OPT_PROGRESS:
+		a->show_progress = 1;
+		break;
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
 	return 0;
 }
 
@@ -466,14 +440,17 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
  * message (usage errors): names, duplicates, what refers to what, the date; then the world
  * outside the command line (runtime errors): every source and changed-extents file. Sets
  * a->retain_until. An exit status. */
-static int ingest_validate(ingest_args *a)
+static int ingest_validate(verb_ctx *c)
 {
+	ingest_args *a = c->opts;
 	size_t i, j;
 	int status;
 
-	status = check_vault_arg(a->path);
-	if (status != 0)
-		return status;
+	/* The vault path was checked by verb_main (VERB_VAULT_ARG). */
+	a->path = c->args[0];
+	a->vm = c->args[1];
+	a->passphrase_file = c->passphrase_file;
+	a->show_progress |= c->g->progress;
 	status = check_name_arg("VM", a->vm);
 	if (status != 0)
 		return status;
@@ -911,23 +888,31 @@ out:
 	return status;
 }
 
-static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
+static int cmd_ingest(verb_ctx *c)
 {
-	ingest_args a = {0};
-	int status;
-
-	status = ingest_parse(argc, argv, g, &a);
-	if (status == 0 && !a.help)
-		status = ingest_validate(&a);
-	if (status == 0 && !a.help)
-		status = ingest_run(&a, g);
-	ingest_args_free(&a);
-	return status;
+	return ingest_run(c->opts, c->g);
 }
+
+static void ingest_done(verb_ctx *c)
+{
+	ingest_args_free(c->opts);
+}
+
+static const char *const ingest_arg_names[] = {"VAULT", "VM"};
 
 const vmbak_cmd cmd_ingest_def = {
     .name = "ingest",
     .summary = "take a recovery point of a VM's disks",
     .help = ingest_help,
+    .usage = INGEST_USAGE,
+    .arg_names = ingest_arg_names,
+    .min_args = 2,
+    .max_args = 2,
+    .flags = VERB_VAULT_ARG | VERB_PASSPHRASE_FILE,
+    .options = ingest_options,
+    .opts_size = sizeof(ingest_args),
+    .option = ingest_option,
+    .check = ingest_validate,
     .run = cmd_ingest,
+    .done = ingest_done,
 };
