@@ -14,9 +14,8 @@
 #include "vault.h"
 
 #define INIT_USAGE                                                                                 \
-	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] "                   \
-	"[--dedup-scope vault|vm] [--chunks lmdb|rados:POOL [--ceph-conf FILE] [--ceph-id NAME] "  \
-	"[--ceph-namespace NS]]"
+	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm] " \
+	"[--chunks lmdb|rados:POOL [--ceph-conf FILE] [--ceph-id NAME] [--ceph-namespace NS]]"
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
@@ -253,8 +252,7 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 	}
 	printf("vault created: %s (%s, chunk size %s%s%s%s)\n", path,
 	       opts.encrypt ? "aes-256-gcm" : "none", human_size(opts.chunk_size, hs),
-	       opts.dedup_vm ? ", dedup scope vm" : "",
-	       opts.rados_pool ? ", chunks in ceph pool " : "",
+	       opts.dedup_vm ? ", dedup scope vm" : "", opts.rados_pool ? ", chunks in ceph pool " : "",
 	       opts.rados_pool ? opts.rados_pool : "");
 	status = VMBAK_EXIT_OK;
 out:
