@@ -27,9 +27,9 @@
  *            for `vmbak info`; nothing decides on them.
  * Reads are asynchronous: vbs_cs_hint (a read of several chunks, the mount's read-ahead) starts
  * up to AHEAD_MAX reads at once, and a get of one of them waits for that read instead of
- * starting another. A cluster that does not answer is an error after the timeouts of the client's config
- * (rados_osd_op_timeout, rados_mon_op_timeout, client_mount_timeout), TIMEOUT_DEFAULT seconds
- * where the config leaves them unlimited: never a hang. The connection is made on first use
+ * starting another. A cluster that does not answer is an error after the timeouts of the client's
+ * config (rados_osd_op_timeout, rados_mon_op_timeout, client_mount_timeout), TIMEOUT_DEFAULT
+ * seconds where the config leaves them unlimited: never a hang. The connection is made on first use
  * (listing points needs no cluster), at once for a new vault (init checks pool and cluster).
  */
 #include <errno.h>
@@ -44,10 +44,10 @@
 #include "util.h"
 
 #define TIMEOUT_DEFAULT "10"
-#define WINDOW 128		/* requests in flight per put or exists */
-#define READER_WAIT_S 30	/* del: how long old readers are waited for */
+#define WINDOW 128	 /* requests in flight per put or exists */
+#define READER_WAIT_S 30 /* del: how long old readers are waited for */
 #define OID_LEN (2 * VBS_ID_LEN + 1)
-#define AHEAD_MAX 64		/* reads started by vbs_cs_hint and not yet claimed by a get */
+#define AHEAD_MAX 64 /* reads started by vbs_cs_hint and not yet claimed by a get */
 
 /* A read started ahead (hint): get of the same id takes it over instead of reading again. */
 struct ahead {
@@ -177,10 +177,12 @@ static int io_fail(vbs_vault *v, int r, const char *what, const uint8_t *id)
 
 	oid_of(id, oid);
 	if (r == -ETIMEDOUT)
-		return vbs_fail(r, "cannot %s chunk %.16s in ceph pool '%s': the cluster did not "
-				"answer in time", what, oid, v->chunks.pool);
-	return vbs_fail(r, "cannot %s chunk %.16s in ceph pool '%s': %s", what, oid,
-			v->chunks.pool, vbu_strerror(-r));
+		return vbs_fail(r,
+				"cannot %s chunk %.16s in ceph pool '%s': the cluster did not "
+				"answer in time",
+				what, oid, v->chunks.pool);
+	return vbs_fail(r, "cannot %s chunk %.16s in ceph pool '%s': %s", what, oid, v->chunks.pool,
+			vbu_strerror(-r));
 }
 
 static int rados_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_t id[VBS_ID_LEN],
@@ -471,7 +473,8 @@ static int rados_put(vbs_vault *v, const vbs_cs_item *items, size_t n, int mode,
 		tail++;
 	}
 	if (s.count) {
-		r = mode == VBS_CS_LAZY ? vbs_write_lazy(v, stats_fn, &s) : vbs_write(v, stats_fn, &s);
+		r = mode == VBS_CS_LAZY ? vbs_write_lazy(v, stats_fn, &s)
+					: vbs_write(v, stats_fn, &s);
 		if (r < 0 && !err)
 			err = r;
 	}

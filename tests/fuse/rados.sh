@@ -5,7 +5,8 @@
 #
 #   - round trip of an ext4 image through the mount: cmp, qemu-img compare, e2fsck -fn, loop
 #     mount and diff -r against the source files;
-#   - an incremental point (--changed) reads back right, the first one still does;
+#   - the same disk again writes no object; an incremental point (--changed) reads back right,
+#     the first one still does;
 #   - delete + gc removes exactly the objects no remaining point refers to (and a stray chunk-
 #     named object), nothing of another vault sharing the pool, nothing not named like a chunk;
 #   - damage: an object overwritten (rados put) or removed (rados rm) is EIO for its range in
@@ -72,6 +73,12 @@ diff -r -x lost+found "$src" ext4 >diff.out ||
 kumount ext4
 loop_detach "$dev"
 vumount mnt
+
+note "the same disk again: nothing new is written"
+expect_status 0 "$VMBAK" ingest v vm1 --disk os=os.img
+expect_stdout " 0 new chunks"
+[ "$(ceph_rados "$ns" ls | wc -l)" -eq "$objs" ] || fail "a second ingest of the same disk added objects"
+expect_status 0 "$VMBAK" delete v "vm1/$(tail -n 1 "$OUT")" --force
 
 note "an incremental point (--changed)"
 : >changed

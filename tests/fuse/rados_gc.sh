@@ -86,3 +86,34 @@ vumount mnt
 expect_status 0 "$VMBAK" verify v
 expect_status 0 "$VMBAK" gc v --json
 [ "$(json_value "d['freed']")" = 0 ] || fail "gc freed chunks of point b"
+
+note "gc waits for a reader that began before the point it frees was deleted"
+# Objects have no snapshots: a reader of the deleted point must finish before its chunks go.
+head -c $((512 * 1024)) /dev/urandom >c.img
+expect_status 0 "$VMBAK" ingest v c --disk sda=c.img
+id=$(tail -n 1 "$OUT")
+PY=
+for p in python3 /usr/bin/python3; do
+	"$p" -c 'import lmdb' 2>/dev/null && { PY=$p; break; }
+done
+[ -n "$PY" ] || fail "needs the python3 module lmdb (Debian python3-lmdb, tests/deps.sh)"
+"$PY" - v <<'PY' &
+import lmdb, os, sys, time
+env = lmdb.open(sys.argv[1], readonly=True, lock=True, max_dbs=64)
+with env.begin():
+    open("held", "w").close()
+    time.sleep(4)
+open("released", "w").close()
+PY
+hpid=$!
+at_exit "kill $hpid 2>/dev/null || true"
+wait_file held
+expect_status 0 "$VMBAK" delete v "c/$id" --force
+[ ! -e released ] || fail "the reader ended before the delete"
+t0=$(date +%s.%N)
+expect_status 0 "$VMBAK" gc v --json
+t1=$(date +%s.%N)
+[ -e released ] || fail "gc freed chunks while a reader of the deleted point was still open"
+[ "$(json_value "d['freed']")" = 32 ] || fail "gc did not free the 32 chunks of the deleted point"
+wait "$hpid" || fail "the reader failed"
+note "gc took $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s, waiting for the reader"
