@@ -12,7 +12,7 @@
  * taken from the VM's latest point (which must exist and have that disk with the same size).
  *
  * Errors: -EINVAL bad options (the message says which), -ENOENT a source that does not exist,
- * -EBUSY another ingest of the same VM committed first, -ENOSPC the disk is full, else -errno.
+ * -EFBIG a file of opts->files larger than VBS_RP_FILE_MAX, -EBUSY another ingest of the same VM committed first, -ENOSPC the disk is full, else -errno.
  * On any error no point is created and nothing committed before is changed.
  */
 #ifndef VMBAK_INGEST_H
@@ -55,6 +55,9 @@ typedef struct vbs_ingest_opts {
 	uint64_t job_id;  /* the caller's job (jobs.h; the caller ends it), or 0: the ingest
 			   * records and ends a job of its own */
 	int64_t created_ns; /* creation time of the point; 0: the clock (tests set others) */
+	/* Files kept with the point (rp.h; data NULL: none), at most VBS_RP_FILE_MAX bytes
+	 * each; copied, the caller keeps its buffers. */
+	vbs_rp_file files[VBS_RP_FILES];
 } vbs_ingest_opts;
 
 /* On success *ret is the committed point (caller frees with vbs_rp_free). */

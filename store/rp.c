@@ -5,7 +5,10 @@
  *    "retain_until": int (seconds, 0 none), "parent": str ("" none), "chunk_size": int,
  *    "disks": [{"name": str, "size": int, "lineage": int, "data_chunks": int,
  *               "read_bytes": int, "new_chunks": int, "new_bytes": int,
- *               "incremental": bool, "escrow": str (optional)}]}
+ *               "incremental": bool, "escrow": str (optional)}],
+ *    "config": str (optional), "domain_xml": str (optional)}
+ * config and domain_xml are the base64 of the files of vbs_rp_file (at most VBS_RP_FILE_MAX
+ * bytes each); they live in the record so that they are sealed and committed with it.
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -28,7 +31,61 @@ void vbs_rp_free(vbs_rp *rp)
 	for (size_t i = 0; i < rp->n_disks; i++)
 		free(rp->disks[i].escrow);
 	free(rp->disks);
+	for (int k = 0; k < VBS_RP_FILES; k++)
+		free(rp->files[k].data);
 	free(rp);
+}
+
+static const char *const file_names[VBS_RP_FILES] = {"config", "domain.xml"};
+static const char *const file_keys[VBS_RP_FILES] = {"config", "domain_xml"};
+
+const char *vbs_rp_file_name(enum vbs_rp_file_kind kind)
+{
+	return (unsigned)kind < VBS_RP_FILES ? file_names[kind] : NULL;
+}
+
+static int files_encode(const vbs_rp *rp, json_object *o)
+{
+	for (int k = 0; k < VBS_RP_FILES; k++) {
+		const vbs_rp_file *f = &rp->files[k];
+		char *b;
+
+		if (!f->data)
+			continue;
+		if (f->len > VBS_RP_FILE_MAX)
+			return -EFBIG;
+		b = vbu_base64_encode(f->data, f->len);
+		if (!b)
+			return -ENOMEM;
+		json_object_object_add(o, file_keys[k], json_object_new_string(b));
+		free(b);
+	}
+	return 0;
+}
+
+static int files_decode(json_object *o, vbs_rp *rp)
+{
+	for (int k = 0; k < VBS_RP_FILES; k++) {
+		vbs_rp_file *f = &rp->files[k];
+		json_object *j;
+		size_t blen;
+
+		if (!json_object_object_get_ex(o, file_keys[k], &j))
+			continue;
+		if (!json_object_is_type(j, json_type_string))
+			return -EBADMSG;
+		blen = (size_t)json_object_get_string_len(j);
+		if (blen > (VBS_RP_FILE_MAX + 2) / 3 * 4)
+			return -EBADMSG;
+		f->data = malloc(blen / 4 * 3 + 1);
+		if (!f->data)
+			return -ENOMEM;
+		if (vbu_base64_decode(json_object_get_string(j), f->data, blen / 4 * 3 + 1,
+				      &f->len) < 0 ||
+		    f->len > VBS_RP_FILE_MAX)
+			return -EBADMSG;
+	}
+	return 0;
 }
 
 void vbs_rp_list_free(vbs_rp **list, size_t n)
@@ -79,6 +136,10 @@ int vbs_rp_encode(const vbs_rp *rp, char **ret, size_t *ret_len)
 		json_object_array_add(disks, j);
 	}
 	json_object_object_add(o, "disks", disks);
+	if ((r = files_encode(rp, o)) < 0) {
+		json_object_put(o);
+		return r;
+	}
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	*ret = s ? strdup(s) : NULL;
 	if (!*ret)
@@ -168,6 +229,8 @@ int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 			if (strcmp(rp->disks[k].name, d->name) == 0)
 				goto out;
 	}
+	if ((r = files_decode(o, rp)) < 0)
+		goto out;
 	*ret = rp;
 	rp = NULL;
 	r = 0;
@@ -923,6 +986,17 @@ int vbs_rp_manifest(const vbs_rp *rp, char **ret, size_t *ret_len)
 	}
 	json_object_object_add(o, "disks", disks);
 	json_object_object_add(o, "escrow", escrow);
+	for (int k = 0; k < VBS_RP_FILES; k++) {
+		json_object *jf = NULL;
+
+		if (rp->files[k].data) {
+			jf = json_object_new_object();
+			json_object_object_add(jf, "file", json_object_new_string(file_names[k]));
+			json_object_object_add(jf, "size",
+					       json_object_new_int64((int64_t)rp->files[k].len));
+		}
+		json_object_object_add(o, file_keys[k], jf);
+	}
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
 	len = s ? strlen(s) : 0;
 	*ret = s ? malloc(len + 2) : NULL;

@@ -33,6 +33,24 @@ typedef struct vbs_disk {
 	size_t escrow_len;
 } vbs_disk;
 
+/* Files kept with a point: the VM's configuration. Each is part of the point's record (sealed
+ * with it, committed with it, read back only when its seal opens), at most VBS_RP_FILE_MAX
+ * bytes, any bytes. */
+enum vbs_rp_file_kind {
+	VBS_RP_CONFIG = 0,     /* --config FILE: "<rp>/config" in the mount */
+	VBS_RP_DOMAIN_XML = 1, /* libvirt's domain XML (secure form): "<rp>/domain.xml" */
+	VBS_RP_FILES = 2,
+};
+#define VBS_RP_FILE_MAX (256u << 10)
+
+typedef struct vbs_rp_file {
+	uint8_t *data; /* NULL: the point has no such file */
+	size_t len;
+} vbs_rp_file;
+
+/* The name of a kind of file in the mount and in manifests ("config", "domain.xml"). */
+const char *vbs_rp_file_name(enum vbs_rp_file_kind kind);
+
 typedef struct vbs_rp {
 	char vm[VBS_NAME_MAX + 1];
 	char id[VBS_RP_ID_MAX];
@@ -44,6 +62,7 @@ typedef struct vbs_rp {
 	uint32_t chunk_size;
 	size_t n_disks;
 	vbs_disk *disks;
+	vbs_rp_file files[VBS_RP_FILES];
 } vbs_rp;
 
 void vbs_rp_free(vbs_rp *rp);
@@ -81,7 +100,8 @@ uint64_t vbs_disk_data_bytes(const vbs_rp *rp, const vbs_disk *d);
 
 /* manifest.json of a point, as the mount shows it: a malloc'ed NUL-terminated string owned
  * by the caller. Fields: format, vm, id, serial, created, retain_until (or null), parent (or
- * null), chunk_size, disks [{name, file, size, data_bytes}], escrow [disk names]. */
+ * null), chunk_size, disks [{name, file, size, data_bytes}], escrow [disk names], config
+ * and domain_xml ({file, size} or null). */
 int vbs_rp_manifest(const vbs_rp *rp, char **ret, size_t *ret_len);
 
 #endif

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "file.h"
 #include "jobs_cli.h"
 #include "ingest.h"
 #include "kv.h"
@@ -25,8 +26,9 @@
 
 #define INGEST_USAGE                                                                               \
 	"vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...] [--changed NAME=FILE ...] " \
-	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                   \
-	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--threads N] [--progress]"
+	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                    \
+	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--config FILE] [--threads N] "            \
+	"[--progress]"
 
 #define THREADS_MAX 1024
 
@@ -35,7 +37,7 @@ static const char ingest_help[] =
     "                    [--changed NAME=FILE ...] [--retain-until YYYY-MM-DD]\n"
     "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
     "                    [--escrow-kind NAME=KIND ...] [--check-escrow]\n"
-    "                    [--threads N] [--progress]\n"
+    "                    [--config FILE] [--threads N] [--progress]\n"
     "\n"
     "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
     "last line of standard output.\n"
@@ -48,6 +50,9 @@ static const char ingest_help[] =
     "                          NAME and take the rest from the VM's latest point\n"
     "  --retain-until DATE     keep the point at least until DATE (YYYY-MM-DD, UTC, in the\n"
     "                          future)\n"
+    "  --config FILE           keep FILE (the VM's configuration, any bytes, at most\n"
+    "                          256 KiB) with the point, shown as <vm>/<rp>/config in\n"
+    "                          the mount\n"
     "  --threads N             worker threads (default: one per CPU)\n"
     "  --progress              show progress on stderr even when it is not a terminal\n"
     "  --passphrase-file F     read the vault passphrase from the first line of F\n"
@@ -177,6 +182,32 @@ static int check_changed_file(const name_path *c)
 	return 0;
 }
 
+/* --config FILE: a regular file of at most VBS_RP_FILE_MAX bytes, read whole now. */
+static int read_config(const char *path, char **ret, size_t *ret_len)
+{
+	struct stat st;
+	int r;
+
+	if (stat(path, &st) < 0) {
+		vbu_errno(-errno, "cannot read config file '%s'", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		vbu_err("config file '%s' is not a regular file", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	r = vbu_read_file(path, VBS_RP_FILE_MAX, ret, ret_len);
+	if (r == -EFBIG) {
+		vbu_err("config file '%s' is larger than %u bytes", q(path), VBS_RP_FILE_MAX);
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r < 0) {
+		vbu_errno(r, "cannot read config file '%s'", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	return 0;
+}
+
 /* Progress on stderr: one line rewritten with \r, at most PROGRESS_NS apart. */
 #define PROGRESS_NS (250 * 1000 * 1000LL)
 
@@ -268,6 +299,7 @@ static void progress_end(progress *p, int ok)
 
 enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
 enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
+enum { OPT_CONFIG = 0x1c0 };
 
 /* The command line of one ingest: filled by ingest_parse, checked by ingest_validate, carried
  * out by ingest_run; freed by ingest_args_free. Strings point into argv, except the names of
@@ -286,6 +318,9 @@ typedef struct ingest_args {
 	size_t n_escrow, n_kinds;
 	const char *kv_path, *kv_passfile;
 	int check_escrow;
+	const char *config_path; /* --config FILE */
+	char *config;		 /* its bytes, read by ingest_validate */
+	size_t config_len;
 } ingest_args;
 
 static void ingest_args_free(ingest_args *a)
@@ -304,6 +339,7 @@ static void ingest_args_free(ingest_args *a)
 	for (i = 0; a->kinds && i < a->n_kinds; i++)
 		free(a->kinds[i].name);
 	free(a->kinds);
+	free(a->config);
 }
 
 /* argv into *a: the options and the two arguments, each in its form (NAME=PATH, a thread
@@ -324,6 +360,7 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
 	    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
 	    {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
+	    {"config", required_argument, NULL, OPT_CONFIG},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -380,6 +417,13 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 			break;
 		case OPT_CHECK_ESCROW:
 			a->check_escrow = 1;
+			break;
+		case OPT_CONFIG:
+			if (!*optarg)
+				return usage_err("empty argument for --config");
+			if (a->config_path)
+				return usage_err("--config is given twice");
+			a->config_path = optarg;
 			break;
 		case OPT_RETAIN:
 			a->retain_arg = optarg;
@@ -510,6 +554,8 @@ static int ingest_validate(ingest_args *a)
 		if (status != 0)
 			return status;
 	}
+	if (a->config_path)
+		return read_config(a->config_path, &a->config, &a->config_len);
 	return 0;
 }
 
@@ -527,6 +573,10 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	vbk_kind *esc_kinds = NULL;
 	const char **esc_disks = NULL, **esc_secrets = NULL, **esc_sources = NULL;
 	escrow_ctx *esc = NULL;
+#ifdef VMBAK_TEST_HOOKS
+	char *test_xml = NULL;
+	size_t test_xml_len = 0;
+#endif
 
 	idisks = calloc(a->n_disks, sizeof(*idisks));
 	if (!idisks) {
@@ -582,6 +632,10 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	opts.n_disks = a->n_disks;
 	opts.retain_until = a->retain_until;
 	opts.threads = a->threads;
+	if (a->config) {
+		opts.files[VBS_RP_CONFIG].data = (uint8_t *)a->config;
+		opts.files[VBS_RP_CONFIG].len = a->config_len;
+	}
 	if (esc) {
 		opts.escrow_disks = esc_disks;
 		opts.n_escrow = a->n_escrow;
@@ -592,6 +646,15 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	/* Test build only: VMBAK_TEST_NOW=SECONDS sets the point's creation time (prune tests). */
 	if (getenv("VMBAK_TEST_NOW"))
 		opts.created_ns = strtoll(getenv("VMBAK_TEST_NOW"), NULL, 10) * 1000000000;
+	/* VMBAK_TEST_DOMAIN_XML=FILE keeps FILE as the point's domain.xml, as --libvirt does:
+	 * restore's tests make such points without a libvirtd. */
+	if (getenv("VMBAK_TEST_DOMAIN_XML")) {
+		status = read_config(getenv("VMBAK_TEST_DOMAIN_XML"), &test_xml, &test_xml_len);
+		if (status != 0)
+			goto out;
+		opts.files[VBS_RP_DOMAIN_XML].data = (uint8_t *)test_xml;
+		opts.files[VBS_RP_DOMAIN_XML].len = test_xml_len;
+	}
 #endif
 	status = cli_job_start(v, "ingest", a->vm, &opts.job_id);
 	if (status != 0)
@@ -647,6 +710,9 @@ out:
 	free(esc_secrets);
 	free(esc_sources);
 	free(esc_kinds);
+#ifdef VMBAK_TEST_HOOKS
+	free(test_xml);
+#endif
 	return status;
 }
 
