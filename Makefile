@@ -34,8 +34,9 @@ BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -O2 -g -pthread \
 ALL_CFLAGS := $(BASE_CFLAGS) $(EXTRA_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lpthread
-# vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup.
-VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup 2>/dev/null) -lutil
+# vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup; ingest reads NBD sources
+# with libnbd (tools/src_nbd.c).
+VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup libnbd 2>/dev/null) -lutil
 # vmbak alone: libvirt (ingest --libvirt, restore --define) and libxml2 (restore's domain.xml).
 VMBAK_PKGS := libvirt libxml-2.0
 VMBAK_LIBS += $(shell $(PKG_CONFIG) --libs $(VMBAK_PKGS) 2>/dev/null)

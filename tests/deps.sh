@@ -11,13 +11,13 @@ set -euo pipefail
 pkgs=(
 	build-essential pkg-config
 	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev libp11-kit-dev
-	libcryptsetup-dev libvirt-dev libxml2-dev
+	libcryptsetup-dev libnbd-dev libvirt-dev libxml2-dev
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
 	lmdb-utils
 	qemu-system-x86 busybox-static cpio
 	python3-lmdb
-	libnbd-bin openssl
+	libnbd-bin nbdkit openssl
 	softhsm2 opensc
 	dislocker ntfs-3g
 	libvirt-daemon libvirt-clients libxml2-utils

@@ -21,11 +21,13 @@
 #include "ingest.h"
 #include "kv.h"
 #include "rp.h"
+#include "src_nbd.h"
 #include "util.h"
 #include "vault.h"
 
 #define INGEST_USAGE                                                                               \
-	"vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...] [--changed NAME=FILE ...] " \
+	"vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...] [--format NAME=FORMAT ...] "   \
+	"[--changed NAME=FILE ...] "                                                               \
 	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                    \
 	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--config FILE] [--threads N] "            \
 	"[--progress]"
@@ -33,7 +35,8 @@
 #define THREADS_MAX 1024
 
 static const char ingest_help[] =
-    "usage: vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...]\n"
+    "usage: vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...]\n"
+    "                    [--format NAME=FORMAT ...]\n"
     "                    [--changed NAME=FILE ...] [--retain-until YYYY-MM-DD]\n"
     "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
     "                    [--escrow-kind NAME=KIND ...] [--check-escrow]\n"
@@ -45,6 +48,12 @@ static const char ingest_help[] =
     "options:\n"
     "  --disk NAME=PATH        a disk of the VM: its name and a raw image (regular file or\n"
     "                          block device); repeat for every disk, at most 256\n"
+    "  --disk NAME=NBD_URI     a disk read over NBD: nbd://HOST[:PORT]/EXPORT,\n"
+    "                          nbd+unix:///EXPORT?socket=PATH, or nbds:// (nbds+unix://)\n"
+    "                          with TLS required; holes the server reports are not read\n"
+    "  --format NAME=FORMAT    disk NAME's PATH is an image of FORMAT: qcow2, vmdk, vhdx,\n"
+    "                          vpc or raw, read through a private `qemu-nbd --read-only`\n"
+    "                          (with its qcow2 backing chain); a format is never guessed\n"
     "  --changed NAME=FILE     read only the extents listed in FILE (lines \"OFFSET LENGTH\n"
     "                          [TYPE [DESCRIPTION]]\", as `nbdinfo --map` prints them) of disk\n"
     "                          NAME and take the rest from the VM's latest point\n"
@@ -92,6 +101,7 @@ static int split_name_path(const char *opt, const char *arg, name_path *ret)
 	size_t path_len;
 
 	const char *what = strcmp(opt, "--disk") == 0	      ? "PATH"
+			   : strcmp(opt, "--format") == 0    ? "FORMAT"
 			   : strcmp(opt, "--escrow") == 0     ? "SECRET"
 			   : strcmp(opt, "--escrow-kind") == 0 ? "KIND"
 							      : "FILE";
@@ -103,7 +113,9 @@ static int split_name_path(const char *opt, const char *arg, name_path *ret)
 		return usage_err("empty %s in %s '%s'",
 				 strcmp(what, "PATH") == 0 || strcmp(what, "FILE") == 0
 				     ? "path"
-				     : strcmp(what, "KIND") == 0 ? "kind" : "secret name",
+				     : strcmp(what, "KIND") == 0     ? "kind"
+				     : strcmp(what, "FORMAT") == 0 ? "format"
+								     : "secret name",
 				 opt, q(arg));
 	if (path_len >= PATH_MAX)
 		return usage_err("path in %s is too long (%zu bytes, at most %d)", opt, path_len,
@@ -141,6 +153,8 @@ static int check_source(const name_path *d)
 	struct stat st;
 	int fd;
 
+	if (src_nbd_is_uri(d->path))
+		return 0; /* checked when connecting, before the vault is opened */
 	fd = open(d->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		vbu_errno(-errno, "cannot open disk '%s' source '%s'", d->name, q(d->path));
@@ -298,8 +312,9 @@ static void progress_end(progress *p, int ok)
 }
 
 enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
+enum { OPT_FORMAT = 0x1c0 };
 enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
-enum { OPT_CONFIG = 0x1c0 };
+enum { OPT_CONFIG = 0x1e0 };
 
 /* The command line of one ingest: filled by ingest_parse, checked by ingest_validate, carried
  * out by ingest_run; freed by ingest_args_free. Strings point into argv, except the names of
@@ -307,8 +322,8 @@ enum { OPT_CONFIG = 0x1c0 };
 typedef struct ingest_args {
 	int help; /* --help was given and printed: nothing else to do */
 	const char *path, *vm;
-	name_path *disks, *changed;
-	size_t n_disks, n_changed;
+	name_path *disks, *changed, *formats;
+	size_t n_disks, n_changed, n_formats;
 	const char *retain_arg, *passphrase_file;
 	int64_t retain_until; /* from retain_arg, by ingest_validate */
 	unsigned threads;
@@ -331,8 +346,11 @@ static void ingest_args_free(ingest_args *a)
 		free(a->disks[i].name);
 	for (i = 0; a->changed && i < a->n_changed; i++)
 		free(a->changed[i].name);
+	for (i = 0; a->formats && i < a->n_formats; i++)
+		free(a->formats[i].name);
 	free(a->disks);
 	free(a->changed);
+	free(a->formats);
 	for (i = 0; a->escrow && i < a->n_escrow; i++)
 		free(a->escrow[i].name);
 	free(a->escrow);
@@ -350,6 +368,7 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 	static const struct option longopts[] = {
 	    {"disk", required_argument, NULL, OPT_DISK},
 	    {"changed", required_argument, NULL, OPT_CHANGED},
+	    {"format", required_argument, NULL, OPT_FORMAT},
 	    {"retain-until", required_argument, NULL, OPT_RETAIN},
 	    {"threads", required_argument, NULL, OPT_THREADS},
 	    {"progress", no_argument, NULL, OPT_PROGRESS},
@@ -373,7 +392,8 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 	a->changed = calloc((size_t)argc, sizeof(*a->changed));
 	a->escrow = calloc((size_t)argc, sizeof(*a->escrow));
 	a->kinds = calloc((size_t)argc, sizeof(*a->kinds));
-	if (!a->disks || !a->changed || !a->escrow || !a->kinds) {
+	a->formats = calloc((size_t)argc, sizeof(*a->formats));
+	if (!a->disks || !a->changed || !a->escrow || !a->kinds || !a->formats) {
 		vbu_errno(-ENOMEM, "cannot parse the command line");
 		return VMBAK_EXIT_FAIL;
 	}
@@ -394,6 +414,12 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 			if (status != 0)
 				return status;
 			a->n_changed++;
+			break;
+		case OPT_FORMAT:
+			status = split_name_path("--format", optarg, &a->formats[a->n_formats]);
+			if (status != 0)
+				return status;
+			a->n_formats++;
 			break;
 		case OPT_ESCROW:
 			status = split_name_path("--escrow", optarg, &a->escrow[a->n_escrow]);
@@ -498,6 +524,24 @@ static int ingest_validate(ingest_args *a)
 			return usage_err("--changed names disk '%s', which no --disk gives",
 					 a->changed[i].name);
 	}
+	status = check_names(a->formats, a->n_formats, "disk");
+	if (status != 0)
+		return status;
+	for (i = 0; i < a->n_formats; i++) {
+		for (j = 0; j < a->n_disks; j++)
+			if (strcmp(a->formats[i].name, a->disks[j].name) == 0)
+				break;
+		if (j == a->n_disks)
+			return usage_err("--format names disk '%s', which no --disk gives",
+					 a->formats[i].name);
+		if (!src_image_format_valid(a->formats[i].path))
+			return usage_err("unknown image format '%s' for disk '%s': use %s",
+					 q(a->formats[i].path), a->formats[i].name,
+					 SRC_IMAGE_FORMATS);
+		if (src_nbd_is_uri(a->disks[j].path))
+			return usage_err("--format for disk '%s', which is an NBD URI: the server "
+					 "gives raw bytes", a->formats[i].name);
+	}
 	status = check_names(a->escrow, a->n_escrow, "disk");
 	if (status != 0)
 		return status;
@@ -559,6 +603,68 @@ static int ingest_validate(ingest_args *a)
 	return 0;
 }
 
+/* The disks read over NBD: a connection per disk, and a qemu-nbd for each disk with --format.
+ * Opened before the vault (a source that cannot be read stops the ingest before the
+ * passphrase is asked), closed after the ingest, on failure too. */
+typedef struct nbd_disks {
+	size_t n;
+	src_nbd **conn;	  /* [n], NULL for a disk read from its path */
+	src_image **img;  /* [n], NULL without --format */
+} nbd_disks;
+
+static void nbd_disks_close(nbd_disks *nd)
+{
+	for (size_t i = 0; i < nd->n; i++) {
+		src_nbd_close(nd->conn ? nd->conn[i] : NULL);
+		src_image_stop(nd->img ? nd->img[i] : NULL);
+	}
+	free(nd->conn);
+	free(nd->img);
+	nd->conn = NULL;
+	nd->img = NULL;
+}
+
+static int nbd_disks_open(const ingest_args *a, vbs_ingest_disk *idisks, nbd_disks *nd)
+{
+	int r, signals = 0;
+
+	nd->n = a->n_disks;
+	nd->conn = calloc(a->n_disks, sizeof(*nd->conn));
+	nd->img = calloc(a->n_disks, sizeof(*nd->img));
+	if (!nd->conn || !nd->img)
+		return store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
+	for (size_t i = 0; i < a->n_disks; i++) {
+		const char *fmt = NULL, *path = a->disks[i].path;
+
+		for (size_t j = 0; j < a->n_formats; j++)
+			if (strcmp(a->formats[j].name, a->disks[i].name) == 0)
+				fmt = a->formats[j].path;
+		if (fmt) {
+			if (!signals++) {
+				src_image_signals();
+				cli_job_on_signal(src_image_kill_all);
+			}
+			r = src_image_start(path, fmt, &nd->img[i]);
+			if (r == 0)
+				r = src_nbd_open_unix(src_image_socket(nd->img[i]), NULL, NULL, path,
+						      &nd->conn[i]);
+		} else if (src_nbd_is_uri(path)) {
+			r = src_nbd_open(path, NULL, NULL, &nd->conn[i]);
+		} else {
+			continue;
+		}
+		if (r < 0) {
+			if (!vbs_errmsg()[0])
+				return store_err(r, "cannot read disk '%s'", a->disks[i].name);
+			vbu_err("disk '%s': %s", a->disks[i].name, q(vbs_errmsg()));
+			return VMBAK_EXIT_FAIL;
+		}
+		idisks[i].path = NULL;
+		idisks[i].src = src_nbd_source(nd->conn[i]);
+	}
+	return 0;
+}
+
 /* The ingest of a checked command line: the escrowed secrets looked up, the vault opened and
  * unlocked, vbs_ingest() under a job record, the summary on stdout. An exit status. */
 static int ingest_run(const ingest_args *a, vmbak_globals *g)
@@ -577,6 +683,7 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	char *test_xml = NULL;
 	size_t test_xml_len = 0;
 #endif
+	nbd_disks nd = {0};
 
 	idisks = calloc(a->n_disks, sizeof(*idisks));
 	if (!idisks) {
@@ -617,6 +724,10 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 		if (status != 0)
 			goto out;
 	}
+
+	status = nbd_disks_open(a, idisks, &nd);
+	if (status != 0)
+		goto out;
 
 	/* The changed extents start coming in from disk while the passphrase is stretched. */
 	vbs_ingest_prefetch(idisks, a->n_disks);
@@ -702,6 +813,7 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	status = VMBAK_EXIT_OK;
 out:
+	nbd_disks_close(&nd);
 	vbs_rp_free(rp);
 	vbs_vault_close(v);
 	free(idisks);

@@ -23,6 +23,13 @@ static struct {
 	int live;
 } cur = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0};
 
+static void (*volatile on_signal_hook)(void);
+
+void cli_job_on_signal(void (*fn)(void))
+{
+	on_signal_hook = fn;
+}
+
 static void *signal_thread(void *arg)
 {
 	sigset_t *set = arg;
@@ -39,6 +46,8 @@ static void *signal_thread(void *arg)
 	if (cur.live)
 		vbs_job_end(cur.v, cur.id, VBS_JOB_KILLED, 0, 0, msg);
 	cur.live = 0;
+	if (on_signal_hook)
+		on_signal_hook();
 	fprintf(stderr, "vmbak: %s\n", msg);
 	_exit(VMBAK_EXIT_FAIL);
 }

@@ -24,4 +24,8 @@ int cli_job_start(vbs_vault *v, const char *kind, const char *target, uint64_t *
 void cli_job_finish(vbs_vault *v, uint64_t id, int status, uint64_t bytes_read,
 		    uint64_t bytes_stored, const char *error);
 
+/* fn runs on that signal thread before the process exits (stops helper processes such as
+ * ingest's qemu-nbd, removes their files). One hook; NULL removes it. */
+void cli_job_on_signal(void (*fn)(void));
+
 #endif
