@@ -1208,6 +1208,11 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 	} else if (r < 0) {
 		goto out;
 	}
+	if (o->base_id && (!g.prev || strcmp(g.prev->id, o->base_id) != 0)) {
+		r = vbs_fail(-EBUSY, "the latest point of VM '%s' is no longer %s; run it again",
+			     o->vm, o->base_id);
+		goto out;
+	}
 	for (size_t i = 0; i < o->n_disks; i++) {
 		struct disk_state *d = &g.disks[i];
 		uint64_t bytes;
@@ -1272,6 +1277,8 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		snprintf(c.rp->parent, sizeof(c.rp->parent), "%s", g.prev->id);
 	c.rp->retain_until = o->retain_until;
 	c.rp->chunk_size = g.cs;
+	if (o->source)
+		c.rp->source = *o->source;
 	for (int k = 0; k < VBS_RP_FILES; k++) {
 		const vbs_rp_file *f = &o->files[k];
 

@@ -104,6 +104,11 @@ typedef struct vbs_ingest_opts {
 	/* Files kept with the point (rp.h; data NULL: none), at most VBS_RP_FILE_MAX bytes
 	 * each; copied, the caller keeps its buffers. */
 	vbs_rp_file files[VBS_RP_FILES];
+	/* How the disks are read (rp.h), recorded in the point; NULL: not recorded. */
+	const vbs_rp_source *source;
+	/* The id of the point the caller's changed extents are relative to: the ingest fails with
+	 * -EBUSY when the VM's latest point is another (or when there is none); NULL: no check. */
+	const char *base_id;
 } vbs_ingest_opts;
 
 /* On success *ret is the committed point (caller frees with vbs_rp_free). */

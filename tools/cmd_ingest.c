@@ -21,16 +21,19 @@
 #include "ingest.h"
 #include "kv.h"
 #include "rp.h"
+#include "src_libvirt.h"
 #include "src_nbd.h"
 #include "util.h"
 #include "vault.h"
 
 #define INGEST_USAGE                                                                               \
-	"vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...] [--format NAME=FORMAT ...] "   \
+	"vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...] [--format NAME=FORMAT ...] "  \
 	"[--changed NAME=FILE ...] "                                                               \
 	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                    \
 	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--config FILE] [--threads N] "            \
-	"[--progress]"
+	"[--progress] | "                                                                          \
+	"vmbak ingest VAULT VM --libvirt DOMAIN [--connect URI] [--quiesce] [--config FILE] "      \
+	"[--retain-until YYYY-MM-DD] [--threads N] [--progress]"
 
 #define THREADS_MAX 1024
 
@@ -41,6 +44,9 @@ static const char ingest_help[] =
     "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
     "                    [--escrow-kind NAME=KIND ...] [--check-escrow]\n"
     "                    [--config FILE] [--threads N] [--progress]\n"
+    "       vmbak ingest VAULT VM --libvirt DOMAIN [--connect URI] [--quiesce]\n"
+    "                    [--config FILE] [--retain-until YYYY-MM-DD] [--threads N]\n"
+    "                    [--progress]\n"
     "\n"
     "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
     "last line of standard output.\n"
@@ -59,6 +65,15 @@ static const char ingest_help[] =
     "                          NAME and take the rest from the VM's latest point\n"
     "  --retain-until DATE     keep the point at least until DATE (YYYY-MM-DD, UTC, in the\n"
     "                          future)\n"
+    "  --libvirt DOMAIN        back up the running libvirt domain DOMAIN: every writable\n"
+    "                          disk (named by its target, e.g. vda) at one instant, in a\n"
+    "                          pull-mode backup job with a checkpoint named after the\n"
+    "                          vault; the next point reads only what changed since (a\n"
+    "                          full read when it cannot, said on stderr and recorded);\n"
+    "                          the domain's XML (no secrets) is kept as domain.xml\n"
+    "  --connect URI           with --libvirt: libvirt's URI (default: libvirt's default)\n"
+    "  --quiesce               with --libvirt: freeze the guest's file systems through its\n"
+    "                          guest agent while the job starts (fails without an agent)\n"
     "  --config FILE           keep FILE (the VM's configuration, any bytes, at most\n"
     "                          256 KiB) with the point, shown as <vm>/<rp>/config in\n"
     "                          the mount\n"
@@ -314,7 +329,7 @@ static void progress_end(progress *p, int ok)
 enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
 enum { OPT_FORMAT = 0x1c0 };
 enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
-enum { OPT_CONFIG = 0x1e0 };
+enum { OPT_CONFIG = 0x1e0, OPT_LIBVIRT, OPT_CONNECT, OPT_QUIESCE };
 
 /* The command line of one ingest: filled by ingest_parse, checked by ingest_validate, carried
  * out by ingest_run; freed by ingest_args_free. Strings point into argv, except the names of
@@ -334,6 +349,8 @@ typedef struct ingest_args {
 	const char *kv_path, *kv_passfile;
 	int check_escrow;
 	const char *config_path; /* --config FILE */
+	const char *libvirt, *connect; /* --libvirt DOMAIN, --connect URI */
+	int quiesce;
 	char *config;		 /* its bytes, read by ingest_validate */
 	size_t config_len;
 } ingest_args;
@@ -380,6 +397,9 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 	    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
 	    {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
 	    {"config", required_argument, NULL, OPT_CONFIG},
+	    {"libvirt", required_argument, NULL, OPT_LIBVIRT},
+	    {"connect", required_argument, NULL, OPT_CONNECT},
+	    {"quiesce", no_argument, NULL, OPT_QUIESCE},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -451,6 +471,16 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
 				return usage_err("--config is given twice");
 			a->config_path = optarg;
 			break;
+		case OPT_LIBVIRT:
+		case OPT_CONNECT:
+			if (!*optarg)
+				return usage_err("empty argument for --%s",
+						 opt == OPT_LIBVIRT ? "libvirt" : "connect");
+			*(opt == OPT_LIBVIRT ? &a->libvirt : &a->connect) = optarg;
+			break;
+		case OPT_QUIESCE:
+			a->quiesce = 1;
+			break;
 		case OPT_RETAIN:
 			a->retain_arg = optarg;
 			break;
@@ -505,8 +535,18 @@ static int ingest_validate(ingest_args *a)
 	if (status != 0)
 		return status;
 
-	if (a->n_disks == 0)
-		return usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s'",
+	if (a->libvirt) {
+		if (a->n_disks || a->n_changed || a->n_formats)
+			return usage_err("--libvirt takes the domain's disks: not with --disk, "
+					 "--changed or --format");
+		if (a->n_escrow || a->kv_path)
+			return usage_err("--escrow and --keyvault do not go with --libvirt yet");
+	} else if (a->connect || a->quiesce) {
+		return usage_err("--connect and --quiesce go with --libvirt DOMAIN");
+	}
+	if (a->n_disks == 0 && !a->libvirt)
+		return usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s', "
+				 "or --libvirt DOMAIN",
 				 a->vm);
 	if (a->n_disks > VBS_DISKS_MAX)
 		return usage_err("too many disks (%zu): at most %d", a->n_disks, VBS_DISKS_MAX);
@@ -684,8 +724,10 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	size_t test_xml_len = 0;
 #endif
 	nbd_disks nd = {0};
+	src_lv *lv = NULL;
+	vbs_rp *prev = NULL;
 
-	idisks = calloc(a->n_disks, sizeof(*idisks));
+	idisks = calloc(a->n_disks ? a->n_disks : 1, sizeof(*idisks));
 	if (!idisks) {
 		status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
 		goto out;
@@ -741,6 +783,27 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	opts.vm = a->vm;
 	opts.disks = idisks;
 	opts.n_disks = a->n_disks;
+	if (a->libvirt) {
+		/* The job starts once the vault is open: the checkpoints carry its id, and the
+		 * VM's latest point says which checkpoint the changes are read from. */
+		src_lv_opts lo = {.uri = a->connect, .domain = a->libvirt, .quiesce = a->quiesce,
+				  .vm = a->vm, .vault_uuid = vbs_vault_uuid(v)};
+
+		r = vbs_rp_latest(v, a->vm, &prev);
+		if (r < 0 && r != -ENOENT) {
+			status = store_err(r, "cannot read VM '%s' in vault '%s'", a->vm,
+					   q(a->path));
+			goto out;
+		}
+		lo.prev = r == 0 ? prev : NULL;
+		status = src_lv_begin(&lo, &lv);
+		if (status != 0)
+			goto out;
+		opts.disks = src_lv_disks(lv, &opts.n_disks);
+		opts.source = src_lv_source(lv);
+		opts.base_id = src_lv_base_id(lv);
+		opts.files[VBS_RP_DOMAIN_XML] = src_lv_domain_xml(lv);
+	}
 	opts.retain_until = a->retain_until;
 	opts.threads = a->threads;
 	if (a->config) {
@@ -778,6 +841,8 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	r = vbs_ingest(v, &opts, &rp);
 	progress_end(&prog, r >= 0);
+	src_lv_end(lv, r >= 0);
+	lv = NULL;
 	if (r < 0) {
 		status = escrow_report(esc);
 		if (status == 0)
@@ -813,6 +878,8 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	status = VMBAK_EXIT_OK;
 out:
+	src_lv_end(lv, 0);
+	vbs_rp_free(prev);
 	nbd_disks_close(&nd);
 	vbs_rp_free(rp);
 	vbs_vault_close(v);

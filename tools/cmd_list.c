@@ -134,6 +134,7 @@ static json_object *rp_json(const vbs_rp *rp, int detail)
 	/* The VM's configuration kept with the point: {file, size} as in manifest.json. */
 	json_object_object_add(o, "config", rp_file_json(rp, VBS_RP_CONFIG));
 	json_object_object_add(o, "domain_xml", rp_file_json(rp, VBS_RP_DOMAIN_XML));
+	json_object_object_add(o, "source", vbs_rp_source_json(rp));
 	return o;
 }
 
@@ -374,6 +375,17 @@ static int print_rp_info(const vbs_rp *rp, int json)
 			printf("%-13s %s (%zu bytes)\n",
 			       k == VBS_RP_CONFIG ? "config:" : "domain xml:", vbs_rp_file_name(k),
 			       rp->files[k].len);
+	if (rp->source.kind[0]) {
+		printf("source:       %s '%s', %s read", rp->source.kind, rp->source.origin,
+		       rp->source.read);
+		if (rp->source.since[0])
+			printf(" since checkpoint %s", rp->source.since);
+		if (rp->source.why_full[0])
+			printf(" (%s)", rp->source.why_full);
+		printf("\n");
+		if (rp->source.checkpoint[0])
+			printf("checkpoint:   %s\n", rp->source.checkpoint);
+	}
 	printf("\n");
 
 	for (i = 0; i < rp->n_disks; i++)
