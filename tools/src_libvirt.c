@@ -1,5 +1,7 @@
 /* src_libvirt.c: the disks of a running libvirt domain (see src_libvirt.h). */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 #include <libxml/tree.h>
 
 #include "common.h"
+#include "file.h"
 #include "jobs_cli.h"
 #include "src_libvirt.h"
 #include "src_nbd.h"
@@ -249,10 +252,17 @@ static int make_xml(const src_lv *lv, const char *since, char **ret_backup, char
 	return 0;
 }
 
+/* The private directory's file that names the process it belongs to. */
+#define OWNER "owner"
+
 static void remove_dir(src_lv *lv)
 {
+	char p[4200];
+
 	if (!lv->dir[0])
 		return;
+	snprintf(p, sizeof(p), "%s/" OWNER, lv->dir);
+	unlink(p);
 	unlink(lv->sock);
 	for (size_t i = 0; i < lv->n; i++)
 		if (lv->disks[i].scratch[0])
@@ -344,14 +354,43 @@ static const char *usable_checkpoint(src_lv *lv, const vbs_rp *prev)
 	return prev->source.checkpoint;
 }
 
-/* A backup job an earlier vmbak left when it died (its private directory is gone) is ended;
- * anyone else's is left alone and refused. */
+/* 1 when the private directory dir (of a job's socket path) belongs to no living vmbak: it is
+ * gone, or the process its owner file names is; then what is left of it is removed. */
+static int dir_orphaned(const char *dir)
+{
+	char p[4200], *txt = NULL;
+	size_t len = 0;
+	long pid;
+	DIR *d;
+	struct dirent *e;
+
+	snprintf(p, sizeof(p), "%s/" OWNER, dir);
+	if (vbu_read_file(p, 32, &txt, &len) == 0) {
+		pid = strtol(txt, NULL, 10);
+		free(txt);
+		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+			return 0;
+	} else if (access(dir, F_OK) == 0) {
+		return 0; /* not ours to judge */
+	}
+	if ((d = opendir(dir))) {
+		while ((e = readdir(d)))
+			if (e->d_name[0] != '.') {
+				if (snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) < (int)sizeof(p))
+					unlink(p);
+			}
+		closedir(d);
+		rmdir(dir);
+	}
+	return 1;
+}
+
+/* A backup job an earlier vmbak left when it died (SIGKILL, a power cut of the host running
+ * vmbak) is ended; anyone else's is left alone and refused. */
 static int check_no_job(src_lv *lv)
 {
-	char *x;
-	const char *p;
-	struct stat st;
-	char dir[4096];
+	char *x, dir[4096];
+	const char *p, *start, *end;
 	size_t len;
 
 	virResetLastError();
@@ -359,29 +398,24 @@ static int check_no_job(src_lv *lv)
 	if (!x)
 		return 0;
 	p = strstr(x, "/vmbak-libvirt.");
-	if (p) {
-		const char *e = strstr(p, "/nbd.sock");
-		const char *start = p;
-
-		while (start > x && start[-1] != '\'' && start[-1] != '"')
-			start--;
-		len = e ? (size_t)(e - start) : 0;
-		if (len && len < sizeof(dir)) {
-			memcpy(dir, start, len);
-			dir[len] = '\0';
-			if (stat(dir, &st) != 0 && errno == ENOENT) {
-				free(x);
-				if (virDomainAbortJob(lv->dom) == 0) {
-					warn("ended a backup job of domain '%s' that an earlier vmbak "
-					     "left running",
-					     q(lv->domain));
-					return 0;
-				}
-				vbu_err("cannot end the backup job an earlier vmbak left on domain "
-					"'%s': %s",
-					q(lv->domain), lv_msg());
-				return VMBAK_EXIT_FAIL;
+	end = p ? strstr(p, "/nbd.sock") : NULL;
+	for (start = p; start && start > x && start[-1] != '\'' && start[-1] != '"'; start--)
+		;
+	len = end ? (size_t)(end - start) : 0;
+	if (len && len < sizeof(dir)) {
+		memcpy(dir, start, len);
+		dir[len] = '\0';
+		if (dir_orphaned(dir)) {
+			free(x);
+			if (virDomainAbortJob(lv->dom) == 0) {
+				warn("ended a backup job of domain '%s' that an earlier vmbak left "
+				     "running",
+				     q(lv->domain));
+				return 0;
 			}
+			vbu_err("cannot end the backup job an earlier vmbak left on domain '%s': %s",
+				q(lv->domain), lv_msg());
+			return VMBAK_EXIT_FAIL;
 		}
 	}
 	free(x);
@@ -506,6 +540,18 @@ int src_lv_begin(const src_lv_opts *o, src_lv **ret)
 			  q(o->domain));
 		lv->dir[0] = '\0';
 		goto out;
+	}
+	{
+		char own[4200], pid[24];
+		int e;
+
+		snprintf(own, sizeof(own), "%s/" OWNER, lv->dir);
+		snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+		e = vbu_write_file_atomic(own, pid, strlen(pid), 0600);
+		if (e < 0) {
+			vbu_errno(e, "cannot write '%s'", q(own));
+			goto out;
+		}
 	}
 	if (lv->uid >= 0 && geteuid() == 0 && chown(lv->dir, (uid_t)lv->uid, (gid_t)lv->gid) != 0)
 		warn("cannot give '%s' to QEMU's user: %s", q(lv->dir), vbu_strerror(errno));

@@ -239,4 +239,27 @@ ls -d "$T"/vmbak-libvirt.* 2>/dev/null | grep -q . &&
 	fail "a killed ingest left its directory"
 ingest v
 point_is v "$RP" incremental
+
+note "kill -9: the next ingest ends the job left behind and goes on"
+put vda $((20 * MiB)) 65536 0xab
+rm -f "$T/go" "$T/go.reached"
+VMBAK_TEST_PAUSE_INGEST_COMMIT=$T/go "$VMBAK_TB" ingest v lvguest --libvirt lvguest \
+	>kill.out 2>&1 &
+pid=$!
+for ((i = 0; i < 300; i++)); do
+	[ -e "$T/go.reached" ] && break
+	sleep 0.1
+done
+[ -e "$T/go.reached" ] || fail "the ingest did not reach its commit: $(cat kill.out)"
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null || true
+expect_status 0 "$VMBAK" ingest v lvguest --libvirt lvguest
+RP=$(tail -n 1 "$OUT")
+cp ref-vda "ref-$RP-vda"
+cp ref-vdb "ref-$RP-vdb"
+expect_stderr "^vmbak: warning: ended a backup job of domain 'lvguest' that an earlier vmbak left running$"
+point_is v "$RP" incremental
+[ "$(checkpoints | grep -c "^vmbak-$uuid-")" -eq 1 ] || fail "checkpoints left: $(checkpoints)"
+ls -d "$T"/vmbak-libvirt.* 2>/dev/null | grep -q . && fail "a directory was left behind"
+no_job
 finish_checks
