@@ -235,8 +235,7 @@ kill -TERM "$pid"
 wait "$pid" 2>/dev/null || true
 no_job
 [ "$(checkpoints)" = "$before" ] || fail "a killed ingest changed the checkpoints: $(checkpoints)"
-ls -d "$T"/vmbak-libvirt.* 2>/dev/null | grep -q . &&
-	fail "a killed ingest left its directory"
+compgen -G "$T/vmbak-libvirt.*" >/dev/null && fail "a killed ingest left its directory"
 ingest v
 point_is v "$RP" incremental
 
@@ -260,6 +259,6 @@ cp ref-vdb "ref-$RP-vdb"
 expect_stderr "^vmbak: warning: ended a backup job of domain 'lvguest' that an earlier vmbak left running$"
 point_is v "$RP" incremental
 [ "$(checkpoints | grep -c "^vmbak-$uuid-")" -eq 1 ] || fail "checkpoints left: $(checkpoints)"
-ls -d "$T"/vmbak-libvirt.* 2>/dev/null | grep -q . && fail "a directory was left behind"
+compgen -G "$T/vmbak-libvirt.*" >/dev/null && fail "a directory was left behind"
 no_job
 finish_checks

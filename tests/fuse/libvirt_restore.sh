@@ -149,7 +149,7 @@ console_wait() {
 	local k
 	for ((k = 0; k < 1200; k++)); do
 		[ -f "$1" ] && [ "$(tr -d '\r' <"$1" | grep -c '^@@LV sha ')" -ge "$2" ] && return 0
-		tr -d '\r' <"$1" 2>/dev/null | grep -q '^@@LV FATAL' && break
+		[ -f "$1" ] && grep -q '^@@LV FATAL' "$1" && break
 		sleep 0.2
 	done
 	fail "the guest did not print $2 readings: $(tr -d '\r' <"$1" 2>/dev/null | grep '@@LV' | tail -n 3)"
@@ -229,7 +229,8 @@ virsh_t dumpxml guest-def >def.xml || fail "guest-def is not defined"
 grep -q "<source file='$T/def/vdb.img'" def.xml || fail "guest-def's vdb is not the restored file"
 sec=$(python3 -c 'import sys, xml.etree.ElementTree as ET
 print(ET.parse(sys.argv[1]).getroot().findtext("uuid"))' def/vdb.secret.xml)
-virsh_t secret-list | grep -q "$sec .*$T/def/vdb.img" || fail "libvirt has no secret $sec"
+virsh_t secret-list >secrets.out || fail "virsh secret-list failed"
+grep -q "$sec .*$T/def/vdb.img" secrets.out || fail "libvirt has no secret $sec: $(cat secrets.out)"
 # The secret is private (libvirt never gives its value back): the guest proves it.
 virsh_t start guest-def >/dev/null || fail "cannot start guest-def"
 console_wait def/console-guest-console.log 1
@@ -263,7 +264,8 @@ console_wait inst/console-guest-console.log $((n + 4))
 	fail "after the vault went away the guest read other bytes"
 [ "$(virsh_t domstate guest-inst)" = running ] || fail "the instant VM stopped"
 virsh_t destroy guest-inst >/dev/null
-qemu-img info inst/vda.qcow2 | grep -q '^backing file' && fail "the overlay still has a backing file"
+qemu-img info inst/vda.qcow2 >info.out || fail "qemu-img info failed"
+grep -q '^backing file' info.out && fail "the overlay still has a backing file"
 qemu-img convert -O raw inst/vda.qcow2 after.raw
 [ "$(debugfs -R 'cat /data/written.txt' after.raw 2>/dev/null)" = "written in the overlay" ] ||
 	fail "the guest's write is not in the overlay"
