@@ -261,4 +261,17 @@ point_is v "$RP" incremental
 [ "$(checkpoints | grep -c "^vmbak-$uuid-")" -eq 1 ] || fail "checkpoints left: $(checkpoints)"
 compgen -G "$T/vmbak-libvirt.*" >/dev/null && fail "a directory was left behind"
 no_job
+
+note "restore defines a new VM from the domain.xml libvirt gave"
+expect_status 0 "$VMBAK" restore v lvguest --to r --name lvcopy --define
+expect_stdout "^domain: defined 'lvcopy' in libvirt$"
+libvirt_forget lvcopy
+if command -v virt-xml-validate >/dev/null 2>&1; then
+	virt-xml-validate r/domain.xml domain >/dev/null || fail "r/domain.xml does not validate"
+fi
+virsh_t dumpxml lvcopy >copy.xml || fail "lvcopy is not defined"
+grep -q "<source file='$T/r/vda.img'/>" copy.xml && grep -q "<source file='$T/r/vdb.img'/>" copy.xml ||
+	fail "lvcopy's disks are not the restored files"
+virsh_t start lvcopy >/dev/null || fail "the restored VM does not start"
+virsh_t destroy lvcopy >/dev/null
 finish_checks
