@@ -233,8 +233,9 @@ static int rewrite_disk(rdom *r, xmlNodePtr disk, unsigned char *used)
 			status = 0;
 			goto out;
 		}
-		if (add_note(r, "disk '%s' of the original VM is not restored: left out of the "
-				"definition",
+		if (add_note(r,
+			     "disk '%s' of the original VM is not restored: left out of the "
+			     "definition",
 			     dev ? (const char *)dev : "?") < 0) {
 			status = -1;
 			goto out;
@@ -249,9 +250,10 @@ static int rewrite_disk(rdom *r, xmlNodePtr disk, unsigned char *used)
 	if (enc) {
 		format = xmlGetProp(enc, BAD_CAST "format");
 		if (!format || !xmlStrEqual(format, BAD_CAST "luks")) {
-			vbu_err("disk '%s' has libvirt encryption '%s': only luks can be restored into "
-				"a definition",
-				d->name, format ? q((const char *)format) : "");
+			vbu_err(
+			    "disk '%s' has libvirt encryption '%s': only luks can be restored into "
+			    "a definition",
+			    d->name, format ? q((const char *)format) : "");
 			goto out;
 		}
 		luks = 1;
@@ -440,7 +442,8 @@ int rdom_plan(const char *xml, size_t len, const char *name, const char *dir, co
 		r->disks[i].name = strdup(d[i].name);
 		r->disks[i].path = strdup(d[i].path);
 		r->disks[i].key_path = d[i].key_path ? strdup(d[i].key_path) : NULL;
-		if (!r->disks[i].name || !r->disks[i].path || (d[i].key_path && !r->disks[i].key_path)) {
+		if (!r->disks[i].name || !r->disks[i].path ||
+		    (d[i].key_path && !r->disks[i].key_path)) {
 			r->n_disks++;
 			status = oom();
 			goto out;
@@ -454,7 +457,7 @@ int rdom_plan(const char *xml, size_t len, const char *name, const char *dir, co
 		len = 0;
 	doc = xmlReadMemory(xml, (int)len, "domain.xml", NULL,
 			    XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
-				 XML_PARSE_NOWARNING);
+				XML_PARSE_NOWARNING);
 	root = doc ? xmlDocGetRootElement(doc) : NULL;
 	if (!root || !xmlStrEqual(root->name, BAD_CAST "domain")) {
 		vbu_err("the domain.xml of point %s is not a libvirt domain definition", origin);
@@ -484,7 +487,8 @@ static int check_new(const char *path, int force)
 	if (lstat(path, &st) != 0)
 		return 0;
 	if (!force || !S_ISREG(st.st_mode)) {
-		vbu_err("'%s' exists%s", q(path), force ? " and is not a file" : " (use --force to replace it)");
+		vbu_err("'%s' exists%s", q(path),
+			force ? " and is not a file" : " (use --force to replace it)");
 		return VMBAK_EXIT_FAIL;
 	}
 	return 0;
@@ -525,8 +529,9 @@ int rdom_write(const rdom *r, int print_commands)
 	if (print_commands) {
 		printf("to define it:");
 		for (size_t i = 0; i < r->n_secrets; i++)
-			printf(" virsh secret-define %s; virsh secret-set-value %s --file %s --plain;",
-			       r->secrets[i].xml_path, r->secrets[i].uuid, r->secrets[i].key_path);
+			printf(
+			    " virsh secret-define %s; virsh secret-set-value %s --file %s --plain;",
+			    r->secrets[i].xml_path, r->secrets[i].uuid, r->secrets[i].key_path);
 		printf(" virsh define %s\n", r->xml_path);
 	}
 	return 0;
@@ -592,7 +597,8 @@ int rdom_define(const rdom *r, void *conn)
 
 		made[n] = virSecretDefineXML(conn, s->xml, 0);
 		if (!made[n]) {
-			vbu_err("cannot define the libvirt secret of disk '%s': %s", s->disk, lv_msg());
+			vbu_err("cannot define the libvirt secret of disk '%s': %s", s->disk,
+				lv_msg());
 			goto out;
 		}
 		e = vbu_read_file(s->key_path, 64 << 10, &val, &vlen);
@@ -605,7 +611,8 @@ int rdom_define(const rdom *r, void *conn)
 		OPENSSL_cleanse(val, vlen);
 		free(val);
 		if (e < 0) {
-			vbu_err("cannot set the libvirt secret of disk '%s': %s", s->disk, lv_msg());
+			vbu_err("cannot set the libvirt secret of disk '%s': %s", s->disk,
+				lv_msg());
 			n++;
 			goto out;
 		}

@@ -19,10 +19,10 @@
 #include <stdint.h>
 
 typedef struct rdom_disk {
-	const char *name;	 /* the point's disk name, matched to <target dev> */
-	const char *path;	 /* absolute path of the restored image or overlay */
-	int qcow2;		 /* the file is qcow2 (else raw) */
-	const char *key_path;	 /* DIR/<disk>.key holding its escrowed secret, or NULL */
+	const char *name;     /* the point's disk name, matched to <target dev> */
+	const char *path;     /* absolute path of the restored image or overlay */
+	int qcow2;	      /* the file is qcow2 (else raw) */
+	const char *key_path; /* DIR/<disk>.key holding its escrowed secret, or NULL */
 } rdom_disk;
 
 typedef struct rdom rdom;

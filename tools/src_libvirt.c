@@ -39,12 +39,12 @@ struct src_lv {
 	virConnectPtr conn;
 	virDomainPtr dom;
 	char *domain;
-	char prefix[64];      /* "vmbak-<vault uuid>-" */
-	char dir[4096];	      /* the private directory, "" when none */
+	char prefix[64]; /* "vmbak-<vault uuid>-" */
+	char dir[4096];	 /* the private directory, "" when none */
 	char sock[4200];
-	int job;	      /* the backup job runs */
-	int uid, gid;	      /* QEMU's DAC label, -1 when unknown */
-	char *xml;	      /* inactive XML, no secrets */
+	int job;      /* the backup job runs */
+	int uid, gid; /* QEMU's DAC label, -1 when unknown */
+	char *xml;    /* inactive XML, no secrets */
 	size_t xml_len;
 	lv_disk *disks;
 	size_t n;
@@ -219,8 +219,9 @@ static int make_xml(const src_lv *lv, const char *since, char **ret_backup, char
 	if (since)
 		e |= cat(&b, &bl, "<incremental>%s</incremental>", since);
 	e |= cat(&b, &bl, "<server transport='unix' socket='%s'/><disks>", lv->sock);
-	e |= cat(&c, &cl, "<domaincheckpoint><name>%s</name>"
-			  "<description>vmbak: points of VM in vault %.36s</description><disks>",
+	e |= cat(&c, &cl,
+		 "<domaincheckpoint><name>%s</name>"
+		 "<description>vmbak: points of VM in vault %.36s</description><disks>",
 		 lv->source.checkpoint, lv->prefix + strlen(CP_PREFIX));
 	for (size_t i = 0; i < lv->n; i++) {
 		const lv_disk *d = &lv->disks[i];
@@ -376,7 +377,8 @@ static int dir_orphaned(const char *dir)
 	if ((d = opendir(dir))) {
 		while ((e = readdir(d)))
 			if (e->d_name[0] != '.') {
-				if (snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) < (int)sizeof(p))
+				if (snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) <
+				    (int)sizeof(p))
 					unlink(p);
 			}
 		closedir(d);
@@ -413,8 +415,9 @@ static int check_no_job(src_lv *lv)
 				     q(lv->domain));
 				return 0;
 			}
-			vbu_err("cannot end the backup job an earlier vmbak left on domain '%s': %s",
-				q(lv->domain), lv_msg());
+			vbu_err(
+			    "cannot end the backup job an earlier vmbak left on domain '%s': %s",
+			    q(lv->domain), lv_msg());
 			return VMBAK_EXIT_FAIL;
 		}
 	}
@@ -534,7 +537,8 @@ int src_lv_begin(const src_lv_opts *o, src_lv **ret)
 	/* The private directory: QEMU creates the socket and the scratch files in it, so it
 	 * belongs to QEMU's user where libvirt says which (mode 0700 either way). */
 	if (snprintf(lv->dir, sizeof(lv->dir), "%s/vmbak-libvirt.XXXXXX",
-		     tmp && tmp[0] == '/' && strlen(tmp) < 1024 ? tmp : "/tmp") >= (int)sizeof(lv->dir) ||
+		     tmp && tmp[0] == '/' && strlen(tmp) < 1024 ? tmp : "/tmp") >=
+		(int)sizeof(lv->dir) ||
 	    !mkdtemp(lv->dir)) {
 		vbu_errno(-errno, "cannot make a private directory for the backup of '%s'",
 			  q(o->domain));
@@ -664,7 +668,8 @@ static void tidy(src_lv *lv)
 		const char *name = virDomainCheckpointGetName(cps[i]);
 
 		if (name && strncmp(name, lv->prefix, strlen(lv->prefix)) == 0 &&
-		    strcmp(name, lv->source.checkpoint) != 0 && virDomainCheckpointDelete(cps[i], 0) < 0)
+		    strcmp(name, lv->source.checkpoint) != 0 &&
+		    virDomainCheckpointDelete(cps[i], 0) < 0)
 			warn("cannot delete checkpoint '%s' of domain '%s': %s", name,
 			     q(lv->domain), lv_msg());
 		virDomainCheckpointFree(cps[i]);
