@@ -10,6 +10,8 @@
 #include "chunkstore.h"
 #include "gc.h"
 #include "internal.h"
+#include "pins.h"
+#include "jobs_db.h"
 #include "jobs.h"
 #include "util.h"
 

@@ -9,6 +9,7 @@
 #include "imap.h"
 #include "prefetch.h"
 #include "rp.h"
+#include "rp_db.h"
 
 struct vbs_image {
 	vbs_vault *v;

@@ -26,6 +26,8 @@
 #include "index.h"
 #include "ingest.h"
 #include "jobs.h"
+#include "rp_db.h"
+#include "pins.h"
 #include "pool.h"
 #include "util.h"
 
@@ -1208,9 +1210,9 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 	} else if (r < 0) {
 		goto out;
 	}
-	if (o->base_id && (!g.prev || strcmp(g.prev->id, o->base_id) != 0)) {
-		r = vbs_fail(-EBUSY, "the latest point of VM '%s' is no longer %s; run it again",
-			     o->vm, o->base_id);
+	if (o->expect_base && strcmp(o->expect_base, g.prev ? g.prev->id : "") != 0) {
+		r = vbs_fail(-EBUSY, "another ingest of VM '%s' committed first; run it again",
+			     o->vm);
 		goto out;
 	}
 	for (size_t i = 0; i < o->n_disks; i++) {
@@ -1269,6 +1271,9 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		c.rp->disks[i].new_chunks = d->new_chunks;
 		c.rp->disks[i].new_bytes = d->new_bytes;
 		c.rp->disks[i].incremental = d->ext != NULL;
+		if (d->in->read_note)
+			snprintf(c.rp->disks[i].read_note, sizeof(c.rp->disks[i].read_note), "%s",
+				 d->in->read_note);
 		c.rp->n_disks = i + 1;
 	}
 	progress(&g, 1);

@@ -74,6 +74,10 @@ typedef struct vbs_ingest_disk {
 	 * point; changed must then be NULL. Owned by the caller. */
 	const vbs_extent *changed_ext;
 	size_t n_changed_ext;
+	/* How the source is read, kept in the point (manifest.json "read.note"), or NULL:
+	 * "incremental: dirty bitmap since point P", "full: no dirty bitmap ...". At most 255
+	 * bytes are kept. */
+	const char *read_note;
 } vbs_ingest_disk;
 
 /* Called once per disk named in the escrow list, inside the commit, when the point's id is
@@ -106,9 +110,10 @@ typedef struct vbs_ingest_opts {
 	vbs_rp_file files[VBS_RP_FILES];
 	/* How the disks are read (rp.h), recorded in the point; NULL: not recorded. */
 	const vbs_rp_source *source;
-	/* The id of the point the caller's changed extents are relative to: the ingest fails with
-	 * -EBUSY when the VM's latest point is another (or when there is none); NULL: no check. */
-	const char *base_id;
+	/* The point the caller's changed extents are relative to (a dirty bitmap's): the ingest
+	 * fails with -EBUSY unless the VM's latest point is this one ("" : the VM has none).
+	 * NULL: no such check. */
+	const char *expect_base;
 } vbs_ingest_opts;
 
 /* On success *ret is the committed point (caller frees with vbs_rp_free). */

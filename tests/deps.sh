@@ -21,6 +21,7 @@ pkgs=(
 	softhsm2 opensc
 	dislocker ntfs-3g
 	libvirt-daemon libvirt-clients libxml2-utils
+	systemd
 )
 
 missing=()

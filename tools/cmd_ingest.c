@@ -1,6 +1,7 @@
 /* cmd_ingest.c: vmbak ingest, a new recovery point of a VM from its disk images.
  *
- * In three steps: ingest_parse (argv into an ingest_args), ingest_validate and ingest_run.
+ * In three steps: ingest_option (each option into an ingest_args), ingest_validate and
+ * ingest_run, run in turn by verb_main (common.h).
  * Everything the command line says is checked before the vault is opened: names, duplicates,
  * dates, that every source exists and is a regular file or a block device. Then the vault is
  * opened and unlocked, and vbs_ingest() does the work; it commits the point whole or not at
@@ -23,12 +24,13 @@
 #include "rp.h"
 #include "src_libvirt.h"
 #include "src_nbd.h"
+#include "src_qemu.h"
 #include "util.h"
 #include "vault.h"
 
 #define INGEST_USAGE                                                                               \
 	"vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...] [--format NAME=FORMAT ...] "  \
-	"[--changed NAME=FILE ...] "                                                               \
+	"[--changed NAME=FILE ...] [--qemu QMP_SOCKET [--disk NAME=NODE ...]] "                    \
 	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                    \
 	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--config FILE] [--threads N] "            \
 	"[--progress] | "                                                                          \
@@ -44,6 +46,9 @@ static const char ingest_help[] =
     "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
     "                    [--escrow-kind NAME=KIND ...] [--check-escrow]\n"
     "                    [--config FILE] [--threads N] [--progress]\n"
+    "       vmbak ingest VAULT VM --qemu QMP_SOCKET [--disk NAME=NODE ...]\n"
+    "                    [--config FILE] [--retain-until YYYY-MM-DD] [--threads N]\n"
+    "                    [--progress]\n"
     "       vmbak ingest VAULT VM --libvirt DOMAIN [--connect URI] [--quiesce]\n"
     "                    [--config FILE] [--retain-until YYYY-MM-DD] [--threads N]\n"
     "                    [--progress]\n"
@@ -60,6 +65,12 @@ static const char ingest_help[] =
     "  --format NAME=FORMAT    disk NAME's PATH is an image of FORMAT: qcow2, vmdk, vhdx,\n"
     "                          vpc or raw, read through a private `qemu-nbd --read-only`\n"
     "                          (with its qcow2 backing chain); a format is never guessed\n"
+    "  --qemu QMP_SOCKET       take the disks of a running QEMU VM at one instant through its\n"
+    "                          QMP socket, while the guest runs: every writable disk, or\n"
+    "                          those named with --disk NAME=NODE (a node name, drive id or\n"
+    "                          device id); later points read only what changed since the\n"
+    "                          VM's latest point in this vault (a persistent dirty bitmap),\n"
+    "                          or everything, saying why on stderr\n"
     "  --changed NAME=FILE     read only the extents listed in FILE (lines \"OFFSET LENGTH\n"
     "                          [TYPE [DESCRIPTION]]\", as `nbdinfo --map` prints them) of disk\n"
     "                          NAME and take the rest from the VM's latest point\n"
@@ -115,22 +126,21 @@ static int split_name_path(const char *opt, const char *arg, name_path *ret)
 	const char *eq = strchr(arg, '=');
 	size_t path_len;
 
-	const char *what = strcmp(opt, "--disk") == 0	      ? "PATH"
-			   : strcmp(opt, "--format") == 0    ? "FORMAT"
-			   : strcmp(opt, "--escrow") == 0     ? "SECRET"
+	const char *what = strcmp(opt, "--disk") == 0	       ? "PATH"
+			   : strcmp(opt, "--format") == 0      ? "FORMAT"
+			   : strcmp(opt, "--escrow") == 0      ? "SECRET"
 			   : strcmp(opt, "--escrow-kind") == 0 ? "KIND"
-							      : "FILE";
+							       : "FILE";
 
 	if (!eq)
 		return usage_err("invalid %s '%s': use %s NAME=%s", opt, q(arg), opt, what);
 	path_len = strlen(eq + 1);
 	if (path_len == 0)
 		return usage_err("empty %s in %s '%s'",
-				 strcmp(what, "PATH") == 0 || strcmp(what, "FILE") == 0
-				     ? "path"
-				     : strcmp(what, "KIND") == 0     ? "kind"
-				     : strcmp(what, "FORMAT") == 0 ? "format"
-								     : "secret name",
+				 strcmp(what, "PATH") == 0 || strcmp(what, "FILE") == 0 ? "path"
+				 : strcmp(what, "KIND") == 0				? "kind"
+				 : strcmp(what, "FORMAT") == 0				? "format"
+							     : "secret name",
 				 opt, q(arg));
 	if (path_len >= PATH_MAX)
 		return usage_err("path in %s is too long (%zu bytes, at most %d)", opt, path_len,
@@ -326,20 +336,20 @@ static void progress_end(progress *p, int ok)
 	p->printed = 0;
 }
 
-enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
-enum { OPT_FORMAT = 0x1c0 };
+enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS };
+enum { OPT_FORMAT = 0x1c0, OPT_QEMU };
 enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
 enum { OPT_CONFIG = 0x1e0, OPT_LIBVIRT, OPT_CONNECT, OPT_QUIESCE };
 
-/* The command line of one ingest: filled by ingest_parse, checked by ingest_validate, carried
+/* The command line of one ingest: filled by ingest_option, checked by ingest_validate, carried
  * out by ingest_run; freed by ingest_args_free. Strings point into argv, except the names of
  * the name_path lists (malloc'ed). */
 typedef struct ingest_args {
-	int help; /* --help was given and printed: nothing else to do */
 	const char *path, *vm;
 	name_path *disks, *changed, *formats;
 	size_t n_disks, n_changed, n_formats;
 	const char *retain_arg, *passphrase_file;
+	const char *qemu; /* --qemu QMP_SOCKET: --disk values name QEMU nodes or devices */
 	int64_t retain_until; /* from retain_arg, by ingest_validate */
 	unsigned threads;
 	int show_progress;
@@ -377,145 +387,126 @@ static void ingest_args_free(ingest_args *a)
 	free(a->config);
 }
 
-/* argv into *a: the options and the two arguments, each in its form (NAME=PATH, a thread
- * count, a passphrase file that is not a refused option). An exit status: 0 to go on (a->help
- * set after --help, which is printed here). */
-static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
+static const struct option ingest_options[] = {
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"changed", required_argument, NULL, OPT_CHANGED},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"qemu", required_argument, NULL, OPT_QEMU},
+    {"retain-until", required_argument, NULL, OPT_RETAIN},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {"escrow", required_argument, NULL, OPT_ESCROW},
+    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
+    {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"libvirt", required_argument, NULL, OPT_LIBVIRT},
+    {"connect", required_argument, NULL, OPT_CONNECT},
+    {"quiesce", no_argument, NULL, OPT_QUIESCE},
+    {NULL, 0, NULL, 0},
+};
+
+/* One option into *a, in its form (NAME=PATH, a thread count). An exit status. */
+static int ingest_option(verb_ctx *c, int opt, const char *optval)
 {
-	static const struct option longopts[] = {
-	    {"disk", required_argument, NULL, OPT_DISK},
-	    {"changed", required_argument, NULL, OPT_CHANGED},
-	    {"format", required_argument, NULL, OPT_FORMAT},
-	    {"retain-until", required_argument, NULL, OPT_RETAIN},
-	    {"threads", required_argument, NULL, OPT_THREADS},
-	    {"progress", no_argument, NULL, OPT_PROGRESS},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"escrow", required_argument, NULL, OPT_ESCROW},
-	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
-	    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
-	    {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
-	    {"config", required_argument, NULL, OPT_CONFIG},
-	    {"libvirt", required_argument, NULL, OPT_LIBVIRT},
-	    {"connect", required_argument, NULL, OPT_CONNECT},
-	    {"quiesce", no_argument, NULL, OPT_QUIESCE},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM"};
-	int opt, state = 0, status;
+	ingest_args *a = c->opts;
+	int status;
 
-	a->show_progress = g->progress;
-	/* Every --disk or --changed takes at least one element of argv. */
-	a->disks = calloc((size_t)argc, sizeof(*a->disks));
-	a->changed = calloc((size_t)argc, sizeof(*a->changed));
-	a->escrow = calloc((size_t)argc, sizeof(*a->escrow));
-	a->kinds = calloc((size_t)argc, sizeof(*a->kinds));
-	a->formats = calloc((size_t)argc, sizeof(*a->formats));
-	if (!a->disks || !a->changed || !a->escrow || !a->kinds || !a->formats) {
-		vbu_errno(-ENOMEM, "cannot parse the command line");
-		return VMBAK_EXIT_FAIL;
-	}
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(ingest_help, stdout);
-			a->help = 1;
-			return VMBAK_EXIT_OK;
-		case OPT_DISK:
-			status = split_name_path("--disk", optarg, &a->disks[a->n_disks]);
-			if (status != 0)
-				return status;
-			a->n_disks++;
-			break;
-		case OPT_CHANGED:
-			status = split_name_path("--changed", optarg, &a->changed[a->n_changed]);
-			if (status != 0)
-				return status;
-			a->n_changed++;
-			break;
-		case OPT_FORMAT:
-			status = split_name_path("--format", optarg, &a->formats[a->n_formats]);
-			if (status != 0)
-				return status;
-			a->n_formats++;
-			break;
-		case OPT_ESCROW:
-			status = split_name_path("--escrow", optarg, &a->escrow[a->n_escrow]);
-			if (status != 0)
-				return status;
-			a->n_escrow++;
-			break;
-		case OPT_ESCROW_KIND:
-			status = split_name_path("--escrow-kind", optarg, &a->kinds[a->n_kinds]);
-			if (status != 0)
-				return status;
-			a->n_kinds++;
-			break;
-		case OPT_KEYVAULT:
-		case OPT_KV_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty argument for --%s",
-						 opt == OPT_KEYVAULT ? "keyvault"
-								     : "keyvault-passphrase-file");
-			*(opt == OPT_KEYVAULT ? &a->kv_path : &a->kv_passfile) = optarg;
-			break;
-		case OPT_CHECK_ESCROW:
-			a->check_escrow = 1;
-			break;
-		case OPT_CONFIG:
-			if (!*optarg)
-				return usage_err("empty argument for --config");
-			if (a->config_path)
-				return usage_err("--config is given twice");
-			a->config_path = optarg;
-			break;
-		case OPT_LIBVIRT:
-		case OPT_CONNECT:
-			if (!*optarg)
-				return usage_err("empty argument for --%s",
-						 opt == OPT_LIBVIRT ? "libvirt" : "connect");
-			*(opt == OPT_LIBVIRT ? &a->libvirt : &a->connect) = optarg;
-			break;
-		case OPT_QUIESCE:
-			a->quiesce = 1;
-			break;
-		case OPT_RETAIN:
-			a->retain_arg = optarg;
-			break;
-		case OPT_THREADS: {
-			char *end;
-			unsigned long t;
-
-			errno = 0;
-			t = strtoul(optarg, &end, 10);
-			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || t < 1 ||
-			    t > THREADS_MAX)
-				return usage_err("invalid thread count '%s': use 1 to %d",
-						 q(optarg), THREADS_MAX);
-			a->threads = (unsigned)t;
-			break;
-		}
-		case OPT_PROGRESS:
-			a->show_progress = 1;
-			break;
-		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &a->passphrase_file);
-			if (status != 0)
-				return status;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
+	if (!a->disks) {
+		/* Every --disk or --changed takes at least one element of argv. */
+		a->disks = calloc((size_t)c->argc, sizeof(*a->disks));
+		a->changed = calloc((size_t)c->argc, sizeof(*a->changed));
+		a->escrow = calloc((size_t)c->argc, sizeof(*a->escrow));
+		a->kinds = calloc((size_t)c->argc, sizeof(*a->kinds));
+		a->formats = calloc((size_t)c->argc, sizeof(*a->formats));
+		if (!a->disks || !a->changed || !a->escrow || !a->kinds || !a->formats) {
+			vbu_errno(-ENOMEM, "cannot parse the command line");
+			return VMBAK_EXIT_FAIL;
 		}
 	}
-	status = check_nargs(INGEST_USAGE, names, 2, 2, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	a->path = argv[optind];
-	a->vm = argv[optind + 1];
+	switch (opt) {
+	case OPT_DISK:
+		status = split_name_path("--disk", optval, &a->disks[a->n_disks]);
+		if (status != 0)
+			return status;
+		a->n_disks++;
+		break;
+	case OPT_CHANGED:
+		status = split_name_path("--changed", optval, &a->changed[a->n_changed]);
+		if (status != 0)
+			return status;
+		a->n_changed++;
+		break;
+	case OPT_FORMAT:
+		status = split_name_path("--format", optval, &a->formats[a->n_formats]);
+		if (status != 0)
+			return status;
+		a->n_formats++;
+		break;
+	case OPT_QEMU:
+		if (!*optval)
+			return usage_err("empty argument for --qemu");
+		a->qemu = optval;
+		break;
+	case OPT_ESCROW:
+		status = split_name_path("--escrow", optval, &a->escrow[a->n_escrow]);
+		if (status != 0)
+			return status;
+		a->n_escrow++;
+		break;
+	case OPT_ESCROW_KIND:
+		status = split_name_path("--escrow-kind", optval, &a->kinds[a->n_kinds]);
+		if (status != 0)
+			return status;
+		a->n_kinds++;
+		break;
+	case OPT_KEYVAULT:
+	case OPT_KV_PASSFILE:
+		if (!*optval)
+			return usage_err("empty argument for --%s",
+					 opt == OPT_KEYVAULT ? "keyvault"
+							     : "keyvault-passphrase-file");
+		*(opt == OPT_KEYVAULT ? &a->kv_path : &a->kv_passfile) = optval;
+		break;
+	case OPT_CHECK_ESCROW:
+		a->check_escrow = 1;
+		break;
+	case OPT_CONFIG:
+		if (!*optval)
+			return usage_err("empty argument for --config");
+		if (a->config_path)
+			return usage_err("--config is given twice");
+		a->config_path = optval;
+		break;
+	case OPT_LIBVIRT:
+	case OPT_CONNECT:
+		if (!*optval)
+			return usage_err("empty argument for --%s",
+					 opt == OPT_LIBVIRT ? "libvirt" : "connect");
+		*(opt == OPT_LIBVIRT ? &a->libvirt : &a->connect) = optval;
+		break;
+	case OPT_QUIESCE:
+		a->quiesce = 1;
+		break;
+	case OPT_RETAIN:
+		a->retain_arg = optval;
+		break;
+	case OPT_THREADS: {
+		unsigned long t;
+
+		if (parse_count(optval, 1, THREADS_MAX, &t) < 0)
+			return usage_err("invalid thread count '%s': use 1 to %d", q(optval),
+					 THREADS_MAX);
+		a->threads = (unsigned)t;
+		break;
+	}
+	case OPT_PROGRESS:
+		a->show_progress = 1;
+		break;
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
 	return 0;
 }
 
@@ -523,30 +514,37 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
  * message (usage errors): names, duplicates, what refers to what, the date; then the world
  * outside the command line (runtime errors): every source and changed-extents file. Sets
  * a->retain_until. An exit status. */
-static int ingest_validate(ingest_args *a)
+static int ingest_validate(verb_ctx *c)
 {
+	ingest_args *a = c->opts;
 	size_t i, j;
 	int status;
 
-	status = check_vault_arg(a->path);
-	if (status != 0)
-		return status;
+	/* The vault path was checked by verb_main (VERB_VAULT_ARG). */
+	a->path = c->args[0];
+	a->vm = c->args[1];
+	a->passphrase_file = c->passphrase_file;
+	a->show_progress |= c->g->progress;
 	status = check_name_arg("VM", a->vm);
 	if (status != 0)
 		return status;
 
 	if (a->libvirt) {
-		if (a->n_disks || a->n_changed || a->n_formats)
+		if (a->n_disks || a->n_changed || a->n_formats || a->qemu)
 			return usage_err("--libvirt takes the domain's disks: not with --disk, "
-					 "--changed or --format");
+					 "--changed, --format or --qemu");
 		if (a->n_escrow || a->kv_path)
 			return usage_err("--escrow and --keyvault do not go with --libvirt yet");
 	} else if (a->connect || a->quiesce) {
 		return usage_err("--connect and --quiesce go with --libvirt DOMAIN");
 	}
-	if (a->n_disks == 0 && !a->libvirt)
+	if (a->qemu && (a->n_formats || a->n_changed))
+		return usage_err("--qemu reads the VM's disks itself: no --format or --changed");
+	if (a->qemu && a->check_escrow)
+		return usage_err("--check-escrow needs raw disk paths, not --qemu");
+	if (a->n_disks == 0 && !a->qemu && !a->libvirt)
 		return usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s', "
-				 "or --libvirt DOMAIN",
+				 "--qemu QMP_SOCKET or --libvirt DOMAIN",
 				 a->vm);
 	if (a->n_disks > VBS_DISKS_MAX)
 		return usage_err("too many disks (%zu): at most %d", a->n_disks, VBS_DISKS_MAX);
@@ -612,6 +610,14 @@ static int ingest_validate(ingest_args *a)
 			return usage_err("invalid kind '%s' in --escrow-kind: use one of %s",
 					 q(a->kinds[i].path), VBK_KIND_NAMES);
 	}
+	for (i = 0; i < a->n_escrow; i++) {
+		for (j = 0; j < a->n_disks; j++)
+			if (strcmp(a->escrow[i].name, a->disks[j].name) == 0)
+				break;
+		if (a->qemu || src_nbd_is_uri(a->disks[j].path))
+			return usage_err("--escrow for disk '%s': escrow needs a disk read from a "
+					 "path", a->escrow[i].name);
+	}
 	if (a->n_escrow > 0 && !a->kv_path)
 		return usage_err("--escrow needs --keyvault KV, the key vault of its secrets");
 	if (a->check_escrow && a->n_escrow == 0)
@@ -628,7 +634,7 @@ static int ingest_validate(ingest_args *a)
 	}
 
 	/* The world outside the command line: failures from here on are runtime errors. */
-	for (i = 0; i < a->n_disks; i++) {
+	for (i = 0; i < a->n_disks && !a->qemu; i++) {
 		status = check_source(&a->disks[i]);
 		if (status != 0)
 			return status;
@@ -705,6 +711,77 @@ static int nbd_disks_open(const ingest_args *a, vbs_ingest_disk *idisks, nbd_dis
 	return 0;
 }
 
+/* On SIGINT, SIGTERM, SIGHUP (jobs_cli.h): no helper process or private directory stays. */
+static void on_signal_cleanup(void)
+{
+	src_image_kill_all();
+	src_qemu_kill_all();
+}
+
+/* --qemu: the VM's disks frozen at one instant (src_qemu.h), as the ingest's disks. Says on
+ * stderr, one line per disk, why a disk is read in full when the VM has an earlier point. */
+static int qemu_disks(const ingest_args *a, vbs_vault *v, src_qemu **ret_q,
+		      vbs_ingest_disk **ret_disks, size_t *ret_n, char *ret_base)
+{
+	const char **names = calloc(a->n_disks + 1, sizeof(*names));
+	const char **nodes = calloc(a->n_disks + 1, sizeof(*nodes));
+	vbs_ingest_disk *d = NULL;
+	vbs_rp *prev = NULL;
+	src_qemu *qm = NULL;
+	int r, status = VMBAK_EXIT_OK;
+
+	if (!names || !nodes) {
+		status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
+		goto out;
+	}
+	for (size_t i = 0; i < a->n_disks; i++) {
+		names[i] = a->disks[i].name;
+		nodes[i] = a->disks[i].path;
+	}
+	r = vbs_rp_latest(v, a->vm, &prev);
+	if (r < 0 && r != -ENOENT) {
+		status = store_err(r, "cannot read vault '%s'", q(a->path));
+		goto out;
+	}
+	cli_job_on_signal(on_signal_cleanup);
+	vbu_clear_err();
+	r = src_qemu_begin(a->qemu, names, nodes, a->n_disks, vbs_vault_uuid(v), prev, &qm);
+	if (r < 0) {
+		status = store_err(r, "cannot take the disks of QEMU at '%s'", q(a->qemu));
+		goto out;
+	}
+	d = calloc(src_qemu_count(qm), sizeof(*d));
+	if (!d) {
+		status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
+		goto out;
+	}
+	for (size_t i = 0; i < src_qemu_count(qm); i++) {
+		src_qemu_disk *qd = src_qemu_get(qm, i);
+
+		d[i].name = qd->name;
+		d[i].src = qd->src;
+		d[i].changed_ext = qd->changed_ext;
+		d[i].n_changed_ext = qd->n_changed_ext;
+		d[i].read_note = qd->note;
+		if (prev && !qd->changed_ext)
+			vbu_err("disk '%s' of VM '%s' is read in full: %s", qd->name, a->vm,
+				qd->note + (strncmp(qd->note, "full: ", 6) == 0 ? 6 : 0));
+	}
+	snprintf(ret_base, VBS_RP_ID_MAX, "%s", prev ? prev->id : "");
+	*ret_q = qm;
+	*ret_disks = d;
+	*ret_n = src_qemu_count(qm);
+	qm = NULL;
+	d = NULL;
+out:
+	src_qemu_end(qm, NULL);
+	free(d);
+	vbs_rp_free(prev);
+	free(names);
+	free(nodes);
+	return status;
+}
+
 /* The ingest of a checked command line: the escrowed secrets looked up, the vault opened and
  * unlocked, vbs_ingest() under a job record, the summary on stdout. An exit status. */
 static int ingest_run(const ingest_args *a, vmbak_globals *g)
@@ -726,6 +803,9 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	nbd_disks nd = {0};
 	src_lv *lv = NULL;
 	vbs_rp *prev = NULL;
+	src_qemu *qm = NULL;
+	size_t n_idisks = a->n_disks;
+	char qemu_base[VBS_RP_ID_MAX] = "";
 
 	idisks = calloc(a->n_disks ? a->n_disks : 1, sizeof(*idisks));
 	if (!idisks) {
@@ -767,8 +847,7 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 			goto out;
 	}
 
-	status = nbd_disks_open(a, idisks, &nd);
-	if (status != 0)
+	if (!a->qemu && (status = nbd_disks_open(a, idisks, &nd)) != 0)
 		goto out;
 
 	/* The changed extents start coming in from disk while the passphrase is stretched. */
@@ -779,10 +858,19 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 		goto out;
 	if (esc && (status = escrow_pin(esc, v, a->path)) != 0)
 		goto out;
+	if (a->qemu) {
+		/* The instant is taken as late as it can be: after the vault is unlocked. */
+		free(idisks);
+		idisks = NULL;
+		if ((status = qemu_disks(a, v, &qm, &idisks, &n_idisks, qemu_base)) != 0)
+			goto out;
+		/* The dirty extents are relative to that point: no other may come between. */
+		opts.expect_base = qemu_base;
+	}
 
 	opts.vm = a->vm;
 	opts.disks = idisks;
-	opts.n_disks = a->n_disks;
+	opts.n_disks = n_idisks;
 	if (a->libvirt) {
 		/* The job starts once the vault is open: the checkpoints carry its id, and the
 		 * VM's latest point says which checkpoint the changes are read from. */
@@ -801,7 +889,8 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 			goto out;
 		opts.disks = src_lv_disks(lv, &opts.n_disks);
 		opts.source = src_lv_source(lv);
-		opts.base_id = src_lv_base_id(lv);
+		/* The dirty extents are relative to that point: no other may come between. */
+		opts.expect_base = src_lv_base_id(lv);
 		opts.files[VBS_RP_DOMAIN_XML] = src_lv_domain_xml(lv);
 	}
 	opts.retain_until = a->retain_until;
@@ -841,8 +930,32 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	r = vbs_ingest(v, &opts, &rp);
 	progress_end(&prog, r >= 0);
-	src_lv_end(lv, r >= 0);
-	lv = NULL;
+	if (lv) {
+		/* After the commit (or the failure): the checkpoints move on only with a point. */
+		char keep[VBU_ERRMSG_MAX];
+
+		snprintf(keep, sizeof(keep), "%s", vbs_errmsg());
+		src_lv_end(lv, r >= 0);
+		lv = NULL;
+		if (r < 0 && keep[0])
+			vbu_fail(r, "%s", keep);
+	}
+	if (qm) {
+		/* After the commit (or the failure): the bitmaps move on only with a point. */
+		char keep[VBU_ERRMSG_MAX];
+		int qr;
+
+		snprintf(keep, sizeof(keep), "%s", vbs_errmsg());
+		qr = src_qemu_end(qm, r >= 0 ? rp->id : NULL);
+		qm = NULL;
+		if (qr < 0 && r >= 0)
+			vbu_err("warning: %s; the next point of VM '%s' reads its disks in full",
+				q(vbu_errmsg()), a->vm);
+		if (r < 0 && keep[0])
+			vbu_fail(r, "%s", keep);
+		else
+			vbu_clear_err();
+	}
 	if (r < 0) {
 		status = escrow_report(esc);
 		if (status == 0)
@@ -880,6 +993,7 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 out:
 	src_lv_end(lv, 0);
 	vbs_rp_free(prev);
+	src_qemu_end(qm, NULL);
 	nbd_disks_close(&nd);
 	vbs_rp_free(rp);
 	vbs_vault_close(v);
@@ -895,23 +1009,31 @@ out:
 	return status;
 }
 
-static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
+static int cmd_ingest(verb_ctx *c)
 {
-	ingest_args a = {0};
-	int status;
-
-	status = ingest_parse(argc, argv, g, &a);
-	if (status == 0 && !a.help)
-		status = ingest_validate(&a);
-	if (status == 0 && !a.help)
-		status = ingest_run(&a, g);
-	ingest_args_free(&a);
-	return status;
+	return ingest_run(c->opts, c->g);
 }
+
+static void ingest_done(verb_ctx *c)
+{
+	ingest_args_free(c->opts);
+}
+
+static const char *const ingest_arg_names[] = {"VAULT", "VM"};
 
 const vmbak_cmd cmd_ingest_def = {
     .name = "ingest",
     .summary = "take a recovery point of a VM's disks",
     .help = ingest_help,
+    .usage = INGEST_USAGE,
+    .arg_names = ingest_arg_names,
+    .min_args = 2,
+    .max_args = 2,
+    .flags = VERB_VAULT_ARG | VERB_PASSPHRASE_FILE,
+    .options = ingest_options,
+    .opts_size = sizeof(ingest_args),
+    .option = ingest_option,
+    .check = ingest_validate,
     .run = cmd_ingest,
+    .done = ingest_done,
 };

@@ -14,7 +14,8 @@
 #include "vault.h"
 
 #define INIT_USAGE                                                                                 \
-	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]"
+	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope "    \
+	"vault|vm]"
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
@@ -122,80 +123,77 @@ static int parse_chunk_size(const char *s, uint32_t *ret)
 	return 0;
 }
 
-enum { OPT_ENCRYPTION = 0x100, OPT_CHUNK_SIZE, OPT_PASSPHRASE_FILE, OPT_DEDUP_SCOPE };
+enum { OPT_ENCRYPTION = 0x100, OPT_CHUNK_SIZE, OPT_DEDUP_SCOPE };
 
-static int cmd_init(int argc, char **argv, vmbak_globals *g)
+/* The options, as given: zero is the default (encrypted, VBS_CHUNK_SIZE_DEFAULT, scope vault). */
+typedef struct init_args {
+	int plain; /* --encryption none */
+	uint32_t chunk_size;
+	int dedup_vm;
+} init_args;
+
+static const struct option init_options[] = {
+    {"encryption", required_argument, NULL, OPT_ENCRYPTION},
+    {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
+    {"dedup-scope", required_argument, NULL, OPT_DEDUP_SCOPE},
+    {NULL, 0, NULL, 0},
+};
+
+static int init_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"encryption", required_argument, NULL, OPT_ENCRYPTION},
-	    {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
-	    {"dedup-scope", required_argument, NULL, OPT_DEDUP_SCOPE},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT"};
-	vbs_init_opts opts = {.encrypt = 1, .chunk_size = VBS_CHUNK_SIZE_DEFAULT};
-	const char *passphrase_file = NULL, *path;
-	char *pass = NULL;
-	char hs[HUMAN_SIZE_LEN];
-	int opt, state = 0, r, status;
+	init_args *a = c->opts;
 
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(init_help, stdout);
-			return VMBAK_EXIT_OK;
-		case OPT_ENCRYPTION:
-			if (strcmp(optarg, "aes-256-gcm") == 0)
-				opts.encrypt = 1;
-			else if (strcmp(optarg, "none") == 0)
-				opts.encrypt = 0;
-			else
-				return usage_err("invalid encryption '%s': use aes-256-gcm or none",
-						 q(optarg));
-			break;
-		case OPT_CHUNK_SIZE:
-			r = parse_chunk_size(optarg, &opts.chunk_size);
-			if (r != 0)
-				return r;
-			break;
-		case OPT_DEDUP_SCOPE:
-			if (strcmp(optarg, "vault") == 0)
-				opts.dedup_vm = 0;
-			else if (strcmp(optarg, "vm") == 0)
-				opts.dedup_vm = 1;
-			else
-				return usage_err("invalid dedup scope '%s': use vault or vm", q(optarg));
-			break;
-		case OPT_PASSPHRASE_FILE:
-			r = passphrase_file_arg(optarg, &passphrase_file);
-			if (r != 0)
-				return r;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
+	switch (opt) {
+	case OPT_ENCRYPTION:
+		if (strcmp(arg, "aes-256-gcm") == 0)
+			a->plain = 0;
+		else if (strcmp(arg, "none") == 0)
+			a->plain = 1;
+		else
+			return usage_err("invalid encryption '%s': use aes-256-gcm or none",
+					 q(arg));
+		return 0;
+	case OPT_CHUNK_SIZE:
+		return parse_chunk_size(arg, &a->chunk_size);
+	case OPT_DEDUP_SCOPE:
+		if (strcmp(arg, "vault") == 0)
+			a->dedup_vm = 0;
+		else if (strcmp(arg, "vm") == 0)
+			a->dedup_vm = 1;
+		else
+			return usage_err("invalid dedup scope '%s': use vault or vm", q(arg));
+		return 0;
+	default:
+		return VMBAK_EXIT_USAGE;
 	}
-	r = check_nargs(INIT_USAGE, names, 1, 1, argc - optind, argv + optind);
-	if (r != 0)
-		return r;
-	path = argv[optind];
-	r = check_vault_arg(path);
-	if (r != 0)
-		return r;
-	if (opts.dedup_vm && !opts.encrypt)
+}
+
+static int init_check(verb_ctx *c)
+{
+	init_args *a = c->opts;
+
+	if (a->dedup_vm && a->plain)
 		return usage_err("--dedup-scope vm needs an encrypted vault: without encryption "
 				 "nothing is kept from the other VMs' owners anyway");
+	return 0;
+}
+
+static int cmd_init(verb_ctx *c)
+{
+	init_args *a = c->opts;
+	vbs_init_opts opts = {.encrypt = !a->plain,
+			      .chunk_size = a->chunk_size ? a->chunk_size : VBS_CHUNK_SIZE_DEFAULT,
+			      .dedup_vm = a->dedup_vm};
+	const char *path = c->args[0];
+	char *pass = NULL;
+	char hs[HUMAN_SIZE_LEN];
+	int r, status;
 
 	status = check_target(path);
 	if (status != 0)
 		goto out;
 	if (opts.encrypt) {
-		status = passphrase_for(path, verb_passphrase_file(passphrase_file, g), 1, &pass);
+		status = passphrase_for(path, c->passphrase_file, 1, &pass);
 		if (status != 0)
 			goto out;
 	}
@@ -213,9 +211,20 @@ out:
 	return status;
 }
 
+static const char *const init_arg_names[] = {"VAULT"};
+
 const vmbak_cmd cmd_init_def = {
     .name = "init",
     .summary = "create a vault",
     .help = init_help,
+    .usage = INIT_USAGE,
+    .arg_names = init_arg_names,
+    .min_args = 1,
+    .max_args = 1,
+    .flags = VERB_VAULT_ARG | VERB_PASSPHRASE_FILE,
+    .options = init_options,
+    .opts_size = sizeof(init_args),
+    .option = init_option,
+    .check = init_check,
     .run = cmd_init,
 };

@@ -29,6 +29,7 @@ typedef struct lv_disk {
 	uint64_t size;		     /* capacity */
 	int bitmap;		     /* qcow2: the checkpoint has a bitmap of it */
 	int incremental;	     /* read as changes since the checkpoint */
+	char note[256];		     /* how it is read, for the point (ingest.h read_note) */
 	char scratch[4200];
 	src_nbd *conn;
 	vbs_extent *ext;
@@ -617,8 +618,18 @@ int src_lv_begin(const src_lv_opts *o, src_lv **ret)
 				vbu_errmsg()[0] ? q(vbu_errmsg()) : vbu_strerror(-r));
 			goto out;
 		}
+		if (d->incremental)
+			snprintf(d->note, sizeof(d->note),
+				 "incremental: libvirt checkpoint %s since point %s", since,
+				 o->prev->id);
+		else if (since)
+			snprintf(d->note, sizeof(d->note),
+				 "full: not qcow2, so no checkpoint bitmap");
+		else if (lv->source.why_full[0])
+			snprintf(d->note, sizeof(d->note), "full: %.240s", lv->source.why_full);
 		lv->idisks[i].name = d->name;
 		lv->idisks[i].src = src_nbd_source(d->conn);
+		lv->idisks[i].read_note = d->note[0] ? d->note : NULL;
 		if (d->incremental) {
 			lv->idisks[i].changed_ext = d->ext;
 			lv->idisks[i].n_changed_ext = d->n_ext;

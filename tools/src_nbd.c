@@ -60,8 +60,7 @@ struct src_nbd {
 
 int src_nbd_is_uri(const char *s)
 {
-	static const char *const prefixes[] = {"nbd://", "nbds://", "nbd+unix://",
-					       "nbds+unix://"};
+	static const char *const prefixes[] = {"nbd://", "nbds://", "nbd+unix://", "nbds+unix://"};
 
 	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
 		if (strncmp(s, prefixes[i], strlen(prefixes[i])) == 0)
@@ -112,8 +111,7 @@ static int connected(src_nbd *s)
 }
 
 static int src_read(void *arg, const vbs_source_io *io, size_t n);
-static int src_map(void *arg, uint64_t off, uint64_t end, uint64_t *ret_data,
-		   uint64_t *ret_hole);
+static int src_map(void *arg, uint64_t off, uint64_t end, uint64_t *ret_data, uint64_t *ret_hole);
 
 static const vbs_source_ops nbd_ops = {src_read, src_map};
 static const vbs_source_ops nbd_ops_nomap = {src_read, NULL};
@@ -143,7 +141,7 @@ static int nbd_open(const char *uri, const char *sock, const char *export_name,
 	}
 	/* Only the transports a backup reads from: no ssh or vsock, no commands run from a URI. */
 	if (nbd_set_uri_allow_transports(s->h, LIBNBD_ALLOW_TRANSPORT_TCP |
-						       LIBNBD_ALLOW_TRANSPORT_UNIX) < 0 ||
+						   LIBNBD_ALLOW_TRANSPORT_UNIX) < 0 ||
 	    /* The operator's own URI may name TLS files (tls-psk-file=...). */
 	    nbd_set_uri_allow_local_file(s->h, true) < 0 ||
 	    nbd_add_meta_context(s->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
@@ -274,8 +272,7 @@ static int none_in_flight(src_nbd *s)
 static int src_read(void *arg, const vbs_source_io *io, size_t n)
 {
 	src_nbd *s = arg;
-	struct read_cb cbs[INFLIGHT_MAX * 2];
-	size_t i = 0, slot = 0;
+	size_t i = 0;
 	uint64_t at = 0; /* bytes of io[i] issued */
 	int r = 0;
 
@@ -285,17 +282,21 @@ static int src_read(void *arg, const vbs_source_io *io, size_t n)
 	while (i < n || nbd_aio_in_flight(s->h) > 0) {
 		while (i < n && !s->read_err && nbd_aio_in_flight(s->h) < INFLIGHT_MAX) {
 			uint64_t len = io[i].len - at;
-			struct read_cb *c = &cbs[slot++ % (sizeof(cbs) / sizeof(cbs[0]))];
+			/* Each request's own: completions come in any order, and libnbd frees
+			 * it (.free) when the request is retired, even after a timeout. */
+			struct read_cb *c = malloc(sizeof(*c));
 
+			if (!c) {
+				r = vbu_fail(-ENOMEM, "out of memory");
+				goto drain;
+			}
 			if (len > s->max_io)
 				len = s->max_io;
-			/* cbs has twice as many slots as requests in flight: a slot is reused
-			 * only after its request was retired. */
 			*c = (struct read_cb){s, io[i].off + at};
-			if (nbd_aio_pread(s->h, (uint8_t *)io[i].buf + at, (size_t)len,
-					  io[i].off + at,
+			if (nbd_aio_pread(s->h, (uint8_t *)io[i].buf + at, (size_t)len, io[i].off + at,
 					  (nbd_completion_callback){.callback = read_done,
-								    .user_data = c},
+								    .user_data = c,
+								    .free = free},
 					  0) < 0) {
 				r = nbd_err("cannot read", s->label);
 				goto drain;
@@ -326,7 +327,8 @@ static int src_read(void *arg, const vbs_source_io *io, size_t n)
 drain:
 	/* Requests still in flight write into the caller's buffers: wait for them all (a dead
 	 * connection retires them at once). */
-	if (nbd_aio_in_flight(s->h) > 0 && wait_for(s, none_in_flight, STALL_MS, "cannot read") < 0) {
+	if (nbd_aio_in_flight(s->h) > 0 &&
+	    wait_for(s, none_in_flight, STALL_MS, "cannot read") < 0) {
 		s->dead = 1;
 		return vbu_fail(-ETIMEDOUT, "cannot read '%s': no answer for %d s", s->label,
 				STALL_MS / 1000);
@@ -339,8 +341,8 @@ drain:
 
 /* ---- block status ---- */
 
-static int status_cb(void *user_data, const char *metacontext, uint64_t offset,
-		     uint32_t *entries, size_t nr_entries, int *error)
+static int status_cb(void *user_data, const char *metacontext, uint64_t offset, uint32_t *entries,
+		     size_t nr_entries, int *error)
 {
 	src_nbd *s = user_data;
 	int alloc = strcmp(metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) == 0;
@@ -382,8 +384,8 @@ static int status_cb(void *user_data, const char *metacontext, uint64_t offset,
 			s->cache[s->ncache++] =
 			    (struct status_ext){off, len, !(flags & LIBNBD_STATE_ZERO)};
 		} else if (dirty && s->dirty && (flags & 1)) {
-			if (s->ndirty && s->dirty[s->ndirty - 1].off + s->dirty[s->ndirty - 1].len ==
-					     off) {
+			if (s->ndirty &&
+			    s->dirty[s->ndirty - 1].off + s->dirty[s->ndirty - 1].len == off) {
 				s->dirty[s->ndirty - 1].len += len;
 			} else {
 				if (s->ndirty == s->capdirty) {
@@ -427,8 +429,10 @@ static int status_at(src_nbd *s, uint64_t off)
 				s->status_err == -EPROTO ? "bad answer from the server"
 							 : vbu_strerror(-s->status_err));
 	if (s->status_end <= off)
-		return vbu_fail(-EPROTO, "cannot get the data map of '%s' at offset %llu: empty "
-				"answer", s->label, (unsigned long long)off);
+		return vbu_fail(-EPROTO,
+				"cannot get the data map of '%s' at offset %llu: empty "
+				"answer",
+				s->label, (unsigned long long)off);
 	return 0;
 }
 
@@ -444,9 +448,10 @@ static int alloc_at(src_nbd *s, uint64_t off, const struct status_ext **ret)
 		if ((r = status_at(s, off)) < 0)
 			return r;
 		if (!s->ncache || s->cache[0].off != off)
-			return vbu_fail(-EPROTO, "cannot get the data map of '%s' at offset %llu: "
-					"bad answer from the server", s->label,
-					(unsigned long long)off);
+			return vbu_fail(-EPROTO,
+					"cannot get the data map of '%s' at offset %llu: "
+					"bad answer from the server",
+					s->label, (unsigned long long)off);
 		hi = s->ncache;
 	}
 	while (lo + 1 < hi) {
@@ -460,8 +465,7 @@ static int alloc_at(src_nbd *s, uint64_t off, const struct status_ext **ret)
 	return 0;
 }
 
-static int src_map(void *arg, uint64_t off, uint64_t end, uint64_t *ret_data,
-		   uint64_t *ret_hole)
+static int src_map(void *arg, uint64_t off, uint64_t end, uint64_t *ret_data, uint64_t *ret_hole)
 {
 	src_nbd *s = arg;
 	const struct status_ext *e;
@@ -768,10 +772,17 @@ int src_image_start(const char *path, const char *format, src_image **ret)
 		im->pid = fork();
 		if (im->pid == 0) {
 			int devnull = open("/dev/null", O_RDONLY);
-			char *argv[] = {"qemu-nbd", "--read-only", "--persistent", "--shared=8",
-					"--cache=none", "--aio=threads", sockarg, pidarg,
+			char *argv[] = {"qemu-nbd",
+					"--read-only",
+					"--persistent",
+					"--shared=8",
+					"--cache=none",
+					"--aio=threads",
+					sockarg,
+					pidarg,
 					"--image-opts",
-					opts, NULL};
+					opts,
+					NULL};
 
 			/* Dies with us, however we end. */
 			prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -812,8 +823,10 @@ int src_image_start(const char *path, const char *format, src_image **ret)
 			break;
 		}
 		if (now_ms() > deadline) {
-			r = vbu_fail(-ETIMEDOUT, "cannot open image '%s': qemu-nbd did not start in "
-				     "%d s", path, START_MS / 1000);
+			r = vbu_fail(-ETIMEDOUT,
+				     "cannot open image '%s': qemu-nbd did not start in "
+				     "%d s",
+				     path, START_MS / 1000);
 			break;
 		}
 		usleep(20000);

@@ -97,7 +97,8 @@ stop_kit() {
 		kit_pid=
 	fi
 }
-at_exit "pkill -f 'nbdkit.*$T/' || true; pkill -f 'qemu-nbd.*$T/' || true"
+# Servers this test started, by pid, stopped when it exits (also on failure).
+at_exit "for p in \$(cat '$T/servers' 2>/dev/null); do kill -TERM \$p 2>/dev/null; done; true"
 
 # wait_sock PATH: until a server listens there (10 s).
 wait_sock() {
@@ -128,6 +129,7 @@ wait_port() {
 # nbdkit, unix socket
 timeout 300 nbdkit -f -U "$T/kit.sock" file top.raw &
 kit_pid=$!
+echo "$kit_pid" >>"$T/servers"
 wait_sock "$T/kit.sock"
 expect_ok "$VMBAK" ingest "$V" kit-unix --disk "sda=nbd+unix:///?socket=$T/kit.sock"
 [ "$(read_bytes kit-unix)" -lt $((12 << 20)) ] || fail "nbdkit: holes were read"
@@ -137,6 +139,7 @@ stop_kit
 port=$(free_port)
 timeout 300 nbdkit -f -i 127.0.0.1 -p "$port" file top.raw &
 kit_pid=$!
+echo "$kit_pid" >>"$T/servers"
 wait_port "$port"
 expect_ok "$VMBAK" ingest "$V" kit-tcp --disk "sda=nbd://127.0.0.1:$port"
 stop_kit
@@ -144,6 +147,7 @@ stop_kit
 # qemu-nbd, unix socket with an export name
 timeout 300 qemu-nbd -r -f qcow2 -k "$T/qn.sock" -x disk0 top.qcow2 &
 kit_pid=$!
+echo "$kit_pid" >>"$T/servers"
 wait_sock "$T/qn.sock"
 expect_ok "$VMBAK" ingest "$V" qn-unix --disk "sda=nbd+unix:///disk0?socket=$T/qn.sock"
 [ "$(read_bytes qn-unix)" -lt $((12 << 20)) ] || fail "qemu-nbd: holes were read"
@@ -153,6 +157,7 @@ stop_kit
 port=$(free_port)
 timeout 300 qemu-nbd -r -f qcow2 -b 127.0.0.1 -p "$port" top.qcow2 &
 kit_pid=$!
+echo "$kit_pid" >>"$T/servers"
 wait_port "$port"
 expect_ok "$VMBAK" ingest "$V" qn-tcp --disk "sda=nbd://127.0.0.1:$port"
 stop_kit
@@ -161,6 +166,7 @@ stop_kit
 printf 'alice:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$T/keys.psk"
 timeout 300 nbdkit -f -U "$T/tls.sock" --tls=require --tls-psk="$T/keys.psk" file top.raw &
 kit_pid=$!
+echo "$kit_pid" >>"$T/servers"
 wait_sock "$T/tls.sock"
 expect_ok "$VMBAK" ingest "$V" kit-tls \
 	--disk "sda=nbds+unix://alice@/?socket=$T/tls.sock&tls-psk-file=$T/keys.psk"
@@ -201,6 +207,7 @@ no_leftovers "bad input"
 head -c $((48 << 20)) /dev/urandom >full.raw
 timeout 300 nbdkit -f -U "$T/gone.sock" file full.raw &
 kit_pid=$!
+echo "$kit_pid" >>"$T/servers"
 wait_sock "$T/gone.sock"
 VMBAK_TEST_PAUSE_INGEST_BATCH=$T/go "$VMBAK_TB" ingest "$V" bad \
 	--disk "sda=nbd+unix:///?socket=$T/gone.sock" >/dev/null 2>"$T/gone.err" &
@@ -211,7 +218,7 @@ for ((i = 0; i < 600; i++)); do
 done
 [ -e "$T/go.reached" ] || fail "the ingest never reached its first batch"
 # nbdkit waits for its clients on SIGTERM: the export vanishes as with a crash.
-kill -KILL "$kit_pid"
+pkill -KILL -P "$kit_pid"
 stop_kit
 touch "$T/go"
 st=0
