@@ -38,7 +38,8 @@ BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -O2 -g -pthread \
 	-Ibase -Ikeyvault -Istore $(WARN) $(PKG_CFLAGS)
 ALL_CFLAGS := $(BASE_CFLAGS) $(EXTRA_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(LDFLAGS)
-LIBS := $(PKG_LIBS) -lpthread
+# librados (Debian librados-dev) has no .pc file.
+LIBS := $(PKG_LIBS) -lrados -lpthread
 # vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup; ingest reads NBD sources
 # with libnbd (tools/src_nbd.c).
 VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup libnbd 2>/dev/null) -lutil

@@ -81,6 +81,13 @@ struct vbs_vault {
 	/* The chunk store (chunkstore.h), opened with the environment: its calls and its state. */
 	const struct vbs_cs_ops *cs;
 	void *cs_state;
+	/* Where chunks live, from the config's "chunks" (vault.c): rados 0 is LMDB (data.mdb);
+	 * rados 1 is a RADOS pool (chunkstore_rados.c), with the namespace, and the ceph config
+	 * file and client id to connect with (NULL: librados's defaults). Owned by the vault. */
+	struct vbs_chunks_cfg {
+		int rados;
+		char *pool, *ns, *conf, *id;
+	} chunks;
 	MDB_dbi dbi_dmaps; /* group MACs of each disk of each point (imap.h) */
 	size_t psize; /* LMDB's page size */
 	/* Held shared by every transaction, exclusively to change the map size. */

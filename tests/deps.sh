@@ -22,6 +22,7 @@ pkgs=(
 	dislocker ntfs-3g
 	libvirt-daemon libvirt-clients libxml2-utils
 	systemd
+	librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()

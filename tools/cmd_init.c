@@ -15,7 +15,8 @@
 
 #define INIT_USAGE                                                                                 \
 	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope "    \
-	"vault|vm]"
+	"vault|vm] [--chunks lmdb|rados:POOL [--ceph-conf FILE] [--ceph-id NAME] "                 \
+	"[--ceph-namespace NS]]"
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
@@ -32,6 +33,16 @@ static const char init_help[] =
     "  --dedup-scope vault|vm  deduplicate across the whole vault (default), or only within\n"
     "                          each VM, so that VMs of different owners sharing a vault cannot\n"
     "                          learn whether another VM holds a given chunk (encrypted vaults)\n"
+    "  --chunks lmdb|rados:POOL\n"
+    "                          where chunk frames live: in the vault's LMDB file (default),\n"
+    "                          or as objects of the Ceph RADOS pool POOL (which must exist);\n"
+    "                          indexes and recovery points stay in the vault directory\n"
+    "  --ceph-conf FILE        the ceph config to connect with (default: librados's search,\n"
+    "                          /etc/ceph/ceph.conf); its rados_osd_op_timeout and\n"
+    "                          rados_mon_op_timeout bound every request (10 s when unset)\n"
+    "  --ceph-id NAME          the ceph client to connect as (default: admin)\n"
+    "  --ceph-namespace NS     the RADOS namespace of this vault's objects (default: the\n"
+    "                          vault's uuid), so that vaults can share a pool\n"
     "  --passphrase-file F     read the new passphrase from the first line of F\n"
     "  -h, --help              show this help\n"
     "\n"
@@ -123,19 +134,32 @@ static int parse_chunk_size(const char *s, uint32_t *ret)
 	return 0;
 }
 
-enum { OPT_ENCRYPTION = 0x100, OPT_CHUNK_SIZE, OPT_DEDUP_SCOPE };
+enum {
+	OPT_ENCRYPTION = 0x100,
+	OPT_CHUNK_SIZE,
+	OPT_DEDUP_SCOPE,
+	OPT_CHUNKS,
+	OPT_CEPH_CONF,
+	OPT_CEPH_ID,
+	OPT_CEPH_NS,
+};
 
 /* The options, as given: zero is the default (encrypted, VBS_CHUNK_SIZE_DEFAULT, scope vault). */
 typedef struct init_args {
 	int plain; /* --encryption none */
 	uint32_t chunk_size;
 	int dedup_vm;
+	const char *rados_pool, *ceph_conf, *ceph_id, *rados_ns; /* --chunks rados:POOL... */
 } init_args;
 
 static const struct option init_options[] = {
     {"encryption", required_argument, NULL, OPT_ENCRYPTION},
     {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
     {"dedup-scope", required_argument, NULL, OPT_DEDUP_SCOPE},
+    {"chunks", required_argument, NULL, OPT_CHUNKS},
+    {"ceph-conf", required_argument, NULL, OPT_CEPH_CONF},
+    {"ceph-id", required_argument, NULL, OPT_CEPH_ID},
+    {"ceph-namespace", required_argument, NULL, OPT_CEPH_NS},
     {NULL, 0, NULL, 0},
 };
 
@@ -163,6 +187,23 @@ static int init_option(verb_ctx *c, int opt, const char *arg)
 		else
 			return usage_err("invalid dedup scope '%s': use vault or vm", q(arg));
 		return 0;
+	case OPT_CHUNKS:
+		if (strcmp(arg, "lmdb") == 0)
+			a->rados_pool = NULL;
+		else if (strncmp(arg, "rados:", 6) == 0 && arg[6])
+			a->rados_pool = arg + 6;
+		else
+			return usage_err("invalid chunk store '%s': use lmdb or rados:POOL", q(arg));
+		return 0;
+	case OPT_CEPH_CONF:
+		a->ceph_conf = arg;
+		return 0;
+	case OPT_CEPH_ID:
+		a->ceph_id = arg;
+		return 0;
+	case OPT_CEPH_NS:
+		a->rados_ns = arg;
+		return 0;
 	default:
 		return VMBAK_EXIT_USAGE;
 	}
@@ -175,6 +216,9 @@ static int init_check(verb_ctx *c)
 	if (a->dedup_vm && a->plain)
 		return usage_err("--dedup-scope vm needs an encrypted vault: without encryption "
 				 "nothing is kept from the other VMs' owners anyway");
+	if (!a->rados_pool && (a->ceph_conf || a->ceph_id || a->rados_ns))
+		return usage_err("--ceph-conf, --ceph-id and --ceph-namespace go with --chunks "
+				 "rados:POOL");
 	return 0;
 }
 
@@ -183,7 +227,11 @@ static int cmd_init(verb_ctx *c)
 	init_args *a = c->opts;
 	vbs_init_opts opts = {.encrypt = !a->plain,
 			      .chunk_size = a->chunk_size ? a->chunk_size : VBS_CHUNK_SIZE_DEFAULT,
-			      .dedup_vm = a->dedup_vm};
+			      .dedup_vm = a->dedup_vm,
+			      .rados_pool = a->rados_pool,
+			      .ceph_conf = a->ceph_conf,
+			      .ceph_id = a->ceph_id,
+			      .rados_ns = a->rados_ns};
 	const char *path = c->args[0];
 	char *pass = NULL;
 	char hs[HUMAN_SIZE_LEN];
@@ -202,9 +250,10 @@ static int cmd_init(verb_ctx *c)
 		status = store_err(r, "cannot create vault '%s'", q(path));
 		goto out;
 	}
-	printf("vault created: %s (%s, chunk size %s%s)\n", path,
+	printf("vault created: %s (%s, chunk size %s%s%s%s)\n", path,
 	       opts.encrypt ? "aes-256-gcm" : "none", human_size(opts.chunk_size, hs),
-	       opts.dedup_vm ? ", dedup scope vm" : "");
+	       opts.dedup_vm ? ", dedup scope vm" : "", opts.rados_pool ? ", chunks in ceph pool " : "",
+	       opts.rados_pool ? opts.rados_pool : "");
 	status = VMBAK_EXIT_OK;
 out:
 	vbk_passphrase_free(pass);

@@ -276,7 +276,8 @@ static int print_vault_info(vbs_vault *v, const vbs_vault_stats *st, int json)
 {
 	const char *enc = vbs_vault_encrypted(v) ? "aes-256-gcm" : "none";
 	char h[6][HUMAN_SIZE_LEN], r1[32], r2[32];
-	const char *dedup, *comp;
+	const char *dedup, *comp, *pool, *ns;
+	const char *store = vbs_vault_chunk_store(v, &pool, &ns);
 
 	if (json) {
 		json_object *o = json_object_new_object();
@@ -295,6 +296,11 @@ static int print_vault_info(vbs_vault *v, const vbs_vault_stats *st, int json)
 		    o, "dedup_scope",
 		    json_object_new_string(vbs_vault_dedup_vm(v) ? "vm" : "vault"));
 		json_object_object_add(o, "chunk_size", json_u64(vbs_vault_chunk_size(v)));
+		json_object_object_add(o, "chunk_store", json_object_new_string(store));
+		if (pool) {
+			json_object_object_add(o, "ceph_pool", json_object_new_string(pool));
+			json_object_object_add(o, "ceph_namespace", json_object_new_string(ns));
+		}
 		json_object_object_add(o, "vms", json_u64(st->vms));
 		json_object_object_add(o, "points", json_u64(st->rps));
 		json_object_object_add(o, "chunks", json_u64(st->chunks));
@@ -320,6 +326,10 @@ static int print_vault_info(vbs_vault *v, const vbs_vault_stats *st, int json)
 	printf("dedup scope:       %s\n", vbs_vault_dedup_vm(v) ? "vm" : "vault");
 	printf("chunk size:        %s (%u bytes)\n", human_size(vbs_vault_chunk_size(v), h[0]),
 	       vbs_vault_chunk_size(v));
+	if (pool)
+		printf("chunk store:       rados (ceph pool '%s', namespace '%s')\n", pool, ns);
+	else
+		printf("chunk store:       %s (in the vault's data.mdb)\n", store);
 	printf("VMs:               %llu\n", (unsigned long long)st->vms);
 	printf("points:            %llu\n", (unsigned long long)st->rps);
 	printf("chunks stored:     %llu\n", (unsigned long long)st->chunks);
