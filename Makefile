@@ -43,6 +43,9 @@ LIBS := $(PKG_LIBS) -lrados -lpthread
 # vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup; ingest reads NBD sources
 # with libnbd (tools/src_nbd.c).
 VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup libnbd 2>/dev/null) -lutil
+# vmbak alone: libvirt (ingest --libvirt, restore --define) and libxml2 (restore's domain.xml).
+VMBAK_PKGS := libvirt libxml-2.0
+VMBAK_LIBS += $(shell $(PKG_CONFIG) --libs $(VMBAK_PKGS) 2>/dev/null)
 
 # FAULT=1 (make fault): every call our objects make to these goes through tests/fault/fault.c.
 FAULT_WRAPS := malloc calloc realloc strdup strndup write fsync mdb_put mdb_del mdb_txn_commit
@@ -81,6 +84,7 @@ vmbak vmbakfs: %: $(B)/%
 	@ln -sf $< $@
 
 $(B)/tools/%.o $(B)/fs/%.o $(B)/front/%.o: ALL_CFLAGS += -Ifront
+$(B)/tools/%.o: ALL_CFLAGS += $(shell $(PKG_CONFIG) --cflags $(VMBAK_PKGS) 2>/dev/null)
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)

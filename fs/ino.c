@@ -5,12 +5,12 @@
 
 static int kind_has_sub(enum vbf_kind kind)
 {
-	return kind == VBF_IMAGE || kind == VBF_KEY;
+	return kind == VBF_IMAGE || kind == VBF_KEY || kind == VBF_FILE;
 }
 
 static int kind_valid(uint64_t kind)
 {
-	return kind >= VBF_VM && kind <= VBF_KEY;
+	return kind >= VBF_VM && kind <= VBF_FILE;
 }
 
 int vbf_ino_make(enum vbf_kind kind, uint64_t id, unsigned sub, uint64_t *ret)

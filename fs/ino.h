@@ -15,6 +15,7 @@
  *   VBF_MANIFEST manifest.json   point serial        0
  *   VBF_IMAGE  <disk>.img        point serial        disk index
  *   VBF_KEY    <disk>.key        point serial        disk index
+ *   VBF_FILE   config, domain.xml point serial       file kind (rp.h vbs_rp_file_kind)
  *
  * Ids have 44 bits (17.6e12 points, more than any vault will commit), disk indexes 12 bits.
  * All functions are pure and thread-safe.
@@ -32,6 +33,7 @@ enum vbf_kind {
 	VBF_MANIFEST = 4,
 	VBF_IMAGE = 5,
 	VBF_KEY = 6,
+	VBF_FILE = 7,
 };
 
 #define VBF_INO_ROOT UINT64_C(1)
@@ -43,7 +45,7 @@ enum vbf_kind {
 typedef struct vbf_node {
 	enum vbf_kind kind;
 	uint64_t id;  /* VM number or point serial; 0 for the root */
-	unsigned sub; /* disk index for images and keys, else 0 */
+	unsigned sub; /* disk index for images and keys, file kind for files, else 0 */
 } vbf_node;
 
 /* The number of a node. -EOVERFLOW when id or sub does not fit, -EINVAL for a kind that takes

@@ -237,6 +237,14 @@ static int entry_in_rp(vbf_fs *fs, const vbs_rp *rp, enum vbf_kind kind, unsigne
 		fill_entry(fs, e, ino, FILE_MODE, 1, t, VBF_TTL_LONG);
 		r = entry_image(fs, rp, sub, e);
 		break;
+	case VBF_FILE:
+		if (sub >= VBS_RP_FILES || rp->files[sub].data == NULL) {
+			r = -ENOENT;
+			goto out;
+		}
+		fill_entry(fs, e, ino, FILE_MODE, 1, t, VBF_TTL_LONG);
+		set_size(&e->attr, rp->files[sub].len, rp->files[sub].len);
+		break;
 	case VBF_KEY:
 		if (sub >= rp->n_disks || rp->disks[sub].escrow == NULL) {
 			r = -ENOENT;
@@ -309,12 +317,19 @@ out:
 	return r;
 }
 
-/* "<disk>.img" or "<disk>.key" (only where the disk has a key): the disk's index and kind. */
+/* "<disk>.img" or "<disk>.key" (only where the disk has a key): the disk's index and kind; or
+ * one of the point's files (config, domain.xml), where it has it: its kind. */
 static int disk_file(const vbs_rp *rp, const char *name, enum vbf_kind *ret_kind, unsigned *ret_idx)
 {
 	size_t len = strlen(name), base;
 	enum vbf_kind kind;
 
+	for (unsigned k = 0; k < VBS_RP_FILES; k++)
+		if (rp->files[k].data && strcmp(name, vbs_rp_file_name(k)) == 0) {
+			*ret_kind = VBF_FILE;
+			*ret_idx = k;
+			return 0;
+		}
 	if (len <= SUFFIX_LEN)
 		return -ENOENT;
 	base = len - SUFFIX_LEN;
@@ -607,7 +622,7 @@ static int dir_rp(vbf_fs *fs, uint64_t serial, vbf_dir **ret)
 		r = -EOVERFLOW;
 		goto out;
 	}
-	n_files = 2 * rp->n_disks;
+	n_files = 2 * rp->n_disks + VBS_RP_FILES;
 	d = dir_new(n_files, 3);
 	if (d == NULL) {
 		r = -ENOMEM;
@@ -618,6 +633,9 @@ static int dir_rp(vbf_fs *fs, uint64_t serial, vbf_dir **ret)
 		r = dir_add(d, "..", "", VBF_VM, rp->vm_serial, 0, DIR_MODE);
 	if (r >= 0)
 		r = dir_add(d, MANIFEST_NAME, "", VBF_MANIFEST, serial, 0, FILE_MODE);
+	for (unsigned k = 0; k < VBS_RP_FILES && r >= 0; k++)
+		if (rp->files[k].data)
+			r = dir_add(d, vbs_rp_file_name(k), "", VBF_FILE, serial, k, FILE_MODE);
 	for (size_t i = 0; i < rp->n_disks && r >= 0; i++) {
 		const vbs_disk *disk = &rp->disks[i];
 
@@ -732,6 +750,19 @@ static int open_in_rp(vbf_fs *fs, const vbf_node *n, vbf_file *f)
 		r = vbs_rp_manifest(rp, &f->data, &f->len);
 		if (r < 0)
 			store_fail(r, "cannot make a manifest");
+		goto out;
+	}
+	if (n->kind == VBF_FILE) {
+		const vbs_rp_file *pf = n->sub < VBS_RP_FILES ? &rp->files[n->sub] : NULL;
+
+		if (!pf || !pf->data) {
+			r = -ENOENT;
+			goto out;
+		}
+		/* Moved, not copied: rp is freed below. */
+		f->data = (char *)pf->data;
+		f->len = pf->len;
+		rp->files[n->sub].data = NULL;
 		goto out;
 	}
 	if (n->sub >= rp->n_disks || rp->disks[n->sub].escrow == NULL) {

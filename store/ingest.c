@@ -1150,6 +1150,11 @@ static int check_opts(const vbs_ingest_opts *o)
 		if (!o->escrow)
 			return vbs_fail(-EINVAL, "escrow requested without a key vault");
 	}
+	for (int k = 0; k < VBS_RP_FILES; k++)
+		if (o->files[k].data && o->files[k].len > VBS_RP_FILE_MAX)
+			return vbs_fail(-EFBIG, "the %s of VM '%s' has %zu bytes, more than %u",
+					vbs_rp_file_name(k), o->vm, o->files[k].len,
+					VBS_RP_FILE_MAX);
 	return 0;
 }
 
@@ -1278,6 +1283,21 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		snprintf(c.rp->parent, sizeof(c.rp->parent), "%s", g.prev->id);
 	c.rp->retain_until = o->retain_until;
 	c.rp->chunk_size = g.cs;
+	if (o->source)
+		c.rp->source = *o->source;
+	for (int k = 0; k < VBS_RP_FILES; k++) {
+		const vbs_rp_file *f = &o->files[k];
+
+		if (!f->data)
+			continue;
+		c.rp->files[k].data = malloc(f->len ? f->len : 1);
+		if (!c.rp->files[k].data) {
+			r = vbs_fail(-ENOMEM, "out of memory");
+			goto out;
+		}
+		memcpy(c.rp->files[k].data, f->data, f->len);
+		c.rp->files[k].len = f->len;
+	}
 	vbs_test_pause("VMBAK_TEST_PAUSE_INGEST_COMMIT");
 	r = vbs_write(v, commit_fn, &c);
 	if (r < 0)

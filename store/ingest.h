@@ -13,7 +13,7 @@
  * disk with the same size). A source object (below) is read the same way through its callbacks.
  *
  * Errors: -EINVAL bad options (the message says which), -ENOENT a source that does not exist,
- * -EBUSY another ingest of the same VM committed first, -ENOSPC the disk is full, else -errno.
+ * -EFBIG a file of opts->files larger than VBS_RP_FILE_MAX, -EBUSY another ingest of the same VM committed first, -ENOSPC the disk is full, else -errno.
  * On any error no point is created and nothing committed before is changed.
  */
 #ifndef VMBAK_INGEST_H
@@ -105,6 +105,11 @@ typedef struct vbs_ingest_opts {
 	uint64_t job_id;  /* the caller's job (jobs.h; the caller ends it), or 0: the ingest
 			   * records and ends a job of its own */
 	int64_t created_ns; /* creation time of the point; 0: the clock (tests set others) */
+	/* Files kept with the point (rp.h; data NULL: none), at most VBS_RP_FILE_MAX bytes
+	 * each; copied, the caller keeps its buffers. */
+	vbs_rp_file files[VBS_RP_FILES];
+	/* How the disks are read (rp.h), recorded in the point; NULL: not recorded. */
+	const vbs_rp_source *source;
 	/* The point the caller's changed extents are relative to (a dirty bitmap's): the ingest
 	 * fails with -EBUSY unless the VM's latest point is this one ("" : the VM has none).
 	 * NULL: no such check. */

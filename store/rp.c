@@ -6,9 +6,15 @@
  *    "disks": [{"name": str, "size": int, "lineage": int, "data_chunks": int,
  *               "read_bytes": int, "new_chunks": int, "new_bytes": int,
  *               "incremental": bool, "escrow": str (optional),
- *               "read": str (optional: how the source was read, as its caller said)}]}
+ *               "read": str (optional: how the source was read, as its caller said)}],
+ *    "config": str (optional), "domain_xml": str (optional),
+ *    "source": {"kind": str, "origin": str, "read": str, "checkpoint": str, "since": str,
+ *               "why_full": str} (optional)}
+ * config and domain_xml are the base64 of the files of vbs_rp_file (at most VBS_RP_FILE_MAX
+ * bytes each); they live in the record so that they are sealed and committed with it.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +36,100 @@ void vbs_rp_free(vbs_rp *rp)
 	for (size_t i = 0; i < rp->n_disks; i++)
 		free(rp->disks[i].escrow);
 	free(rp->disks);
+	for (int k = 0; k < VBS_RP_FILES; k++)
+		free(rp->files[k].data);
 	free(rp);
+}
+
+static const char *const file_names[VBS_RP_FILES] = {"config", "domain.xml"};
+static const char *const file_keys[VBS_RP_FILES] = {"config", "domain_xml"};
+
+const char *vbs_rp_file_name(enum vbs_rp_file_kind kind)
+{
+	return (unsigned)kind < VBS_RP_FILES ? file_names[kind] : NULL;
+}
+
+static int files_encode(const vbs_rp *rp, json_object *o)
+{
+	for (int k = 0; k < VBS_RP_FILES; k++) {
+		const vbs_rp_file *f = &rp->files[k];
+		char *b;
+
+		if (!f->data)
+			continue;
+		if (f->len > VBS_RP_FILE_MAX)
+			return -EFBIG;
+		b = vbu_base64_encode(f->data, f->len);
+		if (!b)
+			return -ENOMEM;
+		json_object_object_add(o, file_keys[k], json_object_new_string(b));
+		free(b);
+	}
+	return 0;
+}
+
+static const struct {
+	const char *key;
+	size_t off, cap;
+} source_fields[] = {
+#define F(x) {#x, offsetof(vbs_rp_source, x), sizeof(((vbs_rp_source *)0)->x)}
+    F(kind), F(origin), F(read), F(checkpoint), F(since), F(why_full),
+#undef F
+};
+#define N_SOURCE_FIELDS (sizeof(source_fields) / sizeof(source_fields[0]))
+
+static void source_encode(const vbs_rp *rp, json_object *o)
+{
+	json_object *j;
+
+	if (!rp->source.kind[0] || !(j = json_object_new_object()))
+		return;
+	for (size_t i = 0; i < N_SOURCE_FIELDS; i++)
+		json_object_object_add(j, source_fields[i].key,
+				       json_object_new_string((const char *)&rp->source +
+							      source_fields[i].off));
+	json_object_object_add(o, "source", j);
+}
+
+static int source_decode(json_object *o, vbs_rp *rp)
+{
+	json_object *j;
+
+	if (!json_object_object_get_ex(o, "source", &j))
+		return 0;
+	if (!json_object_is_type(j, json_type_object))
+		return -EBADMSG;
+	for (size_t i = 0; i < N_SOURCE_FIELDS; i++)
+		if (vbu_json_copy_str(j, source_fields[i].key,
+				      (char *)&rp->source + source_fields[i].off,
+				      source_fields[i].cap) < 0)
+			return -EBADMSG;
+	return rp->source.kind[0] ? 0 : -EBADMSG;
+}
+
+static int files_decode(json_object *o, vbs_rp *rp)
+{
+	for (int k = 0; k < VBS_RP_FILES; k++) {
+		vbs_rp_file *f = &rp->files[k];
+		json_object *j;
+		size_t blen;
+
+		if (!json_object_object_get_ex(o, file_keys[k], &j))
+			continue;
+		if (!json_object_is_type(j, json_type_string))
+			return -EBADMSG;
+		blen = (size_t)json_object_get_string_len(j);
+		if (blen > (VBS_RP_FILE_MAX + 2) / 3 * 4)
+			return -EBADMSG;
+		f->data = malloc(blen / 4 * 3 + 1);
+		if (!f->data)
+			return -ENOMEM;
+		if (vbu_base64_decode(json_object_get_string(j), f->data, blen / 4 * 3 + 1,
+				      &f->len) < 0 ||
+		    f->len > VBS_RP_FILE_MAX)
+			return -EBADMSG;
+	}
+	return 0;
 }
 
 void vbs_rp_list_free(vbs_rp **list, size_t n)
@@ -83,6 +182,11 @@ int vbs_rp_encode(const vbs_rp *rp, char **ret, size_t *ret_len)
 		json_object_array_add(disks, j);
 	}
 	json_object_object_add(o, "disks", disks);
+	if ((r = files_encode(rp, o)) < 0) {
+		json_object_put(o);
+		return r;
+	}
+	source_encode(rp, o);
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	*ret = s ? strdup(s) : NULL;
 	if (!*ret)
@@ -175,6 +279,8 @@ int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 			if (strcmp(rp->disks[k].name, d->name) == 0)
 				goto out;
 	}
+	if ((r = files_decode(o, rp)) < 0 || (r = source_decode(o, rp)) < 0)
+		goto out;
 	*ret = rp;
 	rp = NULL;
 	r = 0;
@@ -876,6 +982,21 @@ uint64_t vbs_disk_data_bytes(const vbs_rp *rp, const vbs_disk *d)
 	return b < d->size ? b : d->size;
 }
 
+json_object *vbs_rp_source_json(const vbs_rp *rp)
+{
+	json_object *j;
+
+	if (!rp->source.kind[0] || !(j = json_object_new_object()))
+		return NULL;
+	for (size_t i = 0; i < N_SOURCE_FIELDS; i++) {
+		const char *v = (const char *)&rp->source + source_fields[i].off;
+
+		json_object_object_add(j, source_fields[i].key,
+				       v[0] || i < 3 ? json_object_new_string(v) : NULL);
+	}
+	return j;
+}
+
 int vbs_rp_manifest(const vbs_rp *rp, char **ret, size_t *ret_len)
 {
 	json_object *o = json_object_new_object(), *disks = json_object_new_array(),
@@ -945,6 +1066,18 @@ int vbs_rp_manifest(const vbs_rp *rp, char **ret, size_t *ret_len)
 	}
 	json_object_object_add(o, "disks", disks);
 	json_object_object_add(o, "escrow", escrow);
+	for (int k = 0; k < VBS_RP_FILES; k++) {
+		json_object *jf = NULL;
+
+		if (rp->files[k].data) {
+			jf = json_object_new_object();
+			json_object_object_add(jf, "file", json_object_new_string(file_names[k]));
+			json_object_object_add(jf, "size",
+					       json_object_new_int64((int64_t)rp->files[k].len));
+		}
+		json_object_object_add(o, file_keys[k], jf);
+	}
+	json_object_object_add(o, "source", vbs_rp_source_json(rp));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
 	len = s ? strlen(s) : 0;
 	*ret = s ? malloc(len + 2) : NULL;

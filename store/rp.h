@@ -34,6 +34,37 @@ typedef struct vbs_disk {
 	size_t escrow_len;
 } vbs_disk;
 
+/* Files kept with a point: the VM's configuration. Each is part of the point's record (sealed
+ * with it, committed with it, read back only when its seal opens), at most VBS_RP_FILE_MAX
+ * bytes, any bytes. */
+enum vbs_rp_file_kind {
+	VBS_RP_CONFIG = 0,     /* --config FILE: "<rp>/config" in the mount */
+	VBS_RP_DOMAIN_XML = 1, /* libvirt's domain XML (secure form): "<rp>/domain.xml" */
+	VBS_RP_FILES = 2,
+};
+#define VBS_RP_FILE_MAX (256u << 10)
+
+typedef struct vbs_rp_file {
+	uint8_t *data; /* NULL: the point has no such file */
+	size_t len;
+} vbs_rp_file;
+
+/* The name of a kind of file in the mount and in manifests ("config", "domain.xml"). */
+const char *vbs_rp_file_name(enum vbs_rp_file_kind kind);
+
+/* How a point was taken, for the points of a running VM (kind "" for the others): which
+ * source, whether every disk was read whole or only what changed since the point named by
+ * "since" (the point's parent), the checkpoint (libvirt) or bitmap (QEMU) the next ingest
+ * reads changes from, and why a full read was made where an incremental one was looked for. */
+typedef struct vbs_rp_source {
+	char kind[16];	       /* "libvirt", or "" */
+	char origin[256];      /* the domain's name */
+	char read[16];	       /* "full" or "incremental" */
+	char checkpoint[128];  /* the checkpoint taken with this point */
+	char since[128];       /* incremental: the checkpoint it read changes from */
+	char why_full[256];    /* full: why ("" when no earlier point could be used) */
+} vbs_rp_source;
+
 typedef struct vbs_rp {
 	char vm[VBS_NAME_MAX + 1];
 	char id[VBS_RP_ID_MAX];
@@ -45,6 +76,8 @@ typedef struct vbs_rp {
 	uint32_t chunk_size;
 	size_t n_disks;
 	vbs_disk *disks;
+	vbs_rp_file files[VBS_RP_FILES];
+	vbs_rp_source source;
 } vbs_rp;
 
 void vbs_rp_free(vbs_rp *rp);
@@ -80,9 +113,16 @@ int vbs_rp_names(vbs_vault *v, const char *vm, vbs_name_entry **ret, size_t *ret
 /* Bytes of a disk that are not holes: data chunks times chunk size, at most the size. */
 uint64_t vbs_disk_data_bytes(const vbs_rp *rp, const vbs_disk *d);
 
+/* The point's source as JSON ({kind, origin, read, checkpoint, since, why_full}, empty strings
+ * null), or NULL when it has none: a json-c object owned by the caller (json_object_put). */
+struct json_object;
+struct json_object *vbs_rp_source_json(const vbs_rp *rp);
+
 /* manifest.json of a point, as the mount shows it: a malloc'ed NUL-terminated string owned
  * by the caller. Fields: format, vm, id, serial, created, retain_until (or null), parent (or
- * null), chunk_size, disks [{name, file, size, data_bytes}], escrow [disk names]. */
+ * null), chunk_size, disks [{name, file, size, data_bytes}], escrow [disk names], config
+ * and domain_xml ({file, size} or null), source (null, or {kind, origin, read, checkpoint,
+ * since, why_full}, the last two null when empty). */
 int vbs_rp_manifest(const vbs_rp *rp, char **ret, size_t *ret_len);
 
 #endif

@@ -11,7 +11,7 @@ set -euo pipefail
 pkgs=(
 	build-essential pkg-config
 	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev libp11-kit-dev
-	libcryptsetup-dev libnbd-dev
+	libcryptsetup-dev libnbd-dev libvirt-dev libxml2-dev
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
 	lmdb-utils
@@ -20,6 +20,7 @@ pkgs=(
 	libnbd-bin nbdkit openssl
 	softhsm2 opensc
 	dislocker ntfs-3g
+	libvirt-daemon libvirt-clients libxml2-utils
 	systemd
 	librados-dev ceph-mon ceph-osd ceph-common
 )

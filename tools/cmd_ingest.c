@@ -18,20 +18,25 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "file.h"
 #include "jobs_cli.h"
 #include "ingest.h"
 #include "kv.h"
 #include "rp.h"
+#include "src_libvirt.h"
 #include "src_nbd.h"
 #include "src_qemu.h"
 #include "util.h"
 #include "vault.h"
 
 #define INGEST_USAGE                                                                               \
-	"vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...] [--format NAME=FORMAT ...] "   \
-	"[--changed NAME=FILE ...] [--qemu QMP_SOCKET [--disk NAME=NODE ...]] "                     \
-	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                   \
-	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--threads N] [--progress]"
+	"vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...] [--format NAME=FORMAT ...] "  \
+	"[--changed NAME=FILE ...] [--qemu QMP_SOCKET [--disk NAME=NODE ...]] "                    \
+	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                    \
+	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--config FILE] [--threads N] "            \
+	"[--progress] | "                                                                          \
+	"vmbak ingest VAULT VM --libvirt DOMAIN [--connect URI] [--quiesce] [--config FILE] "      \
+	"[--retain-until YYYY-MM-DD] [--threads N] [--progress]"
 
 #define THREADS_MAX 1024
 
@@ -41,9 +46,13 @@ static const char ingest_help[] =
     "                    [--changed NAME=FILE ...] [--retain-until YYYY-MM-DD]\n"
     "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
     "                    [--escrow-kind NAME=KIND ...] [--check-escrow]\n"
-    "                    [--threads N] [--progress]\n"
+    "                    [--config FILE] [--threads N] [--progress]\n"
     "       vmbak ingest VAULT VM --qemu QMP_SOCKET [--disk NAME=NODE ...]\n"
-    "                    [--retain-until YYYY-MM-DD] [--threads N] [--progress]\n"
+    "                    [--config FILE] [--retain-until YYYY-MM-DD] [--threads N]\n"
+    "                    [--progress]\n"
+    "       vmbak ingest VAULT VM --libvirt DOMAIN [--connect URI] [--quiesce]\n"
+    "                    [--config FILE] [--retain-until YYYY-MM-DD] [--threads N]\n"
+    "                    [--progress]\n"
     "\n"
     "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
     "last line of standard output.\n"
@@ -68,6 +77,18 @@ static const char ingest_help[] =
     "                          NAME and take the rest from the VM's latest point\n"
     "  --retain-until DATE     keep the point at least until DATE (YYYY-MM-DD, UTC, in the\n"
     "                          future)\n"
+    "  --libvirt DOMAIN        back up the running libvirt domain DOMAIN: every writable\n"
+    "                          disk (named by its target, e.g. vda) at one instant, in a\n"
+    "                          pull-mode backup job with a checkpoint named after the\n"
+    "                          vault; the next point reads only what changed since (a\n"
+    "                          full read when it cannot, said on stderr and recorded);\n"
+    "                          the domain's XML (no secrets) is kept as domain.xml\n"
+    "  --connect URI           with --libvirt: libvirt's URI (default: libvirt's default)\n"
+    "  --quiesce               with --libvirt: freeze the guest's file systems through its\n"
+    "                          guest agent while the job starts (fails without an agent)\n"
+    "  --config FILE           keep FILE (the VM's configuration, any bytes, at most\n"
+    "                          256 KiB) with the point, shown as <vm>/<rp>/config in\n"
+    "                          the mount\n"
     "  --threads N             worker threads (default: one per CPU)\n"
     "  --progress              show progress on stderr even when it is not a terminal\n"
     "  --passphrase-file F     read the vault passphrase from the first line of F\n"
@@ -201,6 +222,32 @@ static int check_changed_file(const name_path *c)
 	return 0;
 }
 
+/* --config FILE: a regular file of at most VBS_RP_FILE_MAX bytes, read whole now. */
+static int read_config(const char *path, char **ret, size_t *ret_len)
+{
+	struct stat st;
+	int r;
+
+	if (stat(path, &st) < 0) {
+		vbu_errno(-errno, "cannot read config file '%s'", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		vbu_err("config file '%s' is not a regular file", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	r = vbu_read_file(path, VBS_RP_FILE_MAX, ret, ret_len);
+	if (r == -EFBIG) {
+		vbu_err("config file '%s' is larger than %u bytes", q(path), VBS_RP_FILE_MAX);
+		return VMBAK_EXIT_FAIL;
+	}
+	if (r < 0) {
+		vbu_errno(r, "cannot read config file '%s'", q(path));
+		return VMBAK_EXIT_FAIL;
+	}
+	return 0;
+}
+
 /* Progress on stderr: one line rewritten with \r, at most PROGRESS_NS apart. */
 #define PROGRESS_NS (250 * 1000 * 1000LL)
 
@@ -293,6 +340,7 @@ static void progress_end(progress *p, int ok)
 enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS };
 enum { OPT_FORMAT = 0x1c0, OPT_QEMU };
 enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
+enum { OPT_CONFIG = 0x1e0, OPT_LIBVIRT, OPT_CONNECT, OPT_QUIESCE };
 
 /* The command line of one ingest: filled by ingest_option, checked by ingest_validate, carried
  * out by ingest_run; freed by ingest_args_free. Strings point into argv, except the names of
@@ -311,6 +359,11 @@ typedef struct ingest_args {
 	size_t n_escrow, n_kinds;
 	const char *kv_path, *kv_passfile;
 	int check_escrow;
+	const char *config_path; /* --config FILE */
+	const char *libvirt, *connect; /* --libvirt DOMAIN, --connect URI */
+	int quiesce;
+	char *config;		 /* its bytes, read by ingest_validate */
+	size_t config_len;
 } ingest_args;
 
 static void ingest_args_free(ingest_args *a)
@@ -332,6 +385,7 @@ static void ingest_args_free(ingest_args *a)
 	for (i = 0; a->kinds && i < a->n_kinds; i++)
 		free(a->kinds[i].name);
 	free(a->kinds);
+	free(a->config);
 }
 
 static const struct option ingest_options[] = {
@@ -347,6 +401,10 @@ static const struct option ingest_options[] = {
     {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
     {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
     {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"libvirt", required_argument, NULL, OPT_LIBVIRT},
+    {"connect", required_argument, NULL, OPT_CONNECT},
+    {"quiesce", no_argument, NULL, OPT_QUIESCE},
     {NULL, 0, NULL, 0},
 };
 
@@ -415,6 +473,23 @@ static int ingest_option(verb_ctx *c, int opt, const char *optval)
 	case OPT_CHECK_ESCROW:
 		a->check_escrow = 1;
 		break;
+	case OPT_CONFIG:
+		if (!*optval)
+			return usage_err("empty argument for --config");
+		if (a->config_path)
+			return usage_err("--config is given twice");
+		a->config_path = optval;
+		break;
+	case OPT_LIBVIRT:
+	case OPT_CONNECT:
+		if (!*optval)
+			return usage_err("empty argument for --%s",
+					 opt == OPT_LIBVIRT ? "libvirt" : "connect");
+		*(opt == OPT_LIBVIRT ? &a->libvirt : &a->connect) = optval;
+		break;
+	case OPT_QUIESCE:
+		a->quiesce = 1;
+		break;
 	case OPT_RETAIN:
 		a->retain_arg = optval;
 		break;
@@ -455,12 +530,22 @@ static int ingest_validate(verb_ctx *c)
 	if (status != 0)
 		return status;
 
+	if (a->libvirt) {
+		if (a->n_disks || a->n_changed || a->n_formats || a->qemu)
+			return usage_err("--libvirt takes the domain's disks: not with --disk, "
+					 "--changed, --format or --qemu");
+		if (a->n_escrow || a->kv_path)
+			return usage_err("--escrow and --keyvault do not go with --libvirt yet");
+	} else if (a->connect || a->quiesce) {
+		return usage_err("--connect and --quiesce go with --libvirt DOMAIN");
+	}
 	if (a->qemu && (a->n_formats || a->n_changed))
 		return usage_err("--qemu reads the VM's disks itself: no --format or --changed");
 	if (a->qemu && a->check_escrow)
 		return usage_err("--check-escrow needs raw disk paths, not --qemu");
-	if (a->n_disks == 0 && !a->qemu)
-		return usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s'",
+	if (a->n_disks == 0 && !a->qemu && !a->libvirt)
+		return usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s', "
+				 "--qemu QMP_SOCKET or --libvirt DOMAIN",
 				 a->vm);
 	if (a->n_disks > VBS_DISKS_MAX)
 		return usage_err("too many disks (%zu): at most %d", a->n_disks, VBS_DISKS_MAX);
@@ -560,6 +645,8 @@ static int ingest_validate(verb_ctx *c)
 		if (status != 0)
 			return status;
 	}
+	if (a->config_path)
+		return read_config(a->config_path, &a->config, &a->config_len);
 	return 0;
 }
 
@@ -731,12 +818,18 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	vbk_kind *esc_kinds = NULL;
 	const char **esc_disks = NULL, **esc_secrets = NULL, **esc_sources = NULL;
 	escrow_ctx *esc = NULL;
+#ifdef VMBAK_TEST_HOOKS
+	char *test_xml = NULL;
+	size_t test_xml_len = 0;
+#endif
 	nbd_disks nd = {0};
+	src_lv *lv = NULL;
+	vbs_rp *prev = NULL;
 	src_qemu *qm = NULL;
 	size_t n_idisks = a->n_disks;
 	char qemu_base[VBS_RP_ID_MAX] = "";
 
-	idisks = calloc(a->n_disks, sizeof(*idisks));
+	idisks = calloc(a->n_disks ? a->n_disks : 1, sizeof(*idisks));
 	if (!idisks) {
 		status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
 		goto out;
@@ -800,8 +893,34 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	opts.vm = a->vm;
 	opts.disks = idisks;
 	opts.n_disks = n_idisks;
+	if (a->libvirt) {
+		/* The job starts once the vault is open: the checkpoints carry its id, and the
+		 * VM's latest point says which checkpoint the changes are read from. */
+		src_lv_opts lo = {.uri = a->connect, .domain = a->libvirt, .quiesce = a->quiesce,
+				  .vm = a->vm, .vault_uuid = vbs_vault_uuid(v)};
+
+		r = vbs_rp_latest(v, a->vm, &prev);
+		if (r < 0 && r != -ENOENT) {
+			status = store_err(r, "cannot read VM '%s' in vault '%s'", a->vm,
+					   q(a->path));
+			goto out;
+		}
+		lo.prev = r == 0 ? prev : NULL;
+		status = src_lv_begin(&lo, &lv);
+		if (status != 0)
+			goto out;
+		opts.disks = src_lv_disks(lv, &opts.n_disks);
+		opts.source = src_lv_source(lv);
+		/* The dirty extents are relative to that point: no other may come between. */
+		opts.expect_base = src_lv_base_id(lv);
+		opts.files[VBS_RP_DOMAIN_XML] = src_lv_domain_xml(lv);
+	}
 	opts.retain_until = a->retain_until;
 	opts.threads = a->threads;
+	if (a->config) {
+		opts.files[VBS_RP_CONFIG].data = (uint8_t *)a->config;
+		opts.files[VBS_RP_CONFIG].len = a->config_len;
+	}
 	if (esc) {
 		opts.escrow_disks = esc_disks;
 		opts.n_escrow = a->n_escrow;
@@ -812,6 +931,15 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	/* Test build only: VMBAK_TEST_NOW=SECONDS sets the point's creation time (prune tests). */
 	if (getenv("VMBAK_TEST_NOW"))
 		opts.created_ns = strtoll(getenv("VMBAK_TEST_NOW"), NULL, 10) * 1000000000;
+	/* VMBAK_TEST_DOMAIN_XML=FILE keeps FILE as the point's domain.xml, as --libvirt does:
+	 * restore's tests make such points without a libvirtd. */
+	if (getenv("VMBAK_TEST_DOMAIN_XML")) {
+		status = read_config(getenv("VMBAK_TEST_DOMAIN_XML"), &test_xml, &test_xml_len);
+		if (status != 0)
+			goto out;
+		opts.files[VBS_RP_DOMAIN_XML].data = (uint8_t *)test_xml;
+		opts.files[VBS_RP_DOMAIN_XML].len = test_xml_len;
+	}
 #endif
 	status = cli_job_start(v, "ingest", a->vm, &opts.job_id);
 	if (status != 0)
@@ -824,6 +952,16 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	r = vbs_ingest(v, &opts, &rp);
 	progress_end(&prog, r >= 0);
+	if (lv) {
+		/* After the commit (or the failure): the checkpoints move on only with a point. */
+		char keep[VBU_ERRMSG_MAX];
+
+		snprintf(keep, sizeof(keep), "%s", vbs_errmsg());
+		src_lv_end(lv, r >= 0);
+		lv = NULL;
+		if (r < 0 && keep[0])
+			vbu_fail(r, "%s", keep);
+	}
 	if (qm) {
 		/* After the commit (or the failure): the bitmaps move on only with a point. */
 		char keep[VBU_ERRMSG_MAX];
@@ -875,6 +1013,8 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	status = VMBAK_EXIT_OK;
 out:
+	src_lv_end(lv, 0);
+	vbs_rp_free(prev);
 	src_qemu_end(qm, NULL);
 	nbd_disks_close(&nd);
 	vbs_rp_free(rp);
@@ -885,6 +1025,9 @@ out:
 	free(esc_secrets);
 	free(esc_sources);
 	free(esc_kinds);
+#ifdef VMBAK_TEST_HOOKS
+	free(test_xml);
+#endif
 	return status;
 }
 

@@ -68,6 +68,17 @@ static int is_protected(const vbs_rp *rp)
 	return list_vault && vbs_rp_protected(list_vault, rp->serial, NULL) > 0;
 }
 
+static json_object *rp_file_json(const vbs_rp *rp, enum vbs_rp_file_kind k)
+{
+	json_object *o;
+
+	if (!rp->files[k].data || !(o = json_object_new_object()))
+		return NULL;
+	json_object_object_add(o, "file", json_object_new_string(vbs_rp_file_name(k)));
+	json_object_object_add(o, "size", json_u64(rp->files[k].len));
+	return o;
+}
+
 /* One point as JSON; detail adds what info shows. NULL when out of memory. */
 static json_object *rp_json(const vbs_rp *rp, int detail)
 {
@@ -120,6 +131,10 @@ static json_object *rp_json(const vbs_rp *rp, int detail)
 	}
 	json_object_object_add(o, "disks", disks);
 	json_object_object_add(o, "escrow", escrow);
+	/* The VM's configuration kept with the point: {file, size} as in manifest.json. */
+	json_object_object_add(o, "config", rp_file_json(rp, VBS_RP_CONFIG));
+	json_object_object_add(o, "domain_xml", rp_file_json(rp, VBS_RP_DOMAIN_XML));
+	json_object_object_add(o, "source", vbs_rp_source_json(rp));
 	return o;
 }
 
@@ -366,7 +381,24 @@ static int print_rp_info(const vbs_rp *rp, int json)
 		printf("%s%s", any_escrow ? ", " : "", rp->disks[i].name);
 		any_escrow = 1;
 	}
-	printf("%s\n\n", any_escrow ? "" : "-");
+	printf("%s\n", any_escrow ? "" : "-");
+	for (int k = 0; k < VBS_RP_FILES; k++)
+		if (rp->files[k].data)
+			printf("%-13s %s (%zu bytes)\n",
+			       k == VBS_RP_CONFIG ? "config:" : "domain xml:", vbs_rp_file_name(k),
+			       rp->files[k].len);
+	if (rp->source.kind[0]) {
+		printf("source:       %s '%s', %s read", rp->source.kind, rp->source.origin,
+		       rp->source.read);
+		if (rp->source.since[0])
+			printf(" since checkpoint %s", rp->source.since);
+		if (rp->source.why_full[0])
+			printf(" (%s)", rp->source.why_full);
+		printf("\n");
+		if (rp->source.checkpoint[0])
+			printf("checkpoint:   %s\n", rp->source.checkpoint);
+	}
+	printf("\n");
 
 	for (i = 0; i < rp->n_disks; i++)
 		if ((int)strlen(rp->disks[i].name) > w)

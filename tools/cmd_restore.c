@@ -36,6 +36,7 @@
 #include "hdrcheck.h"
 #include "image.h"
 #include "kv.h"
+#include "restore_domain.h"
 #include "rp.h"
 #include "run.h"
 #include "util.h"
@@ -43,9 +44,9 @@
 
 #define RESTORE_USAGE                                                                              \
 	"vmbak restore VAULT VM[/RP] --to DIR [--disk NAME ...] [--format raw|qcow2] "             \
-	"[--keyvault KV] [--force]\n"                                                              \
+	"[--keyvault KV] [--name NEW] [--define [--connect URI]] [--force]\n"                      \
 	"       vmbak restore VAULT VM[/RP] --to DIR --instant [--mount MNT] [--disk NAME ...] "   \
-	"[--keyvault KV] [--force]\n"                                                              \
+	"[--keyvault KV] [--name NEW] [--define [--connect URI]] [--force]\n"                      \
 	"       vmbak restore VAULT VM[/RP] --disk NAME=DEST ..."
 
 static const char restore_help[] =
@@ -64,6 +65,15 @@ static const char restore_help[] =
     "mounted there when it is not yet). The VM boots from the overlays at once; its writes\n"
     "go to them, never to the vault. The mount must stay until the data is moved off it\n"
     "(virsh blockpull, or QMP block-stream, while the VM runs).\n"
+    "\n"
+    "Where the point keeps its VM's libvirt domain XML (points taken with ingest --libvirt),\n"
+    "--to also writes DIR/domain.xml, the definition of a new VM: named <vm>-<rp> (or NEW),\n"
+    "with a new UUID and new MAC addresses, its disks the restored files (or the overlays),\n"
+    "disks that are not restored left out, and each disk that libvirt encrypts (luks) wired\n"
+    "to a new libvirt secret: DIR/<disk>.secret.xml, whose value is the escrowed passphrase\n"
+    "in DIR/<disk>.key (so such disks need --keyvault and --format raw). The commands that\n"
+    "define it are printed; --define runs them through libvirt, and refuses a name that a\n"
+    "domain already has, so the original is never replaced.\n"
     "\n"
     "With --disk NAME=DEST, disk NAME is written onto DEST, an existing block device or file of\n"
     "at least the disk's size (a mounted or otherwise busy device is refused); bytes of DEST\n"
@@ -84,6 +94,11 @@ static const char restore_help[] =
     "  --force                 replace files of the same names in DIR\n"
     "  --instant               with --to: qcow2 overlays on the images of a vmbakfs mount\n"
     "  --mount MNT             with --instant: use (or make) the vmbakfs mount at MNT\n"
+    "  --name NEW              with --to: the new VM's name in DIR/domain.xml (default\n"
+    "                          <vm>-<rp>)\n"
+    "  --define                with --to: define the new VM (and its secrets) in libvirt\n"
+    "  --connect URI           with --define: libvirt's URI (default: libvirt's default,\n"
+    "                          as virsh)\n"
     "  --progress              show progress on stderr even when it is not a terminal\n"
     "  --passphrase-file F     read the vault passphrase from the first line of F\n"
     "  -h, --help              show this help\n"
@@ -108,7 +123,9 @@ typedef struct target {
 
 typedef struct ropts {
 	const char *vault, *point, *dir, *kv, *kv_passfile, *passphrase_file;
-	int qcow2, force, progress, instant;
+	int qcow2, force, progress, instant, define;
+	const char *name;	    /* --name NEW */
+	const char *connect;	    /* --connect URI */
 	const char *mount;	    /* --mount MNT */
 	char *mnt;		    /* --instant: the absolute path of the vmbakfs mount used */
 	char *disks[VBS_DISKS_MAX]; /* --disk arguments */
@@ -957,6 +974,72 @@ out:
 	return status;
 }
 
+/* ---- the VM definition (restore_domain.h) ---- */
+
+/* Plans DIR/domain.xml when the point has a domain XML (else refuses --name and --define),
+ * checks its files, and with --define connects to libvirt: all before anything is written. */
+static int plan_domain(const ropts *o, const vbs_rp *rp, const target *t, size_t n, rdom **ret,
+		       void **ret_conn)
+{
+	const vbs_rp_file *x = &rp->files[VBS_RP_DOMAIN_XML];
+	rdom_disk *dd = NULL;
+	char *abs = NULL, *name = NULL, origin[VBS_NAME_MAX + VBS_RP_ID_MAX + 2];
+	int status = VMBAK_EXIT_FAIL;
+
+	snprintf(origin, sizeof(origin), "%s/%s", rp->vm, rp->id);
+	if (!x->data) {
+		if (!o->name && !o->define)
+			return 0;
+		vbu_err("point %s has no domain.xml to define a VM from (points taken with "
+			"ingest --libvirt have one)",
+			origin);
+		return VMBAK_EXIT_FAIL;
+	}
+	abs = realpath(o->dir, NULL);
+	dd = calloc(n ? n : 1, sizeof(*dd));
+	if (!abs || !dd) {
+		vbu_errno(abs ? -ENOMEM : -errno, "cannot restore into '%s'", q(o->dir));
+		goto out;
+	}
+	if (o->name)
+		name = strdup(o->name);
+	else if (asprintf(&name, "%s-%s", rp->vm, rp->id) < 0)
+		name = NULL;
+	if (!name) {
+		vbu_errno(-ENOMEM, "cannot restore");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		dd[i].name = t[i].disk->name;
+		dd[i].qcow2 = o->qcow2;
+		dd[i].path = path_join(abs, t[i].disk->name, o->qcow2 ? ".qcow2" : ".img");
+		dd[i].key_path = t[i].key_path ? path_join(abs, t[i].disk->name, ".key") : NULL;
+		if (!dd[i].path || (t[i].key_path && !dd[i].key_path)) {
+			vbu_errno(-ENOMEM, "cannot restore");
+			n = i + 1;
+			goto out;
+		}
+	}
+	status = rdom_plan((const char *)x->data, x->len, name, abs, dd, n, origin, ret);
+	if (status == 0)
+		status = rdom_check_files(*ret, o->force);
+	if (status == 0 && o->define)
+		status = rdom_connect(*ret, o->connect, ret_conn);
+	if (status != 0) {
+		rdom_free(*ret);
+		*ret = NULL;
+	}
+out:
+	for (size_t i = 0; dd && i < n; i++) {
+		free((char *)dd[i].path);
+		free((char *)dd[i].key_path);
+	}
+	free(dd);
+	free(abs);
+	free(name);
+	return status;
+}
+
 /* ---- the verb ---- */
 
 enum {
@@ -969,6 +1052,9 @@ enum {
 	OPT_INSTANT,
 	OPT_MOUNT,
 	OPT_PROGRESS,
+	OPT_NAME,
+	OPT_DEFINE,
+	OPT_CONNECT,
 };
 
 static const struct option restore_options[] = {
@@ -981,6 +1067,9 @@ static const struct option restore_options[] = {
     {"instant", no_argument, NULL, OPT_INSTANT},
     {"mount", required_argument, NULL, OPT_MOUNT},
     {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"define", no_argument, NULL, OPT_DEFINE},
+    {"connect", required_argument, NULL, OPT_CONNECT},
     {NULL, 0, NULL, 0},
 };
 
@@ -1056,6 +1145,19 @@ static int restore_option(verb_ctx *c, int opt, const char *arg)
 	case OPT_PROGRESS:
 		o->progress = 1;
 		break;
+	case OPT_NAME:
+		if (!*optval)
+			return usage_err("--name needs a name");
+		o->name = optval;
+		break;
+	case OPT_DEFINE:
+		o->define = 1;
+		break;
+	case OPT_CONNECT:
+		if (!*optval)
+			return usage_err("--connect needs a libvirt URI");
+		o->connect = optval;
+		break;
 	default:
 		return VMBAK_EXIT_USAGE;
 	}
@@ -1081,6 +1183,8 @@ static int restore_check(verb_ctx *c)
 			return usage_err(
 			    "--format, --keyvault, --force and --instant go with --to, "
 			    "not with --disk NAME=DEST");
+		if (o->name || o->define)
+			return usage_err("--name and --define go with --to, not with --disk NAME=DEST");
 	} else if (!o->dir) {
 		return usage_err("where to? give --to DIR, or --disk NAME=DEST");
 	}
@@ -1088,6 +1192,8 @@ static int restore_check(verb_ctx *c)
 		return usage_err("--keyvault-passphrase-file needs --keyvault");
 	if (o->mount && !o->instant)
 		return usage_err("--mount goes with --instant");
+	if (o->connect && !o->define)
+		return usage_err("--connect goes with --define");
 	if (o->instant) {
 		if (format_given && !o->qcow2)
 			return usage_err("--instant writes qcow2 overlays: not with --format raw");
@@ -1121,6 +1227,8 @@ static int cmd_restore(verb_ctx *c)
 	vbs_rp *rp = NULL;
 	target *t = NULL;
 	size_t n = 0;
+	rdom *dom = NULL;
+	void *conn = NULL;
 	uint8_t *buf = NULL, *zeros = NULL;
 	rprogress prog = {0};
 	struct sigaction sa = {0}, old[3];
@@ -1148,6 +1256,8 @@ static int cmd_restore(verb_ctx *c)
 	} else if ((status = plan_dest(&o, rp, &t, &n)) != 0) {
 		goto out;
 	}
+	if (o.dir && (status = plan_domain(&o, rp, t, n, &dom, &conn)) != 0)
+		goto out;
 	if (o.kv && (status = unwrap_all(&o, rp, t, n)) != 0)
 		goto out;
 	if (o.instant && (status = instant_mount(&o, g)) != 0)
@@ -1195,10 +1305,16 @@ static int cmd_restore(verb_ctx *c)
 		if (o.kv && !t[i].key_path)
 			printf("%s: no escrowed key\n", t[i].disk->name);
 	}
+	if (dom && (status = rdom_write(dom, !o.define)) != 0)
+		goto out;
+	if (dom && o.define && (status = rdom_define(dom, conn)) != 0)
+		goto out;
 	printf("restored %zu disk%s of %s/%s%s%s\n", n, n == 1 ? "" : "s", rp->vm, rp->id,
 	       o.instant ? " as overlays on the vmbakfs mount at " : "", o.instant ? o.mnt : "");
 	status = finish_stdout(VMBAK_EXIT_OK);
 out:
+	rdom_free(dom);
+	rdom_disconnect(conn);
 	if (handlers)
 		for (int i = 0; i < 3; i++)
 			sigaction(sigs[i], &old[i], NULL);

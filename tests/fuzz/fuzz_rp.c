@@ -1,7 +1,8 @@
 /* fuzz_rp.c: recovery point records, the JSON stored in database rps (vbs_rp_decode).
  *
  * A record that decodes must satisfy what readers rely on (valid names, a chunk size in range,
- * 1 to VBS_DISKS_MAX disks with distinct valid names, data chunks within the size), and must
+ * 1 to VBS_DISKS_MAX disks with distinct valid names, data chunks within the size, files of at
+ * most VBS_RP_FILE_MAX bytes), and must
  * survive vbs_rp_encode and a second decode unchanged.
  */
 #include <stdint.h>
@@ -32,7 +33,11 @@ static int same_rp(const vbs_rp *a, const vbs_rp *b)
 		    (x->escrow && memcmp(x->escrow, y->escrow, x->escrow_len)))
 			return 0;
 	}
-	return 1;
+	for (int k = 0; k < VBS_RP_FILES; k++)
+		if (!a->files[k].data != !b->files[k].data || a->files[k].len != b->files[k].len ||
+		    (a->files[k].data && memcmp(a->files[k].data, b->files[k].data, a->files[k].len)))
+			return 0;
+	return memcmp(&a->source, &b->source, sizeof(a->source)) == 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
