@@ -69,6 +69,11 @@ struct vbs_vault {
 	vbk_hmac *idx_mac;
 	int format;	     /* 1: an old vault that only vmbak upgrade opens; 2: current */
 	int dedup_vm;	     /* dedup scope "vm": chunk ids keyed per VM (vbs_vm_id_mac) */
+	/* A replica (vmbak init --replica-of): its config is its source's, uuid included, plus
+	 * "replica": {"of", "site", "created"}; site is the replica's own uuid. */
+	int replica;
+	char site[40];
+	char replica_created[24];
 
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_vms, dbi_rps, dbi_rpnames, dbi_lineages, dbi_idx;
@@ -99,6 +104,9 @@ struct vbs_vault {
  * vbk_hmac the caller frees. Encrypted vaults only (readers never recompute an id there). */
 int vbs_vm_id_mac(vbs_vault *v, const char *vm, vbk_hmac **ret);
 
+/* Opens the environment of a format-2 vault without its keys (replica.c: a replica receives
+ * sealed records and frames as they are). The config's sealed copy is not checked. */
+int vbs_vault_open_env_keyless(vbs_vault *v);
 /* Opens the environment of a vault of any format, format 1 included (upgrade.c). */
 int vbs_env_open_any(vbs_vault *v);
 /* meta "config": checks that it holds the config's bound fields, or (create) writes them. */
@@ -215,6 +223,14 @@ int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
 /* Lifecycle (jobs.c, gc.c). A job record decoded without judging its process (jobs.h). */
 struct vbs_job;
 int vbs_job_decode_raw(uint64_t id, const void *data, size_t len, struct vbs_job *ret);
+/* A job record sealed for jobs2 under j->id, as job_store would write it (sync.c seals the
+ * records of a replica's sync job, which the replica cannot seal). *ret malloc'ed. */
+int vbs_job_seal(vbs_vault *v, const struct vbs_job *j, uint8_t **ret, size_t *ret_len);
+/* This process as a job record names it: pid, start time (clock ticks), boot id. */
+void vbs_job_self(int32_t *ret_pid, uint64_t *ret_start, char ret_boot[40]);
+/* Keys of vms2 (H(vm)) and rpnames2 (H(vm) | H(vm NUL id)) (rp.c). */
+int vbs_vm_key(vbs_vault *v, const char *vm, uint8_t k[16]);
+int vbs_rpname_key(vbs_vault *v, const char *vm, const char *id, uint8_t k[32]);
 /* A sealed job record (jobs2): opened and decoded; load: by id in txn (-ENOENT none). */
 int vbs_job_unseal(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
 		   struct vbs_job *ret);

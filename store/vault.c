@@ -187,6 +187,15 @@ static json_object *config_json(const vbs_vault *v)
 	if (v->format >= 2)
 		json_object_object_add(o, "dedup_scope",
 				       json_object_new_string(v->dedup_vm ? "vm" : "vault"));
+	if (v->replica) {
+		json_object *r = json_object_new_object();
+
+		bad |= !r;
+		json_object_object_add(r, "of", json_object_new_string(v->uuid));
+		json_object_object_add(r, "site", json_object_new_string(v->site));
+		json_object_object_add(r, "created", json_object_new_string(v->replica_created));
+		json_object_object_add(o, "replica", r);
+	}
 	if (v->encrypted) {
 		json_object *k = slots_json(v);
 
@@ -355,6 +364,20 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		r = vbs_fail(-EPROTONOSUPPORT, "config '%s': unknown chunk id '%s'", file,
 			     shown(s));
 		goto out;
+	}
+	if (json_object_object_get_ex(o, "replica", &k)) {
+		const char *of = vbu_json_str(k, "of"), *site = vbu_json_str(k, "site");
+
+		if (!json_object_is_type(k, json_type_object) || !of || strcmp(of, v->uuid) != 0 ||
+		    !site || strlen(site) != 36) {
+			r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'replica'", file);
+			goto out;
+		}
+		v->replica = 1;
+		memcpy(v->site, site, 37);
+		s = vbu_json_str(k, "created");
+		if (time_valid(s))
+			memcpy(v->replica_created, s, 21);
 	}
 	s = vbu_json_str(o, "encryption");
 	if (s && strcmp(s, "aes-256-gcm") == 0) {
@@ -568,6 +591,16 @@ int vbs_vault_open_env(vbs_vault *v)
 	return env_open(v, 0);
 }
 
+int vbs_vault_open_env_keyless(vbs_vault *v)
+{
+	if (v->env)
+		return 0;
+	if (v->format != VBS_FORMAT_VERSION)
+		return vbs_fail(-EPROTONOSUPPORT, "vault '%s' has format %d: run 'vmbak upgrade' on it",
+				v->path, v->format);
+	return env_open(v, 0);
+}
+
 int vbs_config_upgrade(vbs_vault *v, const char *pass)
 {
 	json_object *cfg = NULL;
@@ -626,27 +659,12 @@ void vbs_vault_close_env(vbs_vault *v)
 	v->env = NULL;
 }
 
-int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass)
+/* Makes path a new vault's directory: created (*made_dir = 1) or an existing empty one. */
+static int make_dir(const char *path, int *made_dir)
 {
-	vbs_vault *v = NULL;
-	json_object *cfg = NULL;
 	struct stat st;
-	char file[4096], aad[512];
-	uint8_t u[16];
-	size_t aad_len;
-	int made_dir = 0, wrote_cfg = 0, r;
+	int r;
 
-	vbs_clear_err();
-	if (opts->chunk_size < VBS_CHUNK_SIZE_MIN || opts->chunk_size > VBS_CHUNK_SIZE_MAX ||
-	    (opts->chunk_size & (opts->chunk_size - 1)))
-		return vbs_fail(-EINVAL, "chunk size %u is not a power of two from %u to %u",
-				opts->chunk_size, VBS_CHUNK_SIZE_MIN, VBS_CHUNK_SIZE_MAX);
-	if (opts->encrypt && (!pass || !*pass))
-		return vbs_fail(-ENOKEY, "an encrypted vault needs a passphrase");
-	if (opts->dedup_vm && !opts->encrypt)
-		return vbs_fail(-EINVAL, "dedup scope 'vm' needs an encrypted vault");
-	if (config_path(path, file, sizeof(file)) < 0)
-		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
 	if (stat(path, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
 			return vbs_fail(-ENOTDIR, "cannot create vault '%s': not a directory", path);
@@ -667,8 +685,33 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		if (mkdir(path, 0700) < 0)
 			return vbs_fail(-errno, "cannot create vault '%s': %s", path,
 					vbu_strerror(errno));
-		made_dir = 1;
+		*made_dir = 1;
 	}
+	return 0;
+}
+
+int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass)
+{
+	vbs_vault *v = NULL;
+	json_object *cfg = NULL;
+	char file[4096], aad[512];
+	uint8_t u[16];
+	size_t aad_len;
+	int made_dir = 0, wrote_cfg = 0, r;
+
+	vbs_clear_err();
+	if (opts->chunk_size < VBS_CHUNK_SIZE_MIN || opts->chunk_size > VBS_CHUNK_SIZE_MAX ||
+	    (opts->chunk_size & (opts->chunk_size - 1)))
+		return vbs_fail(-EINVAL, "chunk size %u is not a power of two from %u to %u",
+				opts->chunk_size, VBS_CHUNK_SIZE_MIN, VBS_CHUNK_SIZE_MAX);
+	if (opts->encrypt && (!pass || !*pass))
+		return vbs_fail(-ENOKEY, "an encrypted vault needs a passphrase");
+	if (opts->dedup_vm && !opts->encrypt)
+		return vbs_fail(-EINVAL, "dedup scope 'vm' needs an encrypted vault");
+	if (config_path(path, file, sizeof(file)) < 0)
+		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
+	if ((r = make_dir(path, &made_dir)) < 0)
+		return r;
 
 	v = vault_new(path);
 	if (!v) {
@@ -759,6 +802,150 @@ out:
 	if (r < 0 && made_dir)
 		rmdir(path); /* fails, as it should, when another init has put files in it */
 	return r;
+}
+
+static int vault_open_text(const char *path, int readonly, vbs_vault **ret, char **ret_text);
+
+struct raw_put {
+	const char *key;
+	const void *val;
+	size_t len;
+};
+
+static int raw_meta_put(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	const struct raw_put *p = arg;
+	MDB_val k = {strlen(p->key), (void *)p->key}, d = {p->len, (void *)p->val};
+
+	return vbs_mdb_err(mdb_put(txn, v->dbi_meta, &k, &d, 0));
+}
+
+/* meta "config" of the vault src as stored (sealed): *ret malloc'ed. */
+static int raw_config_of(vbs_vault *src, uint8_t **ret, size_t *ret_len)
+{
+	MDB_txn *txn = NULL;
+	MDB_val k = {6, (void *)"config"}, d;
+	int r = vbs_read_begin(src, &txn);
+
+	if (r < 0)
+		return vbs_fail(r, "cannot read vault '%s': %s", src->path, vbu_strerror(-r));
+	r = vbs_mdb_err(mdb_get(txn, src->dbi_meta, &k, &d));
+	if (r == 0 && (d.mv_size == 0 || d.mv_size > 4096))
+		r = -EBADMSG;
+	if (r == 0 && !(*ret = malloc(d.mv_size)))
+		r = -ENOMEM;
+	if (r == 0) {
+		memcpy(*ret, d.mv_data, d.mv_size);
+		*ret_len = d.mv_size;
+	}
+	vbs_read_end(src, txn);
+	if (r < 0)
+		return vbs_fail(r, "cannot read the config record of vault '%s': %s", src->path,
+				vbu_strerror(-r));
+	return 0;
+}
+
+int vbs_vault_init_replica(const char *path, const char *src_path)
+{
+	vbs_vault *src = NULL, *v = NULL;
+	json_object *cfg = NULL;
+	char file[4096], srcfile[4096], *text = NULL;
+	uint8_t u[16], *sealed = NULL;
+	size_t len = 0, slen = 0;
+	int made_dir = 0, wrote_cfg = 0, r;
+
+	vbs_clear_err();
+	if (config_path(path, file, sizeof(file)) < 0 ||
+	    config_path(src_path, srcfile, sizeof(srcfile)) < 0)
+		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
+	/* The source first: a bad one leaves nothing behind. */
+	r = vault_open_text(src_path, 1, &src, &text);
+	if (r < 0)
+		goto out;
+	len = strlen(text);
+	if ((r = vbs_vault_open_env_keyless(src)) < 0 || (r = raw_config_of(src, &sealed, &slen)) < 0)
+		goto out;
+	r = make_dir(path, &made_dir);
+	if (r < 0)
+		goto out;
+	v = vault_new(path);
+	if (!v) {
+		r = vbs_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	/* The source's own config, keys and uuid included, so that records sealed there open
+	 * here; only the replica marker is new. */
+	if ((r = parse_config(v, srcfile, text, len)) < 0)
+		goto out;
+	if ((r = vbk_random(u, sizeof(u))) < 0) {
+		vbs_fail(r, "cannot make a uuid: %s", vbu_strerror(-r));
+		goto out;
+	}
+	u[6] = (u[6] & 0x0f) | 0x40;
+	u[8] = (u[8] & 0x3f) | 0x80;
+	vbu_uuid_format(u, v->site);
+	vbu_format_time(vbu_now_ns() / 1000000000, v->replica_created);
+	v->replica = 1;
+	if (v->unlocked && (r = setup_macs(v)) < 0) {
+		vbs_fail(r, "cannot set up vault keys: %s", vbu_strerror(-r));
+		goto out;
+	}
+	cfg = config_json(v);
+	{
+		const char *t = cfg ? json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PRETTY)
+				    : NULL;
+		size_t tl = t ? strlen(t) : 0;
+		char *withnl = t ? malloc(tl + 2) : NULL;
+
+		if (!withnl) {
+			r = vbs_fail(-ENOMEM, "out of memory");
+			goto out;
+		}
+		memcpy(withnl, t, tl);
+		withnl[tl] = '\n';
+		r = vbu_write_file_new(file, withnl, tl + 1, 0600);
+		free(withnl);
+		if (r == -EEXIST) {
+			vbs_fail(r, "cannot create vault '%s': another init created it first", path);
+			made_dir = 0;
+			goto out;
+		}
+		wrote_cfg = 1;
+		if (r < 0) {
+			vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
+			goto out;
+		}
+	}
+	r = env_open(v, 1);
+	if (r == 0) {
+		struct raw_put p = {"config", sealed, slen};
+
+		r = vbs_write(v, raw_meta_put, &p);
+		if (r < 0)
+			vbs_fail(r, "cannot write vault '%s': %s", path, vbu_strerror(-r));
+	}
+out:
+	json_object_put(cfg);
+	free(text);
+	free(sealed);
+	vbs_vault_close(src);
+	vbs_vault_close(v);
+	if (r < 0 && wrote_cfg) {
+		char f[4200];
+		unlink(file);
+		snprintf(f, sizeof(f), "%s/data.mdb", path);
+		unlink(f);
+		snprintf(f, sizeof(f), "%s/lock.mdb", path);
+		unlink(f);
+	}
+	if (r < 0 && made_dir)
+		rmdir(path);
+	return r;
+}
+
+int vbs_vault_replica(const vbs_vault *v)
+{
+	return v->replica;
 }
 
 /* vbs_vault_open(), and with ret_text the config's text as read (the caller frees it). */

@@ -14,7 +14,8 @@
 #include "vault.h"
 
 #define INIT_USAGE                                                                                 \
-	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]"
+	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]\n" \
+	"       vmbak init VAULT --replica-of SRC"
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
@@ -32,6 +33,10 @@ static const char init_help[] =
     "                          each VM, so that VMs of different owners sharing a vault cannot\n"
     "                          learn whether another VM holds a given chunk (encrypted vaults)\n"
     "  --passphrase-file F     read the new passphrase from the first line of F\n"
+    "  --replica-of SRC        make VAULT a replica of the vault SRC, to receive its points\n"
+    "                          with vmbak sync: it shares SRC's uuid, chunk size and keys\n"
+    "                          (SRC's passphrases open it); no passphrase is asked, and\n"
+    "                          the other options do not apply\n"
     "  -h, --help              show this help\n"
     "\n"
     "The passphrase comes from --passphrase-file, VMBAK_PASSPHRASE_FILE, VMBAK_PASSPHRASE,\n"
@@ -122,7 +127,13 @@ static int parse_chunk_size(const char *s, uint32_t *ret)
 	return 0;
 }
 
-enum { OPT_ENCRYPTION = 0x100, OPT_CHUNK_SIZE, OPT_PASSPHRASE_FILE, OPT_DEDUP_SCOPE };
+enum {
+	OPT_ENCRYPTION = 0x100,
+	OPT_CHUNK_SIZE,
+	OPT_PASSPHRASE_FILE,
+	OPT_DEDUP_SCOPE,
+	OPT_REPLICA_OF
+};
 
 static int cmd_init(int argc, char **argv, vmbak_globals *g)
 {
@@ -130,6 +141,7 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 	    {"encryption", required_argument, NULL, OPT_ENCRYPTION},
 	    {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
 	    {"dedup-scope", required_argument, NULL, OPT_DEDUP_SCOPE},
+	    {"replica-of", required_argument, NULL, OPT_REPLICA_OF},
 	    {"passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE},
 	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
 	    {"help", no_argument, NULL, 'h'},
@@ -137,7 +149,8 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 	};
 	static const char *const names[] = {"VAULT"};
 	vbs_init_opts opts = {.encrypt = 1, .chunk_size = VBS_CHUNK_SIZE_DEFAULT};
-	const char *passphrase_file = NULL, *path;
+	const char *passphrase_file = NULL, *path, *replica_of = NULL;
+	int other = 0;
 	char *pass = NULL;
 	char hs[HUMAN_SIZE_LEN];
 	int opt, state = 0, r, status;
@@ -148,6 +161,7 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 			fputs(init_help, stdout);
 			return VMBAK_EXIT_OK;
 		case OPT_ENCRYPTION:
+			other = 1;
 			if (strcmp(optarg, "aes-256-gcm") == 0)
 				opts.encrypt = 1;
 			else if (strcmp(optarg, "none") == 0)
@@ -156,12 +170,17 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 				return usage_err("invalid encryption '%s': use aes-256-gcm or none",
 						 q(optarg));
 			break;
+		case OPT_REPLICA_OF:
+			replica_of = optarg;
+			break;
 		case OPT_CHUNK_SIZE:
+			other = 1;
 			r = parse_chunk_size(optarg, &opts.chunk_size);
 			if (r != 0)
 				return r;
 			break;
 		case OPT_DEDUP_SCOPE:
+			other = 1;
 			if (strcmp(optarg, "vault") == 0)
 				opts.dedup_vm = 0;
 			else if (strcmp(optarg, "vm") == 0)
@@ -191,9 +210,27 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 		return usage_err("--dedup-scope vm needs an encrypted vault: without encryption "
 				 "nothing is kept from the other VMs' owners anyway");
 
+	if (replica_of) {
+		if (other || passphrase_file)
+			return usage_err("--replica-of takes the source's encryption, chunk size, "
+					 "dedup scope and keys: give no other option");
+		r = check_vault_arg(replica_of);
+		if (r != 0)
+			return r;
+	}
 	status = check_target(path);
 	if (status != 0)
 		goto out;
+	if (replica_of) {
+		r = vbs_vault_init_replica(path, replica_of);
+		if (r < 0) {
+			status = store_err(r, "cannot create replica '%s'", q(path));
+			goto out;
+		}
+		printf("replica created: %s (of %s)\n", path, replica_of);
+		status = VMBAK_EXIT_OK;
+		goto out;
+	}
 	if (opts.encrypt) {
 		status = passphrase_for(path, verb_passphrase_file(passphrase_file, g), 1, &pass);
 		if (status != 0)
