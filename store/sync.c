@@ -451,6 +451,8 @@ static int send_chunks(struct peer *p, MDB_txn *txn, uint64_t job, const struct 
 					p->st->chunks_added += added;
 					p->st->chunks_sent += cnt;
 					p->st->chunk_bytes_sent += f.bytes;
+					if (cnt)
+						vbs_test_pause("VMBAK_TEST_SYNC_PUT_PAUSE");
 				}
 				free(buf);
 				buf = NULL;
@@ -608,7 +610,6 @@ static int copy_point(struct peer *p, uint64_t job, vbs_rp **all, size_t nall, c
 				memcpy(ids.id[u++], ids.id[i], VBS_ID_LEN);
 		ids.n = u;
 	}
-	vbs_test_pause("VMBAK_TEST_SYNC_PAUSE");
 	if ((r = send_chunks(p, txn, job, &ids)) < 0)
 		goto out;
 	vbs_test_pause("VMBAK_TEST_SYNC_COMMIT_PAUSE");
