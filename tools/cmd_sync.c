@@ -388,6 +388,7 @@ fail:
 
 struct notes {
 	int json;
+	int keep_going; /* failed points are told one by one (else the one error line says it) */
 };
 
 static void on_point(void *arg, const char *vm, const char *id, const char *what, const char *err)
@@ -396,7 +397,7 @@ static void on_point(void *arg, const char *vm, const char *id, const char *what
 
 	if (n->json)
 		return;
-	if (err && *err)
+	if (err && *err && n->keep_going)
 		fprintf(stderr, "vmbak: %s/%s: %s\n", vm, id, q(err));
 	else if (strcmp(what, "copied") == 0)
 		printf("copied %s/%s\n", vm, id);
@@ -432,7 +433,7 @@ static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 			fputs(sync_help, stdout);
 			return VMBAK_EXIT_OK;
 		case OPT_KEEP_GOING:
-			o.keep_going = 1;
+			o.keep_going = nt.keep_going = 1;
 			break;
 		case OPT_JSON:
 			nt.json = 1;
