@@ -8,6 +8,7 @@
 #include "index.h"
 #include "internal.h"
 #include "jobs.h"
+#include "lifecycle.h"
 #include "replica.h"
 #include "rp.h"
 #include "seal.h"
@@ -663,6 +664,44 @@ static void note(const vbs_sync_opts *o, const vbs_rp *rp, const char *what, con
 		o->note(o->note_arg, rp->vm, rp->id, what, err);
 }
 
+/* --prune: the replica's points of the VMs synced that src no longer has. The replica is
+ * listed first: each of its points was in src before that, so one missing from the listing of
+ * src that follows was deleted there (not merely made since, nor sent by a sync running
+ * beside this one). */
+static int prune(const vbs_sync_opts *o, vbs_vault *src, vbs_sync_stats *st)
+{
+	vbs_rp **list = NULL, **have = NULL;
+	size_t n = 0, nhave = 0;
+	int r = vbs_rp_list(o->prune, NULL, &list, &n);
+
+	if (r == 0)
+		r = vbs_rp_list(src, NULL, &have, &nhave);
+
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		vbs_rp *rp = list[i];
+		int found = 0;
+
+		if (!in_list(o, rp->vm))
+			continue;
+		for (size_t j = 0; j < nhave && !found; j++)
+			found = have[j]->serial == rp->serial;
+		if (found)
+			continue;
+		r = vbs_rp_delete(o->prune, rp->vm, rp->id, 0, 0);
+		if (r == -EPERM) {
+			note(o, rp, "kept", vbs_errmsg());
+			st->points_kept++;
+			r = 0;
+		} else if (r == 0) {
+			note(o, rp, "deleted", NULL);
+			st->points_deleted++;
+		}
+	}
+	vbs_rp_list_free(list, n);
+	vbs_rp_list_free(have, nhave);
+	return r;
+}
+
 int vbs_sync(vbs_vault *v, const vbs_sync_opts *o, vbs_sync_stats *ret)
 {
 	struct peer p = {.o = o, .v = v, .st = ret};
@@ -749,6 +788,8 @@ int vbs_sync(vbs_vault *v, const vbs_sync_opts *o, vbs_sync_stats *ret)
 			note(o, rp, "copied", NULL);
 		}
 	}
+	if (o->prune && (r = prune(o, v, ret)) < 0)
+		goto out;
 	r = failed ? vbs_fail(-EIO, "%s", first_err) : 0;
 out:
 	if (job_started) {

@@ -47,7 +47,14 @@ typedef struct vbs_sync_opts {
 	const char *const *vms; /* only these VMs (nvms > 0) */
 	size_t nvms;
 	int keep_going; /* a point that fails: note it, skip the rest of its VM, go on */
-	/* Called for each point as it is done (may be NULL): "copied", "present", "failed". */
+	/* --prune: the replica, opened a second time in this process, unlocked with the source's
+	 * keys (vbs_vault_unlock_from) and its environment open. After the copy, every point of
+	 * the VMs synced that the replica has and the source no longer has is deleted from it
+	 * (vbs_rp_delete without force: a point protected in the replica, retained there by its
+	 * retain-until, or the newest of its VM stays, and is noted "kept"). NULL: none. */
+	vbs_vault *prune;
+	/* Called for each point as it is done (may be NULL): "copied", "present", "failed",
+	 * "deleted", "kept" (err: why). */
 	void (*note)(void *arg, const char *vm, const char *id, const char *what, const char *err);
 	void *note_arg;
 } vbs_sync_opts;
@@ -57,6 +64,7 @@ typedef struct vbs_sync_stats {
 	uint64_t chunks_sent, chunk_bytes_sent; /* frames sent and their bytes */
 	uint64_t chunks_present;		/* chunks of copied points the replica had */
 	uint64_t chunks_added;			/* chunks the replica stored new */
+	uint64_t points_deleted, points_kept;	/* --prune */
 	uint64_t job;				/* the job id in the replica */
 } vbs_sync_stats;
 

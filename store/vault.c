@@ -943,6 +943,23 @@ out:
 	return r;
 }
 
+int vbs_vault_unlock_from(vbs_vault *v, const vbs_vault *src)
+{
+	int r;
+
+	vbs_clear_err();
+	if (v->unlocked)
+		return 0;
+	if (!v->replica || strcmp(v->uuid, src->uuid) != 0 || !src->unlocked)
+		return vbs_fail(-ENOKEY, "vault '%s' is not an unlocked replica's source", v->path);
+	memcpy(&v->keys, &src->keys, sizeof(v->keys));
+	r = setup_macs(v);
+	if (r < 0)
+		return vbs_fail(r, "cannot set up vault keys: %s", vbu_strerror(-r));
+	v->unlocked = 1;
+	return 0;
+}
+
 int vbs_vault_replica(const vbs_vault *v)
 {
 	return v->replica;

@@ -66,6 +66,10 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
  * database holds src's sealed copy of its config and nothing else. No passphrase is needed:
  * nothing is unwrapped. Sync (sync.h) fills it. On failure nothing is left behind. */
 int vbs_vault_init_replica(const char *path, const char *src_path);
+/* Unlocks the replica v (opened, environment not yet) with the keys of its source src, which
+ * is unlocked: both are in this process already, no passphrase is asked (sync --prune to a
+ * local replica). -ENOKEY when v is not a replica of src. */
+int vbs_vault_unlock_from(vbs_vault *v, const vbs_vault *src);
 /* 1 when v is a replica. */
 int vbs_vault_replica(const vbs_vault *v);
 

@@ -25,7 +25,7 @@
 #include "vault.h"
 
 #define SYNC_USAGE                                                                                 \
-	"vmbak sync SRC DST [VM ...] [--keep-going] [--json] [--remote-path PATH]"
+	"vmbak sync SRC DST [VM ...] [--prune] [--keep-going] [--json] [--remote-path PATH]"
 #define SERVE_USAGE "vmbak serve PATH"
 
 static const char sync_help[] =
@@ -37,9 +37,14 @@ static const char sync_help[] =
     "`vmbak init DST --replica-of SRC`, a path or ssh://[user@]host[:port]/path (then\n"
     "`vmbak serve` runs there through ssh). A point appears in DST whole or not at all; a\n"
     "sync cut short resumes without sending again what arrived. Points deleted from SRC\n"
-    "stay in DST, and points DST deleted (its own prune) are not sent again.\n"
+    "stay in DST unless --prune, and points DST deleted (its own prune) are not sent again.\n"
     "\n"
     "options:\n"
+    "  --prune                 then delete from DST the points (of the VMs synced) that SRC\n"
+    "                          no longer has, except those protected in DST, retained there\n"
+    "                          by their retain-until, or the newest of their VM: retention\n"
+    "                          rules are given to vmbak prune, so SRC's prunes are what is\n"
+    "                          propagated (a local DST only; over ssh run vmbak prune there)\n"
     "  --keep-going            a point that fails is reported and skipped (with the later\n"
     "                          points of its VM); the exit status is still 1\n"
     "  --json                  print the counts as one JSON object\n"
@@ -397,19 +402,22 @@ static void on_point(void *arg, const char *vm, const char *id, const char *what
 
 	if (n->json)
 		return;
-	if (err && *err && n->keep_going)
+	if (err && *err && n->keep_going && strcmp(what, "failed") == 0)
 		fprintf(stderr, "vmbak: %s/%s: %s\n", vm, id, q(err));
-	else if (strcmp(what, "copied") == 0)
-		printf("copied %s/%s\n", vm, id);
+	else if (strcmp(what, "kept") == 0)
+		printf("kept %s/%s: %s\n", vm, id, err ? q(err) : "");
+	else if (strcmp(what, "copied") == 0 || strcmp(what, "deleted") == 0)
+		printf("%s %s/%s\n", what, vm, id);
 	fflush(stdout);
 }
 
-enum { OPT_KEEP_GOING = 0x100, OPT_JSON, OPT_REMOTE_PATH, OPT_PASSPHRASE_FILE };
+enum { OPT_KEEP_GOING = 0x100, OPT_JSON, OPT_REMOTE_PATH, OPT_PASSPHRASE_FILE, OPT_PRUNE };
 
 static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 {
 	static const struct option longopts[] = {
 	    {"keep-going", no_argument, NULL, OPT_KEEP_GOING},
+	    {"prune", no_argument, NULL, OPT_PRUNE},
 	    {"json", no_argument, NULL, OPT_JSON},
 	    {"remote-path", required_argument, NULL, OPT_REMOTE_PATH},
 	    {"passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE},
@@ -423,9 +431,9 @@ static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 	struct notes nt = {0};
 	vbs_sync_opts o = {0};
 	vbs_sync_stats st = {0};
-	vbs_vault *v = NULL;
+	vbs_vault *v = NULL, *pv = NULL;
 	struct timespec t0, t1;
-	int opt, state = 0, r, status, nargs;
+	int opt, state = 0, r, status, nargs, prune = 0;
 
 	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
 		switch (opt) {
@@ -437,6 +445,9 @@ static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 			break;
 		case OPT_JSON:
 			nt.json = 1;
+			break;
+		case OPT_PRUNE:
+			prune = 1;
 			break;
 		case OPT_REMOTE_PATH:
 			if (!*optarg)
@@ -469,6 +480,9 @@ static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 	o.nvms = (size_t)(nargs - 2);
 	if (remote_path && strncmp(dst, "ssh://", 6) != 0)
 		return usage_err("--remote-path is for an ssh:// destination");
+	if (prune && strncmp(dst, "ssh://", 6) == 0)
+		return usage_err("--prune needs a local replica: over ssh, run vmbak prune on the "
+				 "replica's host");
 	signal(SIGPIPE, SIG_IGN);
 
 	status = vault_open(src, 1, VAULT_UNLOCK, verb_passphrase_file(passphrase_file, g), &v);
@@ -487,6 +501,19 @@ static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 			goto out;
 		}
 		o.call = local_call;
+		if (prune) {
+			/* A second handle with the keys, for the deletions (the first has none). */
+			r = vbs_vault_open(dst, 0, &pv);
+			if (r == 0)
+				r = vbs_vault_unlock_from(pv, v);
+			if (r == 0)
+				r = vbs_vault_open_env(pv);
+			if (r < 0) {
+				status = store_err(r, "cannot open replica '%s'", q(dst));
+				goto out;
+			}
+			o.prune = pv;
+		}
 	}
 	o.call_arg = &l;
 	o.note = on_point;
@@ -517,6 +544,10 @@ static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 				       json_object_new_int64((int64_t)st.chunk_bytes_sent));
 		json_object_object_add(j, "chunks_present",
 				       json_object_new_int64((int64_t)st.chunks_present));
+		json_object_object_add(j, "points_deleted",
+				       json_object_new_int64((int64_t)st.points_deleted));
+		json_object_object_add(j, "points_kept",
+				       json_object_new_int64((int64_t)st.points_kept));
 		json_object_object_add(j, "bytes_sent", json_object_new_int64((int64_t)l.sent));
 		json_object_object_add(j, "bytes_received",
 				       json_object_new_int64((int64_t)l.received));
@@ -534,12 +565,17 @@ static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 		       (unsigned long long)st.points_copied, (unsigned long long)st.points_present,
 		       (unsigned long long)st.chunks_sent, human_size(st.chunk_bytes_sent, a),
 		       (unsigned long long)st.chunks_present, human_size(l.sent, b));
+		if (prune)
+			printf("pruned: %llu point(s) deleted, %llu kept\n",
+			       (unsigned long long)st.points_deleted,
+			       (unsigned long long)st.points_kept);
 	}
 out:
 	link_close(&l, NULL);
 	if (l.err >= 0)
 		close(l.err);
 	vbs_replica_close(l.rep);
+	vbs_vault_close(pv);
 	vbs_vault_close(v);
 	return status;
 }

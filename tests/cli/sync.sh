@@ -139,3 +139,29 @@ p = subprocess.run([sys.argv[1], "serve", sys.argv[2]],
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
 assert p.returncode == 0 and p.stdout[4] == 1 and b"cannot open vault" in p.stdout, p
 EOF
+
+# --prune: the source's deletions reach the replica, except where the replica protects.
+expect_status 0 "$VMBAK" ingest "$S" vm1 --disk sda=a.img
+p2=$(tail -n 1 "$OUT")
+expect_status 0 "$VMBAK" ingest "$S" vm1 --disk sda=a.img
+expect_status 0 "$VMBAK" sync "$S" "$D"
+p1=$("$VMBAK" list "$S" vm1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+expect_status 0 "$VMBAK" delete "$S" "vm1/$p1"
+expect_status 0 "$VMBAK" protect "$D" "vm1/$p2"
+expect_status 0 "$VMBAK" delete "$S" "vm1/$p2"
+# Without --prune nothing goes.
+expect_status 0 "$VMBAK" sync "$S" "$D" --json
+expect_json 'assert d["points_deleted"] == 0 and d["points_copied"] == 0, d'
+expect_status 0 "$VMBAK" jobs "$D" --json
+jobs_before=$(json_value 'len(d)')
+expect_status 2 "$VMBAK" sync "$S" "ssh://localhost/x" --prune
+expect_stderr "^vmbak: --prune needs a local replica"
+expect_status 0 "$VMBAK" sync "$S" "$D" --prune --json
+expect_json 'assert d["points_deleted"] == 1 and d["points_kept"] == 1, d'
+expect_status 0 "$VMBAK" list "$D" vm1 --json
+expect_json 'assert [p["id"] for p in d] == sys.argv[2:], d' "$p2" \
+	"$("$VMBAK" list "$S" vm1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[-1]["id"])')"
+expect_status 0 "$VMBAK" verify "$D"
+# One job record per sync, the deletions included.
+expect_status 0 "$VMBAK" jobs "$D" --json
+expect_json 'assert len(d) == int(sys.argv[2]) + 2 and d[-2]["kind"] == "sync", d' "$jobs_before"
