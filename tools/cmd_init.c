@@ -14,11 +14,11 @@
 #include "vault.h"
 
 #define INIT_USAGE                                                                                 \
-	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]\n" \
-	"       vmbak init VAULT --replica-of SRC"
+	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]"
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
+    "       vmbak init VAULT --replica-of SRC\n"
     "\n"
     "Creates a vault in the directory VAULT, which must not exist (its parent must)\n"
     "or be empty.\n"
