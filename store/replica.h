@@ -49,7 +49,10 @@
 #include "vault.h"
 
 #define VBS_SYNC_PROTO 1
-#define VBS_SYNC_MSG_MAX (64u << 20) /* any message, either way */
+/* Any message, either way. A commit carries a point's index in one message: a disk sent whole
+ * takes 41 bytes per chunk holding data, so this bounds a point to about 26 million such chunks
+ * (1.6 TiB of data at 64 KiB chunks); frames go in puts of a few MiB. */
+#define VBS_SYNC_MSG_MAX (1u << 30)
 #define VBS_SYNC_HAVE_MAX 65536u
 #define VBS_SYNC_PUT_MAX 4096u
 

@@ -383,7 +383,7 @@ static int frame_fn(void *arg, const void *frame, size_t len)
 static int send_chunks(struct peer *p, MDB_txn *txn, uint64_t job, const struct ids *s)
 {
 	uint8_t *present = NULL;
-	int r = 0;
+	int r = 0, stale = 0;
 
 	for (size_t at = 0; r == 0 && at < s->n;) {
 		size_t n = s->n - at < VBS_SYNC_HAVE_BATCH ? s->n - at : VBS_SYNC_HAVE_BATCH;
@@ -462,7 +462,12 @@ static int send_chunks(struct peer *p, MDB_txn *txn, uint64_t job, const struct 
 			first = 0;
 		}
 		if (r == VBS_SYNC_STALE) {
-			/* A chunk the replica had is gone (its gc): ask again. */
+			/* A chunk the replica had is gone (its gc): ask again, a few times. */
+			if (++stale > 16) {
+				r = vbs_fail(-EAGAIN, "the replica keeps losing chunks it said it had "
+						      "(a gc running beside the sync?): run it again");
+				break;
+			}
 			r = 0;
 			continue;
 		}
