@@ -99,6 +99,32 @@ expect_json 'assert d["chunks_sent"] + d["chunks_present"] == 768 and d["chunks_
 expect_status 0 "$VMBAK" jobs "$D" --json
 expect_json 'assert sum(1 for j in d if j["kind"] == "sync" and j["state"] == "failed") == 1, d'
 
+# The base of a delta deleted from the replica between the chunks and the commit: the commit
+# is refused as stale and the disk sent whole, holes included.
+head -c 2000000 /dev/urandom >c.img
+ingest vm3 c.img
+expect_status 0 "$VMBAK" sync "$S" "$D" vm3
+base=$(awk '$1 == "vm3" { print $2 }' map)
+dd if=/dev/zero of=c.img bs=16384 count=3 seek=5 conv=notrunc status=none
+dd if=/dev/urandom of=c.img bs=16384 count=3 seek=50 conv=notrunc status=none
+ingest vm3 c.img
+VMBAK_TEST_SYNC_COMMIT_PAUSE=$T/commit.go "$VMBAK" sync "$S" "$D" vm3 --json >stale.json &
+spid=$!
+at_exit "kill -9 $spid 2>/dev/null || true"
+for ((i = 0; i < 300; i++)); do
+	[ -e commit.go.reached ] && break
+	sleep 0.1
+done
+[ -e commit.go.reached ] || fail "the sync did not reach its commit"
+expect_status 0 "$VMBAK" delete "$D" "vm3/$base" --force
+touch commit.go
+wait "$spid" || fail "the sync whose base went failed"
+python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["points_copied"] == 1 and d["chunks_sent"] == 3, d' stale.json
+expect_status 0 "$VMBAK" restore "$D" vm3 --to "$T/restored"
+cmp "$T/restored/sda.img" c.img || fail "the point sent whole after a stale delta differs"
+
 # Syncs while the source ingests, prunes and collects, and the replica collects.
 writer() {
 	local r
@@ -133,7 +159,8 @@ grep -v "another gc is running" collector.err >&2 && fail "a gc of the replica f
 expect_status 0 "$VMBAK" sync "$S" "$D"
 note "$syncs syncs during ingest, prune and gc"
 expect_status 0 "$VMBAK" gc "$D"
-# Points pruned at the source stay in the replica (no --prune): every point is there.
+# Points pruned at the source stay in the replica (no --prune): every point is there, but the
+# one the replica deleted itself.
 expect_status 0 "$VMBAK" list "$D" --json
-expect_json 'assert len(d) == len(open(sys.argv[2]).readlines()), len(d)' "$T/map"
+expect_json 'assert len(d) == len(open(sys.argv[2]).readlines()) - 1, len(d)' "$T/map"
 check_replica

@@ -121,9 +121,10 @@ expect_status 0 "$VMBAK" sync "$S" "$URL" --json
 expect_json 'assert d["points_copied"] == 1 and d["chunks_present"] >= 500, d'
 expect_json 'assert d["chunks_sent"] + d["chunks_present"] == 768, d'
 
-# A sync while the source ingests.
+# Syncs while the source ingests and the replica prunes (the base of a delta may go: the disk
+# is then sent whole).
 (
-	for r in 1 2 3; do
+	for r in 1 2 3 4; do
 		scribble a.img 5
 		ingest vm1 a.img
 	done
@@ -131,11 +132,25 @@ expect_json 'assert d["chunks_sent"] + d["chunks_present"] == 768, d'
 ) >writer.log 2>&1 &
 wpid=$!
 at_exit "kill $wpid 2>/dev/null || true"
+(
+	while [ ! -e writer.done ]; do
+		"$VMBAK" prune "$D" vm1 --keep-last 1 >/dev/null
+		sleep 0.1
+	done
+) >pruner.log 2>&1 &
+ppid=$!
+at_exit "kill $ppid 2>/dev/null || true"
+syncs=0
 while [ ! -e writer.done ] && kill -0 "$wpid" 2>/dev/null; do
 	"$VMBAK" sync "$S" "$URL" >sync.out 2>sync.err || { cat sync.err; fail "a sync failed"; }
+	syncs=$((syncs + 1))
 done
 wait "$wpid" || { cat writer.log; fail "the writer failed"; }
+wait "$ppid" || { cat pruner.log; fail "a prune of the replica failed"; }
+note "$syncs syncs during ingests at the source and prunes at the replica"
 expect_status 0 "$VMBAK" sync "$S" "$URL"
-expect_status 0 "$VMBAK" list "$D" --json
-expect_json 'assert len(d) == len(open(sys.argv[2]).readlines()), len(d)' "$T/map"
+latest=$("$VMBAK" list "$S" vm1 --json | python3 -c 'import json, sys
+print(json.load(sys.stdin)[-1]["id"])')
+expect_status 0 "$VMBAK" list "$D" vm1 --json
+expect_json 'assert d[-1]["id"] == sys.argv[2], d' "$latest"
 check_replica
