@@ -608,6 +608,39 @@ static int fill_holes(vbs_vault *v, MDB_txn *txn, uint64_t serial, const struct 
 	return r;
 }
 
+static int check_stored(vbs_vault *v, MDB_txn *txn, const struct disk *d)
+{
+	uint8_t(*ids)[VBS_ID_LEN] = NULL, present[256];
+	const uint8_t *p = d->ent;
+	size_t n = 0;
+	int r = 0;
+
+	ids = malloc(256 * VBS_ID_LEN);
+	if (!ids)
+		return -ENOMEM;
+	for (uint32_t j = 0; r == 0 && j <= d->nent; j++) {
+		uint64_t cn;
+		const uint8_t *id = NULL;
+
+		if (j < d->nent) {
+			p = entry_next(p, &cn, &id);
+			if (id)
+				memcpy(ids[n++], id, VBS_ID_LEN);
+		}
+		if (n == 256 || (j == d->nent && n)) {
+			r = vbs_cs_exists(v, txn, n, (const uint8_t(*)[VBS_ID_LEN])ids, present);
+			for (size_t i = 0; r == 0 && i < n; i++)
+				if (!present[i])
+					r = vbs_fail(-EPROTO, "the commit names a chunk that replica '%s' "
+							      "does not have",
+						     v->path);
+			n = 0;
+		}
+	}
+	free(ids);
+	return r;
+}
+
 static int raise_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, uint64_t to)
 {
 	uint64_t have = 0;
@@ -652,6 +685,10 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 			return -ESTALE;
 		}
 	}
+	/* Every chunk the entries name must be stored: sent before, or kept by the base. */
+	for (unsigned i = 0; i < c->ndisks; i++)
+		if ((r = check_stored(v, txn, &c->disks[i])) < 0)
+			return r;
 	for (unsigned i = 0; i < c->ndisks; i++)
 		if (c->disks[i].full && (r = fill_holes(v, txn, c->serial, &c->disks[i])) < 0)
 			return r;
