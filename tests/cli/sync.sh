@@ -165,3 +165,21 @@ expect_status 0 "$VMBAK" verify "$D"
 # One job record per sync, the deletions included.
 expect_status 0 "$VMBAK" jobs "$D" --json
 expect_json 'assert len(d) == int(sys.argv[2]) + 2 and d[-2]["kind"] == "sync", d' "$jobs_before"
+
+# Escrow blobs travel with their points: a key restored from the replica is the secret.
+echo "kv passphrase" >kvpass
+export VMBAK_KEYVAULT_PASSPHRASE_FILE=$T/kvpass
+expect_status 0 "$VMBAK" keyvault init "$T/kv"
+expect_status 0 "$VMBAK" keyvault key create "$T/kv" kek --type aes-256
+printf 'the LUKS passphrase' >secret
+expect_status 0 "$VMBAK" keyvault secret set "$T/kv" disksecret --value-file secret --kek kek
+expect_status 0 "$VMBAK" ingest "$S" vmk --disk sda=a.img --keyvault "$T/kv" \
+	--escrow sda=disksecret
+expect_status 0 "$VMBAK" sync "$S" "$D" vmk
+expect_status 0 "$VMBAK" list "$D" vmk --json
+expect_json 'assert d[0]["escrow"] == ["sda"], d'
+expect_status 0 "$VMBAK" restore "$D" vmk --to "$T/rk" --keyvault "$T/kv"
+cmp "$T/rk/sda.img" a.img || fail "restored image from the replica differs"
+cmp "$T/rk/sda.key" secret || fail "the escrowed key restored from the replica differs"
+expect_status 0 "$VMBAK" info "$D" --json
+expect_json 'assert d["replica"] is True, d'
