@@ -107,6 +107,9 @@ int vbs_vm_id_mac(vbs_vault *v, const char *vm, vbk_hmac **ret);
 /* Opens the environment of a format-2 vault without its keys (replica.c: a replica receives
  * sealed records and frames as they are). The config's sealed copy is not checked. */
 int vbs_vault_open_env_keyless(vbs_vault *v);
+/* meta "config" of v as vbs_config_check writes it: the bound text, sealed (v unlocked);
+ * *ret malloc'ed. For a replica made from a config file, which gets it by sync. */
+int vbs_config_sealed(vbs_vault *v, uint8_t **ret, size_t *ret_len);
 /* Opens the environment of a vault of any format, format 1 included (upgrade.c). */
 int vbs_env_open_any(vbs_vault *v);
 /* meta "config": checks that it holds the config's bound fields, or (create) writes them. */

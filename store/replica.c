@@ -84,7 +84,53 @@ static void error_from(vbs_wr *w, int e, const char *what)
 		error_line(w, "%s: %s", what, vbu_strerror(-e));
 }
 
-/* ---- HELLO ---- */
+/* ---- HELLO, CONFIG ---- */
+
+/* 1 when meta "config" is there (not yet in a replica made from a config file alone). */
+static int has_config(vbs_vault *v)
+{
+	MDB_txn *txn = NULL;
+	MDB_val k = {6, (void *)"config"}, d;
+	int rc;
+
+	if (vbs_read_begin(v, &txn) < 0)
+		return 1; /* cannot tell: the sender then sends nothing */
+	rc = mdb_get(txn, v->dbi_meta, &k, &d);
+	vbs_read_end(v, txn);
+	return rc != MDB_NOTFOUND;
+}
+
+static int config_fn(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	const MDB_val *val = arg;
+	MDB_val k = {6, (void *)"config"}, d = *val;
+	int rc = mdb_put(txn, v->dbi_meta, &k, &d, MDB_NOOVERWRITE);
+
+	return rc == MDB_KEYEXIST ? 0 : vbs_mdb_err(rc);
+}
+
+static void config(vbs_replica *rp, vbs_rd *rd, vbs_wr *w)
+{
+	MDB_val val;
+	int r;
+
+	val.mv_size = vbs_rd_u32(rd);
+	if (rd->bad || val.mv_size < VBS_SEAL_OVERHEAD || val.mv_size > 4096) {
+		error_line(w, "malformed config request");
+		return;
+	}
+	val.mv_data = (void *)vbs_rd_bytes(rd, val.mv_size);
+	if (vbs_rd_done(rd, 1) < 0) {
+		error_line(w, "malformed config request");
+		return;
+	}
+	/* Kept when there: a replica's own sealed copy is never replaced. */
+	r = vbs_write(rp->v, config_fn, &val);
+	if (r < 0)
+		error_from(w, r, "cannot write the replica's config record");
+	else
+		status(w, VBS_SYNC_OK);
+}
 
 static void hello(vbs_replica *rp, vbs_rd *rd, vbs_wr *w)
 {
@@ -123,6 +169,7 @@ static void hello(vbs_replica *rp, vbs_rd *rd, vbs_wr *w)
 	vbs_wr_u32(w, (uint32_t)pid);
 	vbs_wr_u64(w, start);
 	vbs_wr_bytes(w, boot, 40);
+	vbs_wr_u8(w, has_config(v));
 }
 
 /* ---- LIST ---- */
@@ -797,6 +844,8 @@ int vbs_replica_handle(vbs_replica *rp, const uint8_t *req, size_t len, uint8_t 
 		commit(rp, &rd, &w);
 	else if (op == VBS_SYNC_RELEASE)
 		release(rp, &rd, &w);
+	else if (op == VBS_SYNC_CONFIG)
+		config(rp, &rd, &w);
 	else
 		error_line(&w, "unknown request %u", op);
 	if (w.bad) {

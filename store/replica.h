@@ -13,7 +13,7 @@
  *
  *   HELLO   u32 version | 36 source uuid
  *           -> u32 version | 36 uuid | 36 site | u32 chunk size | u8 encrypted |
- *              u32 pid | u64 pid start | 40 boot id (NUL-padded)
+ *              u32 pid | u64 pid start | 40 boot id (NUL-padded) | u8 has config
  *           Versions differ: error. Not a replica, or a replica of another vault: error.
  *   LIST    -> u64 seq | u64 last job id | u32 n | n x u64 point serials |
  *              u32 m | m x (16 H(vm) | u64 newest serial of that VM ever received)
@@ -35,6 +35,9 @@
  *           full disk lists every chunk holding data, and older entries of its lineage that
  *           would show through get a hole at serial.
  *   RELEASE u64 job -> ok: drops the job's pins unless a gc is registered (gc.h)
+ *   CONFIG  u32 len | sealed meta "config" -> ok; stored only when the replica has none (one
+ *           made from a config file alone, vbs_vault_init_replica); has config in HELLO
+ *           says whether it has
  *
  * Every request is checked before anything is written: sizes against the message, counts
  * against the limits below, keys against their databases; a bad one is an error and changes
@@ -64,6 +67,7 @@ enum {
 	VBS_SYNC_JOB,
 	VBS_SYNC_COMMIT,
 	VBS_SYNC_RELEASE,
+	VBS_SYNC_CONFIG,
 };
 enum { VBS_SYNC_OK = 0, VBS_SYNC_ERR = 1, VBS_SYNC_STALE = 2 };
 

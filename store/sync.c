@@ -30,6 +30,7 @@ struct peer {
 	int32_t pid;
 	uint64_t pid_start;
 	char boot[40];
+	int has_config;
 	/* From LIST. */
 	uint64_t seq, last_job;
 	uint64_t *have; /* serials the replica holds, sorted */
@@ -111,6 +112,7 @@ static int hello(struct peer *p)
 	p->pid = (int32_t)vbs_rd_u32(&rd);
 	p->pid_start = vbs_rd_u64(&rd);
 	boot = vbs_rd_bytes(&rd, 40);
+	p->has_config = vbs_rd_u8(&rd);
 	r = vbs_rd_done(&rd, 1);
 	if (r == 0 && memcmp(uuid, p->v->uuid, 36) != 0)
 		r = -EPROTO;
@@ -123,6 +125,30 @@ static int hello(struct peer *p)
 	}
 	free(buf);
 	return r < 0 ? malformed() : 0;
+}
+
+/* A replica made from a config file alone gets the sealed copy of the config, which only
+ * the keys make. */
+static int send_config(struct peer *p)
+{
+	uint8_t *sealed = NULL, *buf = NULL;
+	size_t slen = 0;
+	vbs_wr w = {0};
+	vbs_rd rd;
+	int r = vbs_config_sealed(p->v, &sealed, &slen);
+
+	if (r < 0)
+		return vbs_fail(r, "cannot seal the config record: %s", vbu_strerror(-r));
+	vbs_wr_u8(&w, VBS_SYNC_CONFIG);
+	vbs_wr_u32(&w, slen);
+	vbs_wr_bytes(&w, sealed, slen);
+	free(sealed);
+	r = call(p, &w, &buf, &rd);
+	vbs_wr_free(&w);
+	if (r >= 0)
+		r = vbs_rd_done(&rd, 1) < 0 || r != VBS_SYNC_OK ? malformed() : 0;
+	free(buf);
+	return r;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -719,6 +745,8 @@ int vbs_sync(vbs_vault *v, const vbs_sync_opts *o, vbs_sync_stats *ret)
 	vbs_clear_err();
 	memset(ret, 0, sizeof(*ret));
 	if ((r = hello(&p)) < 0)
+		goto out;
+	if (!p.has_config && (r = send_config(&p)) < 0)
 		goto out;
 	for (size_t i = 0; i < o->nvms; i++) {
 		uint64_t num;

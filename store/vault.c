@@ -850,6 +850,7 @@ int vbs_vault_init_replica(const char *path, const char *src_path)
 	vbs_vault *src = NULL, *v = NULL;
 	json_object *cfg = NULL;
 	char file[4096], srcfile[4096], *text = NULL;
+	struct stat st;
 	uint8_t u[16], *sealed = NULL;
 	size_t len = 0, slen = 0;
 	int made_dir = 0, wrote_cfg = 0, r;
@@ -858,13 +859,37 @@ int vbs_vault_init_replica(const char *path, const char *src_path)
 	if (config_path(path, file, sizeof(file)) < 0 ||
 	    config_path(src_path, srcfile, sizeof(srcfile)) < 0)
 		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
-	/* The source first: a bad one leaves nothing behind. */
-	r = vault_open_text(src_path, 1, &src, &text);
-	if (r < 0)
-		goto out;
-	len = strlen(text);
-	if ((r = vbs_vault_open_env_keyless(src)) < 0 || (r = raw_config_of(src, &sealed, &slen)) < 0)
-		goto out;
+	/* The source first: a bad one leaves nothing behind. A vault directory gives its config
+	 * and its sealed copy; a config file alone (copied from the source's host) gives the
+	 * config, and the first sync brings the sealed copy. */
+	if (stat(src_path, &st) == 0 && S_ISREG(st.st_mode)) {
+		r = vbu_read_file(src_path, CONFIG_MAX, &text, &len);
+		if (r < 0) {
+			vbs_fail(r, "cannot read '%s': %s", src_path, vbu_strerror(-r));
+			goto out;
+		}
+		src = vault_new(src_path);
+		if (!src) {
+			r = vbs_fail(-ENOMEM, "out of memory");
+			goto out;
+		}
+		snprintf(srcfile, sizeof(srcfile), "%s", src_path);
+		if ((r = parse_config(src, srcfile, text, len)) < 0)
+			goto out;
+		if (src->format != VBS_FORMAT_VERSION) {
+			r = vbs_fail(-EPROTONOSUPPORT, "'%s' is a config of format %d: run 'vmbak "
+					 "upgrade' on its vault", src_path, src->format);
+			goto out;
+		}
+	} else {
+		r = vault_open_text(src_path, 1, &src, &text);
+		if (r < 0)
+			goto out;
+		len = strlen(text);
+		if ((r = vbs_vault_open_env_keyless(src)) < 0 ||
+		    (r = raw_config_of(src, &sealed, &slen)) < 0)
+			goto out;
+	}
 	r = make_dir(path, &made_dir);
 	if (r < 0)
 		goto out;
@@ -917,7 +942,7 @@ int vbs_vault_init_replica(const char *path, const char *src_path)
 		}
 	}
 	r = env_open(v, 1);
-	if (r == 0) {
+	if (r == 0 && sealed) {
 		struct raw_put p = {"config", sealed, slen};
 
 		r = vbs_write(v, raw_meta_put, &p);
@@ -941,6 +966,17 @@ out:
 	if (r < 0 && made_dir)
 		rmdir(path);
 	return r;
+}
+
+int vbs_config_sealed(vbs_vault *v, uint8_t **ret, size_t *ret_len)
+{
+	char bound[512];
+	size_t blen;
+	int r = config_bound(v, bound, sizeof(bound), &blen);
+
+	if (r < 0)
+		return r;
+	return vbs_seal(v, "meta", "config", 6, bound, blen, ret, ret_len);
 }
 
 int vbs_vault_unlock_from(vbs_vault *v, const vbs_vault *src)

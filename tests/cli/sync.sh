@@ -41,6 +41,18 @@ assert r["of"] == s["uuid"] and r["site"] != s["uuid"] and len(r["site"]) == 36,
 assert d == s, (d, s)
 EOF
 
+# A replica made from a copy of the source's config file alone (what a second site can be
+# sent): the first sync brings the sealed copy of the config, then it opens like the other.
+cp "$S/vmbak-vault.json" "$T/src-config.json"
+expect_status 1 "$VMBAK" init "$T/r3" --replica-of "$T/pass"
+expect_stderr "not valid JSON"
+[ ! -e "$T/r3" ] || fail "a failed init --replica-of left '$T/r3'"
+expect_status 0 env -u VMBAK_PASSPHRASE_FILE "$VMBAK" init "$T/r3" --replica-of "$T/src-config.json"
+expect_status 0 "$VMBAK" sync "$S" "$T/r3" --json
+expect_json 'assert d["points_copied"] == 1, d'
+expect_status 0 "$VMBAK" verify "$T/r3"
+expect_status 0 "$VMBAK" sync "$S" "$T/r3"
+
 # A sync to a vault that is not a replica, to a replica of another vault: one line, nothing
 # written.
 O=$T/other
