@@ -44,6 +44,8 @@ struct peer {
 
 /* Sends w's request; *rd reads the response body after an OK status (*ret_buf owns it).
  * Returns VBS_SYNC_OK, VBS_SYNC_STALE, or a negative errno (-EREMOTEIO: the replica's error). */
+static int response(uint8_t *resp, size_t len, uint8_t **ret_buf, vbs_rd *rd);
+
 static int call(struct peer *p, vbs_wr *w, uint8_t **ret_buf, vbs_rd *rd)
 {
 	uint8_t *resp = NULL;
@@ -57,6 +59,14 @@ static int call(struct peer *p, vbs_wr *w, uint8_t **ret_buf, vbs_rd *rd)
 	r = p->o->call(p->o->call_arg, w->p, w->len, &resp, &len);
 	if (r < 0)
 		return r;
+	return response(resp, len, ret_buf, rd);
+}
+
+/* Checks a response (taking resp): as call. */
+static int response(uint8_t *resp, size_t len, uint8_t **ret_buf, vbs_rd *rd)
+{
+	int r;
+
 	if (len == 0 || resp[0] > VBS_SYNC_STALE) {
 		free(resp);
 		return vbs_fail(-EPROTO, "malformed response from the replica");
@@ -405,6 +415,70 @@ static int frame_fn(void *arg, const void *frame, size_t len)
 	return f->w->bad ? -ENOMEM : 0;
 }
 
+/* A put sent and not yet answered (pipelined transports). */
+struct inflight {
+	int on;
+	size_t cnt;
+	uint64_t bytes;
+};
+
+/* The answer to a put: counts, or VBS_SYNC_STALE, or an error. */
+static int put_answer(struct peer *p, int r, uint8_t *buf, vbs_rd *rd, size_t cnt, uint64_t bytes)
+{
+	if (r == VBS_SYNC_OK) {
+		uint64_t added = vbs_rd_u64(rd);
+
+		vbs_rd_bytes(rd, 8);
+		r = vbs_rd_done(rd, 1) < 0 ? malformed() : 0;
+		p->st->chunks_added += added;
+		p->st->chunks_sent += cnt;
+		p->st->chunk_bytes_sent += bytes;
+		if (r == 0 && cnt)
+			vbs_test_pause("VMBAK_TEST_SYNC_PUT_PAUSE");
+	}
+	free(buf);
+	return r;
+}
+
+static int put_wait(struct peer *p, struct inflight *in)
+{
+	uint8_t *resp = NULL, *buf = NULL;
+	size_t len = 0;
+	vbs_rd rd;
+	int r;
+
+	if (!in->on)
+		return 0;
+	in->on = 0;
+	r = p->o->recv(p->o->call_arg, &resp, &len);
+	if (r < 0)
+		return r;
+	r = response(resp, len, &buf, &rd);
+	return put_answer(p, r, buf, &rd, in->cnt, in->bytes);
+}
+
+/* Sends a put: over a pipelined transport the answer to the previous one is read after this
+ * one went out, so the replica stores a batch while the next one travels. */
+static int put_send(struct peer *p, vbs_wr *w, struct inflight *in, size_t cnt, uint64_t bytes)
+{
+	uint8_t *buf = NULL;
+	vbs_rd rd;
+	int r;
+
+	if (!p->o->send) {
+		r = call(p, w, &buf, &rd);
+		return put_answer(p, r, buf, &rd, cnt, bytes);
+	}
+	if (w->bad)
+		return vbs_fail(-ENOMEM, "out of memory");
+	r = p->o->send(p->o->call_arg, w->p, w->len);
+	if (r < 0)
+		return r;
+	r = put_wait(p, in);
+	*in = (struct inflight){1, cnt, bytes};
+	return r;
+}
+
 /* Makes sure the replica stores every id of s (sorted, unique), pinned for job. */
 static int send_chunks(struct peer *p, MDB_txn *txn, uint64_t job, const struct ids *s)
 {
@@ -441,6 +515,8 @@ static int send_chunks(struct peer *p, MDB_txn *txn, uint64_t job, const struct 
 			np += present[i] != 0;
 		p->st->chunks_present += np;
 		/* Puts of about VBS_SYNC_PUT_BYTES: the present ids ride with the first. */
+		struct inflight in = {0};
+
 		for (size_t i = 0, first = 1; r == 0 && (i < n || first);) {
 			struct frames f = {&w, 0};
 			size_t cnt_at, cnt = 0;
@@ -468,24 +544,17 @@ static int send_chunks(struct peer *p, MDB_txn *txn, uint64_t job, const struct 
 			}
 			if (r == 0 && !w.bad)
 				vbs_put32(w.p + cnt_at, (uint32_t)cnt);
-			if (r == 0 && (cnt || first)) {
-				r = call(p, &w, &buf, &rd);
-				if (r == VBS_SYNC_OK) {
-					uint64_t added = vbs_rd_u64(&rd);
-
-					vbs_rd_bytes(&rd, 8);
-					r = vbs_rd_done(&rd, 1) < 0 ? malformed() : 0;
-					p->st->chunks_added += added;
-					p->st->chunks_sent += cnt;
-					p->st->chunk_bytes_sent += f.bytes;
-					if (cnt)
-						vbs_test_pause("VMBAK_TEST_SYNC_PUT_PAUSE");
-				}
-				free(buf);
-				buf = NULL;
-			}
+			if (r == 0 && (cnt || first))
+				r = put_send(p, &w, &in, cnt, f.bytes);
 			vbs_wr_free(&w);
 			first = 0;
+		}
+		{
+			/* The last answer; after a failure too, unless the link itself failed. */
+			int r2 = r >= 0 || r == -EREMOTEIO ? put_wait(p, &in) : 0;
+
+			if (r == 0)
+				r = r2;
 		}
 		if (r == VBS_SYNC_STALE) {
 			/* A chunk the replica had is gone (its gc): ask again, a few times. */

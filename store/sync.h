@@ -41,8 +41,15 @@
 typedef int (*vbs_sync_call_fn)(void *arg, const uint8_t *req, size_t len, uint8_t **ret,
 				size_t *ret_len);
 
+/* A pipelined transport (may be NULL: then call for everything): send writes one request,
+ * recv reads the next response, in order. sync keeps at most one put unanswered. */
+typedef int (*vbs_sync_send_fn)(void *arg, const uint8_t *req, size_t len);
+typedef int (*vbs_sync_recv_fn)(void *arg, uint8_t **ret, size_t *ret_len);
+
 typedef struct vbs_sync_opts {
 	vbs_sync_call_fn call;
+	vbs_sync_send_fn send;
+	vbs_sync_recv_fn recv;
 	void *call_arg;
 	const char *const *vms; /* only these VMs (nvms > 0) */
 	size_t nvms;

@@ -235,7 +235,7 @@ static int ssh_gone(struct link *l, int err)
 			err == -EMSGSIZE ? "message too large" : vbu_strerror(-err));
 }
 
-static int ssh_call(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
+static int ssh_send(void *arg, const uint8_t *req, size_t len)
 {
 	struct link *l = arg;
 	int r;
@@ -246,6 +246,16 @@ static int ssh_call(void *arg, const uint8_t *req, size_t len, uint8_t **ret, si
 	if (r < 0)
 		return ssh_gone(l, r);
 	l->sent += len + 4;
+	return 0;
+}
+
+static int ssh_recv(void *arg, uint8_t **ret, size_t *ret_len)
+{
+	struct link *l = arg;
+	int r;
+
+	if (l->pid <= 0)
+		return vbu_fail(-EPIPE, "'%s': connection closed", l->dst);
 	r = frame_read(l->from, ret, ret_len);
 	if (r == 1)
 		r = -ECONNRESET;
@@ -255,6 +265,13 @@ static int ssh_call(void *arg, const uint8_t *req, size_t len, uint8_t **ret, si
 		return ssh_gone(l, r);
 	l->received += *ret_len + 4;
 	return 0;
+}
+
+static int ssh_call(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
+{
+	int r = ssh_send(arg, req, len);
+
+	return r < 0 ? r : ssh_recv(arg, ret, ret_len);
 }
 
 /* ssh://[user@]host[:port]/path into its parts (static buffers of the caller). */
@@ -494,6 +511,8 @@ static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 		if (status != 0)
 			goto out;
 		o.call = ssh_call;
+		o.send = ssh_send;
+		o.recv = ssh_recv;
 	} else {
 		r = vbs_replica_open(dst, &l.rep);
 		if (r < 0) {
