@@ -678,8 +678,9 @@ static int check_stored(vbs_vault *v, MDB_txn *txn, const struct disk *d)
 			r = vbs_cs_exists(v, txn, n, (const uint8_t(*)[VBS_ID_LEN])ids, present);
 			for (size_t i = 0; r == 0 && i < n; i++)
 				if (!present[i])
-					r = vbs_fail(-EPROTO, "the commit names a chunk that replica '%s' "
-							      "does not have",
+					r = vbs_fail(-EPROTO,
+						     "the commit names a chunk that replica '%s' "
+						     "does not have",
 						     v->path);
 			n = 0;
 		}
@@ -754,12 +755,12 @@ static int commit_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 	}
 	for (unsigned i = 0; i < c->nrec; i++) {
 		const struct rec *e = &c->recs[i];
-		MDB_dbi dbi = e->db == DB_VMS	   ? v->dbi_vms
-			      : e->db == DB_RPS	   ? v->dbi_rps
-			      : e->db == DB_NAMES  ? v->dbi_rpnames
+		MDB_dbi dbi = e->db == DB_VMS	     ? v->dbi_vms
+			      : e->db == DB_RPS	     ? v->dbi_rps
+			      : e->db == DB_NAMES    ? v->dbi_rpnames
 			      : e->db == DB_LINEAGES ? v->dbi_lineages
-			      : e->db == DB_DMAPS  ? v->dbi_dmaps
-						   : v->dbi_protect;
+			      : e->db == DB_DMAPS    ? v->dbi_dmaps
+						     : v->dbi_protect;
 		MDB_val k = {e->klen, (void *)e->key}, d = {e->vlen, (void *)e->val};
 		int rc = mdb_put(txn, dbi, &k, &d, e->db == DB_VMS ? MDB_NOOVERWRITE : 0);
 

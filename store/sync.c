@@ -118,7 +118,7 @@ static int hello(struct peer *p)
 	}
 	uuid = vbs_rd_bytes(&rd, 36);
 	vbs_rd_bytes(&rd, 36); /* site */
-	vbs_rd_bytes(&rd, 5); /* chunk size, encrypted */
+	vbs_rd_bytes(&rd, 5);  /* chunk size, encrypted */
 	p->pid = (int32_t)vbs_rd_u32(&rd);
 	p->pid_start = vbs_rd_u64(&rd);
 	boot = vbs_rd_bytes(&rd, 40);
@@ -530,14 +530,15 @@ static int send_chunks(struct peer *p, MDB_txn *txn, uint64_t job, const struct 
 					vbs_wr_bytes(&w, s->id[at + j], VBS_ID_LEN);
 			cnt_at = w.len;
 			vbs_wr_u32(&w, 0);
-			for (; i < n && cnt < VBS_SYNC_PUT_MAX && f.bytes < VBS_SYNC_PUT_BYTES; i++) {
+			for (; i < n && cnt < VBS_SYNC_PUT_MAX && f.bytes < VBS_SYNC_PUT_BYTES;
+			     i++) {
 				if (present[i])
 					continue;
 				vbs_wr_bytes(&w, s->id[at + i], VBS_ID_LEN);
 				r = vbs_cs_get(p->v, txn, NULL, s->id[at + i], frame_fn, &f);
 				if (r < 0) {
-					vbs_fail(r, "cannot read chunk of vault '%s': %s", p->v->path,
-						 vbu_strerror(-r));
+					vbs_fail(r, "cannot read chunk of vault '%s': %s",
+						 p->v->path, vbu_strerror(-r));
 					break;
 				}
 				cnt++;
@@ -559,8 +560,9 @@ static int send_chunks(struct peer *p, MDB_txn *txn, uint64_t job, const struct 
 		if (r == VBS_SYNC_STALE) {
 			/* A chunk the replica had is gone (its gc): ask again, a few times. */
 			if (++stale > 16) {
-				r = vbs_fail(-EAGAIN, "the replica keeps losing chunks it said it had "
-						      "(a gc running beside the sync?): run it again");
+				r = vbs_fail(-EAGAIN,
+					     "the replica keeps losing chunks it said it had "
+					     "(a gc running beside the sync?): run it again");
 				break;
 			}
 			r = 0;
@@ -861,7 +863,8 @@ int vbs_sync(vbs_vault *v, const vbs_sync_opts *o, vbs_sync_stats *ret)
 			/* A base point went from the replica meanwhile: send the disks whole. */
 			r = copy_point(&p, j.id, list, n, rp, 1, &present);
 		if (r == VBS_SYNC_STALE)
-			r = vbs_fail(-EAGAIN, "replica changed during the sync of '%s/%s': run it again",
+			r = vbs_fail(-EAGAIN,
+				     "replica changed during the sync of '%s/%s': run it again",
 				     rp->vm, rp->id);
 		if (r < 0) {
 			note(o, rp, "failed", vbs_errmsg());

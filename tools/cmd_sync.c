@@ -140,7 +140,7 @@ static int frame_read(int fd, uint8_t **ret, size_t *ret_len)
 /* ---- the transports ---- */
 
 struct link {
-	const char *dst; /* as given, for messages */
+	const char *dst;  /* as given, for messages */
 	vbs_replica *rep; /* local */
 	/* ssh */
 	pid_t pid;
@@ -226,7 +226,8 @@ static int ssh_gone(struct link *l, int err)
 	link_close(l, &st);
 	remote_said(l, said, sizeof(said));
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
-		return vbu_fail(-EPIPE, "'%s': the remote command was not found (%s); is vmbak "
+		return vbu_fail(-EPIPE,
+				"'%s': the remote command was not found (%s); is vmbak "
 				"installed there? (--remote-path)",
 				l->dst, said[0] ? said : "exit status 127");
 	if (said[0])
@@ -282,7 +283,8 @@ static int parse_ssh(const char *url, char *userhost, size_t uhsize, char *port,
 	size_t n;
 
 	if (!slash || slash == p)
-		return usage_err("invalid ssh target '%s': use ssh://[user@]host[:port]/path", q(url));
+		return usage_err("invalid ssh target '%s': use ssh://[user@]host[:port]/path",
+				 q(url));
 	colon = memchr(p, ':', (size_t)(slash - p));
 	n = (size_t)((colon ? colon : slash) - p);
 	if (n == 0 || n >= uhsize || p[0] == '-' || p[0] == '@')
@@ -632,8 +634,7 @@ static int cmd_serve(int argc, char **argv, vmbak_globals *g)
 	}
 	r = vbs_replica_open(argv[optind], &rep);
 	if (r < 0)
-		snprintf(why, sizeof(why), "%s",
-			 vbs_errmsg()[0] ? vbs_errmsg() : vbu_strerror(-r));
+		snprintf(why, sizeof(why), "%s", vbs_errmsg()[0] ? vbs_errmsg() : vbu_strerror(-r));
 	for (;;) {
 		uint8_t *req = NULL, *resp = NULL;
 		size_t len = 0, rlen = 0;
@@ -642,8 +643,8 @@ static int cmd_serve(int argc, char **argv, vmbak_globals *g)
 		if (r == 1)
 			break;
 		if (r < 0) {
-			vbu_err("serve: %s", r == -EMSGSIZE ? "message too large"
-							    : vbu_strerror(-r));
+			vbu_err("serve: %s",
+				r == -EMSGSIZE ? "message too large" : vbu_strerror(-r));
 			status = VMBAK_EXIT_FAIL;
 			break;
 		}

@@ -43,8 +43,8 @@ static void setup(void)
 
 	const char *tmp = getenv("TMPDIR");
 
-	if (snprintf(dir, sizeof(dir), "%s/vmbak-fuzz-replica.XXXXXX", tmp && *tmp ? tmp : "/tmp") >=
-	    (int)sizeof(dir) - 16)
+	if (snprintf(dir, sizeof(dir), "%s/vmbak-fuzz-replica.XXXXXX",
+		     tmp && *tmp ? tmp : "/tmp") >= (int)sizeof(dir) - 16)
 		abort();
 	if (!mkdtemp(dir))
 		abort();
