@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/fuse/sync_ssh.sh: vmbak sync over ssh to 127.0.0.1 (an sshd started here, tests/sshd.sh):
-# full then incremental, a kill -9 of the remote `vmbak serve` in the middle of a point and the
-# resume, a sync while the source ingests; the replica verified and every point compared through
+# full then incremental, a kill -9 of the remote `vmbak serve` and of the local ssh client (a
+# network cut) in the middle of a point and the resume, syncs while the source ingests and the
+# replica prunes; the replica verified and every point compared through
 # a mount. Bad targets: a host without vmbak, a `serve` speaking another protocol version, a
 # path that is no replica: one line, status 1, nothing made.
 set -euo pipefail
@@ -120,6 +121,30 @@ expect_json 'assert all(p["vm"] != "vm2" for p in d), "a point arrived half"'
 expect_status 0 "$VMBAK" sync "$S" "$URL" --json
 expect_json 'assert d["points_copied"] == 1 and d["chunks_present"] >= 500, d'
 expect_json 'assert d["chunks_sent"] + d["chunks_present"] == 768, d'
+
+# A network cut: kill -9 of the ssh client under the sync, after its first put.
+head -c $((12 * 1024 * 1024)) /dev/urandom >c.img
+ingest vm3 c.img
+VMBAK_TEST_SYNC_PUT_PAUSE=$T/cut.go "$VMBAK" sync "$S" "$URL" >cut.out 2>cut.err &
+spid=$!
+at_exit "kill -9 $spid 2>/dev/null || true"
+for ((i = 0; i < 300; i++)); do
+	[ -e cut.go.reached ] && break
+	sleep 0.1
+done
+[ -e cut.go.reached ] || fail "the sync did not reach its first put"
+client=$(pgrep -P "$spid" -x ssh || true)
+[ -n "$client" ] || fail "no ssh client under the sync"
+kill -9 $client
+touch cut.go
+st=0
+wait "$spid" || st=$?
+[ "$st" -eq 1 ] && [ "$(wc -l <cut.err)" -eq 1 ] ||
+	{ cat cut.err; fail "a sync whose connection was cut must fail with one line"; }
+expect_status 0 "$VMBAK" list "$D" --json
+expect_json 'assert all(p["vm"] != "vm3" for p in d), "a point arrived half"'
+expect_status 0 "$VMBAK" sync "$S" "$URL" --json
+expect_json 'assert d["points_copied"] == 1 and d["chunks_present"] >= 500, d'
 
 # Syncs while the source ingests and the replica prunes (the base of a delta may go: the disk
 # is then sent whole).
