@@ -3,7 +3,8 @@
 #   make check        install test dependencies (Debian, as root), check-deps, build, run every test
 #   make check-deps   the dependency rules between the layers (tests/check-deps.py)
 #   make demo         install dependencies, build, ingest a small ext4 disk, mount, show it
-#   make install      PREFIX=/usr/local DESTDIR= (programs in $(PREFIX)/bin, pages in man1/man5)
+#   make install      PREFIX=/usr/local DESTDIR= (programs in $(PREFIX)/bin, pages in man1/man5,
+#                     systemd units in $(PREFIX)/lib/systemd/system, job files in JOBDIR)
 #   make asan         build with address and undefined sanitizers into build-asan/, run the tests
 #   make fault        build the fault-injection programs into $(B)-fault/ (tests/fault/fault.c)
 #   make fuzz         build the libFuzzer targets with clang and run each for FUZZ_SECONDS
@@ -12,12 +13,16 @@
 #                     tests/powercut/run.sh (--seed S, --window MS, --plain, --keep); then the
 #                     mutation, page damage and library fault suites at full length
 #   make bench        the benchmark (not part of check; tests/bench/rewrap.sh: vmbak rewrap)
+#   make bench-restore  restore, instant recovery and vmbak files timings (tests/bench/restore.sh)
 #   make format       clang-format every source file
 # A user's CFLAGS add to the project's flags; they never replace the warnings.
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+JOBDIR ?= $(SYSCONFDIR)/vmbak/jobs
 DESTDIR ?=
 CC ?= cc
 PKG_CONFIG ?= pkg-config
@@ -33,9 +38,11 @@ BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -O2 -g -pthread \
 	-Ibase -Ikeyvault -Istore $(WARN) $(PKG_CFLAGS)
 ALL_CFLAGS := $(BASE_CFLAGS) $(EXTRA_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(LDFLAGS)
-LIBS := $(PKG_LIBS) -lpthread
-# vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup.
-VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup 2>/dev/null) -lutil
+# librados (Debian librados-dev) has no .pc file.
+LIBS := $(PKG_LIBS) -lrados -lpthread
+# vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup; ingest reads NBD sources
+# with libnbd (tools/src_nbd.c).
+VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup libnbd 2>/dev/null) -lutil
 
 # FAULT=1 (make fault): every call our objects make to these goes through tests/fault/fault.c.
 FAULT_WRAPS := malloc calloc realloc strdup strndup write fsync mdb_put mdb_del mdb_txn_commit
@@ -65,7 +72,7 @@ LIBA := $(B)/libvmbak.a
 
 .SECONDARY:
 
-.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench demo format check-deps
+.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench bench-restore demo format check-deps
 
 all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs
 
@@ -154,6 +161,9 @@ fuzz:
 bench: all
 	@tests/bench/run.sh
 
+bench-restore: all
+	@tests/bench/restore.sh
+
 demo:
 	@tests/demo.sh
 
@@ -162,9 +172,15 @@ install: all
 	install -m 0755 $(B)/vmbak $(B)/vmbakfs $(DESTDIR)$(BINDIR)/
 	install -m 0644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@JOBDIR@|$(JOBDIR)|g' \
+		'tools/systemd/vmbak-backup@.service.in' >'$(DESTDIR)$(UNITDIR)/vmbak-backup@.service'
+	chmod 0644 '$(DESTDIR)$(UNITDIR)/vmbak-backup@.service'
+	install -m 0644 'tools/systemd/vmbak-backup@.timer' '$(DESTDIR)$(UNITDIR)/'
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/vmbak $(DESTDIR)$(BINDIR)/vmbakfs
+	rm -f '$(DESTDIR)$(UNITDIR)/vmbak-backup@.service' '$(DESTDIR)$(UNITDIR)/vmbak-backup@.timer'
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(wildcard man/*.5)))
 

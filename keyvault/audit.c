@@ -362,24 +362,12 @@ out:
 int vbk_audit_append(vbk_kv *kv, const vbk_audit_event *e)
 {
 	uint8_t key[VBK_HASH_LEN];
-	int r, unlocked = vbk_kv_unlocked(kv);
+	int r, unlocked = kv && kv->unlocked;
 
 	if (unlocked && (r = audit_key(kv, key)) < 0)
 		return kv_fail(r, "out of memory");
 	r = append_at(kv->path, unlocked ? key : NULL, e, NULL);
 	vbk_wipe(key, sizeof(key));
-	return r;
-}
-
-int vbk_audit_append_path(const char *kv_path, const vbk_audit_event *e)
-{
-	vbk_kv *kv = NULL;
-	int r;
-
-	r = vbk_kv_open(kv_path, &kv);
-	if (r == 0)
-		r = vbk_audit_append(kv, e);
-	vbk_kv_close(kv);
 	return r;
 }
 
@@ -416,7 +404,7 @@ void kv_audit_undone(vbk_kv *kv, const vbk_audit_event *e, int err)
 	char msg[1024];
 
 	snprintf(msg, sizeof(msg), "the change was not written: %s",
-		 *vbk_kv_errmsg() ? vbk_kv_errmsg() : vbu_strerror(-err));
+		 *vbu_errmsg() ? vbu_errmsg() : vbu_strerror(-err));
 	f.result = err;
 	f.error = msg;
 	vbk_audit_append(kv, &f); /* best effort: the failure is already reported */
@@ -457,7 +445,7 @@ int vbk_audit_verify(vbk_kv *kv, void (*cb)(void *arg, uint64_t seq, json_object
 
 	memset(ret, 0, sizeof(*ret));
 	kv_clear_err();
-	if (!vbk_kv_unlocked(kv))
+	if (!kv->unlocked)
 		return kv_fail(-ENOKEY, "key vault '%s' is locked", kv->path);
 	if (signed_state(kv->root, &sg) < 0)
 		return kv_fail(-EPROTO, "key vault file '%s': bad field 'audit'", kv->file);

@@ -65,7 +65,8 @@ typedef struct vbk_audit_event {
 
 /* Appends one event to kv's log: authenticated when kv is unlocked, else a sha256 line. */
 int vbk_audit_append(vbk_kv *kv, const vbk_audit_event *e);
-/* The same for a caller that has the key vault's path only (opens it without a passphrase). */
+/* The same for a caller that has the key vault's path only (opens it without a passphrase;
+ * defined in kv.c, which opens key vaults: this file is handed open ones). */
 int vbk_audit_append_path(const char *kv_path, const vbk_audit_event *e);
 
 typedef struct vbk_audit_result {

@@ -20,7 +20,7 @@
 
 /* OpenSSL reports most failures as 0 with reasons queued on a per-thread error stack. The
  * stack is emptied so reasons do not pile up, and allocation failures are told apart. */
-static int ossl_err(void)
+int vbk_ossl_err(void)
 {
 	unsigned long e;
 	int r = -EIO;
@@ -38,7 +38,7 @@ int vbk_random(void *buf, size_t len)
 	while (len > 0) {
 		size_t n = len < PIECE ? len : PIECE;
 		if (RAND_bytes(p, (int)n) != 1)
-			return ossl_err();
+			return vbk_ossl_err();
 		p += n;
 		len -= n;
 	}
@@ -116,7 +116,7 @@ int vbk_hmac_new(const uint8_t key[VBK_KEY_LEN], vbk_hmac **ret)
 		return -ENOMEM;
 	h->mac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
 	if (!h->mac) {
-		r = ossl_err();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	h->proto = EVP_MAC_CTX_new(h->mac);
@@ -125,7 +125,7 @@ int vbk_hmac_new(const uint8_t key[VBK_KEY_LEN], vbk_hmac **ret)
 		goto out;
 	}
 	if (!EVP_MAC_init(h->proto, key, VBK_KEY_LEN, params)) {
-		r = ossl_err();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	*ret = h;
@@ -146,11 +146,11 @@ int vbk_hmac_calc2(vbk_hmac *h, const void *a, size_t alen, const void *b, size_
 
 	c = EVP_MAC_CTX_dup(h->proto);
 	if (!c)
-		return ossl_err();
+		return vbk_ossl_err();
 	if ((alen > 0 && !EVP_MAC_update(c, a, alen)) ||
 	    (blen > 0 && !EVP_MAC_update(c, b, blen)) ||
 	    !EVP_MAC_final(c, md, &mdlen, sizeof(md)) || mdlen != sizeof(md)) {
-		r = ossl_err();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	memcpy(out, md, sizeof(md));
@@ -195,7 +195,7 @@ int vbk_sha256(const void *data, size_t len, uint8_t out[VBK_HASH_LEN])
 	unsigned int mdlen = 0;
 
 	if (!EVP_Digest(data, len, out, &mdlen, EVP_sha256(), NULL) || mdlen != VBK_HASH_LEN)
-		return ossl_err();
+		return vbk_ossl_err();
 	return 0;
 }
 
@@ -210,7 +210,7 @@ static int gcm_update(EVP_CIPHER_CTX *c, int enc, unsigned char *out, const unsi
 
 		/* GCM is a stream mode: every byte in gives a byte out at once. */
 		if (!ok || (out && got != n))
-			return ossl_err();
+			return vbk_ossl_err();
 		in += n;
 		if (out)
 			out += n;
@@ -227,11 +227,11 @@ static int gcm_start(EVP_CIPHER_CTX *c, int enc, const uint8_t key[VBK_KEY_LEN],
 	ok = enc ? EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL)
 		 : EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL);
 	if (!ok || !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, VBK_NONCE_LEN, NULL))
-		return ossl_err();
+		return vbk_ossl_err();
 	ok = enc ? EVP_EncryptInit_ex(c, NULL, NULL, key, nonce)
 		 : EVP_DecryptInit_ex(c, NULL, NULL, key, nonce);
 	if (!ok)
-		return ossl_err();
+		return vbk_ossl_err();
 	return gcm_update(c, enc, NULL, aad, aad_len);
 }
 
@@ -254,7 +254,7 @@ int vbk_gcm_seal(const uint8_t key[VBK_KEY_LEN], const uint8_t nonce[VBK_NONCE_L
 		goto out;
 	if (!EVP_EncryptFinal_ex(c, fin, &got) || got != 0 ||
 	    !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, VBK_TAG_LEN, t)) {
-		r = ossl_err();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	memcpy(tag, t, VBK_TAG_LEN);
@@ -283,7 +283,7 @@ int vbk_gcm_open(const uint8_t key[VBK_KEY_LEN], const uint8_t nonce[VBK_NONCE_L
 	if (r < 0)
 		goto out;
 	if (!EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, VBK_TAG_LEN, t)) {
-		r = ossl_err();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	/* The only failure left is the tag check. */
@@ -359,7 +359,7 @@ int vbk_scrypt(const char *pass, size_t pass_len, const vbk_scrypt_params *prm,
 		return -ENOMEM;
 	if (!EVP_PBE_scrypt(pass ? pass : "", pass_len, prm->salt, sizeof(prm->salt), prm->n,
 			    prm->r, prm->p, mem, key, sizeof(key))) {
-		r = ossl_err();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	memcpy(out, key, sizeof(key));

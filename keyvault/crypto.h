@@ -21,6 +21,10 @@
 #define VBK_NONCE_LEN 12 /* AES-GCM nonce */
 #define VBK_TAG_LEN 16	 /* AES-GCM tag */
 
+/* After an OpenSSL call failed: empties the thread's OpenSSL error queue and returns -ENOMEM when
+ * an allocation failed, else -EIO. */
+int vbk_ossl_err(void);
+
 /* Cryptographically strong random bytes. */
 int vbk_random(void *buf, size_t len);
 

@@ -3,19 +3,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
 
-#include "hdrcheck.h"
 #include "file.h"
+#include "hdrcheck.h"
+#include "run.h"
 #include "util.h"
 
 #define SECTOR 512u
@@ -384,46 +382,22 @@ static int run_cryptsetup(const char *helper, vbk_hdr_type type, const char *dev
 				    (char *)"--",
 				    (char *)dev,
 				    NULL};
-	char *const *argv = type == VBK_HDR_BITLK ? argv_bitlk : argv_luks;
-	posix_spawn_file_actions_t fa;
-	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
-	int fds[2] = {-1, -1}, r, st;
-	pid_t pid;
+	vbu_run_opts o = VBU_RUN_OPTS;
+	vbu_run_result res;
+	int r;
 
-	if (pipe2(fds, O_CLOEXEC) < 0)
-		return -errno;
-	r = posix_spawn_file_actions_init(&fa);
-	if (r != 0) {
-		close(fds[0]);
-		close(fds[1]);
-		return -r;
-	}
-	if ((r = posix_spawn_file_actions_adddup2(&fa, fds[0], STDIN_FILENO)) != 0 ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) !=
-		0 ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0)) !=
-		0 ||
-	    (r = posix_spawn(&pid, helper, &fa, NULL, argv, (char *const *)helper_env)) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(fds[0]);
-		close(fds[1]);
-		return -r;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(fds[0]);
-	/* A cryptsetup that exits before reading everything must not kill us with SIGPIPE. */
-	sigaction(SIGPIPE, &ign, &old);
-	r = vbu_write_all(fds[1], secret, len);
-	close(fds[1]);
-	sigaction(SIGPIPE, &old, NULL);
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (r < 0 && r != -EPIPE)
+	o.path = helper;
+	o.argv = type == VBK_HDR_BITLK ? argv_bitlk : argv_luks;
+	o.envp = (char *const *)helper_env;
+	o.input = secret;
+	o.input_len = len;
+	o.timeout_s = VBK_HELPER_TIMEOUT;
+	r = vbu_run(&o, &res);
+	if (r < 0)
 		return r;
-	if (!WIFEXITED(st))
+	if (res.status < 0)
 		return -EINTR;
-	return WEXITSTATUS(st);
+	return res.status;
 }
 
 static const char *tmp_base(void)

@@ -30,6 +30,9 @@
 #define VBK_HELPER_DIRS "/usr/sbin", "/sbin", "/usr/bin", "/bin"
 #define VBK_HELPER_PATH "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 #define VBK_HDR_AREA_MAX (256u << 20) /* a LUKS key slot area must end within the first 256 MiB */
+/* A helper that runs longer than this (seconds) is killed (base/run.h): a test of one secret
+ * takes seconds (Argon2 takes about 2 s and 1 GiB), a mount or a loop device less. */
+#define VBK_HELPER_TIMEOUT 600
 
 /* The absolute path of helper name (e.g. "cryptsetup") in VBK_HELPER_DIRS, into out (cap
  * bytes): 0, or -ENOENT when none of them has it as an executable regular file. */
@@ -51,8 +54,9 @@ int vbk_hdr_probe(const char *source, vbk_hdr_type *ret);
 /* Checks secret (len bytes, given on cryptsetup's stdin as a key file) against the LUKS or
  * BitLocker header of source (cryptsetup luksOpen, or open --type bitlk, --test-passphrase).
  * Returns cryptsetup's exit status (0 opens, 2 refused, 1 not a LUKS device, or another of its
- * statuses), or -errno: -ENOENT no cryptsetup in VBK_HELPER_DIRS, -EFBIG a header area larger
- * than this build copies, else the failure to read source or to copy. */
+ * statuses), or -errno: -ENOENT no cryptsetup in VBK_HELPER_DIRS, -ETIME it ran longer than
+ * VBK_HELPER_TIMEOUT, -EFBIG a header area larger than this build copies, else the failure to
+ * read source or to copy. */
 int vbk_hdr_check(const char *source, const uint8_t *secret, size_t len);
 /* The same with the helper given by absolute path (tests). */
 int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *secret, size_t len);

@@ -1,5 +1,5 @@
-/* kv_file.c: the key vault file (kv.h): names of its types and states, the checks every field
- * passes on reading, reading, writing, and changing it under the lock (kv_mutate). */
+/* kv_file.c: the key vault file (kv.h): the checks every field passes on reading, reading,
+ * writing, and changing it under the lock (kv_mutate). Names of types and states: kv_type.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,143 +32,34 @@ const char *vbk_kv_errmsg(void)
 	return vbu_errmsg();
 }
 
-/* ---- names and types ---- */
-
-static const struct {
-	vbk_key_type type;
-	const char *name;
-	unsigned bits;
-} key_types[] = {
-    {VBK_KEY_RSA3072, "rsa-3072", 3072},
-    {VBK_KEY_RSA4096, "rsa-4096", 4096},
-    {VBK_KEY_AES256, "aes-256", 256},
-};
-
-int vbk_key_type_parse(const char *s, vbk_key_type *ret)
-{
-	unsigned long bits;
-	char *end;
-
-	for (size_t i = 0; i < VBU_ARRAY_SIZE(key_types); i++) {
-		if (strcmp(s, key_types[i].name) == 0) {
-			*ret = key_types[i].type;
-			return 0;
-		}
-	}
-	/* rsa-1024, rsa-2048, aes-128, aes-192: known, and refused as too weak for keys that must
-	 * protect backups for years. */
-	if ((strncmp(s, "rsa-", 4) == 0 || strncmp(s, "aes-", 4) == 0) && s[4] >= '1' &&
-	    s[4] <= '9') {
-		errno = 0;
-		bits = strtoul(s + 4, &end, 10);
-		if (!*end && errno == 0 &&
-		    ((s[0] == 'r' && bits >= 512 && bits < 3072) ||
-		     (s[0] == 'a' && (bits == 128 || bits == 192))))
-			return -EPERM;
-	}
-	return -EINVAL;
-}
-
-const char *vbk_key_type_name(vbk_key_type t)
-{
-	for (size_t i = 0; i < VBU_ARRAY_SIZE(key_types); i++)
-		if (key_types[i].type == t)
-			return key_types[i].name;
-	return "unknown";
-}
-
-unsigned kv_key_bits(vbk_key_type t)
-{
-	for (size_t i = 0; i < VBU_ARRAY_SIZE(key_types); i++)
-		if (key_types[i].type == t)
-			return key_types[i].bits;
-	return 0;
-}
-
-const char *kv_alg_for(const kv_kek *k)
-{
-	if (!k->name[0])
-		return KV_ALG_KV;
-	return k->type == VBK_KEY_AES256 ? KV_ALG_AES : KV_ALG_RSA;
-}
-
-/* ---- JSON helpers ---- */
-
-int kv_type_from_json(json_object *o, vbk_key_type *ret)
-{
-	const char *s = jstr(o, "type");
-
-	if (!s)
-		return -EPROTO;
-	for (size_t i = 0; i < VBU_ARRAY_SIZE(key_types); i++) {
-		if (strcmp(s, key_types[i].name) == 0) {
-			*ret = key_types[i].type;
-			return 0;
-		}
-	}
-	return -EPROTO;
-}
-
-size_t kv_wrapped_len(const kv_kek *k)
-{
-	if (!k->name[0])
-		return VBK_NONCE_LEN + VBK_KEY_LEN + VBK_TAG_LEN;
-	if (k->type == VBK_KEY_AES256)
-		return VBK_KEY_LEN + VBK_HASH_LEN + 8; /* RFC 5649 of 64 bytes */
-	return kv_key_bits(k->type) / 8;
-}
-
-int kv_fpr_valid(const char *s, vbk_key_type t)
-{
-	const char *prefix = t == VBK_KEY_AES256 ? "hmac-sha256:" : "sha256:";
-	size_t pl;
-
-	if (s && t == VBK_KEY_AES256 && strncmp(s, KV_FPR_P11_AES, strlen(KV_FPR_P11_AES)) == 0)
-		prefix = KV_FPR_P11_AES;
-	pl = strlen(prefix);
-	uint8_t md[VBK_HASH_LEN];
-
-	return s && strncmp(s, prefix, pl) == 0 && strlen(s + pl) == 2 * VBK_HASH_LEN &&
-	       vbu_hex_decode(s + pl, md, sizeof(md)) == 0;
-}
-
-/* ---- key states ---- */
-
-static const char *const state_names[] = {"enabled", "disabled", "retired"};
-
-const char *vbk_key_state_name(vbk_key_state st)
-{
-	return (unsigned)st < VBU_ARRAY_SIZE(state_names) ? state_names[st] : "unknown";
-}
-
-int vbk_key_state_parse(const char *s, vbk_key_state *ret)
-{
-	for (size_t i = 0; s && i < VBU_ARRAY_SIZE(state_names); i++) {
-		if (strcmp(s, state_names[i]) == 0) {
-			*ret = (vbk_key_state)i;
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
-/* A version's "state": absent is enabled (files made before states); anything but a known name
- * is -EPROTO. */
-int kv_version_state(json_object *v, vbk_key_state *ret)
-{
-	json_object *j;
-	vbk_key_state st = VBK_KEY_ENABLED;
-
-	if (json_object_object_get_ex(v, "state", &j) &&
-	    (!json_object_is_type(j, json_type_string) ||
-	     vbk_key_state_parse(json_object_get_string(j), &st) < 0))
-		return -EPROTO;
-	if (ret)
-		*ret = st;
-	return 0;
-}
-
 /* ---- the file: checks ---- */
+
+/* The "versions" of a key or a secret: an array of 1 to KV_VERSIONS_MAX. */
+static int versions_of(json_object *o, json_object **ret, size_t *ret_n)
+{
+	json_object *vs = jobj(o, "versions", json_type_array);
+	size_t n = vs ? json_object_array_length(vs) : 0;
+
+	if (n == 0 || n > KV_VERSIONS_MAX)
+		return -EPROTO;
+	*ret = vs;
+	*ret_n = n;
+	return 0;
+}
+
+/* Version i + 1 of vs: an object numbered i + 1, with a creation time. */
+static int version_at(json_object *vs, size_t i, json_object **ret)
+{
+	json_object *v = json_object_array_get_idx(vs, i);
+	int64_t x;
+
+	if (!json_object_is_type(v, json_type_object) ||
+	    jint(v, "version", 1, KV_VERSIONS_MAX, &x) < 0 || (size_t)x != i + 1 ||
+	    jint(v, "created", 0, INT64_MAX, &x) < 0)
+		return -EPROTO;
+	*ret = v;
+	return 0;
+}
 
 /* Every field of the file is checked once here, so the rest of the module can rely on its
  * shape. what: where the first bad field is, for the message. */
@@ -198,16 +89,11 @@ static int check_key(const char *name, json_object *k, const char **what)
 	if (jint(k, "created", 0, INT64_MAX, &x) < 0)
 		return -EPROTO;
 	*what = "versions";
-	vs = jobj(k, "versions", json_type_array);
-	n = vs ? json_object_array_length(vs) : 0;
-	if (n == 0 || n > KV_VERSIONS_MAX)
+	if (versions_of(k, &vs, &n) < 0)
 		return -EPROTO;
 	for (i = 0; i < n; i++) {
-		v = json_object_array_get_idx(vs, i);
 		*what = "version";
-		if (!json_object_is_type(v, json_type_object) ||
-		    jint(v, "version", 1, KV_VERSIONS_MAX, &x) < 0 || (size_t)x != i + 1 ||
-		    jint(v, "created", 0, INT64_MAX, &x) < 0)
+		if (version_at(vs, i, &v) < 0)
 			return -EPROTO;
 		*what = "fingerprint";
 		fpr = jstr(v, "fingerprint");
@@ -262,23 +148,17 @@ static int check_secret(const char *name, json_object *s, const char **what)
 	json_object *vs, *v, *k;
 	kv_envelope e;
 	kv_kek kek;
-	int64_t x;
 	size_t n, i;
 	const char *alg;
 
 	*what = "versions";
 	if (!vbu_name_valid(name) || !json_object_is_type(s, json_type_object))
 		return -EPROTO;
-	vs = jobj(s, "versions", json_type_array);
-	n = vs ? json_object_array_length(vs) : 0;
-	if (n == 0 || n > KV_VERSIONS_MAX)
+	if (versions_of(s, &vs, &n) < 0)
 		return -EPROTO;
 	for (i = 0; i < n; i++) {
-		v = json_object_array_get_idx(vs, i);
 		*what = "version";
-		if (!json_object_is_type(v, json_type_object) ||
-		    jint(v, "version", 1, KV_VERSIONS_MAX, &x) < 0 || (size_t)x != i + 1 ||
-		    jint(v, "created", 0, INT64_MAX, &x) < 0)
+		if (version_at(vs, i, &v) < 0)
 			return -EPROTO;
 		*what = "kek";
 		if (!json_object_object_get_ex(v, "kek", &k))
@@ -581,6 +461,20 @@ out:
 	return r;
 }
 
+int kv_reread(vbk_kv *kv, const char *what, const char *name)
+{
+	json_object *root = NULL;
+	char id[VBK_KV_ID_LEN + 1];
+	int r = kv_read(kv->path, kv->file, &root, id, NULL, NULL);
+
+	if (r < 0)
+		return r;
+	json_object_put(kv->root);
+	kv->root = root;
+	kv_fail(-EBUSY, "%s '%s' is being changed by another process", what, name);
+	return 0;
+}
+
 /* ---- listings ---- */
 
 static int name_cmp(const void *a, const void *b)
@@ -605,4 +499,52 @@ int kv_sorted_names(json_object *o, const char ***ret, size_t *ret_n)
 	*ret = names;
 	*ret_n = n;
 	return 0;
+}
+
+int kv_list(json_object *section, const kv_lister *l, void **ret, size_t *ret_n)
+{
+	json_object *o, *vs;
+	const char **names = NULL;
+	uint8_t *list = NULL;
+	size_t n = 0, nv;
+	int r;
+
+	r = kv_sorted_names(section, &names, &n);
+	if (r < 0)
+		return kv_fail(r, "out of memory");
+	list = calloc(n ? n : 1, l->size);
+	if (!list) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		o = jobj(section, names[i], json_type_object);
+		vs = jobj(o, "versions", json_type_array);
+		nv = json_object_array_length(vs);
+		if ((r = l->entry(list + i * l->size, names[i], o, nv)) < 0)
+			goto out;
+		for (size_t j = 0; j < nv; j++)
+			l->version(list + i * l->size, j, json_object_array_get_idx(vs, j));
+	}
+	*ret = list;
+	*ret_n = n;
+	list = NULL;
+out:
+	kv_list_free(l, list, n);
+	free(names);
+	return r < 0 ? kv_fail(r, "out of memory") : 0;
+}
+
+void kv_list_free(const kv_lister *l, void *list, size_t n)
+{
+	uint8_t *p = list;
+	void *versions;
+
+	if (!p)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(&versions, p + i * l->size + l->versions_off, sizeof(versions));
+		free(versions);
+	}
+	free(p);
 }

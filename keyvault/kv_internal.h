@@ -119,7 +119,7 @@ int kv_env_from_json(json_object *o, size_t ct_max, kv_envelope *ret);
 int kv_env_pack(const kv_envelope *e, uint8_t **ret, size_t *ret_len);
 int kv_env_unpack(const uint8_t *p, size_t len, kv_envelope *ret);
 
-/* RSA keys. */
+/* RSA keys (kv_rsa.c). */
 int kv_rsa_generate(unsigned bits, EVP_PKEY **ret);
 int kv_rsa_public_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len);  /* OPENSSL_free */
 int kv_rsa_private_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len); /* OPENSSL_clear_free */
@@ -217,6 +217,11 @@ int kv_kek_from_json(json_object *o, kv_kek *ret);
  * ret_w (its wrapped keys) and ret_sig (its signature) may be NULL. A message on failure. */
 int kv_read(const char *path, const char *file, json_object **ret, char id[VBK_KV_ID_LEN + 1],
 	    vbk_wrapped_vaultkeys *ret_w, kv_sig *ret_sig);
+/* After kv_mutate gave -EAGAIN (another writer changed the file meanwhile): kv->root read
+ * again from the file, and 0 with the message "WHAT 'NAME' is being changed by another process"
+ * (what: "key", "secret") for the caller that tries again and then gives up with -EBUSY; or the
+ * error of the reading. */
+int kv_reread(vbk_kv *kv, const char *what, const char *name);
 /* Writes root as kv's file, atomically (0600). A message on failure. */
 int kv_write(const vbk_kv *kv, json_object *root);
 /* Changes the file under an exclusive lock: reads it again (another process may have added
@@ -229,6 +234,19 @@ int kv_mutate(vbk_kv *kv, int (*fn)(vbk_kv *kv, json_object *root, void *arg), v
 char *kv_join_path(const char *dir, const char *name);
 /* The names of the members of o, sorted; free() the array only (the names are o's). */
 int kv_sorted_names(json_object *o, const char ***ret, size_t *ret_n);
+/* A listing (vbk_kv_keys, vbk_kv_secrets): the members of section, each an object with an array
+ * "versions", in name order, as an array of entries of size bytes (zeroed first), each holding
+ * a malloc'ed array of versions at versions_off. entry fills the entry e of name and makes
+ * room for its n_versions versions, version fills the j-th. An error of entry stops the walk;
+ * kv_list then frees what was made and returns the error ("out of memory" in
+ * vbk_kv_errmsg()). kv_list_free frees a list (NULL is fine). */
+typedef struct kv_lister {
+	size_t size, versions_off;
+	int (*entry)(void *e, const char *name, json_object *o, size_t n_versions);
+	void (*version)(void *e, size_t j, json_object *v);
+} kv_lister;
+int kv_list(json_object *section, const kv_lister *l, void **ret, size_t *ret_n);
+void kv_list_free(const kv_lister *l, void *list, size_t n);
 
 /* ---- the signing key (kv_sign.c) ---- */
 

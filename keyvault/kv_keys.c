@@ -2,6 +2,7 @@
  * (enabled, disabled, retired) and the listing of keys. */
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,64 +26,47 @@
 
 /* ---- listings ---- */
 
+static int key_entry(void *p, const char *name, json_object *o, size_t n_versions)
+{
+	vbk_key_info *e = p;
+
+	kv_type_from_json(o, &e->type);
+	jint(o, "created", 0, INT64_MAX, &e->created);
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	e->n_versions = n_versions;
+	e->versions = calloc(n_versions, sizeof(*e->versions));
+	return e->versions ? 0 : -ENOMEM;
+}
+
+static void key_version(void *p, size_t j, json_object *v)
+{
+	vbk_key_version *kv = &((vbk_key_info *)p)->versions[j];
+	int64_t x;
+
+	kv->version = (uint32_t)(j + 1);
+	jint(v, "created", 0, INT64_MAX, &x);
+	kv->created = x;
+	snprintf(kv->fingerprint, VBK_FPR_MAX, "%s", jstr(v, "fingerprint"));
+	kv_version_state(v, &kv->state);
+	snprintf(kv->pkcs11, sizeof(kv->pkcs11), "%s", jstr(v, "pkcs11") ? jstr(v, "pkcs11") : "");
+}
+
+static const kv_lister key_lister = {sizeof(vbk_key_info), offsetof(vbk_key_info, versions),
+				     key_entry, key_version};
+
 int vbk_kv_keys(const vbk_kv *kv, vbk_key_info **ret, size_t *ret_n)
 {
-	json_object *keys = jobj(kv->root, "keys", json_type_object), *k, *vs, *v;
-	vbk_key_info *list = NULL;
-	const char **names = NULL;
-	size_t n = 0, i, j;
-	int64_t x;
-	int r;
+	void *list;
+	int r = kv_list(jobj(kv->root, "keys", json_type_object), &key_lister, &list, ret_n);
 
-	r = kv_sorted_names(keys, &names, &n);
-	if (r < 0)
-		return kv_fail(r, "out of memory");
-	list = calloc(n ? n : 1, sizeof(*list));
-	if (!list) {
-		r = kv_fail(-ENOMEM, "out of memory");
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		k = jobj(keys, names[i], json_type_object);
-		snprintf(list[i].name, sizeof(list[i].name), "%s", names[i]);
-		kv_type_from_json(k, &list[i].type);
-		jint(k, "created", 0, INT64_MAX, &list[i].created);
-		vs = jobj(k, "versions", json_type_array);
-		list[i].n_versions = json_object_array_length(vs);
-		list[i].versions = calloc(list[i].n_versions, sizeof(*list[i].versions));
-		if (!list[i].versions) {
-			r = kv_fail(-ENOMEM, "out of memory");
-			goto out;
-		}
-		for (j = 0; j < list[i].n_versions; j++) {
-			v = json_object_array_get_idx(vs, j);
-			list[i].versions[j].version = (uint32_t)(j + 1);
-			jint(v, "created", 0, INT64_MAX, &x);
-			list[i].versions[j].created = x;
-			snprintf(list[i].versions[j].fingerprint, VBK_FPR_MAX, "%s",
-				 jstr(v, "fingerprint"));
-			kv_version_state(v, &list[i].versions[j].state);
-			snprintf(list[i].versions[j].pkcs11, sizeof(list[i].versions[j].pkcs11),
-				 "%s", jstr(v, "pkcs11") ? jstr(v, "pkcs11") : "");
-		}
-	}
-	*ret = list;
-	*ret_n = n;
-	list = NULL;
-	r = 0;
-out:
-	vbk_key_list_free(list, n);
-	free(names);
+	if (r == 0)
+		*ret = list;
 	return r;
 }
 
 void vbk_key_list_free(vbk_key_info *list, size_t n)
 {
-	if (!list)
-		return;
-	for (size_t i = 0; i < n; i++)
-		free(list[i].versions);
-	free(list);
+	kv_list_free(&key_lister, list, n);
 }
 
 /* ---- keys ---- */
@@ -324,13 +308,9 @@ static int key_add_version(vbk_kv *kv, const char *name, vbk_key_type type, int 
 		if (r != -EAGAIN)
 			break;
 		/* Another writer changed the key meanwhile: kv->root is not fresh; read it. */
-		json_object *root = NULL;
-		char id[VBK_KV_ID_LEN + 1];
-		if ((r = kv_read(kv->path, kv->file, &root, id, NULL, NULL)) < 0)
+		if ((r = kv_reread(kv, "key", name)) < 0)
 			return r;
-		json_object_put(kv->root);
-		kv->root = root;
-		r = kv_fail(-EBUSY, "key '%s' is being changed by another process", name);
+		r = -EBUSY;
 	}
 	if (r < 0)
 		return r;

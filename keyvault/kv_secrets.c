@@ -2,6 +2,7 @@
  * the listing of secrets. */
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,66 +26,51 @@
 
 /* ---- listings ---- */
 
-int vbk_kv_secrets(const vbk_kv *kv, vbk_secret_info **ret, size_t *ret_n)
+static int secret_entry(void *p, const char *name, json_object *o, size_t n_versions)
 {
-	json_object *secrets = jobj(kv->root, "secrets", json_type_object), *s, *vs, *v, *k;
-	vbk_secret_info *list = NULL;
-	const char **names = NULL;
-	size_t n = 0, i, j;
+	vbk_secret_info *e = p;
+
+	(void)o;
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	e->n_versions = n_versions;
+	e->versions = calloc(n_versions, sizeof(*e->versions));
+	return e->versions ? 0 : -ENOMEM;
+}
+
+static void secret_version(void *p, size_t j, json_object *v)
+{
+	vbk_secret_version *sv = &((vbk_secret_info *)p)->versions[j];
+	json_object *k;
 	kv_kek kek;
 	int64_t x;
-	int r;
 
-	r = kv_sorted_names(secrets, &names, &n);
-	if (r < 0)
-		return kv_fail(r, "out of memory");
-	list = calloc(n ? n : 1, sizeof(*list));
-	if (!list) {
-		r = kv_fail(-ENOMEM, "out of memory");
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		s = jobj(secrets, names[i], json_type_object);
-		snprintf(list[i].name, sizeof(list[i].name), "%s", names[i]);
-		vs = jobj(s, "versions", json_type_array);
-		list[i].n_versions = json_object_array_length(vs);
-		list[i].versions = calloc(list[i].n_versions, sizeof(*list[i].versions));
-		if (!list[i].versions) {
-			r = kv_fail(-ENOMEM, "out of memory");
-			goto out;
-		}
-		for (j = 0; j < list[i].n_versions; j++) {
-			vbk_secret_version *sv = &list[i].versions[j];
+	sv->version = (uint32_t)(j + 1);
+	jint(v, "created", 0, INT64_MAX, &x);
+	sv->created = x;
+	memset(&kek, 0, sizeof(kek));
+	if (json_object_object_get_ex(v, "kek", &k) && k)
+		kv_kek_from_json(k, &kek);
+	snprintf(sv->kek, sizeof(sv->kek), "%s", kek.name);
+	sv->kek_version = kek.version;
+	snprintf(sv->algorithm, sizeof(sv->algorithm), "%s", jstr(v, "algorithm"));
+}
 
-			v = json_object_array_get_idx(vs, j);
-			sv->version = (uint32_t)(j + 1);
-			jint(v, "created", 0, INT64_MAX, &x);
-			sv->created = x;
-			memset(&kek, 0, sizeof(kek));
-			if (json_object_object_get_ex(v, "kek", &k) && k)
-				kv_kek_from_json(k, &kek);
-			snprintf(sv->kek, sizeof(sv->kek), "%s", kek.name);
-			sv->kek_version = kek.version;
-			snprintf(sv->algorithm, sizeof(sv->algorithm), "%s", jstr(v, "algorithm"));
-		}
-	}
-	*ret = list;
-	*ret_n = n;
-	list = NULL;
-	r = 0;
-out:
-	vbk_secret_list_free(list, n);
-	free(names);
+static const kv_lister secret_lister = {
+    sizeof(vbk_secret_info), offsetof(vbk_secret_info, versions), secret_entry, secret_version};
+
+int vbk_kv_secrets(const vbk_kv *kv, vbk_secret_info **ret, size_t *ret_n)
+{
+	void *list;
+	int r = kv_list(jobj(kv->root, "secrets", json_type_object), &secret_lister, &list, ret_n);
+
+	if (r == 0)
+		*ret = list;
 	return r;
 }
 
 void vbk_secret_list_free(vbk_secret_info *list, size_t n)
 {
-	if (!list)
-		return;
-	for (size_t i = 0; i < n; i++)
-		free(list[i].versions);
-	free(list);
+	kv_list_free(&secret_lister, list, n);
 }
 
 /* ---- secrets ---- */
@@ -256,13 +242,9 @@ int vbk_kv_secret_set(vbk_kv *kv, const char *name, const void *value, size_t le
 		if (r != -EAGAIN)
 			break;
 		/* Another writer added a version meanwhile: start again from the fresh file. */
-		json_object *root = NULL;
-		char id[VBK_KV_ID_LEN + 1];
-		if ((r = kv_read(kv->path, kv->file, &root, id, NULL, NULL)) < 0)
+		if ((r = kv_reread(kv, "secret", name)) < 0)
 			goto out;
-		json_object_put(kv->root);
-		kv->root = root;
-		r = kv_fail(-EBUSY, "secret '%s' is being changed by another process", name);
+		r = -EBUSY;
 	}
 	if (r < 0)
 		goto out;

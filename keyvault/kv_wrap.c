@@ -1,5 +1,5 @@
 /* kv_wrap.c: labels, envelopes, RSA-OAEP, AES key wrap and fingerprints of the key vault (see
- * kv_internal.h). */
+ * kv_internal.h; the RSA keys themselves: kv_rsa.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,17 +15,6 @@
 #include "crypto.h"
 #include "kv_internal.h"
 #include "util.h"
-
-static int ossl_fail(void)
-{
-	unsigned long e;
-	int r = -EIO;
-
-	while ((e = ERR_get_error()) != 0)
-		if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
-			r = -ENOMEM;
-	return r;
-}
 
 /* ---- labels ---- */
 
@@ -83,61 +72,6 @@ void kv_label_free(kv_label *l)
 	memset(l, 0, sizeof(*l));
 }
 
-/* ---- RSA ---- */
-
-int kv_rsa_generate(unsigned bits, EVP_PKEY **ret)
-{
-	EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
-
-	if (!pk)
-		return ossl_fail();
-	*ret = pk;
-	return 0;
-}
-
-int kv_rsa_public_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len)
-{
-	unsigned char *der = NULL;
-	int n = i2d_PUBKEY(pk, &der);
-
-	if (n <= 0)
-		return ossl_fail();
-	*ret = der;
-	*ret_len = (size_t)n;
-	return 0;
-}
-
-int kv_rsa_private_der(EVP_PKEY *pk, uint8_t **ret, size_t *ret_len)
-{
-	unsigned char *der = NULL;
-	int n = i2d_PrivateKey(pk, &der);
-
-	if (n <= 0)
-		return ossl_fail();
-	*ret = der;
-	*ret_len = (size_t)n;
-	return 0;
-}
-
-int kv_rsa_load(const uint8_t *der, size_t len, int priv, unsigned bits, EVP_PKEY **ret)
-{
-	const unsigned char *p = der;
-	EVP_PKEY *pk;
-
-	if (len == 0 || len > KV_PRIVATE_MAX)
-		return -EPROTO;
-	pk = priv ? d2i_PrivateKey(EVP_PKEY_RSA, NULL, &p, (long)len)
-		  : d2i_PUBKEY(NULL, &p, (long)len);
-	if (!pk || p != der + len || !EVP_PKEY_is_a(pk, "RSA") ||
-	    EVP_PKEY_get_bits(pk) != (int)bits) {
-		ERR_clear_error();
-		EVP_PKEY_free(pk);
-		return -EPROTO;
-	}
-	*ret = pk;
-	return 0;
-}
-
 /* RSA-OAEP with SHA-256 for the hash and MGF1, the 32-byte label lab. */
 static int rsa_oaep(EVP_PKEY *pk, int enc, const uint8_t lab[VBK_HASH_LEN], const uint8_t *in,
 		    size_t len, uint8_t *out, size_t *io_len)
@@ -147,12 +81,12 @@ static int rsa_oaep(EVP_PKEY *pk, int enc, const uint8_t lab[VBK_HASH_LEN], cons
 	int r;
 
 	if (!c)
-		return ossl_fail();
+		return vbk_ossl_err();
 	if ((enc ? EVP_PKEY_encrypt_init(c) : EVP_PKEY_decrypt_init(c)) <= 0 ||
 	    EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING) <= 0 ||
 	    EVP_PKEY_CTX_set_rsa_oaep_md(c, EVP_sha256()) <= 0 ||
 	    EVP_PKEY_CTX_set_rsa_mgf1_md(c, EVP_sha256()) <= 0) {
-		r = ossl_fail();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	l = OPENSSL_memdup(lab, VBK_HASH_LEN);
@@ -162,13 +96,13 @@ static int rsa_oaep(EVP_PKEY *pk, int enc, const uint8_t lab[VBK_HASH_LEN], cons
 	}
 	if (EVP_PKEY_CTX_set0_rsa_oaep_label(c, l, VBK_HASH_LEN) <= 0) {
 		OPENSSL_free(l);
-		r = ossl_fail();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	/* The context owns the label now. */
 	if (enc) {
 		if (EVP_PKEY_encrypt(c, out, io_len, in, len) <= 0) {
-			r = ossl_fail();
+			r = vbk_ossl_err();
 			goto out;
 		}
 	} else if (EVP_PKEY_decrypt(c, out, io_len, in, len) <= 0) {
@@ -198,18 +132,18 @@ static int aes_kwp(const uint8_t key[VBK_KEY_LEN], int enc, const uint8_t *in, s
 	ciph = EVP_CIPHER_fetch(NULL, "AES-256-WRAP-PAD", NULL);
 	c = EVP_CIPHER_CTX_new();
 	if (!ciph || !c) {
-		r = ossl_fail();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	EVP_CIPHER_CTX_set_flags(c, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
 	if (!EVP_CipherInit_ex2(c, ciph, key, NULL, enc, NULL)) {
-		r = ossl_fail();
+		r = vbk_ossl_err();
 		goto out;
 	}
 	if (!EVP_CipherUpdate(c, out, &n, in, (int)len) || n < 0 ||
 	    !EVP_CipherFinal_ex(c, out + n, &m) || m < 0) {
 		if (enc) {
-			r = ossl_fail();
+			r = vbk_ossl_err();
 		} else {
 			ERR_clear_error();
 			r = -EBADMSG;

@@ -433,6 +433,39 @@ static CK_MECHANISM_TYPE pick_kwp(vbk_p11_key *k)
 	return CKM_AES_KEY_WRAP_PAD;
 }
 
+/* The start of vbk_p11_open and vbk_p11_generate: uri parsed (stored: as the key vault keeps
+ * it) and a handle for a key of type t, without a session yet. */
+static int key_new(const char *uri, int stored, vbk_key_type t, P11KitUri **ret_u,
+		   vbk_p11_key **ret_k)
+{
+	P11KitUri *u = NULL;
+	vbk_p11_key *k;
+	int r;
+
+	if ((r = uri_parse(uri, stored, &u)) < 0)
+		return r;
+	k = calloc(1, sizeof(*k));
+	if (!k) {
+		p11_kit_uri_free(u);
+		return kv_fail(-ENOMEM, "out of memory");
+	}
+	k->type = t;
+	*ret_u = u;
+	*ret_k = k;
+	return 0;
+}
+
+/* Their end: k to *ret when r is 0, else closed (session and module); u freed. Returns r. */
+static int key_done(int r, vbk_p11_key *k, P11KitUri *u, vbk_p11_key **ret)
+{
+	if (r == 0)
+		*ret = k;
+	else
+		vbk_p11_close(k);
+	p11_kit_uri_free(u);
+	return r;
+}
+
 int vbk_p11_open(const char *uri, vbk_key_type t, vbk_p11_key **ret)
 {
 	P11KitUri *u = NULL;
@@ -443,14 +476,8 @@ int vbk_p11_open(const char *uri, vbk_key_type t, vbk_p11_key **ret)
 	size_t len = 0;
 	int r;
 
-	if ((r = uri_parse(uri, 1, &u)) < 0)
+	if ((r = key_new(uri, 1, t, &u, &k)) < 0)
 		return r;
-	k = calloc(1, sizeof(*k));
-	if (!k) {
-		r = kv_fail(-ENOMEM, "out of memory");
-		goto out;
-	}
-	k->type = t;
 	id = p11_kit_uri_get_attribute(u, CKA_ID);
 	cls = p11_kit_uri_get_attribute(u, CKA_CLASS);
 	if (*(CK_OBJECT_CLASS *)cls->pValue !=
@@ -487,13 +514,9 @@ int vbk_p11_open(const char *uri, vbk_key_type t, vbk_p11_key **ret)
 			goto out;
 		}
 	}
-	*ret = k;
-	k = NULL;
 	r = 0;
 out:
-	vbk_p11_close(k);
-	p11_kit_uri_free(u);
-	return r;
+	return key_done(r, k, u, ret);
 }
 
 /* ---- making keys ---- */
@@ -545,14 +568,8 @@ int vbk_p11_generate(const char *uri, vbk_key_type t, const char *name, uint32_t
 	CK_RV rv;
 	int r;
 
-	if ((r = uri_parse(uri, 0, &u)) < 0)
+	if ((r = key_new(uri, 0, t, &u, &k)) < 0)
 		return r;
-	k = calloc(1, sizeof(*k));
-	if (!k) {
-		r = kv_fail(-ENOMEM, "out of memory");
-		goto out;
-	}
-	k->type = t;
 	{
 		CK_ATTRIBUTE *a = p11_kit_uri_get_attribute(u, CKA_LABEL);
 		int base = a ? (int)(a->ulValueLen > 128 ? 128 : a->ulValueLen) : (int)strlen(name);
@@ -570,22 +587,20 @@ int vbk_p11_generate(const char *uri, vbk_key_type t, const char *name, uint32_t
 	    {CKA_LABEL, (void *)label, strlen(label)},
 	    {CKA_ID, id, sizeof(id)},
 	};
+	/* Every object: on the token, with its label and id; a secret one never leaves it. */
+	/* clang-format off */
+#define ON_TOKEN common[0], common[1], common[2]
+#define KEPT_SECRET ON_TOKEN, {CKA_PRIVATE, &yes, sizeof(yes)}, {CKA_SENSITIVE, &yes, sizeof(yes)}, \
+	{CKA_EXTRACTABLE, &no, sizeof(no)}
 	CK_ATTRIBUTE priv[] = {
-	    common[0],
-	    common[1],
-	    common[2],
-	    {CKA_PRIVATE, &yes, sizeof(yes)},
-	    {CKA_SENSITIVE, &yes, sizeof(yes)},
-	    {CKA_EXTRACTABLE, &no, sizeof(no)},
+	    KEPT_SECRET,
 	    {CKA_DECRYPT, &yes, sizeof(yes)},
 	    {CKA_SIGN, &no, sizeof(no)},
 	    {CKA_UNWRAP, &no, sizeof(no)},
 	    {CKA_DERIVE, &no, sizeof(no)},
 	};
 	CK_ATTRIBUTE pubt[] = {
-	    common[0],
-	    common[1],
-	    common[2],
+	    ON_TOKEN,
 	    {CKA_ENCRYPT, &yes, sizeof(yes)},
 	    {CKA_VERIFY, &no, sizeof(no)},
 	    {CKA_WRAP, &no, sizeof(no)},
@@ -593,12 +608,7 @@ int vbk_p11_generate(const char *uri, vbk_key_type t, const char *name, uint32_t
 	    {CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)},
 	};
 	CK_ATTRIBUTE aes[] = {
-	    common[0],
-	    common[1],
-	    common[2],
-	    {CKA_PRIVATE, &yes, sizeof(yes)},
-	    {CKA_SENSITIVE, &yes, sizeof(yes)},
-	    {CKA_EXTRACTABLE, &no, sizeof(no)},
+	    KEPT_SECRET,
 	    {CKA_VALUE_LEN, &vlen, sizeof(vlen)},
 	    {CKA_WRAP, &yes, sizeof(yes)},
 	    {CKA_UNWRAP, &yes, sizeof(yes)},
@@ -608,6 +618,9 @@ int vbk_p11_generate(const char *uri, vbk_key_type t, const char *name, uint32_t
 	    {CKA_VERIFY, &no, sizeof(no)},
 	    {CKA_DERIVE, &no, sizeof(no)},
 	};
+#undef KEPT_SECRET
+#undef ON_TOKEN
+	/* clang-format on */
 	if (t == VBK_KEY_AES256) {
 		rv = k->mod->C_GenerateKey(k->s, &mech, aes, VBU_ARRAY_SIZE(aes), &k->obj);
 		k->kwp = pick_kwp(k);
@@ -656,8 +669,6 @@ int vbk_p11_generate(const char *uri, vbk_key_type t, const char *name, uint32_t
 		*ret_pub_len = pub_len;
 		pub = NULL;
 	}
-	*ret = k;
-	k = NULL;
 	r = 0;
 	goto out;
 undo:
@@ -665,9 +676,7 @@ undo:
 out:
 	free(s);
 	OPENSSL_free(pub);
-	vbk_p11_close(k);
-	p11_kit_uri_free(u);
-	return r;
+	return key_done(r, k, u, ret);
 }
 
 int vbk_p11_destroy(vbk_p11_key *k)
@@ -847,16 +856,24 @@ int vbk_p11_rsa_decrypt(vbk_p11_key *k, const uint8_t lab[32], const uint8_t *in
 	return r;
 }
 
+/* The bytes wrapped with an AES key in the token travel as a session object of generic secret
+ * bytes the token may hand back: the template of secret_object and of an unwrap. PKCS#11 takes
+ * the values through pointers that are not const; they are never written. */
+static CK_OBJECT_CLASS plain_cls = CKO_SECRET_KEY;
+static CK_KEY_TYPE plain_type = CKK_GENERIC_SECRET;
+static CK_BBOOL plain_yes = CK_TRUE, plain_no = CK_FALSE;
+/* clang-format off */
+#define PLAIN_SECRET_ATTRS                                                                         \
+	{CKA_CLASS, &plain_cls, sizeof(plain_cls)},                                                \
+	{CKA_KEY_TYPE, &plain_type, sizeof(plain_type)},                                           \
+	{CKA_TOKEN, &plain_no, sizeof(plain_no)},                                                  \
+	{CKA_SENSITIVE, &plain_no, sizeof(plain_no)},                                              \
+	{CKA_EXTRACTABLE, &plain_yes, sizeof(plain_yes)}
+/* clang-format on */
+
 static int secret_object(vbk_p11_key *k, const uint8_t *value, size_t len, CK_OBJECT_HANDLE *ret)
 {
-	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
-	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-	CK_ATTRIBUTE t[] = {
-	    {CKA_CLASS, &cls, sizeof(cls)},	  {CKA_KEY_TYPE, &kt, sizeof(kt)},
-	    {CKA_TOKEN, &no, sizeof(no)},	  {CKA_SENSITIVE, &no, sizeof(no)},
-	    {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_VALUE, (void *)value, len},
-	};
+	CK_ATTRIBUTE t[] = {PLAIN_SECRET_ATTRS, {CKA_VALUE, (void *)value, len}};
 	CK_RV rv = k->mod->C_CreateObject(k->s, t, VBU_ARRAY_SIZE(t), ret);
 
 	return rv == CKR_OK ? 0 : decrypt_rv(k, rv);
@@ -866,14 +883,7 @@ int vbk_p11_aes_kwp(vbk_p11_key *k, int enc, const uint8_t *in, size_t len, uint
 		    size_t cap, size_t *ret_len)
 {
 	CK_MECHANISM mech = {k->kwp, NULL, 0};
-	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
-	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-	CK_ATTRIBUTE t[] = {
-	    {CKA_CLASS, &cls, sizeof(cls)},	  {CKA_KEY_TYPE, &kt, sizeof(kt)},
-	    {CKA_TOKEN, &no, sizeof(no)},	  {CKA_SENSITIVE, &no, sizeof(no)},
-	    {CKA_EXTRACTABLE, &yes, sizeof(yes)},
-	};
+	CK_ATTRIBUTE t[] = {PLAIN_SECRET_ATTRS};
 	CK_OBJECT_HANDLE o;
 	CK_ULONG n = cap;
 	CK_RV rv;

@@ -5,12 +5,10 @@
 
 #include "chunkstore.h"
 
-/* Every vault keeps its chunks in LMDB today. A second store (issue 15: RADOS) is chosen here
- * from the vault's config. */
+/* The vault's config says (vault.c, "chunks"): LMDB unless it names a RADOS pool. */
 static const vbs_cs_ops *store_of(const vbs_vault *v)
 {
-	(void)v;
-	return &vbs_cs_lmdb;
+	return v->chunks.rados ? &vbs_cs_rados : &vbs_cs_lmdb;
 }
 
 int vbs_cs_attach(vbs_vault *v, MDB_txn *txn, int create)
@@ -41,6 +39,17 @@ int vbs_cs_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_t id[V
 	       vbs_frame_fn fn, void *arg)
 {
 	return v->cs->get(v, txn, rd, id, fn, arg);
+}
+
+void vbs_cs_hint(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN])
+{
+	if (n && v->cs && v->cs_state && v->cs->hint)
+		v->cs->hint(v, n, ids);
+}
+
+int vbs_cs_takes_hints(const vbs_vault *v)
+{
+	return v->cs && v->cs->hint;
 }
 
 int vbs_cs_reader_open(vbs_vault *v, vbs_cs_reader **ret)

@@ -22,7 +22,12 @@
  *     every item is stored and the hook's writes are committed; when it fails (the hook's
  *     error included) none of the hook's writes is committed and the items are as if never
  *     put, except that a store writing outside LMDB may keep frames nothing refers to (an
- *     object written before the failure): iterate lists them and gc removes them.
+ *     object written before the failure): iterate lists them and gc removes them. Such a
+ *     store cannot write both at once: it commits the hook first, in a write of its own, and
+ *     then stores the items, so no moment exists where an item is stored and not yet pinned
+ *     (gc.h); a failure after the hook's commit leaves the hook's writes (pins, which are
+ *     dropped when their job ends). Either way put returns 0 only once every item is
+ *     acknowledged by the medium: a point committed after it names only stored chunks.
  *   Durability. A put with VBS_CS_SYNC is on stable storage when it returns. With
  *     VBS_CS_LAZY it survives a crash of the process, and a power loss once the vault's next
  *     synced write (vbs_write) has committed; chunks are put lazily because nothing refers to
@@ -90,6 +95,15 @@ enum { VBS_CS_SYNC = 0, VBS_CS_LAZY = 1 };
 int vbs_cs_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_t id[VBS_ID_LEN],
 	       vbs_frame_fn fn, void *arg);
 
+/* Says that the chunks ids[0..n) are about to be read (a read that spans several chunks, or
+ * read-ahead). A store whose every read is a round trip starts those reads now, a bounded number
+ * at a time, so that the vbs_cs_get calls that follow find them on their way; a store of local
+ * files does nothing. Only a hint: it never fails, and a chunk hinted and never read costs only
+ * the read. Thread-safe. */
+void vbs_cs_hint(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN]);
+/* 1 when the store takes hints (so a caller may skip finding the ids), else 0. */
+int vbs_cs_takes_hints(const vbs_vault *v);
+
 /* A new reader; the caller frees it with vbs_cs_reader_close (NULL is fine) before the
  * vault's environment closes. -ESTALE when the store changed place since the vault opened it. */
 int vbs_cs_reader_open(vbs_vault *v, vbs_cs_reader **ret);
@@ -145,9 +159,12 @@ typedef struct vbs_cs_ops {
 	int (*del)(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], uint64_t *ret_len);
 	int (*iterate)(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *arg);
 	int (*stats)(vbs_vault *v, MDB_txn *txn, vbs_cs_stats *ret);
+	void (*hint)(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN]); /* NULL: none */
 } vbs_cs_ops;
 
 /* Frames as values of LMDB databases in the vault's data.mdb (chunkstore_lmdb.c). */
 extern const vbs_cs_ops vbs_cs_lmdb;
+/* Frames as objects of a Ceph RADOS pool (chunkstore_rados.c; config "chunks", vault.c). */
+extern const vbs_cs_ops vbs_cs_rados;
 
 #endif

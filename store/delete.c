@@ -7,6 +7,7 @@
 #include "imap.h"
 #include "index.h"
 #include "internal.h"
+#include "rp_db.h"
 #include "lifecycle.h"
 #include "rp.h"
 #include "seal.h"

@@ -52,6 +52,63 @@ static int cmp_extent(const void *a, const void *b)
 	return x->off < y->off ? -1 : x->off > y->off;
 }
 
+/* Sorts e[0..n) and merges overlapping or touching extents. Returns the new count. */
+static size_t merge(vbs_extent *e, size_t n)
+{
+	size_t w = 0;
+
+	if (n == 0)
+		return 0;
+	qsort(e, n, sizeof(*e), cmp_extent);
+	for (size_t i = 1; i < n; i++) {
+		if (e[i].off <= e[w].off + e[w].len) {
+			uint64_t a = e[w].off + e[w].len, b = e[i].off + e[i].len;
+			e[w].len = (a > b ? a : b) - e[w].off;
+		} else {
+			e[++w] = e[i];
+		}
+	}
+	return w + 1;
+}
+
+/* [off, off + len) aligned outwards to align and clipped to size, into *e. */
+static void align_out(vbs_extent *e, uint64_t off, uint64_t last, uint64_t size, uint64_t align)
+{
+	e->off = off & ~(align - 1);
+	last = last + align - 1 < last ? UINT64_MAX & ~(align - 1)
+				       : (last + align - 1) & ~(align - 1);
+	if (last > size)
+		last = size;
+	e->len = last - e->off;
+}
+
+int vbs_extents_normalize(const vbs_extent *in, size_t n, uint64_t size, uint64_t align,
+			  vbs_extent **ret, size_t *ret_n)
+{
+	vbs_extent *e;
+	size_t w = 0;
+
+	if (align == 0 || (align & (align - 1)))
+		return -EINVAL;
+	/* One more than needed, so that an empty list is a valid pointer too. */
+	if (n >= SIZE_MAX / sizeof(*e) || !(e = malloc((n + 1) * sizeof(*e))))
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t last;
+
+		if (in[i].len == 0)
+			continue;
+		if (__builtin_add_overflow(in[i].off, in[i].len, &last) || last > size) {
+			free(e);
+			return -ERANGE;
+		}
+		align_out(&e[w++], in[i].off, last, size, align);
+	}
+	*ret_n = merge(e, w);
+	*ret = e;
+	return 0;
+}
+
 int vbs_extents_parse(const char *text, size_t len, uint64_t size, uint64_t align,
 		      vbs_extent **ret, size_t *ret_n, size_t *ret_line)
 {
@@ -98,28 +155,11 @@ int vbs_extents_parse(const char *text, size_t len, uint64_t size, uint64_t alig
 			cap = nc;
 		}
 		/* Align outwards to whole chunks. */
-		e[n].off = off & ~(align - 1);
-		last = last + align - 1 < last ? UINT64_MAX & ~(align - 1) : (last + align - 1) & ~(align - 1);
-		if (last > size)
-			last = size;
-		e[n].len = last - e[n].off;
-		n++;
+		align_out(&e[n++], off, last, size, align);
 next:
 		p = eol + 1;
 	}
-	if (n) {
-		size_t w = 0;
-		qsort(e, n, sizeof(*e), cmp_extent);
-		for (size_t i = 1; i < n; i++) {
-			if (e[i].off <= e[w].off + e[w].len) {
-				uint64_t a = e[w].off + e[w].len, b = e[i].off + e[i].len;
-				e[w].len = (a > b ? a : b) - e[w].off;
-			} else {
-				e[++w] = e[i];
-			}
-		}
-		n = w + 1;
-	}
+	n = merge(e, n);
 	*ret = e;
 	*ret_n = n;
 	return 0;

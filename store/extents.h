@@ -20,4 +20,11 @@ typedef struct vbs_extent {
 int vbs_extents_parse(const char *text, size_t len, uint64_t size, uint64_t align, vbs_extent **ret,
 		      size_t *ret_n, size_t *ret_line);
 
+/* The same rules for extents already in memory (a dirty bitmap read over NBD): in[0..n) is
+ * checked (-ERANGE: an extent beyond size), aligned outwards, sorted and merged into a new
+ * array *ret of *ret_n extents, which is never NULL on success (even for n == 0). free() *ret.
+ * Errors: -EINVAL align not a power of two, -ERANGE, -ENOMEM. */
+int vbs_extents_normalize(const vbs_extent *in, size_t n, uint64_t size, uint64_t align,
+			  vbs_extent **ret, size_t *ret_n);
+
 #endif

@@ -10,6 +10,8 @@
 #include "chunkstore.h"
 #include "gc.h"
 #include "internal.h"
+#include "pins.h"
+#include "jobs_db.h"
 #include "jobs.h"
 #include "util.h"
 
@@ -53,17 +55,23 @@ static int pin_add(vbs_vault *v, MDB_txn *txn, uint64_t job, const uint8_t *id)
 int vbs_pins_take(vbs_vault *v, MDB_txn *txn, void *arg)
 {
 	const vbs_pin_batch *b = arg;
+	uint8_t *present;
 	int r;
 
 	if (!b->job || !v->dbi_pins)
 		return vbs_fail(-EINVAL, "pinned chunk put without a job");
+	/* All at once: a store over the network answers them in parallel. */
+	present = malloc(b->ncheck ? b->ncheck : 1);
+	if (!present)
+		return vbs_fail(-ENOMEM, "out of memory");
+	r = vbs_cs_exists(v, txn, b->ncheck, b->check, present);
+	for (size_t i = 0; r >= 0 && i < b->ncheck; i++)
+		if (!present[i])
+			r = -ESTALE;
+	free(present);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < b->ncheck; i++) {
-		uint8_t present;
-
-		if ((r = vbs_cs_exists(v, txn, 1, &b->check[i], &present)) < 0)
-			return r;
-		if (!present)
-			return -ESTALE;
 		if ((r = pin_add(v, txn, b->job, b->check[i])) < 0)
 			return vbs_fail(r, "cannot pin chunk in vault '%s': %s", v->path,
 					vbu_strerror(-r));

@@ -9,6 +9,7 @@
 #include "imap.h"
 #include "prefetch.h"
 #include "rp.h"
+#include "rp_db.h"
 
 struct vbs_image {
 	vbs_vault *v;
@@ -156,7 +157,42 @@ static void prefetch_after(vbs_image *img, MDB_txn *txn, uint64_t off, size_t le
 		if (data)
 			jobs[nj++].serial = img->serial;
 	}
+	if (vbs_cs_takes_hints(img->v)) {
+		uint8_t ids[VBS_PF_BATCH][VBS_ID_LEN];
+
+		for (size_t i = 0; i < nj; i++)
+			memcpy(ids[i], jobs[i].id, VBS_ID_LEN);
+		vbs_cs_hint(img->v, nj, (const uint8_t(*)[VBS_ID_LEN])ids);
+	}
 	vbs_prefetch_queue(img->v, jobs, nj);
+}
+
+/* A read of several chunks: the store may start reading the later ones while the first is
+ * decoded (vbs_cs_hint). Chunks already decoded in the cache are not hinted. */
+#define HINT_MAX 64
+static void hint_chunks(vbs_image *img, MDB_txn *txn, uint64_t off, size_t len)
+{
+	uint8_t ids[HINT_MAX][VBS_ID_LEN];
+	uint64_t n = off / img->cs, last = (off + len - 1) / img->cs;
+	size_t k = 0;
+
+	if (len == 0 || n == last || !vbs_cs_takes_hints(img->v))
+		return;
+	for (; n <= last && k < HINT_MAX; n++) {
+		vbs_cache_entry *e;
+		int data;
+
+		if (vbs_imap_lookup(img->map, txn, n, ids[k], &data) < 0)
+			break;
+		if (!data)
+			continue;
+		if ((e = vbs_cache_get(img->v->cache, ids[k])) != NULL) {
+			vbs_cache_release(img->v->cache, e);
+			continue;
+		}
+		k++;
+	}
+	vbs_cs_hint(img->v, k, (const uint8_t(*)[VBS_ID_LEN])ids);
 }
 
 /* Walks [off, off + len) (clipped to the image) chunk by chunk and hands each piece to fn: a
@@ -183,6 +219,7 @@ static int walk(vbs_image *img, size_t len, uint64_t off, piece_fn fn, void *arg
 	r = vbs_point_exists(v, txn, img->serial);
 	if (r < 0)
 		goto out;
+	hint_chunks(img, txn, off, len);
 	while (done < len) {
 		uint64_t pos = off + done, n = pos / img->cs;
 		size_t in = (size_t)(pos % img->cs), take = img->cs - in;

@@ -26,6 +26,8 @@
 #include "index.h"
 #include "ingest.h"
 #include "jobs.h"
+#include "rp_db.h"
+#include "pins.h"
 #include "pool.h"
 #include "util.h"
 
@@ -33,6 +35,7 @@
 #define ZSTD_LEVEL 1
 #define EXTENTS_MAX (256u << 20)
 #define PREFETCH (64u << 20) /* bytes of changed extents read ahead (vbs_ingest_prefetch) */
+#define SOURCE_IO_MAX (4u << 20) /* a source object's reads: merged up to this length */
 
 /* ---- state ---- */
 
@@ -90,6 +93,8 @@ struct batch {
 	uint8_t (*ids)[VBS_ID_LEN];
 	uint8_t (*check)[VBS_ID_LEN]; /* reused chunks: re-checked and pinned in the commit */
 	uint8_t *present;
+	vbs_source_io *ios; /* a source object's reads, issued when the batch is full */
+	size_t nios;
 	int hashed;
 	/* the commit's outcome */
 	int r;
@@ -445,6 +450,8 @@ static int drain(struct ingest *g)
 	return b ? finish_batch(g, b) : 0;
 }
 
+static int source_fill(struct batch *b);
+
 /* Batch g->cur is full, or its disk ended: prepare it while the committer stores the one
  * before, then hand it over and fill the other. */
 static int flush_batch(struct ingest *g)
@@ -454,6 +461,8 @@ static int flush_batch(struct ingest *g)
 
 	if (b->njobs == 0)
 		return 0;
+	if ((r = source_fill(b)) < 0)
+		return r;
 	if ((r = prepare_batch(g, b, g->inflight)) < 0 || (r = drain(g)) < 0)
 		return r;
 	if (!g->com.up) {
@@ -468,6 +477,37 @@ static int flush_batch(struct ingest *g)
 	g->inflight = b;
 	g->cur = b == &g->b[0] ? &g->b[1] : &g->b[0];
 	return 0;
+}
+
+/* A source object's read of chunk data (buf, len at off): merged with the batch's last read
+ * when it continues it on the disk and in the buffer. */
+static void queue_io(struct batch *bt, uint8_t *buf, size_t len, uint64_t off)
+{
+	vbs_source_io *last = bt->nios ? &bt->ios[bt->nios - 1] : NULL;
+
+	if (last && last->off + last->len == off && (uint8_t *)last->buf + last->len == buf &&
+	    last->len + len <= SOURCE_IO_MAX) {
+		last->len += len;
+		return;
+	}
+	bt->ios[bt->nios++] = (vbs_source_io){off, len, buf};
+}
+
+/* Reads the queued reads of batch b from its disk's source object. */
+static int source_fill(struct batch *b)
+{
+	const vbs_source *src = b->d->in->src;
+	int r;
+
+	if (b->nios == 0)
+		return 0;
+	vbs_clear_err();
+	r = src->ops->read(src->arg, b->ios, b->nios);
+	b->nios = 0;
+	if (r < 0 && !vbs_errmsg()[0])
+		return vbs_fail(r, "cannot read disk '%s' from '%s': %s", b->d->in->name,
+				src->label ? src->label : "its source", vbu_strerror(-r));
+	return r < 0 ? r : 0;
 }
 
 /* Reads chunks [a, b) into batches. */
@@ -486,6 +526,11 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 		j->data = bt->buf + bt->njobs * (size_t)g->cs;
 		j->frame = bt->frames + bt->njobs * g->frame_max;
 		bt->d = d;
+		if (d->in->src) {
+			/* Read with the batch's other chunks when it is full (source_fill). */
+			queue_io(bt, j->data, len, off);
+			goto next;
+		}
 		r = vbu_pread_full(d->fd, j->data, len, off, &got);
 		if (r < 0)
 			return vbs_fail(r, "cannot read '%s' at offset %llu: %s", d->in->path,
@@ -493,6 +538,7 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 		if (got != len)
 			return vbs_fail(-EIO, "'%s' shrank while it was read (at offset %llu)",
 					d->in->path, (unsigned long long)(off + got));
+next:
 		d->read_bytes += len;
 		g->done += len;
 		if (++bt->njobs == g->batch_max && (r = flush_batch(g)) < 0)
@@ -523,9 +569,38 @@ static int walk_range(struct ingest *g, struct disk_state *d, uint64_t a, uint64
 	int r;
 
 	while (pos < b) {
-		off_t ds = lseek(d->fd, (off_t)pos, SEEK_DATA), he;
+		off_t ds, he;
 		uint64_t dstart, dend;
 
+		if (d->in->src) {
+			uint64_t sd = b, sh = b;
+			const vbs_source *src = d->in->src;
+
+			if (src->ops->map) {
+				vbs_clear_err();
+				r = src->ops->map(src->arg, pos, b, &sd, &sh);
+				if (r < 0)
+					return vbs_errmsg()[0] ? r
+							       : vbs_fail(r, "cannot map disk '%s' of '%s': %s",
+									  d->in->name, src->label ? src->label : "its source",
+									  vbu_strerror(-r));
+				if (sd < pos || sd > b || (sd < b && (sh <= sd || sh > b)))
+					return vbs_fail(-EIO, "the source of disk '%s' reported a bad "
+							"data map at offset %llu", d->in->name,
+							(unsigned long long)pos);
+			} else {
+				sd = pos;
+			}
+			if (sd >= b) {
+				if (!dry && (r = settle_hole(g, d, pos / cs, (b + cs - 1) / cs)) < 0)
+					return r;
+				break;
+			}
+			ds = (off_t)sd;
+			he = (off_t)sh;
+			goto have_data;
+		}
+		ds = lseek(d->fd, (off_t)pos, SEEK_DATA);
 		if (ds < 0 && errno != ENXIO) {
 			/* No hole support (a block device, an old file system): all data. */
 			ds = (off_t)pos;
@@ -543,6 +618,7 @@ static int walk_range(struct ingest *g, struct disk_state *d, uint64_t a, uint64
 			if (he < 0 || (uint64_t)he > b)
 				he = (off_t)b;
 		}
+have_data:
 		dstart = (uint64_t)ds / cs * cs;
 		if (dstart < pos)
 			dstart = pos;
@@ -570,6 +646,8 @@ static int walk_range(struct ingest *g, struct disk_state *d, uint64_t a, uint64
  * Scattered small extents are where a cold disk hurts: this keeps many reads in flight. */
 static void prefetch_ahead(struct disk_state *d, size_t k)
 {
+	if (d->fd < 0)
+		return;
 	for (; d->ahead_from < k && d->ahead_from < d->ahead; d->ahead_from++)
 		d->ahead_bytes -= d->ext[d->ahead_from].len;
 	if (d->ahead < k) {
@@ -591,7 +669,7 @@ void vbs_ingest_prefetch(const vbs_ingest_disk *disks, size_t n)
 		size_t len, line;
 		struct stat st;
 
-		if (!disks[i].changed || vbu_read_file(disks[i].changed, EXTENTS_MAX, &text, &len) < 0)
+		if (!disks[i].path || !disks[i].changed || vbu_read_file(disks[i].changed, EXTENTS_MAX, &text, &len) < 0)
 			continue;
 		d.fd = open(disks[i].path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 		if (d.fd >= 0 && fstat(d.fd, &st) == 0) {
@@ -615,8 +693,19 @@ void vbs_ingest_prefetch(const vbs_ingest_disk *disks, size_t n)
 static int open_source(struct disk_state *d)
 {
 	struct stat st;
-	int fd = open(d->in->path, O_RDONLY | O_CLOEXEC);
+	int fd;
 
+	if (d->in->src) {
+		if (!d->in->src->ops || !d->in->src->ops->read)
+			return vbs_fail(-EINVAL, "disk '%s': a source object without a read",
+					d->in->name);
+		d->size = d->in->src->size;
+		if (d->size == 0)
+			return vbs_fail(-EINVAL, "source '%s' of disk '%s' is empty",
+					d->in->src->label ? d->in->src->label : "", d->in->name);
+		return 0;
+	}
+	fd = open(d->in->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return vbs_fail(-errno, "cannot open disk '%s' source '%s': %s", d->in->name,
 				d->in->path, vbu_strerror(errno));
@@ -698,7 +787,7 @@ static int plan_disk(struct ingest *g, struct disk_state *d)
 			 * index says in between. */
 			r = vbs_imap_new(g->v, txn, g->prev->serial, d->base_disk, d->lineage,
 					 d->size, &d->base_map);
-			if (r == 0 && !d->in->changed)
+			if (r == 0 && !d->in->changed && !d->in->changed_ext)
 				r = collect_checked(g, d, txn);
 		} else if (r == -ENOENT) {
 			r = 0;
@@ -712,24 +801,34 @@ static int plan_disk(struct ingest *g, struct disk_state *d)
 			return vbs_fail(r, "cannot read the index of '%s/%s': %s", g->prev->id,
 					bd->name, vbu_strerror(-r));
 	}
-	if (d->in->changed) {
+	if (d->in->changed || d->in->changed_ext) {
 		char *text = NULL;
 		size_t len, line = 0;
+		const char *what = d->in->changed ? "--changed" : "changed extents";
 
 		if (!g->prev)
-			return vbs_fail(-EINVAL, "--changed for disk '%s': VM '%s' has no earlier "
-					"recovery point to take the rest from", d->in->name, g->o->vm);
+			return vbs_fail(-EINVAL, "%s for disk '%s': VM '%s' has no earlier "
+					"recovery point to take the rest from", what, d->in->name, g->o->vm);
 		if (!bd)
-			return vbs_fail(-EINVAL, "--changed for disk '%s': the latest point '%s' of "
-					"VM '%s' has no such disk", d->in->name, g->prev->id, g->o->vm);
+			return vbs_fail(-EINVAL, "%s for disk '%s': the latest point '%s' of "
+					"VM '%s' has no such disk", what, d->in->name, g->prev->id, g->o->vm);
 		if (bd->size != d->size)
-			return vbs_fail(-EINVAL, "--changed for disk '%s': its size changed from %llu "
-					"to %llu bytes since '%s'", d->in->name,
+			return vbs_fail(-EINVAL, "%s for disk '%s': its size changed from %llu "
+					"to %llu bytes since '%s'", what, d->in->name,
 					(unsigned long long)bd->size,
 					(unsigned long long)d->size, g->prev->id);
 		if (!d->cont)
-			return vbs_fail(-EINVAL, "--changed for disk '%s': point '%s' cannot be "
-					"used as a base", d->in->name, g->prev->id);
+			return vbs_fail(-EINVAL, "%s for disk '%s': point '%s' cannot be "
+					"used as a base", what, d->in->name, g->prev->id);
+		if (d->in->changed_ext) {
+			r = vbs_extents_normalize(d->in->changed_ext, d->in->n_changed_ext, d->size,
+						  g->cs, &d->ext, &d->next);
+			if (r < 0)
+				return vbs_fail(r, "changed extents of disk '%s': %s", d->in->name,
+						r == -ERANGE ? "range beyond the end of the disk"
+							     : vbu_strerror(-r));
+			return 0;
+		}
 		r = vbu_read_file(d->in->changed, EXTENTS_MAX, &text, &len);
 		if (r < 0)
 			return vbs_fail(r, "cannot read changed extents '%s': %s", d->in->changed,
@@ -974,7 +1073,9 @@ static int batch_alloc(struct ingest *g, struct batch *b)
 	b->ids = calloc(g->batch_max, VBS_ID_LEN);
 	b->check = calloc(g->batch_max, VBS_ID_LEN);
 	b->present = calloc(g->batch_max, 1);
-	if (!b->buf || !b->frames || !b->jobs || !b->items || !b->ids || !b->check || !b->present)
+	b->ios = calloc(g->batch_max, sizeof(*b->ios));
+	if (!b->buf || !b->frames || !b->jobs || !b->items || !b->ids || !b->check || !b->present ||
+	    !b->ios)
 		return vbs_fail(-ENOMEM, "out of memory");
 	return 0;
 }
@@ -988,6 +1089,7 @@ static void batch_free(struct batch *b)
 	free(b->ids);
 	free(b->check);
 	free(b->present);
+	free(b->ios);
 }
 
 /* Without a committer thread (it could not start) batches commit in turn. */
@@ -1028,6 +1130,10 @@ static int check_opts(const vbs_ingest_opts *o)
 		if (!vbu_name_valid(o->disks[i].name))
 			return vbs_fail(-EINVAL, "invalid disk name '%s': use %s", o->disks[i].name,
 					VBS_NAME_RULE);
+		if (!o->disks[i].path == !o->disks[i].src ||
+		    (o->disks[i].changed && o->disks[i].changed_ext))
+			return vbs_fail(-EINVAL, "disk '%s': give one source and at most one list of "
+					"changed extents", o->disks[i].name);
 		for (size_t k = 0; k < i; k++)
 			if (strcmp(o->disks[i].name, o->disks[k].name) == 0)
 				return vbs_fail(-EINVAL, "disk '%s' given twice", o->disks[i].name);
@@ -1102,6 +1208,11 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 	} else if (r < 0) {
 		goto out;
 	}
+	if (o->expect_base && strcmp(o->expect_base, g.prev ? g.prev->id : "") != 0) {
+		r = vbs_fail(-EBUSY, "another ingest of VM '%s' committed first; run it again",
+			     o->vm);
+		goto out;
+	}
 	for (size_t i = 0; i < o->n_disks; i++) {
 		struct disk_state *d = &g.disks[i];
 		uint64_t bytes;
@@ -1158,6 +1269,9 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		c.rp->disks[i].new_chunks = d->new_chunks;
 		c.rp->disks[i].new_bytes = d->new_bytes;
 		c.rp->disks[i].incremental = d->ext != NULL;
+		if (d->in->read_note)
+			snprintf(c.rp->disks[i].read_note, sizeof(c.rp->disks[i].read_note), "%s",
+				 d->in->read_note);
 		c.rp->n_disks = i + 1;
 	}
 	progress(&g, 1);

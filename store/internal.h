@@ -20,6 +20,10 @@
  * Sealed values and keyed name hashes: seal.h. Format 1 (before sealing) used the names
  * vms, rps, rpnames, lineages, jobs, protect with plain values; only upgrade.c reads them.
  *
+ * What one unit offers the other store/ files has a private header named for it: rp_db.h (point
+ * and VM records in a transaction), jobs_db.h (job records), pins.h (ingest pins), and
+ * verify_internal.h, imap.h, index.h, seal.h... This one holds only what most of them share.
+ *
  * No pointer into LMDB's map leaves store/: values are decoded or copied inside the transaction.
  */
 #ifndef VMBAK_STORE_INTERNAL_H
@@ -82,6 +86,13 @@ struct vbs_vault {
 	/* The chunk store (chunkstore.h), opened with the environment: its calls and its state. */
 	const struct vbs_cs_ops *cs;
 	void *cs_state;
+	/* Where chunks live, from the config's "chunks" (vault.c): rados 0 is LMDB (data.mdb);
+	 * rados 1 is a RADOS pool (chunkstore_rados.c), with the namespace, and the ceph config
+	 * file and client id to connect with (NULL: librados's defaults). Owned by the vault. */
+	struct vbs_chunks_cfg {
+		int rados;
+		char *pool, *ns, *conf, *id;
+	} chunks;
 	MDB_dbi dbi_dmaps; /* group MACs of each disk of each point (imap.h) */
 	size_t psize; /* LMDB's page size */
 	/* Held shared by every transaction, exclusively to change the map size. */
@@ -189,71 +200,6 @@ int vbs_seq_next(vbs_vault *v, MDB_txn *txn, uint64_t *ret);
 /* Reads a u64 value of db at key; -ENOENT if absent, -EBADMSG if not 8 bytes. */
 int vbs_get_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, uint64_t *ret);
 
-struct vbs_rp;
-/* Recovery point records (rp.c): JSON encoding, and reads and writes inside a transaction. */
-int vbs_rp_encode(const struct vbs_rp *rp, char **ret, size_t *ret_len);
-int vbs_rp_decode(const void *data, size_t len, struct vbs_rp **ret);
-int vbs_rp_load(vbs_vault *v, MDB_txn *txn, uint64_t serial, struct vbs_rp **ret);
-int vbs_rp_store(vbs_vault *v, MDB_txn *txn, const struct vbs_rp *rp);
-/* 1 when vm already has a point called id. */
-int vbs_rp_id_taken(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id);
-/* Name records (rpnames2): the serial of vm/id (-ENOENT, -EBADMSG), a new one, removal. */
-int vbs_name_find(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, uint64_t *ret);
-int vbs_name_put(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id, uint64_t serial);
-int vbs_name_del(vbs_vault *v, MDB_txn *txn, const char *vm, const char *id);
-/* The points of vm (ids and serials) sorted by id; free() *ret. */
-struct vbs_name_entry;
-int vbs_names_of(vbs_vault *v, MDB_txn *txn, const char *vm, struct vbs_name_entry **ret,
-		 size_t *ret_n);
-/* VM records (vms2): every VM sorted by name (free() *ret), one VM's number, removal. */
-int vbs_vms_of(vbs_vault *v, MDB_txn *txn, struct vbs_name_entry **ret, size_t *ret_n);
-int vbs_vm_find(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
-/* Writes the VM record of vm: its number and creation time (ns). */
-int vbs_vm_put(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t num, int64_t created_ns);
-int vbs_vm_del(vbs_vault *v, MDB_txn *txn, const char *vm);
-/* One raw record of vms2, rpnames2 (of VM vm) or rps2, opened and checked against its key
- * (verify_records.c walks them one by one): -EBADMSG when it does not open or does not match. */
-int vbs_vm_open(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
-		char name[VBS_NAME_MAX + 1], uint64_t *ret_num);
-int vbs_name_open(vbs_vault *v, const char *vm, const void *key, size_t klen, const void *val,
-		  size_t vlen, char id[32], uint64_t *ret_serial);
-int vbs_rp_open(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
-		struct vbs_rp **ret);
-int vbs_rp_latest_serial(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
-/* The VM's number, creating its record when new. */
-int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
-
-/* Lifecycle (jobs.c, gc.c). A job record decoded without judging its process (jobs.h). */
-struct vbs_job;
-int vbs_job_decode_raw(uint64_t id, const void *data, size_t len, struct vbs_job *ret);
-/* A job record sealed for jobs2 under j->id, as job_store would write it (sync.c seals the
- * records of a replica's sync job, which the replica cannot seal). *ret malloc'ed. */
-int vbs_job_seal(vbs_vault *v, const struct vbs_job *j, uint8_t **ret, size_t *ret_len);
-/* This process as a job record names it: pid, start time (clock ticks), boot id. */
-void vbs_job_self(int32_t *ret_pid, uint64_t *ret_start, char ret_boot[40]);
-/* Keys of vms2 (H(vm)) and rpnames2 (H(vm) | H(vm NUL id)) (rp.c). */
-int vbs_vm_key(vbs_vault *v, const char *vm, uint8_t k[16]);
-int vbs_rpname_key(vbs_vault *v, const char *vm, const char *id, uint8_t k[32]);
-/* A sealed job record (jobs2): opened and decoded; load: by id in txn (-ENOENT none). */
-int vbs_job_unseal(vbs_vault *v, const void *key, size_t klen, const void *val, size_t vlen,
-		   struct vbs_job *ret);
-int vbs_job_load(vbs_vault *v, MDB_txn *txn, uint64_t id, struct vbs_job *ret);
-/* The chunks of one batch of an ingest (gc.h): stored ones (ids of the put) and reused ones
- * (check), all pinned for job. */
-typedef struct vbs_pin_batch {
-	uint64_t job;
-	const struct vbs_cs_item *items;
-	size_t n;
-	const uint8_t (*check)[VBK_HASH_LEN];
-	size_t ncheck;
-} vbs_pin_batch;
-/* The hook of a pinned put (chunkstore.h's vbs_cs_hook_fn; arg: a vbs_pin_batch), in the write
- * transaction that stores the batch: checks that each reused chunk is still stored (-ESTALE
- * when one is gone: the caller looks again and stores it) and pins every chunk of the batch. */
-int vbs_pins_take(vbs_vault *v, MDB_txn *txn, void *arg);
-/* Drops job's pins in short transactions, unless a live gc is registered (then they stay for
- * that gc to drop). */
-int vbs_pins_release(vbs_vault *v, uint64_t job);
 /* Test hook: with the environment variable name set to PATH, creates PATH.reached and waits
  * until PATH exists (a minute at most). Only in the test build (make fault, -DVMBAK_TEST_HOOKS):
  * an installed vmbak has no environment variable that makes it stop. */
@@ -265,8 +211,5 @@ static inline void vbs_test_pause(const char *name)
 	(void)name;
 }
 #endif
-
-/* Sums over every point: virtual sizes of disks, and their data bytes (rp.c). */
-int vbs_rp_sum_sizes(vbs_vault *v, uint64_t *ret_logical, uint64_t *ret_data);
 
 #endif

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "jobs_db.h"
 #include "jobs.h"
 #include "json.h"
 #include "seal.h"
@@ -106,6 +107,8 @@ static int job_encode(const vbs_job *j, char **ret, size_t *ret_len)
 	json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)j->bytes_read));
 	json_object_object_add(o, "bytes_stored", json_object_new_int64((int64_t)j->bytes_stored));
 	json_object_object_add(o, "error", json_object_new_string(j->error));
+	if (j->steps[0])
+		json_object_object_add(o, "steps", json_object_new_string(j->steps));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (!s || !(*ret = strdup(s)))
 		r = -ENOMEM;
@@ -165,6 +168,10 @@ int vbs_job_decode_raw(uint64_t id, const void *data, size_t len, vbs_job *ret)
 	    vbu_json_u64(o, "pid_start", &j.pid_start) ||
 	    vbu_json_u64(o, "bytes_read", &j.bytes_read) ||
 	    vbu_json_u64(o, "bytes_stored", &j.bytes_stored))
+		goto out;
+	/* Optional: records of other kinds, and those written before it existed, have none. */
+	if (json_object_object_get_ex(o, "steps", NULL) &&
+	    vbu_json_copy_str(o, "steps", j.steps, sizeof(j.steps)))
 		goto out;
 	j.pid = (int32_t)pid;
 	*ret = j;
@@ -310,7 +317,7 @@ struct end_ctx {
 	int end; /* 0: progress only */
 	vbs_job_state state;
 	uint64_t bytes_read, bytes_stored;
-	const char *error;
+	const char *error, *steps;
 };
 
 static int end_fn(vbs_vault *v, MDB_txn *txn, void *arg)
@@ -333,13 +340,14 @@ static int end_fn(vbs_vault *v, MDB_txn *txn, void *arg)
 		j.state = c->state;
 		j.end_ns = vbu_now_ns();
 		snprintf(j.error, sizeof(j.error), "%s", c->error ? c->error : "");
+		snprintf(j.steps, sizeof(j.steps), "%s", c->steps ? c->steps : "");
 	}
 	return job_store(v, txn, &j);
 }
 
 int vbs_job_progress(vbs_vault *v, uint64_t id, uint64_t bytes_read, uint64_t bytes_stored)
 {
-	struct end_ctx c = {id, 0, VBS_JOB_RUNNING, bytes_read, bytes_stored, NULL};
+	struct end_ctx c = {id, 0, VBS_JOB_RUNNING, bytes_read, bytes_stored, NULL, NULL};
 	int r = need_jobs(v);
 
 	return r < 0 ? r : vbs_write(v, end_fn, &c);
@@ -348,7 +356,13 @@ int vbs_job_progress(vbs_vault *v, uint64_t id, uint64_t bytes_read, uint64_t by
 int vbs_job_end(vbs_vault *v, uint64_t id, vbs_job_state state, uint64_t bytes_read,
 		uint64_t bytes_stored, const char *error)
 {
-	struct end_ctx c = {id, 1, state, bytes_read, bytes_stored, error};
+	return vbs_job_end_steps(v, id, state, bytes_read, bytes_stored, error, NULL);
+}
+
+int vbs_job_end_steps(vbs_vault *v, uint64_t id, vbs_job_state state, uint64_t bytes_read,
+		      uint64_t bytes_stored, const char *error, const char *steps)
+{
+	struct end_ctx c = {id, 1, state, bytes_read, bytes_stored, error, steps};
 	int r = need_jobs(v);
 
 	if (r < 0)

@@ -13,7 +13,9 @@
  *   key   u64 job id (big-endian; ids grow, never repeat)
  *   value JSON {"kind", "target", "start" (ns), "end" (ns, 0 while running), "state",
  *               "pid", "pid_start" (clock ticks after boot, /proc/PID/stat field 22),
- *               "boot_id", "bytes_read", "bytes_stored", "error"}
+ *               "boot_id", "bytes_read", "bytes_stored", "error", "steps" (optional)}
+ *   "steps" is written only when not empty: for a job made of the jobs of other verbs (kind
+ *   "backup": ingest, prune, verify), which of them ran and how each ended, as text.
  *
  * Every function runs its own short transaction (begin, progress and end write one record:
  * they wait for the vault's writer lock, never for readers). Thread-safe in the sense of
@@ -37,12 +39,13 @@ typedef enum vbs_job_state {
 	VBS_JOB_KILLED, /* ended by a signal (SIGINT, SIGTERM, SIGHUP) its process caught */
 } vbs_job_state;
 
-/* Kinds used by vmbak: "ingest", "prune", "delete", "gc", "verify". Any [a-z-] word of at most
+/* Kinds used by vmbak: "ingest", "prune", "delete", "gc", "verify", "backup". Any [a-z-] word of at most
  * VBS_JOB_KIND_MAX - 1 characters is accepted. */
 #define VBS_JOB_KIND_MAX 16
 /* Target: "VM", "VM/RP" or "" (the whole vault); at most VBS_JOB_TARGET_MAX - 1 bytes. */
 #define VBS_JOB_TARGET_MAX (VBS_NAME_MAX + 1 + VBS_RP_ID_MAX + 1)
 #define VBS_JOB_ERROR_MAX 512 /* longer error texts are cut */
+#define VBS_JOB_STEPS_MAX 512 /* longer step texts are cut */
 
 typedef struct vbs_job {
 	uint64_t id;
@@ -55,6 +58,7 @@ typedef struct vbs_job {
 	char boot_id[40]; /* /proc/sys/kernel/random/boot_id of its boot */
 	uint64_t bytes_read, bytes_stored;
 	char error[VBS_JOB_ERROR_MAX]; /* "" when none */
+	char steps[VBS_JOB_STEPS_MAX]; /* "" when none (see "steps" above) */
 } vbs_job;
 
 /* "running", "completed", "failed", "killed". */
@@ -70,6 +74,10 @@ int vbs_job_progress(vbs_vault *v, uint64_t id, uint64_t bytes_read, uint64_t by
  * is not running is -EALREADY (the record is left alone). */
 int vbs_job_end(vbs_vault *v, uint64_t id, vbs_job_state state, uint64_t bytes_read,
 		uint64_t bytes_stored, const char *error);
+/* vbs_job_end with the job's steps (NULL or "" for none), e.g. "ingest completed (job 7),
+ * prune completed (job 8), verify skipped". */
+int vbs_job_end_steps(vbs_vault *v, uint64_t id, vbs_job_state state, uint64_t bytes_read,
+		      uint64_t bytes_stored, const char *error, const char *steps);
 
 /* One job, or every job in id order (oldest first; max > 0: only the newest max). Caller frees
  * *ret (a plain array). */

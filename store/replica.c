@@ -8,6 +8,8 @@
 #include "chunkstore.h"
 #include "index.h"
 #include "internal.h"
+#include "pins.h"
+#include "jobs_db.h"
 #include "jobs.h"
 #include "replica.h"
 #include "seal.h"

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "rp_db.h"
 #include "rewrap.h"
 #include "rp.h"
 #include "seal.h"

@@ -5,7 +5,8 @@
  *    "retain_until": int (seconds, 0 none), "parent": str ("" none), "chunk_size": int,
  *    "disks": [{"name": str, "size": int, "lineage": int, "data_chunks": int,
  *               "read_bytes": int, "new_chunks": int, "new_bytes": int,
- *               "incremental": bool, "escrow": str (optional)}]}
+ *               "incremental": bool, "escrow": str (optional),
+ *               "read": str (optional: how the source was read, as its caller said)}]}
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "rp_db.h"
 #include "json.h"
 #include "rp.h"
 #include "seal.h"
@@ -72,6 +74,8 @@ int vbs_rp_encode(const vbs_rp *rp, char **ret, size_t *ret_len)
 		json_object_object_add(j, "new_chunks", json_object_new_int64((int64_t)d->new_chunks));
 		json_object_object_add(j, "new_bytes", json_object_new_int64((int64_t)d->new_bytes));
 		json_object_object_add(j, "incremental", json_object_new_boolean(d->incremental));
+		if (d->read_note[0])
+			json_object_object_add(j, "read", json_object_new_string(d->read_note));
 		if (d->escrow)
 			json_object_object_add(j, "escrow",
 					       json_object_new_string_len(d->escrow,
@@ -153,6 +157,9 @@ int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 			goto out;
 		if (json_object_object_get_ex(j, "incremental", &f))
 			d->incremental = json_object_get_boolean(f);
+		if (json_object_object_get_ex(j, "read", NULL) &&
+		    vbu_json_copy_str(j, "read", d->read_note, sizeof(d->read_note)))
+			goto out;
 		if (json_object_object_get_ex(j, "escrow", &f)) {
 			if (!json_object_is_type(f, json_type_string))
 				goto out;
@@ -922,6 +929,21 @@ int vbs_rp_manifest(const vbs_rp *rp, char **ret, size_t *ret_len)
 		json_object_object_add(j, "data_bytes",
 				       json_object_new_int64((int64_t)vbs_disk_data_bytes(rp, d)));
 		json_object_object_add(j, "incremental", json_object_new_boolean(d->incremental));
+		{
+			/* How it was read, and from which earlier point the rest was taken. */
+			json_object *rd = json_object_new_object();
+
+			json_object_object_add(rd, "mode", json_object_new_string(
+							       d->incremental ? "incremental" : "full"));
+			json_object_object_add(rd, "base",
+					       d->incremental && rp->parent[0]
+						   ? json_object_new_string(rp->parent)
+						   : NULL);
+			json_object_object_add(rd, "note", d->read_note[0]
+								? json_object_new_string(d->read_note)
+								: NULL);
+			json_object_object_add(j, "read", rd);
+		}
 		if (d->escrow) {
 			snprintf(file, sizeof(file), "%s.key", d->name);
 			json_object_object_add(j, "key", json_object_new_string(file));

@@ -29,6 +29,7 @@ typedef struct vbs_disk {
 	uint64_t new_chunks;  /* chunks this ingest added to the vault */
 	uint64_t new_bytes;   /* their stored size */
 	int incremental;      /* 1 when ingested with --changed */
+	char read_note[256];  /* how the source was read ("full: REASON"...), or "" */
 	char *escrow;	      /* escrow blob (opaque to store/, NUL-terminated), or NULL */
 	size_t escrow_len;
 } vbs_disk;

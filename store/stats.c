@@ -7,6 +7,7 @@
 
 #include "chunkstore.h"
 #include "internal.h"
+#include "rp_db.h"
 
 static uint64_t free_pages(MDB_txn *txn)
 {

@@ -7,6 +7,8 @@
 #include "chunkstore.h"
 #include "index.h"
 #include "internal.h"
+#include "rp_db.h"
+#include "jobs_db.h"
 #include "jobs.h"
 #include "lifecycle.h"
 #include "replica.h"

@@ -10,6 +10,8 @@
 #include "imap.h"
 #include "index.h"
 #include "internal.h"
+#include "jobs_db.h"
+#include "rp_db.h"
 #include "jobs.h"
 #include "rp.h"
 #include "seal.h"

@@ -40,11 +40,14 @@ static int config_bound(const vbs_vault *v, char *buf, size_t len, size_t *ret_l
 	if (v->format == 1)
 		n = snprintf(buf, len, "%s v1 %s", VBS_FORMAT_NAME, v->uuid);
 	else
+		/* The chunk store is bound by kind only (a vault of LMDB chunks binds the text it
+		 * always did): pool, namespace and how to reach the cluster may move. */
 		n = snprintf(buf, len,
 			     "%s v2 uuid=%s chunk_size=%u chunk_id=hmac-sha256 compression=zstd "
-			     "encryption=%s dedup_scope=%s",
+			     "encryption=%s dedup_scope=%s%s",
 			     VBS_FORMAT_NAME, v->uuid, v->chunk_size,
-			     v->encrypted ? "aes-256-gcm" : "none", v->dedup_vm ? "vm" : "vault");
+			     v->encrypted ? "aes-256-gcm" : "none", v->dedup_vm ? "vm" : "vault",
+			     v->chunks.rados ? " chunks=rados" : "");
 	if (n < 0 || (size_t)n >= len)
 		return -EINVAL;
 	*ret_len = (size_t)n;
@@ -196,6 +199,20 @@ static json_object *config_json(const vbs_vault *v)
 		json_object_object_add(r, "created", json_object_new_string(v->replica_created));
 		json_object_object_add(o, "replica", r);
 	}
+	if (v->chunks.rados) {
+		json_object *c = json_object_new_object();
+
+		bad |= !c;
+		json_object_object_add(c, "store", json_object_new_string("rados"));
+		json_object_object_add(c, "pool", json_object_new_string(v->chunks.pool));
+		json_object_object_add(c, "namespace", json_object_new_string(v->chunks.ns));
+		if (v->chunks.conf)
+			json_object_object_add(c, "ceph_conf",
+					       json_object_new_string(v->chunks.conf));
+		if (v->chunks.id)
+			json_object_object_add(c, "ceph_id", json_object_new_string(v->chunks.id));
+		json_object_object_add(o, "chunks", c);
+	}
 	if (v->encrypted) {
 		json_object *k = slots_json(v);
 
@@ -226,6 +243,64 @@ static const char *shown(const char *s)
 		if (*p < 0x20 || *p > 0x7e)
 			return "(unprintable)";
 	return s;
+}
+
+/* A pool, namespace or client id as librados takes it: 1 to 255 printable ASCII characters. */
+static int ceph_name_ok(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	if (n == 0 || n > 255)
+		return 0;
+	for (; *s; s++)
+		if (*s <= 0x20 || *s > 0x7e)
+			return 0;
+	return 1;
+}
+
+static int dup_field(const char *s, char **ret)
+{
+	if (!s) {
+		*ret = NULL;
+		return 0;
+	}
+	*ret = strdup(s);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* "chunks": where the chunk frames live. Absent (every vault made before it): data.mdb. */
+static int parse_chunks(vbs_vault *v, const char *file, json_object *c)
+{
+	const char *store = vbu_json_str(c, "store"), *pool = vbu_json_str(c, "pool");
+	const char *ns = vbu_json_str(c, "namespace"), *conf = vbu_json_str(c, "ceph_conf");
+	const char *id = vbu_json_str(c, "ceph_id");
+	json_object *x;
+
+	if (!json_object_is_type(c, json_type_object) || !store)
+		return vbs_fail(-EPROTO, "config '%s': missing or bad field 'chunks'", file);
+	if (strcmp(store, "lmdb") == 0)
+		return 0;
+	if (strcmp(store, "rados") != 0)
+		return vbs_fail(-EPROTONOSUPPORT, "config '%s': unknown chunk store '%s'", file,
+				shown(store));
+	if (!ceph_name_ok(pool) || !ceph_name_ok(ns) ||
+	    (json_object_object_get_ex(c, "ceph_id", &x) && !ceph_name_ok(id)) ||
+	    (json_object_object_get_ex(c, "ceph_conf", &x) && (!conf || conf[0] != '/')))
+		return vbs_fail(-EPROTO, "config '%s': missing or bad field 'chunks'", file);
+	v->chunks.rados = 1;
+	if (dup_field(pool, &v->chunks.pool) < 0 || dup_field(ns, &v->chunks.ns) < 0 ||
+	    dup_field(conf, &v->chunks.conf) < 0 || dup_field(id, &v->chunks.id) < 0)
+		return vbs_fail(-ENOMEM, "out of memory");
+	return 0;
+}
+
+static void chunks_cfg_free(struct vbs_chunks_cfg *c)
+{
+	free(c->pool);
+	free(c->ns);
+	free(c->conf);
+	free(c->id);
+	memset(c, 0, sizeof(*c));
 }
 
 /* One slot of "keys": its KDF and wrapped keys, and (array form) its name and time. */
@@ -379,6 +454,8 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 		if (time_valid(s))
 			memcpy(v->replica_created, s, 21);
 	}
+	if (json_object_object_get_ex(o, "chunks", &k) && (r = parse_chunks(v, file, k)) < 0)
+		goto out;
 	s = vbu_json_str(o, "encryption");
 	if (s && strcmp(s, "aes-256-gcm") == 0) {
 		v->encrypted = 1;
@@ -541,9 +618,10 @@ static int env_open(vbs_vault *v, int create)
 		v->psize = mdb_env_stat(v->env, &ms) == 0 ? ms.ms_psize : 4096;
 	}
 	{
-		int r = vbs_cs_attach(v, txn, create);
-		if (r == 0 && v->format >= 2 && v->unlocked)
-			r = vbs_config_check(v, txn, create);
+		/* The config first: one edited to another chunk store is refused as edited. */
+		int r = v->format >= 2 && v->unlocked ? vbs_config_check(v, txn, create) : 0;
+		if (r == 0)
+			r = vbs_cs_attach(v, txn, create);
 		if (r < 0) {
 			mdb_txn_abort(txn);
 			vbs_cs_detach(v);
@@ -708,6 +786,12 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		return vbs_fail(-ENOKEY, "an encrypted vault needs a passphrase");
 	if (opts->dedup_vm && !opts->encrypt)
 		return vbs_fail(-EINVAL, "dedup scope 'vm' needs an encrypted vault");
+	if (opts->rados_pool && !ceph_name_ok(opts->rados_pool))
+		return vbs_fail(-EINVAL, "invalid pool name '%s'", shown(opts->rados_pool));
+	if (opts->rados_pool && opts->rados_ns && !ceph_name_ok(opts->rados_ns))
+		return vbs_fail(-EINVAL, "invalid namespace '%s'", shown(opts->rados_ns));
+	if (opts->rados_pool && opts->ceph_id && !ceph_name_ok(opts->ceph_id))
+		return vbs_fail(-EINVAL, "invalid ceph client id '%s'", shown(opts->ceph_id));
 	if (config_path(path, file, sizeof(file)) < 0)
 		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
 	if ((r = make_dir(path, &made_dir)) < 0)
@@ -727,6 +811,21 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 	u[6] = (u[6] & 0x0f) | 0x40;
 	u[8] = (u[8] & 0x3f) | 0x80;
 	vbu_uuid_format(u, v->uuid);
+	if (opts->rados_pool) {
+		v->chunks.rados = 1;
+		if (dup_field(opts->rados_pool, &v->chunks.pool) < 0 ||
+		    dup_field(opts->rados_ns ? opts->rados_ns : v->uuid, &v->chunks.ns) < 0 ||
+		    dup_field(opts->ceph_id, &v->chunks.id) < 0) {
+			r = vbs_fail(-ENOMEM, "out of memory");
+			goto out;
+		}
+		/* Absolute, so every later command finds it from wherever it runs. */
+		if (opts->ceph_conf && !(v->chunks.conf = realpath(opts->ceph_conf, NULL))) {
+			r = vbs_fail(-errno, "cannot read ceph config '%s': %s", opts->ceph_conf,
+				     vbu_strerror(errno));
+			goto out;
+		}
+	}
 	if ((r = vbk_vaultkeys_generate(&v->keys)) < 0)
 		goto crypto_fail;
 	vbu_format_time(vbu_now_ns() / 1000000000, v->created);
@@ -902,6 +1001,14 @@ int vbs_vault_init_replica(const char *path, const char *src_path)
 	 * here; only the replica marker is new. */
 	if ((r = parse_config(v, srcfile, text, len)) < 0)
 		goto out;
+	/* The chunk store's kind is bound to the keys (config_bound): a replica would share the
+	 * source's pool and namespace, so its "copy" would be the source's own objects. */
+	if (v->chunks.rados) {
+		r = vbs_fail(-EOPNOTSUPP, "'%s' keeps its chunks in RADOS: a replica of it is not "
+				       "supported yet",
+			     src_path);
+		goto out;
+	}
 	if ((r = vbk_random(u, sizeof(u))) < 0) {
 		vbs_fail(r, "cannot make a uuid: %s", vbu_strerror(-r));
 		goto out;
@@ -1322,6 +1429,7 @@ void vbs_vault_close(vbs_vault *v)
 		return;
 	vbs_prefetch_stop(v);
 	vbs_vault_close_env(v);
+	chunks_cfg_free(&v->chunks);
 	vbs_cache_free(v->cache);
 	vbs_gcache_free(v->gcache);
 	vbk_hmac_free(v->id_mac);
@@ -1355,6 +1463,15 @@ uint32_t vbs_vault_chunk_size(const vbs_vault *v)
 int vbs_vault_dedup_vm(const vbs_vault *v)
 {
 	return v->dedup_vm;
+}
+
+const char *vbs_vault_chunk_store(const vbs_vault *v, const char **ret_pool, const char **ret_ns)
+{
+	if (ret_pool)
+		*ret_pool = v->chunks.rados ? v->chunks.pool : NULL;
+	if (ret_ns)
+		*ret_ns = v->chunks.rados ? v->chunks.ns : NULL;
+	return v->chunks.rados ? "rados" : "lmdb";
 }
 
 int vbs_vm_id_mac(vbs_vault *v, const char *vm, vbk_hmac **ret)

@@ -53,6 +53,11 @@ typedef struct vbs_init_opts {
 	int encrypt;	     /* 1: aes-256-gcm (needs pass), 0: none */
 	uint32_t chunk_size; /* a power of two in [VBS_CHUNK_SIZE_MIN, VBS_CHUNK_SIZE_MAX] */
 	int dedup_vm;	     /* 1: chunks are deduplicated within each VM only (ids keyed per VM) */
+	/* Chunks in a Ceph RADOS pool instead of data.mdb: the pool (NULL: LMDB), the namespace
+	 * (NULL: the vault's uuid), the ceph config file (NULL: librados's search; made absolute)
+	 * and the client id (NULL: librados's default, "admin"). The pool must exist: init
+	 * connects and fails (nothing left behind) when the cluster or the pool is not there. */
+	const char *rados_pool, *rados_ns, *ceph_conf, *ceph_id;
 } vbs_init_opts;
 
 /* Creates a vault at path: the directory is created (its parent must exist) or must be empty.
@@ -132,6 +137,9 @@ uint32_t vbs_vault_chunk_size(const vbs_vault *v);
 int vbs_vault_encrypted(const vbs_vault *v);
 /* 1 when chunks are deduplicated within each VM only (init --dedup-scope vm). */
 int vbs_vault_dedup_vm(const vbs_vault *v);
+/* Where the vault's chunk frames live: "lmdb" (data.mdb) or "rados"; for rados, *ret_pool and
+ * *ret_ns (may be NULL) get the pool and namespace, else NULL. Valid while v is open. */
+const char *vbs_vault_chunk_store(const vbs_vault *v, const char **ret_pool, const char **ret_ns);
 
 /* The exit status of a process that meets a damaged data.mdb while an environment is open: the
  * guard (store/dbguard.c) prints one line and _exit()s with it (default 1; `vmbak verify` sets

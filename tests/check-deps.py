@@ -11,8 +11,10 @@ Layers, bottom up: base/ <- keyvault/ <- store/ <- front/ <- fs/, tools/. Rules:
   chunks    only the chunk-store implementation (store/chunkstore_lmdb.c) opens or names the
             chunks database (dbi_chunks, or the name "chunks" in an LMDB call or MDB_val)
   loops     no loop of #include edges among the headers of one layer, and no call loop among
-            the .c files of store/: a.c -> b.c when a.c calls a function b.c defines (comments
-            and strings are left out; static functions count only in their own file)
+            the .c files of one layer (base/, keyvault/, store/, front/, fs/, tools/): a.c -> b.c
+            when a.c calls a function b.c defines (comments and strings are left out; static
+            functions count only in their own file; calls through a member, p->fn() or s.fn(),
+            name no file's function)
 
 A quoted include is resolved as the compiler does: the including file's directory, then the -I
 directories of the Makefile (base, keyvault, store, front). Exit status 0 when every rule
@@ -139,6 +141,32 @@ DEF = re.compile(r"^(static\s+)?(?:inline\s+)?[A-Za-z_][\w \t\*]*?\b([A-Za-z_]\w
 KEYWORDS = {"if", "for", "while", "switch", "return", "sizeof"}
 
 
+def call_loops(cfiles):
+    """The call loops among cfiles: a.c -> b.c when a.c calls a function b.c defines."""
+    code = {f: strip(open(os.path.join(ROOT, f), errors="replace").read()) for f in cfiles}
+    owner, local = {}, {f: set() for f in cfiles}
+    for f in cfiles:
+        for m in DEF.finditer(code[f]):
+            name = m.group(2)
+            if name in KEYWORDS:
+                continue
+            if m.group(1):
+                local[f].add(name)
+            else:
+                owner.setdefault(name, f)
+    # A call through a member (cmd->main(...), ops.put(...)) names no function of a file.
+    call = re.compile(r"(?<!->)(?<!\.)\b([A-Za-z_]\w*)\s*\(")
+    g = {f: set() for f in cfiles}
+    for f in cfiles:
+        for name in set(call.findall(code[f])):
+            if name in local[f]:
+                continue
+            o = owner.get(name)
+            if o and o != f:
+                g[f].add(o)
+    return cycles(g)
+
+
 def main():
     errors = []
     seen_known = set()
@@ -189,30 +217,10 @@ def main():
         for comp in cycles(g):
             violation("loop", " ".join(comp), "%s/: include loop among %s" % (lay, " ".join(comp)))
 
-    # Call loops among the .c files of store/.
-    cfiles = [f for f in files if layer(f) == "store" and f.endswith(".c")]
-    code = {f: strip(open(os.path.join(ROOT, f), errors="replace").read()) for f in cfiles}
-    owner, local = {}, {f: set() for f in cfiles}
-    for f in cfiles:
-        for m in DEF.finditer(code[f]):
-            name = m.group(2)
-            if name in KEYWORDS:
-                continue
-            if m.group(1):
-                local[f].add(name)
-            else:
-                owner.setdefault(name, f)
-    call = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
-    g = {f: set() for f in cfiles}
-    for f in cfiles:
-        for name in set(call.findall(code[f])):
-            if name in local[f]:
-                continue
-            o = owner.get(name)
-            if o and o != f:
-                g[f].add(o)
-    for comp in cycles(g):
-        violation("loop", " ".join(comp), "store/: call loop among %s" % " ".join(comp))
+    # Call loops among the .c files of each layer.
+    for lay in LAYERS:
+        for comp in call_loops([f for f in files if layer(f) == lay and f.endswith(".c")]):
+            violation("loop", " ".join(comp), "%s/: call loop among %s" % (lay, " ".join(comp)))
 
     for k in sorted(KNOWN - seen_known):
         print("check-deps: note: known exception %s %s no longer happens: remove it from KNOWN" % k)

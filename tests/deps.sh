@@ -11,16 +11,18 @@ set -euo pipefail
 pkgs=(
 	build-essential pkg-config
 	libfuse3-dev liblmdb-dev libzstd-dev libssl-dev libjson-c-dev libp11-kit-dev
-	libcryptsetup-dev
+	libcryptsetup-dev libnbd-dev
 	fuse3 qemu-utils cryptsetup-bin e2fsprogs fio util-linux mount python3
 	man-db groff-base
 	lmdb-utils
 	qemu-system-x86 busybox-static cpio
 	python3-lmdb
-	libnbd-bin openssl
+	libnbd-bin nbdkit openssl
 	softhsm2 opensc
 	openssh-server openssh-client
 	dislocker ntfs-3g
+	systemd
+	librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()

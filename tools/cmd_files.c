@@ -22,7 +22,6 @@
 #include <limits.h>
 #include <pty.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +48,7 @@
 #include "image.h"
 #include "kv.h"
 #include "rp.h"
+#include "run.h"
 #include "util.h"
 #include "vault.h"
 
@@ -98,7 +98,6 @@ enum {
 	OPT_KEYVAULT = 0x100,
 	OPT_KV_PASSFILE,
 	OPT_PARTITION,
-	OPT_PASSFILE,
 	OPT_RAW,
 };
 
@@ -121,87 +120,79 @@ typedef struct layers {
 
 /* ---- arguments ---- */
 
-static int parse(int argc, char **argv, vmbak_globals *g, fopts *o)
+static const struct option files_options[] = {
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+    {"partition", required_argument, NULL, OPT_PARTITION},
+    {"unmount", no_argument, NULL, 'u'},
+    {"raw", no_argument, NULL, OPT_RAW},
+    {NULL, 0, NULL, 0},
+};
+
+static int files_option(verb_ctx *c, int opt, const char *optval)
 {
-	static const struct option longopts[] = {
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
-	    {"partition", required_argument, NULL, OPT_PARTITION},
-	    {"unmount", no_argument, NULL, 'u'},
-	    {"raw", no_argument, NULL, OPT_RAW},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
+	fopts *o = c->opts;
+
+	switch (opt) {
+	case 'u':
+		o->unmount = 1;
+		break;
+	case OPT_RAW:
+		o->raw = 1;
+		break;
+	case OPT_KEYVAULT:
+		if (!*optval)
+			return usage_err("--keyvault needs a key vault path");
+		o->kv = optval;
+		break;
+	case OPT_KV_PASSFILE:
+		if (!*optval)
+			return usage_err("empty argument for --keyvault-passphrase-file");
+		o->kv_passfile = optval;
+		break;
+	case OPT_PARTITION: {
+		unsigned long n;
+
+		if (parse_count(optval, 1, GPT_ENTRIES_MAX, &n) < 0)
+			return usage_err("invalid --partition '%s': give a number from 1 to %d",
+					 q(optval), GPT_ENTRIES_MAX);
+		o->partition = (unsigned)n;
+		break;
+	}
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* The arguments: the mount point alone with -u, else VAULT VM/RP DISK MOUNTPOINT (counted
+ * here, as the two forms count differently). */
+static int files_check(verb_ctx *c)
+{
 	static const char *const names[] = {"VAULT", "VM/RP", "DISK", "MOUNTPOINT"};
 	static const char *const unames[] = {"MOUNTPOINT"};
-	int opt, state = 0, status;
+	fopts *o = c->opts;
+	char **args = c->args;
+	int status;
 
-	while ((opt = verb_getopt(argc, argv, ":hu", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(files_help, stdout);
-			return -1;
-		case 'u':
-			o->unmount = 1;
-			break;
-		case OPT_RAW:
-			o->raw = 1;
-			break;
-		case OPT_KEYVAULT:
-			if (!*optarg)
-				return usage_err("--keyvault needs a key vault path");
-			o->kv = optarg;
-			break;
-		case OPT_KV_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty argument for --keyvault-passphrase-file");
-			o->kv_passfile = optarg;
-			break;
-		case OPT_PARTITION: {
-			char *end;
-			unsigned long n;
-
-			errno = 0;
-			n = strtoul(optarg, &end, 10);
-			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || n < 1 ||
-			    n > GPT_ENTRIES_MAX)
-				return usage_err(
-				    "invalid --partition '%s': give a number from 1 to %d",
-				    q(optarg), GPT_ENTRIES_MAX);
-			o->partition = (unsigned)n;
-			break;
-		}
-		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &o->passphrase_file);
-			if (status != 0)
-				return status;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-	}
+	o->passphrase_file = c->passphrase_file;
 	if (o->unmount) {
-		status = check_nargs("vmbak files -u MOUNTPOINT", unames, 1, 1, argc - optind,
-				     argv + optind);
+		status = check_nargs("vmbak files -u MOUNTPOINT", unames, 1, 1, c->nargs, args);
 		if (status != 0)
 			return status;
-		if (o->kv || o->kv_passfile || o->partition || o->passphrase_file || o->raw)
+		if (o->kv || o->kv_passfile || o->partition || c->passphrase_opt || o->raw)
 			return usage_err("-u takes only the mount point");
-		o->mnt = argv[optind];
+		o->mnt = args[0];
 		return 0;
 	}
-	status = check_nargs("vmbak files VAULT VM/RP DISK MOUNTPOINT", names, 4, 4, argc - optind,
-			     argv + optind);
+	status =
+	    check_nargs("vmbak files VAULT VM/RP DISK MOUNTPOINT", names, 4, 4, c->nargs, args);
 	if (status != 0)
 		return status;
-	o->vault = argv[optind];
-	o->point = argv[optind + 1];
-	o->disk = argv[optind + 2];
-	o->mnt = argv[optind + 3];
+	o->vault = args[0];
+	o->point = args[1];
+	o->disk = args[2];
+	o->mnt = args[3];
 	if ((status = check_vault_arg(o->vault)) != 0 ||
 	    (status = check_name_arg("disk", o->disk)) != 0)
 		return status;
@@ -394,9 +385,10 @@ static int run_helper(const char *name, char *const args[], int in_fd, int fd3, 
 		      char *msg, size_t cap)
 {
 	char helper[PATH_MAX], buf[2048], *argv[16];
-	size_t used = 0, n = 0;
-	int fds[2], wst;
-	pid_t pid;
+	vbu_run_opts o = VBU_RUN_OPTS;
+	vbu_run_result res;
+	size_t n = 0;
+	int r;
 
 	msg[0] = '\0';
 	if (vbk_helper_find(name, helper, sizeof(helper)) < 0) {
@@ -407,58 +399,27 @@ static int run_helper(const char *name, char *const args[], int in_fd, int fd3, 
 	for (size_t i = 0; args[i] && n < 15; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	if (pipe2(fds, O_CLOEXEC) != 0) {
-		snprintf(msg, cap, "%s", vbu_strerror(errno));
+	o.path = helper;
+	o.argv = argv;
+	o.envp = (char *const *)vbk_helper_env();
+	o.in_fd = in_fd;
+	o.fd3 = fd3;
+	o.pty = pty_slave;
+	o.capture = VBU_RUN_OUTPUT;
+	o.out = buf;
+	o.out_cap = sizeof(buf);
+	o.keep_end = 1;
+	o.timeout_s = VBK_HELPER_TIMEOUT;
+	r = vbu_run(&o, &res);
+	if (r == -ETIME) {
+		snprintf(msg, cap, "%s did not finish within %d seconds", name, VBK_HELPER_TIMEOUT);
 		return VMBAK_EXIT_FAIL;
 	}
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		snprintf(msg, cap, "%s", vbu_strerror(errno));
-		close(fds[0]);
-		close(fds[1]);
+	if (r < 0) {
+		snprintf(msg, cap, "%s", vbu_strerror(-r));
 		return VMBAK_EXIT_FAIL;
 	}
-	if (pid == 0) {
-		int nul = open("/dev/null", O_RDWR);
-
-		if (pty_slave >= 0) {
-			setsid();
-			if (ioctl(pty_slave, TIOCSCTTY, 0) != 0)
-				_exit(126);
-		}
-		if (fd3 >= 0 && (fd3 == 3 ? fcntl(3, F_SETFD, 0) : dup2(fd3, 3)) < 0)
-			_exit(126);
-		if (dup2(in_fd >= 0 ? in_fd : nul, STDIN_FILENO) < 0 ||
-		    dup2(fds[1], STDOUT_FILENO) < 0 || dup2(fds[1], STDERR_FILENO) < 0)
-			_exit(126);
-		execve(helper, argv, (char *const *)vbk_helper_env());
-		_exit(127);
-	}
-	close(fds[1]);
-	for (;;) {
-		ssize_t k = read(fds[0], buf + used, sizeof(buf) - 1 - used);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		used += (size_t)k;
-		if (used == sizeof(buf) - 1) {
-			/* Keep the end: that is where the reason is. */
-			memmove(buf, buf + used / 2, used - used / 2);
-			used -= used / 2;
-		}
-	}
-	close(fds[0]);
-	buf[used] = '\0';
-	while (waitpid(pid, &wst, 0) < 0) {
-		if (errno != EINTR) {
-			snprintf(msg, cap, "%s", vbu_strerror(errno));
-			return VMBAK_EXIT_FAIL;
-		}
-	}
-	if (WIFEXITED(wst) && WEXITSTATUS(wst) == 0)
+	if (res.status == 0)
 		return 0;
 	{
 		/* The first line that says it failed, else the last one (helpers print banners
@@ -479,10 +440,8 @@ static int run_helper(const char *name, char *const args[], int in_fd, int fd3, 
 			line = strstr(line, "] ") + 2;
 		if (line)
 			snprintf(msg, cap, "%s", line);
-		else if (WIFEXITED(wst))
-			snprintf(msg, cap, "exit status %d", WEXITSTATUS(wst));
 		else
-			snprintf(msg, cap, "killed by signal %d", WTERMSIG(wst));
+			vbu_run_how(&res, msg, cap);
 	}
 	return VMBAK_EXIT_FAIL;
 }
@@ -977,11 +936,11 @@ static int files_unmount(const fopts *o)
 	return VMBAK_EXIT_OK;
 }
 
-static int cmd_files(int argc, char **argv, vmbak_globals *g)
+static int cmd_files(verb_ctx *ctx)
 {
 	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX], abs[PATH_MAX], vault_abs[PATH_MAX];
 	char desc[160] = "not encrypted", src[PATH_MAX + 16];
-	fopts o = {0};
+	fopts o = *(fopts *)ctx->opts;
 	layers l = {0};
 	vbs_vault *v = NULL;
 	vbs_rp *rp = NULL;
@@ -998,9 +957,6 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 	static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
 	int r, status, made = 0, luks, bitlk, large = 0, handlers = 0;
 
-	status = parse(argc, argv, g, &o);
-	if (status != 0)
-		return status < 0 ? VMBAK_EXIT_OK : status;
 	if (geteuid() != 0) {
 		vbu_err("vmbak files needs root: it mounts file systems");
 		return VMBAK_EXIT_FAIL;
@@ -1030,8 +986,7 @@ static int cmd_files(int argc, char **argv, vmbak_globals *g)
 		status = store_err(r, "cannot open vault '%s'", q(o.vault));
 		goto out;
 	}
-	if ((status =
-		 vault_unlock(v, o.vault, verb_passphrase_file(o.passphrase_file, g), &pass)) != 0)
+	if ((status = vault_unlock(v, o.vault, o.passphrase_file, &pass)) != 0)
 		goto out;
 	if ((r = vbs_vault_open_env(v)) < 0) {
 		status = store_err(r, "cannot open vault '%s'", q(o.vault));
@@ -1238,5 +1193,14 @@ const vmbak_cmd cmd_files_def = {
     .name = "files",
     .summary = "mount a guest file system of a point read-only (LUKS, BitLocker too)",
     .help = files_help,
+    .usage = "vmbak files VAULT VM/RP DISK MOUNTPOINT",
+    .min_args = 0,
+    .max_args = INT_MAX, /* counted by files_check: -u takes one */
+    .flags = VERB_PASSPHRASE_FILE,
+    .options = files_options,
+    .shortopts = ":hu",
+    .opts_size = sizeof(fopts),
+    .option = files_option,
+    .check = files_check,
     .run = cmd_files,
 };

@@ -1,6 +1,7 @@
 /* cmd_ingest.c: vmbak ingest, a new recovery point of a VM from its disk images.
  *
- * In three steps: ingest_parse (argv into an ingest_args), ingest_validate and ingest_run.
+ * In three steps: ingest_option (each option into an ingest_args), ingest_validate and
+ * ingest_run, run in turn by verb_main (common.h).
  * Everything the command line says is checked before the vault is opened: names, duplicates,
  * dates, that every source exists and is a regular file or a block device. Then the vault is
  * opened and unlocked, and vbs_ingest() does the work; it commits the point whole or not at
@@ -20,22 +21,28 @@
 #include "ingest.h"
 #include "kv.h"
 #include "rp.h"
+#include "src_nbd.h"
+#include "src_qemu.h"
 #include "util.h"
 #include "vault.h"
 
 #define INGEST_USAGE                                                                               \
-	"vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...] [--changed NAME=FILE ...] " \
+	"vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...] [--format NAME=FORMAT ...] "   \
+	"[--changed NAME=FILE ...] [--qemu QMP_SOCKET [--disk NAME=NODE ...]] "                     \
 	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                   \
 	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--threads N] [--progress]"
 
 #define THREADS_MAX 1024
 
 static const char ingest_help[] =
-    "usage: vmbak ingest VAULT VM --disk NAME=PATH [--disk NAME=PATH ...]\n"
+    "usage: vmbak ingest VAULT VM --disk NAME=PATH|NBD_URI [--disk ...]\n"
+    "                    [--format NAME=FORMAT ...]\n"
     "                    [--changed NAME=FILE ...] [--retain-until YYYY-MM-DD]\n"
     "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
     "                    [--escrow-kind NAME=KIND ...] [--check-escrow]\n"
     "                    [--threads N] [--progress]\n"
+    "       vmbak ingest VAULT VM --qemu QMP_SOCKET [--disk NAME=NODE ...]\n"
+    "                    [--retain-until YYYY-MM-DD] [--threads N] [--progress]\n"
     "\n"
     "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
     "last line of standard output.\n"
@@ -43,6 +50,18 @@ static const char ingest_help[] =
     "options:\n"
     "  --disk NAME=PATH        a disk of the VM: its name and a raw image (regular file or\n"
     "                          block device); repeat for every disk, at most 256\n"
+    "  --disk NAME=NBD_URI     a disk read over NBD: nbd://HOST[:PORT]/EXPORT,\n"
+    "                          nbd+unix:///EXPORT?socket=PATH, or nbds:// (nbds+unix://)\n"
+    "                          with TLS required; holes the server reports are not read\n"
+    "  --format NAME=FORMAT    disk NAME's PATH is an image of FORMAT: qcow2, vmdk, vhdx,\n"
+    "                          vpc or raw, read through a private `qemu-nbd --read-only`\n"
+    "                          (with its qcow2 backing chain); a format is never guessed\n"
+    "  --qemu QMP_SOCKET       take the disks of a running QEMU VM at one instant through its\n"
+    "                          QMP socket, while the guest runs: every writable disk, or\n"
+    "                          those named with --disk NAME=NODE (a node name, drive id or\n"
+    "                          device id); later points read only what changed since the\n"
+    "                          VM's latest point in this vault (a persistent dirty bitmap),\n"
+    "                          or everything, saying why on stderr\n"
     "  --changed NAME=FILE     read only the extents listed in FILE (lines \"OFFSET LENGTH\n"
     "                          [TYPE [DESCRIPTION]]\", as `nbdinfo --map` prints them) of disk\n"
     "                          NAME and take the rest from the VM's latest point\n"
@@ -86,19 +105,21 @@ static int split_name_path(const char *opt, const char *arg, name_path *ret)
 	const char *eq = strchr(arg, '=');
 	size_t path_len;
 
-	const char *what = strcmp(opt, "--disk") == 0	      ? "PATH"
-			   : strcmp(opt, "--escrow") == 0     ? "SECRET"
+	const char *what = strcmp(opt, "--disk") == 0	       ? "PATH"
+			   : strcmp(opt, "--format") == 0      ? "FORMAT"
+			   : strcmp(opt, "--escrow") == 0      ? "SECRET"
 			   : strcmp(opt, "--escrow-kind") == 0 ? "KIND"
-							      : "FILE";
+							       : "FILE";
 
 	if (!eq)
 		return usage_err("invalid %s '%s': use %s NAME=%s", opt, q(arg), opt, what);
 	path_len = strlen(eq + 1);
 	if (path_len == 0)
 		return usage_err("empty %s in %s '%s'",
-				 strcmp(what, "PATH") == 0 || strcmp(what, "FILE") == 0
-				     ? "path"
-				     : strcmp(what, "KIND") == 0 ? "kind" : "secret name",
+				 strcmp(what, "PATH") == 0 || strcmp(what, "FILE") == 0 ? "path"
+				 : strcmp(what, "KIND") == 0				? "kind"
+				 : strcmp(what, "FORMAT") == 0				? "format"
+							     : "secret name",
 				 opt, q(arg));
 	if (path_len >= PATH_MAX)
 		return usage_err("path in %s is too long (%zu bytes, at most %d)", opt, path_len,
@@ -136,6 +157,8 @@ static int check_source(const name_path *d)
 	struct stat st;
 	int fd;
 
+	if (src_nbd_is_uri(d->path))
+		return 0; /* checked when connecting, before the vault is opened */
 	fd = open(d->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		vbu_errno(-errno, "cannot open disk '%s' source '%s'", d->name, q(d->path));
@@ -266,18 +289,19 @@ static void progress_end(progress *p, int ok)
 	p->printed = 0;
 }
 
-enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS, OPT_PASSFILE };
+enum { OPT_DISK = 0x100, OPT_CHANGED, OPT_RETAIN, OPT_THREADS, OPT_PROGRESS };
+enum { OPT_FORMAT = 0x1c0, OPT_QEMU };
 enum { OPT_KEYVAULT = 0x180, OPT_ESCROW, OPT_KV_PASSFILE, OPT_CHECK_ESCROW, OPT_ESCROW_KIND };
 
-/* The command line of one ingest: filled by ingest_parse, checked by ingest_validate, carried
+/* The command line of one ingest: filled by ingest_option, checked by ingest_validate, carried
  * out by ingest_run; freed by ingest_args_free. Strings point into argv, except the names of
  * the name_path lists (malloc'ed). */
 typedef struct ingest_args {
-	int help; /* --help was given and printed: nothing else to do */
 	const char *path, *vm;
-	name_path *disks, *changed;
-	size_t n_disks, n_changed;
+	name_path *disks, *changed, *formats;
+	size_t n_disks, n_changed, n_formats;
 	const char *retain_arg, *passphrase_file;
+	const char *qemu; /* --qemu QMP_SOCKET: --disk values name QEMU nodes or devices */
 	int64_t retain_until; /* from retain_arg, by ingest_validate */
 	unsigned threads;
 	int show_progress;
@@ -296,8 +320,11 @@ static void ingest_args_free(ingest_args *a)
 		free(a->disks[i].name);
 	for (i = 0; a->changed && i < a->n_changed; i++)
 		free(a->changed[i].name);
+	for (i = 0; a->formats && i < a->n_formats; i++)
+		free(a->formats[i].name);
 	free(a->disks);
 	free(a->changed);
+	free(a->formats);
 	for (i = 0; a->escrow && i < a->n_escrow; i++)
 		free(a->escrow[i].name);
 	free(a->escrow);
@@ -306,116 +333,105 @@ static void ingest_args_free(ingest_args *a)
 	free(a->kinds);
 }
 
-/* argv into *a: the options and the two arguments, each in its form (NAME=PATH, a thread
- * count, a passphrase file that is not a refused option). An exit status: 0 to go on (a->help
- * set after --help, which is printed here). */
-static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
+static const struct option ingest_options[] = {
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"changed", required_argument, NULL, OPT_CHANGED},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"qemu", required_argument, NULL, OPT_QEMU},
+    {"retain-until", required_argument, NULL, OPT_RETAIN},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {"escrow", required_argument, NULL, OPT_ESCROW},
+    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
+    {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
+    {NULL, 0, NULL, 0},
+};
+
+/* One option into *a, in its form (NAME=PATH, a thread count). An exit status. */
+static int ingest_option(verb_ctx *c, int opt, const char *optval)
 {
-	static const struct option longopts[] = {
-	    {"disk", required_argument, NULL, OPT_DISK},
-	    {"changed", required_argument, NULL, OPT_CHANGED},
-	    {"retain-until", required_argument, NULL, OPT_RETAIN},
-	    {"threads", required_argument, NULL, OPT_THREADS},
-	    {"progress", no_argument, NULL, OPT_PROGRESS},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"escrow", required_argument, NULL, OPT_ESCROW},
-	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
-	    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
-	    {"escrow-kind", required_argument, NULL, OPT_ESCROW_KIND},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM"};
-	int opt, state = 0, status;
+	ingest_args *a = c->opts;
+	int status;
 
-	a->show_progress = g->progress;
-	/* Every --disk or --changed takes at least one element of argv. */
-	a->disks = calloc((size_t)argc, sizeof(*a->disks));
-	a->changed = calloc((size_t)argc, sizeof(*a->changed));
-	a->escrow = calloc((size_t)argc, sizeof(*a->escrow));
-	a->kinds = calloc((size_t)argc, sizeof(*a->kinds));
-	if (!a->disks || !a->changed || !a->escrow || !a->kinds) {
-		vbu_errno(-ENOMEM, "cannot parse the command line");
-		return VMBAK_EXIT_FAIL;
-	}
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(ingest_help, stdout);
-			a->help = 1;
-			return VMBAK_EXIT_OK;
-		case OPT_DISK:
-			status = split_name_path("--disk", optarg, &a->disks[a->n_disks]);
-			if (status != 0)
-				return status;
-			a->n_disks++;
-			break;
-		case OPT_CHANGED:
-			status = split_name_path("--changed", optarg, &a->changed[a->n_changed]);
-			if (status != 0)
-				return status;
-			a->n_changed++;
-			break;
-		case OPT_ESCROW:
-			status = split_name_path("--escrow", optarg, &a->escrow[a->n_escrow]);
-			if (status != 0)
-				return status;
-			a->n_escrow++;
-			break;
-		case OPT_ESCROW_KIND:
-			status = split_name_path("--escrow-kind", optarg, &a->kinds[a->n_kinds]);
-			if (status != 0)
-				return status;
-			a->n_kinds++;
-			break;
-		case OPT_KEYVAULT:
-		case OPT_KV_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty argument for --%s",
-						 opt == OPT_KEYVAULT ? "keyvault"
-								     : "keyvault-passphrase-file");
-			*(opt == OPT_KEYVAULT ? &a->kv_path : &a->kv_passfile) = optarg;
-			break;
-		case OPT_CHECK_ESCROW:
-			a->check_escrow = 1;
-			break;
-		case OPT_RETAIN:
-			a->retain_arg = optarg;
-			break;
-		case OPT_THREADS: {
-			char *end;
-			unsigned long t;
-
-			errno = 0;
-			t = strtoul(optarg, &end, 10);
-			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || t < 1 ||
-			    t > THREADS_MAX)
-				return usage_err("invalid thread count '%s': use 1 to %d",
-						 q(optarg), THREADS_MAX);
-			a->threads = (unsigned)t;
-			break;
-		}
-		case OPT_PROGRESS:
-			a->show_progress = 1;
-			break;
-		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &a->passphrase_file);
-			if (status != 0)
-				return status;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
+	if (!a->disks) {
+		/* Every --disk or --changed takes at least one element of argv. */
+		a->disks = calloc((size_t)c->argc, sizeof(*a->disks));
+		a->changed = calloc((size_t)c->argc, sizeof(*a->changed));
+		a->escrow = calloc((size_t)c->argc, sizeof(*a->escrow));
+		a->kinds = calloc((size_t)c->argc, sizeof(*a->kinds));
+		a->formats = calloc((size_t)c->argc, sizeof(*a->formats));
+		if (!a->disks || !a->changed || !a->escrow || !a->kinds || !a->formats) {
+			vbu_errno(-ENOMEM, "cannot parse the command line");
+			return VMBAK_EXIT_FAIL;
 		}
 	}
-	status = check_nargs(INGEST_USAGE, names, 2, 2, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	a->path = argv[optind];
-	a->vm = argv[optind + 1];
+	switch (opt) {
+	case OPT_DISK:
+		status = split_name_path("--disk", optval, &a->disks[a->n_disks]);
+		if (status != 0)
+			return status;
+		a->n_disks++;
+		break;
+	case OPT_CHANGED:
+		status = split_name_path("--changed", optval, &a->changed[a->n_changed]);
+		if (status != 0)
+			return status;
+		a->n_changed++;
+		break;
+	case OPT_FORMAT:
+		status = split_name_path("--format", optval, &a->formats[a->n_formats]);
+		if (status != 0)
+			return status;
+		a->n_formats++;
+		break;
+	case OPT_QEMU:
+		if (!*optval)
+			return usage_err("empty argument for --qemu");
+		a->qemu = optval;
+		break;
+	case OPT_ESCROW:
+		status = split_name_path("--escrow", optval, &a->escrow[a->n_escrow]);
+		if (status != 0)
+			return status;
+		a->n_escrow++;
+		break;
+	case OPT_ESCROW_KIND:
+		status = split_name_path("--escrow-kind", optval, &a->kinds[a->n_kinds]);
+		if (status != 0)
+			return status;
+		a->n_kinds++;
+		break;
+	case OPT_KEYVAULT:
+	case OPT_KV_PASSFILE:
+		if (!*optval)
+			return usage_err("empty argument for --%s",
+					 opt == OPT_KEYVAULT ? "keyvault"
+							     : "keyvault-passphrase-file");
+		*(opt == OPT_KEYVAULT ? &a->kv_path : &a->kv_passfile) = optval;
+		break;
+	case OPT_CHECK_ESCROW:
+		a->check_escrow = 1;
+		break;
+	case OPT_RETAIN:
+		a->retain_arg = optval;
+		break;
+	case OPT_THREADS: {
+		unsigned long t;
+
+		if (parse_count(optval, 1, THREADS_MAX, &t) < 0)
+			return usage_err("invalid thread count '%s': use 1 to %d", q(optval),
+					 THREADS_MAX);
+		a->threads = (unsigned)t;
+		break;
+	}
+	case OPT_PROGRESS:
+		a->show_progress = 1;
+		break;
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
 	return 0;
 }
 
@@ -423,19 +439,26 @@ static int ingest_parse(int argc, char **argv, vmbak_globals *g, ingest_args *a)
  * message (usage errors): names, duplicates, what refers to what, the date; then the world
  * outside the command line (runtime errors): every source and changed-extents file. Sets
  * a->retain_until. An exit status. */
-static int ingest_validate(ingest_args *a)
+static int ingest_validate(verb_ctx *c)
 {
+	ingest_args *a = c->opts;
 	size_t i, j;
 	int status;
 
-	status = check_vault_arg(a->path);
-	if (status != 0)
-		return status;
+	/* The vault path was checked by verb_main (VERB_VAULT_ARG). */
+	a->path = c->args[0];
+	a->vm = c->args[1];
+	a->passphrase_file = c->passphrase_file;
+	a->show_progress |= c->g->progress;
 	status = check_name_arg("VM", a->vm);
 	if (status != 0)
 		return status;
 
-	if (a->n_disks == 0)
+	if (a->qemu && (a->n_formats || a->n_changed))
+		return usage_err("--qemu reads the VM's disks itself: no --format or --changed");
+	if (a->qemu && a->check_escrow)
+		return usage_err("--check-escrow needs raw disk paths, not --qemu");
+	if (a->n_disks == 0 && !a->qemu)
 		return usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s'",
 				 a->vm);
 	if (a->n_disks > VBS_DISKS_MAX)
@@ -453,6 +476,24 @@ static int ingest_validate(ingest_args *a)
 		if (j == a->n_disks)
 			return usage_err("--changed names disk '%s', which no --disk gives",
 					 a->changed[i].name);
+	}
+	status = check_names(a->formats, a->n_formats, "disk");
+	if (status != 0)
+		return status;
+	for (i = 0; i < a->n_formats; i++) {
+		for (j = 0; j < a->n_disks; j++)
+			if (strcmp(a->formats[i].name, a->disks[j].name) == 0)
+				break;
+		if (j == a->n_disks)
+			return usage_err("--format names disk '%s', which no --disk gives",
+					 a->formats[i].name);
+		if (!src_image_format_valid(a->formats[i].path))
+			return usage_err("unknown image format '%s' for disk '%s': use %s",
+					 q(a->formats[i].path), a->formats[i].name,
+					 SRC_IMAGE_FORMATS);
+		if (src_nbd_is_uri(a->disks[j].path))
+			return usage_err("--format for disk '%s', which is an NBD URI: the server "
+					 "gives raw bytes", a->formats[i].name);
 	}
 	status = check_names(a->escrow, a->n_escrow, "disk");
 	if (status != 0)
@@ -484,6 +525,14 @@ static int ingest_validate(ingest_args *a)
 			return usage_err("invalid kind '%s' in --escrow-kind: use one of %s",
 					 q(a->kinds[i].path), VBK_KIND_NAMES);
 	}
+	for (i = 0; i < a->n_escrow; i++) {
+		for (j = 0; j < a->n_disks; j++)
+			if (strcmp(a->escrow[i].name, a->disks[j].name) == 0)
+				break;
+		if (a->qemu || src_nbd_is_uri(a->disks[j].path))
+			return usage_err("--escrow for disk '%s': escrow needs a disk read from a "
+					 "path", a->escrow[i].name);
+	}
 	if (a->n_escrow > 0 && !a->kv_path)
 		return usage_err("--escrow needs --keyvault KV, the key vault of its secrets");
 	if (a->check_escrow && a->n_escrow == 0)
@@ -500,7 +549,7 @@ static int ingest_validate(ingest_args *a)
 	}
 
 	/* The world outside the command line: failures from here on are runtime errors. */
-	for (i = 0; i < a->n_disks; i++) {
+	for (i = 0; i < a->n_disks && !a->qemu; i++) {
 		status = check_source(&a->disks[i]);
 		if (status != 0)
 			return status;
@@ -511,6 +560,139 @@ static int ingest_validate(ingest_args *a)
 			return status;
 	}
 	return 0;
+}
+
+/* The disks read over NBD: a connection per disk, and a qemu-nbd for each disk with --format.
+ * Opened before the vault (a source that cannot be read stops the ingest before the
+ * passphrase is asked), closed after the ingest, on failure too. */
+typedef struct nbd_disks {
+	size_t n;
+	src_nbd **conn;	  /* [n], NULL for a disk read from its path */
+	src_image **img;  /* [n], NULL without --format */
+} nbd_disks;
+
+static void nbd_disks_close(nbd_disks *nd)
+{
+	for (size_t i = 0; i < nd->n; i++) {
+		src_nbd_close(nd->conn ? nd->conn[i] : NULL);
+		src_image_stop(nd->img ? nd->img[i] : NULL);
+	}
+	free(nd->conn);
+	free(nd->img);
+	nd->conn = NULL;
+	nd->img = NULL;
+}
+
+static int nbd_disks_open(const ingest_args *a, vbs_ingest_disk *idisks, nbd_disks *nd)
+{
+	int r, signals = 0;
+
+	nd->n = a->n_disks;
+	nd->conn = calloc(a->n_disks, sizeof(*nd->conn));
+	nd->img = calloc(a->n_disks, sizeof(*nd->img));
+	if (!nd->conn || !nd->img)
+		return store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
+	for (size_t i = 0; i < a->n_disks; i++) {
+		const char *fmt = NULL, *path = a->disks[i].path;
+
+		for (size_t j = 0; j < a->n_formats; j++)
+			if (strcmp(a->formats[j].name, a->disks[i].name) == 0)
+				fmt = a->formats[j].path;
+		if (fmt) {
+			if (!signals++) {
+				src_image_signals();
+				cli_job_on_signal(src_image_kill_all);
+			}
+			r = src_image_start(path, fmt, &nd->img[i]);
+			if (r == 0)
+				r = src_nbd_open_unix(src_image_socket(nd->img[i]), NULL, NULL, path,
+						      &nd->conn[i]);
+		} else if (src_nbd_is_uri(path)) {
+			r = src_nbd_open(path, NULL, NULL, &nd->conn[i]);
+		} else {
+			continue;
+		}
+		if (r < 0) {
+			if (!vbs_errmsg()[0])
+				return store_err(r, "cannot read disk '%s'", a->disks[i].name);
+			vbu_err("disk '%s': %s", a->disks[i].name, q(vbs_errmsg()));
+			return VMBAK_EXIT_FAIL;
+		}
+		idisks[i].path = NULL;
+		idisks[i].src = src_nbd_source(nd->conn[i]);
+	}
+	return 0;
+}
+
+/* On SIGINT, SIGTERM, SIGHUP (jobs_cli.h): no helper process or private directory stays. */
+static void on_signal_cleanup(void)
+{
+	src_image_kill_all();
+	src_qemu_kill_all();
+}
+
+/* --qemu: the VM's disks frozen at one instant (src_qemu.h), as the ingest's disks. Says on
+ * stderr, one line per disk, why a disk is read in full when the VM has an earlier point. */
+static int qemu_disks(const ingest_args *a, vbs_vault *v, src_qemu **ret_q,
+		      vbs_ingest_disk **ret_disks, size_t *ret_n, char *ret_base)
+{
+	const char **names = calloc(a->n_disks + 1, sizeof(*names));
+	const char **nodes = calloc(a->n_disks + 1, sizeof(*nodes));
+	vbs_ingest_disk *d = NULL;
+	vbs_rp *prev = NULL;
+	src_qemu *qm = NULL;
+	int r, status = VMBAK_EXIT_OK;
+
+	if (!names || !nodes) {
+		status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
+		goto out;
+	}
+	for (size_t i = 0; i < a->n_disks; i++) {
+		names[i] = a->disks[i].name;
+		nodes[i] = a->disks[i].path;
+	}
+	r = vbs_rp_latest(v, a->vm, &prev);
+	if (r < 0 && r != -ENOENT) {
+		status = store_err(r, "cannot read vault '%s'", q(a->path));
+		goto out;
+	}
+	cli_job_on_signal(on_signal_cleanup);
+	vbu_clear_err();
+	r = src_qemu_begin(a->qemu, names, nodes, a->n_disks, vbs_vault_uuid(v), prev, &qm);
+	if (r < 0) {
+		status = store_err(r, "cannot take the disks of QEMU at '%s'", q(a->qemu));
+		goto out;
+	}
+	d = calloc(src_qemu_count(qm), sizeof(*d));
+	if (!d) {
+		status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
+		goto out;
+	}
+	for (size_t i = 0; i < src_qemu_count(qm); i++) {
+		src_qemu_disk *qd = src_qemu_get(qm, i);
+
+		d[i].name = qd->name;
+		d[i].src = qd->src;
+		d[i].changed_ext = qd->changed_ext;
+		d[i].n_changed_ext = qd->n_changed_ext;
+		d[i].read_note = qd->note;
+		if (prev && !qd->changed_ext)
+			vbu_err("disk '%s' of VM '%s' is read in full: %s", qd->name, a->vm,
+				qd->note + (strncmp(qd->note, "full: ", 6) == 0 ? 6 : 0));
+	}
+	snprintf(ret_base, VBS_RP_ID_MAX, "%s", prev ? prev->id : "");
+	*ret_q = qm;
+	*ret_disks = d;
+	*ret_n = src_qemu_count(qm);
+	qm = NULL;
+	d = NULL;
+out:
+	src_qemu_end(qm, NULL);
+	free(d);
+	vbs_rp_free(prev);
+	free(names);
+	free(nodes);
+	return status;
 }
 
 /* The ingest of a checked command line: the escrowed secrets looked up, the vault opened and
@@ -527,6 +709,10 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	vbk_kind *esc_kinds = NULL;
 	const char **esc_disks = NULL, **esc_secrets = NULL, **esc_sources = NULL;
 	escrow_ctx *esc = NULL;
+	nbd_disks nd = {0};
+	src_qemu *qm = NULL;
+	size_t n_idisks = a->n_disks;
+	char qemu_base[VBS_RP_ID_MAX] = "";
 
 	idisks = calloc(a->n_disks, sizeof(*idisks));
 	if (!idisks) {
@@ -568,6 +754,9 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 			goto out;
 	}
 
+	if (!a->qemu && (status = nbd_disks_open(a, idisks, &nd)) != 0)
+		goto out;
+
 	/* The changed extents start coming in from disk while the passphrase is stretched. */
 	vbs_ingest_prefetch(idisks, a->n_disks);
 	status =
@@ -576,10 +765,19 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 		goto out;
 	if (esc && (status = escrow_pin(esc, v, a->path)) != 0)
 		goto out;
+	if (a->qemu) {
+		/* The instant is taken as late as it can be: after the vault is unlocked. */
+		free(idisks);
+		idisks = NULL;
+		if ((status = qemu_disks(a, v, &qm, &idisks, &n_idisks, qemu_base)) != 0)
+			goto out;
+		/* The dirty extents are relative to that point: no other may come between. */
+		opts.expect_base = qemu_base;
+	}
 
 	opts.vm = a->vm;
 	opts.disks = idisks;
-	opts.n_disks = a->n_disks;
+	opts.n_disks = n_idisks;
 	opts.retain_until = a->retain_until;
 	opts.threads = a->threads;
 	if (esc) {
@@ -604,6 +802,22 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	r = vbs_ingest(v, &opts, &rp);
 	progress_end(&prog, r >= 0);
+	if (qm) {
+		/* After the commit (or the failure): the bitmaps move on only with a point. */
+		char keep[VBU_ERRMSG_MAX];
+		int qr;
+
+		snprintf(keep, sizeof(keep), "%s", vbs_errmsg());
+		qr = src_qemu_end(qm, r >= 0 ? rp->id : NULL);
+		qm = NULL;
+		if (qr < 0 && r >= 0)
+			vbu_err("warning: %s; the next point of VM '%s' reads its disks in full",
+				q(vbu_errmsg()), a->vm);
+		if (r < 0 && keep[0])
+			vbu_fail(r, "%s", keep);
+		else
+			vbu_clear_err();
+	}
 	if (r < 0) {
 		status = escrow_report(esc);
 		if (status == 0)
@@ -639,6 +853,8 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	}
 	status = VMBAK_EXIT_OK;
 out:
+	src_qemu_end(qm, NULL);
+	nbd_disks_close(&nd);
 	vbs_rp_free(rp);
 	vbs_vault_close(v);
 	free(idisks);
@@ -650,23 +866,31 @@ out:
 	return status;
 }
 
-static int cmd_ingest(int argc, char **argv, vmbak_globals *g)
+static int cmd_ingest(verb_ctx *c)
 {
-	ingest_args a = {0};
-	int status;
-
-	status = ingest_parse(argc, argv, g, &a);
-	if (status == 0 && !a.help)
-		status = ingest_validate(&a);
-	if (status == 0 && !a.help)
-		status = ingest_run(&a, g);
-	ingest_args_free(&a);
-	return status;
+	return ingest_run(c->opts, c->g);
 }
+
+static void ingest_done(verb_ctx *c)
+{
+	ingest_args_free(c->opts);
+}
+
+static const char *const ingest_arg_names[] = {"VAULT", "VM"};
 
 const vmbak_cmd cmd_ingest_def = {
     .name = "ingest",
     .summary = "take a recovery point of a VM's disks",
     .help = ingest_help,
+    .usage = INGEST_USAGE,
+    .arg_names = ingest_arg_names,
+    .min_args = 2,
+    .max_args = 2,
+    .flags = VERB_VAULT_ARG | VERB_PASSPHRASE_FILE,
+    .options = ingest_options,
+    .opts_size = sizeof(ingest_args),
+    .option = ingest_option,
+    .check = ingest_validate,
     .run = cmd_ingest,
+    .done = ingest_done,
 };

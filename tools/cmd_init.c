@@ -14,7 +14,9 @@
 #include "vault.h"
 
 #define INIT_USAGE                                                                                 \
-	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope vault|vm]"
+	"vmbak init VAULT [--encryption aes-256-gcm|none] [--chunk-size BYTES] [--dedup-scope "    \
+	"vault|vm] [--chunks lmdb|rados:POOL [--ceph-conf FILE] [--ceph-id NAME] "                 \
+	"[--ceph-namespace NS]]"
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
@@ -32,6 +34,16 @@ static const char init_help[] =
     "  --dedup-scope vault|vm  deduplicate across the whole vault (default), or only within\n"
     "                          each VM, so that VMs of different owners sharing a vault cannot\n"
     "                          learn whether another VM holds a given chunk (encrypted vaults)\n"
+    "  --chunks lmdb|rados:POOL\n"
+    "                          where chunk frames live: in the vault's LMDB file (default),\n"
+    "                          or as objects of the Ceph RADOS pool POOL (which must exist);\n"
+    "                          indexes and recovery points stay in the vault directory\n"
+    "  --ceph-conf FILE        the ceph config to connect with (default: librados's search,\n"
+    "                          /etc/ceph/ceph.conf); its rados_osd_op_timeout and\n"
+    "                          rados_mon_op_timeout bound every request (10 s when unset)\n"
+    "  --ceph-id NAME          the ceph client to connect as (default: admin)\n"
+    "  --ceph-namespace NS     the RADOS namespace of this vault's objects (default: the\n"
+    "                          vault's uuid), so that vaults can share a pool\n"
     "  --passphrase-file F     read the new passphrase from the first line of F\n"
     "  --replica-of SRC        make VAULT a replica of the vault SRC (its directory, or a\n"
     "                          copy of its vmbak-vault.json), to receive its points with\n"
@@ -131,109 +143,136 @@ static int parse_chunk_size(const char *s, uint32_t *ret)
 enum {
 	OPT_ENCRYPTION = 0x100,
 	OPT_CHUNK_SIZE,
-	OPT_PASSPHRASE_FILE,
 	OPT_DEDUP_SCOPE,
-	OPT_REPLICA_OF
+	OPT_CHUNKS,
+	OPT_CEPH_CONF,
+	OPT_CEPH_ID,
+	OPT_CEPH_NS,
+	OPT_REPLICA_OF,
 };
 
-static int cmd_init(int argc, char **argv, vmbak_globals *g)
+/* The options, as given: zero is the default (encrypted, VBS_CHUNK_SIZE_DEFAULT, scope vault). */
+typedef struct init_args {
+	int plain; /* --encryption none */
+	uint32_t chunk_size;
+	int dedup_vm;
+	const char *rados_pool, *ceph_conf, *ceph_id, *rados_ns; /* --chunks rados:POOL... */
+	const char *replica_of; /* --replica-of SRC */
+	int other;		/* an option --replica-of does not go with */
+} init_args;
+
+static const struct option init_options[] = {
+    {"encryption", required_argument, NULL, OPT_ENCRYPTION},
+    {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
+    {"dedup-scope", required_argument, NULL, OPT_DEDUP_SCOPE},
+    {"chunks", required_argument, NULL, OPT_CHUNKS},
+    {"ceph-conf", required_argument, NULL, OPT_CEPH_CONF},
+    {"ceph-id", required_argument, NULL, OPT_CEPH_ID},
+    {"ceph-namespace", required_argument, NULL, OPT_CEPH_NS},
+    {"replica-of", required_argument, NULL, OPT_REPLICA_OF},
+    {NULL, 0, NULL, 0},
+};
+
+static int init_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"encryption", required_argument, NULL, OPT_ENCRYPTION},
-	    {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
-	    {"dedup-scope", required_argument, NULL, OPT_DEDUP_SCOPE},
-	    {"replica-of", required_argument, NULL, OPT_REPLICA_OF},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT"};
-	vbs_init_opts opts = {.encrypt = 1, .chunk_size = VBS_CHUNK_SIZE_DEFAULT};
-	const char *passphrase_file = NULL, *path, *replica_of = NULL;
-	int other = 0;
-	char *pass = NULL;
-	char hs[HUMAN_SIZE_LEN];
-	int opt, state = 0, r, status;
+	init_args *a = c->opts;
 
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(init_help, stdout);
-			return VMBAK_EXIT_OK;
-		case OPT_ENCRYPTION:
-			other = 1;
-			if (strcmp(optarg, "aes-256-gcm") == 0)
-				opts.encrypt = 1;
-			else if (strcmp(optarg, "none") == 0)
-				opts.encrypt = 0;
-			else
-				return usage_err("invalid encryption '%s': use aes-256-gcm or none",
-						 q(optarg));
-			break;
-		case OPT_REPLICA_OF:
-			replica_of = optarg;
-			break;
-		case OPT_CHUNK_SIZE:
-			other = 1;
-			r = parse_chunk_size(optarg, &opts.chunk_size);
-			if (r != 0)
-				return r;
-			break;
-		case OPT_DEDUP_SCOPE:
-			other = 1;
-			if (strcmp(optarg, "vault") == 0)
-				opts.dedup_vm = 0;
-			else if (strcmp(optarg, "vm") == 0)
-				opts.dedup_vm = 1;
-			else
-				return usage_err("invalid dedup scope '%s': use vault or vm", q(optarg));
-			break;
-		case OPT_PASSPHRASE_FILE:
-			r = passphrase_file_arg(optarg, &passphrase_file);
-			if (r != 0)
-				return r;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
+	if (opt == OPT_REPLICA_OF) {
+		a->replica_of = arg;
+		return 0;
 	}
-	r = check_nargs(INIT_USAGE, names, 1, 1, argc - optind, argv + optind);
-	if (r != 0)
-		return r;
-	path = argv[optind];
-	r = check_vault_arg(path);
-	if (r != 0)
-		return r;
-	if (opts.dedup_vm && !opts.encrypt)
-		return usage_err("--dedup-scope vm needs an encrypted vault: without encryption "
-				 "nothing is kept from the other VMs' owners anyway");
+	a->other = 1;
+	switch (opt) {
+	case OPT_ENCRYPTION:
+		if (strcmp(arg, "aes-256-gcm") == 0)
+			a->plain = 0;
+		else if (strcmp(arg, "none") == 0)
+			a->plain = 1;
+		else
+			return usage_err("invalid encryption '%s': use aes-256-gcm or none",
+					 q(arg));
+		return 0;
+	case OPT_CHUNK_SIZE:
+		return parse_chunk_size(arg, &a->chunk_size);
+	case OPT_DEDUP_SCOPE:
+		if (strcmp(arg, "vault") == 0)
+			a->dedup_vm = 0;
+		else if (strcmp(arg, "vm") == 0)
+			a->dedup_vm = 1;
+		else
+			return usage_err("invalid dedup scope '%s': use vault or vm", q(arg));
+		return 0;
+	case OPT_CHUNKS:
+		if (strcmp(arg, "lmdb") == 0)
+			a->rados_pool = NULL;
+		else if (strncmp(arg, "rados:", 6) == 0 && arg[6])
+			a->rados_pool = arg + 6;
+		else
+			return usage_err("invalid chunk store '%s': use lmdb or rados:POOL", q(arg));
+		return 0;
+	case OPT_CEPH_CONF:
+		a->ceph_conf = arg;
+		return 0;
+	case OPT_CEPH_ID:
+		a->ceph_id = arg;
+		return 0;
+	case OPT_CEPH_NS:
+		a->rados_ns = arg;
+		return 0;
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
+}
 
-	if (replica_of) {
-		if (other || passphrase_file)
+static int init_check(verb_ctx *c)
+{
+	init_args *a = c->opts;
+
+	if (a->replica_of) {
+		if (a->other || c->passphrase_opt)
 			return usage_err("--replica-of takes the source's encryption, chunk size, "
 					 "dedup scope and keys: give no other option");
-		r = check_vault_arg(replica_of);
-		if (r != 0)
-			return r;
+		return check_vault_arg(a->replica_of);
 	}
+	if (a->dedup_vm && a->plain)
+		return usage_err("--dedup-scope vm needs an encrypted vault: without encryption "
+				 "nothing is kept from the other VMs' owners anyway");
+	if (!a->rados_pool && (a->ceph_conf || a->ceph_id || a->rados_ns))
+		return usage_err("--ceph-conf, --ceph-id and --ceph-namespace go with --chunks "
+				 "rados:POOL");
+	return 0;
+}
+
+static int cmd_init(verb_ctx *c)
+{
+	init_args *a = c->opts;
+	vbs_init_opts opts = {.encrypt = !a->plain,
+			      .chunk_size = a->chunk_size ? a->chunk_size : VBS_CHUNK_SIZE_DEFAULT,
+			      .dedup_vm = a->dedup_vm,
+			      .rados_pool = a->rados_pool,
+			      .ceph_conf = a->ceph_conf,
+			      .ceph_id = a->ceph_id,
+			      .rados_ns = a->rados_ns};
+	const char *path = c->args[0];
+	char *pass = NULL;
+	char hs[HUMAN_SIZE_LEN];
+	int r, status;
+
 	status = check_target(path);
 	if (status != 0)
 		goto out;
-	if (replica_of) {
-		r = vbs_vault_init_replica(path, replica_of);
+	if (a->replica_of) {
+		r = vbs_vault_init_replica(path, a->replica_of);
 		if (r < 0) {
 			status = store_err(r, "cannot create replica '%s'", q(path));
 			goto out;
 		}
-		printf("replica created: %s (of %s)\n", path, replica_of);
+		printf("replica created: %s (of %s)\n", path, a->replica_of);
 		status = VMBAK_EXIT_OK;
 		goto out;
 	}
 	if (opts.encrypt) {
-		status = passphrase_for(path, verb_passphrase_file(passphrase_file, g), 1, &pass);
+		status = passphrase_for(path, c->passphrase_file, 1, &pass);
 		if (status != 0)
 			goto out;
 	}
@@ -242,18 +281,30 @@ static int cmd_init(int argc, char **argv, vmbak_globals *g)
 		status = store_err(r, "cannot create vault '%s'", q(path));
 		goto out;
 	}
-	printf("vault created: %s (%s, chunk size %s%s)\n", path,
+	printf("vault created: %s (%s, chunk size %s%s%s%s)\n", path,
 	       opts.encrypt ? "aes-256-gcm" : "none", human_size(opts.chunk_size, hs),
-	       opts.dedup_vm ? ", dedup scope vm" : "");
+	       opts.dedup_vm ? ", dedup scope vm" : "", opts.rados_pool ? ", chunks in ceph pool " : "",
+	       opts.rados_pool ? opts.rados_pool : "");
 	status = VMBAK_EXIT_OK;
 out:
 	vbk_passphrase_free(pass);
 	return status;
 }
 
+static const char *const init_arg_names[] = {"VAULT"};
+
 const vmbak_cmd cmd_init_def = {
     .name = "init",
     .summary = "create a vault",
     .help = init_help,
+    .usage = INIT_USAGE,
+    .arg_names = init_arg_names,
+    .min_args = 1,
+    .max_args = 1,
+    .flags = VERB_VAULT_ARG | VERB_PASSPHRASE_FILE,
+    .options = init_options,
+    .opts_size = sizeof(init_args),
+    .option = init_option,
+    .check = init_check,
     .run = cmd_init,
 };

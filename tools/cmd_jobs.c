@@ -21,7 +21,17 @@ static struct {
 	vbs_vault *v;
 	uint64_t id;
 	int live;
-} cur = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0};
+	char kind[VBS_JOB_KIND_MAX];
+	uint64_t parent; /* cli_job_parent() */
+	char parent_steps[VBS_JOB_STEPS_MAX];
+} cur = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, "", 0, ""};
+
+static void (*volatile on_signal_hook)(void);
+
+void cli_job_on_signal(void (*fn)(void))
+{
+	on_signal_hook = fn;
+}
 
 static void *signal_thread(void *arg)
 {
@@ -36,9 +46,20 @@ static void *signal_thread(void *arg)
 		 : sig == SIGTERM ? "TERM"
 				  : "HUP");
 	pthread_mutex_lock(&cur.lock);
-	if (cur.live)
+	if (cur.live) {
 		vbs_job_end(cur.v, cur.id, VBS_JOB_KILLED, 0, 0, msg);
+		if (cur.parent) {
+			char steps[VBS_JOB_STEPS_MAX];
+
+			snprintf(steps, sizeof(steps), "%.400s%s%s killed (job %llu)",
+				 cur.parent_steps, cur.parent_steps[0] ? ", " : "", cur.kind,
+				 (unsigned long long)cur.id);
+			vbs_job_end_steps(cur.v, cur.parent, VBS_JOB_KILLED, 0, 0, msg, steps);
+		}
+	}
 	cur.live = 0;
+	if (on_signal_hook)
+		on_signal_hook();
 	fprintf(stderr, "vmbak: %s\n", msg);
 	_exit(VMBAK_EXIT_FAIL);
 }
@@ -56,6 +77,7 @@ int cli_job_start(vbs_vault *v, const char *kind, const char *target, uint64_t *
 	cur.v = v;
 	cur.id = id;
 	cur.live = 1;
+	snprintf(cur.kind, sizeof(cur.kind), "%s", kind);
 	pthread_mutex_unlock(&cur.lock);
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
@@ -66,6 +88,14 @@ int cli_job_start(vbs_vault *v, const char *kind, const char *target, uint64_t *
 		pthread_detach(t);
 	*ret_id = id;
 	return VMBAK_EXIT_OK;
+}
+
+void cli_job_parent(uint64_t id, const char *steps_done)
+{
+	pthread_mutex_lock(&cur.lock);
+	cur.parent = id;
+	snprintf(cur.parent_steps, sizeof(cur.parent_steps), "%s", steps_done ? steps_done : "");
+	pthread_mutex_unlock(&cur.lock);
 }
 
 void cli_job_finish(vbs_vault *v, uint64_t id, int status, uint64_t bytes_read,
@@ -97,14 +127,16 @@ void cli_job_finish(vbs_vault *v, uint64_t id, int status, uint64_t bytes_read,
 static const char jobs_help[] =
     "usage: " JOBS_USAGE "\n"
     "\n"
-    "Lists the jobs run on VAULT, oldest first: every ingest, prune, delete, gc and verify,\n"
+    "Lists the jobs run on VAULT, oldest first: every ingest, prune, delete, gc, verify and\n"
+    "backup (which runs an ingest, a prune and a verify, each also listed on its own),\n"
     "with its state (running, completed, failed, killed), start, duration, bytes read and\n"
     "stored, and error. A job whose process died without ending it shows as failed with the\n"
     "error 'process died'.\n"
     "\n"
     "options:\n"
     "  --json                  print one JSON array of jobs (id, kind, target, state, start,\n"
-    "                          end, pid, bytes_read, bytes_stored, error)\n"
+    "                          end, pid, bytes_read, bytes_stored, error, steps: which\n"
+    "                          steps a backup ran and how each ended)\n"
     "  --last N                only the N newest jobs\n"
     "  -h, --help              show this help\n";
 
@@ -124,6 +156,7 @@ static json_object *job_json(const vbs_job *j)
 	json_object_object_add(o, "bytes_read", json_u64(j->bytes_read));
 	json_object_object_add(o, "bytes_stored", json_u64(j->bytes_stored));
 	json_object_object_add(o, "error", json_str_or_null(j->error));
+	json_object_object_add(o, "steps", json_str_or_null(j->steps));
 	return o;
 }
 
@@ -142,60 +175,50 @@ static void duration(const vbs_job *j, char *buf, size_t len)
 		snprintf(buf, len, "%lldh%02lldm", (long long)(s / 3600), (long long)(s / 60 % 60));
 }
 
-static int cmd_jobs(int argc, char **argv, vmbak_globals *g)
+typedef struct jobs_opts {
+	int json;
+	size_t last;
+} jobs_opts;
+
+static const struct option jobs_options[] = {
+    {"json", no_argument, NULL, 'j'},
+    {"last", required_argument, NULL, 'l'},
+    {NULL, 0, NULL, 0},
+};
+
+static int jobs_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"json", no_argument, NULL, 'j'},
-	    {"last", required_argument, NULL, 'l'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT"};
-	vbs_vault *v = NULL;
-	vbs_job *jobs = NULL;
-	size_t n = 0, last = 0;
-	int opt, state = 0, json = 0, r, status;
+	jobs_opts *o = c->opts;
+	unsigned long x;
 
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(jobs_help, stdout);
-			return VMBAK_EXIT_OK;
-		case 'j':
-			json = 1;
-			break;
-		case 'l': {
-			char *end;
-			unsigned long x;
-
-			errno = 0;
-			x = strtoul(optarg, &end, 10);
-			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || x < 1 ||
-			    x > 1000000)
-				return usage_err("invalid count '%s' for --last: use 1 to 1000000",
-						 q(optarg));
-			last = x;
-			break;
-		}
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
+	switch (opt) {
+	case 'j':
+		o->json = 1;
+		return 0;
+	case 'l':
+		if (parse_count(arg, 1, 1000000, &x) < 0)
+			return usage_err("invalid count '%s' for --last: use 1 to 1000000", q(arg));
+		o->last = x;
+		return 0;
+	default:
+		return VMBAK_EXIT_USAGE;
 	}
-	status = check_nargs(JOBS_USAGE, names, 1, 1, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	status = check_vault_arg(argv[optind]);
-	if (status != 0)
-		return status;
-	status = vault_open(argv[optind], 1, 0, g->passphrase_file, &v);
-	if (status != 0)
-		return status;
-	r = vbs_job_list(v, last, &jobs, &n);
+}
+
+static int cmd_jobs(verb_ctx *c)
+{
+	jobs_opts *o = c->opts;
+	vbs_vault *v = c->v;
+	vbs_job *jobs = NULL;
+	size_t n = 0;
+	int r, status;
+
+	r = vbs_job_list(v, o->last, &jobs, &n);
 	if (r < 0) {
-		status = store_err(r, "cannot list the jobs of vault '%s'", q(argv[optind]));
+		status = store_err(r, "cannot list the jobs of vault '%s'", q(c->args[0]));
 		goto out;
 	}
-	if (json) {
+	if (o->json) {
 		json_object *a = json_object_new_array();
 		for (size_t i = 0; a && i < n; i++)
 			json_object_array_add(a, job_json(&jobs[i]));
@@ -219,13 +242,22 @@ static int cmd_jobs(int argc, char **argv, vmbak_globals *g)
 	status = finish_stdout(VMBAK_EXIT_OK);
 out:
 	free(jobs);
-	vbs_vault_close(v);
 	return status;
 }
+
+static const char *const jobs_args[] = {"VAULT"};
 
 const vmbak_cmd cmd_jobs_def = {
     .name = "jobs",
     .summary = "list the job history (ingest, prune, delete, gc, verify)",
     .help = jobs_help,
+    .usage = JOBS_USAGE,
+    .arg_names = jobs_args,
+    .min_args = 1,
+    .max_args = 1,
+    .flags = VERB_OPENS_VAULT,
+    .options = jobs_options,
+    .opts_size = sizeof(jobs_opts),
+    .option = jobs_option,
     .run = cmd_jobs,
 };

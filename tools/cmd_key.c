@@ -50,12 +50,12 @@ static const char key_help[] =
     "                          for by the next line a command with the passphrase writes)\n"
     "  -h, --help              show this help\n";
 
-enum { OPT_JSON = 0x100, OPT_NEWPASS, OPT_NAME, OPT_PASSFILE, OPT_KEYVAULT };
+enum { OPT_JSON = 0x100, OPT_NEWPASS, OPT_NAME, OPT_KEYVAULT };
 /* Which of the subcommand options a subcommand takes. */
 enum { K_JSON = 1, K_NEWPASS = 2, K_NAME = 4, K_KEYVAULT = 8 };
 
 typedef struct keyargs {
-	const char *passfile, *newpass_file, *name, *keyvault;
+	const char *newpass_file, *name, *keyvault;
 	int json;
 } keyargs;
 
@@ -74,17 +74,16 @@ static int new_passphrase(const keyargs *a, const char *path, const char *usage,
 	return passphrase_get(&src, "the new passphrase of vault", path, ret);
 }
 
-static int key_list(const char *path, const keyargs *a, vmbak_globals *g)
+static int key_list(verb_ctx *c)
 {
-	vbs_vault *v = NULL;
+	const char *path = c->args[0];
+	const keyargs *a = c->opts;
+	vbs_vault *v = c->v;
 	json_object *arr = NULL;
 	vbs_key_slot_info si;
 	size_t n, w = 4;
 	int status;
 
-	status = vault_open(path, 1, 0, verb_passphrase_file(a->passfile, g), &v);
-	if (status != 0)
-		return status;
 	n = vbs_vault_key_count(v);
 	if (n == 0) {
 		vbu_err("vault '%s' is not encrypted: it has no passphrase", q(path));
@@ -121,13 +120,13 @@ static int key_list(const char *path, const keyargs *a, vmbak_globals *g)
 	}
 	status = VMBAK_EXIT_OK;
 out:
-	vbs_vault_close(v);
 	return status;
 }
 
-static int key_change(vbs_key_op op, const char *path, const keyargs *a, vmbak_globals *g,
-		      const char *usage)
+static int key_change(vbs_key_op op, verb_ctx *c)
 {
+	const char *path = c->args[0], *usage = c->cmd->usage;
+	const keyargs *a = c->opts;
 	char *pass = NULL, *newpass = NULL, done[VBS_NAME_MAX + 1];
 	vbs_vault *v = NULL;
 	int status, r;
@@ -155,7 +154,7 @@ static int key_change(vbs_key_op op, const char *path, const keyargs *a, vmbak_g
 	}
 	if (op != VBS_KEY_REMOVE && (status = new_passphrase(a, path, usage, &newpass)) != 0)
 		goto out;
-	if ((status = passphrase_for(path, verb_passphrase_file(a->passfile, g), 0, &pass)) != 0)
+	if ((status = passphrase_for(path, c->passphrase_file, 0, &pass)) != 0)
 		goto out;
 	r = vbs_vault_key_change(path, op, pass, a->name, newpass, done);
 	if (a->keyvault) {
@@ -198,124 +197,115 @@ out:
 	return status;
 }
 
-static const struct {
-	const char *name, *usage;
-	int nargs;	 /* VAULT, and for remove NAME */
-	unsigned opts; /* which of the options below it takes */
-} subs[] = {
-    {"list", "vmbak key list VAULT [--json]", 1, K_JSON},
-    {"add", "vmbak key add VAULT --new-passphrase-file F [--name NAME] [--keyvault KV]", 1,
-     K_NEWPASS | K_NAME | K_KEYVAULT},
-    {"passwd", "vmbak key passwd VAULT --new-passphrase-file F [--name NAME] [--keyvault KV]", 1,
-     K_NEWPASS | K_NAME | K_KEYVAULT},
-    {"remove", "vmbak key remove VAULT NAME [--keyvault KV]", 2, K_KEYVAULT},
+static const struct option key_options[] = {
+    {"new-passphrase-file", required_argument, NULL, OPT_NEWPASS},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {NULL, 0, NULL, 0},
 };
 
-static int cmd_key(int argc, char **argv, vmbak_globals *g)
+/* The options of every subcommand; each takes those its entry's tag names (K_*). */
+static int key_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"new-passphrase-file", required_argument, NULL, OPT_NEWPASS},
-	    {"name", required_argument, NULL, OPT_NAME},
-	    {"json", no_argument, NULL, OPT_JSON},
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "NAME"};
-	keyargs a = {0};
-	size_t k;
-	int opt, state = 0, status;
+	keyargs *a = c->opts;
+	unsigned f = opt == OPT_JSON	   ? K_JSON
+		     : opt == OPT_NEWPASS  ? K_NEWPASS
+		     : opt == OPT_NAME	   ? K_NAME
+		     : opt == OPT_KEYVAULT ? K_KEYVAULT
+					   : 0;
+	int status;
 
-	if (argc < 2)
-		return usage_err("no key command given (usage: %s)", KEY_USAGE);
-	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-		fputs(key_help, stdout);
-		return VMBAK_EXIT_OK;
-	}
-	for (k = 0; k < VBU_ARRAY_SIZE(subs); k++)
-		if (strcmp(subs[k].name, argv[1]) == 0)
-			break;
-	if (k == VBU_ARRAY_SIZE(subs))
-		return usage_err("unknown key command '%s' (usage: %s)", q(argv[1]), KEY_USAGE);
-	/* getopt sees "key" then what follows the subcommand. */
-	argv[1] = argv[0];
-	argc--;
-	argv++;
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(key_help, stdout);
-			return VMBAK_EXIT_OK;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		case OPT_PASSFILE:
-			if ((status = passphrase_file_arg(optarg, &a.passfile)) != 0)
-				return status;
-			continue;
-		case OPT_JSON:
-		case OPT_NEWPASS:
-		case OPT_NAME:
-		case OPT_KEYVAULT:
-			break;
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-		{
-			unsigned f = opt == OPT_JSON	  ? K_JSON
-				     : opt == OPT_NEWPASS ? K_NEWPASS
-				     : opt == OPT_NAME	  ? K_NAME
-							  : K_KEYVAULT;
-
-			if (!(subs[k].opts & f))
-				return usage_err("option '--%s' is not for 'key %s' (usage: %s)",
-						 f == K_JSON	  ? "json"
-						 : f == K_NEWPASS ? "new-passphrase-file"
-						 : f == K_NAME	  ? "name"
-								  : "keyvault",
-						 subs[k].name, subs[k].usage);
-		}
-		if (opt == OPT_JSON) {
-			a.json = 1;
-		} else if (opt == OPT_KEYVAULT) {
-			if (!*optarg)
-				return usage_err("empty argument for '--keyvault'");
-			a.keyvault = optarg;
-		} else if (opt == OPT_NEWPASS) {
-			if (!*optarg)
-				return usage_err("empty file name for --new-passphrase-file");
-			a.newpass_file = optarg;
-		} else {
-			if ((status = check_name_arg("key slot", optarg)) != 0)
-				return status;
-			a.name = optarg;
-		}
-	}
-	if ((status = check_nargs(subs[k].usage, names, subs[k].nargs, subs[k].nargs,
-				  argc - optind, argv + optind)) != 0 ||
-	    (status = check_vault_arg(argv[optind])) != 0)
-		return status;
-	if (subs[k].nargs == 2) {
-		if ((status = check_name_arg("key slot", argv[optind + 1])) != 0)
+	if (!f)
+		return VMBAK_EXIT_USAGE;
+	if (!(c->cmd->tag & f))
+		return usage_err("option '--%s' is not for 'key %s' (usage: %s)",
+				 f == K_JSON	  ? "json"
+				 : f == K_NEWPASS ? "new-passphrase-file"
+				 : f == K_NAME	  ? "name"
+						  : "keyvault",
+				 c->cmd->name, c->cmd->usage);
+	if (opt == OPT_JSON) {
+		a->json = 1;
+	} else if (opt == OPT_KEYVAULT) {
+		if (!*arg)
+			return usage_err("empty argument for '--keyvault'");
+		a->keyvault = arg;
+	} else if (opt == OPT_NEWPASS) {
+		if (!*arg)
+			return usage_err("empty file name for --new-passphrase-file");
+		a->newpass_file = arg;
+	} else {
+		if ((status = check_name_arg("key slot", arg)) != 0)
 			return status;
-		a.name = argv[optind + 1];
+		a->name = arg;
 	}
-	switch (k) {
-	case 0:
-		return key_list(argv[optind], &a, g);
-	case 1:
-		return key_change(VBS_KEY_ADD, argv[optind], &a, g, subs[k].usage);
-	case 2:
-		return key_change(VBS_KEY_PASSWD, argv[optind], &a, g, subs[k].usage);
-	default:
-		return key_change(VBS_KEY_REMOVE, argv[optind], &a, g, subs[k].usage);
-	}
+	return 0;
 }
+
+/* remove: the slot NAME. */
+static int key_name_check(verb_ctx *c)
+{
+	keyargs *a = c->opts;
+	int status = check_name_arg("key slot", c->args[1]);
+
+	if (status == 0)
+		a->name = c->args[1];
+	return status;
+}
+
+static int key_add(verb_ctx *c)
+{
+	return key_change(VBS_KEY_ADD, c);
+}
+
+static int key_passwd(verb_ctx *c)
+{
+	return key_change(VBS_KEY_PASSWD, c);
+}
+
+static int key_remove(verb_ctx *c)
+{
+	return key_change(VBS_KEY_REMOVE, c);
+}
+
+static const char *const key_arg_names[] = {"VAULT", "NAME"};
+
+#define KEY_SUB(sub, use, n, fl, opts, chk, fn)                                                    \
+	static const vmbak_cmd key_##sub##_def = {                                                 \
+	    .name = #sub,                                                                          \
+	    .help = key_help,                                                                      \
+	    .usage = use,                                                                          \
+	    .arg_names = key_arg_names,                                                            \
+	    .min_args = n,                                                                         \
+	    .max_args = n,                                                                         \
+	    .flags = (fl) | VERB_VAULT_ARG | VERB_PASSPHRASE_FILE,                                 \
+	    .options = key_options,                                                                \
+	    .opts_size = sizeof(keyargs),                                                          \
+	    .option = key_option,                                                                  \
+	    .check = chk,                                                                          \
+	    .run = fn,                                                                             \
+	    .tag = opts,                                                                           \
+	}
+
+/* list opens the vault through the table; the others open it themselves (its config first, to
+ * refuse a vault that is not encrypted before any passphrase is asked). */
+KEY_SUB(list, "vmbak key list VAULT [--json]", 1, VERB_OPENS_VAULT, K_JSON, NULL, key_list);
+KEY_SUB(add, "vmbak key add VAULT --new-passphrase-file F [--name NAME] [--keyvault KV]", 1, 0,
+	K_NEWPASS | K_NAME | K_KEYVAULT, NULL, key_add);
+KEY_SUB(passwd, "vmbak key passwd VAULT --new-passphrase-file F [--name NAME] [--keyvault KV]", 1,
+	0, K_NEWPASS | K_NAME | K_KEYVAULT, NULL, key_passwd);
+KEY_SUB(remove, "vmbak key remove VAULT NAME [--keyvault KV]", 2, 0, K_KEYVAULT, key_name_check,
+	key_remove);
+
+static const vmbak_cmd *const key_subs[] = {&key_list_def, &key_add_def, &key_passwd_def,
+					    &key_remove_def};
 
 const vmbak_cmd cmd_key_def = {
     .name = "key",
     .summary = "list, add, change or remove the passphrases of a vault",
     .help = key_help,
-    .run = cmd_key,
+    .usage = KEY_USAGE,
+    .subs = key_subs,
+    .n_subs = VBU_ARRAY_SIZE(key_subs),
 };

@@ -1015,6 +1015,7 @@ enum {
 	OPT_VAULT,
 	OPT_PKCS11,
 	OPT_PIN_REFUSED,
+	OPT_KV_PASSPHRASE_REFUSED,
 };
 
 static int option_not_here(const kvsub *s, const char *opt)
@@ -1023,29 +1024,127 @@ static int option_not_here(const kvsub *s, const char *opt)
 			 s->usage);
 }
 
+/* The options of every subcommand. --passphrase-file is the key vault's (the global one is the
+ * vault's, for --vault): these are the verb's own, not the table's VERB_PASSPHRASE_FILE. */
+static const struct option kv_options[] = {
+    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+    {"passphrase", required_argument, NULL, OPT_KV_PASSPHRASE_REFUSED},
+    {"type", required_argument, NULL, OPT_TYPE},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"value-file", required_argument, NULL, OPT_VALUE},
+    {"kek", required_argument, NULL, OPT_KEK},
+    {"output", required_argument, NULL, OPT_OUTPUT},
+    {"vault", required_argument, NULL, OPT_VAULT},
+    {"pkcs11", required_argument, NULL, OPT_PKCS11},
+    {"pin", required_argument, NULL, OPT_PIN_REFUSED},
+    {NULL, 0, NULL, 0},
+};
+
+/* One option; the subcommand (subs[tag]) must take it, and its argument must not be empty. */
+static int kv_option(verb_ctx *c, int opt, const char *arg)
+{
+	const kvsub *s = &subs[c->cmd->tag];
+	kvargs *a = c->opts;
+	char **av = c->argv;
+	unsigned need = 0;
+	const char *optname;
+
+	switch (opt) {
+	case OPT_KV_PASSPHRASE_REFUSED:
+		return usage_err("there is no --passphrase option: passphrases never go "
+				 "on the command line; use --passphrase-file F or "
+				 "VMBAK_KEYVAULT_PASSPHRASE_FILE");
+	case OPT_PIN_REFUSED:
+		return usage_err("there is no --pin option: PINs never go on the command "
+				 "line; use VMBAK_PKCS11_PIN_FILE or VMBAK_PKCS11_PIN");
+	case OPT_PASSFILE:
+		need = O_PASSFILE;
+		a->passfile = arg;
+		break;
+	case OPT_TYPE:
+		need = O_TYPE;
+		a->type = arg;
+		break;
+	case OPT_JSON:
+		need = O_JSON;
+		a->json = 1;
+		break;
+	case OPT_VALUE:
+		need = O_VALUE;
+		a->value_file = arg;
+		break;
+	case OPT_KEK:
+		need = O_KEK;
+		a->kek = arg;
+		break;
+	case OPT_OUTPUT:
+		need = O_OUTPUT;
+		a->output = arg;
+		break;
+	case OPT_VAULT:
+		need = O_VAULT;
+		if (!a->vaults && !(a->vaults = calloc((size_t)c->argc, sizeof(*a->vaults)))) {
+			vbu_errno(-ENOMEM, "cannot parse the command line");
+			return VMBAK_EXIT_FAIL;
+		}
+		a->vaults[a->nvaults++] = arg;
+		break;
+	case OPT_PKCS11:
+		need = O_PKCS11;
+		a->pkcs11 = arg;
+		break;
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
+	/* The option as given: "--opt=ARG" in one word, or "--opt" before its ARG. */
+	optname = arg && optind >= 2 && av[optind - 1] == arg ? av[optind - 2] : av[optind - 1];
+	if (!(s->opts & need))
+		return option_not_here(s, optname);
+	if (arg && !*arg)
+		return usage_err("empty argument for '%s'", optname);
+	return 0;
+}
+
+static int kv_check(verb_ctx *c)
+{
+	const kvsub *s = &subs[c->cmd->tag];
+	kvargs *a = c->opts;
+	int status;
+
+	a->g = c->g;
+	a->kv = c->args[0];
+	if (!*a->kv)
+		return usage_err("key vault path is empty");
+	if (s->nargs == 2) {
+		if (s->args == a_kv_blob)
+			a->blob = c->args[1];
+		else
+			a->name = c->args[1];
+	}
+	for (size_t k = 0; k < a->nvaults; k++)
+		if ((status = check_vault_arg(a->vaults[k])) != 0)
+			return status;
+	return 0;
+}
+
+static int kv_run(verb_ctx *c)
+{
+	return subs[c->cmd->tag].run(c->opts);
+}
+
+static void kv_done(verb_ctx *c)
+{
+	free(((kvargs *)c->opts)->vaults);
+}
+
+/* The subcommand (one or two words) is found here, with the messages that name the key vault;
+ * its options and arguments then go through verb_main() with an entry made from subs[]. */
 static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 {
-	static const struct option longopts[] = {
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"type", required_argument, NULL, OPT_TYPE},
-	    {"json", no_argument, NULL, OPT_JSON},
-	    {"value-file", required_argument, NULL, OPT_VALUE},
-	    {"kek", required_argument, NULL, OPT_KEK},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"vault", required_argument, NULL, OPT_VAULT},
-	    {"pkcs11", required_argument, NULL, OPT_PKCS11},
-	    {"pin", required_argument, NULL, OPT_PIN_REFUSED},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
 	const kvsub *s = NULL;
-	kvargs a = {0};
 	char name[32], **av = NULL;
-	int words, ac, opt, state = 0, status = VMBAK_EXIT_USAGE, i;
+	int words, ac, i, status;
 
-	/* The global --passphrase-file is the vault's (for --vault), not the key vault's. */
-	a.g = g;
 	if (argc < 2)
 		return usage_err("no keyvault command given (usage: %s)",
 				 "vmbak keyvault init|key|secret|unwrap|restore|verify|audit ...");
@@ -1082,97 +1181,25 @@ static int cmd_keyvault(int argc, char **argv, vmbak_globals *g)
 	av[0] = argv[0];
 	for (i = 1; i < ac; i++)
 		av[i] = argv[i + words];
-	while ((opt = verb_getopt(ac, av, ":h", longopts, &state)) != -1) {
-		unsigned need = 0;
-		const char *optname;
+	{
+		const vmbak_cmd entry = {
+		    .name = argv[0],
+		    .help = keyvault_help,
+		    .usage = s->usage,
+		    .arg_names = s->args,
+		    .min_args = s->nargs,
+		    .max_args = s->nargs,
+		    .options = kv_options,
+		    .opts_size = sizeof(kvargs),
+		    .option = kv_option,
+		    .check = kv_check,
+		    .run = kv_run,
+		    .done = kv_done,
+		    .tag = (unsigned long)(s - subs),
+		};
 
-		switch (opt) {
-		case 'h':
-			fputs(keyvault_help, stdout);
-			status = VMBAK_EXIT_OK;
-			goto out;
-		case OPT_PASSPHRASE_REFUSED:
-			status = usage_err("there is no --passphrase option: passphrases never go "
-					   "on the command line; use --passphrase-file F or "
-					   "VMBAK_KEYVAULT_PASSPHRASE_FILE");
-			goto out;
-		case OPT_PIN_REFUSED:
-			status = usage_err("there is no --pin option: PINs never go on the command "
-					   "line; use VMBAK_PKCS11_PIN_FILE or VMBAK_PKCS11_PIN");
-			goto out;
-		case OPT_PASSFILE:
-			need = O_PASSFILE;
-			a.passfile = optarg;
-			break;
-		case OPT_TYPE:
-			need = O_TYPE;
-			a.type = optarg;
-			break;
-		case OPT_JSON:
-			need = O_JSON;
-			a.json = 1;
-			break;
-		case OPT_VALUE:
-			need = O_VALUE;
-			a.value_file = optarg;
-			break;
-		case OPT_KEK:
-			need = O_KEK;
-			a.kek = optarg;
-			break;
-		case OPT_OUTPUT:
-			need = O_OUTPUT;
-			a.output = optarg;
-			break;
-		case OPT_VAULT:
-			need = O_VAULT;
-			if (!a.vaults && !(a.vaults = calloc((size_t)ac, sizeof(*a.vaults)))) {
-				vbu_errno(-ENOMEM, "cannot parse the command line");
-				status = VMBAK_EXIT_FAIL;
-				goto out;
-			}
-			a.vaults[a.nvaults++] = optarg;
-			break;
-		case OPT_PKCS11:
-			need = O_PKCS11;
-			a.pkcs11 = optarg;
-			break;
-		default:
-			status = VMBAK_EXIT_USAGE;
-			goto out;
-		}
-		/* The option as given: "--opt=ARG" in one word, or "--opt" before its ARG. */
-		optname = optarg && optind >= 2 && av[optind - 1] == optarg ? av[optind - 2]
-									    : av[optind - 1];
-		if (!(s->opts & need)) {
-			status = option_not_here(s, optname);
-			goto out;
-		}
-		if (optarg && !*optarg) {
-			status = usage_err("empty argument for '%s'", optname);
-			goto out;
-		}
+		status = verb_main(&entry, ac, av, g);
 	}
-	status = check_nargs(s->usage, s->args, s->nargs, s->nargs, ac - optind, av + optind);
-	if (status != 0)
-		goto out;
-	a.kv = av[optind];
-	if (!*a.kv) {
-		status = usage_err("key vault path is empty");
-		goto out;
-	}
-	if (s->nargs == 2) {
-		if (s->args == a_kv_blob)
-			a.blob = av[optind + 1];
-		else
-			a.name = av[optind + 1];
-	}
-	for (size_t k = 0; k < a.nvaults; k++)
-		if ((status = check_vault_arg(a.vaults[k])) != 0)
-			goto out;
-	status = s->run(&a);
-out:
-	free(a.vaults);
 	free(av);
 	return status;
 }
@@ -1181,7 +1208,7 @@ const vmbak_cmd cmd_keyvault_def = {
     .name = "keyvault",
     .summary = "manage a key vault: KEKs, secrets, escrowed keys",
     .help = keyvault_help,
-    .run = cmd_keyvault,
+    .main = cmd_keyvault,
 };
 
 /* ---- escrow at ingest ---- */

@@ -89,33 +89,41 @@ static const char gc_help[] =
     "  --json                  print one JSON object with the counts\n"
     "  -h, --help              show this help\n";
 
-/* Options of verbs with only --help (and maybe one flag). */
-static int simple_opts(int argc, char **argv, const char *help, const char *flag, int *ret_flag)
-{
-	struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {flag ? flag : "help", no_argument, NULL, 'f'},
-	    {NULL, 0, NULL, 0},
-	};
-	int opt, state = 0;
+/* The options of protect, unprotect, delete and gc; the point of the first three. */
+typedef struct life_opts {
+	int flag; /* --force (delete), --json (gc) */
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX];
+} life_opts;
 
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(help, stdout);
-			return -1;
-		case 'f':
-			if (!flag) {
-				fputs(help, stdout);
-				return -1;
-			}
-			*ret_flag = 1;
-			break;
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-	}
+enum { OPT_FLAG = 0x200, OPT_DRY, OPT_JSON };
+
+static const struct option force_opts[] = {
+    {"force", no_argument, NULL, OPT_FLAG},
+    {NULL, 0, NULL, 0},
+};
+
+static const struct option json_opts[] = {
+    {"json", no_argument, NULL, OPT_FLAG},
+    {NULL, 0, NULL, 0},
+};
+
+static int flag_option(verb_ctx *c, int opt, const char *arg)
+{
+	life_opts *o = c->opts;
+
+	(void)arg;
+	if (opt != OPT_FLAG)
+		return VMBAK_EXIT_USAGE;
+	o->flag = 1;
 	return 0;
+}
+
+/* VM/RP, RP possibly "latest". */
+static int point_check(verb_ctx *c)
+{
+	life_opts *o = c->opts;
+
+	return check_point_arg(c->args[1], 1, c->cmd->usage, o->vm, o->id);
 }
 
 /* "VM/latest" (id "") names the VM's newest point. */
@@ -134,158 +142,132 @@ static int resolve_latest(vbs_vault *v, const char *vm, char *id)
 	return 0;
 }
 
-static int protect_common(int argc, char **argv, vmbak_globals *g, int on)
+static int protect_common(verb_ctx *c, int on)
 {
-	static const char *const names[] = {"VAULT", "VM/RP"};
-	const char *usage = on ? PROTECT_USAGE : UNPROTECT_USAGE;
-	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX];
-	vbs_vault *v = NULL;
-	int status, r, dummy = 0;
+	life_opts *o = c->opts;
+	int status, r;
 
-	status = simple_opts(argc, argv, on ? protect_help : unprotect_help, NULL, &dummy);
-	if (status != 0)
-		return status < 0 ? VMBAK_EXIT_OK : status;
-	if ((status = check_nargs(usage, names, 2, 2, argc - optind, argv + optind)) != 0 ||
-	    (status = check_vault_arg(argv[optind])) != 0 ||
-	    (status = check_point_arg(argv[optind + 1], 1, usage, vm, id)) != 0)
+	if ((status = resolve_latest(c->v, o->vm, o->id)) != 0)
 		return status;
-	status = vault_open(argv[optind], 0, 0, g->passphrase_file, &v);
-	if (status != 0)
-		return status;
-	if ((status = resolve_latest(v, vm, id)) != 0) {
-		vbs_vault_close(v);
-		return status;
-	}
-	r = vbs_rp_protect(v, vm, id, on);
+	r = vbs_rp_protect(c->v, o->vm, o->id, on);
 	if (r < 0)
-		status = store_err(r, "cannot %s '%s/%s'", on ? "protect" : "unprotect", vm, id);
-	else
-		printf("%s %s/%s\n", on ? "protected" : "unprotected", vm, id);
-	vbs_vault_close(v);
-	return status ? status : finish_stdout(VMBAK_EXIT_OK);
+		return store_err(r, "cannot %s '%s/%s'", on ? "protect" : "unprotect", o->vm,
+				 o->id);
+	printf("%s %s/%s\n", on ? "protected" : "unprotected", o->vm, o->id);
+	return finish_stdout(VMBAK_EXIT_OK);
 }
 
-static int cmd_protect(int argc, char **argv, vmbak_globals *g)
+static int cmd_protect(verb_ctx *c)
 {
-	return protect_common(argc, argv, g, 1);
+	return protect_common(c, 1);
 }
 
-static int cmd_unprotect(int argc, char **argv, vmbak_globals *g)
+static int cmd_unprotect(verb_ctx *c)
 {
-	return protect_common(argc, argv, g, 0);
+	return protect_common(c, 0);
 }
 
-static int cmd_delete(int argc, char **argv, vmbak_globals *g)
+static int cmd_delete(verb_ctx *c)
 {
-	static const char *const names[] = {"VAULT", "VM/RP"};
-	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX], target[VBS_JOB_TARGET_MAX];
-	vbs_vault *v = NULL;
+	life_opts *o = c->opts;
+	char target[VBS_JOB_TARGET_MAX];
 	uint64_t job = 0;
-	int status, r, force = 0;
+	int status, r;
 
-	status = simple_opts(argc, argv, delete_help, "force", &force);
-	if (status != 0)
-		return status < 0 ? VMBAK_EXIT_OK : status;
-	if ((status = check_nargs(DELETE_USAGE, names, 2, 2, argc - optind, argv + optind)) != 0 ||
-	    (status = check_vault_arg(argv[optind])) != 0 ||
-	    (status = check_point_arg(argv[optind + 1], 1, DELETE_USAGE, vm, id)) != 0)
+	if ((status = resolve_latest(c->v, o->vm, o->id)) != 0)
 		return status;
-	status = vault_open(argv[optind], 0, 0, g->passphrase_file, &v);
+	snprintf(target, sizeof(target), "%s/%s", o->vm, o->id);
+	status = cli_job_start(c->v, "delete", target, &job);
 	if (status != 0)
 		return status;
-	if ((status = resolve_latest(v, vm, id)) != 0)
-		goto out;
-	snprintf(target, sizeof(target), "%s/%s", vm, id);
-	status = cli_job_start(v, "delete", target, &job);
-	if (status != 0)
-		goto out;
-	r = vbs_rp_delete(v, vm, id, force ? VBS_DELETE_FORCE : 0, 0);
+	r = vbs_rp_delete(c->v, o->vm, o->id, o->flag ? VBS_DELETE_FORCE : 0, 0);
 	if (r < 0)
-		status = store_err(r, "cannot delete '%s/%s'", vm, id);
-	cli_job_finish(v, job, status, 0, 0, NULL);
+		status = store_err(r, "cannot delete '%s/%s'", o->vm, o->id);
+	cli_job_finish(c->v, job, status, 0, 0, NULL);
 	if (status == 0) {
-		printf("deleted %s/%s\n", vm, id);
+		printf("deleted %s/%s\n", o->vm, o->id);
 		status = finish_stdout(VMBAK_EXIT_OK);
 	}
-out:
-	vbs_vault_close(v);
 	return status;
 }
 
-enum { OPT_DRY = 0x200, OPT_JSON };
+typedef struct prune_opts {
+	vbs_prune_policy pol;
+	int dry, json, any;
+} prune_opts;
 
-static int cmd_prune(int argc, char **argv, vmbak_globals *g)
+static const struct option prune_options[] = {
+    {"keep-last", required_argument, NULL, VBS_KEEP_LAST},
+    {"keep-hourly", required_argument, NULL, VBS_KEEP_HOURLY},
+    {"keep-daily", required_argument, NULL, VBS_KEEP_DAILY},
+    {"keep-weekly", required_argument, NULL, VBS_KEEP_WEEKLY},
+    {"keep-monthly", required_argument, NULL, VBS_KEEP_MONTHLY},
+    {"keep-yearly", required_argument, NULL, VBS_KEEP_YEARLY},
+    {"dry-run", no_argument, NULL, OPT_DRY},
+    {"json", no_argument, NULL, OPT_JSON},
+    {NULL, 0, NULL, 0},
+};
+
+static int prune_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"keep-last", required_argument, NULL, VBS_KEEP_LAST},
-	    {"keep-hourly", required_argument, NULL, VBS_KEEP_HOURLY},
-	    {"keep-daily", required_argument, NULL, VBS_KEEP_DAILY},
-	    {"keep-weekly", required_argument, NULL, VBS_KEEP_WEEKLY},
-	    {"keep-monthly", required_argument, NULL, VBS_KEEP_MONTHLY},
-	    {"keep-yearly", required_argument, NULL, VBS_KEEP_YEARLY},
-	    {"dry-run", no_argument, NULL, OPT_DRY},
-	    {"json", no_argument, NULL, OPT_JSON},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM"};
-	vbs_prune_policy pol = {{0}};
-	vbs_prune_result *res = NULL;
-	vbs_vault *v = NULL;
-	uint64_t job = 0, deleted = 0;
-	size_t n = 0;
-	int opt, state = 0, dry = 0, json = 0, any = 0, status, r;
-	const char *vm;
+	prune_opts *o = c->opts;
 
-	while ((opt = verb_getopt(argc, argv, ":hn", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(prune_help, stdout);
-			return VMBAK_EXIT_OK;
-		case 'n':
-		case OPT_DRY:
-			dry = 1;
-			break;
-		case OPT_JSON:
-			json = 1;
-			break;
-		case VBS_KEEP_LAST:
-		case VBS_KEEP_HOURLY:
-		case VBS_KEEP_DAILY:
-		case VBS_KEEP_WEEKLY:
-		case VBS_KEEP_MONTHLY:
-		case VBS_KEEP_YEARLY: {
-			char *end;
-			unsigned long x;
+	switch (opt) {
+	case 'n':
+	case OPT_DRY:
+		o->dry = 1;
+		break;
+	case OPT_JSON:
+		o->json = 1;
+		break;
+	case VBS_KEEP_LAST:
+	case VBS_KEEP_HOURLY:
+	case VBS_KEEP_DAILY:
+	case VBS_KEEP_WEEKLY:
+	case VBS_KEEP_MONTHLY:
+	case VBS_KEEP_YEARLY: {
+		unsigned long x;
 
-			errno = 0;
-			x = strtoul(optarg, &end, 10);
-			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || x > 1000000)
-				return usage_err("invalid count '%s' for --%s: use 0 to 1000000",
-						 q(optarg), vbs_keep_rule_names[opt]);
-			pol.keep[opt] = (unsigned)x;
-			any |= x > 0;
-			break;
-		}
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
+		if (parse_count(arg, 0, 1000000, &x) < 0)
+			return usage_err("invalid count '%s' for --%s: use 0 to 1000000", q(arg),
+					 vbs_keep_rule_names[opt]);
+		o->pol.keep[opt] = (unsigned)x;
+		o->any |= x > 0;
+		break;
 	}
-	if ((status = check_nargs(PRUNE_USAGE, names, 2, 2, argc - optind, argv + optind)) != 0 ||
-	    (status = check_vault_arg(argv[optind])) != 0 ||
-	    (status = check_name_arg("VM", argv[optind + 1])) != 0)
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int prune_check(verb_ctx *c)
+{
+	prune_opts *o = c->opts;
+	int status = check_name_arg("VM", c->args[1]);
+
+	if (status != 0)
 		return status;
-	if (!any)
+	if (!o->any)
 		return usage_err("prune needs at least one rule: --keep-last, --keep-hourly, "
 				 "--keep-daily, --keep-weekly, --keep-monthly or --keep-yearly N "
 				 "(N > 0)");
-	vm = argv[optind + 1];
-	status = vault_open(argv[optind], 0, 0, g->passphrase_file, &v);
-	if (status != 0)
-		return status;
+	return 0;
+}
+
+static int cmd_prune(verb_ctx *c)
+{
+	prune_opts *po = c->opts;
+	vbs_prune_result *res = NULL;
+	vbs_vault *v = c->v;
+	uint64_t job = 0, deleted = 0;
+	size_t n = 0;
+	int dry = po->dry, json = po->json, status = 0, r;
+	const char *vm = c->args[1];
+
 	if (!dry && (status = cli_job_start(v, "prune", vm, &job)) != 0)
 		goto out;
-	r = vbs_prune(v, vm, &pol, dry, 0, &res, &n, &deleted);
+	r = vbs_prune(v, vm, &po->pol, dry, 0, &res, &n, &deleted);
 	if (r < 0)
 		status = store_err(r, "cannot prune VM '%s'", vm);
 	if (!dry)
@@ -339,33 +321,22 @@ static int cmd_prune(int argc, char **argv, vmbak_globals *g)
 	status = finish_stdout(VMBAK_EXIT_OK);
 out:
 	free(res);
-	vbs_vault_close(v);
 	return status;
 }
 
-static int cmd_gc(int argc, char **argv, vmbak_globals *g)
+static int cmd_gc(verb_ctx *c)
 {
-	static const char *const names[] = {"VAULT"};
 	vbs_gc_stats s = {0};
-	vbs_vault *v = NULL;
+	vbs_vault *v = c->v;
 	uint64_t job = 0;
-	int status, r, json = 0;
+	int status, r, json = ((life_opts *)c->opts)->flag;
 
-	status = simple_opts(argc, argv, gc_help, "json", &json);
-	if (status != 0)
-		return status < 0 ? VMBAK_EXIT_OK : status;
-	if ((status = check_nargs(GC_USAGE, names, 1, 1, argc - optind, argv + optind)) != 0 ||
-	    (status = check_vault_arg(argv[optind])) != 0)
-		return status;
-	status = vault_open(argv[optind], 0, 0, g->passphrase_file, &v);
-	if (status != 0)
-		return status;
 	status = cli_job_start(v, "gc", "", &job);
 	if (status != 0)
 		goto out;
 	r = vbs_gc(v, job, &s);
 	if (r < 0)
-		status = store_err(r, "cannot collect garbage in vault '%s'", q(argv[optind]));
+		status = store_err(r, "cannot collect garbage in vault '%s'", q(c->args[0]));
 	cli_job_finish(v, job, status, 0, 0, NULL);
 	if (status != 0)
 		goto out;
@@ -390,14 +361,24 @@ static int cmd_gc(int argc, char **argv, vmbak_globals *g)
 		status = finish_stdout(VMBAK_EXIT_OK);
 	}
 out:
-	vbs_vault_close(v);
 	return status;
 }
+
+static const char *const point_args[] = {"VAULT", "VM/RP"};
+static const char *const prune_args[] = {"VAULT", "VM"};
+static const char *const gc_args[] = {"VAULT"};
 
 const vmbak_cmd cmd_protect_def = {
     .name = "protect",
     .summary = "protect a recovery point from delete and prune",
     .help = protect_help,
+    .usage = PROTECT_USAGE,
+    .arg_names = point_args,
+    .min_args = 2,
+    .max_args = 2,
+    .flags = VERB_OPENS_VAULT | VERB_WRITES,
+    .opts_size = sizeof(life_opts),
+    .check = point_check,
     .run = cmd_protect,
 };
 
@@ -405,6 +386,13 @@ const vmbak_cmd cmd_unprotect_def = {
     .name = "unprotect",
     .summary = "remove the protection of a recovery point",
     .help = unprotect_help,
+    .usage = UNPROTECT_USAGE,
+    .arg_names = point_args,
+    .min_args = 2,
+    .max_args = 2,
+    .flags = VERB_OPENS_VAULT | VERB_WRITES,
+    .opts_size = sizeof(life_opts),
+    .check = point_check,
     .run = cmd_unprotect,
 };
 
@@ -412,6 +400,15 @@ const vmbak_cmd cmd_delete_def = {
     .name = "delete",
     .summary = "delete one recovery point",
     .help = delete_help,
+    .usage = DELETE_USAGE,
+    .arg_names = point_args,
+    .min_args = 2,
+    .max_args = 2,
+    .flags = VERB_OPENS_VAULT | VERB_WRITES,
+    .options = force_opts,
+    .opts_size = sizeof(life_opts),
+    .option = flag_option,
+    .check = point_check,
     .run = cmd_delete,
 };
 
@@ -419,6 +416,16 @@ const vmbak_cmd cmd_prune_def = {
     .name = "prune",
     .summary = "delete the points of a VM that a retention policy does not keep",
     .help = prune_help,
+    .usage = PRUNE_USAGE,
+    .arg_names = prune_args,
+    .min_args = 2,
+    .max_args = 2,
+    .flags = VERB_OPENS_VAULT | VERB_WRITES,
+    .options = prune_options,
+    .shortopts = ":hn",
+    .opts_size = sizeof(prune_opts),
+    .option = prune_option,
+    .check = prune_check,
     .run = cmd_prune,
 };
 
@@ -426,5 +433,13 @@ const vmbak_cmd cmd_gc_def = {
     .name = "gc",
     .summary = "free the chunks no recovery point refers to",
     .help = gc_help,
+    .usage = GC_USAGE,
+    .arg_names = gc_args,
+    .min_args = 1,
+    .max_args = 1,
+    .flags = VERB_OPENS_VAULT | VERB_WRITES,
+    .options = json_opts,
+    .opts_size = sizeof(life_opts),
+    .option = flag_option,
     .run = cmd_gc,
 };

@@ -171,49 +171,39 @@ nomem:
 	return VMBAK_EXIT_FAIL;
 }
 
-static int cmd_list(int argc, char **argv, vmbak_globals *g)
+/* The options of list and info. */
+typedef struct list_opts {
+	int json;
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX]; /* info VM[/RP] */
+} list_opts;
+
+static const struct option json_options[] = {
+    {"json", no_argument, NULL, 'j'},
+    {NULL, 0, NULL, 0},
+};
+
+static int json_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM"};
-	const char *path, *vm = NULL;
-	vbs_vault *v = NULL;
+	(void)arg;
+	if (opt != 'j')
+		return VMBAK_EXIT_USAGE;
+	((list_opts *)c->opts)->json = 1;
+	return 0;
+}
+
+static int list_check(verb_ctx *c)
+{
+	return c->nargs > 1 ? check_name_arg("VM", c->args[1]) : 0;
+}
+
+static int cmd_list(verb_ctx *c)
+{
+	const char *path = c->args[0], *vm = c->nargs > 1 ? c->args[1] : NULL;
+	vbs_vault *v = c->v;
 	vbs_rp **list = NULL;
 	size_t n = 0;
-	int opt, state = 0, json = 0, r, status;
+	int r, status;
 
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(list_help, stdout);
-			return VMBAK_EXIT_OK;
-		case 'j':
-			json = 1;
-			break;
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-	}
-	status = check_nargs(LIST_USAGE, names, 1, 2, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	path = argv[optind];
-	status = check_vault_arg(path);
-	if (status != 0)
-		return status;
-	if (optind + 1 < argc) {
-		vm = argv[optind + 1];
-		status = check_name_arg("VM", vm);
-		if (status != 0)
-			return status;
-	}
-
-	status = vault_open(path, 1, 0, g->passphrase_file, &v);
-	if (status != 0)
-		goto out;
 	list_vault = v;
 	r = vbs_rp_list(v, vm, &list, &n);
 	if ((r == -ENOENT && vm) || (r >= 0 && vm && n == 0)) {
@@ -225,17 +215,28 @@ static int cmd_list(int argc, char **argv, vmbak_globals *g)
 		status = store_err(r, "cannot list vault '%s'", q(path));
 		goto out;
 	}
-	status = json ? print_list_json(list, n) : print_list_table(list, n);
+	status =
+	    ((list_opts *)c->opts)->json ? print_list_json(list, n) : print_list_table(list, n);
 out:
 	vbs_rp_list_free(list, n);
-	vbs_vault_close(v);
 	return status;
 }
+
+static const char *const list_args[] = {"VAULT", "VM"};
 
 const vmbak_cmd cmd_list_def = {
     .name = "list",
     .summary = "list recovery points",
     .help = list_help,
+    .usage = LIST_USAGE,
+    .arg_names = list_args,
+    .min_args = 1,
+    .max_args = 2,
+    .flags = VERB_OPENS_VAULT,
+    .options = json_options,
+    .opts_size = sizeof(list_opts),
+    .option = json_option,
+    .check = list_check,
     .run = cmd_list,
 };
 
@@ -260,7 +261,8 @@ static int print_vault_info(vbs_vault *v, const vbs_vault_stats *st, int json)
 {
 	const char *enc = vbs_vault_encrypted(v) ? "aes-256-gcm" : "none";
 	char h[6][HUMAN_SIZE_LEN], r1[32], r2[32];
-	const char *dedup, *comp;
+	const char *dedup, *comp, *pool, *ns;
+	const char *store = vbs_vault_chunk_store(v, &pool, &ns);
 
 	if (json) {
 		json_object *o = json_object_new_object();
@@ -275,10 +277,16 @@ static int print_vault_info(vbs_vault *v, const vbs_vault_stats *st, int json)
 		json_object_object_add(o, "format_version",
 				       json_object_new_int(VBS_FORMAT_VERSION));
 		json_object_object_add(o, "encryption", json_object_new_string(enc));
-		json_object_object_add(o, "dedup_scope",
-				       json_object_new_string(vbs_vault_dedup_vm(v) ? "vm" : "vault"));
+		json_object_object_add(
+		    o, "dedup_scope",
+		    json_object_new_string(vbs_vault_dedup_vm(v) ? "vm" : "vault"));
 		json_object_object_add(o, "replica", json_object_new_boolean(vbs_vault_replica(v)));
 		json_object_object_add(o, "chunk_size", json_u64(vbs_vault_chunk_size(v)));
+		json_object_object_add(o, "chunk_store", json_object_new_string(store));
+		if (pool) {
+			json_object_object_add(o, "ceph_pool", json_object_new_string(pool));
+			json_object_object_add(o, "ceph_namespace", json_object_new_string(ns));
+		}
 		json_object_object_add(o, "vms", json_u64(st->vms));
 		json_object_object_add(o, "points", json_u64(st->rps));
 		json_object_object_add(o, "chunks", json_u64(st->chunks));
@@ -307,6 +315,10 @@ static int print_vault_info(vbs_vault *v, const vbs_vault_stats *st, int json)
 		       vbs_vault_uuid(v));
 	printf("chunk size:        %s (%u bytes)\n", human_size(vbs_vault_chunk_size(v), h[0]),
 	       vbs_vault_chunk_size(v));
+	if (pool)
+		printf("chunk store:       rados (ceph pool '%s', namespace '%s')\n", pool, ns);
+	else
+		printf("chunk store:       %s (in the vault's data.mdb)\n", store);
 	printf("VMs:               %llu\n", (unsigned long long)st->vms);
 	printf("points:            %llu\n", (unsigned long long)st->rps);
 	printf("chunks stored:     %llu\n", (unsigned long long)st->chunks);
@@ -376,52 +388,23 @@ static int print_rp_info(const vbs_rp *rp, int json)
 	return VMBAK_EXIT_OK;
 }
 
-static int cmd_info(int argc, char **argv, vmbak_globals *g)
+/* VM, VM/, VM/latest or VM/RP. */
+static int info_check(verb_ctx *c)
 {
-	static const struct option longopts[] = {
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM"};
-	const char *path;
-	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX];
-	int has_vm = 0, opt, state = 0, json = 0, r, status;
+	list_opts *o = c->opts;
+
+	return c->nargs > 1 ? check_point_arg(c->args[1], 0, NULL, o->vm, o->id) : 0;
+}
+
+static int cmd_info(verb_ctx *c)
+{
+	list_opts *o = c->opts;
+	const char *path = c->args[0], *vm = o->vm, *id = o->id;
+	int has_vm = c->nargs > 1, json = o->json, r, status;
 	vbs_vault_stats st;
-	vbs_vault *v = NULL;
+	vbs_vault *v = c->v;
 	vbs_rp *rp = NULL;
 
-	vm[0] = id[0] = '\0';
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(info_help, stdout);
-			return VMBAK_EXIT_OK;
-		case 'j':
-			json = 1;
-			break;
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-	}
-	status = check_nargs(INFO_USAGE, names, 1, 2, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	path = argv[optind];
-	status = check_vault_arg(path);
-	if (status != 0)
-		return status;
-	if (optind + 1 < argc) {
-		/* VM, VM/, VM/latest or VM/RP. */
-		status = check_point_arg(argv[optind + 1], 0, NULL, vm, id);
-		if (status != 0)
-			return status;
-		has_vm = 1;
-	}
-
-	status = vault_open(path, 1, 0, g->passphrase_file, &v);
-	if (status != 0)
-		goto out;
 	list_vault = v;
 	if (!has_vm) {
 		r = vbs_vault_stats_get(v, &st);
@@ -450,7 +433,6 @@ static int cmd_info(int argc, char **argv, vmbak_globals *g)
 	status = print_rp_info(rp, json);
 out:
 	vbs_rp_free(rp);
-	vbs_vault_close(v);
 	return status;
 }
 
@@ -458,5 +440,14 @@ const vmbak_cmd cmd_info_def = {
     .name = "info",
     .summary = "describe a vault or a recovery point",
     .help = info_help,
+    .usage = INFO_USAGE,
+    .arg_names = list_args,
+    .min_args = 1,
+    .max_args = 2,
+    .flags = VERB_OPENS_VAULT,
+    .options = json_options,
+    .opts_size = sizeof(list_opts),
+    .option = json_option,
+    .check = info_check,
     .run = cmd_info,
 };

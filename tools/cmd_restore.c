@@ -19,13 +19,11 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -39,6 +37,7 @@
 #include "image.h"
 #include "kv.h"
 #include "rp.h"
+#include "run.h"
 #include "util.h"
 #include "vault.h"
 
@@ -110,10 +109,12 @@ typedef struct target {
 typedef struct ropts {
 	const char *vault, *point, *dir, *kv, *kv_passfile, *passphrase_file;
 	int qcow2, force, progress, instant;
-	const char *mount; /* --mount MNT */
-	char *mnt;	   /* --instant: the absolute path of the vmbakfs mount used */
-	char **disks;	   /* --disk arguments */
+	const char *mount;	    /* --mount MNT */
+	char *mnt;		    /* --instant: the absolute path of the vmbakfs mount used */
+	char *disks[VBS_DISKS_MAX]; /* --disk arguments */
 	size_t n_disks;
+	int with_dest, format_given;		      /* --disk NAME=DEST given, --format given */
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX]; /* VM[/RP] */
 } ropts;
 
 static volatile sig_atomic_t stop_signal;
@@ -576,78 +577,16 @@ static int fsync_dir(const char *dir)
 	return r;
 }
 
-/* Runs argv (argv[0] an absolute path) with envp, stdin and stdout /dev/null, and its stderr
- * captured: returns 0 when it exits 0, else VMBAK_EXIT_FAIL with the first line it wrote (or
- * how it ended) in msg. Prints nothing. */
-static int run_captured(char *const argv[], char *const envp[], char *msg, size_t cap)
-{
-	posix_spawn_file_actions_t fa;
-	char buf[512];
-	size_t used = 0;
-	int fds[2], r, wst;
-	pid_t pid;
-
-	msg[0] = '\0';
-	if (pipe2(fds, O_CLOEXEC) != 0) {
-		snprintf(msg, cap, "%s", vbu_strerror(errno));
-		return VMBAK_EXIT_FAIL;
-	}
-	if ((r = posix_spawn_file_actions_init(&fa)) != 0) {
-		close(fds[0]);
-		close(fds[1]);
-		snprintf(msg, cap, "%s", vbu_strerror(r));
-		return VMBAK_EXIT_FAIL;
-	}
-	if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) ||
-	    (r = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)) ||
-	    (r = posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO)) ||
-	    (r = posix_spawn(&pid, argv[0], &fa, NULL, argv, envp))) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(fds[0]);
-		close(fds[1]);
-		snprintf(msg, cap, "%s", vbu_strerror(r));
-		return VMBAK_EXIT_FAIL;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(fds[1]);
-	for (;;) {
-		ssize_t k = read(fds[0], buf + used, sizeof(buf) - 1 - used);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		if (used + (size_t)k < sizeof(buf) - 1)
-			used += (size_t)k;
-	}
-	close(fds[0]);
-	buf[used] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	while (waitpid(pid, &wst, 0) < 0) {
-		if (errno != EINTR) {
-			snprintf(msg, cap, "%s", vbu_strerror(errno));
-			return VMBAK_EXIT_FAIL;
-		}
-	}
-	if (WIFEXITED(wst) && WEXITSTATUS(wst) == 0)
-		return 0;
-	if (buf[0])
-		snprintf(msg, cap, "%s", buf);
-	else if (WIFEXITED(wst))
-		snprintf(msg, cap, "exit status %d", WEXITSTATUS(wst));
-	else
-		snprintf(msg, cap, "killed by signal %d", WTERMSIG(wst));
-	return VMBAK_EXIT_FAIL;
-}
-
 /* qemu-img ARGS..., by absolute path with the helpers' environment; then path (the image it
  * wrote) is made 0600 and fsync'ed (qemu-img writes with cache=unsafe). what: for the
  * message. */
 static int qemu_img(const char *what, const char *path, char **args, size_t n)
 {
-	char helper[PATH_MAX], msg[600];
+	char helper[PATH_MAX], msg[600], out[512];
 	char *argv[12];
-	int fd;
+	vbu_run_opts o = VBU_RUN_OPTS;
+	vbu_run_result res;
+	int fd, r;
 
 	if (vbk_helper_find("qemu-img", helper, sizeof(helper)) < 0) {
 		vbu_err("cannot %s: qemu-img is not installed (Debian package qemu-utils)", what);
@@ -657,7 +596,21 @@ static int qemu_img(const char *what, const char *path, char **args, size_t n)
 	for (size_t i = 0; i < n && i < 10; i++)
 		argv[i + 1] = args[i];
 	argv[n + 1] = NULL;
-	if (run_captured(argv, (char *const *)vbk_helper_env(), msg, sizeof(msg)) != 0) {
+	o.path = helper;
+	o.argv = argv;
+	o.envp = (char *const *)vbk_helper_env();
+	o.capture = VBU_RUN_STDERR;
+	o.out = out;
+	o.out_cap = sizeof(out);
+	r = vbu_run(&o, &res);
+	if (r < 0 || res.status != 0) {
+		/* Its first line of stderr, else how it ended. */
+		if (r < 0)
+			snprintf(msg, sizeof(msg), "%s", vbu_strerror(-r));
+		else if (*vbu_first_line(out))
+			snprintf(msg, sizeof(msg), "%s", out);
+		else
+			vbu_run_how(&res, msg, sizeof(msg));
 		vbu_err("cannot %s: qemu-img: %s", what, q(msg));
 		return VMBAK_EXIT_FAIL;
 	}
@@ -873,8 +826,9 @@ static int start_mount(const ropts *o, const vmbak_globals *g, const char *mnt)
 	const char *pf = verb_passphrase_file(o->passphrase_file, g);
 	char prog[PATH_MAX], *opt = NULL;
 	char *argv[] = {prog, (char *)o->vault, (char *)mnt, NULL, NULL, NULL};
-	pid_t pid;
-	int r, wst;
+	vbu_run_opts ro = VBU_RUN_OPTS;
+	vbu_run_result res;
+	int r;
 
 	if (find_vmbakfs(prog, sizeof(prog)) < 0) {
 		vbu_err("cannot mount vault '%s': vmbakfs is not installed", q(o->vault));
@@ -890,20 +844,19 @@ static int start_mount(const ropts *o, const vmbak_globals *g, const char *mnt)
 		argv[4] = opt;
 	}
 	fflush(stdout);
-	r = posix_spawn(&pid, prog, NULL, NULL, argv, environ);
+	ro.path = prog;
+	ro.argv = argv;
+	ro.envp = environ;
+	ro.in_fd = STDIN_FILENO;
+	ro.capture = VBU_RUN_INHERIT;
+	r = vbu_run(&ro, &res);
 	free(opt);
-	if (r != 0) {
-		vbu_errno(-r, "cannot run '%s'", q(prog));
+	if (r < 0) {
+		vbu_errno(r, "cannot run '%s'", q(prog));
 		return VMBAK_EXIT_FAIL;
 	}
-	while (waitpid(pid, &wst, 0) < 0) {
-		if (errno != EINTR) {
-			vbu_errno(-errno, "cannot wait for vmbakfs");
-			return VMBAK_EXIT_FAIL;
-		}
-	}
 	/* vmbakfs said why in its own line. */
-	return WIFEXITED(wst) && WEXITSTATUS(wst) == 0 ? 0 : VMBAK_EXIT_FAIL;
+	return res.status == 0 ? 0 : VMBAK_EXIT_FAIL;
 }
 
 /* The mount --instant uses: --mount MNT (mounted here when it is not yet), or the vault's
@@ -1016,121 +969,109 @@ enum {
 	OPT_INSTANT,
 	OPT_MOUNT,
 	OPT_PROGRESS,
-	OPT_PASSFILE
 };
 
-static int parse(int argc, char **argv, vmbak_globals *g, ropts *o)
+static const struct option restore_options[] = {
+    {"to", required_argument, NULL, OPT_TO},
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+    {"force", no_argument, NULL, OPT_FORCE},
+    {"instant", no_argument, NULL, OPT_INSTANT},
+    {"mount", required_argument, NULL, OPT_MOUNT},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {NULL, 0, NULL, 0},
+};
+
+static int restore_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"to", required_argument, NULL, OPT_TO},
-	    {"disk", required_argument, NULL, OPT_DISK},
-	    {"format", required_argument, NULL, OPT_FORMAT},
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
-	    {"force", no_argument, NULL, OPT_FORCE},
-	    {"instant", no_argument, NULL, OPT_INSTANT},
-	    {"mount", required_argument, NULL, OPT_MOUNT},
-	    {"progress", no_argument, NULL, OPT_PROGRESS},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM[/RP]"};
-	int opt, state = 0, status, with_dest = 0, format_given = 0;
+	ropts *o = c->opts;
+	char *optval = (char *)arg; /* argv's: a --disk NAME=DEST is split in place */
+	int status;
 
-	o->progress = g->progress || isatty(STDERR_FILENO);
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(restore_help, stdout);
-			return -1;
-		case OPT_TO:
-			if (!*optarg)
-				return usage_err("--to needs a directory");
-			o->dir = optarg;
-			break;
-		case OPT_DISK: {
-			char *eq = strchr(optarg, '=');
+	switch (opt) {
+	case OPT_TO:
+		if (!*optval)
+			return usage_err("--to needs a directory");
+		o->dir = optval;
+		break;
+	case OPT_DISK: {
+		char *eq = strchr(optval, '=');
 
-			if (o->n_disks >= VBS_DISKS_MAX)
-				return usage_err("more than %d --disk options", VBS_DISKS_MAX);
-			if (eq) {
-				*eq = '\0';
-				status = check_name_arg("disk", optarg);
-				*eq = '=';
-				if (status != 0)
-					return status;
-				if (!eq[1])
-					return usage_err("--disk %s needs a destination after '='",
-							 q(optarg));
-				with_dest++;
-			} else if ((status = check_name_arg("disk", optarg)) != 0) {
-				return status;
-			}
-			for (size_t i = 0; i < o->n_disks; i++) {
-				size_t la = strcspn(o->disks[i], "="), lb = strcspn(optarg, "=");
-
-				if (la == lb && memcmp(o->disks[i], optarg, la) == 0)
-					return usage_err("disk '%.*s' is given twice", (int)lb,
-							 q(optarg));
-			}
-			o->disks[o->n_disks++] = optarg;
-			break;
-		}
-		case OPT_FORMAT:
-			if (strcmp(optarg, "raw") == 0)
-				o->qcow2 = 0;
-			else if (strcmp(optarg, "qcow2") == 0)
-				o->qcow2 = 1;
-			else
-				return usage_err("invalid --format '%s': use raw or qcow2",
-						 q(optarg));
-			format_given = 1;
-			break;
-		case OPT_KEYVAULT:
-			if (!*optarg)
-				return usage_err("--keyvault needs a key vault path");
-			o->kv = optarg;
-			break;
-		case OPT_KV_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty argument for --keyvault-passphrase-file");
-			o->kv_passfile = optarg;
-			break;
-		case OPT_FORCE:
-			o->force = 1;
-			break;
-		case OPT_INSTANT:
-			o->instant = 1;
-			break;
-		case OPT_MOUNT:
-			if (!*optarg)
-				return usage_err("--mount needs a mount point");
-			o->mount = optarg;
-			break;
-		case OPT_PROGRESS:
-			o->progress = 1;
-			break;
-		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &o->passphrase_file);
+		if (o->n_disks >= VBS_DISKS_MAX)
+			return usage_err("more than %d --disk options", VBS_DISKS_MAX);
+		if (eq) {
+			*eq = '\0';
+			status = check_name_arg("disk", optval);
+			*eq = '=';
 			if (status != 0)
 				return status;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
+			if (!eq[1])
+				return usage_err("--disk %s needs a destination after '='",
+						 q(optval));
+			o->with_dest++;
+		} else if ((status = check_name_arg("disk", optval)) != 0) {
+			return status;
 		}
+		for (size_t i = 0; i < o->n_disks; i++) {
+			size_t la = strcspn(o->disks[i], "="), lb = strcspn(optval, "=");
+
+			if (la == lb && memcmp(o->disks[i], optval, la) == 0)
+				return usage_err("disk '%.*s' is given twice", (int)lb, q(optval));
+		}
+		o->disks[o->n_disks++] = optval;
+		break;
 	}
-	status = check_nargs("vmbak restore VAULT VM[/RP] --to DIR | --disk NAME=DEST ...", names,
-			     2, 2, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	o->vault = argv[optind];
-	o->point = argv[optind + 1];
-	if ((status = check_vault_arg(o->vault)) != 0)
-		return status;
+	case OPT_FORMAT:
+		if (strcmp(optval, "raw") == 0)
+			o->qcow2 = 0;
+		else if (strcmp(optval, "qcow2") == 0)
+			o->qcow2 = 1;
+		else
+			return usage_err("invalid --format '%s': use raw or qcow2", q(optval));
+		o->format_given = 1;
+		break;
+	case OPT_KEYVAULT:
+		if (!*optval)
+			return usage_err("--keyvault needs a key vault path");
+		o->kv = optval;
+		break;
+	case OPT_KV_PASSFILE:
+		if (!*optval)
+			return usage_err("empty argument for --keyvault-passphrase-file");
+		o->kv_passfile = optval;
+		break;
+	case OPT_FORCE:
+		o->force = 1;
+		break;
+	case OPT_INSTANT:
+		o->instant = 1;
+		break;
+	case OPT_MOUNT:
+		if (!*optval)
+			return usage_err("--mount needs a mount point");
+		o->mount = optval;
+		break;
+	case OPT_PROGRESS:
+		o->progress = 1;
+		break;
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* What the options and arguments say together, and the point VM[/RP]. */
+static int restore_check(verb_ctx *c)
+{
+	ropts *o = c->opts;
+	int with_dest = o->with_dest, format_given = o->format_given;
+
+	o->vault = c->args[0];
+	o->point = c->args[1];
+	o->passphrase_file = c->passphrase_file;
+	o->progress |= c->g->progress || isatty(STDERR_FILENO);
 	if (with_dest && (size_t)with_dest != o->n_disks)
 		return usage_err("give every --disk as NAME=DEST, or none (with --to)");
 	if (with_dest) {
@@ -1152,7 +1093,7 @@ static int parse(int argc, char **argv, vmbak_globals *g, ropts *o)
 			return usage_err("--instant writes qcow2 overlays: not with --format raw");
 		o->qcow2 = 1;
 	}
-	return 0;
+	return check_point_arg(o->point, 0, NULL, o->vm, o->id);
 }
 
 /* --to DIR: created (mode 0700) when missing; must be a directory. */
@@ -1171,12 +1112,12 @@ static int make_dir(const char *dir)
 	return 0;
 }
 
-static int cmd_restore(int argc, char **argv, vmbak_globals *g)
+static int cmd_restore(verb_ctx *c)
 {
-	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX];
-	char *disks[VBS_DISKS_MAX];
-	ropts o = {.disks = disks};
-	vbs_vault *v = NULL;
+	ropts *po = c->opts, o = *po;
+	const char *vm = o.vm, *id = o.id;
+	vmbak_globals *g = c->g;
+	vbs_vault *v = c->v;
 	vbs_rp *rp = NULL;
 	target *t = NULL;
 	size_t n = 0;
@@ -1186,16 +1127,6 @@ static int cmd_restore(int argc, char **argv, vmbak_globals *g)
 	static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
 	int r, status, handlers = 0;
 
-	status = parse(argc, argv, g, &o);
-	if (status != 0)
-		return status < 0 ? VMBAK_EXIT_OK : status;
-	status = check_point_arg(o.point, 0, NULL, vm, id);
-	if (status != 0)
-		return status;
-	status =
-	    vault_open(o.vault, 1, VAULT_UNLOCK, verb_passphrase_file(o.passphrase_file, g), &v);
-	if (status != 0)
-		goto out;
 	r = id[0] ? vbs_rp_get(v, vm, id, &rp) : vbs_rp_latest(v, vm, &rp);
 	if (r == -ENOENT) {
 		uint64_t serial;
@@ -1276,14 +1207,24 @@ out:
 	free(buf);
 	free(zeros);
 	vbs_rp_free(rp);
-	vbs_vault_close(v);
 	free(o.mnt);
 	return status;
 }
+
+static const char *const restore_arg_names[] = {"VAULT", "VM[/RP]"};
 
 const vmbak_cmd cmd_restore_def = {
     .name = "restore",
     .summary = "write the disks of a recovery point back out",
     .help = restore_help,
+    .usage = "vmbak restore VAULT VM[/RP] --to DIR | --disk NAME=DEST ...",
+    .arg_names = restore_arg_names,
+    .min_args = 2,
+    .max_args = 2,
+    .flags = VERB_OPENS_VAULT | VERB_PASSPHRASE_FILE,
+    .options = restore_options,
+    .opts_size = sizeof(ropts),
+    .option = restore_option,
+    .check = restore_check,
     .run = cmd_restore,
 };

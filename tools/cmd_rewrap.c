@@ -211,92 +211,93 @@ static int parse_from(const char *s, char *name, uint32_t *version)
 	return 0;
 }
 
-enum { OPT_KEYVAULT = 0x100, OPT_FROM, OPT_TO, OPT_KV_PASSFILE, OPT_PASSFILE };
+enum { OPT_KEYVAULT = 0x100, OPT_FROM, OPT_TO, OPT_KV_PASSFILE };
 
-static int cmd_rewrap(int argc, char **argv, vmbak_globals *g)
+typedef struct rewrap_args {
+	const char *kv_path, *kv_passfile, *from;
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX], from_name[VBK_KV_NAME_MAX + 1];
+	const char *sel_vm, *sel_id;
+	rewrap_opts o;
+} rewrap_args;
+
+static const struct option rewrap_options[] = {
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {"from", required_argument, NULL, OPT_FROM},
+    {"to", required_argument, NULL, OPT_TO},
+    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+    {NULL, 0, NULL, 0},
+};
+
+static int rewrap_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"from", required_argument, NULL, OPT_FROM},
-	    {"to", required_argument, NULL, OPT_TO},
-	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM"};
-	const char *path, *kv_path = NULL, *kv_passfile = NULL, *passfile = NULL, *from = NULL;
-	char vm[VBS_NAME_MAX + 1] = "", id[VBS_RP_ID_MAX] = "", from_name[VBK_KV_NAME_MAX + 1];
-	const char *sel_vm = NULL, *sel_id = NULL;
-	rewrap_opts o = {0};
+	rewrap_args *a = c->opts;
+
+	switch (opt) {
+	case OPT_KEYVAULT:
+		if (!*arg)
+			return usage_err("empty argument for '--keyvault'");
+		a->kv_path = arg;
+		break;
+	case OPT_FROM:
+		a->from = arg;
+		break;
+	case OPT_TO:
+		if (!vbu_name_valid(arg))
+			return usage_err("invalid --to '%s': a KEK name, " VBK_KV_NAME_RULE,
+					 q(arg));
+		a->o.to = arg;
+		break;
+	case OPT_KV_PASSFILE:
+		if (!*arg)
+			return usage_err("empty file name for --keyvault-passphrase-file");
+		a->kv_passfile = arg;
+		break;
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int rewrap_check(verb_ctx *c)
+{
+	rewrap_args *a = c->opts;
+	int status;
+
+	if (!a->kv_path)
+		return usage_err("rewrap needs --keyvault KV (usage: %s)", REWRAP_USAGE);
+	if (a->from) {
+		if ((status = parse_from(a->from, a->from_name, &a->o.from_version)) != 0)
+			return status;
+		a->o.from_kek = a->from_name;
+	}
+	if (c->nargs > 1) {
+		const char *target = c->args[1];
+
+		if ((status = check_point_arg(target, 0, REWRAP_USAGE, a->vm, a->id)) != 0)
+			return status;
+		a->sel_vm = a->vm;
+		if (strchr(target, '/'))
+			a->sel_id = a->id[0] ? a->id : "latest";
+	}
+	return 0;
+}
+
+/* The vault is opened here, not by verb_main(): the key vault first, so that its names are
+ * checked before the vault is touched. */
+static int cmd_rewrap(verb_ctx *ctx)
+{
+	rewrap_args *a = ctx->opts;
+	const char *path = ctx->args[0], *kv_path = a->kv_path;
+	rewrap_opts o = a->o;
 	rewrap_count c = {0};
 	vbk_kv *kv = NULL;
 	vbs_vault *v = NULL;
 	vbs_rp **list = NULL;
 	size_t np = 0;
-	int opt, state = 0, status;
-
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(rewrap_help, stdout);
-			return VMBAK_EXIT_OK;
-		case OPT_KEYVAULT:
-			if (!*optarg)
-				return usage_err("empty argument for '--keyvault'");
-			kv_path = optarg;
-			break;
-		case OPT_FROM:
-			from = optarg;
-			break;
-		case OPT_TO:
-			if (!vbu_name_valid(optarg))
-				return usage_err("invalid --to '%s': a KEK name, " VBK_KV_NAME_RULE,
-						 q(optarg));
-			o.to = optarg;
-			break;
-		case OPT_KV_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty file name for --keyvault-passphrase-file");
-			kv_passfile = optarg;
-			break;
-		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &passfile);
-			if (status != 0)
-				return status;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-	}
-	status = check_nargs(REWRAP_USAGE, names, 1, 2, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	path = argv[optind];
-	if ((status = check_vault_arg(path)) != 0)
-		return status;
-	if (!kv_path)
-		return usage_err("rewrap needs --keyvault KV (usage: %s)", REWRAP_USAGE);
-	if (from) {
-		if ((status = parse_from(from, from_name, &o.from_version)) != 0)
-			return status;
-		o.from_kek = from_name;
-	}
-	if (optind + 1 < argc) {
-		const char *target = argv[optind + 1];
-
-		if ((status = check_point_arg(target, 0, REWRAP_USAGE, vm, id)) != 0)
-			return status;
-		sel_vm = vm;
-		if (strchr(target, '/'))
-			sel_id = id[0] ? id : "latest";
-	}
+	int status;
 
 	/* The key vault first: its names are checked before the vault is touched. */
-	if ((status = escrow_kv_open(kv_path, 1, kv_passfile, &kv)) != 0)
+	if ((status = escrow_kv_open(kv_path, 1, a->kv_passfile, &kv)) != 0)
 		goto out;
 	if (o.to) {
 		vbk_key_info *keys = NULL;
@@ -327,9 +328,9 @@ static int cmd_rewrap(int argc, char **argv, vmbak_globals *g)
 		status = VMBAK_EXIT_FAIL;
 		goto out;
 	}
-	if ((status = vault_open(path, 0, 0, verb_passphrase_file(passfile, g), &v)) != 0)
+	if ((status = vault_open(path, 0, 0, ctx->passphrase_file, &v)) != 0)
 		goto out;
-	if ((status = escrow_select_points(v, path, sel_vm, sel_id, &list, &np)) != 0)
+	if ((status = escrow_select_points(v, path, a->sel_vm, a->sel_id, &list, &np)) != 0)
 		goto out;
 	for (size_t i = 0; i < np && status == 0; i++)
 		status = rewrap_point(v, kv, list[i], &o, &c);
@@ -346,9 +347,20 @@ out:
 	return status;
 }
 
+static const char *const rewrap_args_names[] = {"VAULT", "VM"};
+
 const vmbak_cmd cmd_rewrap_def = {
     .name = "rewrap",
     .summary = "wrap escrowed keys again under another KEK version",
     .help = rewrap_help,
+    .usage = REWRAP_USAGE,
+    .arg_names = rewrap_args_names,
+    .min_args = 1,
+    .max_args = 2,
+    .flags = VERB_VAULT_ARG | VERB_PASSPHRASE_FILE,
+    .options = rewrap_options,
+    .opts_size = sizeof(rewrap_args),
+    .option = rewrap_option,
+    .check = rewrap_check,
     .run = cmd_rewrap,
 };

@@ -677,12 +677,12 @@ const vmbak_cmd cmd_sync_def = {
     .name = "sync",
     .summary = "copy recovery points to a replica (a path or ssh://)",
     .help = sync_help,
-    .run = cmd_sync,
+    .main = cmd_sync,
 };
 
 const vmbak_cmd cmd_serve_def = {
     .name = "serve",
     .summary = "the replica's end of sync over ssh (stdio)",
     .help = serve_help,
-    .run = cmd_serve,
+    .main = cmd_serve,
 };

@@ -1,6 +1,5 @@
 /* cmd_upgrade.c: vmbak upgrade, a vault of an older format rewritten as the current one. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 
 #include "common.h"
@@ -24,36 +23,20 @@ static const char upgrade_help[] =
     "options:\n"
     "  -h, --help              show this help\n";
 
-static int cmd_upgrade(int argc, char **argv, vmbak_globals *g)
+/* The vault is opened here, not by verb_main(): the upgrade needs the passphrase again (the keys
+ * are rewrapped) and opens the environment of an old format itself. */
+static int cmd_upgrade(verb_ctx *c)
 {
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT"};
 	vbs_upgrade_stats st = {0};
 	vbs_vault *v = NULL;
 	char *pass = NULL;
-	const char *path;
-	int opt, state = 0, status, r;
+	const char *path = c->args[0];
+	int status, r;
 
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(upgrade_help, stdout);
-			return VMBAK_EXIT_OK;
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-	}
-	if ((status = check_nargs(UPGRADE_USAGE, names, 1, 1, argc - optind, argv + optind)) != 0 ||
-	    (status = check_vault_arg(argv[optind])) != 0)
-		return status;
-	path = argv[optind];
 	r = vbs_vault_open(path, 0, &v);
 	if (r < 0)
 		return store_err(r, "cannot open vault '%s'", q(path));
-	status = vault_unlock(v, path, g->passphrase_file, &pass);
+	status = vault_unlock(v, path, c->passphrase_file, &pass);
 	if (status != 0)
 		goto out;
 	r = vbs_vault_upgrade(v, pass, &st);
@@ -79,9 +62,16 @@ out:
 	return status;
 }
 
+static const char *const upgrade_args[] = {"VAULT"};
+
 const vmbak_cmd cmd_upgrade_def = {
     .name = "upgrade",
     .summary = "rewrite a vault of an older format in the current one",
     .help = upgrade_help,
+    .usage = UPGRADE_USAGE,
+    .arg_names = upgrade_args,
+    .min_args = 1,
+    .max_args = 1,
+    .flags = VERB_VAULT_ARG,
     .run = cmd_upgrade,
 };

@@ -247,40 +247,121 @@ enum {
 	OPT_SEED,
 	OPT_JSON,
 	OPT_PROGRESS,
-	OPT_PASSFILE,
 	OPT_KEYVAULT,
 	OPT_CHECK_ESCROW,
 	OPT_KV_PASSFILE
 };
 
-static int cmd_verify(int argc, char **argv, vmbak_globals *g)
+typedef struct verify_opts {
+	const char *kv_path, *kv_passfile;
+	int check_escrow, json, seed_given, progress;
+	vbs_verify_opts vo; /* sample, seed; vm and rp from VM[/RP] */
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX], jtarget[VBS_NAME_MAX + VBS_RP_ID_MAX + 2];
+} verify_opts;
+
+static const struct option verify_options[] = {
+    {"sample", required_argument, NULL, OPT_SAMPLE},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
+    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
+    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
+    {NULL, 0, NULL, 0},
+};
+
+static int verify_option(verb_ctx *c, int opt, const char *arg)
 {
-	static const struct option longopts[] = {
-	    {"sample", required_argument, NULL, OPT_SAMPLE},
-	    {"seed", required_argument, NULL, OPT_SEED},
-	    {"json", no_argument, NULL, OPT_JSON},
-	    {"progress", no_argument, NULL, OPT_PROGRESS},
-	    {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
-	    {"keyvault", required_argument, NULL, OPT_KEYVAULT},
-	    {"check-escrow", no_argument, NULL, OPT_CHECK_ESCROW},
-	    {"keyvault-passphrase-file", required_argument, NULL, OPT_KV_PASSFILE},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"VAULT", "VM"};
-	const char *kv_path = NULL, *kv_passfile = NULL;
-	int check_escrow = 0;
+	verify_opts *o = c->opts;
+
+	switch (opt) {
+	case OPT_SAMPLE:
+		if (parse_percent(arg, &o->vo.sample) < 0)
+			return usage_err("invalid --sample '%s': use a percentage above 0 "
+					 "and at most 100",
+					 q(arg));
+		break;
+	case OPT_SEED:
+		if (parse_seed(arg, &o->vo.seed) < 0)
+			return usage_err("invalid --seed '%s': use a number from 1 to "
+					 "18446744073709551615",
+					 q(arg));
+		o->seed_given = 1;
+		break;
+	case OPT_JSON:
+		o->json = 1;
+		break;
+	case OPT_PROGRESS:
+		o->progress = 1;
+		break;
+	case OPT_KEYVAULT:
+		if (!*arg)
+			return usage_err("empty argument for '--keyvault'");
+		o->kv_path = arg;
+		break;
+	case OPT_CHECK_ESCROW:
+		o->check_escrow = 1;
+		break;
+	case OPT_KV_PASSFILE:
+		if (!*arg)
+			return usage_err("empty file name for --keyvault-passphrase-file");
+		o->kv_passfile = arg;
+		break;
+	default:
+		return VMBAK_EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int verify_options_done(verb_ctx *c)
+{
+	verify_opts *o = c->opts;
+
+	if ((o->check_escrow || o->kv_passfile) && !o->kv_path)
+		return usage_err("%s needs --keyvault KV",
+				 o->check_escrow ? "--check-escrow" : "--keyvault-passphrase-file");
+	return 0;
+}
+
+static int verify_check(verb_ctx *c)
+{
+	verify_opts *o = c->opts;
+	const char *target = c->nargs > 1 ? c->args[1] : NULL;
+	int status;
+
+	if (o->seed_given && !(o->vo.sample > 0 && o->vo.sample < 100))
+		return usage_err("--seed needs --sample with a percentage below 100");
+	if (target) {
+		status = check_point_arg(target, 0, NULL, o->vm, o->id);
+		if (status != 0)
+			return status;
+		o->vo.vm = o->vm;
+		o->vo.rp = o->id[0] ? o->id : "latest";
+		if (!strchr(target, '/'))
+			o->vo.rp = NULL; /* VM alone: all its points */
+		snprintf(o->jtarget, sizeof(o->jtarget), "%s%s%s", o->vm, o->vo.rp ? "/" : "",
+			 o->vo.rp ? o->vo.rp : "");
+	}
+	return 0;
+}
+
+/* The vault is opened here, not by verb_main(): the key vault is opened first, and a damaged
+ * database is VMBAK_EXIT_DAMAGE. */
+static int cmd_verify(verb_ctx *c)
+{
+	verify_opts *vopt = c->opts;
+	const char *kv_path = vopt->kv_path, *kv_passfile = vopt->kv_passfile;
+	int check_escrow = vopt->check_escrow;
 	vbk_kv *kv = NULL;
 	json_object *esc = NULL;
 	uint64_t esc_total = 0, esc_bad = 0;
-	const char *path, *passphrase_file = NULL, *target = NULL;
-	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX], jtarget[VBS_NAME_MAX + VBS_RP_ID_MAX + 2];
+	const char *path = c->args[0], *target = c->nargs > 1 ? c->args[1] : NULL;
+	const char *jtarget = vopt->jtarget;
 	char job_err[512] = "";
-	int opt, state = 0, json = 0, seed_given = 0, r, status;
-	vbs_verify_opts vo = {0};
+	int json = vopt->json, r, status;
+	vbs_verify_opts vo = vopt->vo;
 	vbs_verify_result res;
-	vprogress prog = {0};
+	vprogress prog = {.on = vopt->progress};
 	vout out = {0};
 	vbs_vault *v = NULL;
 	uint64_t job = 0;
@@ -288,88 +369,13 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 	struct sigaction sa = {0}, old[3];
 	static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
 
-	vm[0] = id[0] = jtarget[0] = '\0';
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(verify_help, stdout);
-			return VMBAK_EXIT_OK;
-		case OPT_SAMPLE:
-			if (parse_percent(optarg, &vo.sample) < 0)
-				return usage_err("invalid --sample '%s': use a percentage above 0 "
-						 "and at most 100",
-						 q(optarg));
-			break;
-		case OPT_SEED:
-			if (parse_seed(optarg, &vo.seed) < 0)
-				return usage_err("invalid --seed '%s': use a number from 1 to "
-						 "18446744073709551615",
-						 q(optarg));
-			seed_given = 1;
-			break;
-		case OPT_JSON:
-			json = 1;
-			break;
-		case OPT_PROGRESS:
-			prog.on = 1;
-			break;
-		case OPT_PASSFILE:
-			status = passphrase_file_arg(optarg, &passphrase_file);
-			if (status != 0)
-				return status;
-			break;
-		case OPT_PASSPHRASE_REFUSED:
-			return passphrase_option_refused();
-		case OPT_KEYVAULT:
-			if (!*optarg)
-				return usage_err("empty argument for '--keyvault'");
-			kv_path = optarg;
-			break;
-		case OPT_CHECK_ESCROW:
-			check_escrow = 1;
-			break;
-		case OPT_KV_PASSFILE:
-			if (!*optarg)
-				return usage_err("empty file name for --keyvault-passphrase-file");
-			kv_passfile = optarg;
-			break;
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-	}
-	if ((check_escrow || kv_passfile) && !kv_path)
-		return usage_err("%s needs --keyvault KV",
-				 check_escrow ? "--check-escrow" : "--keyvault-passphrase-file");
-	status = check_nargs(VERIFY_USAGE, names, 1, 2, argc - optind, argv + optind);
-	if (status != 0)
-		return status;
-	path = argv[optind];
-	status = check_vault_arg(path);
-	if (status != 0)
-		return status;
-	if (seed_given && !(vo.sample > 0 && vo.sample < 100))
-		return usage_err("--seed needs --sample with a percentage below 100");
-	if (optind + 1 < argc) {
-		target = argv[optind + 1];
-		status = check_point_arg(target, 0, NULL, vm, id);
-		if (status != 0)
-			return status;
-		vo.vm = vm;
-		vo.rp = id[0] ? id : "latest";
-		if (!strchr(target, '/'))
-			vo.rp = NULL; /* VM alone: all its points */
-		snprintf(jtarget, sizeof(jtarget), "%s%s%s", vm, vo.rp ? "/" : "",
-			 vo.rp ? vo.rp : "");
-	}
-
 	/* The key vault's passphrase before the vault's: a wrong one stops before any reading. */
 	if (kv_path && (status = escrow_kv_open(kv_path, 1, kv_passfile, &kv)) != 0)
 		goto out;
 	/* LMDB meeting a page of garbage is damage too (see vbs_guard_exit_status in vault.h). */
 	vbs_guard_exit_status(VMBAK_EXIT_DAMAGE);
 	/* A database that LMDB finds damaged is damage (exit 3), not a failure to run. */
-	status = vault_open(path, 0, VAULT_UNLOCK | VAULT_DAMAGE_EXIT,
-			    verb_passphrase_file(passphrase_file, g), &v);
+	status = vault_open(path, 0, VAULT_UNLOCK | VAULT_DAMAGE_EXIT, c->passphrase_file, &v);
 	if (status != 0)
 		goto out;
 
@@ -395,7 +401,7 @@ static int cmd_verify(int argc, char **argv, vmbak_globals *g)
 	vo.problem = problem_cb;
 	vo.problem_arg = &out;
 	vo.stop = &stop_signal;
-	if (prog.on || g->progress || isatty(STDERR_FILENO)) {
+	if (prog.on || c->g->progress || isatty(STDERR_FILENO)) {
 		prog.start_ns = vbu_mono_ns();
 		vo.progress = progress_cb;
 		vo.progress_arg = &prog;
@@ -513,9 +519,21 @@ out:
 	return status;
 }
 
+static const char *const verify_args[] = {"VAULT", "VM"};
+
 const vmbak_cmd cmd_verify_def = {
     .name = "verify",
     .summary = "read and authenticate what a vault holds",
     .help = verify_help,
+    .usage = VERIFY_USAGE,
+    .arg_names = verify_args,
+    .min_args = 1,
+    .max_args = 2,
+    .flags = VERB_VAULT_ARG | VERB_PASSPHRASE_FILE,
+    .options = verify_options,
+    .opts_size = sizeof(verify_opts),
+    .option = verify_option,
+    .options_done = verify_options_done,
+    .check = verify_check,
     .run = cmd_verify,
 };

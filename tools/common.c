@@ -114,7 +114,8 @@ int check_point_arg(const char *target, int need_id, const char *usage, char *vm
 	if (strlen(rp) >= VBS_RP_ID_MAX)
 		return usage_err("invalid point id '%s': too long", q(rp));
 	if (rp[strspn(rp, "0123456789-:TZ")])
-		return usage_err("invalid point id '%s': ids look like 2026-11-23T05:40:12Z", q(rp));
+		return usage_err("invalid point id '%s': ids look like 2026-11-23T05:40:12Z",
+				 q(rp));
 	snprintf(id, VBS_RP_ID_MAX, "%s", rp);
 	return 0;
 }
@@ -126,6 +127,141 @@ int check_nargs(const char *usage, const char *const *names, int nmin, int nmax,
 		return usage_err("missing %s (usage: %s)", names[nargs], usage);
 	if (nargs > nmax)
 		return usage_err("unexpected argument '%s' (usage: %s)", q(args[nmax]), usage);
+	return 0;
+}
+
+/* ---- the verb table ---- */
+
+#define OPT_VERB_PASSPHRASE_FILE 0x1fe
+
+struct option *verb_option_table(const vmbak_cmd *cmd)
+{
+	static const struct option help = {"help", no_argument, NULL, 'h'};
+	static const struct option pass[] = {
+	    {"passphrase-file", required_argument, NULL, OPT_VERB_PASSPHRASE_FILE},
+	    {"passphrase", required_argument, NULL, OPT_PASSPHRASE_REFUSED},
+	};
+	struct option *all;
+	size_t n = 0, k = 0;
+
+	if (cmd->main || cmd->subs)
+		return NULL;
+	while (cmd->options && cmd->options[n].name)
+		n++;
+	all = calloc(n + 4, sizeof(*all));
+	if (!all)
+		return NULL;
+	for (; k < n; k++)
+		all[k] = cmd->options[k];
+	all[k++] = help;
+	if (cmd->flags & VERB_PASSPHRASE_FILE) {
+		all[k++] = pass[0];
+		all[k++] = pass[1];
+	}
+	return all;
+}
+
+int verb_main(const vmbak_cmd *cmd, int argc, char **argv, vmbak_globals *g)
+{
+	verb_ctx c = {.cmd = cmd, .g = g, .argc = argc, .argv = argv};
+	const char *passfile = NULL;
+	struct option *longopts = NULL;
+	unsigned flags = cmd->flags;
+	int opt, state = 0, status;
+
+	if (cmd->main)
+		return cmd->main(argc, argv, g);
+	if (cmd->subs) {
+		if (argc < 2)
+			return usage_err("no %s command given (usage: %s)", cmd->name, cmd->usage);
+		if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+			fputs(cmd->help, stdout);
+			return VMBAK_EXIT_OK;
+		}
+		for (size_t i = 0; i < cmd->n_subs; i++) {
+			if (strcmp(cmd->subs[i]->name, argv[1]) == 0) {
+				/* getopt sees the verb's name, then what follows the subcommand. */
+				argv[1] = argv[0];
+				return verb_main(cmd->subs[i], argc - 1, argv + 1, g);
+			}
+		}
+		return usage_err("unknown %s command '%s' (usage: %s)", cmd->name, q(argv[1]),
+				 cmd->usage);
+	}
+	if (flags & VERB_OPENS_VAULT)
+		flags |= VERB_VAULT_ARG;
+	longopts = verb_option_table(cmd);
+	c.opts = calloc(1, cmd->opts_size ? cmd->opts_size : 1);
+	if (!longopts || !c.opts) {
+		vbu_errno(-ENOMEM, "cannot parse the command line");
+		status = VMBAK_EXIT_FAIL;
+		goto out;
+	}
+	/* 1. options */
+	while ((opt = verb_getopt(argc, argv, cmd->shortopts ? cmd->shortopts : ":h", longopts,
+				  &state)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(cmd->help, stdout);
+			status = VMBAK_EXIT_OK;
+			goto out;
+		case OPT_VERB_PASSPHRASE_FILE:
+			if ((status = passphrase_file_arg(optarg, &passfile)) != 0)
+				goto out;
+			break;
+		case OPT_PASSPHRASE_REFUSED:
+			status = passphrase_option_refused();
+			goto out;
+		case '?':
+			status = VMBAK_EXIT_USAGE;
+			goto out;
+		default:
+			status = cmd->option ? cmd->option(&c, opt, optarg) : VMBAK_EXIT_USAGE;
+			if (status != 0)
+				goto out;
+		}
+	}
+	c.passphrase_opt = passfile;
+	c.passphrase_file = verb_passphrase_file(passfile, g);
+	if (cmd->options_done && (status = cmd->options_done(&c)) != 0)
+		goto out;
+	/* 2. how many arguments, 3. the vault argument, 4. the verb's checks */
+	c.nargs = argc - optind;
+	c.args = argv + optind;
+	if ((status = check_nargs(cmd->usage, cmd->arg_names, cmd->min_args, cmd->max_args, c.nargs,
+				  c.args)) != 0 ||
+	    ((flags & VERB_VAULT_ARG) && (status = check_vault_arg(c.args[0])) != 0) ||
+	    (cmd->check && (status = cmd->check(&c)) != 0))
+		goto out;
+	if (g->check_only) {
+		status = VMBAK_EXIT_OK;
+		goto out;
+	}
+	/* 5. the vault */
+	if ((flags & VERB_OPENS_VAULT) && (status = vault_open(c.args[0], !(flags & VERB_WRITES), 0,
+							       c.passphrase_file, &c.v)) != 0)
+		goto out;
+	/* 6. the work */
+	status = cmd->run(&c);
+out:
+	vbs_vault_close(c.v);
+	if (cmd->done && c.opts)
+		cmd->done(&c);
+	free(c.opts);
+	free(longopts);
+	return status;
+}
+
+int parse_count(const char *s, unsigned long lo, unsigned long hi, unsigned long *ret)
+{
+	char *end;
+	unsigned long x;
+
+	errno = 0;
+	x = strtoul(s, &end, 10);
+	if (s[0] < '0' || s[0] > '9' || *end || errno || x < lo || x > hi)
+		return -EINVAL;
+	*ret = x;
 	return 0;
 }
 

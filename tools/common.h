@@ -25,15 +25,99 @@
 typedef struct vmbak_globals {
 	const char *passphrase_file; /* --passphrase-file, or NULL */
 	int progress;		     /* --progress */
+	/* For vmbak backup (cmd_backup.c), which hands a job file's lines to the verbs' own
+	 * parsers: verb_main() parses and checks the arguments as always (same messages, same
+	 * exit status), then returns 0 before step 5, before anything is opened or changed.
+	 * (Which options a verb has: verb_option_table().) */
+	int check_only;
 } vmbak_globals;
 
-/* One verb of the table in vmbak.c. run() gets argv with argv[0] the verb's name. */
-typedef struct vmbak_cmd {
+/* ---- the verb table (vmbak.c), in the systemd style ----
+ *
+ * An entry says what every verb would otherwise write again: its options (the verb's own;
+ * --help, and with VERB_PASSPHRASE_FILE --passphrase-file F and the refused --passphrase, are
+ * added here), how many positional arguments it takes and their names, whether the first one
+ * is a vault and whether the vault is opened for it. verb_main() then, in this order (the
+ * order every verb had, so the first message a bad command line gets is the same):
+ *
+ *   1. parses the options: --help prints help and ends with 0; each of the verb's options goes
+ *      to option(), which stores it in c->opts (opts_size bytes, zeroed) and may refuse it;
+ *      then options_done() checks them against each other;
+ *   2. counts the positional arguments (check_nargs: "missing VM (usage: ...)");
+ *   3. VERB_VAULT_ARG (implied by VERB_OPENS_VAULT): checks args[0] (check_vault_arg);
+ *   4. check(): the verb's other checks of its arguments, before anything is opened;
+ *   5. VERB_OPENS_VAULT: vault_open() of args[0] (config, the passphrase from c->passphrase_file
+ *      or the usual sources, the environment; read-only unless VERB_WRITES) into c->v;
+ *   6. run(), the work (not with g->check_only); then the vault is closed and done() frees
+ *      what the verb kept in c->opts (also when an earlier step failed).
+ *
+ * Every step that fails has printed its line and ends the verb with its exit status. A verb
+ * that writes keeps a job record itself (jobs_cli.h: cli_job_start), as only it knows when its
+ * work starts and what it counts.
+ */
+#define VERB_VAULT_ARG 0x1	 /* args[0] is a vault path */
+#define VERB_OPENS_VAULT 0x2	 /* args[0] is opened before run() (implies VERB_VAULT_ARG) */
+#define VERB_WRITES 0x4		 /* the vault is opened read-write */
+#define VERB_PASSPHRASE_FILE 0x8 /* takes --passphrase-file F, and refuses --passphrase */
+
+typedef struct vmbak_cmd vmbak_cmd;
+
+/* What verb_main() hands a verb. */
+typedef struct verb_ctx {
+	const vmbak_cmd *cmd;
+	vmbak_globals *g;
+	/* The verb's argv, argv[0] its name (for sizes taken from it). */
+	int argc;
+	char **argv;
+	/* The positional arguments, after step 2. */
+	int nargs;
+	char **args;
+	/* The verb's --passphrase-file, else the global one, or NULL; and the verb's alone. */
+	const char *passphrase_file;
+	const char *passphrase_opt;
+	/* The verb's options: opts_size bytes, zeroed before step 1. */
+	void *opts;
+	/* VERB_OPENS_VAULT: the open vault args[0], during run(). */
+	vbs_vault *v;
+} verb_ctx;
+
+struct vmbak_cmd {
 	const char *name;
-	const char *summary; /* one line for `vmbak --help` */
-	const char *help;    /* full text for `vmbak VERB --help` and `vmbak help VERB` */
-	int (*run)(int argc, char **argv, vmbak_globals *g);
-} vmbak_cmd;
+	const char *summary;	      /* one line for `vmbak --help` */
+	const char *help;	      /* full text for `vmbak VERB --help` and `vmbak help VERB` */
+	const char *usage;	      /* the synopsis in "missing VAULT (usage: ...)" */
+	const char *const *arg_names; /* names of the positional arguments, for those messages */
+	int min_args, max_args;
+	unsigned flags;		      /* VERB_* */
+	const struct option *options; /* the verb's own, ended by {NULL}; may be NULL */
+	const char *shortopts;	      /* NULL: ":h" */
+	size_t opts_size;
+	/* One of the verb's options (getopt_long's value, its argument or NULL): 0, or the exit
+	 * status that ends the verb (after printing why). */
+	int (*option)(verb_ctx *c, int opt, const char *arg);
+	int (*options_done)(verb_ctx *c); /* end of step 1, may be NULL: 0 or an exit status */
+	int (*check)(verb_ctx *c);	  /* step 4, may be NULL: 0 or an exit status */
+	int (*run)(verb_ctx *c);	  /* step 6: the exit status */
+	void (*done)(verb_ctx *c);	  /* may be NULL */
+	/* A verb of subcommands (key): the entry of each, which verb_main() runs on what follows
+	 * the subcommand (argv[0] still the verb's name, so messages point to its --help). Of
+	 * this entry only name, summary, help and usage are used. */
+	const vmbak_cmd *const *subs;
+	size_t n_subs;
+	unsigned long tag; /* the verb's own use (key: the options a subcommand takes) */
+	/* A verb that finds its subcommand itself (keyvault: two words deep, with messages that
+	 * name the key vault), then runs verb_main() on an entry of its own making: gets argv with
+	 * argv[0] the verb's name; nothing above is used but name, summary and help. */
+	int (*main)(int argc, char **argv, vmbak_globals *g);
+};
+
+/* Runs cmd on argv (argv[0] the verb's name) as described above: the exit status. */
+int verb_main(const vmbak_cmd *cmd, int argc, char **argv, vmbak_globals *g);
+
+/* The getopt_long table verb_main() parses cmd's options with: the verb's own, --help, and with
+ * VERB_PASSPHRASE_FILE --passphrase-file and --passphrase. malloc'ed (free it); NULL when out
+ * of memory or for an entry of subcommands or with its own main. */
+struct option *verb_option_table(const vmbak_cmd *cmd);
 
 extern const vmbak_cmd cmd_init_def, cmd_ingest_def, cmd_list_def, cmd_info_def;
 extern const vmbak_cmd cmd_verify_def, cmd_upgrade_def, cmd_restore_def;
@@ -69,6 +153,10 @@ int check_point_arg(const char *target, int need_id, const char *usage, char *vm
 int check_nargs(const char *usage, const char *const *names, int nmin, int nmax, int nargs,
 		char **args);
 
+/* A count given on the command line: decimal digits only (no sign, no space), lo to hi. 0 and
+ * *ret, or -EINVAL (the caller says what the option wants). */
+int parse_count(const char *s, unsigned long lo, unsigned long hi, unsigned long *ret);
+
 /* The passphrase file a verb uses: its own --passphrase-file (opt, may be NULL), else the
  * global one, else NULL (then the environment or the terminal: front.h's passphrase_for()). */
 const char *verb_passphrase_file(const char *opt, const vmbak_globals *g);
@@ -96,15 +184,16 @@ int finish_stdout(int status);
  * secrets[i] for disks[i], whose source is sources[i], with the kind of secret kinds[i]
  * (VBK_KIND_NONE: found from the header of sources[i] and, with the key vault unlocked, the
  * value); with check (--check-escrow) it also checks with cryptsetup that each secret opens the
- * LUKS or BitLocker header of sources[i]. It prints the error and returns an exit status. escrow_blob_cb is a vbs_escrow_fn taking the escrow_ctx. After a failed ingest,
- * escrow_report() prints the failure of the callback, if it had one, and returns
- * VMBAK_EXIT_FAIL (0 when it had none). */
+ * LUKS or BitLocker header of sources[i]. It prints the error and returns an exit status.
+ * escrow_blob_cb is a vbs_escrow_fn taking the escrow_ctx. After a failed ingest, escrow_report()
+ * prints the failure of the callback, if it had one, and returns VMBAK_EXIT_FAIL (0 when it had
+ * none). */
 typedef struct escrow_ctx escrow_ctx;
 int escrow_setup(const char *kv_path, const char *passfile, const char *const *disks,
 		 const char *const *secrets, const char *const *sources, const vbk_kind *kinds,
 		 size_t n, int check, escrow_ctx **ret);
-int escrow_blob_cb(void *arg, const char *vm, const char *rp_id, const char *disk,
-		   char **ret_blob, size_t *ret_len);
+int escrow_blob_cb(void *arg, const char *vm, const char *rp_id, const char *disk, char **ret_blob,
+		   size_t *ret_len);
 int escrow_report(const escrow_ctx *c);
 /* Checks the key vault of c against what vault v remembers of it (store/kvpin.h): the same
  * signing key, a generation not lower; records a higher one. Prints the error; exit status. */

@@ -18,7 +18,8 @@ static const vmbak_cmd *const cmds[] = {
     &cmd_init_def,   &cmd_ingest_def,  &cmd_list_def,	 &cmd_info_def,	     &cmd_restore_def,
     &cmd_files_def,  &cmd_verify_def,  &cmd_protect_def, &cmd_unprotect_def, &cmd_delete_def,
     &cmd_prune_def,  &cmd_gc_def,      &cmd_jobs_def,	 &cmd_key_def,	     &cmd_keyvault_def,
-    &cmd_rewrap_def, &cmd_upgrade_def, &cmd_sync_def,	 &cmd_serve_def,     &cmd_help_def,
+    &cmd_rewrap_def, &cmd_upgrade_def, &cmd_backup_def, &cmd_sync_def, &cmd_serve_def,
+    &cmd_help_def,
 };
 
 static void print_main_help(void)
@@ -62,43 +63,31 @@ static const char help_help[] = "usage: vmbak help [COMMAND]\n"
 				"\n"
 				"Describes COMMAND, or lists the commands.\n";
 
-static int cmd_help(int argc, char **argv, vmbak_globals *g)
+static int cmd_help(verb_ctx *c)
 {
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const char *const names[] = {"COMMAND"};
-	const vmbak_cmd *c;
-	int opt, state = 0, r;
+	const vmbak_cmd *cmd;
 
-	while ((opt = verb_getopt(argc, argv, ":h", longopts, &state)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(help_help, stdout);
-			return VMBAK_EXIT_OK;
-		default:
-			return VMBAK_EXIT_USAGE;
-		}
-	}
-	r = check_nargs("vmbak help [COMMAND]", names, 0, 1, argc - optind, argv + optind);
-	if (r != 0)
-		return r;
-	if (optind == argc) {
+	if (c->nargs == 0) {
 		print_main_help();
 		return VMBAK_EXIT_OK;
 	}
-	c = find_cmd(argv[optind]);
-	if (!c)
-		return usage_err("unknown command '%s' (try 'vmbak --help')", q(argv[optind]));
-	fputs(c->help, stdout);
+	cmd = find_cmd(c->args[0]);
+	if (!cmd)
+		return usage_err("unknown command '%s' (try 'vmbak --help')", q(c->args[0]));
+	fputs(cmd->help, stdout);
 	return VMBAK_EXIT_OK;
 }
+
+static const char *const help_args[] = {"COMMAND"};
 
 static const vmbak_cmd cmd_help_def = {
     .name = "help",
     .summary = "describe a command",
     .help = help_help,
+    .usage = "vmbak help [COMMAND]",
+    .arg_names = help_args,
+    .min_args = 0,
+    .max_args = 1,
     .run = cmd_help,
 };
 
@@ -156,6 +145,6 @@ int main(int argc, char **argv)
 	c = find_cmd(argv[optind]);
 	if (!c)
 		return usage_err("unknown command '%s' (try 'vmbak --help')", q(argv[optind]));
-	status = c->run(argc - optind, argv + optind, &g);
+	status = verb_main(c, argc - optind, argv + optind, &g);
 	return finish_stdout(status);
 }

@@ -10,6 +10,7 @@
 
 #include "internal.h"
 #include "rp.h"
+#include "rp_db.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -14,6 +14,7 @@
 #include "ingest.h"
 #include "jobs.h"
 #include "lifecycle.h"
+#include "pins.h"
 #include "rp.h"
 #include "unit.h"
 #include "vault.h"
