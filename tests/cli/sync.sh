@@ -53,6 +53,17 @@ expect_json 'assert d["points_copied"] == 1, d'
 expect_status 0 "$VMBAK" verify "$T/r3"
 expect_status 0 "$VMBAK" sync "$S" "$T/r3"
 
+# A source with chunks in RADOS: refused for now (its replica would share its objects).
+python3 - "$S/vmbak-vault.json" "$T/rados-config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["chunks"] = {"store": "rados", "pool": "backup", "namespace": "ns1"}
+json.dump(c, open(sys.argv[2], "w"))
+PY
+expect_status 1 "$VMBAK" init "$T/r4" --replica-of "$T/rados-config.json"
+expect_stderr "keeps its chunks in RADOS: a replica of it is not supported yet"
+[ ! -e "$T/r4" ] || fail "a refused init --replica-of left '$T/r4'"
+
 # A sync to a vault that is not a replica, to a replica of another vault: one line, nothing
 # written.
 O=$T/other
