@@ -1171,6 +1171,9 @@ int vbs_ingest(vbs_vault *v, const vbs_ingest_opts *o, vbs_rp **ret)
 		return r;
 	if (!v->unlocked)
 		return vbs_fail(-ENOKEY, "vault '%s' is locked", v->path);
+	if (v->replica)
+		return vbs_fail(-EROFS, "vault '%s' is a replica: its points come by vmbak sync only",
+				v->path);
 	g.id_mac = v->id_mac;
 	if (v->dedup_vm) {
 		if ((r = vbs_vm_id_mac(v, o->vm, &g.own_id_mac)) < 0)

@@ -73,6 +73,11 @@ struct vbs_vault {
 	vbk_hmac *idx_mac;
 	int format;	     /* 1: an old vault that only vmbak upgrade opens; 2: current */
 	int dedup_vm;	     /* dedup scope "vm": chunk ids keyed per VM (vbs_vm_id_mac) */
+	/* A replica (vmbak init --replica-of): its config is its source's, uuid included, plus
+	 * "replica": {"of", "site", "created"}; site is the replica's own uuid. */
+	int replica;
+	char site[40];
+	char replica_created[24];
 
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_vms, dbi_rps, dbi_rpnames, dbi_lineages, dbi_idx;
@@ -110,6 +115,12 @@ struct vbs_vault {
  * vbk_hmac the caller frees. Encrypted vaults only (readers never recompute an id there). */
 int vbs_vm_id_mac(vbs_vault *v, const char *vm, vbk_hmac **ret);
 
+/* Opens the environment of a format-2 vault without its keys (replica.c: a replica receives
+ * sealed records and frames as they are). The config's sealed copy is not checked. */
+int vbs_vault_open_env_keyless(vbs_vault *v);
+/* meta "config" of v as vbs_config_check writes it: the bound text, sealed (v unlocked);
+ * *ret malloc'ed. For a replica made from a config file, which gets it by sync. */
+int vbs_config_sealed(vbs_vault *v, uint8_t **ret, size_t *ret_len);
 /* Opens the environment of a vault of any format, format 1 included (upgrade.c). */
 int vbs_env_open_any(vbs_vault *v);
 /* meta "config": checks that it holds the config's bound fields, or (create) writes them. */

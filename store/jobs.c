@@ -118,6 +118,28 @@ static int job_encode(const vbs_job *j, char **ret, size_t *ret_len)
 	return r;
 }
 
+int vbs_job_seal(vbs_vault *v, const vbs_job *j, uint8_t **ret, size_t *ret_len)
+{
+	uint8_t key[8];
+	char *rec = NULL;
+	size_t len = 0;
+	int r = job_encode(j, &rec, &len);
+
+	if (r < 0)
+		return r;
+	vbs_put64(key, j->id);
+	r = vbs_seal(v, VBS_DB_JOBS, key, 8, rec, len, ret, ret_len);
+	free(rec);
+	return r;
+}
+
+void vbs_job_self(int32_t *ret_pid, uint64_t *ret_start, char ret_boot[40])
+{
+	*ret_pid = (int32_t)getpid();
+	*ret_start = proc_start(*ret_pid);
+	boot_id(ret_boot);
+}
+
 int vbs_job_decode_raw(uint64_t id, const void *data, size_t len, vbs_job *ret)
 {
 	json_tokener *tok;

@@ -342,6 +342,11 @@ static int vm_key(vbs_vault *v, const char *vm, uint8_t k[VBS_NAME_HASH_LEN])
 	return vbs_name_hash(v, "vm", vm, strlen(vm), k);
 }
 
+int vbs_vm_key(vbs_vault *v, const char *vm, uint8_t k[VBS_NAME_HASH_LEN])
+{
+	return vm_key(v, vm, k);
+}
+
 /* H(vm) | H(vm NUL id) */
 static int name_key(vbs_vault *v, const char *vm, const char *id, uint8_t k[2 * VBS_NAME_HASH_LEN])
 {
@@ -358,6 +363,11 @@ static int name_key(vbs_vault *v, const char *vm, const char *id, uint8_t k[2 * 
 	if (r == 0)
 		r = vbs_name_hash(v, "rp", buf, a + 1 + b, k + VBS_NAME_HASH_LEN);
 	return r;
+}
+
+int vbs_rpname_key(vbs_vault *v, const char *vm, const char *id, uint8_t k[2 * VBS_NAME_HASH_LEN])
+{
+	return name_key(v, vm, id, k);
 }
 
 /* The value of a name record: u64 serial, then the id. Checks that the id is what the key

@@ -44,6 +44,9 @@ int vbs_rp_open(vbs_vault *v, const void *key, size_t klen, const void *val, siz
 int vbs_rp_latest_serial(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
 /* The VM's number, creating its record when new. */
 int vbs_vm_ensure(vbs_vault *v, MDB_txn *txn, const char *vm, uint64_t *ret);
+/* Keys of vms2 (H(vm)) and rpnames2 (H(vm) | H(vm NUL id)), for sync.c's raw copies. */
+int vbs_vm_key(vbs_vault *v, const char *vm, uint8_t k[16]);
+int vbs_rpname_key(vbs_vault *v, const char *vm, const char *id, uint8_t k[32]);
 
 /* Sums over every point: virtual sizes of disks, and their data bytes (rp.c). */
 int vbs_rp_sum_sizes(vbs_vault *v, uint64_t *ret_logical, uint64_t *ret_data);

@@ -190,6 +190,15 @@ static json_object *config_json(const vbs_vault *v)
 	if (v->format >= 2)
 		json_object_object_add(o, "dedup_scope",
 				       json_object_new_string(v->dedup_vm ? "vm" : "vault"));
+	if (v->replica) {
+		json_object *r = json_object_new_object();
+
+		bad |= !r;
+		json_object_object_add(r, "of", json_object_new_string(v->uuid));
+		json_object_object_add(r, "site", json_object_new_string(v->site));
+		json_object_object_add(r, "created", json_object_new_string(v->replica_created));
+		json_object_object_add(o, "replica", r);
+	}
 	if (v->chunks.rados) {
 		json_object *c = json_object_new_object();
 
@@ -431,6 +440,20 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 			     shown(s));
 		goto out;
 	}
+	if (json_object_object_get_ex(o, "replica", &k)) {
+		const char *of = vbu_json_str(k, "of"), *site = vbu_json_str(k, "site");
+
+		if (!json_object_is_type(k, json_type_object) || !of || strcmp(of, v->uuid) != 0 ||
+		    !site || strlen(site) != 36) {
+			r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'replica'", file);
+			goto out;
+		}
+		v->replica = 1;
+		memcpy(v->site, site, 37);
+		s = vbu_json_str(k, "created");
+		if (time_valid(s))
+			memcpy(v->replica_created, s, 21);
+	}
 	if (json_object_object_get_ex(o, "chunks", &k) && (r = parse_chunks(v, file, k)) < 0)
 		goto out;
 	s = vbu_json_str(o, "encryption");
@@ -646,6 +669,16 @@ int vbs_vault_open_env(vbs_vault *v)
 	return env_open(v, 0);
 }
 
+int vbs_vault_open_env_keyless(vbs_vault *v)
+{
+	if (v->env)
+		return 0;
+	if (v->format != VBS_FORMAT_VERSION)
+		return vbs_fail(-EPROTONOSUPPORT, "vault '%s' has format %d: run 'vmbak upgrade' on it",
+				v->path, v->format);
+	return env_open(v, 0);
+}
+
 int vbs_config_upgrade(vbs_vault *v, const char *pass)
 {
 	json_object *cfg = NULL;
@@ -704,11 +737,41 @@ void vbs_vault_close_env(vbs_vault *v)
 	v->env = NULL;
 }
 
+/* Makes path a new vault's directory: created (*made_dir = 1) or an existing empty one. */
+static int make_dir(const char *path, int *made_dir)
+{
+	struct stat st;
+	int r;
+
+	if (stat(path, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			return vbs_fail(-ENOTDIR, "cannot create vault '%s': not a directory", path);
+		r = vbu_dir_is_empty(path);
+		if (r < 0)
+			return vbs_fail(r, "cannot create vault '%s': %s", path, vbu_strerror(-r));
+		if (!r)
+			return vbs_fail(-EEXIST, "cannot create vault '%s': directory is not empty",
+					path);
+		/* An existing empty directory may be open to all, and anyone who can write it
+		 * can rename files over the vault's: make it what mkdir makes. */
+		if (chmod(path, 0700) < 0)
+			return vbs_fail(-errno, "cannot create vault '%s': %s", path,
+					vbu_strerror(errno));
+	} else if (errno != ENOENT) {
+		return vbs_fail(-errno, "cannot create vault '%s': %s", path, vbu_strerror(errno));
+	} else {
+		if (mkdir(path, 0700) < 0)
+			return vbs_fail(-errno, "cannot create vault '%s': %s", path,
+					vbu_strerror(errno));
+		*made_dir = 1;
+	}
+	return 0;
+}
+
 int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass)
 {
 	vbs_vault *v = NULL;
 	json_object *cfg = NULL;
-	struct stat st;
 	char file[4096], aad[512];
 	uint8_t u[16];
 	size_t aad_len;
@@ -731,28 +794,8 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		return vbs_fail(-EINVAL, "invalid ceph client id '%s'", shown(opts->ceph_id));
 	if (config_path(path, file, sizeof(file)) < 0)
 		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
-	if (stat(path, &st) == 0) {
-		if (!S_ISDIR(st.st_mode))
-			return vbs_fail(-ENOTDIR, "cannot create vault '%s': not a directory", path);
-		r = vbu_dir_is_empty(path);
-		if (r < 0)
-			return vbs_fail(r, "cannot create vault '%s': %s", path, vbu_strerror(-r));
-		if (!r)
-			return vbs_fail(-EEXIST, "cannot create vault '%s': directory is not empty",
-					path);
-		/* An existing empty directory may be open to all, and anyone who can write it
-		 * can rename files over the vault's: make it what mkdir makes. */
-		if (chmod(path, 0700) < 0)
-			return vbs_fail(-errno, "cannot create vault '%s': %s", path,
-					vbu_strerror(errno));
-	} else if (errno != ENOENT) {
-		return vbs_fail(-errno, "cannot create vault '%s': %s", path, vbu_strerror(errno));
-	} else {
-		if (mkdir(path, 0700) < 0)
-			return vbs_fail(-errno, "cannot create vault '%s': %s", path,
-					vbu_strerror(errno));
-		made_dir = 1;
-	}
+	if ((r = make_dir(path, &made_dir)) < 0)
+		return r;
 
 	v = vault_new(path);
 	if (!v) {
@@ -858,6 +901,211 @@ out:
 	if (r < 0 && made_dir)
 		rmdir(path); /* fails, as it should, when another init has put files in it */
 	return r;
+}
+
+static int vault_open_text(const char *path, int readonly, vbs_vault **ret, char **ret_text);
+
+struct raw_put {
+	const char *key;
+	const void *val;
+	size_t len;
+};
+
+static int raw_meta_put(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	const struct raw_put *p = arg;
+	MDB_val k = {strlen(p->key), (void *)p->key}, d = {p->len, (void *)p->val};
+
+	return vbs_mdb_err(mdb_put(txn, v->dbi_meta, &k, &d, 0));
+}
+
+/* meta "config" of the vault src as stored (sealed): *ret malloc'ed. */
+static int raw_config_of(vbs_vault *src, uint8_t **ret, size_t *ret_len)
+{
+	MDB_txn *txn = NULL;
+	MDB_val k = {6, (void *)"config"}, d;
+	int r = vbs_read_begin(src, &txn);
+
+	if (r < 0)
+		return vbs_fail(r, "cannot read vault '%s': %s", src->path, vbu_strerror(-r));
+	r = vbs_mdb_err(mdb_get(txn, src->dbi_meta, &k, &d));
+	if (r == 0 && (d.mv_size == 0 || d.mv_size > 4096))
+		r = -EBADMSG;
+	if (r == 0 && !(*ret = malloc(d.mv_size)))
+		r = -ENOMEM;
+	if (r == 0) {
+		memcpy(*ret, d.mv_data, d.mv_size);
+		*ret_len = d.mv_size;
+	}
+	vbs_read_end(src, txn);
+	if (r < 0)
+		return vbs_fail(r, "cannot read the config record of vault '%s': %s", src->path,
+				vbu_strerror(-r));
+	return 0;
+}
+
+int vbs_vault_init_replica(const char *path, const char *src_path)
+{
+	vbs_vault *src = NULL, *v = NULL;
+	json_object *cfg = NULL;
+	char file[4096], srcfile[4096], *text = NULL;
+	struct stat st;
+	uint8_t u[16], *sealed = NULL;
+	size_t len = 0, slen = 0;
+	int made_dir = 0, wrote_cfg = 0, r;
+
+	vbs_clear_err();
+	if (config_path(path, file, sizeof(file)) < 0 ||
+	    config_path(src_path, srcfile, sizeof(srcfile)) < 0)
+		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
+	/* The source first: a bad one leaves nothing behind. A vault directory gives its config
+	 * and its sealed copy; a config file alone (copied from the source's host) gives the
+	 * config, and the first sync brings the sealed copy. */
+	if (stat(src_path, &st) == 0 && S_ISREG(st.st_mode)) {
+		r = vbu_read_file(src_path, CONFIG_MAX, &text, &len);
+		if (r < 0) {
+			vbs_fail(r, "cannot read '%s': %s", src_path, vbu_strerror(-r));
+			goto out;
+		}
+		src = vault_new(src_path);
+		if (!src) {
+			r = vbs_fail(-ENOMEM, "out of memory");
+			goto out;
+		}
+		snprintf(srcfile, sizeof(srcfile), "%s", src_path);
+		if ((r = parse_config(src, srcfile, text, len)) < 0)
+			goto out;
+		if (src->format != VBS_FORMAT_VERSION) {
+			r = vbs_fail(-EPROTONOSUPPORT, "'%s' is a config of format %d: run 'vmbak "
+					 "upgrade' on its vault", src_path, src->format);
+			goto out;
+		}
+	} else {
+		r = vault_open_text(src_path, 1, &src, &text);
+		if (r < 0)
+			goto out;
+		len = strlen(text);
+		if ((r = vbs_vault_open_env_keyless(src)) < 0 ||
+		    (r = raw_config_of(src, &sealed, &slen)) < 0)
+			goto out;
+	}
+	r = make_dir(path, &made_dir);
+	if (r < 0)
+		goto out;
+	v = vault_new(path);
+	if (!v) {
+		r = vbs_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	/* The source's own config, keys and uuid included, so that records sealed there open
+	 * here; only the replica marker is new. */
+	if ((r = parse_config(v, srcfile, text, len)) < 0)
+		goto out;
+	/* The chunk store's kind is bound to the keys (config_bound): a replica would share the
+	 * source's pool and namespace, so its "copy" would be the source's own objects. */
+	if (v->chunks.rados) {
+		r = vbs_fail(-EOPNOTSUPP, "'%s' keeps its chunks in RADOS: a replica of it is not "
+				       "supported yet",
+			     src_path);
+		goto out;
+	}
+	if ((r = vbk_random(u, sizeof(u))) < 0) {
+		vbs_fail(r, "cannot make a uuid: %s", vbu_strerror(-r));
+		goto out;
+	}
+	u[6] = (u[6] & 0x0f) | 0x40;
+	u[8] = (u[8] & 0x3f) | 0x80;
+	vbu_uuid_format(u, v->site);
+	vbu_format_time(vbu_now_ns() / 1000000000, v->replica_created);
+	v->replica = 1;
+	if (v->unlocked && (r = setup_macs(v)) < 0) {
+		vbs_fail(r, "cannot set up vault keys: %s", vbu_strerror(-r));
+		goto out;
+	}
+	cfg = config_json(v);
+	{
+		const char *t = cfg ? json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PRETTY)
+				    : NULL;
+		size_t tl = t ? strlen(t) : 0;
+		char *withnl = t ? malloc(tl + 2) : NULL;
+
+		if (!withnl) {
+			r = vbs_fail(-ENOMEM, "out of memory");
+			goto out;
+		}
+		memcpy(withnl, t, tl);
+		withnl[tl] = '\n';
+		r = vbu_write_file_new(file, withnl, tl + 1, 0600);
+		free(withnl);
+		if (r == -EEXIST) {
+			vbs_fail(r, "cannot create vault '%s': another init created it first", path);
+			made_dir = 0;
+			goto out;
+		}
+		wrote_cfg = 1;
+		if (r < 0) {
+			vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
+			goto out;
+		}
+	}
+	r = env_open(v, 1);
+	if (r == 0 && sealed) {
+		struct raw_put p = {"config", sealed, slen};
+
+		r = vbs_write(v, raw_meta_put, &p);
+		if (r < 0)
+			vbs_fail(r, "cannot write vault '%s': %s", path, vbu_strerror(-r));
+	}
+out:
+	json_object_put(cfg);
+	free(text);
+	free(sealed);
+	vbs_vault_close(src);
+	vbs_vault_close(v);
+	if (r < 0 && wrote_cfg) {
+		char f[4200];
+		unlink(file);
+		snprintf(f, sizeof(f), "%s/data.mdb", path);
+		unlink(f);
+		snprintf(f, sizeof(f), "%s/lock.mdb", path);
+		unlink(f);
+	}
+	if (r < 0 && made_dir)
+		rmdir(path);
+	return r;
+}
+
+int vbs_config_sealed(vbs_vault *v, uint8_t **ret, size_t *ret_len)
+{
+	char bound[512];
+	size_t blen;
+	int r = config_bound(v, bound, sizeof(bound), &blen);
+
+	if (r < 0)
+		return r;
+	return vbs_seal(v, "meta", "config", 6, bound, blen, ret, ret_len);
+}
+
+int vbs_vault_unlock_from(vbs_vault *v, const vbs_vault *src)
+{
+	int r;
+
+	vbs_clear_err();
+	if (v->unlocked)
+		return 0;
+	if (!v->replica || strcmp(v->uuid, src->uuid) != 0 || !src->unlocked)
+		return vbs_fail(-ENOKEY, "vault '%s' is not an unlocked replica's source", v->path);
+	memcpy(&v->keys, &src->keys, sizeof(v->keys));
+	r = setup_macs(v);
+	if (r < 0)
+		return vbs_fail(r, "cannot set up vault keys: %s", vbu_strerror(-r));
+	v->unlocked = 1;
+	return 0;
+}
+
+int vbs_vault_replica(const vbs_vault *v)
+{
+	return v->replica;
 }
 
 /* vbs_vault_open(), and with ret_text the config's text as read (the caller frees it). */

@@ -65,6 +65,21 @@ typedef struct vbs_init_opts {
  * that was not there before (a directory it created is removed). */
 int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass);
 
+/* Creates a replica of the vault at src_path (vmbak init --replica-of): a vault at path whose
+ * config is src's (its uuid, chunk size, encryption and wrapped keys: src's passphrases open
+ * it) plus a "replica" object naming src's uuid and the replica's own ("site"), and whose
+ * database holds src's sealed copy of its config and nothing else. src_path may also be a
+ * copy of the source's config file alone: then the sealed copy comes with the first sync
+ * (until then the replica opens for sync only). No passphrase is needed: nothing is
+ * unwrapped. Sync (sync.h) fills it. On failure nothing is left behind. */
+int vbs_vault_init_replica(const char *path, const char *src_path);
+/* Unlocks the replica v (opened, environment not yet) with the keys of its source src, which
+ * is unlocked: both are in this process already, no passphrase is asked (sync --prune to a
+ * local replica). -ENOKEY when v is not a replica of src. */
+int vbs_vault_unlock_from(vbs_vault *v, const vbs_vault *src);
+/* 1 when v is a replica. */
+int vbs_vault_replica(const vbs_vault *v);
+
 /* Opens the config. readonly: the environment will be opened read-only (the mount). */
 int vbs_vault_open(const char *path, int readonly, vbs_vault **ret);
 int vbs_vault_needs_passphrase(const vbs_vault *v);

@@ -30,7 +30,7 @@ ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.pat
 LAYERS = ["base", "keyvault", "store", "front", "fs", "tools"]
 RANK = {"base": 0, "keyvault": 1, "store": 2, "front": 3, "fs": 4, "tools": 4}
 INCLUDE_PATH = ["base", "keyvault", "store", "front"]
-STORE_PUBLIC = {"vault.h", "rp.h", "image.h", "ingest.h", "jobs.h", "lifecycle.h", "verify.h",
+STORE_PUBLIC = {"vault.h", "sync.h", "replica.h", "rp.h", "image.h", "ingest.h", "jobs.h", "lifecycle.h", "verify.h",
                 "upgrade.h", "gc.h", "kvpin.h", "rewrap.h"}
 KEYVAULT_INTERNAL = {"kv_internal.h"}
 CHUNKSTORE_IMPL = {"store/chunkstore_lmdb.c"}

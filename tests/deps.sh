@@ -19,6 +19,7 @@ pkgs=(
 	python3-lmdb
 	libnbd-bin nbdkit openssl
 	softhsm2 opensc
+	openssh-server openssh-client
 	dislocker ntfs-3g
 	libvirt-daemon libvirt-clients libxml2-utils
 	systemd

@@ -20,6 +20,7 @@
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
+    "       vmbak init VAULT --replica-of SRC\n"
     "\n"
     "Creates a vault in the directory VAULT, which must not exist (its parent must)\n"
     "or be empty.\n"
@@ -44,6 +45,11 @@ static const char init_help[] =
     "  --ceph-namespace NS     the RADOS namespace of this vault's objects (default: the\n"
     "                          vault's uuid), so that vaults can share a pool\n"
     "  --passphrase-file F     read the new passphrase from the first line of F\n"
+    "  --replica-of SRC        make VAULT a replica of the vault SRC (its directory, or a\n"
+    "                          copy of its vmbak-vault.json), to receive its points with\n"
+    "                          vmbak sync: it shares SRC's uuid, chunk size and keys (SRC's\n"
+    "                          passphrases open it); no passphrase is asked, and the other\n"
+    "                          options do not apply\n"
     "  -h, --help              show this help\n"
     "\n"
     "The passphrase comes from --passphrase-file, VMBAK_PASSPHRASE_FILE, VMBAK_PASSPHRASE,\n"
@@ -142,6 +148,7 @@ enum {
 	OPT_CEPH_CONF,
 	OPT_CEPH_ID,
 	OPT_CEPH_NS,
+	OPT_REPLICA_OF,
 };
 
 /* The options, as given: zero is the default (encrypted, VBS_CHUNK_SIZE_DEFAULT, scope vault). */
@@ -150,6 +157,8 @@ typedef struct init_args {
 	uint32_t chunk_size;
 	int dedup_vm;
 	const char *rados_pool, *ceph_conf, *ceph_id, *rados_ns; /* --chunks rados:POOL... */
+	const char *replica_of; /* --replica-of SRC */
+	int other;		/* an option --replica-of does not go with */
 } init_args;
 
 static const struct option init_options[] = {
@@ -160,6 +169,7 @@ static const struct option init_options[] = {
     {"ceph-conf", required_argument, NULL, OPT_CEPH_CONF},
     {"ceph-id", required_argument, NULL, OPT_CEPH_ID},
     {"ceph-namespace", required_argument, NULL, OPT_CEPH_NS},
+    {"replica-of", required_argument, NULL, OPT_REPLICA_OF},
     {NULL, 0, NULL, 0},
 };
 
@@ -167,6 +177,11 @@ static int init_option(verb_ctx *c, int opt, const char *arg)
 {
 	init_args *a = c->opts;
 
+	if (opt == OPT_REPLICA_OF) {
+		a->replica_of = arg;
+		return 0;
+	}
+	a->other = 1;
 	switch (opt) {
 	case OPT_ENCRYPTION:
 		if (strcmp(arg, "aes-256-gcm") == 0)
@@ -213,6 +228,12 @@ static int init_check(verb_ctx *c)
 {
 	init_args *a = c->opts;
 
+	if (a->replica_of) {
+		if (a->other || c->passphrase_opt)
+			return usage_err("--replica-of takes the source's encryption, chunk size, "
+					 "dedup scope and keys: give no other option");
+		return check_vault_arg(a->replica_of);
+	}
 	if (a->dedup_vm && a->plain)
 		return usage_err("--dedup-scope vm needs an encrypted vault: without encryption "
 				 "nothing is kept from the other VMs' owners anyway");
@@ -240,6 +261,16 @@ static int cmd_init(verb_ctx *c)
 	status = check_target(path);
 	if (status != 0)
 		goto out;
+	if (a->replica_of) {
+		r = vbs_vault_init_replica(path, a->replica_of);
+		if (r < 0) {
+			status = store_err(r, "cannot create replica '%s'", q(path));
+			goto out;
+		}
+		printf("replica created: %s (of %s)\n", path, a->replica_of);
+		status = VMBAK_EXIT_OK;
+		goto out;
+	}
 	if (opts.encrypt) {
 		status = passphrase_for(path, c->passphrase_file, 1, &pass);
 		if (status != 0)

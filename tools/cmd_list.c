@@ -295,6 +295,7 @@ static int print_vault_info(vbs_vault *v, const vbs_vault_stats *st, int json)
 		json_object_object_add(
 		    o, "dedup_scope",
 		    json_object_new_string(vbs_vault_dedup_vm(v) ? "vm" : "vault"));
+		json_object_object_add(o, "replica", json_object_new_boolean(vbs_vault_replica(v)));
 		json_object_object_add(o, "chunk_size", json_u64(vbs_vault_chunk_size(v)));
 		json_object_object_add(o, "chunk_store", json_object_new_string(store));
 		if (pool) {
@@ -324,6 +325,9 @@ static int print_vault_info(vbs_vault *v, const vbs_vault_stats *st, int json)
 	printf("format:            %s %d\n", VBS_FORMAT_NAME, VBS_FORMAT_VERSION);
 	printf("encryption:        %s\n", enc);
 	printf("dedup scope:       %s\n", vbs_vault_dedup_vm(v) ? "vm" : "vault");
+	if (vbs_vault_replica(v))
+		printf("replica:           yes (points come by vmbak sync from vault %s)\n",
+		       vbs_vault_uuid(v));
 	printf("chunk size:        %s (%u bytes)\n", human_size(vbs_vault_chunk_size(v), h[0]),
 	       vbs_vault_chunk_size(v));
 	if (pool)

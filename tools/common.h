@@ -123,6 +123,7 @@ extern const vmbak_cmd cmd_init_def, cmd_ingest_def, cmd_list_def, cmd_info_def;
 extern const vmbak_cmd cmd_verify_def, cmd_upgrade_def, cmd_restore_def;
 extern const vmbak_cmd cmd_keyvault_def, cmd_key_def, cmd_rewrap_def;
 extern const vmbak_cmd cmd_files_def;
+extern const vmbak_cmd cmd_sync_def, cmd_serve_def;
 
 /* getopt_long for a verb: returns the option, or -1 at the end. Unknown options and missing
  * arguments print one line and make it return '?' (the caller returns VMBAK_EXIT_USAGE).

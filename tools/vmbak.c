@@ -18,7 +18,8 @@ static const vmbak_cmd *const cmds[] = {
     &cmd_init_def,   &cmd_ingest_def,  &cmd_list_def,	 &cmd_info_def,	     &cmd_restore_def,
     &cmd_files_def,  &cmd_verify_def,  &cmd_protect_def, &cmd_unprotect_def, &cmd_delete_def,
     &cmd_prune_def,  &cmd_gc_def,      &cmd_jobs_def,	 &cmd_key_def,	     &cmd_keyvault_def,
-    &cmd_rewrap_def, &cmd_upgrade_def, &cmd_backup_def, &cmd_help_def,
+    &cmd_rewrap_def, &cmd_upgrade_def, &cmd_backup_def, &cmd_sync_def, &cmd_serve_def,
+    &cmd_help_def,
 };
 
 static void print_main_help(void)
