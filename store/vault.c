@@ -737,6 +737,36 @@ void vbs_vault_close_env(vbs_vault *v)
 	v->env = NULL;
 }
 
+/* Writes a new vault's config (cfg; NULL: out of memory) as file. The config is linked into
+ * place, never renamed over: of concurrent inits of one directory exactly one gets it, and the
+ * others fail without touching it (then *made_dir = 0: only the winner owns the directory's
+ * files). *wrote_cfg is set on any failure after the link too (the directory's fsync), since
+ * the file is then ours to remove. */
+static int write_new_config(const char *path, const char *file, json_object *cfg, int *made_dir,
+			    int *wrote_cfg)
+{
+	const char *text =
+	    cfg ? json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PRETTY) : NULL;
+	size_t len = text ? strlen(text) : 0;
+	char *withnl = text ? malloc(len + 2) : NULL;
+	int r;
+
+	if (!withnl)
+		return vbs_fail(-ENOMEM, "out of memory");
+	memcpy(withnl, text, len);
+	withnl[len] = '\n';
+	r = vbu_write_file_new(file, withnl, len + 1, 0600);
+	free(withnl);
+	if (r == -EEXIST) {
+		*made_dir = 0;
+		return vbs_fail(r, "cannot create vault '%s': another init created it first", path);
+	}
+	*wrote_cfg = 1;
+	if (r < 0)
+		return vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
+	return 0;
+}
+
 /* Makes path a new vault's directory: created (*made_dir = 1) or an existing empty one. */
 static int make_dir(const char *path, int *made_dir)
 {
@@ -846,38 +876,9 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		goto crypto_fail;
 	v->unlocked = 1;
 	cfg = config_json(v);
-	{
-		const char *text =
-		    cfg ? json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PRETTY) : NULL;
-		char *withnl = NULL;
-		size_t len = text ? strlen(text) : 0;
-
-		if (text)
-			withnl = malloc(len + 2);
-		if (!withnl) {
-			r = vbs_fail(-ENOMEM, "out of memory");
-			goto out;
-		}
-		memcpy(withnl, text, len);
-		withnl[len] = '\n';
-		/* The config is linked into place, never renamed over: of concurrent inits of
-		 * one directory exactly one gets it, and the others fail without touching
-		 * it. Only the winner owns the directory's files afterwards. */
-		r = vbu_write_file_new(file, withnl, len + 1, 0600);
-		free(withnl);
-		if (r == -EEXIST) {
-			vbs_fail(r, "cannot create vault '%s': another init created it first", path);
-			made_dir = 0;
-			goto out;
-		}
-		/* Set on any other failure too: one after the link (the directory's fsync)
-		 * leaves the file in place, and it is ours to remove. */
-		wrote_cfg = 1;
-		if (r < 0) {
-			vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
-			goto out;
-		}
-	}
+	r = write_new_config(path, file, cfg, &made_dir, &wrote_cfg);
+	if (r < 0)
+		goto out;
 	r = env_open(v, 1);
 	if (r < 0)
 		goto out;
@@ -1023,31 +1024,9 @@ int vbs_vault_init_replica(const char *path, const char *src_path)
 		goto out;
 	}
 	cfg = config_json(v);
-	{
-		const char *t = cfg ? json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PRETTY)
-				    : NULL;
-		size_t tl = t ? strlen(t) : 0;
-		char *withnl = t ? malloc(tl + 2) : NULL;
-
-		if (!withnl) {
-			r = vbs_fail(-ENOMEM, "out of memory");
-			goto out;
-		}
-		memcpy(withnl, t, tl);
-		withnl[tl] = '\n';
-		r = vbu_write_file_new(file, withnl, tl + 1, 0600);
-		free(withnl);
-		if (r == -EEXIST) {
-			vbs_fail(r, "cannot create vault '%s': another init created it first", path);
-			made_dir = 0;
-			goto out;
-		}
-		wrote_cfg = 1;
-		if (r < 0) {
-			vbs_fail(r, "cannot write '%s': %s", file, vbu_strerror(-r));
-			goto out;
-		}
-	}
+	r = write_new_config(path, file, cfg, &made_dir, &wrote_cfg);
+	if (r < 0)
+		goto out;
 	r = env_open(v, 1);
 	if (r == 0 && sealed) {
 		struct raw_put p = {"config", sealed, slen};
