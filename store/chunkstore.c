@@ -2,8 +2,10 @@
  * calls that go to it. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "chunkstore.h"
+#include "internal.h"
 
 /* The vault's config says (vault.c, "chunks"): LMDB unless it names a RADOS pool. */
 static const vbs_cs_ops *store_of(const vbs_vault *v)
@@ -103,4 +105,47 @@ int vbs_cs_iterate(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *arg)
 int vbs_cs_stats_get(vbs_vault *v, MDB_txn *txn, vbs_cs_stats *ret)
 {
 	return v->cs->stats(v, txn, ret);
+}
+
+int vbs_cs_count_add(vbs_vault *v, MDB_txn *txn, const char *key, int64_t count, int64_t bytes,
+		     int64_t plain)
+{
+	MDB_val k = {strlen(key), (void *)key}, d;
+	uint8_t buf[24] = {0};
+	int64_t delta[3] = {count, bytes, plain};
+	int rc = mdb_get(txn, v->dbi_meta, &k, &d);
+
+	if (rc == 0 && d.mv_size == sizeof(buf))
+		memcpy(buf, d.mv_data, sizeof(buf));
+	else if (rc && rc != MDB_NOTFOUND)
+		return vbs_mdb_err(rc);
+	for (int i = 0; i < 3; i++) {
+		uint64_t cur = vbs_get64(buf + 8 * i);
+
+		if (delta[i] < 0 && (uint64_t)-delta[i] > cur)
+			cur = 0;
+		else
+			cur += (uint64_t)delta[i];
+		vbs_put64(buf + 8 * i, cur);
+	}
+	d.mv_size = sizeof(buf);
+	d.mv_data = buf;
+	return vbs_mdb_err(mdb_put(txn, v->dbi_meta, &k, &d, 0));
+}
+
+int vbs_cs_count_get(vbs_vault *v, MDB_txn *txn, const char *key, vbs_cs_stats *ret)
+{
+	MDB_val k = {strlen(key), (void *)key}, d;
+	vbs_cs_stats s = {0};
+	int rc = mdb_get(txn, v->dbi_meta, &k, &d);
+
+	if (rc == 0 && d.mv_size == 24) {
+		s.chunks = vbs_get64(d.mv_data);
+		s.bytes = vbs_get64((const uint8_t *)d.mv_data + 8);
+		s.plain_bytes = vbs_get64((const uint8_t *)d.mv_data + 16);
+	} else if (rc && rc != MDB_NOTFOUND) {
+		return vbs_mdb_err(rc);
+	}
+	*ret = s;
+	return 0;
 }

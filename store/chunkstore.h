@@ -162,6 +162,14 @@ typedef struct vbs_cs_ops {
 	void (*hint)(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN]); /* NULL: none */
 } vbs_cs_ops;
 
+/* The totals a store keeps in the meta database under key (24 bytes: chunks, stored bytes,
+ * plain bytes, big-endian), in the caller's write transaction. count_add adds the deltas, never
+ * going below zero (a store that counts after its writes may be low after a crash);
+ * count_get reads them, a missing or malformed record as zeros (as vmbak info always showed). */
+int vbs_cs_count_add(vbs_vault *v, MDB_txn *txn, const char *key, int64_t count, int64_t bytes,
+		     int64_t plain);
+int vbs_cs_count_get(vbs_vault *v, MDB_txn *txn, const char *key, vbs_cs_stats *ret);
+
 /* Frames as values of LMDB databases in the vault's data.mdb (chunkstore_lmdb.c). */
 extern const vbs_cs_ops vbs_cs_lmdb;
 /* Frames as objects of a Ceph RADOS pool (chunkstore_rados.c; config "chunks", vault.c). */

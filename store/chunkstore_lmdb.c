@@ -167,20 +167,7 @@ static int lmdb_exists(vbs_vault *v, MDB_txn *txn, size_t n, const uint8_t (*ids
 
 static int stats_add(vbs_vault *v, MDB_txn *txn, int64_t count, int64_t bytes, int64_t raw)
 {
-	MDB_val k = {sizeof(stats_key) - 1, (void *)stats_key}, d;
-	uint8_t buf[24] = {0};
-	int rc = mdb_get(txn, v->dbi_meta, &k, &d);
-
-	if (rc == 0 && d.mv_size == sizeof(buf))
-		memcpy(buf, d.mv_data, sizeof(buf));
-	else if (rc && rc != MDB_NOTFOUND)
-		return vbs_mdb_err(rc);
-	vbs_put64(buf, vbs_get64(buf) + (uint64_t)count);
-	vbs_put64(buf + 8, vbs_get64(buf + 8) + (uint64_t)bytes);
-	vbs_put64(buf + 16, vbs_get64(buf + 16) + (uint64_t)raw);
-	d.mv_size = sizeof(buf);
-	d.mv_data = buf;
-	return vbs_mdb_err(mdb_put(txn, v->dbi_meta, &k, &d, 0));
+	return vbs_cs_count_add(v, txn, stats_key, count, bytes, raw);
 }
 
 struct put_ctx {
@@ -296,20 +283,7 @@ static int lmdb_iterate(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *arg
 
 static int lmdb_stats(vbs_vault *v, MDB_txn *txn, vbs_cs_stats *ret)
 {
-	MDB_val k = {sizeof(stats_key) - 1, (void *)stats_key}, d;
-	vbs_cs_stats s = {0};
-	int rc = mdb_get(txn, v->dbi_meta, &k, &d);
-
-	/* As vmbak info always showed them: a missing or malformed record reads as zeros. */
-	if (rc == 0 && d.mv_size == 24) {
-		s.chunks = vbs_get64(d.mv_data);
-		s.bytes = vbs_get64((const uint8_t *)d.mv_data + 8);
-		s.plain_bytes = vbs_get64((const uint8_t *)d.mv_data + 16);
-	} else if (rc && rc != MDB_NOTFOUND) {
-		return vbs_mdb_err(rc);
-	}
-	*ret = s;
-	return 0;
+	return vbs_cs_count_get(v, txn, stats_key, ret);
 }
 
 static int lmdb_open(vbs_vault *v, MDB_txn *txn, int create, void **ret_state)

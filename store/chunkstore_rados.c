@@ -352,27 +352,7 @@ static int rados_exists(vbs_vault *v, MDB_txn *txn, size_t n, const uint8_t (*id
 
 static int stats_add(vbs_vault *v, MDB_txn *txn, int64_t count, int64_t bytes, int64_t raw)
 {
-	MDB_val k = {sizeof(stats_key) - 1, (void *)stats_key}, d;
-	uint8_t buf[24] = {0};
-	int64_t delta[3] = {count, bytes, raw};
-	int rc = mdb_get(txn, v->dbi_meta, &k, &d);
-
-	if (rc == 0 && d.mv_size == sizeof(buf))
-		memcpy(buf, d.mv_data, sizeof(buf));
-	else if (rc && rc != MDB_NOTFOUND)
-		return vbs_mdb_err(rc);
-	/* Never below zero: after a crash between a put and its count they may be low (above). */
-	for (int i = 0; i < 3; i++) {
-		uint64_t cur = vbs_get64(buf + 8 * i);
-		if (delta[i] < 0 && (uint64_t)-delta[i] > cur)
-			cur = 0;
-		else
-			cur += (uint64_t)delta[i];
-		vbs_put64(buf + 8 * i, cur);
-	}
-	d.mv_size = sizeof(buf);
-	d.mv_data = buf;
-	return vbs_mdb_err(mdb_put(txn, v->dbi_meta, &k, &d, 0));
+	return vbs_cs_count_add(v, txn, stats_key, count, bytes, raw);
 }
 
 struct stats_delta {
@@ -601,19 +581,7 @@ static int rados_iterate(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *ar
 
 static int rados_stats(vbs_vault *v, MDB_txn *txn, vbs_cs_stats *ret)
 {
-	MDB_val k = {sizeof(stats_key) - 1, (void *)stats_key}, d;
-	vbs_cs_stats s = {0};
-	int rc = mdb_get(txn, v->dbi_meta, &k, &d);
-
-	if (rc == 0 && d.mv_size == 24) {
-		s.chunks = vbs_get64(d.mv_data);
-		s.bytes = vbs_get64((const uint8_t *)d.mv_data + 8);
-		s.plain_bytes = vbs_get64((const uint8_t *)d.mv_data + 16);
-	} else if (rc && rc != MDB_NOTFOUND) {
-		return vbs_mdb_err(rc);
-	}
-	*ret = s;
-	return 0;
+	return vbs_cs_count_get(v, txn, stats_key, ret);
 }
 
 static void rados_close(void *state)
