@@ -737,6 +737,24 @@ void vbs_vault_close_env(vbs_vault *v)
 	v->env = NULL;
 }
 
+/* Undoes a failed init of path: its files only if our config went in (before, the directory's
+ * files may be another init's), the directory only if we made it (rmdir fails, as it should,
+ * when another init has put files in it). */
+static void undo_new_vault(const char *path, const char *file, int wrote_cfg, int made_dir)
+{
+	if (wrote_cfg) {
+		char f[4200];
+
+		unlink(file);
+		snprintf(f, sizeof(f), "%s/data.mdb", path);
+		unlink(f);
+		snprintf(f, sizeof(f), "%s/lock.mdb", path);
+		unlink(f);
+	}
+	if (made_dir)
+		rmdir(path);
+}
+
 /* Writes a new vault's config (cfg; NULL: out of memory) as file. The config is linked into
  * place, never renamed over: of concurrent inits of one directory exactly one gets it, and the
  * others fail without touching it (then *made_dir = 0: only the winner owns the directory's
@@ -889,18 +907,8 @@ crypto_fail:
 out:
 	json_object_put(cfg);
 	vbs_vault_close(v);
-	if (r < 0 && wrote_cfg) {
-		/* Only after our config went in is the directory ours: before, its files may be
-		 * another init's. */
-		char f[4200];
-		unlink(file);
-		snprintf(f, sizeof(f), "%s/data.mdb", path);
-		unlink(f);
-		snprintf(f, sizeof(f), "%s/lock.mdb", path);
-		unlink(f);
-	}
-	if (r < 0 && made_dir)
-		rmdir(path); /* fails, as it should, when another init has put files in it */
+	if (r < 0)
+		undo_new_vault(path, file, wrote_cfg, made_dir);
 	return r;
 }
 
@@ -1041,16 +1049,8 @@ out:
 	free(sealed);
 	vbs_vault_close(src);
 	vbs_vault_close(v);
-	if (r < 0 && wrote_cfg) {
-		char f[4200];
-		unlink(file);
-		snprintf(f, sizeof(f), "%s/data.mdb", path);
-		unlink(f);
-		snprintf(f, sizeof(f), "%s/lock.mdb", path);
-		unlink(f);
-	}
-	if (r < 0 && made_dir)
-		rmdir(path);
+	if (r < 0)
+		undo_new_vault(path, file, wrote_cfg, made_dir);
 	return r;
 }
 
