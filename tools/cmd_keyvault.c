@@ -1218,12 +1218,12 @@ struct escrow_ctx {
 	uint8_t signer[32]; /* the key vault's signing key fingerprint, and its generation */
 	uint64_t generation;
 	size_t n;
-	int check;	   /* --check-escrow */
+	int check; /* --check-escrow */
 	char **disks;
 	vbk_escrow **prepared;
-	vbk_kind *kinds;   /* [n]: --escrow-kind, or VBK_KIND_NONE until escrow_headers() */
-	uint8_t *decided;  /* [n]: escrow_headers() has decided the kind of disks[i] */
-	char err[512]; /* the first failure inside the commit, for escrow_report() */
+	vbk_kind *kinds;  /* [n]: --escrow-kind, or VBK_KIND_NONE until escrow_headers() */
+	uint8_t *decided; /* [n]: escrow_headers() has decided the kind of disks[i] */
+	char err[512];	  /* the first failure inside the commit, for escrow_report() */
 };
 
 void escrow_ctx_free(escrow_ctx *c)
@@ -1244,9 +1244,9 @@ void escrow_ctx_free(escrow_ctx *c)
 
 /* Reads an escrowed disk's header: from its path, or through its source object. */
 typedef struct hdr_src {
-	const char *path;	/* a raw file or block device, or NULL */
-	const vbs_source *src; /* when path is NULL: NBD, an image through qemu-nbd, a VM's export */
-	const char *label;	/* names it in messages */
+	const char *path;      /* a raw file or block device, or NULL */
+	const vbs_source *src; /* else: NBD, an image through qemu-nbd, a VM's export */
+	const char *label;     /* names it in messages */
 } hdr_src;
 
 /* A vbk_hdr_reader over a vbs_source: reads clipped to its size, in ios of at most 4 MiB. */
@@ -1266,7 +1266,9 @@ static int hdr_src_read(void *arg, void *buf, size_t len, uint64_t off, size_t *
 		for (n = 0; n < VBU_ARRAY_SIZE(io) && done < want; n++) {
 			size_t l = want - done < (4u << 20) ? want - done : (4u << 20);
 
-			io[n] = (vbs_source_io){.off = off + done, .len = l, .buf = (uint8_t *)buf + done};
+			io[n].off = off + done;
+			io[n].len = l;
+			io[n].buf = (uint8_t *)buf + done;
 			done += l;
 		}
 		vbu_clear_err();
@@ -1512,7 +1514,8 @@ int escrow_headers(escrow_ctx *c, const vbs_ingest_disk *disks, size_t n, const 
 			vbu_errno(-EINVAL, "cannot read the header of disk '%s'", c->disks[i]);
 			return VMBAK_EXIT_FAIL;
 		}
-		status = prepare_kind(c->kv, c->prepared[i], c->disks[i], &h, c->kinds[i], c->check);
+		status =
+		    prepare_kind(c->kv, c->prepared[i], c->disks[i], &h, c->kinds[i], c->check);
 		if (status != 0)
 			return status;
 		c->decided[i] = 1;
