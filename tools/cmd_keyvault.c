@@ -1246,7 +1246,7 @@ void escrow_ctx_free(escrow_ctx *c)
 typedef struct hdr_src {
 	const char *path;      /* a raw file or block device, or NULL */
 	const vbs_source *src; /* else: NBD, an image through qemu-nbd, a VM's export */
-	const char *label;     /* names it in messages */
+	const char *where;     /* names it in messages, quoted: "'PATH'", "QEMU disk 'vda'" */
 } hdr_src;
 
 /* A vbk_hdr_reader over a vbs_source: reads clipped to its size, in ios of at most 4 MiB. */
@@ -1300,7 +1300,7 @@ static int check_one(const vbk_escrow_info *info, const char *disk, const hdr_sr
 		     vbk_hdr_type t, const uint8_t *val, size_t len)
 {
 	const char *what = t == VBK_HDR_BITLK ? "BitLocker" : "LUKS";
-	const char *source = h->label;
+	const char *source = h->where;
 	int r;
 
 	/* On a private copy of the header area: cryptsetup repairs a damaged LUKS2 header as it
@@ -1313,28 +1313,28 @@ static int check_one(const vbk_escrow_info *info, const char *disk, const hdr_sr
 		vbu_err("--check-escrow needs cryptsetup, which is not in /usr/sbin, /sbin, "
 			"/usr/bin or /bin (Debian package cryptsetup-bin)");
 	else if (r == -EFBIG)
-		vbu_err("cannot check the escrow of disk '%s': the LUKS header area of '%s' ends "
+		vbu_err("cannot check the escrow of disk '%s': the LUKS header area of %s ends "
 			"beyond %u MiB",
-			disk, q(source), VBK_HDR_AREA_MAX >> 20);
+			disk, source, VBK_HDR_AREA_MAX >> 20);
 	else if (r < 0 && vbs_errmsg()[0])
 		vbu_err("cannot check the escrow of disk '%s': %s", disk, q(vbs_errmsg()));
 	else if (r < 0)
 		vbu_errno(r, "cannot run cryptsetup to check the escrow of disk '%s'", disk);
 	else if (r == 2)
-		vbu_err("secret '%s' version %u does not open the %s header of disk '%s' ('%s'): "
+		vbu_err("secret '%s' version %u does not open the %s header of disk '%s' (%s): "
 			"no recovery point made",
-			info->secret, info->secret_version, what, disk, q(source));
+			info->secret, info->secret_version, what, disk, source);
 	else if (t == VBK_HDR_BITLK)
 		/* cryptsetup 2.6 says 1 for some refusals (a wrong password on an Elephant volume)
 		 * and for volumes it cannot test (encrypting on write, partially decrypted). */
 		vbu_err("secret '%s' version %u does not open the BitLocker header of disk '%s' "
-			"('%s'), or cryptsetup cannot test this volume (status %d; it cannot while "
+			"(%s), or cryptsetup cannot test this volume (status %d; it cannot while "
 			"it is encrypting or partially decrypted): no recovery point made",
-			info->secret, info->secret_version, disk, q(source), r);
+			info->secret, info->secret_version, disk, source, r);
 	else
-		vbu_err("cannot check the escrow of disk '%s': '%s' is not a LUKS or BitLocker "
+		vbu_err("cannot check the escrow of disk '%s': %s is not a LUKS or BitLocker "
 			"volume (cryptsetup exited with status %d)",
-			disk, q(source), r);
+			disk, source, r);
 	return VMBAK_EXIT_FAIL;
 }
 
@@ -1350,8 +1350,8 @@ static int decide_kind(const vbk_escrow_info *info, const char *disk, const char
 	if (kind != VBK_KIND_NONE) {
 		if ((t == VBK_HDR_LUKS && kind != VBK_KIND_LUKS) ||
 		    (t == VBK_HDR_BITLK && !vbk_kind_is_bitlocker(kind))) {
-			vbu_err("--escrow-kind %s=%s does not fit disk '%s': '%s' is a %s volume",
-				disk, vbk_kind_name(kind), disk, q(source),
+			vbu_err("--escrow-kind %s=%s does not fit disk '%s': %s is a %s volume",
+				disk, vbk_kind_name(kind), disk, source,
 				t == VBK_HDR_LUKS ? "LUKS" : "BitLocker");
 			return VMBAK_EXIT_FAIL;
 		}
@@ -1392,11 +1392,11 @@ static int prepare_kind(vbk_kv *kv, vbk_escrow *e, const char *disk, const hdr_s
 	r = hdr_probe(h, &t);
 	if (r < 0) {
 		if (vbs_errmsg()[0])
-			vbu_err("cannot read the header of disk '%s' source '%s': %s", disk,
-				q(h->label), q(vbs_errmsg()));
+			vbu_err("cannot read the header of disk '%s' source %s: %s", disk, h->where,
+				q(vbs_errmsg()));
 		else
-			vbu_errno(r, "cannot read the header of disk '%s' source '%s'", disk,
-				  q(h->label));
+			vbu_errno(r, "cannot read the header of disk '%s' source %s", disk,
+				  h->where);
 		return VMBAK_EXIT_FAIL;
 	}
 	if (vbk_kv_unlocked(kv)) {
@@ -1404,7 +1404,7 @@ static int prepare_kind(vbk_kv *kv, vbk_escrow *e, const char *disk, const hdr_s
 		if (r < 0)
 			return kv_err(r, "cannot check escrow");
 	}
-	status = decide_kind(&info, disk, h->label, t, kind, val, len, &kind);
+	status = decide_kind(&info, disk, h->where, t, kind, val, len, &kind);
 	if (status == 0 && check)
 		status = check_one(&info, disk, h, t, val, len);
 	if (status == 0)
@@ -1490,30 +1490,55 @@ out:
 	return status;
 }
 
+/* The disks of the ingest, for the message about a disk it does not have: "a, b, c". */
+static void disk_names(const vbs_ingest_disk *disks, size_t n, char *out, size_t cap)
+{
+	size_t at = 0;
+
+	out[0] = '\0';
+	for (size_t j = 0; j < n; j++) {
+		int w = snprintf(out + at, cap - at, "%s%s", j ? ", " : "", disks[j].name);
+
+		if (w < 0 || (size_t)w >= cap - at) {
+			snprintf(out + (at < cap - 4 ? at : cap - 4), 4, "...");
+			return;
+		}
+		at += (size_t)w;
+	}
+}
+
 int escrow_headers(escrow_ctx *c, const vbs_ingest_disk *disks, size_t n, const char *vm)
 {
+	char where[VBU_ERRMSG_MAX], names[256];
 	int status;
 
 	for (size_t i = 0; c && i < c->n; i++) {
-		hdr_src h = {0};
+		hdr_src h = {.where = where};
+		const char *label;
 		size_t j;
 
 		for (j = 0; j < n; j++)
 			if (strcmp(disks[j].name, c->disks[i]) == 0)
 				break;
 		if (j == n) {
-			vbu_err("--escrow names disk '%s', which VM '%s' does not have here: no "
-				"recovery point made",
-				c->disks[i], vm);
+			disk_names(disks, n, names, sizeof(names));
+			vbu_err("--escrow names disk '%s', which VM '%s' does not have (its disks: "
+				"%s): no recovery point made",
+				c->disks[i], vm, names);
 			return VMBAK_EXIT_FAIL;
 		}
 		h.path = disks[j].src ? NULL : disks[j].path;
 		h.src = disks[j].src;
-		h.label = h.path ? h.path : h.src->label ? h.src->label : disks[j].name;
 		if (!h.path && !h.src) {
 			vbu_errno(-EINVAL, "cannot read the header of disk '%s'", c->disks[i]);
 			return VMBAK_EXIT_FAIL;
 		}
+		/* A path or a URI is quoted; a VM's export names itself ("QEMU disk 'vda'"). */
+		label = h.path ? h.path : h.src->label ? h.src->label : disks[j].name;
+		if (strchr(label, '\''))
+			snprintf(where, sizeof(where), "%s", q(label));
+		else
+			snprintf(where, sizeof(where), "'%s'", q(label));
 		status =
 		    prepare_kind(c->kv, c->prepared[i], c->disks[i], &h, c->kinds[i], c->check);
 		if (status != 0)

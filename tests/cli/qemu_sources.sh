@@ -363,12 +363,12 @@ if [ -x /usr/sbin/cryptsetup ] || [ -x /sbin/cryptsetup ] || command -v cryptset
 	# A wrong secret: one line, no point, and the bitmap of the latest point left as it was.
 	expect_status 1 "$VMBAK" ingest "$V" lvm --qemu "$QMP" "${kvopt[@]}" --escrow lk=wrong \
 		--check-escrow
-	expect_stderr "^vmbak: secret 'wrong' version 1 does not open the LUKS header of disk 'lk'"
+	expect_stderr "^vmbak: secret 'wrong' version 1 does not open the LUKS header of disk 'lk' \\(QEMU disk 'lk'\\): no recovery point made$"
 	[ "$(wc -l <"$ERR")" -eq 1 ] || fail "wrong secret with --qemu: not one line: $(cat "$ERR")"
 	clean_qemu "$V" "$pl"
 	# A disk the VM does not have.
 	expect_status 1 "$VMBAK" ingest "$V" lvm --qemu "$QMP" "${kvopt[@]}" --escrow vdz=luks
-	expect_stderr "escrow names disk 'vdz', which VM 'lvm' does not have"
+	expect_stderr "^vmbak: --escrow names disk 'vdz', which VM 'lvm' does not have \\(its disks: lk\\)"
 	clean_qemu "$V" "$pl"
 	[ -z "$(ls -A "$TMPDIR")" ] || fail "refused escrow left $(ls -A "$TMPDIR")"
 	after=$("$VMBAK" list "$V" lvm --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
