@@ -36,7 +36,8 @@
 	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--config FILE] [--threads N] "            \
 	"[--progress] | "                                                                          \
 	"vmbak ingest VAULT VM --libvirt DOMAIN [--connect URI] [--quiesce] [--config FILE] "      \
-	"[--retain-until YYYY-MM-DD] [--threads N] [--progress]"
+	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                    \
+	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--threads N] [--progress]"
 
 #define THREADS_MAX 1024
 
@@ -49,10 +50,12 @@ static const char ingest_help[] =
     "                    [--config FILE] [--threads N] [--progress]\n"
     "       vmbak ingest VAULT VM --qemu QMP_SOCKET [--disk NAME=NODE ...]\n"
     "                    [--config FILE] [--retain-until YYYY-MM-DD] [--threads N]\n"
-    "                    [--progress]\n"
+    "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
+    "                    [--escrow-kind NAME=KIND ...] [--check-escrow] [--progress]\n"
     "       vmbak ingest VAULT VM --libvirt DOMAIN [--connect URI] [--quiesce]\n"
     "                    [--config FILE] [--retain-until YYYY-MM-DD] [--threads N]\n"
-    "                    [--progress]\n"
+    "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
+    "                    [--escrow-kind NAME=KIND ...] [--check-escrow] [--progress]\n"
     "\n"
     "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
     "last line of standard output.\n"
