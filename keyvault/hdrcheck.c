@@ -537,6 +537,14 @@ int vbk_hdr_check_reader(vbk_hdr_reader fn, void *arg, uint64_t size, const uint
 	return check_src(helper, &src, size, &rs, type, secret, len);
 }
 
+int vbk_hdr_probe_reader(vbk_hdr_reader fn, void *arg, uint64_t size, vbk_hdr_type *ret)
+{
+	hsrc src = {.fd = -1, .fn = fn, .arg = arg};
+	ranges rs;
+
+	return header_ranges(&src, size, &rs, ret);
+}
+
 int vbk_hdr_check(const char *source, const uint8_t *secret, size_t len)
 {
 	char helper[PATH_MAX];

@@ -67,5 +67,8 @@ int vbk_hdr_check_with(const char *helper, const char *source, const uint8_t *se
 typedef int (*vbk_hdr_reader)(void *arg, void *buf, size_t len, uint64_t off, size_t *ret_got);
 int vbk_hdr_check_reader(vbk_hdr_reader fn, void *arg, uint64_t size, const uint8_t *secret,
 			 size_t len, vbk_hdr_type *ret_type);
+/* vbk_hdr_probe() for a source read through fn (size bytes): reads the first 4 KiB and, for
+ * BitLocker, the FVE metadata block headers. 0, or the reader's -errno. */
+int vbk_hdr_probe_reader(vbk_hdr_reader fn, void *arg, uint64_t size, vbk_hdr_type *ret);
 
 #endif

@@ -36,7 +36,8 @@
 	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--config FILE] [--threads N] "            \
 	"[--progress] | "                                                                          \
 	"vmbak ingest VAULT VM --libvirt DOMAIN [--connect URI] [--quiesce] [--config FILE] "      \
-	"[--retain-until YYYY-MM-DD] [--threads N] [--progress]"
+	"[--retain-until YYYY-MM-DD] [--keyvault KV --escrow NAME=SECRET ...] "                    \
+	"[--escrow-kind NAME=KIND ...] [--check-escrow] [--threads N] [--progress]"
 
 #define THREADS_MAX 1024
 
@@ -49,10 +50,12 @@ static const char ingest_help[] =
     "                    [--config FILE] [--threads N] [--progress]\n"
     "       vmbak ingest VAULT VM --qemu QMP_SOCKET [--disk NAME=NODE ...]\n"
     "                    [--config FILE] [--retain-until YYYY-MM-DD] [--threads N]\n"
-    "                    [--progress]\n"
+    "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
+    "                    [--escrow-kind NAME=KIND ...] [--check-escrow] [--progress]\n"
     "       vmbak ingest VAULT VM --libvirt DOMAIN [--connect URI] [--quiesce]\n"
     "                    [--config FILE] [--retain-until YYYY-MM-DD] [--threads N]\n"
-    "                    [--progress]\n"
+    "                    [--keyvault KV --escrow NAME=SECRET ...]\n"
+    "                    [--escrow-kind NAME=KIND ...] [--check-escrow] [--progress]\n"
     "\n"
     "Takes a new recovery point of the VM named VM from its disks and prints its id as the\n"
     "last line of standard output.\n"
@@ -95,7 +98,10 @@ static const char ingest_help[] =
     "  --keyvault KV           the key vault of the secrets named by --escrow\n"
     "  --escrow NAME=SECRET    keep with the point a copy of the latest version of secret\n"
     "                          SECRET of the key vault, for disk NAME, wrapped by its KEK\n"
-    "                          (shown as NAME.key in the mount); repeat for every disk\n"
+    "                          (shown as NAME.key in the mount); repeat for every disk.\n"
+    "                          Any source: a path, an NBD URI, --format, --qemu (NAME as\n"
+    "                          the point names the disk) or --libvirt (the target, vda);\n"
+    "                          a VM's header is read from its disks at the point's instant\n"
     "  --keyvault-passphrase-file F\n"
     "                          the key vault passphrase, needed only for a secret wrapped\n"
     "                          by an AES KEK or stored without a KEK (else also from\n"
@@ -534,15 +540,11 @@ static int ingest_validate(verb_ctx *c)
 		if (a->n_disks || a->n_changed || a->n_formats || a->qemu)
 			return usage_err("--libvirt takes the domain's disks: not with --disk, "
 					 "--changed, --format or --qemu");
-		if (a->n_escrow || a->kv_path)
-			return usage_err("--escrow and --keyvault do not go with --libvirt yet");
 	} else if (a->connect || a->quiesce) {
 		return usage_err("--connect and --quiesce go with --libvirt DOMAIN");
 	}
 	if (a->qemu && (a->n_formats || a->n_changed))
 		return usage_err("--qemu reads the VM's disks itself: no --format or --changed");
-	if (a->qemu && a->check_escrow)
-		return usage_err("--check-escrow needs raw disk paths, not --qemu");
 	if (a->n_disks == 0 && !a->qemu && !a->libvirt)
 		return usage_err("no disk given: use --disk NAME=PATH for each disk of VM '%s', "
 				 "--qemu QMP_SOCKET or --libvirt DOMAIN",
@@ -585,10 +587,12 @@ static int ingest_validate(verb_ctx *c)
 	if (status != 0)
 		return status;
 	for (i = 0; i < a->n_escrow; i++) {
+		/* --libvirt, and --qemu without --disk: the VM names its disks, which are known
+		 * only once they are taken (escrow_headers() checks the names then). */
 		for (j = 0; j < a->n_disks; j++)
 			if (strcmp(a->escrow[i].name, a->disks[j].name) == 0)
 				break;
-		if (j == a->n_disks)
+		if (j == a->n_disks && a->n_disks > 0)
 			return usage_err("--escrow names disk '%s', which no --disk gives",
 					 a->escrow[i].name);
 		if (!vbu_name_valid(a->escrow[i].path))
@@ -610,14 +614,6 @@ static int ingest_validate(verb_ctx *c)
 		if (vbk_kind_parse(a->kinds[i].path, &k) < 0)
 			return usage_err("invalid kind '%s' in --escrow-kind: use one of %s",
 					 q(a->kinds[i].path), VBK_KIND_NAMES);
-	}
-	for (i = 0; i < a->n_escrow; i++) {
-		for (j = 0; j < a->n_disks; j++)
-			if (strcmp(a->escrow[i].name, a->disks[j].name) == 0)
-				break;
-		if (a->qemu || src_nbd_is_uri(a->disks[j].path))
-			return usage_err("--escrow for disk '%s': escrow needs a disk read from a "
-					 "path", a->escrow[i].name);
 	}
 	if (a->n_escrow > 0 && !a->kv_path)
 		return usage_err("--escrow needs --keyvault KV, the key vault of its secrets");
@@ -816,7 +812,7 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	vbs_rp *rp = NULL;
 	int r, status;
 	vbk_kind *esc_kinds = NULL;
-	const char **esc_disks = NULL, **esc_secrets = NULL, **esc_sources = NULL;
+	const char **esc_disks = NULL, **esc_secrets = NULL;
 	escrow_ctx *esc = NULL;
 #ifdef VMBAK_TEST_HOOKS
 	char *test_xml = NULL;
@@ -845,18 +841,14 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 	if (a->n_escrow > 0) {
 		esc_disks = calloc(a->n_escrow, sizeof(*esc_disks));
 		esc_secrets = calloc(a->n_escrow, sizeof(*esc_secrets));
-		esc_sources = calloc(a->n_escrow, sizeof(*esc_sources));
 		esc_kinds = calloc(a->n_escrow, sizeof(*esc_kinds));
-		if (!esc_disks || !esc_secrets || !esc_sources || !esc_kinds) {
+		if (!esc_disks || !esc_secrets || !esc_kinds) {
 			status = store_err(-ENOMEM, "cannot ingest VM '%s'", a->vm);
 			goto out;
 		}
 		for (i = 0; i < a->n_escrow; i++) {
 			esc_disks[i] = a->escrow[i].name;
 			esc_secrets[i] = a->escrow[i].path;
-			for (j = 0; j < a->n_disks; j++)
-				if (strcmp(a->disks[j].name, a->escrow[i].name) == 0)
-					esc_sources[i] = a->disks[j].path;
 			for (j = 0; j < a->n_kinds; j++)
 				if (strcmp(a->kinds[j].name, a->escrow[i].name) == 0)
 					vbk_kind_parse(a->kinds[j].path, &esc_kinds[i]);
@@ -864,12 +856,17 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 		/* Every secret and KEK is looked up now: a missing one stops the ingest before
 		 * anything is read or stored. */
 		status = escrow_setup(a->kv_path, a->kv_passfile, esc_disks, esc_secrets,
-				      esc_sources, esc_kinds, a->n_escrow, a->check_escrow, &esc);
+				      esc_kinds, a->n_escrow, a->check_escrow, &esc);
 		if (status != 0)
 			goto out;
 	}
 
 	if (!a->qemu && (status = nbd_disks_open(a, idisks, &nd)) != 0)
+		goto out;
+	/* Paths and NBD sources: each escrowed disk's header is read (and, with
+	 * --check-escrow, checked) before the vault is opened. A VM's disks are read from the
+	 * instant taken below. */
+	if (!a->qemu && !a->libvirt && (status = escrow_headers(esc, idisks, a->n_disks, a->vm)))
 		goto out;
 
 	/* The changed extents start coming in from disk while the passphrase is stretched. */
@@ -888,6 +885,9 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 			goto out;
 		/* The dirty extents are relative to that point: no other may come between. */
 		opts.expect_base = qemu_base;
+		/* The headers of the frozen exports: the bytes of the point's instant. */
+		if ((status = escrow_headers(esc, idisks, n_idisks, a->vm)) != 0)
+			goto out;
 	}
 
 	opts.vm = a->vm;
@@ -914,6 +914,8 @@ static int ingest_run(const ingest_args *a, vmbak_globals *g)
 		/* The dirty extents are relative to that point: no other may come between. */
 		opts.expect_base = src_lv_base_id(lv);
 		opts.files[VBS_RP_DOMAIN_XML] = src_lv_domain_xml(lv);
+		if ((status = escrow_headers(esc, opts.disks, opts.n_disks, a->vm)) != 0)
+			goto out;
 	}
 	opts.retain_until = a->retain_until;
 	opts.threads = a->threads;
@@ -1023,7 +1025,6 @@ out:
 	escrow_ctx_free(esc);
 	free(esc_disks);
 	free(esc_secrets);
-	free(esc_sources);
 	free(esc_kinds);
 #ifdef VMBAK_TEST_HOOKS
 	free(test_xml);

@@ -1218,9 +1218,12 @@ struct escrow_ctx {
 	uint8_t signer[32]; /* the key vault's signing key fingerprint, and its generation */
 	uint64_t generation;
 	size_t n;
+	int check; /* --check-escrow */
 	char **disks;
 	vbk_escrow **prepared;
-	char err[512]; /* the first failure inside the commit, for escrow_report() */
+	vbk_kind *kinds;  /* [n]: --escrow-kind, or VBK_KIND_NONE until escrow_headers() */
+	uint8_t *decided; /* [n]: escrow_headers() has decided the kind of disks[i] */
+	char err[512];	  /* the first failure inside the commit, for escrow_report() */
 };
 
 void escrow_ctx_free(escrow_ctx *c)
@@ -1233,47 +1236,105 @@ void escrow_ctx_free(escrow_ctx *c)
 	}
 	free(c->disks);
 	free(c->prepared);
+	free(c->kinds);
+	free(c->decided);
 	vbk_kv_close(c->kv);
 	free(c);
 }
 
+/* Reads an escrowed disk's header: from its path, or through its source object. */
+typedef struct hdr_src {
+	const char *path;      /* a raw file or block device, or NULL */
+	const vbs_source *src; /* else: NBD, an image through qemu-nbd, a VM's export */
+	const char *where;     /* names it in messages, quoted: "'PATH'", "QEMU disk 'vda'" */
+} hdr_src;
+
+/* A vbk_hdr_reader over a vbs_source: reads clipped to its size, in ios of at most 4 MiB. */
+static int hdr_src_read(void *arg, void *buf, size_t len, uint64_t off, size_t *ret_got)
+{
+	const vbs_source *s = arg;
+	vbs_source_io io[4];
+	size_t want, n = 0, done = 0;
+	int r;
+
+	if (off >= s->size) {
+		*ret_got = 0;
+		return 0;
+	}
+	want = (uint64_t)len < s->size - off ? len : (size_t)(s->size - off);
+	while (done < want) {
+		for (n = 0; n < VBU_ARRAY_SIZE(io) && done < want; n++) {
+			size_t l = want - done < (4u << 20) ? want - done : (4u << 20);
+
+			io[n].off = off + done;
+			io[n].len = l;
+			io[n].buf = (uint8_t *)buf + done;
+			done += l;
+		}
+		vbu_clear_err();
+		r = s->ops->read(s->arg, io, n);
+		if (r < 0)
+			return r;
+	}
+	*ret_got = want;
+	return 0;
+}
+
+static int hdr_probe(const hdr_src *h, vbk_hdr_type *ret)
+{
+	if (h->path)
+		return vbk_hdr_probe(h->path, ret);
+	return vbk_hdr_probe_reader(hdr_src_read, (void *)h->src, h->src->size, ret);
+}
+
+static int hdr_check(const hdr_src *h, const uint8_t *val, size_t len)
+{
+	if (h->path)
+		return vbk_hdr_check(h->path, val, len);
+	return vbk_hdr_check_reader(hdr_src_read, (void *)h->src, h->src->size, val, len, NULL);
+}
+
 /* --check-escrow: the secret val (len bytes) prepared for disk opens the LUKS or BitLocker
  * header of its source, of type t. */
-static int check_one(const vbk_escrow_info *info, const char *disk, const char *source,
+static int check_one(const vbk_escrow_info *info, const char *disk, const hdr_src *h,
 		     vbk_hdr_type t, const uint8_t *val, size_t len)
 {
 	const char *what = t == VBK_HDR_BITLK ? "BitLocker" : "LUKS";
+	const char *source = h->where;
 	int r;
 
 	/* On a private copy of the header area: cryptsetup repairs a damaged LUKS2 header as it
 	 * loads it, and a backup must never write its source. */
-	r = vbk_hdr_check(source, val, len);
+	vbu_clear_err();
+	r = hdr_check(h, val, len);
 	if (r == 0)
 		return 0;
-	if (r == -ENOENT)
+	if (r == -ENOENT && !vbs_errmsg()[0])
 		vbu_err("--check-escrow needs cryptsetup, which is not in /usr/sbin, /sbin, "
 			"/usr/bin or /bin (Debian package cryptsetup-bin)");
 	else if (r == -EFBIG)
-		vbu_err("cannot check the escrow of disk '%s': the LUKS header area of '%s' ends "
+		vbu_err("cannot check the escrow of disk '%s': the LUKS header area of %s ends "
 			"beyond %u MiB",
-			disk, q(source), VBK_HDR_AREA_MAX >> 20);
+			disk, source, VBK_HDR_AREA_MAX >> 20);
+	else if (r < 0 && vbs_errmsg()[0])
+		vbu_err("cannot check the escrow of disk '%s': %s", disk, q(vbs_errmsg()));
 	else if (r < 0)
 		vbu_errno(r, "cannot run cryptsetup to check the escrow of disk '%s'", disk);
 	else if (r == 2)
-		vbu_err("secret '%s' version %u does not open the %s header of disk '%s' ('%s'): "
+		vbu_err("secret '%s' version %u does not open the %s header of disk '%s' (%s): "
 			"no recovery point made",
-			info->secret, info->secret_version, what, disk, q(source));
+			info->secret, info->secret_version, what, disk, source);
 	else if (t == VBK_HDR_BITLK)
 		/* cryptsetup 2.6 says 1 for some refusals (a wrong password on an Elephant volume)
 		 * and for volumes it cannot test (encrypting on write, partially decrypted). */
 		vbu_err("secret '%s' version %u does not open the BitLocker header of disk '%s' "
-			"('%s'), or cryptsetup cannot test this volume (status %d; it cannot while "
+			"(%s), or cryptsetup cannot test this volume (status %d; it cannot while "
 			"it is encrypting or partially decrypted): no recovery point made",
-			info->secret, info->secret_version, disk, q(source), r);
+			info->secret, info->secret_version, disk, source, r);
 	else
-		vbu_err("cannot check the escrow of disk '%s': '%s' is not a LUKS or BitLocker "
+		vbu_err("cannot check the escrow of disk '%s': %s is not a LUKS or BitLocker "
 			"volume (cryptsetup exited with status %d)",
-			disk, q(source), r);
+			disk, source, r);
 	return VMBAK_EXIT_FAIL;
 }
 
@@ -1289,8 +1350,8 @@ static int decide_kind(const vbk_escrow_info *info, const char *disk, const char
 	if (kind != VBK_KIND_NONE) {
 		if ((t == VBK_HDR_LUKS && kind != VBK_KIND_LUKS) ||
 		    (t == VBK_HDR_BITLK && !vbk_kind_is_bitlocker(kind))) {
-			vbu_err("--escrow-kind %s=%s does not fit disk '%s': '%s' is a %s volume",
-				disk, vbk_kind_name(kind), disk, q(source),
+			vbu_err("--escrow-kind %s=%s does not fit disk '%s': %s is a %s volume",
+				disk, vbk_kind_name(kind), disk, source,
 				t == VBK_HDR_LUKS ? "LUKS" : "BitLocker");
 			return VMBAK_EXIT_FAIL;
 		}
@@ -1317,7 +1378,7 @@ static int decide_kind(const vbk_escrow_info *info, const char *disk, const char
 }
 
 /* Decides the kind of the secret prepared for disk (and checks it with --check-escrow). */
-static int prepare_kind(vbk_kv *kv, vbk_escrow *e, const char *disk, const char *source,
+static int prepare_kind(vbk_kv *kv, vbk_escrow *e, const char *disk, const hdr_src *h,
 			vbk_kind kind, int check)
 {
 	vbk_escrow_info info;
@@ -1327,9 +1388,15 @@ static int prepare_kind(vbk_kv *kv, vbk_escrow *e, const char *disk, const char 
 	int r, status;
 
 	vbk_escrow_describe(e, &info);
-	r = vbk_hdr_probe(source, &t);
+	vbu_clear_err();
+	r = hdr_probe(h, &t);
 	if (r < 0) {
-		vbu_errno(r, "cannot read the header of disk '%s' source '%s'", disk, q(source));
+		if (vbs_errmsg()[0])
+			vbu_err("cannot read the header of disk '%s' source %s: %s", disk, h->where,
+				q(vbs_errmsg()));
+		else
+			vbu_errno(r, "cannot read the header of disk '%s' source %s", disk,
+				  h->where);
 		return VMBAK_EXIT_FAIL;
 	}
 	if (vbk_kv_unlocked(kv)) {
@@ -1337,9 +1404,9 @@ static int prepare_kind(vbk_kv *kv, vbk_escrow *e, const char *disk, const char 
 		if (r < 0)
 			return kv_err(r, "cannot check escrow");
 	}
-	status = decide_kind(&info, disk, source, t, kind, val, len, &kind);
+	status = decide_kind(&info, disk, h->where, t, kind, val, len, &kind);
 	if (status == 0 && check)
-		status = check_one(&info, disk, source, t, val, len);
+		status = check_one(&info, disk, h, t, val, len);
 	if (status == 0)
 		vbk_escrow_set_kind(e, kind);
 	vbk_secret_free(val, len);
@@ -1347,8 +1414,8 @@ static int prepare_kind(vbk_kv *kv, vbk_escrow *e, const char *disk, const char 
 }
 
 int escrow_setup(const char *kv_path, const char *passfile, const char *const *disks,
-		 const char *const *secrets, const char *const *sources, const vbk_kind *kinds,
-		 size_t n, int check, escrow_ctx **ret)
+		 const char *const *secrets, const vbk_kind *kinds, size_t n, int check,
+		 escrow_ctx **ret)
 {
 	escrow_ctx *c;
 	int r, status, need = check;
@@ -1357,12 +1424,15 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 	if (c) {
 		c->disks = calloc(n ? n : 1, sizeof(*c->disks));
 		c->prepared = calloc(n ? n : 1, sizeof(*c->prepared));
+		c->kinds = calloc(n ? n : 1, sizeof(*c->kinds));
+		c->decided = calloc(n ? n : 1, sizeof(*c->decided));
 	}
-	if (!c || !c->disks || !c->prepared) {
+	if (!c || !c->disks || !c->prepared || !c->kinds || !c->decided) {
 		escrow_ctx_free(c);
 		vbu_errno(-ENOMEM, "cannot prepare escrow");
 		return VMBAK_EXIT_FAIL;
 	}
+	c->check = check;
 	status = escrow_kv_open(kv_path, 0, NULL, &c->kv);
 	if (status != 0)
 		goto out;
@@ -1410,9 +1480,7 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 			status = kv_err(r, "cannot prepare escrow");
 			goto out;
 		}
-		status = prepare_kind(c->kv, c->prepared[i], disks[i], sources[i], kinds[i], check);
-		if (status != 0)
-			goto out;
+		c->kinds[i] = kinds[i];
 	}
 	*ret = c;
 	c = NULL;
@@ -1420,6 +1488,64 @@ int escrow_setup(const char *kv_path, const char *passfile, const char *const *d
 out:
 	escrow_ctx_free(c);
 	return status;
+}
+
+/* The disks of the ingest, for the message about a disk it does not have: "a, b, c". */
+static void disk_names(const vbs_ingest_disk *disks, size_t n, char *out, size_t cap)
+{
+	size_t at = 0;
+
+	out[0] = '\0';
+	for (size_t j = 0; j < n; j++) {
+		int w = snprintf(out + at, cap - at, "%s%s", j ? ", " : "", disks[j].name);
+
+		if (w < 0 || (size_t)w >= cap - at) {
+			snprintf(out + (at < cap - 4 ? at : cap - 4), 4, "...");
+			return;
+		}
+		at += (size_t)w;
+	}
+}
+
+int escrow_headers(escrow_ctx *c, const vbs_ingest_disk *disks, size_t n, const char *vm)
+{
+	char where[VBU_ERRMSG_MAX], names[256];
+	int status;
+
+	for (size_t i = 0; c && i < c->n; i++) {
+		hdr_src h = {.where = where};
+		const char *label;
+		size_t j;
+
+		for (j = 0; j < n; j++)
+			if (strcmp(disks[j].name, c->disks[i]) == 0)
+				break;
+		if (j == n) {
+			disk_names(disks, n, names, sizeof(names));
+			vbu_err("--escrow names disk '%s', which VM '%s' does not have (its disks: "
+				"%s): no recovery point made",
+				c->disks[i], vm, names);
+			return VMBAK_EXIT_FAIL;
+		}
+		h.path = disks[j].src ? NULL : disks[j].path;
+		h.src = disks[j].src;
+		if (!h.path && !h.src) {
+			vbu_errno(-EINVAL, "cannot read the header of disk '%s'", c->disks[i]);
+			return VMBAK_EXIT_FAIL;
+		}
+		/* A path or a URI is quoted; a VM's export names itself ("QEMU disk 'vda'"). */
+		label = h.path ? h.path : h.src->label ? h.src->label : disks[j].name;
+		if (strchr(label, '\''))
+			snprintf(where, sizeof(where), "%s", q(label));
+		else
+			snprintf(where, sizeof(where), "'%s'", q(label));
+		status =
+		    prepare_kind(c->kv, c->prepared[i], c->disks[i], &h, c->kinds[i], c->check);
+		if (status != 0)
+			return status;
+		c->decided[i] = 1;
+	}
+	return 0;
 }
 
 int escrow_blob_cb(void *arg, const char *vm, const char *rp_id, const char *disk, char **ret_blob,
@@ -1431,6 +1557,13 @@ int escrow_blob_cb(void *arg, const char *vm, const char *rp_id, const char *dis
 	for (size_t i = 0; i < c->n; i++) {
 		if (strcmp(c->disks[i], disk) != 0)
 			continue;
+		if (!c->decided[i]) {
+			/* escrow_headers() was not called for this ingest's disks: a blob without
+			 * its kind, unchecked, is never made. */
+			snprintf(c->err, sizeof(c->err),
+				 "the header of disk '%s' was not read: no escrow made", disk);
+			return -EINVAL;
+		}
 		r = vbk_escrow_make(c->prepared[i], vm, disk, rp_id, ret_blob, ret_len);
 		if (r < 0 && !c->err[0])
 			snprintf(c->err, sizeof(c->err), "%s", vbk_kv_errmsg());

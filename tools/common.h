@@ -16,6 +16,7 @@
 #include <json-c/json.h>
 
 #include "front.h"
+#include "ingest.h"
 #include "passphrase.h"
 #include "seckind.h"
 #include "util.h"
@@ -181,17 +182,22 @@ int finish_stdout(int status);
 
 /* Escrow at ingest (cmd_keyvault.c): escrow_setup() opens the key vault at kv_path, asks for its
  * passphrase only when a secret needs it (AES KEK or no KEK, or a check), and prepares
- * secrets[i] for disks[i], whose source is sources[i], with the kind of secret kinds[i]
- * (VBK_KIND_NONE: found from the header of sources[i] and, with the key vault unlocked, the
- * value); with check (--check-escrow) it also checks with cryptsetup that each secret opens the
- * LUKS or BitLocker header of sources[i]. It prints the error and returns an exit status.
- * escrow_blob_cb is a vbs_escrow_fn taking the escrow_ctx. After a failed ingest, escrow_report()
- * prints the failure of the callback, if it had one, and returns VMBAK_EXIT_FAIL (0 when it had
- * none). */
+ * secrets[i] for disks[i] with the kind of secret kinds[i] (VBK_KIND_NONE: found from the disk's
+ * header); every secret and KEK is looked up there, before any disk is read. Then, once the
+ * ingest's disks are open (paths, NBD connections, a VM's frozen exports: the same bytes the
+ * point is read from), escrow_headers() reads the header of each escrowed disk (found by name in
+ * disks[0..n); a name none has is an error naming VM vm) through its path or its source object,
+ * decides the kind (the header and, with the key vault unlocked, the value), and with check
+ * (--check-escrow) checks with cryptsetup, on a private copy of the header area, that each
+ * secret opens the disk's LUKS or BitLocker header. Both print the error and return an exit
+ * status. escrow_blob_cb is a vbs_escrow_fn taking the escrow_ctx; it refuses a disk whose
+ * header escrow_headers() has not read. After a failed ingest, escrow_report() prints the
+ * failure of the callback, if it had one, and returns VMBAK_EXIT_FAIL (0 when it had none). */
 typedef struct escrow_ctx escrow_ctx;
 int escrow_setup(const char *kv_path, const char *passfile, const char *const *disks,
-		 const char *const *secrets, const char *const *sources, const vbk_kind *kinds,
-		 size_t n, int check, escrow_ctx **ret);
+		 const char *const *secrets, const vbk_kind *kinds, size_t n, int check,
+		 escrow_ctx **ret);
+int escrow_headers(escrow_ctx *c, const vbs_ingest_disk *disks, size_t n, const char *vm);
 int escrow_blob_cb(void *arg, const char *vm, const char *rp_id, const char *disk, char **ret_blob,
 		   size_t *ret_len);
 int escrow_report(const escrow_ctx *c);

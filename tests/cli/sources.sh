@@ -8,7 +8,9 @@
 # unix socket and over TCP on 127.0.0.1, and nbdkit with TLS (PSK). Bad input: a qcow2 whose
 # backing file is missing, an unknown format, --format with a URI, a server that is not there,
 # an export that disappears mid-read, SIGTERM during an ingest: one line, non-zero exit, no
-# point, no qemu-nbd left running and no private directory left behind.
+# point, no qemu-nbd left running and no private directory left behind. Escrow: a LUKS1 disk in
+# a qcow2 (--format) and over NBD, --escrow with --check-escrow (the header read through the
+# source); the unwrapped secret opens the image in the mount; a wrong secret is refused.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 need_programs
@@ -183,6 +185,75 @@ for vm in qn-unix qn-tcp; do
 done
 cmp "$M/probe/latest/sda.img" looks-like-qcow2.raw || fail "raw disk read as qcow2"
 vumount "$M"
+
+# --- escrow of a disk read through its source: a LUKS1 disk inside a qcow2 (--format) and the
+# same raw LUKS image over NBD; the header is read and checked through the source
+if command -v cryptsetup >/dev/null || [ -x /usr/sbin/cryptsetup ] || [ -x /sbin/cryptsetup ]; then
+	printf '%s' 'luks-in-qcow2 pass' >luks.pass
+	printf '%s' 'not the passphrase' >wrong.pass
+	printf '%s' kvpw >kvpass
+	head -c $((8 << 20)) /dev/urandom >luks-plain.img
+	qemu-img convert -f raw -O luks --object secret,id=s0,file=luks.pass \
+		-o key-secret=s0,iter-time=10 luks-plain.img luks.img
+	qemu-img convert -f raw -O qcow2 luks.img luks.qcow2
+	expect_status 0 "$VMBAK" keyvault init kv --passphrase-file kvpass
+	expect_status 0 "$VMBAK" keyvault key create kv kek --passphrase-file kvpass
+	expect_status 0 "$VMBAK" keyvault secret set kv disk --value-file luks.pass --kek kek \
+		--passphrase-file kvpass
+	expect_status 0 "$VMBAK" keyvault secret set kv wrong --value-file wrong.pass --kek kek \
+		--passphrase-file kvpass
+	kvopt=(--keyvault kv --keyvault-passphrase-file kvpass)
+	expect_ok "$VMBAK" ingest "$V" luks-fmt --disk sda=luks.qcow2 --format sda=qcow2 \
+		"${kvopt[@]}" --escrow sda=disk --check-escrow
+	no_leftovers "escrow with --format"
+	timeout 300 nbdkit -f -U "$T/luks.sock" file luks.img &
+	kit_pid=$!
+	echo "$kit_pid" >>"$T/servers"
+	wait_sock "$T/luks.sock"
+	# Without --check-escrow and without the key vault passphrase: the kind from the header.
+	expect_ok "$VMBAK" ingest "$V" luks-nbd --disk "sda=nbd+unix:///?socket=$T/luks.sock" \
+		--keyvault kv --escrow sda=disk
+	expect_ok "$VMBAK" list "$V" --json
+	[ "$(json_value '[p["escrow"] for p in d if p["vm"] == "luks-nbd"][0]')" = "['sda']" ] ||
+		fail "list --json: no escrow for luks-nbd"
+	before=$(npoints)
+	# A wrong secret with --check-escrow: one line, no point, over NBD and through qemu-nbd.
+	expect_status 1 "$VMBAK" ingest "$V" luks-bad --disk "sda=nbd+unix:///?socket=$T/luks.sock" \
+		"${kvopt[@]}" --escrow sda=wrong --check-escrow
+	expect_stderr "^vmbak: secret 'wrong' version 1 does not open the LUKS header of disk 'sda'"
+	[ "$(wc -l <"$ERR")" -eq 1 ] || fail "wrong secret over NBD: not one line: $(cat "$ERR")"
+	stop_kit
+	expect_status 1 "$VMBAK" ingest "$V" luks-bad --disk sda=luks.qcow2 --format sda=qcow2 \
+		"${kvopt[@]}" --escrow sda=wrong --check-escrow
+	expect_stderr "^vmbak: secret 'wrong' version 1 does not open the LUKS header of disk 'sda'"
+	[ "$(wc -l <"$ERR")" -eq 1 ] || fail "wrong secret with --format: not one line: $(cat "$ERR")"
+	# A disk that is not LUKS, with --escrow-kind luks: refused from the header read over NBD.
+	expect_status 1 "$VMBAK" ingest "$V" luks-bad --disk sda=plain.qcow2 --format sda=qcow2 \
+		"${kvopt[@]}" --escrow sda=disk --escrow-kind sda=luks --check-escrow
+	expect_stderr "is not a LUKS or BitLocker volume"
+	[ "$(npoints)" -eq "$before" ] || fail "a refused escrow made a point"
+	no_leftovers "refused escrow"
+
+	# The restored image opens with the unwrapped passphrase.
+	vmount "$V" "$M"
+	for vm in luks-fmt luks-nbd; do
+		cmp "$M/$vm/latest/sda.img" luks.img || fail "$vm: image differs from luks.img"
+		"$VMBAK" keyvault unwrap kv "$M/$vm/latest/sda.key" --passphrase-file kvpass \
+			>"$vm.out" || fail "$vm: unwrap failed"
+		cmp "$vm.out" luks.pass || fail "$vm: the unwrapped secret is not the passphrase"
+		cp "$M/$vm/latest/sda.img" "$vm.restored"
+		cryptsetup open --test-passphrase --readonly --key-file="$vm.out" "$vm.restored" ||
+			fail "$vm: cryptsetup does not open the restored image with the unwrapped key"
+		qemu-img convert --object "secret,id=s1,file=$vm.out" \
+			--image-opts "driver=luks,key-secret=s1,file.filename=$vm.restored" \
+			-O raw "$vm.plain"
+		cmp "$vm.plain" luks-plain.img || fail "$vm: decrypted image differs"
+	done
+	vumount "$M"
+else
+	[ "${CI:-}" != true ] || fail "cryptsetup is not installed"
+	note "no cryptsetup: escrow of NBD and --format disks not tested"
+fi
 
 # --- bad input: one line, non-zero exit, no point, nothing left running
 before=$(npoints)

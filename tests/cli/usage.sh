@@ -160,6 +160,12 @@ for th in "" 0 -1 abc 1x 99999 " 2" +2; do
 done
 expect_status 2 "$VMBAK" ingest "$V" vm1 --disk sda="$D" --bogus
 expect_status 2 "$VMBAK" ingest "$V" vm1 --disk sda="$D" --escrow sda=x
+# Escrow goes with every source; with --qemu --disk, NAME is one of the --disk names.
+expect_status 2 "$VMBAK" ingest "$V" vm1 --qemu "$T/qmp.sock" --disk a=drive0 --keyvault kv \
+	--escrow b=x
+expect_stderr "^vmbak: --escrow names disk 'b', which no --disk gives"
+expect_status 2 "$VMBAK" ingest "$V" vm1 --libvirt dom --escrow vda=x --check-escrow
+expect_stderr "^vmbak: --escrow needs --keyvault KV"
 expect_status 2 "$VMBAK" ingest "$V" vm1 --disk sda="$D" --passphrase=s3cret
 if grep -q s3cret "$ERR"; then
 	check_failed "the argument of an unknown option appears in its message"

@@ -11,7 +11,10 @@
 #   - a second vault backs up the same domain alternately: both stay incremental and correct;
 #   - a checkpoint deleted behind vmbak's back: a full read, said in one line and recorded;
 #   - --quiesce without a guest agent fails clearly and leaves no job or checkpoint behind;
-#   - bad input: one line, no point.
+#   - bad input: one line, no point;
+#   - a domain with a LUKS disk in a qcow2: --escrow with --check-escrow reads the header from
+#     the job's export; the unwrapped secret opens the point's image; a wrong secret or a disk
+#     the domain does not have is refused in one line, no point, checkpoints unchanged.
 # shellcheck source=../libvirt.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../libvirt.sh"
 libvirt_ns "$@"
@@ -274,4 +277,56 @@ grep -q "<source file='$T/r/vda.img'/>" copy.xml && grep -q "<source file='$T/r/
 	fail "lvcopy's disks are not the restored files"
 virsh_t start lvcopy >/dev/null || fail "the restored VM does not start"
 virsh_t destroy lvcopy >/dev/null
+
+note "escrow of a LUKS disk of a domain: the header read from the job's export, checked"
+if [ -x /usr/sbin/cryptsetup ] || [ -x /sbin/cryptsetup ] || command -v cryptsetup >/dev/null; then
+	printf '%s' 'domain luks pass' >luks.pass
+	printf '%s' 'not the passphrase' >wrong.pass
+	printf '%s' kvpw >kvpass
+	head -c $((4 << 20)) /dev/urandom >luks-plain.img
+	qemu-img convert -f raw -O luks --object secret,id=s0,file=luks.pass \
+		-o key-secret=s0,iter-time=10 luks-plain.img luks.img
+	qemu-img convert -f raw -O qcow2 luks.img luks.qcow2
+	expect_ok "$VMBAK" keyvault init kv --passphrase-file kvpass
+	expect_ok "$VMBAK" keyvault key create kv kek --passphrase-file kvpass
+	for s in luks wrong; do
+		expect_ok "$VMBAK" keyvault secret set kv "$s" --value-file "$s.pass" --kek kek \
+			--passphrase-file kvpass
+	done
+	kvopt=(--keyvault kv --keyvault-passphrase-file kvpass)
+	# lvguest's XML with vda only, on luks.qcow2.
+	domxml lvluks | sed -e "s|$T/vda.qcow2|$T/luks.qcow2|" -e "/vdb.raw/,/<\/disk>/d" \
+		-e '/<disk .*device=.disk.>/{N;/type=.raw./d}' >lvluks.xml
+	virsh_t define lvluks.xml >/dev/null || fail "cannot define lvluks"
+	libvirt_forget lvluks
+	virsh_t start lvluks >/dev/null || fail "cannot start lvluks"
+	expect_ok "$VMBAK" init v3 --encryption none --chunk-size 16384
+	expect_ok "$VMBAK" ingest v3 lvluks --libvirt lvluks "${kvopt[@]}" --escrow vda=luks \
+		--check-escrow
+	lrp=$(tail -n 1 "$OUT")
+	before=$(virsh_t checkpoint-list lvluks --name | sed '/^$/d' | sort)
+	expect_status 1 "$VMBAK" ingest v3 lvluks --libvirt lvluks "${kvopt[@]}" \
+		--escrow vda=wrong --check-escrow
+	expect_stderr "^vmbak: secret 'wrong' version 1 does not open the LUKS header of disk 'vda'"
+	[ "$(wc -l <"$ERR")" -eq 1 ] || fail "wrong secret with --libvirt: not one line: $(cat "$ERR")"
+	expect_status 1 "$VMBAK" ingest v3 lvluks --libvirt lvluks "${kvopt[@]}" --escrow sda=luks
+	expect_stderr "escrow names disk 'sda', which VM 'lvluks' does not have"
+	[ "$(virsh_t checkpoint-list lvluks --name | sed '/^$/d' | sort)" = "$before" ] ||
+		fail "a refused escrow changed the checkpoints"
+	expect_status 0 "$VMBAK" list v3 lvluks --json
+	[ "$(json_value 'len(d)')" = 1 ] || fail "a refused escrow made a point"
+	vmount v3 "$T/mnt"
+	cmp "$T/mnt/lvluks/$lrp/vda.img" luks.img || fail "lvluks: vda.img differs from luks.img"
+	"$VMBAK" keyvault unwrap kv "$T/mnt/lvluks/$lrp/vda.key" --passphrase-file kvpass \
+		>vda.out || fail "lvluks: unwrap failed"
+	cp "$T/mnt/lvluks/$lrp/vda.img" vda.restored
+	vumount "$T/mnt"
+	cmp vda.out luks.pass || fail "lvluks: the unwrapped secret is not the passphrase"
+	cryptsetup open --test-passphrase --readonly --key-file=vda.out vda.restored ||
+		fail "lvluks: cryptsetup does not open the point's image with the unwrapped key"
+	virsh_t destroy lvluks >/dev/null 2>&1 || true
+else
+	[ "${CI:-}" != true ] || fail "cryptsetup is not installed"
+	note "no cryptsetup: escrow with --libvirt not tested"
+fi
 finish_checks

@@ -503,6 +503,53 @@ static void test_hdr_check_helper(void)
 	}
 }
 
+/* A header read through a reader (an NBD source at ingest): what it finds, and its errors. */
+typedef struct mem_src {
+	const uint8_t *p;
+	size_t size;
+	int fail;
+} mem_src;
+
+static int mem_read(void *arg, void *buf, size_t len, uint64_t off, size_t *ret_got)
+{
+	mem_src *m = arg;
+
+	if (m->fail)
+		return -EIO;
+	if (off >= m->size) {
+		*ret_got = 0;
+		return 0;
+	}
+	if (len > m->size - off)
+		len = (size_t)(m->size - off);
+	memcpy(buf, m->p + off, len);
+	*ret_got = len;
+	return 0;
+}
+
+static void test_hdr_probe_reader(void)
+{
+	static uint8_t img[1 << 20];
+	mem_src m = {.p = img, .size = sizeof(img)};
+	vbk_hdr_type t = VBK_HDR_LUKS;
+
+	CHECK_EQ_INT(vbk_hdr_probe_reader(mem_read, &m, m.size, &t), 0);
+	CHECK_EQ_INT(t, VBK_HDR_OTHER);
+	memcpy(img, "LUKS\xba\xbe\0\1", 8);
+	CHECK_EQ_INT(vbk_hdr_probe_reader(mem_read, &m, m.size, &t), 0);
+	CHECK_EQ_INT(t, VBK_HDR_LUKS);
+	memset(img, 0, 8);
+	memcpy(img + 3, "-FVE-FS-", 8);
+	CHECK_EQ_INT(vbk_hdr_probe_reader(mem_read, &m, m.size, &t), 0);
+	CHECK_EQ_INT(t, VBK_HDR_BITLK);
+	/* A source shorter than a sector, and one that cannot be read. */
+	m.size = 100;
+	CHECK_EQ_INT(vbk_hdr_probe_reader(mem_read, &m, m.size, &t), 0);
+	CHECK_EQ_INT(t, VBK_HDR_OTHER);
+	m.fail = 1;
+	CHECK_EQ_INT(vbk_hdr_probe_reader(mem_read, &m, m.size, &t), -EIO);
+}
+
 /* Turns the signed key vault at path into one as made before signatures: the three fields
  * gone, the master key wrapped with the old associated data. other_fpr/other_pub (may be NULL):
  * also give version 1 of key "k" another key's public part, as an attacker would. */
@@ -748,6 +795,7 @@ int main(void)
 	RUN(test_rsa4096);
 	RUN(test_damaged_file);
 	RUN(test_hdr_check_helper);
+	RUN(test_hdr_probe_reader);
 	RUN(test_legacy_migration);
 	RUN(test_kinds);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
