@@ -596,7 +596,8 @@ static int site_chunks_check(vbs_vault *v, MDB_txn *txn, int create)
 		return vbs_fail(-EBADMSG,
 				"vault '%s': its config keeps its chunks in %s, its database in %s "
 				"(altered or replaced?): refusing to use it",
-				v->path, v->chunks.rados ? "RADOS" : "LMDB", want ? "RADOS" : "LMDB");
+				v->path, v->chunks.rados ? "RADOS" : "LMDB",
+				want ? "RADOS" : "LMDB");
 	return 0;
 }
 
@@ -1098,8 +1099,9 @@ int vbs_vault_init_replica(const char *path, const char *src_path, const vbs_ini
 		    strcmp(s.ns, v->chunks.ns) == 0 &&
 		    (s.conf && v->chunks.conf ? strcmp(s.conf, v->chunks.conf) == 0
 					      : s.conf == v->chunks.conf))
-			r = vbs_fail(-EINVAL, "ceph pool '%s' namespace '%s' holds the chunks of '%s' "
-					      "itself: give the replica a namespace of its own",
+			r = vbs_fail(-EINVAL,
+				     "ceph pool '%s' namespace '%s' holds the chunks of '%s' "
+				     "itself: give the replica a namespace of its own",
 				     v->chunks.pool, v->chunks.ns, src_path);
 		chunks_cfg_free(&s);
 		if (r < 0)

@@ -7,10 +7,13 @@
 #     through a mount of it opened with the source's passphrase;
 #   - a RADOS replica keeps its objects in its own namespace (its site uuid by default), never
 #     the source's: `rados ls` counts them; the source's own pool and namespace are refused;
+#   - over ssh (vmbak serve, an sshd of the test's own): an LMDB source to a RADOS replica, full
+#     then incremental;
 #   - the chunk store kind stays bound: a replica's config with its "chunks" field removed or
 #     added, or a RADOS source's config with it removed, is refused, with or without the keys.
 . "$SRCDIR/tests/lib.sh"
 . "$SRCDIR/tests/ceph.sh"
+. "$SRCDIR/tests/sshd.sh"
 
 need_root
 need_fuse
@@ -25,6 +28,7 @@ export VMBAK_PASSPHRASE_FILE=$T/pass
 unset VMBAK_PASSPHRASE
 
 ceph_start
+start_sshd "$(dirname "$VMBAK")"
 
 # site VAULT: the replica's own uuid, from its config.
 site() {
@@ -147,3 +151,16 @@ if "$VMBAK" verify lr >verify.out 2>&1; then
 fi
 restore lr
 check lr a.img b.img
+
+note "over ssh: an LMDB source to a RADOS replica, full then incremental"
+expect_status 0 "$VMBAK" init sr --replica-of src --chunks "rados:$CEPH_POOL" \
+	--ceph-conf "$CEPH_CONF" --ceph-namespace over-ssh
+expect_status 0 "$VMBAK" sync src "ssh://root@127.0.0.1:$SSH_PORT$T/sr" --json
+expect_json 'assert d["points_copied"] == 2, d'
+cp b.img c.img
+dd if=/dev/urandom of=c.img bs=16384 seek=40 count=4 conv=notrunc status=none
+expect_status 0 "$VMBAK" ingest src vm1 --disk sda=c.img
+expect_status 0 "$VMBAK" sync src "ssh://root@127.0.0.1:$SSH_PORT$T/sr" --json
+expect_json 'assert d["points_copied"] == 1 and d["chunks_sent"] == 4, d'
+[ "$(ceph_rados over-ssh ls | wc -l)" -eq 140 ] || fail "namespace over-ssh lacks 140 objects"
+check sr a.img b.img c.img
