@@ -74,7 +74,8 @@ struct vbs_vault {
 	int format;	     /* 1: an old vault that only vmbak upgrade opens; 2: current */
 	int dedup_vm;	     /* dedup scope "vm": chunk ids keyed per VM (vbs_vm_id_mac) */
 	/* A replica (vmbak init --replica-of): its config is its source's, uuid included, plus
-	 * "replica": {"of", "site", "created"}; site is the replica's own uuid. */
+	 * "replica": {"of", "site", "created", "source_chunks"}; site is the replica's own uuid.
+	 * Its "chunks" are its own (a RADOS replica has its own pool or namespace). */
 	int replica;
 	char site[40];
 	char replica_created[24];
@@ -93,6 +94,11 @@ struct vbs_vault {
 		int rados;
 		char *pool, *ns, *conf, *id;
 	} chunks;
+	/* The chunk store kind the keys and the sealed config are bound to (config_bound in
+	 * vault.c): the vault's own (chunks.rados), or a replica's source's, whose wrapped keys
+	 * and sealed config it shares ("replica": {"source_chunks"}). A replica's own kind is
+	 * checked against meta "site_chunks", written when it was made. */
+	int bound_rados;
 	MDB_dbi dbi_dmaps; /* group MACs of each disk of each point (imap.h) */
 	size_t psize; /* LMDB's page size */
 	/* Held shared by every transaction, exclusively to change the map size. */

@@ -41,13 +41,15 @@ static int config_bound(const vbs_vault *v, char *buf, size_t len, size_t *ret_l
 		n = snprintf(buf, len, "%s v1 %s", VBS_FORMAT_NAME, v->uuid);
 	else
 		/* The chunk store is bound by kind only (a vault of LMDB chunks binds the text it
-		 * always did): pool, namespace and how to reach the cluster may move. */
+		 * always did): pool, namespace and how to reach the cluster may move. A replica
+		 * binds its source's kind, as the keys and sealed config it shares do; its own
+		 * kind is meta "site_chunks" (site_chunks_check). */
 		n = snprintf(buf, len,
 			     "%s v2 uuid=%s chunk_size=%u chunk_id=hmac-sha256 compression=zstd "
 			     "encryption=%s dedup_scope=%s%s",
 			     VBS_FORMAT_NAME, v->uuid, v->chunk_size,
 			     v->encrypted ? "aes-256-gcm" : "none", v->dedup_vm ? "vm" : "vault",
-			     v->chunks.rados ? " chunks=rados" : "");
+			     v->bound_rados ? " chunks=rados" : "");
 	if (n < 0 || (size_t)n >= len)
 		return -EINVAL;
 	*ret_len = (size_t)n;
@@ -197,6 +199,8 @@ static json_object *config_json(const vbs_vault *v)
 		json_object_object_add(r, "of", json_object_new_string(v->uuid));
 		json_object_object_add(r, "site", json_object_new_string(v->site));
 		json_object_object_add(r, "created", json_object_new_string(v->replica_created));
+		json_object_object_add(r, "source_chunks",
+				       json_object_new_string(v->bound_rados ? "rados" : "lmdb"));
 		json_object_object_add(o, "replica", r);
 	}
 	if (v->chunks.rados) {
@@ -442,7 +446,15 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 	}
 	if (json_object_object_get_ex(o, "replica", &k)) {
 		const char *of = vbu_json_str(k, "of"), *site = vbu_json_str(k, "site");
+		const char *sc = vbu_json_str(k, "source_chunks");
+		json_object *x;
 
+		/* source_chunks came with RADOS replicas: absent (replicas made before), lmdb. */
+		if (sc && strcmp(sc, "rados") == 0)
+			v->bound_rados = 1;
+		else if (json_object_object_get_ex(k, "source_chunks", &x) &&
+			 (!sc || strcmp(sc, "lmdb") != 0))
+			of = NULL;
 		if (!json_object_is_type(k, json_type_object) || !of || strcmp(of, v->uuid) != 0 ||
 		    !site || strlen(site) != 36) {
 			r = vbs_fail(-EPROTO, "config '%s': missing or bad field 'replica'", file);
@@ -456,6 +468,8 @@ static int parse_config(vbs_vault *v, const char *file, const char *text, size_t
 	}
 	if (json_object_object_get_ex(o, "chunks", &k) && (r = parse_chunks(v, file, k)) < 0)
 		goto out;
+	if (!v->replica)
+		v->bound_rados = v->chunks.rados;
 	s = vbu_json_str(o, "encryption");
 	if (s && strcmp(s, "aes-256-gcm") == 0) {
 		v->encrypted = 1;
@@ -548,6 +562,45 @@ int vbs_config_check(vbs_vault *v, MDB_txn *txn, int create)
 	return 0;
 }
 
+/* meta "site_chunks": the kind of chunk store a replica was made with, "lmdb" or "rados"
+ * (unsealed: a replica is made without its source's keys). A vault without it (not a
+ * replica, or one made before) uses the kind its keys are bound to. Either way a config
+ * whose "chunks" was removed, added or changed in kind is refused, with the keys or without
+ * (a replica receiving). create: a replica writes it. */
+static int site_chunks_check(vbs_vault *v, MDB_txn *txn, int create)
+{
+	const char *own = v->chunks.rados ? "rados" : "lmdb";
+	MDB_val k = {11, (void *)"site_chunks"}, d = {strlen(own), (void *)own};
+	int rc, want;
+
+	if (create) {
+		rc = v->replica ? mdb_put(txn, v->dbi_meta, &k, &d, 0) : 0;
+		return rc ? vbs_fail(vbs_mdb_err(rc), "cannot write vault '%s': %s", v->path,
+				     mdb_strerror(rc))
+			  : 0;
+	}
+	rc = mdb_get(txn, v->dbi_meta, &k, &d);
+	if (rc == MDB_NOTFOUND)
+		want = v->bound_rados;
+	else if (rc)
+		return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
+				mdb_strerror(rc));
+	else if (d.mv_size == 4 && memcmp(d.mv_data, "lmdb", 4) == 0)
+		want = 0;
+	else if (d.mv_size == 5 && memcmp(d.mv_data, "rados", 5) == 0)
+		want = 1;
+	else
+		return vbs_fail(-EBADMSG, "vault '%s': the database is damaged (bad site_chunks)",
+				v->path);
+	if (want != v->chunks.rados)
+		return vbs_fail(-EBADMSG,
+				"vault '%s': its config keeps its chunks in %s, its database in %s "
+				"(altered or replaced?): refusing to use it",
+				v->path, v->chunks.rados ? "RADOS" : "LMDB",
+				want ? "RADOS" : "LMDB");
+	return 0;
+}
+
 static int env_open(vbs_vault *v, int create)
 {
 	MDB_txn *txn = NULL;
@@ -620,6 +673,8 @@ static int env_open(vbs_vault *v, int create)
 	{
 		/* The config first: one edited to another chunk store is refused as edited. */
 		int r = v->format >= 2 && v->unlocked ? vbs_config_check(v, txn, create) : 0;
+		if (r == 0 && v->format >= 2)
+			r = site_chunks_check(v, txn, create);
 		if (r == 0)
 			r = vbs_cs_attach(v, txn, create);
 		if (r < 0) {
@@ -816,6 +871,35 @@ static int make_dir(const char *path, int *made_dir)
 	return 0;
 }
 
+/* The checks of opts' chunk store options, before anything is made. */
+static int chunks_opts_ok(const vbs_init_opts *opts)
+{
+	if (opts->rados_pool && !ceph_name_ok(opts->rados_pool))
+		return vbs_fail(-EINVAL, "invalid pool name '%s'", shown(opts->rados_pool));
+	if (opts->rados_pool && opts->rados_ns && !ceph_name_ok(opts->rados_ns))
+		return vbs_fail(-EINVAL, "invalid namespace '%s'", shown(opts->rados_ns));
+	if (opts->rados_pool && opts->ceph_id && !ceph_name_ok(opts->ceph_id))
+		return vbs_fail(-EINVAL, "invalid ceph client id '%s'", shown(opts->ceph_id));
+	return 0;
+}
+
+/* v->chunks from opts (checked by chunks_opts_ok): the namespace defaults to def_ns. */
+static int chunks_from_opts(vbs_vault *v, const vbs_init_opts *opts, const char *def_ns)
+{
+	if (!opts->rados_pool)
+		return 0;
+	v->chunks.rados = 1;
+	if (dup_field(opts->rados_pool, &v->chunks.pool) < 0 ||
+	    dup_field(opts->rados_ns ? opts->rados_ns : def_ns, &v->chunks.ns) < 0 ||
+	    dup_field(opts->ceph_id, &v->chunks.id) < 0)
+		return vbs_fail(-ENOMEM, "out of memory");
+	/* Absolute, so every later command finds it from wherever it runs. */
+	if (opts->ceph_conf && !(v->chunks.conf = realpath(opts->ceph_conf, NULL)))
+		return vbs_fail(-errno, "cannot read ceph config '%s': %s", opts->ceph_conf,
+				vbu_strerror(errno));
+	return 0;
+}
+
 int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass)
 {
 	vbs_vault *v = NULL;
@@ -834,12 +918,8 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 		return vbs_fail(-ENOKEY, "an encrypted vault needs a passphrase");
 	if (opts->dedup_vm && !opts->encrypt)
 		return vbs_fail(-EINVAL, "dedup scope 'vm' needs an encrypted vault");
-	if (opts->rados_pool && !ceph_name_ok(opts->rados_pool))
-		return vbs_fail(-EINVAL, "invalid pool name '%s'", shown(opts->rados_pool));
-	if (opts->rados_pool && opts->rados_ns && !ceph_name_ok(opts->rados_ns))
-		return vbs_fail(-EINVAL, "invalid namespace '%s'", shown(opts->rados_ns));
-	if (opts->rados_pool && opts->ceph_id && !ceph_name_ok(opts->ceph_id))
-		return vbs_fail(-EINVAL, "invalid ceph client id '%s'", shown(opts->ceph_id));
+	if ((r = chunks_opts_ok(opts)) < 0)
+		return r;
 	if (config_path(path, file, sizeof(file)) < 0)
 		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
 	if ((r = make_dir(path, &made_dir)) < 0)
@@ -859,21 +939,9 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 	u[6] = (u[6] & 0x0f) | 0x40;
 	u[8] = (u[8] & 0x3f) | 0x80;
 	vbu_uuid_format(u, v->uuid);
-	if (opts->rados_pool) {
-		v->chunks.rados = 1;
-		if (dup_field(opts->rados_pool, &v->chunks.pool) < 0 ||
-		    dup_field(opts->rados_ns ? opts->rados_ns : v->uuid, &v->chunks.ns) < 0 ||
-		    dup_field(opts->ceph_id, &v->chunks.id) < 0) {
-			r = vbs_fail(-ENOMEM, "out of memory");
-			goto out;
-		}
-		/* Absolute, so every later command finds it from wherever it runs. */
-		if (opts->ceph_conf && !(v->chunks.conf = realpath(opts->ceph_conf, NULL))) {
-			r = vbs_fail(-errno, "cannot read ceph config '%s': %s", opts->ceph_conf,
-				     vbu_strerror(errno));
-			goto out;
-		}
-	}
+	if ((r = chunks_from_opts(v, opts, v->uuid)) < 0)
+		goto out;
+	v->bound_rados = v->chunks.rados;
 	if ((r = vbk_vaultkeys_generate(&v->keys)) < 0)
 		goto crypto_fail;
 	vbu_format_time(vbu_now_ns() / 1000000000, v->created);
@@ -953,7 +1021,7 @@ static int raw_config_of(vbs_vault *src, uint8_t **ret, size_t *ret_len)
 	return 0;
 }
 
-int vbs_vault_init_replica(const char *path, const char *src_path)
+int vbs_vault_init_replica(const char *path, const char *src_path, const vbs_init_opts *opts)
 {
 	vbs_vault *src = NULL, *v = NULL;
 	json_object *cfg = NULL;
@@ -964,6 +1032,8 @@ int vbs_vault_init_replica(const char *path, const char *src_path)
 	int made_dir = 0, wrote_cfg = 0, r;
 
 	vbs_clear_err();
+	if ((r = chunks_opts_ok(opts)) < 0)
+		return r;
 	if (config_path(path, file, sizeof(file)) < 0 ||
 	    config_path(src_path, srcfile, sizeof(srcfile)) < 0)
 		return vbs_fail(-ENAMETOOLONG, "vault path '%s' is too long", path);
@@ -1010,14 +1080,6 @@ int vbs_vault_init_replica(const char *path, const char *src_path)
 	 * here; only the replica marker is new. */
 	if ((r = parse_config(v, srcfile, text, len)) < 0)
 		goto out;
-	/* The chunk store's kind is bound to the keys (config_bound): a replica would share the
-	 * source's pool and namespace, so its "copy" would be the source's own objects. */
-	if (v->chunks.rados) {
-		r = vbs_fail(-EOPNOTSUPP, "'%s' keeps its chunks in RADOS: a replica of it is not "
-				       "supported yet",
-			     src_path);
-		goto out;
-	}
 	if ((r = vbk_random(u, sizeof(u))) < 0) {
 		vbs_fail(r, "cannot make a uuid: %s", vbu_strerror(-r));
 		goto out;
@@ -1025,6 +1087,26 @@ int vbs_vault_init_replica(const char *path, const char *src_path)
 	u[6] = (u[6] & 0x0f) | 0x40;
 	u[8] = (u[8] & 0x3f) | 0x80;
 	vbu_uuid_format(u, v->site);
+	/* Its chunks are its own, never the source's pool and namespace (its "copy" would be the
+	 * source's own objects): LMDB, or RADOS in a namespace named from its site by default.
+	 * The keys stay bound to the source's kind (bound_rados, as parse_config set it). */
+	{
+		struct vbs_chunks_cfg s = v->chunks;
+
+		memset(&v->chunks, 0, sizeof(v->chunks));
+		r = chunks_from_opts(v, opts, v->site);
+		if (r == 0 && s.rados && v->chunks.rados && strcmp(s.pool, v->chunks.pool) == 0 &&
+		    strcmp(s.ns, v->chunks.ns) == 0 &&
+		    (s.conf && v->chunks.conf ? strcmp(s.conf, v->chunks.conf) == 0
+					      : s.conf == v->chunks.conf))
+			r = vbs_fail(-EINVAL,
+				     "ceph pool '%s' namespace '%s' holds the chunks of '%s' "
+				     "itself: give the replica a namespace of its own",
+				     v->chunks.pool, v->chunks.ns, src_path);
+		chunks_cfg_free(&s);
+		if (r < 0)
+			goto out;
+	}
 	vbu_format_time(vbu_now_ns() / 1000000000, v->replica_created);
 	v->replica = 1;
 	if (v->unlocked && (r = setup_macs(v)) < 0) {

@@ -67,12 +67,16 @@ int vbs_vault_init(const char *path, const vbs_init_opts *opts, const char *pass
 
 /* Creates a replica of the vault at src_path (vmbak init --replica-of): a vault at path whose
  * config is src's (its uuid, chunk size, encryption and wrapped keys: src's passphrases open
- * it) plus a "replica" object naming src's uuid and the replica's own ("site"), and whose
- * database holds src's sealed copy of its config and nothing else. src_path may also be a
+ * it) plus a "replica" object naming src's uuid, the replica's own ("site") and the kind of
+ * src's chunk store (which the shared keys are bound to), and whose database holds src's
+ * sealed copy of its config and the replica's own chunk store kind (meta "site_chunks").
+ * Its chunks are its own whatever src's: opts->rados_pool etc. as for vbs_vault_init (the
+ * namespace defaults to the site uuid; src's own pool and namespace are refused), else
+ * LMDB; the other fields of opts are not used. src_path may also be a
  * copy of the source's config file alone: then the sealed copy comes with the first sync
  * (until then the replica opens for sync only). No passphrase is needed: nothing is
  * unwrapped. Sync (sync.h) fills it. On failure nothing is left behind. */
-int vbs_vault_init_replica(const char *path, const char *src_path);
+int vbs_vault_init_replica(const char *path, const char *src_path, const vbs_init_opts *opts);
 /* Unlocks the replica v (opened, environment not yet) with the keys of its source src, which
  * is unlocked: both are in this process already, no passphrase is asked (sync --prune to a
  * local replica). -ENOKEY when v is not a replica of src. */

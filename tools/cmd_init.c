@@ -20,7 +20,8 @@
 
 static const char init_help[] =
     "usage: " INIT_USAGE "\n"
-    "       vmbak init VAULT --replica-of SRC\n"
+    "       vmbak init VAULT --replica-of SRC [--chunks lmdb|rados:POOL [--ceph-conf FILE]\n"
+    "                  [--ceph-id NAME] [--ceph-namespace NS]]\n"
     "\n"
     "Creates a vault in the directory VAULT, which must not exist (its parent must)\n"
     "or be empty.\n"
@@ -43,13 +44,16 @@ static const char init_help[] =
     "                          rados_mon_op_timeout bound every request (10 s when unset)\n"
     "  --ceph-id NAME          the ceph client to connect as (default: admin)\n"
     "  --ceph-namespace NS     the RADOS namespace of this vault's objects (default: the\n"
-    "                          vault's uuid), so that vaults can share a pool\n"
+    "                          vault's uuid, a replica's site uuid), so that vaults can\n"
+    "                          share a pool\n"
     "  --passphrase-file F     read the new passphrase from the first line of F\n"
     "  --replica-of SRC        make VAULT a replica of the vault SRC (its directory, or a\n"
     "                          copy of its vmbak-vault.json), to receive its points with\n"
     "                          vmbak sync: it shares SRC's uuid, chunk size and keys (SRC's\n"
-    "                          passphrases open it); no passphrase is asked, and the other\n"
-    "                          options do not apply\n"
+    "                          passphrases open it); no passphrase is asked. Its chunks are\n"
+    "                          its own, whatever SRC's: --chunks and the ceph options as\n"
+    "                          above (never SRC's pool and namespace); the other options\n"
+    "                          do not apply\n"
     "  -h, --help              show this help\n"
     "\n"
     "The passphrase comes from --passphrase-file, VMBAK_PASSPHRASE_FILE, VMBAK_PASSPHRASE,\n"
@@ -158,7 +162,7 @@ typedef struct init_args {
 	int dedup_vm;
 	const char *rados_pool, *ceph_conf, *ceph_id, *rados_ns; /* --chunks rados:POOL... */
 	const char *replica_of; /* --replica-of SRC */
-	int other;		/* an option --replica-of does not go with */
+	int other;		/* an option --replica-of does not go with (not --chunks...) */
 } init_args;
 
 static const struct option init_options[] = {
@@ -181,7 +185,8 @@ static int init_option(verb_ctx *c, int opt, const char *arg)
 		a->replica_of = arg;
 		return 0;
 	}
-	a->other = 1;
+	if (opt != OPT_CHUNKS && opt != OPT_CEPH_CONF && opt != OPT_CEPH_ID && opt != OPT_CEPH_NS)
+		a->other = 1;
 	switch (opt) {
 	case OPT_ENCRYPTION:
 		if (strcmp(arg, "aes-256-gcm") == 0)
@@ -228,18 +233,18 @@ static int init_check(verb_ctx *c)
 {
 	init_args *a = c->opts;
 
+	if (!a->rados_pool && (a->ceph_conf || a->ceph_id || a->rados_ns))
+		return usage_err("--ceph-conf, --ceph-id and --ceph-namespace go with --chunks "
+				 "rados:POOL");
 	if (a->replica_of) {
 		if (a->other || c->passphrase_opt)
 			return usage_err("--replica-of takes the source's encryption, chunk size, "
-					 "dedup scope and keys: give no other option");
+					 "dedup scope and keys: give none of those options");
 		return check_vault_arg(a->replica_of);
 	}
 	if (a->dedup_vm && a->plain)
 		return usage_err("--dedup-scope vm needs an encrypted vault: without encryption "
 				 "nothing is kept from the other VMs' owners anyway");
-	if (!a->rados_pool && (a->ceph_conf || a->ceph_id || a->rados_ns))
-		return usage_err("--ceph-conf, --ceph-id and --ceph-namespace go with --chunks "
-				 "rados:POOL");
 	return 0;
 }
 
@@ -262,12 +267,14 @@ static int cmd_init(verb_ctx *c)
 	if (status != 0)
 		goto out;
 	if (a->replica_of) {
-		r = vbs_vault_init_replica(path, a->replica_of);
+		r = vbs_vault_init_replica(path, a->replica_of, &opts);
 		if (r < 0) {
 			status = store_err(r, "cannot create replica '%s'", q(path));
 			goto out;
 		}
-		printf("replica created: %s (of %s)\n", path, a->replica_of);
+		printf("replica created: %s (of %s%s%s)\n", path, a->replica_of,
+		       opts.rados_pool ? ", chunks in ceph pool " : "",
+		       opts.rados_pool ? opts.rados_pool : "");
 		status = VMBAK_EXIT_OK;
 		goto out;
 	}

@@ -53,16 +53,39 @@ expect_json 'assert d["points_copied"] == 1, d'
 expect_status 0 "$VMBAK" verify "$T/r3"
 expect_status 0 "$VMBAK" sync "$S" "$T/r3"
 
-# A source with chunks in RADOS: refused for now (its replica would share its objects).
+# A source with chunks in RADOS (its config file; no cluster needed): its replica keeps its
+# chunks in LMDB unless told, binds the source's kind (the keys it shares are bound to it), and
+# records its own; the ceph options go only with --chunks rados:POOL, the source's other
+# options never.
 python3 - "$S/vmbak-vault.json" "$T/rados-config.json" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
 c["chunks"] = {"store": "rados", "pool": "backup", "namespace": "ns1"}
 json.dump(c, open(sys.argv[2], "w"))
 PY
-expect_status 1 "$VMBAK" init "$T/r4" --replica-of "$T/rados-config.json"
-expect_stderr "keeps its chunks in RADOS: a replica of it is not supported yet"
+expect_status 2 "$VMBAK" init "$T/r4" --replica-of "$T/rados-config.json" --ceph-namespace x
+expect_stderr "go with --chunks rados:POOL"
+expect_status 2 "$VMBAK" init "$T/r4" --replica-of "$S" --chunks lmdb --dedup-scope vm
 [ ! -e "$T/r4" ] || fail "a refused init --replica-of left '$T/r4'"
+expect_status 0 "$VMBAK" init "$T/r4" --replica-of "$T/rados-config.json" --chunks lmdb
+python3 - "$T/r4/vmbak-vault.json" <<'PY' || fail "the replica of a RADOS source is not LMDB"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert "chunks" not in d and d["replica"]["source_chunks"] == "rados", d
+PY
+cp "$T/r4/vmbak-vault.json" "$T/r4.json"
+python3 - "$T/r4/vmbak-vault.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["chunks"] = {"store": "rados", "pool": "backup", "namespace": "ns1"}
+json.dump(c, open(sys.argv[1], "w"))
+PY
+expect_status 1 "$VMBAK" sync "$S" "$T/r4"
+expect_stderr "its config keeps its chunks in RADOS, its database in LMDB"
+cp "$T/r4.json" "$T/r4/vmbak-vault.json"
+sed -i 's/"source_chunks": *"rados"/"source_chunks": "ceph"/' "$T/r4/vmbak-vault.json"
+expect_status 1 "$VMBAK" info "$T/r4"
+expect_stderr "bad field 'replica'"
 
 # A sync to a vault that is not a replica, to a replica of another vault: one line, nothing
 # written.

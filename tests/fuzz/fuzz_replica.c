@@ -51,7 +51,7 @@ static void setup(void)
 	atexit(cleanup);
 	snprintf(src, sizeof(src), "%s/src", dir);
 	snprintf(dst, sizeof(dst), "%s/dst", dir);
-	if (vbs_vault_init(src, &o, NULL) < 0 || vbs_vault_init_replica(dst, src) < 0 ||
+	if (vbs_vault_init(src, &o, NULL) < 0 || vbs_vault_init_replica(dst, src, &o) < 0 ||
 	    vbs_replica_open(dst, &rep) < 0)
 		abort();
 }
