@@ -68,9 +68,11 @@ EOF
 		echo 'libvirt-qemu:x:64055:' >>"$TESTTMP/group"
 		mount --bind "$TESTTMP/group" /etc/group || fail "cannot bind a group file"
 	fi
-	timeout -k 5 "$LIBVIRT_LIMIT" virtlogd >"$TESTTMP/virtlogd.log" 2>&1 &
+	# Pid files of their own: the defaults (/run/virtlogd.pid, /run/libvirtd.pid) lie outside the
+	# tmpfs mounts, where another test's daemons (another checkout's) would hold them.
+	timeout -k 5 "$LIBVIRT_LIMIT" virtlogd -p "$TESTTMP/virtlogd.pid" >"$TESTTMP/virtlogd.log" 2>&1 &
 	at_exit "kill $! 2>/dev/null"
-	timeout -k 5 "$LIBVIRT_LIMIT" libvirtd >"$TESTTMP/libvirtd.log" 2>&1 &
+	timeout -k 5 "$LIBVIRT_LIMIT" libvirtd -p "$TESTTMP/libvirtd.pid" >"$TESTTMP/libvirtd.log" 2>&1 &
 	LIBVIRTD_PID=$!
 	at_exit "kill $LIBVIRTD_PID 2>/dev/null; sleep 0.5; kill -9 $LIBVIRTD_PID 2>/dev/null"
 	for ((i = 0; i < 150; i++)); do
