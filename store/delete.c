@@ -24,6 +24,54 @@ static int find_serial(vbs_vault *v, MDB_txn *txn, const char *vm, const char *i
 	return 0;
 }
 
+/* ---- damage found by a verify ---- */
+
+struct damaged_ctx {
+	const char *vm, *id;
+	int64_t when;
+};
+
+static int damaged_fn(vbs_vault *v, MDB_txn *txn, void *arg)
+{
+	struct damaged_ctx *c = arg;
+	vbs_rp *rp = NULL;
+	char *rec = NULL;
+	size_t len = 0;
+	uint8_t sk[8];
+	uint64_t serial;
+	int r = find_serial(v, txn, c->vm, c->id, &serial);
+
+	if (r < 0)
+		return r;
+	r = vbs_rp_load(v, txn, serial, &rp);
+	if (r < 0)
+		return r;
+	if (rp->damaged && rp->damaged <= c->when)
+		goto out;
+	rp->damaged = c->when;
+	r = vbs_rp_encode(rp, &rec, &len);
+	if (r < 0)
+		goto out;
+	vbs_put64(sk, serial);
+	r = vbs_sput(v, txn, v->dbi_rps, VBS_DB_RPS, sk, 8, rec, len, 0);
+out:
+	free(rec);
+	vbs_rp_free(rp);
+	return r;
+}
+
+int vbs_rp_mark_damaged(vbs_vault *v, const char *vm, const char *id, int64_t when)
+{
+	struct damaged_ctx c = {vm, id, when};
+
+	vbs_clear_err();
+	if (!vm || !id || when <= 0)
+		return vbs_fail(-EINVAL, "bad arguments");
+	if (!v->dbi_protect)
+		return vbs_fail(-EROFS, "vault '%s' is open read-only", v->path);
+	return vbs_write(v, damaged_fn, &c);
+}
+
 /* ---- protection ---- */
 
 struct protect_ctx {

@@ -29,6 +29,11 @@
 #include "rp.h"
 #include "vault.h"
 
+/* Records in the point's record that a verify found it damaged (at when, seconds), unless an
+ * earlier time is recorded already. The next --qemu or --libvirt point of its VM then reads
+ * every disk in full instead of building on it. */
+int vbs_rp_mark_damaged(vbs_vault *v, const char *vm, const char *id, int64_t when);
+
 /* Sets (on = 1) or clears protection; idempotent. */
 int vbs_rp_protect(vbs_vault *v, const char *vm, const char *id, int on);
 /* 1 when the point with this serial is protected, 0 when not; *ret_since its time (s). */

@@ -8,6 +8,7 @@
  *               "incremental": bool, "escrow": str (optional),
  *               "read": str (optional: how the source was read, as its caller said)}],
  *    "config": str (optional), "domain_xml": str (optional),
+ *    "damaged": int (optional: seconds, when a verify first found the point damaged),
  *    "source": {"kind": str, "origin": str, "read": str, "checkpoint": str, "since": str,
  *               "why_full": str} (optional)}
  * config and domain_xml are the base64 of the files of vbs_rp_file (at most VBS_RP_FILE_MAX
@@ -160,6 +161,8 @@ int vbs_rp_encode(const vbs_rp *rp, char **ret, size_t *ret_len)
 	json_object_object_add(o, "retain_until", json_object_new_int64(rp->retain_until));
 	json_object_object_add(o, "parent", json_object_new_string(rp->parent));
 	json_object_object_add(o, "chunk_size", json_object_new_int64(rp->chunk_size));
+	if (rp->damaged)
+		json_object_object_add(o, "damaged", json_object_new_int64(rp->damaged));
 	for (size_t i = 0; i < rp->n_disks; i++) {
 		const vbs_disk *d = &rp->disks[i];
 		json_object *j = json_object_new_object();
@@ -229,6 +232,11 @@ int vbs_rp_decode(const void *data, size_t len, vbs_rp **ret)
 	if (vbu_json_u64(o, "retain_until", &x))
 		goto out;
 	rp->retain_until = (int64_t)x;
+	if (json_object_object_get_ex(o, "damaged", NULL)) {
+		if (vbu_json_u64(o, "damaged", &x) || x == 0 || x > INT64_MAX)
+			goto out;
+		rp->damaged = (int64_t)x;
+	}
 	if (vbu_json_u64(o, "chunk_size", &x) || x < VBS_CHUNK_SIZE_MIN || x > VBS_CHUNK_SIZE_MAX)
 		goto out;
 	rp->chunk_size = (uint32_t)x;
@@ -1039,6 +1047,10 @@ int vbs_rp_manifest(const vbs_rp *rp, char **ret, size_t *ret_len)
 	json_object_object_add(o, "parent",
 			       rp->parent[0] ? json_object_new_string(rp->parent) : NULL);
 	json_object_object_add(o, "chunk_size", json_object_new_int64(rp->chunk_size));
+	if (rp->damaged) {
+		vbu_format_time(rp->damaged, when);
+		json_object_object_add(o, "damaged", json_object_new_string(when));
+	}
 	for (size_t i = 0; i < rp->n_disks; i++) {
 		const vbs_disk *d = &rp->disks[i];
 		json_object *j = json_object_new_object();

@@ -73,6 +73,8 @@ typedef struct vbs_rp {
 	uint64_t vm_serial;   /* the VM's number (inode numbers of the mount) */
 	int64_t created_ns;   /* wall clock at commit */
 	int64_t retain_until; /* seconds since the epoch, 0 when none */
+	int64_t damaged;      /* seconds since the epoch when a verify first found the point
+			       * damaged (vbs_rp_mark_damaged), 0 when none has */
 	uint32_t chunk_size;
 	size_t n_disks;
 	vbs_disk *disks;

@@ -25,7 +25,8 @@ static const char list_help[] =
     "\n"
     "options:\n"
     "  --json                  print one JSON array of points (vm, id, serial, created,\n"
-    "                          retain_until, parent, disks [{name, size, data_bytes}], escrow)\n"
+    "                          retain_until, parent, damaged (only when a verify found the\n"
+    "                          point damaged), disks [{name, size, data_bytes}], escrow)\n"
     "  -h, --help              show this help\n";
 
 static const char info_help[] =
@@ -105,6 +106,8 @@ static json_object *rp_json(const vbs_rp *rp, int detail)
 				   : NULL);
 	json_object_object_add(o, "parent", json_str_or_null(rp->parent));
 	json_object_object_add(o, "protected", json_object_new_boolean(is_protected(rp)));
+	if (rp->damaged)
+		json_object_object_add(o, "damaged", json_time(rp->damaged));
 	if (detail)
 		json_object_object_add(o, "chunk_size", json_u64(rp->chunk_size));
 	for (i = 0; i < rp->n_disks; i++) {
@@ -374,6 +377,10 @@ static int print_rp_info(const vbs_rp *rp, int json)
 	printf("created:      %s\n", ts);
 	printf("retain until: %s\n", retain_text(rp->retain_until, rs));
 	printf("protected:    %s\n", is_protected(rp) ? "yes" : "no");
+	if (rp->damaged) {
+		vbu_format_time(rp->damaged, rs);
+		printf("damaged:      found by a verify at %s\n", rs);
+	}
 	printf("parent:       %s\n", rp->parent[0] ? rp->parent : "-");
 	printf("chunk size:   %s\n", human_size(rp->chunk_size, h[0]));
 	printf("size:         %s in %zu disk%s\n", human_size(rp_size(rp), h[0]), rp->n_disks,

@@ -15,6 +15,7 @@
 #include "common.h"
 #include "escrow_tools.h"
 #include "jobs.h"
+#include "lifecycle.h"
 #include "rp.h"
 #include "util.h"
 #include "vault.h"
@@ -33,7 +34,8 @@ static const char verify_help[] =
     "output with the point, disk and byte range it affects, e.g.\n"
     "  vm1/2026-11-23T05:40:12Z sda: bytes 65536-131071: 1 damaged chunk (authentication "
     "failed)\n"
-    "followed by a summary line.\n"
+    "followed by a summary line. Each damaged point keeps the time in its record (info,\n"
+    "list --json), and the next --qemu or --libvirt point of its VM is read in full.\n"
     "\n"
     "options:\n"
     "  --sample PERCENT        read only a random PERCENT (above 0, up to 100) of the\n"
@@ -101,12 +103,39 @@ static void progress_cb(void *arg, uint64_t done, uint64_t total, uint64_t bytes
 	p->printed = 1;
 }
 
+#define DAMAGED_MAX 4096 /* points marked damaged by one verify (vbs_rp_mark_damaged) */
+
+typedef struct damaged_point {
+	char vm[VBS_NAME_MAX + 1], id[VBS_RP_ID_MAX];
+} damaged_point;
+
 typedef struct vout {
 	int json;
 	json_object *problems; /* with --json */
 	vprogress *prog;
 	int err; /* out of memory building the JSON */
+	damaged_point *damaged; /* the points problems named, each once */
+	size_t n_damaged;
 } vout;
+
+/* Remembers the point a problem names, to mark it damaged after the verify. */
+static void note_damaged(vout *o, const vbs_verify_problem *p)
+{
+	damaged_point *d;
+
+	if (!p->vm || !p->rp || !vbs_rp_id_valid(p->rp) || strlen(p->vm) > VBS_NAME_MAX)
+		return;
+	for (size_t i = o->n_damaged; i-- > 0;)
+		if (strcmp(o->damaged[i].vm, p->vm) == 0 && strcmp(o->damaged[i].id, p->rp) == 0)
+			return;
+	if (o->n_damaged == DAMAGED_MAX)
+		return;
+	if (!o->damaged && !(o->damaged = calloc(DAMAGED_MAX, sizeof(*o->damaged))))
+		return;
+	d = &o->damaged[o->n_damaged++];
+	snprintf(d->vm, sizeof(d->vm), "%s", p->vm);
+	snprintf(d->id, sizeof(d->id), "%s", p->rp);
+}
 
 static void problem_text(const vbs_verify_problem *p)
 {
@@ -130,6 +159,7 @@ static void problem_cb(void *arg, const vbs_verify_problem *p)
 	json_object *j;
 
 	progress_clear(o->prog);
+	note_damaged(o, p);
 	if (!o->json) {
 		problem_text(p);
 		return;
@@ -489,6 +519,12 @@ static int cmd_verify(verb_ctx *c)
 		vbu_err("%s", msg);
 		job_end(v, &have_job, job, VBS_JOB_FAILED, res.bytes_checked, msg);
 		status = VMBAK_EXIT_DAMAGE;
+		/* Kept in each point's record: the next point of a running VM is then read in full
+		 * rather than built on this one's chunks. Best effort: a point whose own record is
+		 * what is damaged cannot take the mark (nor serve as the base of another). */
+		for (size_t i = 0; i < out.n_damaged; i++)
+			(void)vbs_rp_mark_damaged(v, out.damaged[i].vm, out.damaged[i].id,
+						  vbu_now_ns() / 1000000000);
 	} else if (esc_bad) {
 		char msg[VBS_JOB_ERROR_MAX];
 
@@ -514,6 +550,7 @@ restore:
 out:
 	json_object_put(esc);
 	json_object_put(out.problems);
+	free(out.damaged);
 	vbs_vault_close(v);
 	vbk_kv_close(kv);
 	return status;

@@ -314,6 +314,12 @@ static const char *usable_checkpoint(src_lv *lv, const vbs_rp *prev)
 
 	if (!prev)
 		return NULL; /* the first point: nothing to say */
+	if (prev->damaged) {
+		/* Changes on top of a point a verify found damaged would carry its damage on. */
+		snprintf(s->why_full, sizeof(s->why_full),
+			 "the latest point %s failed verification", prev->id);
+		return NULL;
+	}
 	if (strcmp(prev->source.kind, "libvirt") != 0 || !prev->source.checkpoint[0]) {
 		snprintf(s->why_full, sizeof(s->why_full),
 			 "the latest point %s was not taken with --libvirt", prev->id);

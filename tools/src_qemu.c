@@ -409,6 +409,12 @@ static int plan_bitmaps(src_qemu *q, struct qdisk *d, json_object *info, json_ob
 			 "size or not at all",
 			 prev->id, d->pub.name);
 	}
+	if (d->prev_ok && prev->damaged) {
+		/* Changes on top of a point a verify found damaged would carry its damage on. */
+		d->prev_ok = 0;
+		snprintf(d->pub.note, sizeof(d->pub.note),
+			 "full: point %s failed verification", prev->id);
+	}
 	if (d->prev_ok)
 		snprintf(d->pub.note, sizeof(d->pub.note),
 			 "incremental: dirty bitmap since point %s", prev->id);

@@ -313,6 +313,26 @@ p9=$(ingest "$V")
 [ "$(read_bytes "$V")" -eq $((64 << 10)) ] || fail "after restart: read $(read_bytes "$V")"
 check "$V" "$p9" s9
 
+# --- the latest point fails verification: the next point is read in full, not built on it
+flip_chunks "$V" vm drive0 $(((60 << 20) / 16384))
+expect_status 3 "$VMBAK" verify "$V" vm
+"$VMBAK" list "$V" vm --json | python3 -c 'import json, sys
+d = {p["id"]: p.get("damaged") for p in json.load(sys.stdin)}
+sys.exit(0 if d[sys.argv[1]] and d[sys.argv[2]] else "not marked damaged: %s" % d)' "$p8" "$p9" ||
+	fail "verify did not mark the damaged points"
+w 0 $((60 << 20)) 65536 0x54
+snap s10
+expect_status 0 "$VMBAK" ingest "$V" vm --qemu "$QMP"
+p10=$(tail -n 1 "$OUT")
+expect_stderr "disk 'drive0' of VM 'vm' is read in full: point $p9 failed verification"
+[ "$(manifest_read "$V" "$p10")" = "full None" ] || fail "p10 manifest"
+check "$V" "$p10" s10
+w 1 0 65536 0x55
+snap s11
+p11=$(ingest "$V")
+[ "$(read_bytes "$V")" -eq $((64 << 10)) ] || fail "after the full point: read $(read_bytes "$V")"
+check "$V" "$p11" s11
+
 # A VM with no writable disk.
 stop_qemu
 rm -f "$QMP"
