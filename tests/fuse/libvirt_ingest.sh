@@ -10,6 +10,7 @@
 #     older checkpoint is tidied, one checkpoint of the vault stays;
 #   - a second vault backs up the same domain alternately: both stay incremental and correct;
 #   - a checkpoint deleted behind vmbak's back: a full read, said in one line and recorded;
+#   - a latest point that a verify found damaged: the next point is a full read, said;
 #   - --quiesce without a guest agent fails clearly and leaves no job or checkpoint behind;
 #   - bad input: one line, no point;
 #   - a domain with a LUKS disk in a qcow2: --escrow with --check-escrow reads the header from
@@ -220,6 +221,19 @@ expect_stderr "^vmbak: full read of domain 'lvguest': checkpoint vmbak-$uuid-[0-
 point_is v "$RP" full
 expect_status 0 "$VMBAK" info v "lvguest/$RP" --json
 expect_json 'assert "is not in the domain" in d["source"]["why_full"] and d["config"]["size"] == 4, d'
+ingest v
+point_is v "$RP" incremental
+
+note "the latest point fails verification: the next point is read in full, not built on it"
+put vda 0 65536 0x5a
+ingest v
+bad=$RP
+flip_chunks v lvguest vda 0
+expect_status 3 "$VMBAK" verify v lvguest
+put vda 0 65536 0x5b
+ingest v
+expect_stderr "^vmbak: full read of domain 'lvguest': the latest point $bad failed verification$"
+point_is v "$RP" full
 ingest v
 point_is v "$RP" incremental
 
