@@ -105,7 +105,9 @@ expect_status 0 "$VMBAK" restore v guest --to inst --instant --mount mnt
 expect_stdout "^mounted vault v on $T/mnt"
 expect_stdout "^root: .* -> inst/root\.qcow2, an overlay on $T/mnt/guest/$rp/root\.img$"
 echo "fuse $T/mnt" >>"$_lib_state"
-qemu-img info inst/root.qcow2 | grep -q "^backing file: $T/mnt/guest/$rp/root.img$" ||
+# (the output is taken whole first: under pipefail, grep -q quitting early could fail qemu-img)
+info=$(qemu-img info inst/root.qcow2) || fail "qemu-img info of the overlay failed"
+grep -q "^backing file: $T/mnt/guest/$rp/root.img$" <<<"$info" ||
 	fail "the overlay's backing file is not the image in the mount"
 log=$T/boot-live.log
 timeout -s KILL 300 qemu-system-x86_64 -machine q35,accel=tcg -m 256 -smp 1 \
@@ -165,7 +167,8 @@ vmount v mnt
 [ "$(sha256sum <"mnt/guest/$rp/root.img" | cut -d' ' -f1)" = "$img_sha" ] ||
 	fail "the image in the vault changed"
 vumount mnt
-qemu-img info inst/root.qcow2 | grep -q '^backing file' && fail "the overlay still has a backing file"
+info=$(qemu-img info inst/root.qcow2) || fail "qemu-img info of the overlay failed"
+grep -q '^backing file' <<<"$info" && fail "the overlay still has a backing file"
 qemu-img convert -O raw inst/root.qcow2 live.raw
 [ "$(debugfs -R 'cat /data/written.txt' live.raw 2>/dev/null)" = "written in the overlay" ] ||
 	fail "the guest's write is not in the overlay"
