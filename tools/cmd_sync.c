@@ -552,26 +552,17 @@ static int cmd_sync(int argc, char **argv, vmbak_globals *g)
 		json_object *j = json_object_new_object();
 
 		json_object_object_add(j, "ok", json_object_new_boolean(r == 0));
-		json_object_object_add(j, "job", json_object_new_int64((int64_t)st.job));
-		json_object_object_add(j, "points_copied",
-				       json_object_new_int64((int64_t)st.points_copied));
-		json_object_object_add(j, "points_present",
-				       json_object_new_int64((int64_t)st.points_present));
-		json_object_object_add(j, "points_failed",
-				       json_object_new_int64((int64_t)st.points_failed));
-		json_object_object_add(j, "chunks_sent",
-				       json_object_new_int64((int64_t)st.chunks_sent));
-		json_object_object_add(j, "chunk_bytes_sent",
-				       json_object_new_int64((int64_t)st.chunk_bytes_sent));
-		json_object_object_add(j, "chunks_present",
-				       json_object_new_int64((int64_t)st.chunks_present));
-		json_object_object_add(j, "points_deleted",
-				       json_object_new_int64((int64_t)st.points_deleted));
-		json_object_object_add(j, "points_kept",
-				       json_object_new_int64((int64_t)st.points_kept));
-		json_object_object_add(j, "bytes_sent", json_object_new_int64((int64_t)l.sent));
-		json_object_object_add(j, "bytes_received",
-				       json_object_new_int64((int64_t)l.received));
+		json_object_object_add(j, "job", json_u64(st.job));
+		json_object_object_add(j, "points_copied", json_u64(st.points_copied));
+		json_object_object_add(j, "points_present", json_u64(st.points_present));
+		json_object_object_add(j, "points_failed", json_u64(st.points_failed));
+		json_object_object_add(j, "chunks_sent", json_u64(st.chunks_sent));
+		json_object_object_add(j, "chunk_bytes_sent", json_u64(st.chunk_bytes_sent));
+		json_object_object_add(j, "chunks_present", json_u64(st.chunks_present));
+		json_object_object_add(j, "points_deleted", json_u64(st.points_deleted));
+		json_object_object_add(j, "points_kept", json_u64(st.points_kept));
+		json_object_object_add(j, "bytes_sent", json_u64(l.sent));
+		json_object_object_add(j, "bytes_received", json_u64(l.received));
 		json_object_object_add(
 		    j, "seconds",
 		    json_object_new_double((double)(t1.tv_sec - t0.tv_sec) +
