@@ -36,6 +36,7 @@
 #define ZSTD_LEVEL 1
 #define EXTENTS_MAX (256u << 20)
 #define PREFETCH (64u << 20) /* bytes of changed extents read ahead (vbs_ingest_prefetch) */
+#define FULL_AHEAD (2 * BATCH_BYTES) /* a whole disk: bytes the kernel reads ahead of the batch */
 #define SOURCE_IO_MAX (4u << 20) /* a source object's reads: merged up to this length */
 
 /* ---- state ---- */
@@ -78,6 +79,7 @@ struct disk_state {
 	size_t ahead; /* changed mode: extents [0, ahead) were handed to the kernel's read-ahead */
 	size_t ahead_from;     /* ... and ahead_bytes is the length of [ahead_from, ahead) */
 	uint64_t ahead_bytes;
+	uint64_t full_ahead; /* full mode: the disk up to here was handed to the kernel's read-ahead */
 	struct change *ch;
 	size_t nch, capch;
 	uint64_t read_bytes, new_chunks, new_bytes;
@@ -511,6 +513,25 @@ static int source_fill(struct batch *b)
 	return r < 0 ? r : 0;
 }
 
+/* A whole disk read from a file: keeps the kernel reading up to FULL_AHEAD bytes past off, so
+ * that the disk stays busy while the batch before is hashed and encoded (the kernel's own
+ * read-ahead stops when our reads do). Asked for in steps of half that, not for every chunk. */
+static void read_ahead(struct disk_state *d, uint64_t off)
+{
+	uint64_t end = off + FULL_AHEAD;
+
+	if (d->ext || d->full_ahead >= off + FULL_AHEAD / 2)
+		return;
+	if (end > d->size)
+		end = d->size;
+	if (d->full_ahead < off)
+		d->full_ahead = off;
+	if (end > d->full_ahead)
+		posix_fadvise(d->fd, (off_t)d->full_ahead, (off_t)(end - d->full_ahead),
+			      POSIX_FADV_WILLNEED);
+	d->full_ahead = end;
+}
+
 /* Reads chunks [a, b) into batches. */
 static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint64_t b)
 {
@@ -532,6 +553,7 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 			queue_io(bt, j->data, len, off);
 			goto next;
 		}
+		read_ahead(d, off);
 		r = vbu_pread_full(d->fd, j->data, len, off, &got);
 		if (r < 0)
 			return vbs_fail(r, "cannot read '%s' at offset %llu: %s", d->in->path,
