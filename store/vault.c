@@ -607,8 +607,13 @@ static int env_open(vbs_vault *v, int create)
 	struct stat st;
 	char file[4096];
 	size_t map = MAP_MIN;
-	/* Metas are synced by vbs_write itself, so that vbs_write_lazy can skip it. */
-	unsigned flags = MDB_NOTLS | (v->readonly ? MDB_RDONLY : MDB_NOMETASYNC);
+	/* Metas are synced by vbs_write itself, so that vbs_write_lazy can skip it.
+	 * MDB_NORDAHEAD (MADV_RANDOM on the map): every fault on a page of the map otherwise
+	 * reads the device's whole read-ahead window around it (8 MiB on the machines here), and
+	 * pages of the map are B-tree pages looked up at random: chunk frames are read with pread.
+	 * 5,000 random 4 KiB reads of a 1 GiB image through the mount read 562 MiB from disk
+	 * without it, 82 MiB with it; an ingest --changed of 50 MiB read 547 MiB, now 106 MiB. */
+	unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (v->readonly ? MDB_RDONLY : MDB_NOMETASYNC);
 	unsigned dflags = create ? MDB_CREATE : 0;
 	int rc;
 
