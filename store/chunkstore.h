@@ -95,11 +95,13 @@ enum { VBS_CS_SYNC = 0, VBS_CS_LAZY = 1 };
 int vbs_cs_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_t id[VBS_ID_LEN],
 	       vbs_frame_fn fn, void *arg);
 
-/* Says that the chunks ids[0..n) are about to be read (a read that spans several chunks, or
- * read-ahead). A store whose every read is a round trip starts those reads now, a bounded number
- * at a time, so that the vbs_cs_get calls that follow find them on their way; a store of local
- * files does nothing. Only a hint: it never fails, and a chunk hinted and never read costs only
- * the read. Thread-safe. */
+/* Says that the chunks ids[0..n) are about to be read (a read that spans several chunks,
+ * read-ahead, a verify). A store whose every read is a round trip starts those reads now, a
+ * bounded number at a time, so that the vbs_cs_get calls that follow find them on their way; a
+ * store of local files asks the kernel to read their frames (all at once, in the order the
+ * device likes). Only a hint: it never fails, and a chunk hinted and never read costs only the
+ * read. The caller holds a read (or write) transaction; the hint looks up in one of its own, so
+ * that a damaged page it meets fails nothing. Thread-safe. */
 void vbs_cs_hint(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN]);
 /* 1 when the store takes hints (so a caller may skip finding the ids), else 0. */
 int vbs_cs_takes_hints(const vbs_vault *v);

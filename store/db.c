@@ -60,14 +60,16 @@ int vbs_mdb_err(int rc)
 static __thread struct {
 	vbs_vault *v;
 	MDB_txn *txn;
+	int nested; /* vbs_read_begin_nested: holds no map lock of its own */
 } open_reads[OPEN_READS];
 static __thread int n_open_reads;
 
-static void read_track(vbs_vault *v, MDB_txn *txn)
+static void read_track(vbs_vault *v, MDB_txn *txn, int nested)
 {
 	if (n_open_reads < OPEN_READS) {
 		open_reads[n_open_reads].v = v;
 		open_reads[n_open_reads].txn = txn;
+		open_reads[n_open_reads].nested = nested;
 	}
 	n_open_reads++;
 }
@@ -115,7 +117,10 @@ void vbs_read_abandon(void)
 			n_open_reads--; /* not tracked: lost */
 			continue;
 		}
-		vbs_read_end(open_reads[i].v, open_reads[i].txn);
+		if (open_reads[i].nested)
+			vbs_read_end_nested(open_reads[i].txn);
+		else
+			vbs_read_end(open_reads[i].v, open_reads[i].txn);
 	}
 }
 
@@ -128,7 +133,7 @@ int vbs_read_begin(vbs_vault *v, MDB_txn **ret)
 		pthread_rwlock_rdlock(&v->map_lock);
 		rc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, &txn);
 		if (rc == 0) {
-			read_track(v, txn);
+			read_track(v, txn, 0);
 			*ret = txn;
 			return 0;
 		}
@@ -151,6 +156,26 @@ void vbs_read_end(vbs_vault *v, MDB_txn *txn)
 	read_untrack(txn);
 	mdb_txn_abort(txn);
 	pthread_rwlock_unlock(&v->map_lock);
+}
+
+int vbs_read_begin_nested(vbs_vault *v, MDB_txn **ret)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, &txn);
+
+	if (rc)
+		return vbs_mdb_err(rc);
+	read_track(v, txn, 1);
+	*ret = txn;
+	return 0;
+}
+
+void vbs_read_end_nested(MDB_txn *txn)
+{
+	if (!txn)
+		return;
+	read_untrack(txn);
+	mdb_txn_abort(txn);
 }
 
 /* The address and length of this process's mapping of data.mdb. LMDB does not say where its

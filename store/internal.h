@@ -151,6 +151,12 @@ int vbs_mdb_err(int rc);
 /* A read transaction: begin takes the map lock shared and handles MDB_MAP_RESIZED. */
 int vbs_read_begin(vbs_vault *v, MDB_txn **ret);
 void vbs_read_end(vbs_vault *v, MDB_txn *txn);
+/* A second read transaction for a thread that holds one already (so the map lock, and the map
+ * cannot move): one whose failure must not end the first, as a damaged page met in LMDB does
+ * (it fails every later call of the transaction). No message is set; -EAGAIN when another
+ * process grew the map. */
+int vbs_read_begin_nested(vbs_vault *v, MDB_txn **ret);
+void vbs_read_end_nested(MDB_txn *txn);
 /* Ends every read transaction still open on this thread (after vbs_guarded() jumped out). */
 void vbs_read_abandon(void);
 
