@@ -47,6 +47,9 @@ struct job {
 	uint8_t *data;
 	uint8_t id[VBS_ID_LEN];
 	uint8_t zero, store;
+	uint8_t unread;	 /* data is still on the disk's file: hash_work reads it */
+	uint8_t read_err; /* ... and could not: 1 an error (err), 2 a short read (of got bytes) */
+	size_t got;
 	int err;
 	uint8_t *frame;
 	size_t flen;
@@ -136,6 +139,8 @@ struct ingest {
 
 /* ---- workers ---- */
 
+/* Reads (where read_chunks left it to the workers), checks for zeros and computes the id of
+ * each chunk: a worker hashes the chunk it has just read, still in its cache. */
 static void hash_work(void *arg, unsigned k, unsigned nt)
 {
 	struct ingest *g = arg;
@@ -143,6 +148,17 @@ static void hash_work(void *arg, unsigned k, unsigned nt)
 
 	for (size_t i = k; i < b->njobs; i += nt) {
 		struct job *j = &b->jobs[i];
+
+		if (j->unread) {
+			int r = vbu_pread_full(b->d->fd, j->data, j->len, j->n * g->cs, &j->got);
+
+			j->unread = 0;
+			if (r < 0 || j->got != j->len) {
+				j->read_err = r < 0 ? 1 : 2;
+				j->err = r < 0 ? r : -EIO;
+				continue;
+			}
+		}
 		j->zero = (uint8_t)vbs_is_zero(j->data, j->len);
 		j->err = j->zero ? 0 : vbk_hmac_calc(g->id_mac, j->data, j->len, j->id);
 	}
@@ -313,10 +329,22 @@ static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *
 	g->work = b;
 	if (!b->hashed) {
 		vbs_pool_run(g->pool, hash_work, g);
-		for (size_t i = 0; i < b->njobs; i++)
-			if (b->jobs[i].err < 0)
-				return vbs_fail(b->jobs[i].err, "cannot hash chunk: %s",
-						vbu_strerror(-b->jobs[i].err));
+		for (size_t i = 0; i < b->njobs; i++) {
+			struct job *j = &b->jobs[i];
+			uint64_t off = j->n * g->cs;
+
+			if (j->read_err == 2)
+				return vbs_fail(-EIO, "'%s' shrank while it was read (at offset "
+						"%llu)", b->d->in->path,
+						(unsigned long long)(off + j->got));
+			if (j->read_err)
+				return vbs_fail(j->err, "cannot read '%s' at offset %llu: %s",
+						b->d->in->path, (unsigned long long)off,
+						vbu_strerror(-j->err));
+			if (j->err < 0)
+				return vbs_fail(j->err, "cannot hash chunk: %s",
+						vbu_strerror(-j->err));
+		}
 		b->hashed = 1;
 	}
 	for (size_t i = 0; i < b->njobs; i++) {
@@ -539,12 +567,13 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 
 	for (uint64_t n = a; n < b; n++) {
 		uint64_t off = n * g->cs;
-		size_t len = off + g->cs > d->size ? (size_t)(d->size - off) : g->cs, got;
+		size_t len = off + g->cs > d->size ? (size_t)(d->size - off) : g->cs;
 		struct batch *bt = g->cur;
 		struct job *j = &bt->jobs[bt->njobs];
 
 		j->n = n;
 		j->len = len;
+		j->unread = j->read_err = 0;
 		j->data = bt->buf + bt->njobs * (size_t)g->cs;
 		j->frame = bt->frames + bt->njobs * g->frame_max;
 		bt->d = d;
@@ -553,14 +582,9 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 			queue_io(bt, j->data, len, off);
 			goto next;
 		}
+		/* Read by the workers, each just before it hashes the chunk (hash_work). */
 		read_ahead(d, off);
-		r = vbu_pread_full(d->fd, j->data, len, off, &got);
-		if (r < 0)
-			return vbs_fail(r, "cannot read '%s' at offset %llu: %s", d->in->path,
-					(unsigned long long)off, vbu_strerror(-r));
-		if (got != len)
-			return vbs_fail(-EIO, "'%s' shrank while it was read (at offset %llu)",
-					d->in->path, (unsigned long long)(off + got));
+		j->unread = 1;
 next:
 		d->read_bytes += len;
 		g->done += len;
