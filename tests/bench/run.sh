@@ -308,7 +308,7 @@ fio_common() {
 	# fio takes ':' as a separator of file names: recovery point ids have colons
 	FIO=(--name=rand --filename="${1//:/\\:}" --readonly --rw=randread --bs=4k
 		--ioengine=psync --direct=0 --iodepth=1 --numjobs="$3" --size="$2"
-		--randrepeat=0 --randseed=$SEED --norandommap --output-format=json)
+		--randrepeat=0 --randseed="$SEED" --norandommap --output-format=json)
 }
 
 # rand_read TOOL FILE SIZE: fio 4 KiB random reads, cold (the caller dropped the caches), then the
@@ -407,7 +407,7 @@ drop; rand_read src "$C/base.raw" "$IMG_SIZE"
 drop; rand_par src "$C/base.raw" "$IMG_SIZE"
 # the floor of an incremental ingest with --changed: reading only the changed bytes, cold. One
 # dd per extent (what a script would do; the target is judged against it), and the same reads
-# by one process (pread), which shows how much of the dd time is starting 291 processes.
+# by one process (pread), which shows how much of the dd time is starting a process per extent.
 for img in raw luks; do
 	ext=EXT_$img
 	say "source: cold read of the changed extents of day2.$img, dd per extent, then one process"
@@ -454,7 +454,7 @@ if step vmbak init "$VMBAK" init "$V" --encryption aes-256-gcm; then
 	put vmbak.stored_base_luks_changed "$(du_bytes "$V2")"
 	for v in "" _changed; do
 		vault=$V; [ -n "$v" ] && vault=$V2
-		m0= tl0=
+		m0='' tl0=''
 		read -r m0 tl0 < <(meta "$vault")
 		for img in raw luks; do
 			extra=()
@@ -465,7 +465,7 @@ if step vmbak init "$VMBAK" init "$V" --encryption aes-256-gcm; then
 			drop; step vmbak "ingest_day2_${img}${v}_s" "$VMBAK" ingest "$vault" "$img" \
 				--disk os="$C/day2.$img" "${extra[@]}"
 			put "vmbak.stored_day2_${img}$v" "$(du_bytes "$vault")"
-			m1= tl1=
+			m1='' tl1=''
 			read -r m1 tl1 < <(meta "$vault")
 			if [ -n "$m0" ] && [ -n "$m1" ]; then
 				put "vmbak.meta_day2_${img}$v" $((m1 - m0))
