@@ -105,7 +105,9 @@ def sparse_check(path, size, data, seed, digest_file=None):
 
 
 def pread_extents(path, extents):
-    """The changed bytes read as `dd` reads them, without a process per extent."""
+    """The changed bytes read as `dd` reads them (1 MiB at a time into one buffer), without a
+    process per extent."""
+    buf = memoryview(bytearray(MIB))
     fd = os.open(path, os.O_RDONLY)
     try:
         with open(extents) as f:
@@ -113,15 +115,18 @@ def pread_extents(path, extents):
                 parts = line.split()
                 if not parts:
                     continue
-                off, n = int(parts[0]), int(parts[1])
+                try:
+                    off, n = int(parts[0]), int(parts[1])
+                except (ValueError, IndexError):
+                    off = n = -1
                 if off < 0 or n < 0:
-                    raise SystemExit(f"pread-extents: bad line '{line.strip()}'")
+                    raise SystemExit(f"pread-extents: bad line '{line.strip()}' in '{extents}'")
                 while n > 0:
-                    b = os.pread(fd, min(n, MIB), off)
-                    if not b:
+                    got = os.preadv(fd, [buf[:min(n, MIB)]], off)
+                    if got <= 0:
                         raise SystemExit(f"pread-extents: '{path}' ends before {off}")
-                    off += len(b)
-                    n -= len(b)
+                    off += got
+                    n -= got
     finally:
         os.close(fd)
 
