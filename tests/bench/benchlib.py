@@ -278,7 +278,8 @@ NOTE = [
     "that the frame does not take one more page) are chunk data but count here as metadata,",
     "as they always have: their share is the 'in tails' row; free pages do not count. RSS:",
     "GNU time for ingest, VmHWM of the mount process before unmounting; 'peak RSS of the",
-    "mount' is the max over the single-reader tests (dd, cat, fio), the 8 readers apart.",
+    "mount' is the max over the single-reader tests (dd, cat, fio; the peers' cat does not",
+    "run under BENCH_QUICK), the 8 readers apart.",
 ]
 
 
