@@ -13,6 +13,7 @@
 #                     tests/powercut/run.sh (--seed S, --window MS, --plain, --keep); then the
 #                     mutation, page damage and library fault suites at full length
 #   make bench        the benchmark (not part of check; tests/bench/rewrap.sh: vmbak rewrap)
+#   make bench-1g     the same on the 1 GiB corpus (tests/bench/run.sh 1G)
 #   make bench-restore  restore, instant recovery and vmbak files timings (tests/bench/restore.sh)
 #   make format       clang-format every source file
 # A user's CFLAGS add to the project's flags; they never replace the warnings.
@@ -75,7 +76,7 @@ LIBA := $(B)/libvmbak.a
 
 .SECONDARY:
 
-.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench bench-restore demo format check-deps
+.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench bench-1g bench-restore demo format check-deps
 
 all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs
 
@@ -164,6 +165,9 @@ fuzz:
 
 bench: all
 	@tests/bench/run.sh
+
+bench-1g: all
+	@tests/bench/run.sh 1G
 
 bench-restore: all
 	@tests/bench/restore.sh

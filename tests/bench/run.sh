@@ -11,9 +11,18 @@
 #                   are measured on), else by the project's own tests/bench/corpus.py (the same
 #                   kinds of data, made from fixed seeds)
 #   BENCH_PEERS     peers to run (default "borg restic casync"; "" for none)
-#   BENCH_QUICK=1   shorter: 5 s random-read tests, no cold `cat`, no 1 TiB case
+#   BENCH_QUICK=1   shorter: 5 s random-read tests; no cold `cat` and no 8-reader random reads
+#                   through the peers' mounts (vmbak's and the source's still run); no 1 TiB case
 #   BENCH_SCALE=0   skip the 1 TiB sparse case; BENCH_FIO_SECS, BENCH_FIO_IOS: random-read limits
 #   BENCH_TIMEOUT   seconds allowed for one step (default 1800); BENCH_KEEP=1 keeps repositories
+#
+# What it runs, for each tool: full ingest of base.raw and base.luks, incremental ingest of
+# day2.raw and day2.luks (vmbak with and without --changed), du after each, cold `dd bs=1M` and
+# `cat` through the mount, fio 4 KiB random reads through the mount (1 reader cold then warm;
+# 8 readers cold); for the source files: cp --sparse=always, cold cat and dd, the same fio
+# runs, and a cold read of only the changed extents of day2 (one dd per extent, then one
+# process with pread), the floor of an incremental ingest. benchlib.py prints the table and
+# judges the targets of issue 16 from the ratios of this run: met, NOT met, or n/a (why).
 #
 # Needs root (page-cache drops, installing the peers with apt-get when they are missing) and
 # /dev/fuse. Each tool's mount is started afresh before every cold test and always unmounted.
@@ -210,6 +219,11 @@ corpus+=" still cache the virtual disk); fio psync 4 KiB, seed $SEED, cold: at m
 corpus+=" reads or $FIO_SECS s, warm: the same reads again"
 put meta.corpus "$corpus"
 [ $ROOT = 1 ] || note "not root: page caches were not dropped, so the cold figures are not cold"
+# what benchlib.py's verdicts say of a figure that is missing
+put meta.peers "${peers[*]}"
+put meta.quick "$QUICK"
+put meta.scale "$SCALE"
+put meta.root "$ROOT"
 
 # ---- measuring ----------------------------------------------------------------------------------
 drop() {
@@ -289,14 +303,20 @@ seq_read() {
 	put "$tool.$key" "$(calc "$IMG_SIZE / $s / 1e6")"
 }
 
+# fio_common FILE SIZE JOBS: the options every random-read run shares
+fio_common() {
+	# fio takes ':' as a separator of file names: recovery point ids have colons
+	FIO=(--name=rand --filename="${1//:/\\:}" --readonly --rw=randread --bs=4k
+		--ioengine=psync --direct=0 --iodepth=1 --numjobs="$3" --size="$2"
+		--randrepeat=0 --randseed="$SEED" --norandommap --output-format=json)
+}
+
 # rand_read TOOL FILE SIZE: fio 4 KiB random reads, cold (the caller dropped the caches), then the
 # same offsets again (warm)
 rand_read() {
 	local tool=$1 file=$2 fsize=$3 out ios iops p50 p99 how
-	# fio takes ':' as a separator of file names: recovery point ids have colons
-	local common=(--name=rand --filename="${file//:/\\:}" --readonly --rw=randread --bs=4k
-		--ioengine=psync --direct=0 --iodepth=1 --numjobs=1 --size="$fsize"
-		--randrepeat=0 --randseed=$SEED --norandommap --output-format=json)
+	fio_common "$file" "$fsize" 1
+	local common=("${FIO[@]}")
 	for how in cold warm; do
 		out=$W/fio-$tool-$how.json
 		if [ $how = cold ]; then
@@ -317,6 +337,24 @@ rand_read() {
 	done
 }
 
+# rand_par TOOL FILE SIZE: the cold random reads by 8 readers at once (the caller dropped the
+# caches). fio seeds each job from the seed and its job number: job 1 reads the single reader's
+# offsets, the others their own. Together they make as many reads as the single reader, so that
+# as large a share of them finds its chunk already read by an earlier one.
+rand_par() {
+	local tool=$1 file=$2 fsize=$3 out=$W/fio-$1-par.json n iops p50 p99
+	fio_common "$file" "$fsize" 8
+	timeout -k 5 $((FIO_SECS + 120)) fio "${FIO[@]}" --group_reporting --invalidate=1 \
+		--number_ios=$(((FIO_IOS + 7) / 8)) --runtime="$FIO_SECS" >"$out" 2>>"$LOG"
+	if ! read -r n iops p50 p99 < <(python3 "$here/benchlib.py" fio "$out" 2>>"$LOG"); then
+		note "$tool: fio random reads by 8 readers failed"
+		return 1
+	fi
+	put "$tool.rand_par_iops" "$iops"
+	put "$tool.rand_par_p50" "$p50"
+	put "$tool.rand_par_p99" "$p99"
+}
+
 # read_tests TOOL PATH CMD...: the read tests through a mount started with CMD, PATH the image
 read_tests() {
 	local tool=$1 path=$2
@@ -326,7 +364,8 @@ read_tests() {
 		drop; seq_read "$tool" seq_dd dd if="$path" of=/dev/null bs=1M status=none
 		maxput "$tool.rss_mount" "$(hwm)"; mount_stop
 	fi
-	if [ "$QUICK" != 1 ]; then
+	# vmbak's own `dd` and `cat` are compared, so its cold `cat` runs also when QUICK
+	if [ "$QUICK" != 1 ] || [ "$tool" = vmbak ]; then
 		say "$tool: cold, then warm sequential read, cat"
 		if mount_start "$path" "$@"; then
 			drop; seq_read "$tool" seq_cat cat "$path"
@@ -339,12 +378,21 @@ read_tests() {
 		drop; rand_read "$tool" "$path" "$IMG_SIZE"
 		maxput "$tool.rss_mount" "$(hwm)"; mount_stop
 	fi
+	# the peers' 8 readers are optional: not when QUICK. Their peak RSS is a row of its own, so
+	# that rss_mount compares the same single-reader tests of every tool.
+	if [ "$QUICK" != 1 ] || [ "$tool" = vmbak ]; then
+		say "$tool: 4 KiB random reads by 8 readers, cold"
+		if mount_start "$path" "$@"; then
+			drop; rand_par "$tool" "$path" "$IMG_SIZE"
+			maxput "$tool.rss_mount_par" "$(hwm)"; mount_stop
+		fi
+	fi
 }
 
 # growth TOOL SUFFIX: day2 growth as multiples of the changed bytes, from the stored sizes
 growth() {
 	local t=$1 x=${2:-} a b c
-	a=$(get "$t.stored_base_luks"); b=$(get "$t.stored_day2_raw$x"); c=$(get "$t.stored_day2_luks$x")
+	a=$(get "$t.stored_base_luks$x"); b=$(get "$t.stored_day2_raw$x"); c=$(get "$t.stored_day2_luks$x")
 	[ -n "$a" ] && [ -n "$b" ] && put "$t.growth_day2_raw$x" "$(calc "($b - $a) / $CH_raw")"
 	[ -n "$b" ] && [ -n "$c" ] && put "$t.growth_day2_luks$x" "$(calc "($c - $b) / $CH_luks")"
 	return 0
@@ -356,6 +404,29 @@ drop; seq_read src seq_cat cat "$C/base.raw"
 seq_read src seq_cat_warm cat "$C/base.raw"
 drop; seq_read src seq_dd dd if="$C/base.raw" of=/dev/null bs=1M status=none
 drop; rand_read src "$C/base.raw" "$IMG_SIZE"
+drop; rand_par src "$C/base.raw" "$IMG_SIZE"
+# the floor of an incremental ingest with --changed: reading only the changed bytes, cold. One
+# dd per extent (what a script would do; the target is judged against it), and the same reads
+# by one process (pread), which shows how much of the dd time is starting a process per extent.
+for img in raw luks; do
+	ext=EXT_$img
+	say "source: cold read of the changed extents of day2.$img, dd per extent, then one process"
+	drop; t0=$(now)
+	if awk '{ print $1, $2 }' "${!ext}" | while read -r off len; do
+		dd if="$C/day2.$img" iflag=skip_bytes,count_bytes skip="$off" count="$len" bs=1M \
+			of=/dev/null status=none || exit 1
+	done; then
+		put "src.read_changed_${img}_dd_s" "$(secs_since "$t0")"
+	else
+		note "src: dd of the changed extents of day2.$img failed"
+	fi
+	drop; t0=$(now)
+	if python3 "$here/benchlib.py" pread-extents "$C/day2.$img" "${!ext}" 2>>"$LOG"; then
+		put "src.read_changed_${img}_pread_s" "$(secs_since "$t0")"
+	else
+		note "src: pread of the changed extents of day2.$img failed"
+	fi
+done
 mkdir -p "$W/cp"
 for img in base.raw base.luks day2.raw day2.luks; do
 	k=${img/./_}
@@ -379,9 +450,12 @@ if step vmbak init "$VMBAK" init "$V" --encryption aes-256-gcm; then
 	put vmbak.stored_base_luks "$(du_bytes "$V")"
 	say "vmbak: copying the vault for the --changed ingests"
 	cp -a --sparse=always "$V" "$V2"
+	# the copy's own starting size: the sparse copy need not take the blocks the original takes
+	put vmbak.stored_base_luks_changed "$(du_bytes "$V2")"
 	for v in "" _changed; do
 		vault=$V; [ -n "$v" ] && vault=$V2
-		m0=$(meta "$vault")
+		m0='' tl0=''
+		read -r m0 tl0 < <(meta "$vault")
 		for img in raw luks; do
 			extra=()
 			if [ -n "$v" ]; then
@@ -391,14 +465,21 @@ if step vmbak init "$VMBAK" init "$V" --encryption aes-256-gcm; then
 			drop; step vmbak "ingest_day2_${img}${v}_s" "$VMBAK" ingest "$vault" "$img" \
 				--disk os="$C/day2.$img" "${extra[@]}"
 			put "vmbak.stored_day2_${img}$v" "$(du_bytes "$vault")"
-			m1=$(meta "$vault")
-			[ -n "$m0" ] && [ -n "$m1" ] && put "vmbak.meta_day2_${img}$v" $((m1 - m0))
-			m0=$m1
+			m1='' tl1=''
+			read -r m1 tl1 < <(meta "$vault")
+			if [ -n "$m0" ] && [ -n "$m1" ]; then
+				put "vmbak.meta_day2_${img}$v" $((m1 - m0))
+				put "vmbak.meta_tails_day2_${img}$v" $((tl1 - tl0))
+			fi
+			m0=$m1 tl0=$tl1
 		done
 		growth vmbak "$v"
 	done
-	m=$(get vmbak.meta_day2_luks_changed)
-	[ -n "$m" ] && put vmbak.meta_day2_luks_changed_pct "$(calc "100 * $m / $CH_luks")"
+	for img in raw luks; do
+		m=$(get "vmbak.meta_day2_${img}_changed")
+		ch=CH_$img
+		[ -n "$m" ] && put "vmbak.meta_day2_${img}_changed_pct" "$(calc "100 * $m / ${!ch}")"
+	done
 	"$VMBAK" info "$V2" >>"$LOG" 2>&1
 	rm -rf "$V2"
 	if [ -n "$base_id" ]; then
