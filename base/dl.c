@@ -40,6 +40,9 @@ int vbu_dlopen_many(void **handle, const char *soname, const char *what, ...)
 		why = dlerror();
 		r = vbu_fail(-ELIBACC, "cannot load %s (needed for %s): %s", soname, what,
 			     why ? why : "unknown error");
+		va_start(ap, what);
+		clear_slots(ap);
+		va_end(ap);
 		goto out;
 	}
 	va_start(ap, what);
