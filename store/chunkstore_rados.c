@@ -110,9 +110,10 @@ static int cs_connect_locked(vbs_vault *v, struct rados_cs *cs)
 	char mon[64];
 	int r;
 
+	/* Loaded here, not at start-up: listing points needs no librados. */
 	r = vbs_dlopen_rados();
 	if (r < 0)
-		return r; /* its message: "cannot load librados.so.2 (needed for chunks in RADOS): ..." */
+		return r;
 	r = sym_rados_create(&cl, v->chunks.id);
 	if (r < 0)
 		return vbs_fail(r, "cannot start librados: %s", vbu_strerror(-r));
@@ -287,8 +288,8 @@ static void rados_hint(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN])
 			break;
 		}
 		oid_of(ids[k], oid);
-		if (sym_rados_aio_read(cs->io, oid, slot->c, (char *)slot->buf, cs->frame_max + 1, 0) <
-		    0) {
+		if (sym_rados_aio_read(cs->io, oid, slot->c, (char *)slot->buf, cs->frame_max + 1,
+				       0) < 0) {
 			sym_rados_aio_release(slot->c);
 			free(slot->buf);
 			break;
@@ -332,7 +333,8 @@ static int rados_exists(vbs_vault *v, MDB_txn *txn, size_t n, const uint8_t (*id
 				err = r;
 				break;
 			}
-			r = sym_rados_aio_stat(cs->io, oid, c[issued], &size[issued], &mtime[issued]);
+			r = sym_rados_aio_stat(cs->io, oid, c[issued], &size[issued],
+					       &mtime[issued]);
 			if (r < 0) {
 				sym_rados_aio_release(c[issued]);
 				err = r;

@@ -628,7 +628,8 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 	mode = sym_crypt_get_cipher_mode(cd);
 	sector = sym_crypt_get_sector_size(cd);
 	klen = (size_t)sym_crypt_get_volume_key_size(cd);
-	if (sym_crypt_get_integrity_info(cd, &integ) == 0 && (integ.tag_size > 0 || integ.integrity)) {
+	if (sym_crypt_get_integrity_info(cd, &integ) == 0 &&
+	    (integ.tag_size > 0 || integ.integrity)) {
 		vbu_err("disk '%s' is LUKS with authenticated encryption (integrity), which vmbak "
 			"files does not read",
 			disk);
@@ -654,7 +655,7 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 		goto out;
 	}
 	r = sym_crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *)key, &klen, (const char *)secret,
-				 secret_len);
+				     secret_len);
 	if (r < 0) {
 		if (r == -EPERM)
 			vbu_err("the escrowed key of disk '%s' does not open its LUKS header",

@@ -22,8 +22,9 @@ extern VBU_DLSYM_PROTOTYPE(crypt_reencrypt_status);
 extern VBU_DLSYM_PROTOTYPE(crypt_set_log_callback);
 extern VBU_DLSYM_PROTOTYPE(crypt_volume_key_get);
 
-/* Loads libcryptsetup.so.12 and the symbols above (vbu_dlopen_many: 0, or -ELIBACC with vbu_errmsg()
- * "cannot load libcryptsetup.so.12 (needed for LUKS disks in vmbak files): ..."). Thread-safe. */
+/* Loads libcryptsetup.so.12 and the symbols above (vbu_dlopen_many: 0, or -ELIBACC with
+ * vbu_errmsg() "cannot load libcryptsetup.so.12 (needed for LUKS disks in vmbak files): ...").
+ * Thread-safe. */
 int dlopen_cryptsetup(void);
 
 #endif

@@ -131,7 +131,8 @@ static int set_text(xmlNodePtr parent, const char *name, const char *text)
 	xmlNodePtr c = child(parent, name);
 
 	if (!c)
-		return sym_xmlNewTextChild(parent, NULL, BAD_CAST name, BAD_CAST text) ? 0 : -ENOMEM;
+		return sym_xmlNewTextChild(parent, NULL, BAD_CAST name, BAD_CAST text) ? 0
+										       : -ENOMEM;
 	sym_xmlNodeSetContent(c, NULL);
 	sym_xmlNodeAddContent(c, BAD_CAST text);
 	return 0;
@@ -459,8 +460,8 @@ int rdom_plan(const char *xml, size_t len, const char *name, const char *dir, co
 	if (len > INT32_MAX)
 		len = 0;
 	doc = sym_xmlReadMemory(xml, (int)len, "domain.xml", NULL,
-			    XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
-				XML_PARSE_NOWARNING);
+				XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
+				    XML_PARSE_NOWARNING);
 	root = doc ? sym_xmlDocGetRootElement(doc) : NULL;
 	if (!root || !sym_xmlStrEqual(root->name, BAD_CAST "domain")) {
 		vbu_err("the domain.xml of point %s is not a libvirt domain definition", origin);

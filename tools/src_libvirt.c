@@ -105,8 +105,9 @@ static int prop_is(xmlNodePtr n, const char *name, const char *want, const char 
  * and QEMU's DAC label. */
 static int read_disks(src_lv *lv, const char *live)
 {
-	xmlDocPtr doc = sym_xmlReadMemory(live, (int)strlen(live), "live.xml", NULL,
-				      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	xmlDocPtr doc =
+	    sym_xmlReadMemory(live, (int)strlen(live), "live.xml", NULL,
+			      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	xmlNodePtr root = doc ? sym_xmlDocGetRootElement(doc) : NULL, devs, n;
 	int status = VMBAK_EXIT_FAIL;
 

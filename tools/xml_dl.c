@@ -26,26 +26,14 @@ int dlopen_libxml2(void)
 {
 	static void *xml_dl;
 
-	return vbu_dlopen_many(&xml_dl, "libxml2.so.2", "libvirt domain XML",
-			       VBU_DLSYM_ARG(xmlDocDumpFormatMemory),
-			       VBU_DLSYM_ARG(xmlDocGetRootElement),
-			       VBU_DLSYM_ARG(xmlDocSetRootElement),
-			       VBU_DLSYM_ARG(xmlFreeDoc),
-			       VBU_DLSYM_ARG(xmlFreeNode),
-			       VBU_DLSYM_ARG(xmlGetProp),
-			       VBU_DLSYM_ARG(xmlNewChild),
-			       VBU_DLSYM_ARG(xmlNewDoc),
-			       VBU_DLSYM_ARG(xmlNewNode),
-			       VBU_DLSYM_ARG(xmlNewProp),
-			       VBU_DLSYM_ARG(xmlNewTextChild),
-			       VBU_DLSYM_ARG(xmlNodeAddContent),
-			       VBU_DLSYM_ARG(xmlNodeGetContent),
-			       VBU_DLSYM_ARG(xmlNodeSetContent),
-			       VBU_DLSYM_ARG(xmlReadMemory),
-			       VBU_DLSYM_ARG(xmlSetProp),
-			       VBU_DLSYM_ARG(xmlStrEqual),
-			       VBU_DLSYM_ARG(xmlUnlinkNode),
-			       VBU_DLSYM_ARG(xmlUnsetProp),
-			       VBU_DLSYM_ARG(xmlFree),
-			       NULL);
+	return vbu_dlopen_many(
+	    &xml_dl, "libxml2.so.2", "libvirt domain XML", VBU_DLSYM_ARG(xmlDocDumpFormatMemory),
+	    VBU_DLSYM_ARG(xmlDocGetRootElement), VBU_DLSYM_ARG(xmlDocSetRootElement),
+	    VBU_DLSYM_ARG(xmlFreeDoc), VBU_DLSYM_ARG(xmlFreeNode), VBU_DLSYM_ARG(xmlGetProp),
+	    VBU_DLSYM_ARG(xmlNewChild), VBU_DLSYM_ARG(xmlNewDoc), VBU_DLSYM_ARG(xmlNewNode),
+	    VBU_DLSYM_ARG(xmlNewProp), VBU_DLSYM_ARG(xmlNewTextChild),
+	    VBU_DLSYM_ARG(xmlNodeAddContent), VBU_DLSYM_ARG(xmlNodeGetContent),
+	    VBU_DLSYM_ARG(xmlNodeSetContent), VBU_DLSYM_ARG(xmlReadMemory),
+	    VBU_DLSYM_ARG(xmlSetProp), VBU_DLSYM_ARG(xmlStrEqual), VBU_DLSYM_ARG(xmlUnlinkNode),
+	    VBU_DLSYM_ARG(xmlUnsetProp), VBU_DLSYM_ARG(xmlFree), NULL);
 }

@@ -42,9 +42,10 @@ static void missing_library(void)
 		     -ELIBACC);
 	CHECK(h == NULL);
 	CHECK(sym_f == NULL);
-	CHECK(strncmp(vbu_errmsg(),
-		      "cannot load libvmbak-no-such-library.so.0 (needed for a test path): ",
-		      strlen("cannot load libvmbak-no-such-library.so.0 (needed for a test path): ")) ==
+	CHECK(strncmp(
+		  vbu_errmsg(),
+		  "cannot load libvmbak-no-such-library.so.0 (needed for a test path): ",
+		  strlen("cannot load libvmbak-no-such-library.so.0 (needed for a test path): ")) ==
 	      0);
 	CHECK(strchr(vbu_errmsg(), '\n') == NULL);
 }
@@ -64,8 +65,7 @@ static void missing_symbol(void)
 	CHECK(strncmp(vbu_errmsg(), "cannot load libm.so.6 (needed for tests): ", 42) == 0);
 	CHECK(strstr(vbu_errmsg(), "vmbak_no_such_symbol") != NULL);
 	/* Tried again by the next call, which now asks for what exists. */
-	CHECK_EQ_INT(vbu_dlopen_many(&h, "libm.so.6", "tests", (void **)&sym_first, "sqrt",
-				     NULL),
+	CHECK_EQ_INT(vbu_dlopen_many(&h, "libm.so.6", "tests", (void **)&sym_first, "sqrt", NULL),
 		     0);
 	CHECK(h != NULL && sym_first != NULL);
 	CHECK_EQ_INT((int)sym_first(81.0), 9);
