@@ -39,14 +39,14 @@ BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -O2 -g -pthread \
 	-Ibase -Ikeyvault -Istore $(WARN) $(PKG_CFLAGS)
 ALL_CFLAGS := $(BASE_CFLAGS) $(EXTRA_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(LDFLAGS)
-# librados (Debian librados-dev) has no .pc file.
-LIBS := $(PKG_LIBS) -lrados -lpthread
-# vmbak alone: vmbak files gets LUKS volume keys from libcryptsetup; ingest reads NBD sources
-# with libnbd (tools/src_nbd.c).
-VMBAK_LIBS := $(shell $(PKG_CONFIG) --libs libcryptsetup libnbd 2>/dev/null) -lutil
-# vmbak alone: libvirt (ingest --libvirt, restore --define) and libxml2 (restore's domain.xml).
-VMBAK_PKGS := libvirt libxml-2.0
-VMBAK_LIBS += $(shell $(PKG_CONFIG) --libs $(VMBAK_PKGS) 2>/dev/null)
+LIBS := $(PKG_LIBS) -lpthread
+# Loaded with dlopen() when a path first needs them (base/dl.h), never linked, so that every
+# other run starts without mapping them: librados (chunks in RADOS, store/rados_dl.c; Debian
+# librados-dev has no .pc file), and for vmbak alone libcryptsetup (vmbak files), libnbd (NBD
+# sources), libvirt (ingest --libvirt, restore --define) and libxml2 (restore's domain.xml).
+# Only their headers are used here.
+VMBAK_LIBS := -lutil
+VMBAK_PKGS := libcryptsetup libnbd libvirt libxml-2.0
 
 # FAULT=1 (make fault): every call our objects make to these goes through tests/fault/fault.c.
 FAULT_WRAPS := malloc calloc realloc strdup strndup write fsync mdb_put mdb_del mdb_txn_commit

@@ -34,13 +34,13 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <rados/librados.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "chunkstore.h"
+#include "rados_dl.h"
 #include "util.h"
 
 #define TIMEOUT_DEFAULT "10"
@@ -95,12 +95,12 @@ static int conf_default(rados_t cl, const char *opt, const char *val, double dfl
 	char buf[64];
 	double cur;
 
-	if (rados_conf_get(cl, opt, buf, sizeof(buf)) == 0) {
+	if (sym_rados_conf_get(cl, opt, buf, sizeof(buf)) == 0) {
 		cur = strtod(buf, NULL);
 		if (cur != 0 && cur != dflt)
 			return 0;
 	}
-	return rados_conf_set(cl, opt, val);
+	return sym_rados_conf_set(cl, opt, val);
 }
 
 static int cs_connect_locked(vbs_vault *v, struct rados_cs *cs)
@@ -110,34 +110,38 @@ static int cs_connect_locked(vbs_vault *v, struct rados_cs *cs)
 	char mon[64];
 	int r;
 
-	r = rados_create(&cl, v->chunks.id);
+	/* Loaded here, not at start-up: listing points needs no librados. */
+	r = vbs_dlopen_rados();
+	if (r < 0)
+		return r;
+	r = sym_rados_create(&cl, v->chunks.id);
 	if (r < 0)
 		return vbs_fail(r, "cannot start librados: %s", vbu_strerror(-r));
-	r = rados_conf_read_file(cl, v->chunks.conf);
+	r = sym_rados_conf_read_file(cl, v->chunks.conf);
 	if (r < 0 && (v->chunks.conf || r != -ENOENT)) {
 		vbs_fail(r, "cannot read ceph config '%s': %s", conf_shown(v), vbu_strerror(-r));
 		goto fail;
 	}
-	rados_conf_parse_env(cl, NULL);
+	sym_rados_conf_parse_env(cl, NULL);
 	/* Our one line on stderr says what failed; librados's own log stays out of it. */
-	rados_conf_set(cl, "log_to_stderr", "false");
-	rados_conf_set(cl, "err_to_stderr", "false");
-	rados_conf_set(cl, "log_to_file", "false");
+	sym_rados_conf_set(cl, "log_to_stderr", "false");
+	sym_rados_conf_set(cl, "err_to_stderr", "false");
+	sym_rados_conf_set(cl, "log_to_file", "false");
 	if (conf_default(cl, "rados_osd_op_timeout", TIMEOUT_DEFAULT, 0) < 0 ||
 	    conf_default(cl, "rados_mon_op_timeout", TIMEOUT_DEFAULT, 0) < 0 ||
-	    rados_conf_get(cl, "rados_mon_op_timeout", mon, sizeof(mon)) < 0 ||
+	    sym_rados_conf_get(cl, "rados_mon_op_timeout", mon, sizeof(mon)) < 0 ||
 	    conf_default(cl, "client_mount_timeout", mon, 300) < 0) {
 		vbs_fail(-EINVAL, "cannot set the ceph client's timeouts");
 		r = -EINVAL;
 		goto fail;
 	}
-	r = rados_connect(cl);
+	r = sym_rados_connect(cl);
 	if (r < 0) {
 		vbs_fail(r, "cannot connect to the ceph cluster of %s: %s", conf_shown(v),
 			 vbu_strerror(-r));
 		goto fail;
 	}
-	r = rados_ioctx_create(cl, v->chunks.pool, &io);
+	r = sym_rados_ioctx_create(cl, v->chunks.pool, &io);
 	if (r == -ENOENT) {
 		vbs_fail(r, "ceph pool '%s' does not exist", v->chunks.pool);
 		goto fail;
@@ -146,13 +150,13 @@ static int cs_connect_locked(vbs_vault *v, struct rados_cs *cs)
 		vbs_fail(r, "cannot open ceph pool '%s': %s", v->chunks.pool, vbu_strerror(-r));
 		goto fail;
 	}
-	rados_ioctx_set_namespace(io, v->chunks.ns);
+	sym_rados_ioctx_set_namespace(io, v->chunks.ns);
 	cs->cluster = cl;
 	cs->io = io;
 	cs->connected = 1;
 	return 0;
 fail:
-	rados_shutdown(cl);
+	sym_rados_shutdown(cl);
 	return r;
 }
 
@@ -207,8 +211,8 @@ static int rados_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_
 	}
 	pthread_mutex_unlock(&cs->ahead_lock);
 	if (c) {
-		rados_aio_wait_for_complete(c);
-		r = rados_aio_get_return_value(c);
+		sym_rados_aio_wait_for_complete(c);
+		r = sym_rados_aio_get_return_value(c);
 		goto done;
 	}
 	/* One byte more than any frame: an object that fills it is damaged. */
@@ -216,16 +220,16 @@ static int rados_get(vbs_vault *v, MDB_txn *txn, vbs_cs_reader *rd, const uint8_
 	if (!buf)
 		return -ENOMEM;
 	oid_of(id, oid);
-	r = rados_aio_create_completion2(NULL, NULL, &c);
+	r = sym_rados_aio_create_completion2(NULL, NULL, &c);
 	if (r == 0)
-		r = rados_aio_read(cs->io, oid, c, (char *)buf, cs->frame_max + 1, 0);
+		r = sym_rados_aio_read(cs->io, oid, c, (char *)buf, cs->frame_max + 1, 0);
 	if (r == 0) {
-		rados_aio_wait_for_complete(c);
-		r = rados_aio_get_return_value(c);
+		sym_rados_aio_wait_for_complete(c);
+		r = sym_rados_aio_get_return_value(c);
 	}
 done:
 	if (c)
-		rados_aio_release(c);
+		sym_rados_aio_release(c);
 	if (r == -ENOENT)
 		;
 	else if (r < 0)
@@ -241,8 +245,8 @@ done:
 /* Frees a read started ahead; waits for it first (librados still writes into buf until then). */
 static void ahead_free(struct ahead *a)
 {
-	rados_aio_wait_for_complete(a->c);
-	rados_aio_release(a->c);
+	sym_rados_aio_wait_for_complete(a->c);
+	sym_rados_aio_release(a->c);
 	free(a->buf);
 	a->used = 0;
 }
@@ -270,7 +274,7 @@ static void rados_hint(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN])
 			if (!cs->ahead[i].used)
 				slot = &cs->ahead[i];
 		for (size_t i = 0; i < AHEAD_MAX && !slot; i++)
-			if (rados_aio_is_complete(cs->ahead[i].c)) {
+			if (sym_rados_aio_is_complete(cs->ahead[i].c)) {
 				ahead_free(&cs->ahead[i]);
 				slot = &cs->ahead[i];
 			}
@@ -279,14 +283,14 @@ static void rados_hint(vbs_vault *v, size_t n, const uint8_t (*ids)[VBS_ID_LEN])
 		slot->buf = malloc(cs->frame_max + 1);
 		if (!slot->buf)
 			break;
-		if (rados_aio_create_completion2(NULL, NULL, &slot->c) < 0) {
+		if (sym_rados_aio_create_completion2(NULL, NULL, &slot->c) < 0) {
 			free(slot->buf);
 			break;
 		}
 		oid_of(ids[k], oid);
-		if (rados_aio_read(cs->io, oid, slot->c, (char *)slot->buf, cs->frame_max + 1, 0) <
-		    0) {
-			rados_aio_release(slot->c);
+		if (sym_rados_aio_read(cs->io, oid, slot->c, (char *)slot->buf, cs->frame_max + 1,
+				       0) < 0) {
+			sym_rados_aio_release(slot->c);
 			free(slot->buf);
 			break;
 		}
@@ -325,21 +329,22 @@ static int rados_exists(vbs_vault *v, MDB_txn *txn, size_t n, const uint8_t (*id
 			char oid[OID_LEN];
 
 			oid_of(ids[i + issued], oid);
-			if ((r = rados_aio_create_completion2(NULL, NULL, &c[issued])) < 0) {
+			if ((r = sym_rados_aio_create_completion2(NULL, NULL, &c[issued])) < 0) {
 				err = r;
 				break;
 			}
-			r = rados_aio_stat(cs->io, oid, c[issued], &size[issued], &mtime[issued]);
+			r = sym_rados_aio_stat(cs->io, oid, c[issued], &size[issued],
+					       &mtime[issued]);
 			if (r < 0) {
-				rados_aio_release(c[issued]);
+				sym_rados_aio_release(c[issued]);
 				err = r;
 				break;
 			}
 		}
 		for (size_t j = 0; j < issued; j++) {
-			rados_aio_wait_for_complete(c[j]);
-			r = rados_aio_get_return_value(c[j]);
-			rados_aio_release(c[j]);
+			sym_rados_aio_wait_for_complete(c[j]);
+			r = sym_rados_aio_get_return_value(c[j]);
+			sym_rados_aio_release(c[j]);
 			present[i + j] = r == 0;
 			if (r < 0 && r != -ENOENT && !err)
 				err = io_fail(v, r, "look up", ids[i + j]);
@@ -381,19 +386,19 @@ static int write_start(struct rados_cs *cs, const vbs_cs_item *it, size_t i, str
 
 	oid_of(it->id, oid);
 	w->item = i;
-	w->op = rados_create_write_op();
+	w->op = sym_rados_create_write_op();
 	if (!w->op)
 		return -ENOMEM;
-	if ((r = rados_aio_create_completion2(NULL, NULL, &w->c)) < 0) {
-		rados_release_write_op(w->op);
+	if ((r = sym_rados_aio_create_completion2(NULL, NULL, &w->c)) < 0) {
+		sym_rados_release_write_op(w->op);
 		return r;
 	}
-	rados_write_op_create(w->op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
-	rados_write_op_write_full(w->op, it->frame, it->len);
-	r = rados_aio_write_op_operate(w->op, cs->io, w->c, oid, NULL, 0);
+	sym_rados_write_op_create(w->op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
+	sym_rados_write_op_write_full(w->op, it->frame, it->len);
+	r = sym_rados_aio_write_op_operate(w->op, cs->io, w->c, oid, NULL, 0);
 	if (r < 0) {
-		rados_aio_release(w->c);
-		rados_release_write_op(w->op);
+		sym_rados_aio_release(w->c);
+		sym_rados_release_write_op(w->op);
 	}
 	return r;
 }
@@ -403,10 +408,10 @@ static int write_end(struct wslot *w)
 {
 	int r;
 
-	rados_aio_wait_for_complete(w->c);
-	r = rados_aio_get_return_value(w->c);
-	rados_aio_release(w->c);
-	rados_release_write_op(w->op);
+	sym_rados_aio_wait_for_complete(w->c);
+	r = sym_rados_aio_get_return_value(w->c);
+	sym_rados_aio_release(w->c);
+	sym_rados_release_write_op(w->op);
 	if (r == -EEXIST)
 		return 0;
 	return r < 0 ? r : 1;
@@ -525,18 +530,18 @@ static int rados_del(vbs_vault *v, MDB_txn *txn, const uint8_t id[VBS_ID_LEN], u
 	wait_old_readers(v, cs, txn);
 	oid_of(id, oid);
 	/* Its size and header (for the statistics) in one request, then the removal. */
-	op = rados_create_read_op();
+	op = sym_rados_create_read_op();
 	if (!op)
 		return -ENOMEM;
-	rados_read_op_stat(op, &size, NULL, &prv);
-	rados_read_op_read(op, 0, sizeof(hdr), hdr, &got, &prv2);
-	r = rados_read_op_operate(op, cs->io, oid, 0);
-	rados_release_read_op(op);
+	sym_rados_read_op_stat(op, &size, NULL, &prv);
+	sym_rados_read_op_read(op, 0, sizeof(hdr), hdr, &got, &prv2);
+	r = sym_rados_read_op_operate(op, cs->io, oid, 0);
+	sym_rados_release_read_op(op);
 	if (r == -ENOENT)
 		return r;
 	if (r < 0)
 		return io_fail(v, r, "look up", id);
-	r = rados_remove(cs->io, oid);
+	r = sym_rados_remove(cs->io, oid);
 	if (r == -ENOENT)
 		return r;
 	if (r < 0)
@@ -560,17 +565,17 @@ static int rados_iterate(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *ar
 
 	if ((r = cs_connect(v)) < 0)
 		return r;
-	r = rados_nobjects_list_open(cs->io, &lc);
+	r = sym_rados_nobjects_list_open(cs->io, &lc);
 	if (r < 0)
 		return vbs_fail(r, "cannot list ceph pool '%s': %s", v->chunks.pool,
 				vbu_strerror(-r));
-	while ((r = rados_nobjects_list_next(lc, &entry, NULL, NULL)) == 0) {
+	while ((r = sym_rados_nobjects_list_next(lc, &entry, NULL, NULL)) == 0) {
 		if (strlen(entry) != 2 * VBS_ID_LEN || vbu_hex_decode(entry, id, VBS_ID_LEN) < 0)
 			continue; /* not ours: a pool is shared */
 		if ((rr = fn(arg, id, 0)) != 0)
 			break;
 	}
-	rados_nobjects_list_close(lc);
+	sym_rados_nobjects_list_close(lc);
 	if (rr)
 		return rr;
 	if (r != -ENOENT)
@@ -595,8 +600,8 @@ static void rados_close(void *state)
 			ahead_free(&cs->ahead[i]);
 	pthread_mutex_destroy(&cs->ahead_lock);
 	if (cs->connected) {
-		rados_ioctx_destroy(cs->io);
-		rados_shutdown(cs->cluster);
+		sym_rados_ioctx_destroy(cs->io);
+		sym_rados_shutdown(cs->cluster);
 	}
 	pthread_mutex_destroy(&cs->lock);
 	free(cs);

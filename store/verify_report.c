@@ -85,6 +85,10 @@ int vbs_vfy_db_fail(struct ctx *c, int r, const char *where)
 	if (r == -EBADMSG || r == -EUCLEAN)
 		return vbs_fail(r, "vault '%s': the database is damaged (reading %s)", c->v->path,
 				where);
+	/* A library the chunk store loads when first used (dl.h) is missing: its message says
+	 * which and what for, more than "(chunks): Can not access a needed shared library". */
+	if (r == -ELIBACC)
+		return r;
 	return vbs_fail(r, "cannot read vault '%s' (%s): %s", c->v->path, where, vbu_strerror(-r));
 }
 

@@ -34,12 +34,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <libcryptsetup.h>
 #include <openssl/crypto.h>
 
 #include "common.h"
 #include "audit.h"
 #include "crypto.h"
+#include "cryptsetup_dl.h"
 #include "escrow.h"
 #include "escrow_tools.h"
 #include "file.h"
@@ -582,8 +582,12 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 			  disk);
 		goto out;
 	}
+	if (dlopen_cryptsetup() < 0) {
+		vbu_err("%s", vbu_errmsg());
+		goto out;
+	}
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	crypt_set_log_callback(NULL, cs_quiet, NULL);
+	sym_crypt_set_log_callback(NULL, cs_quiet, NULL);
 	for (int pass = 0; pass < 2; pass++) {
 		while (copied < want) {
 			size_t n =
@@ -597,12 +601,12 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 			}
 			copied += n;
 		}
-		crypt_free(cd);
+		sym_crypt_free(cd);
 		cd = NULL;
-		r = crypt_init(&cd, path);
+		r = sym_crypt_init(&cd, path);
 		if (r >= 0) {
-			crypt_set_log_callback(cd, cs_quiet, NULL);
-			r = crypt_load(cd, CRYPT_LUKS, NULL);
+			sym_crypt_set_log_callback(cd, cs_quiet, NULL);
+			r = sym_crypt_load(cd, CRYPT_LUKS, NULL);
 		}
 		if (r < 0) {
 			vbu_err("cannot read the LUKS header of disk '%s': it is damaged or not "
@@ -610,7 +614,7 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 				disk);
 			goto out;
 		}
-		off = crypt_get_data_offset(cd) * 512;
+		off = sym_crypt_get_data_offset(cd) * 512;
 		if (off <= copied || pass == 1)
 			break;
 		if (off > VBK_HDR_AREA_MAX || off > len) {
@@ -619,19 +623,20 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 		}
 		want = off; /* key slots beyond the first 16 MiB: copy up to the payload */
 	}
-	type = crypt_get_type(cd);
-	cipher = crypt_get_cipher(cd);
-	mode = crypt_get_cipher_mode(cd);
-	sector = crypt_get_sector_size(cd);
-	klen = (size_t)crypt_get_volume_key_size(cd);
-	if (crypt_get_integrity_info(cd, &integ) == 0 && (integ.tag_size > 0 || integ.integrity)) {
+	type = sym_crypt_get_type(cd);
+	cipher = sym_crypt_get_cipher(cd);
+	mode = sym_crypt_get_cipher_mode(cd);
+	sector = sym_crypt_get_sector_size(cd);
+	klen = (size_t)sym_crypt_get_volume_key_size(cd);
+	if (sym_crypt_get_integrity_info(cd, &integ) == 0 &&
+	    (integ.tag_size > 0 || integ.integrity)) {
 		vbu_err("disk '%s' is LUKS with authenticated encryption (integrity), which vmbak "
 			"files does not read",
 			disk);
 		goto out;
 	}
 	if (type && strcmp(type, CRYPT_LUKS2) == 0 &&
-	    crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE) {
+	    sym_crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE) {
 		vbu_err("the LUKS2 volume of disk '%s' is in the middle of a reencryption", disk);
 		goto out;
 	}
@@ -643,14 +648,14 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 		goto out;
 	}
 	if (sector < 512 || sector > 4096 || (sector & (sector - 1)) || off % 512 || off >= len ||
-	    crypt_get_iv_offset(cd) != 0) {
+	    sym_crypt_get_iv_offset(cd) != 0) {
 		vbu_err("the LUKS header of disk '%s' has a layout vmbak files does not read "
 			"(sector size %d)",
 			disk, sector);
 		goto out;
 	}
-	r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *)key, &klen, (const char *)secret,
-				 secret_len);
+	r = sym_crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *)key, &klen, (const char *)secret,
+				     secret_len);
 	if (r < 0) {
 		if (r == -EPERM)
 			vbu_err("the escrowed key of disk '%s' does not open its LUKS header",
@@ -663,12 +668,13 @@ static int luks_key(vbs_image *img, const char *disk, uint64_t base, uint64_t le
 		 type ? type : "LUKS", klen * 4, sector);
 	*ret_key_len = klen;
 	*ret_sector = (uint32_t)sector;
-	*ret_large = crypt_persistent_flags_get(cd, CRYPT_FLAGS_ACTIVATION, &flags) == 0 &&
+	*ret_large = sym_crypt_persistent_flags_get(cd, CRYPT_FLAGS_ACTIVATION, &flags) == 0 &&
 		     (flags & CRYPT_ACTIVATE_IV_LARGE_SECTORS);
 	*ret_off = off;
 	status = 0;
 out:
-	crypt_free(cd);
+	if (cd) /* else libcryptsetup may not be loaded */
+		sym_crypt_free(cd);
 	if (fd >= 0)
 		close(fd);
 	free(buf);

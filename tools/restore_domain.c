@@ -7,10 +7,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
-#include <libxml/parser.h>
-#include <libxml/tree.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -18,6 +14,8 @@
 #include "file.h"
 #include "restore_domain.h"
 #include "util.h"
+#include "virt_dl.h"
+#include "xml_dl.h"
 
 /* libvirt's own limit on names is far larger; this keeps file names below libvirt's
  * (logs, NVRAM) reasonable. */
@@ -62,7 +60,7 @@ void rdom_free(rdom *r)
 	free(r->disks);
 	free(r->notes);
 	free(r->secrets);
-	xmlFree(r->xml);
+	(*sym_xmlFree)(r->xml);
 	free(r->name);
 	free(r->dir);
 	free(r->xml_path);
@@ -106,7 +104,7 @@ static int new_mac(char out[18])
 static xmlNodePtr child(xmlNodePtr n, const char *name)
 {
 	for (xmlNodePtr c = n ? n->children : NULL; c; c = c->next)
-		if (c->type == XML_ELEMENT_NODE && xmlStrEqual(c->name, BAD_CAST name))
+		if (c->type == XML_ELEMENT_NODE && sym_xmlStrEqual(c->name, BAD_CAST name))
 			return c;
 	return NULL;
 }
@@ -114,8 +112,8 @@ static xmlNodePtr child(xmlNodePtr n, const char *name)
 static void drop(xmlNodePtr n)
 {
 	if (n) {
-		xmlUnlinkNode(n);
-		xmlFreeNode(n);
+		sym_xmlUnlinkNode(n);
+		sym_xmlFreeNode(n);
 	}
 }
 
@@ -133,9 +131,10 @@ static int set_text(xmlNodePtr parent, const char *name, const char *text)
 	xmlNodePtr c = child(parent, name);
 
 	if (!c)
-		return xmlNewTextChild(parent, NULL, BAD_CAST name, BAD_CAST text) ? 0 : -ENOMEM;
-	xmlNodeSetContent(c, NULL);
-	xmlNodeAddContent(c, BAD_CAST text);
+		return sym_xmlNewTextChild(parent, NULL, BAD_CAST name, BAD_CAST text) ? 0
+										       : -ENOMEM;
+	sym_xmlNodeSetContent(c, NULL);
+	sym_xmlNodeAddContent(c, BAD_CAST text);
 	return 0;
 }
 
@@ -177,28 +176,28 @@ static int add_secret(rdom *r, const rdom_disk *d, const char **ret_uuid)
 		return -EIO;
 	snprintf(desc, sizeof(desc), "passphrase of disk %s of VM %s (vmbak restore)", d->name,
 		 r->name);
-	doc = xmlNewDoc(BAD_CAST "1.0");
-	root = doc ? xmlNewNode(NULL, BAD_CAST "secret") : NULL;
+	doc = sym_xmlNewDoc(BAD_CAST "1.0");
+	root = doc ? sym_xmlNewNode(NULL, BAD_CAST "secret") : NULL;
 	if (!root) {
-		xmlFreeDoc(doc);
+		sym_xmlFreeDoc(doc);
 		return -ENOMEM;
 	}
-	xmlDocSetRootElement(doc, root);
-	xmlNewProp(root, BAD_CAST "ephemeral", BAD_CAST "no");
-	xmlNewProp(root, BAD_CAST "private", BAD_CAST "yes");
-	xmlNewTextChild(root, NULL, BAD_CAST "uuid", BAD_CAST s->uuid);
-	xmlNewTextChild(root, NULL, BAD_CAST "description", BAD_CAST desc);
-	usage = xmlNewChild(root, NULL, BAD_CAST "usage", NULL);
+	sym_xmlDocSetRootElement(doc, root);
+	sym_xmlNewProp(root, BAD_CAST "ephemeral", BAD_CAST "no");
+	sym_xmlNewProp(root, BAD_CAST "private", BAD_CAST "yes");
+	sym_xmlNewTextChild(root, NULL, BAD_CAST "uuid", BAD_CAST s->uuid);
+	sym_xmlNewTextChild(root, NULL, BAD_CAST "description", BAD_CAST desc);
+	usage = sym_xmlNewChild(root, NULL, BAD_CAST "usage", NULL);
 	if (usage) {
-		xmlNewProp(usage, BAD_CAST "type", BAD_CAST "volume");
-		xmlNewTextChild(usage, NULL, BAD_CAST "volume", BAD_CAST d->path);
+		sym_xmlNewProp(usage, BAD_CAST "type", BAD_CAST "volume");
+		sym_xmlNewTextChild(usage, NULL, BAD_CAST "volume", BAD_CAST d->path);
 	}
-	xmlDocDumpFormatMemory(doc, &text, &len, 1);
-	xmlFreeDoc(doc);
+	sym_xmlDocDumpFormatMemory(doc, &text, &len, 1);
+	sym_xmlFreeDoc(doc);
 	if (!text)
 		return -ENOMEM;
 	s->xml = strndup((const char *)text, (size_t)len);
-	xmlFree(text);
+	(*sym_xmlFree)(text);
 	s->disk = strdup(d->name);
 	if (asprintf(&s->xml_path, "%s/%s.secret.xml", r->dir, d->name) < 0)
 		s->xml_path = NULL;
@@ -216,8 +215,8 @@ static int add_secret(rdom *r, const rdom_disk *d, const char **ret_uuid)
 static int rewrite_disk(rdom *r, xmlNodePtr disk, unsigned char *used)
 {
 	xmlNodePtr target = child(disk, "target"), src = child(disk, "source"), enc, driver;
-	xmlChar *dev = target ? xmlGetProp(target, BAD_CAST "dev") : NULL;
-	xmlChar *device = xmlGetProp(disk, BAD_CAST "device"), *format = NULL;
+	xmlChar *dev = target ? sym_xmlGetProp(target, BAD_CAST "dev") : NULL;
+	xmlChar *device = sym_xmlGetProp(disk, BAD_CAST "device"), *format = NULL;
 	const rdom_disk *d = NULL;
 	const char *secret_uuid = NULL;
 	int status = VMBAK_EXIT_FAIL, luks = 0;
@@ -228,8 +227,8 @@ static int rewrite_disk(rdom *r, xmlNodePtr disk, unsigned char *used)
 			used[i] = 1;
 		}
 	if (!d) {
-		if (device && (xmlStrEqual(device, BAD_CAST "cdrom") ||
-			       xmlStrEqual(device, BAD_CAST "floppy"))) {
+		if (device && (sym_xmlStrEqual(device, BAD_CAST "cdrom") ||
+			       sym_xmlStrEqual(device, BAD_CAST "floppy"))) {
 			status = 0;
 			goto out;
 		}
@@ -248,8 +247,8 @@ static int rewrite_disk(rdom *r, xmlNodePtr disk, unsigned char *used)
 	if (!enc)
 		enc = child(src, "encryption");
 	if (enc) {
-		format = xmlGetProp(enc, BAD_CAST "format");
-		if (!format || !xmlStrEqual(format, BAD_CAST "luks")) {
+		format = sym_xmlGetProp(enc, BAD_CAST "format");
+		if (!format || !sym_xmlStrEqual(format, BAD_CAST "luks")) {
 			vbu_err(
 			    "disk '%s' has libvirt encryption '%s': only luks can be restored into "
 			    "a definition",
@@ -276,19 +275,19 @@ static int rewrite_disk(rdom *r, xmlNodePtr disk, unsigned char *used)
 	drop_all(disk, "mirror");
 	drop_all(disk, "auth");
 	drop_all(disk, "encryption");
-	xmlSetProp(disk, BAD_CAST "type", BAD_CAST "file");
-	src = xmlNewChild(disk, NULL, BAD_CAST "source", NULL);
-	if (!src || !xmlNewProp(src, BAD_CAST "file", BAD_CAST d->path)) {
+	sym_xmlSetProp(disk, BAD_CAST "type", BAD_CAST "file");
+	src = sym_xmlNewChild(disk, NULL, BAD_CAST "source", NULL);
+	if (!src || !sym_xmlNewProp(src, BAD_CAST "file", BAD_CAST d->path)) {
 		status = -1;
 		goto out;
 	}
 	driver = child(disk, "driver");
-	if (!driver && !(driver = xmlNewChild(disk, NULL, BAD_CAST "driver", NULL))) {
+	if (!driver && !(driver = sym_xmlNewChild(disk, NULL, BAD_CAST "driver", NULL))) {
 		status = -1;
 		goto out;
 	}
-	xmlSetProp(driver, BAD_CAST "name", BAD_CAST "qemu");
-	xmlSetProp(driver, BAD_CAST "type", BAD_CAST(d->qcow2 ? "qcow2" : "raw"));
+	sym_xmlSetProp(driver, BAD_CAST "name", BAD_CAST "qemu");
+	sym_xmlSetProp(driver, BAD_CAST "type", BAD_CAST(d->qcow2 ? "qcow2" : "raw"));
 	if (luks) {
 		xmlNodePtr e, s;
 
@@ -296,21 +295,21 @@ static int rewrite_disk(rdom *r, xmlNodePtr disk, unsigned char *used)
 			status = -1;
 			goto out;
 		}
-		e = xmlNewChild(src, NULL, BAD_CAST "encryption", NULL);
-		s = e ? xmlNewChild(e, NULL, BAD_CAST "secret", NULL) : NULL;
+		e = sym_xmlNewChild(src, NULL, BAD_CAST "encryption", NULL);
+		s = e ? sym_xmlNewChild(e, NULL, BAD_CAST "secret", NULL) : NULL;
 		if (!s) {
 			status = -1;
 			goto out;
 		}
-		xmlNewProp(e, BAD_CAST "format", BAD_CAST "luks");
-		xmlNewProp(s, BAD_CAST "type", BAD_CAST "passphrase");
-		xmlNewProp(s, BAD_CAST "uuid", BAD_CAST secret_uuid);
+		sym_xmlNewProp(e, BAD_CAST "format", BAD_CAST "luks");
+		sym_xmlNewProp(s, BAD_CAST "type", BAD_CAST "passphrase");
+		sym_xmlNewProp(s, BAD_CAST "uuid", BAD_CAST secret_uuid);
 	}
 	status = 0;
 out:
-	xmlFree(dev);
-	xmlFree(device);
-	xmlFree(format);
+	(*sym_xmlFree)(dev);
+	(*sym_xmlFree)(device);
+	(*sym_xmlFree)(format);
 	return status;
 }
 
@@ -320,13 +319,13 @@ out:
 static int move_log(rdom *r, xmlNodePtr n)
 {
 	xmlNodePtr src = child(n, "source");
-	xmlChar *type = xmlGetProp(n, BAD_CAST "type"), *path = NULL;
+	xmlChar *type = sym_xmlGetProp(n, BAD_CAST "type"), *path = NULL;
 	const char *base;
 	char *np = NULL;
 	int e = 0;
 
-	if (!type || !xmlStrEqual(type, BAD_CAST "file") || !src ||
-	    !(path = xmlGetProp(src, BAD_CAST "path")))
+	if (!type || !sym_xmlStrEqual(type, BAD_CAST "file") || !src ||
+	    !(path = sym_xmlGetProp(src, BAD_CAST "path")))
 		goto out;
 	base = strrchr((const char *)path, '/');
 	base = base ? base + 1 : (const char *)path;
@@ -337,11 +336,11 @@ static int move_log(rdom *r, xmlNodePtr n)
 		e = -ENOMEM;
 		goto out;
 	}
-	xmlSetProp(src, BAD_CAST "path", BAD_CAST np);
+	sym_xmlSetProp(src, BAD_CAST "path", BAD_CAST np);
 out:
 	free(np);
-	xmlFree(type);
-	xmlFree(path);
+	(*sym_xmlFree)(type);
+	(*sym_xmlFree)(path);
 	return e;
 }
 
@@ -354,17 +353,17 @@ static int rewrite(rdom *r, xmlNodePtr dom)
 
 	if (!used)
 		return oom();
-	xmlUnsetProp(dom, BAD_CAST "id"); /* a running domain's number */
+	sym_xmlUnsetProp(dom, BAD_CAST "id"); /* a running domain's number */
 	if (set_text(dom, "name", r->name) < 0 || set_text(dom, "uuid", r->uuid) < 0)
 		goto nomem;
 	/* A VM generation id of its own (libvirt makes one for an empty element). */
 	if ((n = child(dom, "genid")))
-		xmlNodeSetContent(n, NULL);
+		sym_xmlNodeSetContent(n, NULL);
 	/* The original's NVRAM file is the original's: the new VM gets its own from the
 	 * template. */
 	if ((n = child(os, "nvram"))) {
 		if (n->properties)
-			xmlNodeSetContent(n, NULL);
+			sym_xmlNodeSetContent(n, NULL);
 		else
 			drop(n);
 	}
@@ -372,26 +371,26 @@ static int rewrite(rdom *r, xmlNodePtr dom)
 		next = n->next;
 		if (n->type != XML_ELEMENT_NODE)
 			continue;
-		if (xmlStrEqual(n->name, BAD_CAST "disk")) {
+		if (sym_xmlStrEqual(n->name, BAD_CAST "disk")) {
 			st = rewrite_disk(r, n, used);
 			if (st < 0)
 				goto nomem;
 			if (st > 0)
 				goto out;
-		} else if (xmlStrEqual(n->name, BAD_CAST "serial") ||
-			   xmlStrEqual(n->name, BAD_CAST "console")) {
+		} else if (sym_xmlStrEqual(n->name, BAD_CAST "serial") ||
+			   sym_xmlStrEqual(n->name, BAD_CAST "console")) {
 			if ((st = move_log(r, n)) != 0)
 				goto nomem;
-		} else if (xmlStrEqual(n->name, BAD_CAST "interface")) {
+		} else if (sym_xmlStrEqual(n->name, BAD_CAST "interface")) {
 			xmlNodePtr m = child(n, "mac");
 
 			if (new_mac(mac) < 0) {
 				vbu_err("cannot make a MAC address: no random bytes");
 				goto out;
 			}
-			if (!m && !(m = xmlNewChild(n, NULL, BAD_CAST "mac", NULL)))
+			if (!m && !(m = sym_xmlNewChild(n, NULL, BAD_CAST "mac", NULL)))
 				goto nomem;
-			xmlSetProp(m, BAD_CAST "address", BAD_CAST mac);
+			sym_xmlSetProp(m, BAD_CAST "address", BAD_CAST mac);
 		}
 	}
 	for (size_t i = 0; i < r->n_disks; i++)
@@ -419,6 +418,11 @@ int rdom_plan(const char *xml, size_t len, const char *name, const char *dir, co
 
 	if (!r)
 		return oom();
+	if (dlopen_libxml2() < 0) {
+		free(r);
+		vbu_err("%s", vbu_errmsg());
+		return VMBAK_EXIT_FAIL;
+	}
 	if (!name[0] || strlen(name) > NAME_MAX_LEN || strchr(name, '/')) {
 		vbu_err("invalid VM name '%s' for the domain: 1 to %d characters, no '/'", q(name),
 			NAME_MAX_LEN);
@@ -455,18 +459,18 @@ int rdom_plan(const char *xml, size_t len, const char *name, const char *dir, co
 	}
 	if (len > INT32_MAX)
 		len = 0;
-	doc = xmlReadMemory(xml, (int)len, "domain.xml", NULL,
-			    XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
-				XML_PARSE_NOWARNING);
-	root = doc ? xmlDocGetRootElement(doc) : NULL;
-	if (!root || !xmlStrEqual(root->name, BAD_CAST "domain")) {
+	doc = sym_xmlReadMemory(xml, (int)len, "domain.xml", NULL,
+				XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
+				    XML_PARSE_NOWARNING);
+	root = doc ? sym_xmlDocGetRootElement(doc) : NULL;
+	if (!root || !sym_xmlStrEqual(root->name, BAD_CAST "domain")) {
 		vbu_err("the domain.xml of point %s is not a libvirt domain definition", origin);
 		goto out;
 	}
 	if ((status = rewrite(r, root)) != 0)
 		goto out;
 	status = VMBAK_EXIT_FAIL;
-	xmlDocDumpFormatMemory(doc, &r->xml, &r->xml_len, 1);
+	sym_xmlDocDumpFormatMemory(doc, &r->xml, &r->xml_len, 1);
 	if (!r->xml) {
 		status = oom();
 		goto out;
@@ -475,7 +479,7 @@ int rdom_plan(const char *xml, size_t len, const char *name, const char *dir, co
 	r = NULL;
 	status = 0;
 out:
-	xmlFreeDoc(doc);
+	sym_xmlFreeDoc(doc);
 	rdom_free(r);
 	return status;
 }
@@ -544,7 +548,7 @@ static void quiet(void *arg, virErrorPtr err)
 
 static const char *lv_msg(void)
 {
-	const char *m = virGetLastErrorMessage();
+	const char *m = sym_virGetLastErrorMessage();
 
 	return m ? m : "unknown error";
 }
@@ -554,8 +558,12 @@ int rdom_connect(const rdom *r, const char *uri, void **ret)
 	virConnectPtr c;
 	virDomainPtr dom;
 
-	virSetErrorFunc(NULL, quiet);
-	c = virConnectOpen(uri);
+	if (dlopen_libvirt() < 0) {
+		vbu_err("%s", vbu_errmsg());
+		return VMBAK_EXIT_FAIL;
+	}
+	sym_virSetErrorFunc(NULL, quiet);
+	c = sym_virConnectOpen(uri);
 	if (!c) {
 		if (uri)
 			vbu_err("cannot connect to libvirt at '%s': %s", q(uri), lv_msg());
@@ -563,10 +571,10 @@ int rdom_connect(const rdom *r, const char *uri, void **ret)
 			vbu_err("cannot connect to libvirt: %s", lv_msg());
 		return VMBAK_EXIT_FAIL;
 	}
-	dom = virDomainLookupByName(c, r->name);
+	dom = sym_virDomainLookupByName(c, r->name);
 	if (dom) {
-		virDomainFree(dom);
-		virConnectClose(c);
+		sym_virDomainFree(dom);
+		sym_virConnectClose(c);
 		vbu_err("libvirt already has a domain named '%s': give another --name", q(r->name));
 		return VMBAK_EXIT_FAIL;
 	}
@@ -577,7 +585,7 @@ int rdom_connect(const rdom *r, const char *uri, void **ret)
 void rdom_disconnect(void *conn)
 {
 	if (conn)
-		virConnectClose(conn);
+		sym_virConnectClose(conn);
 }
 
 int rdom_define(const rdom *r, void *conn)
@@ -595,7 +603,7 @@ int rdom_define(const rdom *r, void *conn)
 		size_t vlen = 0;
 		int e;
 
-		made[n] = virSecretDefineXML(conn, s->xml, 0);
+		made[n] = sym_virSecretDefineXML(conn, s->xml, 0);
 		if (!made[n]) {
 			vbu_err("cannot define the libvirt secret of disk '%s': %s", s->disk,
 				lv_msg());
@@ -607,7 +615,7 @@ int rdom_define(const rdom *r, void *conn)
 			n++;
 			goto out;
 		}
-		e = virSecretSetValue(made[n], (const unsigned char *)val, vlen, 0);
+		e = sym_virSecretSetValue(made[n], (const unsigned char *)val, vlen, 0);
 		OPENSSL_cleanse(val, vlen);
 		free(val);
 		if (e < 0) {
@@ -617,7 +625,7 @@ int rdom_define(const rdom *r, void *conn)
 			goto out;
 		}
 	}
-	dom = virDomainDefineXML(conn, (const char *)r->xml);
+	dom = sym_virDomainDefineXML(conn, (const char *)r->xml);
 	if (!dom) {
 		vbu_err("cannot define domain '%s' in libvirt: %s", q(r->name), lv_msg());
 		goto out;
@@ -627,12 +635,12 @@ int rdom_define(const rdom *r, void *conn)
 out:
 	for (size_t i = 0; i < n; i++) {
 		if (status != 0 && made[i])
-			virSecretUndefine(made[i]);
+			sym_virSecretUndefine(made[i]);
 		if (made[i])
-			virSecretFree(made[i]);
+			sym_virSecretFree(made[i]);
 	}
 	if (dom)
-		virDomainFree(dom);
+		sym_virDomainFree(dom);
 	free(made);
 	return status;
 }

@@ -9,17 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-
 #include "common.h"
 #include "file.h"
 #include "jobs_cli.h"
 #include "src_libvirt.h"
 #include "src_nbd.h"
 #include "util.h"
+#include "virt_dl.h"
+#include "xml_dl.h"
 
 #define CP_PREFIX "vmbak-"
 #define BITMAP_PREFIX "vmbak-"
@@ -63,14 +60,14 @@ static void quiet(void *arg, virErrorPtr err)
 
 static const char *lv_msg(void)
 {
-	const char *m = virGetLastErrorMessage();
+	const char *m = sym_virGetLastErrorMessage();
 
 	return m ? m : "unknown error";
 }
 
 static int lv_code(void)
 {
-	virErrorPtr e = virGetLastError();
+	virErrorPtr e = sym_virGetLastError();
 
 	return e ? e->code : 0;
 }
@@ -90,17 +87,17 @@ static void warn(const char *fmt, ...)
 static xmlNodePtr child(xmlNodePtr n, const char *name)
 {
 	for (xmlNodePtr c = n ? n->children : NULL; c; c = c->next)
-		if (c->type == XML_ELEMENT_NODE && xmlStrEqual(c->name, BAD_CAST name))
+		if (c->type == XML_ELEMENT_NODE && sym_xmlStrEqual(c->name, BAD_CAST name))
 			return c;
 	return NULL;
 }
 
 static int prop_is(xmlNodePtr n, const char *name, const char *want, const char *dflt)
 {
-	xmlChar *v = xmlGetProp(n, BAD_CAST name);
+	xmlChar *v = sym_xmlGetProp(n, BAD_CAST name);
 	int r = strcmp(v ? (const char *)v : dflt, want) == 0;
 
-	xmlFree(v);
+	(*sym_xmlFree)(v);
 	return r;
 }
 
@@ -108,9 +105,10 @@ static int prop_is(xmlNodePtr n, const char *name, const char *want, const char 
  * and QEMU's DAC label. */
 static int read_disks(src_lv *lv, const char *live)
 {
-	xmlDocPtr doc = xmlReadMemory(live, (int)strlen(live), "live.xml", NULL,
-				      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-	xmlNodePtr root = doc ? xmlDocGetRootElement(doc) : NULL, devs, n;
+	xmlDocPtr doc =
+	    sym_xmlReadMemory(live, (int)strlen(live), "live.xml", NULL,
+			      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	xmlNodePtr root = doc ? sym_xmlDocGetRootElement(doc) : NULL, devs, n;
 	int status = VMBAK_EXIT_FAIL;
 
 	if (!root) {
@@ -123,15 +121,15 @@ static int read_disks(src_lv *lv, const char *live)
 		xmlChar *t;
 		int u, g;
 
-		if (n->type != XML_ELEMENT_NODE || !xmlStrEqual(n->name, BAD_CAST "seclabel") ||
+		if (n->type != XML_ELEMENT_NODE || !sym_xmlStrEqual(n->name, BAD_CAST "seclabel") ||
 		    !prop_is(n, "model", "dac", "") || !(l = child(n, "label")))
 			continue;
-		t = xmlNodeGetContent(l);
+		t = sym_xmlNodeGetContent(l);
 		if (t && sscanf((const char *)t, "+%d:+%d", &u, &g) == 2 && u >= 0 && g >= 0) {
 			lv->uid = u;
 			lv->gid = g;
 		}
-		xmlFree(t);
+		(*sym_xmlFree)(t);
 	}
 	devs = child(root, "devices");
 	for (n = devs ? devs->children : NULL; n; n = n->next) {
@@ -139,20 +137,20 @@ static int read_disks(src_lv *lv, const char *live)
 		xmlChar *dev;
 		lv_disk *d;
 
-		if (n->type != XML_ELEMENT_NODE || !xmlStrEqual(n->name, BAD_CAST "disk") ||
+		if (n->type != XML_ELEMENT_NODE || !sym_xmlStrEqual(n->name, BAD_CAST "disk") ||
 		    !prop_is(n, "device", "disk", "disk") || child(n, "readonly") ||
 		    child(n, "shareable") || !child(n, "source") || !(target = child(n, "target")))
 			continue;
-		dev = xmlGetProp(target, BAD_CAST "dev");
+		dev = sym_xmlGetProp(target, BAD_CAST "dev");
 		if (!dev || !vbu_name_valid((const char *)dev)) {
 			vbu_err("domain '%s' has a disk whose target '%s' cannot be a disk name",
 				q(lv->domain), dev ? q((const char *)dev) : "");
-			xmlFree(dev);
+			(*sym_xmlFree)(dev);
 			goto out;
 		}
 		d = realloc(lv->disks, (lv->n + 1) * sizeof(*d));
 		if (!d) {
-			xmlFree(dev);
+			(*sym_xmlFree)(dev);
 			vbu_errno(-ENOMEM, "cannot back up domain '%s'", q(lv->domain));
 			goto out;
 		}
@@ -162,7 +160,7 @@ static int read_disks(src_lv *lv, const char *live)
 		snprintf(d->name, sizeof(d->name), "%s", (const char *)dev);
 		/* Only qcow2 keeps the persistent bitmaps of checkpoints; others are read whole. */
 		d->bitmap = child(n, "driver") && prop_is(child(n, "driver"), "type", "qcow2", "");
-		xmlFree(dev);
+		(*sym_xmlFree)(dev);
 	}
 	if (lv->n == 0) {
 		vbu_err("domain '%s' has no writable disk to back up", q(lv->domain));
@@ -174,7 +172,7 @@ static int read_disks(src_lv *lv, const char *live)
 	}
 	status = 0;
 out:
-	xmlFreeDoc(doc);
+	sym_xmlFreeDoc(doc);
 	return status;
 }
 
@@ -280,12 +278,12 @@ static void delete_checkpoint(src_lv *lv, const char *name)
 
 	if (!name[0])
 		return;
-	cp = virDomainCheckpointLookupByName(lv->dom, name, 0);
-	if (!cp || virDomainCheckpointDelete(cp, 0) < 0)
+	cp = sym_virDomainCheckpointLookupByName(lv->dom, name, 0);
+	if (!cp || sym_virDomainCheckpointDelete(cp, 0) < 0)
 		warn("cannot delete checkpoint '%s' of domain '%s': %s", name, q(lv->domain),
 		     lv_msg());
 	if (cp)
-		virDomainCheckpointFree(cp);
+		sym_virDomainCheckpointFree(cp);
 }
 
 /* The signal thread (jobs_cli.h): the job ended and the new checkpoint deleted before the
@@ -299,7 +297,7 @@ static void on_signal(void)
 	for (size_t i = 0; i < lv->n; i++)
 		src_nbd_close(lv->disks[i].conn);
 	if (lv->job) {
-		virDomainAbortJob(lv->dom);
+		sym_virDomainAbortJob(lv->dom);
 		delete_checkpoint(lv, lv->source.checkpoint);
 	}
 	remove_dir(lv);
@@ -330,14 +328,14 @@ static const char *usable_checkpoint(src_lv *lv, const vbs_rp *prev)
 			 "the latest point %s names a checkpoint of another vault", prev->id);
 		return NULL;
 	}
-	cp = virDomainCheckpointLookupByName(lv->dom, prev->source.checkpoint, 0);
+	cp = sym_virDomainCheckpointLookupByName(lv->dom, prev->source.checkpoint, 0);
 	if (!cp) {
 		snprintf(s->why_full, sizeof(s->why_full),
 			 "checkpoint %s of the latest point %s is not in the domain",
 			 prev->source.checkpoint, prev->id);
 		return NULL;
 	}
-	virDomainCheckpointFree(cp);
+	sym_virDomainCheckpointFree(cp);
 	for (size_t i = 0; i < lv->n; i++) {
 		size_t k;
 
@@ -402,8 +400,8 @@ static int check_no_job(src_lv *lv)
 	const char *p, *start, *end;
 	size_t len;
 
-	virResetLastError();
-	x = virDomainBackupGetXMLDesc(lv->dom, 0);
+	sym_virResetLastError();
+	x = sym_virDomainBackupGetXMLDesc(lv->dom, 0);
 	if (!x)
 		return 0;
 	p = strstr(x, "/vmbak-libvirt.");
@@ -416,7 +414,7 @@ static int check_no_job(src_lv *lv)
 		dir[len] = '\0';
 		if (dir_orphaned(dir)) {
 			free(x);
-			if (virDomainAbortJob(lv->dom) == 0) {
+			if (sym_virDomainAbortJob(lv->dom) == 0) {
 				warn("ended a backup job of domain '%s' that an earlier vmbak left "
 				     "running",
 				     q(lv->domain));
@@ -443,7 +441,7 @@ static int begin_job(src_lv *lv, const src_lv_opts *o, const char *since)
 		return -1;
 	}
 	if (o->quiesce) {
-		if (virDomainFSFreeze(lv->dom, NULL, 0, 0) < 0) {
+		if (sym_virDomainFSFreeze(lv->dom, NULL, 0, 0) < 0) {
 			vbu_err("cannot quiesce domain '%s' through its guest agent: %s",
 				q(lv->domain), lv_msg());
 			free(bx);
@@ -452,8 +450,8 @@ static int begin_job(src_lv *lv, const src_lv_opts *o, const char *since)
 		}
 		frozen = 1;
 	}
-	r = virDomainBackupBegin(lv->dom, bx, cx, 0);
-	if (frozen && virDomainFSThaw(lv->dom, NULL, 0, 0) < 0 && r >= 0)
+	r = sym_virDomainBackupBegin(lv->dom, bx, cx, 0);
+	if (frozen && sym_virDomainFSThaw(lv->dom, NULL, 0, 0) < 0 && r >= 0)
 		warn("cannot thaw the file systems of domain '%s': %s", q(lv->domain), lv_msg());
 	free(bx);
 	free(cx);
@@ -471,14 +469,19 @@ int src_lv_begin(const src_lv_opts *o, src_lv **ret)
 		vbu_errno(-ENOMEM, "cannot back up domain '%s'", q(o->domain));
 		return VMBAK_EXIT_FAIL;
 	}
+	if (dlopen_libvirt() < 0 || dlopen_libxml2() < 0) {
+		free(lv);
+		vbu_err("%s", vbu_errmsg());
+		return VMBAK_EXIT_FAIL;
+	}
 	lv->domain = strdup(o->domain);
 	if (!lv->domain) {
 		free(lv);
 		vbu_errno(-ENOMEM, "cannot back up domain '%s'", q(o->domain));
 		return VMBAK_EXIT_FAIL;
 	}
-	virSetErrorFunc(NULL, quiet);
-	lv->conn = virConnectOpen(o->uri);
+	sym_virSetErrorFunc(NULL, quiet);
+	lv->conn = sym_virConnectOpen(o->uri);
 	if (!lv->conn) {
 		if (o->uri)
 			vbu_err("cannot connect to libvirt at '%s': %s", q(o->uri), lv_msg());
@@ -486,7 +489,7 @@ int src_lv_begin(const src_lv_opts *o, src_lv **ret)
 			vbu_err("cannot connect to libvirt: %s", lv_msg());
 		goto out;
 	}
-	lv->dom = virDomainLookupByName(lv->conn, o->domain);
+	lv->dom = sym_virDomainLookupByName(lv->conn, o->domain);
 	if (!lv->dom) {
 		if (lv_code() == VIR_ERR_NO_DOMAIN)
 			vbu_err("no libvirt domain '%s'", q(o->domain));
@@ -494,7 +497,7 @@ int src_lv_begin(const src_lv_opts *o, src_lv **ret)
 			vbu_err("cannot find libvirt domain '%s': %s", q(o->domain), lv_msg());
 		goto out;
 	}
-	if (virDomainIsActive(lv->dom) != 1) {
+	if (sym_virDomainIsActive(lv->dom) != 1) {
 		vbu_err("domain '%s' is not running: a libvirt backup needs a running domain",
 			q(o->domain));
 		goto out;
@@ -502,8 +505,8 @@ int src_lv_begin(const src_lv_opts *o, src_lv **ret)
 	if ((status = check_no_job(lv)) != 0)
 		goto out;
 	status = VMBAK_EXIT_FAIL;
-	lv->xml = virDomainGetXMLDesc(lv->dom, VIR_DOMAIN_XML_INACTIVE);
-	live = virDomainGetXMLDesc(lv->dom, 0);
+	lv->xml = sym_virDomainGetXMLDesc(lv->dom, VIR_DOMAIN_XML_INACTIVE);
+	live = sym_virDomainGetXMLDesc(lv->dom, 0);
 	if (!lv->xml || !live) {
 		vbu_err("cannot get the XML of domain '%s': %s", q(o->domain), lv_msg());
 		goto out;
@@ -520,7 +523,7 @@ int src_lv_begin(const src_lv_opts *o, src_lv **ret)
 	for (size_t i = 0; i < lv->n; i++) {
 		virDomainBlockInfo bi;
 
-		if (virDomainGetBlockInfo(lv->dom, lv->disks[i].name, &bi, 0) < 0) {
+		if (sym_virDomainGetBlockInfo(lv->dom, lv->disks[i].name, &bi, 0) < 0) {
 			vbu_err("cannot get the size of disk '%s' of domain '%s': %s",
 				lv->disks[i].name, q(o->domain), lv_msg());
 			goto out;
@@ -675,21 +678,21 @@ vbs_rp_file src_lv_domain_xml(const src_lv *lv)
 static void tidy(src_lv *lv)
 {
 	virDomainCheckpointPtr *cps = NULL;
-	int n = virDomainListAllCheckpoints(lv->dom, &cps, 0);
+	int n = sym_virDomainListAllCheckpoints(lv->dom, &cps, 0);
 
 	if (n < 0) {
 		warn("cannot list the checkpoints of domain '%s': %s", q(lv->domain), lv_msg());
 		return;
 	}
 	for (int i = 0; i < n; i++) {
-		const char *name = virDomainCheckpointGetName(cps[i]);
+		const char *name = sym_virDomainCheckpointGetName(cps[i]);
 
 		if (name && strncmp(name, lv->prefix, strlen(lv->prefix)) == 0 &&
 		    strcmp(name, lv->source.checkpoint) != 0 &&
-		    virDomainCheckpointDelete(cps[i], 0) < 0)
+		    sym_virDomainCheckpointDelete(cps[i], 0) < 0)
 			warn("cannot delete checkpoint '%s' of domain '%s': %s", name,
 			     q(lv->domain), lv_msg());
-		virDomainCheckpointFree(cps[i]);
+		sym_virDomainCheckpointFree(cps[i]);
 	}
 	free(cps);
 }
@@ -704,7 +707,7 @@ void src_lv_end(src_lv *lv, int committed)
 		free(lv->disks[i].ext);
 	}
 	if (lv->job) {
-		if (virDomainAbortJob(lv->dom) < 0)
+		if (sym_virDomainAbortJob(lv->dom) < 0)
 			warn("cannot end the backup job of domain '%s': %s", q(lv->domain),
 			     lv_msg());
 		if (committed)
@@ -716,9 +719,9 @@ void src_lv_end(src_lv *lv, int committed)
 	active = NULL;
 	remove_dir(lv);
 	if (lv->dom)
-		virDomainFree(lv->dom);
+		sym_virDomainFree(lv->dom);
 	if (lv->conn)
-		virConnectClose(lv->conn);
+		sym_virConnectClose(lv->conn);
 	free(lv->xml);
 	free(lv->disks);
 	free(lv->idisks);

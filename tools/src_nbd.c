@@ -2,7 +2,6 @@
  * (see src_nbd.h). */
 #include <errno.h>
 #include <fcntl.h>
-#include <libnbd.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -18,6 +17,7 @@
 #include <unistd.h>
 
 #include "file.h"
+#include "nbd_dl.h"
 #include "src_nbd.h"
 #include "util.h"
 
@@ -70,8 +70,8 @@ int src_nbd_is_uri(const char *s)
 
 static int nbd_err(const char *what, const char *label)
 {
-	int e = nbd_get_errno();
-	const char *m = nbd_get_error();
+	int e = sym_nbd_get_errno();
+	const char *m = sym_nbd_get_error();
 
 	if (e <= 0)
 		e = EIO;
@@ -98,7 +98,7 @@ static int wait_for(src_nbd *s, int (*done)(src_nbd *), int64_t ms, const char *
 		if (left <= 0)
 			return vbu_fail(-ETIMEDOUT, "%s '%s': no answer for %lld s", what, s->label,
 					(long long)(ms / 1000));
-		r = nbd_poll(s->h, left > INT_MAX ? INT_MAX : (int)left);
+		r = sym_nbd_poll(s->h, left > INT_MAX ? INT_MAX : (int)left);
 		if (r < 0)
 			return nbd_err(what, s->label);
 	}
@@ -107,7 +107,7 @@ static int wait_for(src_nbd *s, int (*done)(src_nbd *), int64_t ms, const char *
 
 static int connected(src_nbd *s)
 {
-	return !nbd_aio_is_connecting(s->h);
+	return !sym_nbd_aio_is_connecting(s->h);
 }
 
 static int src_read(void *arg, const vbs_source_io *io, size_t n);
@@ -126,6 +126,10 @@ static int nbd_open(const char *uri, const char *sock, const char *export_name,
 
 	if (!s)
 		return vbu_fail(-ENOMEM, "out of memory");
+	if ((r = dlopen_libnbd()) < 0) {
+		free(s);
+		return r;
+	}
 	s->uri = strdup(uri ? uri : sock);
 	s->label = strdup(label ? label : uri ? uri : sock);
 	if (dirty_bitmap && asprintf(&s->bitmap_ctx, "qemu:dirty-bitmap:%s", dirty_bitmap) < 0)
@@ -134,39 +138,39 @@ static int nbd_open(const char *uri, const char *sock, const char *export_name,
 		r = vbu_fail(-ENOMEM, "out of memory");
 		goto fail;
 	}
-	s->h = nbd_create();
+	s->h = sym_nbd_create();
 	if (!s->h) {
 		r = nbd_err("cannot connect to", s->label);
 		goto fail;
 	}
 	/* Only the transports a backup reads from: no ssh or vsock, no commands run from a URI. */
-	if (nbd_set_uri_allow_transports(s->h, LIBNBD_ALLOW_TRANSPORT_TCP |
+	if (sym_nbd_set_uri_allow_transports(s->h, LIBNBD_ALLOW_TRANSPORT_TCP |
 						   LIBNBD_ALLOW_TRANSPORT_UNIX) < 0 ||
 	    /* The operator's own URI may name TLS files (tls-psk-file=...). */
-	    nbd_set_uri_allow_local_file(s->h, true) < 0 ||
-	    nbd_add_meta_context(s->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
-	    (s->bitmap_ctx && nbd_add_meta_context(s->h, s->bitmap_ctx) < 0)) {
+	    sym_nbd_set_uri_allow_local_file(s->h, true) < 0 ||
+	    sym_nbd_add_meta_context(s->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
+	    (s->bitmap_ctx && sym_nbd_add_meta_context(s->h, s->bitmap_ctx) < 0)) {
 		r = nbd_err("cannot connect to", s->label);
 		goto fail;
 	}
-	if (!uri && nbd_set_export_name(s->h, export_name ? export_name : "") < 0) {
+	if (!uri && sym_nbd_set_export_name(s->h, export_name ? export_name : "") < 0) {
 		r = nbd_err("cannot connect to", s->label);
 		goto fail;
 	}
-	if (uri ? nbd_aio_connect_uri(s->h, uri) < 0 : nbd_aio_connect_unix(s->h, sock) < 0) {
+	if (uri ? sym_nbd_aio_connect_uri(s->h, uri) < 0 : sym_nbd_aio_connect_unix(s->h, sock) < 0) {
 		r = nbd_err("cannot connect to", s->label);
 		if (r == -EINVAL || r == -ENOTSUP || r == -EPROTONOSUPPORT)
 			r = vbu_fail(-EINVAL, "invalid NBD URI '%s': %s", s->label,
-				     nbd_get_error() ? nbd_get_error() : "not understood");
+				     sym_nbd_get_error() ? sym_nbd_get_error() : "not understood");
 		goto fail;
 	}
 	if ((r = wait_for(s, connected, CONNECT_MS, "cannot connect to")) < 0)
 		goto fail;
-	if (!nbd_aio_is_ready(s->h)) {
+	if (!sym_nbd_aio_is_ready(s->h)) {
 		r = nbd_err("cannot connect to", s->label);
 		goto fail;
 	}
-	size = nbd_get_size(s->h);
+	size = sym_nbd_get_size(s->h);
 	if (size < 0) {
 		r = nbd_err("cannot get the size of", s->label);
 		goto fail;
@@ -176,16 +180,16 @@ static int nbd_open(const char *uri, const char *sock, const char *export_name,
 		goto fail;
 	}
 	s->size = (uint64_t)size;
-	s->has_alloc = nbd_can_meta_context(s->h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
-	if (s->bitmap_ctx && nbd_can_meta_context(s->h, s->bitmap_ctx) != 1) {
+	s->has_alloc = sym_nbd_can_meta_context(s->h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+	if (s->bitmap_ctx && sym_nbd_can_meta_context(s->h, s->bitmap_ctx) != 1) {
 		r = vbu_fail(-ENOTSUP, "NBD export '%s' does not offer dirty bitmap '%s'", s->label,
 			     dirty_bitmap);
 		goto fail;
 	}
 	s->max_io = IO_MAX;
 	{
-		int64_t mx = nbd_get_block_size(s->h, LIBNBD_SIZE_MAXIMUM);
-		int64_t pref = nbd_get_block_size(s->h, LIBNBD_SIZE_PREFERRED);
+		int64_t mx = sym_nbd_get_block_size(s->h, LIBNBD_SIZE_MAXIMUM);
+		int64_t pref = sym_nbd_get_block_size(s->h, LIBNBD_SIZE_PREFERRED);
 
 		if (mx > 0 && (uint64_t)mx < s->max_io)
 			s->max_io = (uint64_t)mx;
@@ -234,9 +238,9 @@ void src_nbd_close(src_nbd *s)
 		return;
 	if (s->h) {
 		/* A clean disconnect where the connection still works; else just close. */
-		if (!s->dead && nbd_aio_is_ready(s->h))
-			nbd_shutdown(s->h, 0);
-		nbd_close(s->h);
+		if (!s->dead && sym_nbd_aio_is_ready(s->h))
+			sym_nbd_shutdown(s->h, 0);
+		sym_nbd_close(s->h);
 	}
 	free(s->uri);
 	free(s->label);
@@ -266,7 +270,7 @@ static int read_done(void *user_data, int *error)
 
 static int none_in_flight(src_nbd *s)
 {
-	return nbd_aio_in_flight(s->h) <= 0;
+	return sym_nbd_aio_in_flight(s->h) <= 0;
 }
 
 static int src_read(void *arg, const vbs_source_io *io, size_t n)
@@ -279,8 +283,8 @@ static int src_read(void *arg, const vbs_source_io *io, size_t n)
 	if (s->dead)
 		return vbu_fail(-EIO, "NBD export '%s' stopped answering", s->label);
 	s->read_err = 0;
-	while (i < n || nbd_aio_in_flight(s->h) > 0) {
-		while (i < n && !s->read_err && nbd_aio_in_flight(s->h) < INFLIGHT_MAX) {
+	while (i < n || sym_nbd_aio_in_flight(s->h) > 0) {
+		while (i < n && !s->read_err && sym_nbd_aio_in_flight(s->h) < INFLIGHT_MAX) {
 			uint64_t len = io[i].len - at;
 			/* Each request's own: completions come in any order, and libnbd frees
 			 * it (.free) when the request is retired, even after a timeout. */
@@ -293,7 +297,7 @@ static int src_read(void *arg, const vbs_source_io *io, size_t n)
 			if (len > s->max_io)
 				len = s->max_io;
 			*c = (struct read_cb){s, io[i].off + at};
-			if (nbd_aio_pread(s->h, (uint8_t *)io[i].buf + at, (size_t)len, io[i].off + at,
+			if (sym_nbd_aio_pread(s->h, (uint8_t *)io[i].buf + at, (size_t)len, io[i].off + at,
 					  (nbd_completion_callback){.callback = read_done,
 								    .user_data = c,
 								    .free = free},
@@ -311,7 +315,7 @@ static int src_read(void *arg, const vbs_source_io *io, size_t n)
 		if (s->read_err)
 			break;
 		{
-			int p = nbd_poll(s->h, STALL_MS);
+			int p = sym_nbd_poll(s->h, STALL_MS);
 
 			if (p == 0) {
 				s->dead = 1;
@@ -327,7 +331,7 @@ static int src_read(void *arg, const vbs_source_io *io, size_t n)
 drain:
 	/* Requests still in flight write into the caller's buffers: wait for them all (a dead
 	 * connection retires them at once). */
-	if (nbd_aio_in_flight(s->h) > 0 &&
+	if (sym_nbd_aio_in_flight(s->h) > 0 &&
 	    wait_for(s, none_in_flight, STALL_MS, "cannot read") < 0) {
 		s->dead = 1;
 		return vbu_fail(-ETIMEDOUT, "cannot read '%s': no answer for %d s", s->label,
@@ -420,7 +424,7 @@ static int status_at(src_nbd *s, uint64_t off)
 		count = STATUS_MAX;
 	s->status_err = 0;
 	s->status_end = off;
-	if (nbd_block_status(s->h, count, off,
+	if (sym_nbd_block_status(s->h, count, off,
 			     (nbd_extent_callback){.callback = status_cb, .user_data = s}, 0) < 0)
 		return nbd_err("cannot get the data map of", s->label);
 	if (s->status_err)
@@ -689,6 +693,11 @@ int src_image_start(const char *path, const char *format, src_image **ret)
 
 	if (!im)
 		return vbu_fail(-ENOMEM, "out of memory");
+	/* Before qemu-nbd starts: without libnbd nothing could read what it serves. */
+	if ((r = dlopen_libnbd()) < 0) {
+		free(im);
+		return r;
+	}
 	im->slot = -1;
 	if (!src_image_format_valid(format)) {
 		free(im);

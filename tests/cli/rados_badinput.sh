@@ -7,10 +7,12 @@
 #     --chunks rados:POOL;
 #   - a config whose "chunks" names an unknown store, or was edited from rados to nothing (the
 #     kind of store is bound to the keys): refused at open;
+#   - a host without librados (tests/nolib.sh): list works, restore and verify fail with one line;
 #   - a vault whose cluster went away: list still works (it needs no chunks), reading a chunk
 #     fails within the timeout with one line.
 . "$SRCDIR/tests/lib.sh"
 . "$SRCDIR/tests/ceph.sh"
+. "$SRCDIR/tests/nolib.sh"
 
 need_cmd python3
 need_programs
@@ -82,6 +84,15 @@ EOF
 expect_status 1 "$VMBAK" list v
 expect_stderr "does not match its database"
 rm -rf v && cp -a v.bak v
+expect_status 0 "$VMBAK" verify v
+
+note "a host without librados (tests/nolib.sh): list works, reading chunks fails in one line"
+expect_ok without_libs librados.so.2 "$VMBAK" list v
+expect_status 1 without_libs librados.so.2 "$VMBAK" restore v vm --to r
+expect_stderr "^vmbak: cannot load librados\.so\.2 \(needed for chunks in RADOS\): .*librados"
+[ ! -e r/d.img ] || fail "a restore without librados left 'r/d.img'"
+expect_status 1 without_libs librados.so.2 "$VMBAK" verify v
+expect_stderr "^vmbak: cannot load librados\.so\.2 \(needed for chunks in RADOS\): "
 expect_status 0 "$VMBAK" verify v
 
 note "the cluster goes away: list works, reads fail in time"

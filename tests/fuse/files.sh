@@ -9,8 +9,10 @@
 # -u undoes every layer; a second -u, and a -u after the view was killed, say so in one line.
 # BitLocker: the real volumes of ../shared/fixtures/bitlocker, opened with the escrowed user
 # password, recovery password and .BEK: the decrypted volume (--raw) has the SHA-256 of
-# images.conf. Bad input for every argument: one line, the exit status, nothing left mounted.
+# images.conf. Without libcryptsetup (tests/nolib.sh), a LUKS disk fails in one line.
+# Bad input for every argument: one line, the exit status, nothing left mounted.
 . "$SRCDIR/tests/lib.sh"
+. "$SRCDIR/tests/nolib.sh"
 
 need_root
 need_fuse
@@ -193,6 +195,10 @@ rp2=$(tail -n 1 "$OUT")
 shows "$rp1" luks2 "${kvopt[@]}"
 shows "$rp2" luks2 "${kvopt[@]}"
 
+note "without libcryptsetup (tests/nolib.sh): one line, nothing mounted"
+expect_status 1 without_libs libcryptsetup.so.12 "$VMBAK" files v "vm/$rp1" luks2 m "${kvopt[@]}"
+expect_stderr "^vmbak: cannot load libcryptsetup\.so\.12 \(needed for LUKS disks in vmbak files\): "
+! is_mounted m || fail "a failed vmbak files left m mounted"
 note "-u twice, and -u after the view was killed"
 expect_status 0 "$VMBAK" files v "vm/$rp1" luks2 m "${kvopt[@]}"
 expect_status 0 "$VMBAK" files -u m
