@@ -543,15 +543,17 @@ static int source_fill(struct batch *b)
 
 /* A whole disk read from a file: keeps the kernel reading up to FULL_AHEAD bytes past off, so
  * that the disk stays busy while the batch before is hashed and encoded (the kernel's own
- * read-ahead stops when our reads do). Asked for in steps of half that, not for every chunk. */
-static void read_ahead(struct disk_state *d, uint64_t off)
+ * read-ahead stops when our reads do). Asked for in steps of half that, not for every chunk,
+ * and never past limit, the end of the data the file has there: read-ahead of a hole fills
+ * page-cache pages with zeros (a 1 TiB sparse disk took 46 s, 77% of it in memset). */
+static void read_ahead(struct disk_state *d, uint64_t off, uint64_t limit)
 {
 	uint64_t end = off + FULL_AHEAD;
 
-	if (d->ext || d->full_ahead >= off + FULL_AHEAD / 2)
+	if (d->ext || (d->full_ahead >= off + FULL_AHEAD / 2 && d->full_ahead <= limit))
 		return;
-	if (end > d->size)
-		end = d->size;
+	if (end > limit)
+		end = limit;
 	if (d->full_ahead < off)
 		d->full_ahead = off;
 	if (end > d->full_ahead)
@@ -583,7 +585,7 @@ static int read_chunks(struct ingest *g, struct disk_state *d, uint64_t a, uint6
 			goto next;
 		}
 		/* Read by the workers, each just before it hashes the chunk (hash_work). */
-		read_ahead(d, off);
+		read_ahead(d, off, b * g->cs < d->size ? b * g->cs : d->size);
 		j->unread = 1;
 next:
 		d->read_bytes += len;
