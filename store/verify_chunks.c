@@ -157,7 +157,9 @@ int vbs_vfy_collect_fn(struct ctx *c, size_t pt, size_t di, uint64_t n, const ui
 	int r;
 
 	if (!id)
-		return add_hit(c, pt, di, n, VBS_VERIFY_INDEX);
+		return c->slice == 0 ? add_hit(c, pt, di, n, VBS_VERIFY_INDEX) : 0;
+	if (vbs_id_slice(id, c->nslices) != c->slice)
+		return 0;
 	if (c->nrefs == c->caprefs) {
 		vbs_vfy_refs_compact(c);
 		/* Grow when deduplication no longer frees half of the array. */
@@ -243,7 +245,7 @@ static uint64_t splitmix64(uint64_t *s)
 int vbs_vfy_sample(struct ctx *c)
 {
 	double p = c->o->sample;
-	uint64_t seed = c->o->seed, s, k;
+	uint64_t seed = c->o->seed ? c->o->seed : c->res->seed, s, k; /* one seed, every slice */
 
 	if (p <= 0 || p >= 100)
 		return 0;
@@ -274,6 +276,17 @@ int vbs_vfy_sample(struct ctx *c)
 	return 0;
 }
 
+/* The total for progress: exact in the last slice, else the index entries (an upper bound of
+ * the distinct references). */
+static uint64_t progress_total(const struct ctx *c)
+{
+	uint64_t known = c->done + c->nrefs;
+
+	if (c->slice + 1 == c->nslices || c->total < known)
+		return known;
+	return c->total;
+}
+
 int vbs_vfy_read_chunks(struct ctx *c)
 {
 	int r;
@@ -301,9 +314,10 @@ int vbs_vfy_read_chunks(struct ctx *c)
 			c->bad[c->nbad].seen = 0;
 			c->nbad++;
 		}
-		vbs_vfy_progress(c, i + 1, c->nrefs, 0);
+		vbs_vfy_progress(c, c->done + i + 1, progress_total(c), 0);
 	}
-	vbs_vfy_progress(c, c->nrefs, c->nrefs, 1);
+	if (c->slice + 1 == c->nslices)
+		vbs_vfy_progress(c, c->done + c->nrefs, c->done + c->nrefs, 1);
 	return 0;
 }
 
