@@ -65,6 +65,7 @@ static int walk_disk(struct ctx *c, size_t pt, size_t di, walk_fn fn)
 		}
 		if (vbs_idx_key_lineage(k.mv_data, k.mv_size, &kl) < 0 || kl != dk->lineage)
 			break;
+		vbs_map_touched(c->v, k.mv_size + d.mv_size + 16); /* the map trim bounds the RSS */
 		/* A malformed key in the lineage: every lookup landing on it fails, so chunk n is
 		 * unreadable; the walk goes on with the next. */
 		malformed = vbs_idx_key_decode(k.mv_data, k.mv_size, NULL, &en, NULL) < 0;
