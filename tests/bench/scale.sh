@@ -305,10 +305,12 @@ part_gcverify() {
 	n=$(chunks_of "$v")
 	out ""
 	out "gc and verify of the vault of $n chunks (chunk size 4 KiB; target peak RSS <= 256 MiB)"
-	out "$(printf '%-34s %9s %10s %9s %8s  %s' what time_s 'us/chunk' 'cpu_s' 'rss_MiB' 'rss target')"
+	out "$(printf '%-46s %8s %9s %8s %8s  %s' what time_s 'us/chunk' 'cpu_s' 'rss_MiB' 'rss target')"
 	row() {
-		out "$(printf '%-34s %9s %10s %9s %8s  %s' "$1" "$(f2 "$T")" "$(us_per "$T" "$2")" "$(f2 "$CPU")" "$(mib "$RSS")" "$(verdict "$RSS <= 262144")")"
+		out "$(printf '%-46s %8s %9s %8s %8s  %s' "$1" "$(f2 "$T")" "$(us_per "$T" "$2")" "$(f2 "$CPU")" "$(mib "$RSS")" "$(verdict "$RSS <= 262144")")"
 	}
+	out "(rss: GNU time's %M, the peak resident set: the heap and the pages of data.mdb that LMDB's"
+	out " map holds mapped at the time, which are page cache)"
 	timed "$VMBAK" gc "$v" || die "gc failed"
 	row "gc, nothing to collect" "$n"
 	timed "$VMBAK" verify "$v" || die "verify failed"
