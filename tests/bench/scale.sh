@@ -9,7 +9,7 @@
 #           Vaults use --chunk-size 4K. The fill chunks come from an NBD export served by
 #           nbdkit's cc plugin over tests/bench/scale_gen.c: 4 KiB blocks that all differ
 #           (their index in the first 8 bytes, then zeros) and compress to a few bytes, so
-#           10M chunks (40 GiB logical) cost about 4 GiB of vault and never touch the disk
+#           10M chunks (40 GiB logical) cost about 3 GiB of vault and never touch the disk
 #           as source. The measured disk is the same 1 GiB file each time: the first GiB of
 #           CORPUS/base.raw where there is one, else 1 GiB of nbdkit's random plugin (seed 1);
 #           it is ingested into a copy of the vault (cp --sparse=always, then sync), so that
@@ -28,7 +28,7 @@
 #
 #   BENCH_DIR  work directory (default /var/tmp/bench-scale); v10m and ingest.txt are kept
 #              there and reused by the next run unless REBUILD=1 (building them takes the
-#              longest: about 10 minutes on 2 cores)
+#              longest: about 15 minutes for v10m, 20 for the points, on 2 shared cores)
 #   CORPUS     a corpus directory holding base.raw (default /var/tmp/rbench/corpus)
 #   PARTS      which parts to run (default "ingest gcverify list prune")
 #   FILL       chunks of the largest vault (default 10000000; smaller for a quick run)
