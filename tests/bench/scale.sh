@@ -270,7 +270,7 @@ part_list() {
 		out "$(printf '%-8s %7s %8s %10s %8s %10s %9s %11s' "$sh" "$n" "$(f2 "$t_list")" "$(us_per "$t_list" "$n")" \
 			"$(f2 "$t_ls")" "$(us_per "$t_ls" "$n")" "$(f2 "$t_open")" "$(cat "$v.ms_per_ingest")")"
 	done
-	out "target at 100x100: list < 1 s: $(verdict "$t_list < 1"); ls -R < 2 s: $(verdict "$t_ls < 2")"
+	out "target at $sh: list < 1 s: $(verdict "$t_list < 1"); ls -R < 2 s: $(verdict "$t_ls < 2")"
 }
 
 # ---------------------------------------------------------------- prune
@@ -305,12 +305,12 @@ part_gcverify() {
 	n=$(chunks_of "$v")
 	out ""
 	out "gc and verify of the vault of $n chunks (chunk size 4 KiB; target peak RSS <= 256 MiB)"
+	out "(rss: GNU time's %M, the peak resident set: the heap and the pages of data.mdb that LMDB's"
+	out " map holds mapped at the time, which are page cache)"
 	out "$(printf '%-46s %8s %9s %8s %8s  %s' what time_s 'us/chunk' 'cpu_s' 'rss_MiB' 'rss target')"
 	row() {
 		out "$(printf '%-46s %8s %9s %8s %8s  %s' "$1" "$(f2 "$T")" "$(us_per "$T" "$2")" "$(f2 "$CPU")" "$(mib "$RSS")" "$(verdict "$RSS <= 262144")")"
 	}
-	out "(rss: GNU time's %M, the peak resident set: the heap and the pages of data.mdb that LMDB's"
-	out " map holds mapped at the time, which are page cache)"
 	timed "$VMBAK" gc "$v" || die "gc failed"
 	row "gc, nothing to collect" "$n"
 	timed "$VMBAK" verify "$v" || die "verify failed"
