@@ -15,6 +15,9 @@
 #   make bench        the benchmark (not part of check; tests/bench/rewrap.sh: vmbak rewrap)
 #   make bench-1g     the same on the 1 GiB corpus (tests/bench/run.sh 1G)
 #   make bench-restore  restore, instant recovery and vmbak files timings (tests/bench/restore.sh)
+#   make bench-scale  how costs grow: ingest into a vault of 10M chunks, list/ls -R of 100 VMs x
+#                     100 points, gc and verify at 10M chunks (time, peak RSS), prune of 10,000
+#                     points (tests/bench/scale.sh; BENCH_DIR, default /var/tmp/bench-scale)
 #   make format       clang-format every source file
 # A user's CFLAGS add to the project's flags; they never replace the warnings.
 
@@ -76,7 +79,7 @@ LIBA := $(B)/libvmbak.a
 
 .SECONDARY:
 
-.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench bench-1g bench-restore demo format check-deps
+.PHONY: all check check-long test deps install uninstall clean asan fault fuzz bench bench-1g bench-restore bench-scale demo format check-deps
 
 all: $(B)/vmbak $(B)/vmbakfs vmbak vmbakfs
 
@@ -171,6 +174,9 @@ bench-1g: all
 
 bench-restore: all
 	@tests/bench/restore.sh
+
+bench-scale: all
+	@tests/bench/scale.sh
 
 demo:
 	@tests/demo.sh

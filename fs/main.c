@@ -686,6 +686,7 @@ int main(int argc, char **argv)
 	status = VMBAK_EXIT_FAIL;
 	fs.uid = getuid();
 	fs.gid = getgid();
+	pthread_mutex_init(&fs.names_lock, NULL);
 	clock_gettime(CLOCK_REALTIME, &fs.started);
 
 	log_capture_begin();

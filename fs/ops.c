@@ -264,13 +264,42 @@ out:
 	return r;
 }
 
+static void vm_name_remember(vbf_fs *fs, uint64_t vm, const char *name)
+{
+	struct vbf_vm_name *e = &fs->names[vm % VBF_VM_NAMES];
+
+	pthread_mutex_lock(&fs->names_lock);
+	e->vm = vm;
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	pthread_mutex_unlock(&fs->names_lock);
+}
+
+/* The name of VM number vm, which must still have a point: from the names remembered (then one
+ * look-up says the name still leads to vm), else from a scan of every VM record. */
 static int vm_name_of(vbf_fs *fs, uint64_t vm, char name[VBS_NAME_MAX + 1])
 {
-	int r = vbs_vm_name(fs->vault, vm, name);
+	const struct vbf_vm_name *e = &fs->names[vm % VBF_VM_NAMES];
+	uint64_t now;
+	int hit, r;
 
+	pthread_mutex_lock(&fs->names_lock);
+	hit = vm != 0 && e->vm == vm;
+	if (hit)
+		memcpy(name, e->name, VBS_NAME_MAX + 1);
+	pthread_mutex_unlock(&fs->names_lock);
+	if (hit) {
+		r = vbs_vm_get(fs->vault, name, &now);
+		if (r == 0 && now == vm)
+			return 0;
+		if (r < 0 && r != -ENOENT)
+			return store_fail(r, "cannot find a VM");
+		/* Gone, or its name now leads to another VM: ask the records. */
+	}
+	r = vbs_vm_name(fs->vault, vm, name);
 	if (r < 0)
 		return store_fail(r, "cannot find a VM");
 	name[VBS_NAME_MAX] = '\0';
+	vm_name_remember(fs, vm, name);
 	return 0;
 }
 
@@ -365,6 +394,7 @@ static int lookup_root(vbf_fs *fs, const char *name, struct fuse_entry_param *e)
 		r = -ENOENT;
 	if (r < 0)
 		return store_fail(r, "cannot find a VM");
+	vm_name_remember(fs, vm, name);
 	return entry_vm(fs, vm, e);
 }
 
@@ -558,8 +588,10 @@ static int dir_root(vbf_fs *fs, vbf_dir **ret)
 	r = dir_add(d, ".", "", VBF_ROOT, 0, 0, DIR_MODE);
 	if (r >= 0)
 		r = dir_add(d, "..", "", VBF_ROOT, 0, 0, DIR_MODE);
-	for (size_t i = 0; i < n && r >= 0; i++)
+	for (size_t i = 0; i < n && r >= 0; i++) {
 		r = dir_add(d, vms[i].name, "", VBF_VM, vms[i].serial, 0, DIR_MODE);
+		vm_name_remember(fs, vms[i].serial, vms[i].name);
+	}
 	if (r < 0)
 		goto out;
 	*ret = d;

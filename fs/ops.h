@@ -19,6 +19,8 @@
 #endif
 #include <fuse_lowlevel.h>
 
+#include <pthread.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -28,13 +30,25 @@
 #define VBF_TTL_LONG 86400.0 /* inside a recovery point: it never changes */
 #define VBF_TTL_SHORT 0.0 /* the root, VM directories, points, latest: points come and go */
 
+/* VM names by number, remembered: a VM's number is never given to another name (a VM made again
+ * gets a new one), so a name found once stays right, and only whether the VM still has points
+ * is asked again. Without it each request inside a VM directory decoded every VM record. */
+#define VBF_VM_NAMES 256
+struct vbf_vm_name {
+	uint64_t vm; /* 0: empty */
+	char name[VBS_NAME_MAX + 1];
+};
+
 /* The mount's state, the session's userdata. The vault's environment is open (after the
- * daemon forked) before the session loop starts; nothing here changes while it runs. */
+ * daemon forked) before the session loop starts; nothing here changes while it runs but the
+ * remembered VM names (under names_lock). */
 typedef struct vbf_fs {
 	vbs_vault *vault;
 	uid_t uid; /* owner of every node: the mounting user */
 	gid_t gid;
 	struct timespec started; /* times of the root and the VM directories */
+	pthread_mutex_t names_lock;
+	struct vbf_vm_name names[VBF_VM_NAMES];
 } vbf_fs;
 
 extern const struct fuse_lowlevel_ops vbf_ops;

@@ -17,6 +17,9 @@
 
 #define PIN_KEY_LEN (8 + VBS_ID_LEN)
 #define RELEASE_BATCH 8192
+/* Ids (marked, or candidates) a slice of the mark holds: about 32 MiB of marks and 40 MiB of
+ * candidates, whatever the size of the vault. */
+#define MARK_SLICE (1u << 20)
 
 static const char gc_key[] = "gc";
 
@@ -39,6 +42,18 @@ void vbs_test_pause(const char *name)
 		close(fd);
 	for (int i = 0; i < 6000 && stat(path, &st) < 0; i++)
 		usleep(10000);
+}
+
+uint64_t vbs_test_slice(uint64_t per)
+{
+	const char *s = getenv("VMBAK_TEST_SLICE");
+	char *end;
+	unsigned long long n;
+
+	if (!s || !s[0])
+		return per;
+	n = strtoull(s, &end, 10);
+	return *end || n == 0 ? per : n;
 }
 #endif
 
@@ -273,18 +288,22 @@ struct cand {
 	uint64_t len;
 };
 
+/* One slice of the mark: the ids of slice `slice` of `nslices` (internal.h) only. */
 struct mark {
 	uint8_t (*ids)[VBS_ID_LEN];
 	size_t nids, capids;
 	struct cand *cands;
 	size_t ncands, capcands;
 	uint64_t chunks;
+	size_t slice, nslices;
 };
 
 static int mark_chunk(void *arg, const uint8_t id[VBS_ID_LEN], uint64_t stored_len)
 {
 	struct mark *m = arg;
 
+	if (vbs_id_slice(id, m->nslices) != m->slice)
+		return 0;
 	m->chunks++;
 	if (m->nids && bsearch(id, m->ids, m->nids, VBS_ID_LEN, cmp_id))
 		return 0;
@@ -299,6 +318,32 @@ static int mark_chunk(void *arg, const uint8_t id[VBS_ID_LEN], uint64_t stored_l
 	memcpy(m->cands[m->ncands].id, id, VBS_ID_LEN);
 	m->cands[m->ncands++].len = stored_len;
 	return 0;
+}
+
+/* How many slices the mark takes: from the index entries and the stored chunks, so that
+ * neither the marks nor the candidates of one slice outgrow MARK_SLICE by much. */
+static int mark_slices(vbs_vault *v, size_t *ret)
+{
+	MDB_txn *txn = NULL;
+	vbs_cs_stats cs;
+	MDB_stat st;
+	int rc, r;
+
+	if ((r = vbs_read_begin(v, &txn)) < 0)
+		return r;
+	rc = mdb_stat(txn, v->dbi_idx, &st);
+	if (rc) {
+		r = vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
+			     mdb_strerror(rc));
+		goto out;
+	}
+	if ((r = vbs_cs_stats_get(v, txn, &cs)) < 0)
+		goto out;
+	*ret = vbs_slices_for(st.ms_entries > cs.chunks ? st.ms_entries : cs.chunks,
+			      vbs_test_slice(MARK_SLICE));
+out:
+	vbs_read_end(v, txn);
+	return r;
 }
 
 static int mark_phase(vbs_vault *v, struct mark *m)
@@ -320,6 +365,8 @@ static int mark_phase(vbs_vault *v, struct mark *m)
 			r = vbs_fail(-EBADMSG, "vault '%s': damaged index entry", v->path);
 			goto out;
 		}
+		if (vbs_id_slice(d.mv_data, m->nslices) != m->slice)
+			continue;
 		if (m->nids == m->capids) {
 			size_t nc = m->capids ? m->capids * 2 : 65536;
 			void *p = realloc(m->ids, nc * VBS_ID_LEN);
@@ -484,23 +531,34 @@ int vbs_gc(vbs_vault *v, uint64_t job_id, vbs_gc_stats *ret)
 		s.pins_released += reg.dropped;
 	} while (reg.dropped == RELEASE_BATCH);
 	vbs_test_pause("VMBAK_TEST_PAUSE_GC_MARK");
-	/* 2: mark. */
-	r = mark_phase(v, &m);
+	/* 2 and 3, one slice of the id space at a time, so that memory stays bounded however
+	 * many chunks the vault holds. Each slice is a mark and sweep of its own (its own
+	 * snapshot, begun after step 1), and gc.h's argument holds for each. */
+	r = mark_slices(v, &m.nslices);
 	if (r < 0)
 		goto out;
-	s.chunks = m.chunks;
-	s.referenced = m.chunks - m.ncands;
-	vbs_test_pause("VMBAK_TEST_PAUSE_GC_SWEEP");
-	/* 3: sweep, in short transactions. */
-	for (size_t i = 0; i < m.ncands; i += VBS_GC_BATCH) {
-		struct sweep_ctx c = {m.cands + i,
-				      m.ncands - i < VBS_GC_BATCH ? m.ncands - i : VBS_GC_BATCH};
-		r = vbs_write(v, sweep_fn, &c);
+	for (m.slice = 0; m.slice < m.nslices; m.slice++) {
+		/* 2: mark. */
+		m.nids = m.ncands = 0;
+		m.chunks = 0;
+		r = mark_phase(v, &m);
 		if (r < 0)
 			goto out;
-		s.freed += c.freed;
-		s.freed_bytes += c.freed_bytes;
-		s.pinned += c.pinned;
+		s.chunks += m.chunks;
+		s.referenced += m.chunks - m.ncands;
+		vbs_test_pause("VMBAK_TEST_PAUSE_GC_SWEEP");
+		/* 3: sweep, in short transactions. */
+		for (size_t i = 0; i < m.ncands; i += VBS_GC_BATCH) {
+			struct sweep_ctx c = {m.cands + i, m.ncands - i < VBS_GC_BATCH
+								? m.ncands - i
+								: VBS_GC_BATCH};
+			r = vbs_write(v, sweep_fn, &c);
+			if (r < 0)
+				goto out;
+			s.freed += c.freed;
+			s.freed_bytes += c.freed_bytes;
+			s.pinned += c.pinned;
+		}
 	}
 	r = 0;
 out:

@@ -18,6 +18,10 @@
  *   3. sweep: the stored chunks that are not marked are deleted in short write transactions
  *      (VBS_GC_BATCH chunks each) that skip any chunk pinned at that moment;
  *   4. a write transaction unregisters the gc and again drops the pins of jobs that ended.
+ * Steps 2 and 3 run once per slice of the chunk-id space (vbs_id_slice, internal.h; one slice
+ * per about a million index entries or stored chunks), each with its own snapshot and only
+ * the ids of its slice, so that gc's memory stays bounded however large the vault; what
+ * follows holds for each slice's mark and sweep.
  * An ingest's final commit drops its own pins only when no live gc is registered; else they
  * stay until step 4 (or the next gc's step 1).
  *

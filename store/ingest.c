@@ -318,11 +318,43 @@ static void progress(struct ingest *g, int force)
 	g->o->progress(g->o->progress_arg, g->done, g->total);
 }
 
+/* The ids a batch stores, to skip repeats: an open-addressing set keyed by an id's first 8
+ * bytes (ids are keyed hashes), so that a batch of thousands of small chunks costs O(n), not a
+ * scan of every earlier chunk per chunk. */
+struct idset {
+	const uint8_t **slot;
+	size_t mask;
+};
+
+static int idset_init(struct idset *s, size_t n)
+{
+	size_t cap = 16;
+
+	while (cap < 2 * n)
+		cap *= 2;
+	s->slot = calloc(cap, sizeof(*s->slot));
+	s->mask = cap - 1;
+	return s->slot ? 0 : -ENOMEM;
+}
+
+/* 1 if id is in s; else adds it (the pointer: id must outlive s) and returns 0. */
+static int idset_add(struct idset *s, const uint8_t *id)
+{
+	size_t i = (size_t)vbs_get64(id) & s->mask;
+
+	for (; s->slot[i]; i = (i + 1) & s->mask)
+		if (memcmp(s->slot[i], id, VBS_ID_LEN) == 0)
+			return 1;
+	s->slot[i] = id;
+	return 0;
+}
+
 /* Hashes batch b (once), looks its chunks up, and encodes those the vault lacks. A chunk that
  * the batch with the committer (other) stores is skipped like a repeat within b: that commit
  * pins it for this job, and it ends before b's starts. */
 static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *other)
 {
+	struct idset seen;
 	size_t nq = 0;
 	int r;
 
@@ -356,10 +388,13 @@ static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *
 	if (r < 0)
 		return r;
 	vbs_test_pause("VMBAK_TEST_PAUSE_INGEST_BATCH");
+	if (idset_init(&seen, b->njobs + (other ? other->nitems : 0)) < 0)
+		return vbs_fail(-ENOMEM, "out of memory");
+	for (size_t k = 0; other && k < other->nitems; k++)
+		idset_add(&seen, other->items[k].id);
 	nq = b->ncheck = b->nitems = 0;
 	for (size_t i = 0; i < b->njobs; i++) {
 		struct job *j = &b->jobs[i];
-		int skip = 0;
 
 		if (j->zero)
 			continue;
@@ -367,12 +402,9 @@ static int prepare_batch(struct ingest *g, struct batch *b, const struct batch *
 			memcpy(b->check[b->ncheck++], j->id, VBS_ID_LEN);
 			continue;
 		}
-		for (size_t k = 0; k < i && !skip; k++)
-			skip = b->jobs[k].store && memcmp(b->jobs[k].id, j->id, VBS_ID_LEN) == 0;
-		for (size_t k = 0; other && k < other->nitems && !skip; k++)
-			skip = memcmp(other->items[k].id, j->id, VBS_ID_LEN) == 0;
-		j->store = !skip;
+		j->store = !idset_add(&seen, j->id);
 	}
+	free(seen.slot);
 	vbs_pool_run(g->pool, encode_work, g);
 	for (size_t i = 0; i < b->njobs; i++) {
 		struct job *j = &b->jobs[i];

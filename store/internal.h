@@ -206,6 +206,20 @@ static inline uint32_t vbs_get32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* Slices of the chunk-id space, for passes whose memory would otherwise grow with the vault
+ * (gc's mark, verify's references): id belongs to slice vbs_id_slice(id, n) of n, in id order
+ * (slice i holds smaller ids than slice i + 1). Ids are keyed hashes, so slices are even. */
+static inline size_t vbs_id_slice(const uint8_t *id, size_t nslices)
+{
+	return (size_t)(((uint64_t)vbs_get32(id) * nslices) >> 32);
+}
+/* How many slices keep n items at about per items a slice (at least 1). */
+static inline size_t vbs_slices_for(uint64_t n, uint64_t per)
+{
+	uint64_t s = n / per + (n % per != 0);
+	return s ? (size_t)s : 1;
+}
+
 /* meta "seq": the next number, inside a write transaction. */
 int vbs_seq_next(vbs_vault *v, MDB_txn *txn, uint64_t *ret);
 
@@ -221,6 +235,18 @@ void vbs_test_pause(const char *name);
 static inline void vbs_test_pause(const char *name)
 {
 	(void)name;
+}
+#endif
+
+/* Test hook: the items a slice of the id space holds (vbs_slices_for's per): per, or in the
+ * test build VMBAK_TEST_SLICE (a number >= 1) when set, so that tests run gc and verify in many
+ * slices on a small vault. */
+#ifdef VMBAK_TEST_HOOKS
+uint64_t vbs_test_slice(uint64_t per);
+#else
+static inline uint64_t vbs_test_slice(uint64_t per)
+{
+	return per;
 }
 #endif
 

@@ -53,6 +53,23 @@ int vbs_verify_idx_entry(const void *key, size_t klen, const void *val, size_t v
 		*ret_data = vlen == VBS_ID_LEN;
 	return 0;
 }
+/* References a slice holds: about 36 MiB (struct ref), twice that as the array grows. */
+#define REF_SLICE (1u << 20)
+
+/* How many slices the references take: every distinct id a point refers to is the value of
+ * an index entry, so the entries bound them. */
+static int ref_slices(struct ctx *c)
+{
+	MDB_stat st;
+	int rc = mdb_stat(c->txn, c->v->dbi_idx, &st);
+
+	if (rc)
+		return vbs_vfy_db_fail(c, vbs_mdb_err(rc), "index");
+	c->nslices = vbs_slices_for(st.ms_entries, vbs_test_slice(REF_SLICE));
+	c->total = st.ms_entries;
+	return 0;
+}
+
 static int run(struct ctx *c)
 {
 	uint64_t *lins = NULL;
@@ -100,18 +117,27 @@ static int run(struct ctx *c)
 	if ((r = vbs_vfy_check_maps(c)) < 0)
 		return r;
 
-	/* The chunks the points refer to, each once. */
-	if ((r = vbs_vfy_txn_renew(c)) < 0 || (r = vbs_vfy_walk_all(c, vbs_vfy_collect_fn)) < 0)
-		return r;
-	vbs_vfy_refs_compact(c);
-	c->res->chunks_referenced = c->nrefs;
-	if ((r = vbs_vfy_sample(c)) < 0)
-		return r;
+	/* The chunks the points refer to, each once: one slice of the id space at a time, so
+	 * that the references held stay bounded however large the vault (each slice walks
+	 * every disk again, and reads its chunks in id order). */
 	c->buf = malloc(c->v->chunk_size);
 	if (!c->buf)
 		return vbs_fail(-ENOMEM, "out of memory");
-	if ((r = vbs_vfy_txn_renew(c)) < 0 || (r = vbs_vfy_read_chunks(c)) < 0)
+	if ((r = vbs_vfy_txn_renew(c)) < 0 || (r = ref_slices(c)) < 0)
 		return r;
+	for (c->slice = 0; c->slice < c->nslices; c->slice++) {
+		if ((r = vbs_vfy_txn_renew(c)) < 0 ||
+		    (r = vbs_vfy_walk_all(c, vbs_vfy_collect_fn)) < 0)
+			return r;
+		vbs_vfy_refs_compact(c);
+		c->res->chunks_referenced += c->nrefs;
+		if ((r = vbs_vfy_sample(c)) < 0)
+			return r;
+		if ((r = vbs_vfy_txn_renew(c)) < 0 || (r = vbs_vfy_read_chunks(c)) < 0)
+			return r;
+		c->done += c->nrefs;
+		c->nrefs = 0;
+	}
 	free(c->refs);
 	c->refs = NULL;
 	c->nrefs = c->caprefs = 0;

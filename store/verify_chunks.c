@@ -65,6 +65,7 @@ static int walk_disk(struct ctx *c, size_t pt, size_t di, walk_fn fn)
 		}
 		if (vbs_idx_key_lineage(k.mv_data, k.mv_size, &kl) < 0 || kl != dk->lineage)
 			break;
+		vbs_map_touched(c->v, k.mv_size + d.mv_size + 16); /* the map trim bounds the RSS */
 		/* A malformed key in the lineage: every lookup landing on it fails, so chunk n is
 		 * unreadable; the walk goes on with the next. */
 		malformed = vbs_idx_key_decode(k.mv_data, k.mv_size, NULL, &en, NULL) < 0;
@@ -157,7 +158,9 @@ int vbs_vfy_collect_fn(struct ctx *c, size_t pt, size_t di, uint64_t n, const ui
 	int r;
 
 	if (!id)
-		return add_hit(c, pt, di, n, VBS_VERIFY_INDEX);
+		return c->slice == 0 ? add_hit(c, pt, di, n, VBS_VERIFY_INDEX) : 0;
+	if (vbs_id_slice(id, c->nslices) != c->slice)
+		return 0;
 	if (c->nrefs == c->caprefs) {
 		vbs_vfy_refs_compact(c);
 		/* Grow when deduplication no longer frees half of the array. */
@@ -243,7 +246,7 @@ static uint64_t splitmix64(uint64_t *s)
 int vbs_vfy_sample(struct ctx *c)
 {
 	double p = c->o->sample;
-	uint64_t seed = c->o->seed, s, k;
+	uint64_t seed = c->o->seed ? c->o->seed : c->res->seed, s, k; /* one seed, every slice */
 
 	if (p <= 0 || p >= 100)
 		return 0;
@@ -293,6 +296,17 @@ static void hint_ahead(struct ctx *c, size_t i, int renewed)
 	vbs_cs_hint(c->v, k, (const uint8_t(*)[VBS_ID_LEN])ids);
 }
 
+/* The total for progress: exact in the last slice, else the index entries (an upper bound of
+ * the distinct references). */
+static uint64_t progress_total(const struct ctx *c)
+{
+	uint64_t known = c->done + c->nrefs;
+
+	if (c->slice + 1 == c->nslices || c->total < known)
+		return known;
+	return c->total;
+}
+
 int vbs_vfy_read_chunks(struct ctx *c)
 {
 	int r;
@@ -326,9 +340,10 @@ int vbs_vfy_read_chunks(struct ctx *c)
 			c->bad[c->nbad].seen = 0;
 			c->nbad++;
 		}
-		vbs_vfy_progress(c, i + 1, c->nrefs, 0);
+		vbs_vfy_progress(c, c->done + i + 1, progress_total(c), 0);
 	}
-	vbs_vfy_progress(c, c->nrefs, c->nrefs, 1);
+	if (c->slice + 1 == c->nslices)
+		vbs_vfy_progress(c, c->done + c->nrefs, c->done + c->nrefs, 1);
 	return 0;
 }
 

@@ -49,6 +49,8 @@ struct ctx {
 
 	struct ref *refs;
 	size_t nrefs, caprefs;
+	size_t slice, nslices; /* the references of slice `slice` of `nslices` (internal.h) */
+	uint64_t done, total;  /* chunks read in earlier slices; for progress, index entries */
 
 	struct bad *bad;
 	size_t nbad, capbad;

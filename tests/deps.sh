@@ -17,7 +17,7 @@ pkgs=(
 	lmdb-utils
 	qemu-system-x86 busybox-static cpio
 	python3-lmdb
-	libnbd-bin nbdkit openssl
+	libnbd-bin nbdkit nbdkit-plugin-dev openssl time
 	softhsm2 opensc
 	openssh-server openssh-client
 	dislocker ntfs-3g
