@@ -168,15 +168,20 @@ static void prefetch_after(vbs_image *img, MDB_txn *txn, uint64_t off, size_t le
 }
 
 /* A read of several chunks: the store may start reading the later ones while the first is
- * decoded (vbs_cs_hint). Chunks already decoded in the cache are not hinted. */
+ * decoded (vbs_cs_hint). Chunks already decoded in the cache are not hinted. Of a read of
+ * PARALLEL_MIN chunks or more (dd bs=1M: 16), the prefetch threads decode the second half,
+ * from its end, while this thread decodes the first: one request is no longer one core's
+ * worth of decoding at a time. */
 #define HINT_MAX 64
+#define PARALLEL_MIN 4
 static void hint_chunks(vbs_image *img, MDB_txn *txn, uint64_t off, size_t len)
 {
 	uint8_t ids[HINT_MAX][VBS_ID_LEN];
 	uint64_t n = off / img->cs, last = (off + len - 1) / img->cs;
-	size_t k = 0;
+	vbs_pf_job jobs[HINT_MAX / 2];
+	size_t k = 0, nj = 0;
 
-	if (len == 0 || n == last || !vbs_cs_takes_hints(img->v))
+	if (len == 0 || n == last)
 		return;
 	for (; n <= last && k < HINT_MAX; n++) {
 		vbs_cache_entry *e;
@@ -193,6 +198,13 @@ static void hint_chunks(vbs_image *img, MDB_txn *txn, uint64_t off, size_t len)
 		k++;
 	}
 	vbs_cs_hint(img->v, k, (const uint8_t(*)[VBS_ID_LEN])ids);
+	if (k < PARALLEL_MIN || !vbs_prefetch_running(img->v))
+		return;
+	for (size_t i = k; i-- > k / 2;) {
+		jobs[nj].serial = img->serial;
+		memcpy(jobs[nj++].id, ids[i], VBS_ID_LEN);
+	}
+	vbs_prefetch_queue(img->v, jobs, nj);
 }
 
 /* Walks [off, off + len) (clipped to the image) chunk by chunk and hands each piece to fn: a
