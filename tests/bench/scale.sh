@@ -23,8 +23,8 @@
 #           (targets at 100x100: list < 1 s, ls -R < 2 s). Vaults --encryption none, so that
 #           each of the 10,000 ingests does not run the passphrase's KDF; every point is a
 #           real `vmbak ingest` of a 64 KiB file whose first block differs per point.
-#   prune   `vmbak prune --keep-last 100` of one VM holding 10,000 points (the 100x100
-#           vault's points, made again as one VM): time and time per point deleted.
+#   prune   `vmbak prune --keep-last 1` of each VM of the 100x100 vault (100 runs, 9,900
+#           points deleted): time and time per point deleted, and the gc after it.
 #
 #   BENCH_DIR  work directory (default /var/tmp/bench-scale); v10m and ingest.txt are kept
 #              there and reused by the next run unless REBUILD=1 (building them takes the
