@@ -37,7 +37,6 @@ enum {
 #define FORCED_OPTS "ro,default_permissions,subtype=vmbakfs"
 #define MAX_IDLE_THREADS 10
 #define MAX_THREADS 16
-#define READ_AHEAD_KIB 1024
 #define CACHE_SIZE_MAX (64ull << 30) /* -o cache_size: see cache_size_max() */
 
 typedef struct vbf_args {
@@ -512,10 +511,11 @@ static int mount_dev(const char *mnt, unsigned *ret_major, unsigned *ret_minor)
 }
 
 /* The kernel reads ahead 128 KiB by default, so a sequential reader (cp, dd, qemu-img convert)
- * sends requests of that size. Raising the mount's own read-ahead lets them grow to the 1 MiB
- * libfuse accepts: fewer, larger requests. Best effort: only root may, and nothing breaks
- * without it. Done before the session answers INIT, which keeps the smaller of this and what
- * op_init() asks for. */
+ * sends requests of that size. Raising the mount's own read-ahead (to VBF_READ_AHEAD_KIB, ops.h)
+ * lets them grow to the 1 MiB libfuse accepts, several in flight: fewer, larger requests, and
+ * a reader of 1 MiB is no longer left with one at a time. Best effort: only root may, and
+ * nothing breaks without it. Done before the session answers INIT, which keeps the smaller of
+ * this and what op_init() asks for. */
 static void raise_read_ahead(const char *mnt)
 {
 	char path[64], value[16];
@@ -530,7 +530,7 @@ static void raise_read_ahead(const char *mnt)
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	len = snprintf(value, sizeof(value), "%d\n", READ_AHEAD_KIB);
+	len = snprintf(value, sizeof(value), "%d\n", VBF_READ_AHEAD_KIB);
 	if (len > 0 && vbu_write_all(fd, value, (size_t)len) < 0) {
 		/* Not allowed or not supported: the default stays. */
 	}

@@ -999,7 +999,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * allows) arrive as one request. max_read stays as the mount options set it: libfuse
 	 * refuses an init() that changes it. The kernel caps read-ahead at the device's
 	 * read_ahead_kb; ask for more in case an administrator raised it. */
-	conn->max_readahead = 1024 * 1024;
+	conn->max_readahead = VBF_READ_AHEAD_KIB * 1024;
 	conn->max_background = 64;
 	conn->congestion_threshold = 0;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
