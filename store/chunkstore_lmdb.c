@@ -283,12 +283,14 @@ static int lmdb_iterate(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *arg
 {
 	MDB_cursor *c;
 	MDB_val k, d;
-	int rc, r = 0;
+	int rc, r = 0, scan = vbs_scan_begin(v, txn, cs_of(v)->chunks);
 
 	rc = mdb_cursor_open(txn, cs_of(v)->chunks, &c);
-	if (rc)
+	if (rc) {
+		vbs_scan_end(v, scan);
 		return vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path,
 				mdb_strerror(rc));
+	}
 	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
 		if (k.mv_size != VBS_ID_LEN)
@@ -297,6 +299,7 @@ static int lmdb_iterate(vbs_vault *v, MDB_txn *txn, vbs_cs_iter_fn fn, void *arg
 			break;
 	}
 	mdb_cursor_close(c);
+	vbs_scan_end(v, scan);
 	if (r)
 		return r;
 	if (rc != MDB_NOTFOUND)

@@ -280,6 +280,36 @@ void vbs_map_touched(vbs_vault *v, size_t bytes)
 		madvise(addr, len, MADV_DONTNEED);
 }
 
+int vbs_scan_begin(vbs_vault *v, MDB_txn *txn, MDB_dbi dbi)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	void *addr;
+	size_t len;
+	uint64_t off;
+
+	if (mdb_stat(txn, dbi, &st) != 0 || mdb_env_info(v->env, &info) != 0)
+		return 0;
+	/* Dense: the tree's pages are an eighth of the file or more (small chunks whose frames
+	 * sit in the leaves, an index of many points). Otherwise a read around each fault reads
+	 * mostly chunk frames. */
+	if ((uint64_t)(st.ms_branch_pages + st.ms_leaf_pages) * 8 < (uint64_t)info.me_last_pgno + 1)
+		return 0;
+	if (find_map(v, NULL, &addr, &len, &off) < 0 || off != 0)
+		return 0;
+	return madvise(addr, len, MADV_NORMAL) == 0;
+}
+
+void vbs_scan_end(vbs_vault *v, int on)
+{
+	void *addr;
+	size_t len;
+	uint64_t off;
+
+	if (on && find_map(v, NULL, &addr, &len, &off) == 0 && off == 0)
+		madvise(addr, len, MADV_RANDOM);
+}
+
 /* After a commit. The pages a writer wrote land in the page cache, and each fault on the
  * tree's pages through the map then maps up to 64 KiB of cached neighbours (fault-around),
  * often fresh chunk data: so every commit counts as a full VBS_MAP_TRIM. Each commit then

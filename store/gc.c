@@ -352,10 +352,11 @@ static int mark_phase(vbs_vault *v, struct mark *m)
 	MDB_cursor *c = NULL;
 	MDB_val k, d;
 	size_t w = 0;
-	int rc, r;
+	int rc, r, scan;
 
 	if ((r = vbs_read_begin(v, &txn)) < 0)
 		return r;
+	scan = vbs_scan_begin(v, txn, v->dbi_idx);
 	rc = mdb_cursor_open(txn, v->dbi_idx, &c);
 	for (rc = rc ? rc : mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
@@ -398,6 +399,7 @@ mdb_fail:
 	r = vbs_fail(vbs_mdb_err(rc), "cannot read vault '%s': %s", v->path, mdb_strerror(rc));
 out:
 	mdb_cursor_close(c);
+	vbs_scan_end(v, scan);
 	vbs_read_end(v, txn);
 	return r;
 }
