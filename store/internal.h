@@ -221,10 +221,17 @@ static inline size_t vbs_id_slice(const uint8_t *id, size_t nslices)
 {
 	return (size_t)(((uint64_t)vbs_get32(id) * nslices) >> 32);
 }
-/* How many slices keep n items at about per items a slice (at least 1). */
+/* How many slices keep n items at about per items a slice: at least 1, at most
+ * VBS_SLICES_MAX. n comes from counts no MAC covers (the chunk store's totals, LMDB's entry
+ * counts): one flipped high bit must cost at most that many passes, not 2^40 of them. 1,024
+ * slices of 1M ids hold a billion chunks, 64 TiB of 64 KiB chunks. */
+#define VBS_SLICES_MAX 1024
 static inline size_t vbs_slices_for(uint64_t n, uint64_t per)
 {
 	uint64_t s = n / per + (n % per != 0);
+
+	if (s > VBS_SLICES_MAX)
+		s = VBS_SLICES_MAX;
 	return s ? (size_t)s : 1;
 }
 

@@ -91,6 +91,15 @@ for vm in vm1 vm2 vm3; do
 done
 cmp a.img out-vm1/d.img && cmp b.img out-vm2/d.img && cmp c.img out-vm3/d.img ||
 	fail "gc in slices lost data"
+# The chunk store's count sizes gc's slices, and no MAC covers it: a flipped high bit (here
+# all bits) must cost a bounded number of passes (VBS_SLICES_MAX), free nothing and lose nothing.
+"$VBK_INSPECT" raw "$T/g2" put meta "$(printf chunks | od -An -tx1 | tr -d ' \n')" \
+	"ffffffffffffffff$(printf '%032d' 0)" || fail "cannot write the chunk count"
+expect_status 0 timeout 120 "$VMBAK" gc "$T/g2" --json
+[ "$(json_value "d['freed']")" = 0 ] || fail "gc with a damaged chunk count freed chunks"
+rm -rf "$T/out-vm1"
+expect_status 0 "$VMBAK" restore "$T/g2" vm1 --to "$T/out-vm1"
+cmp a.img out-vm1/d.img || fail "gc with a damaged chunk count lost data"
 
 # Damage: flip a byte inside the stored frames of three chunks of a0.img (unencrypted, random
 # data is stored raw): chunks 10 (vm1 both points and vm3), 120 (vm1's first point and vm3)
